@@ -1,0 +1,55 @@
+"""The ``qrank`` command: one sub-command module per verb, each with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import QrankError
+from .common import configure_logging, fail
+
+# each module adds its verbs; adding a verb is one module and one line here
+COMMAND_MODULES = (
+    "qrank.cli.core",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qrank",
+        description="Two-stage retrieval: embed, search, rerank (Qwen3-Reranker, Qwen3-Embedding, cross-encoders).",
+    )
+    parser.add_argument("--version", action="version", version=f"qrank {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``qrank`` script.
+
+    >>> main(["--version"])  # doctest: +SKIP
+    qrank 0.1.0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    configure_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except QrankError as exc:
+        return fail(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""What every sub-command shares: flags derived from :class:`~qrank.settings.Settings`, logging, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import typing
+from typing import Any
+
+from ..errors import QrankError
+from ..settings import Settings
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: list[str] | None = None) -> None:
+    """Add ``--field-name`` flags for the fields of one settings section (all, or ``fields``).
+
+    Flags default to ``None`` so that an unset flag leaves the env var (``QRANK_<SECTION>__<FIELD>``) or
+    the default in charge; the help text comes from the field's description.
+    """
+    model = Settings.model_fields[section].annotation
+    group = parser.add_argument_group(f"{section} settings (env QRANK_{section.upper()}__<NAME>)")
+    for name, field in model.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description or name} (default: {field.default})"
+        ann = field.annotation
+        origin_args = typing.get_args(ann)
+        if ann is bool:
+            group.add_argument(flag, dest=f"{section}__{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        choices = list(origin_args) if typing.get_origin(ann) is typing.Literal else None
+        base = next((a for a in origin_args if a is not type(None)), ann) if origin_args and choices is None else ann
+        conv = base if base in (int, float) else str
+        group.add_argument(flag, dest=f"{section}__{name}", type=conv, choices=choices, default=None, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings from env/defaults, overridden by the flags the user actually gave."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if "__" in key and value is not None:
+            section, name = key.split("__", 1)
+            overrides.setdefault(section, {})[name] = value
+    base = Settings()
+    update: dict[str, Any] = {}
+    for section, values in overrides.items():
+        current = getattr(base, section)
+        update[section] = type(current).model_validate({**current.model_dump(), **values})
+    if getattr(args, "home", None):
+        update["home"] = args.home
+    update.update(extra)
+    return base.model_copy(update=update)
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr; ``-v`` for info, ``-vv`` for debug. Only entry points call this."""
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbosity < 1:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except ImportError:  # transformers is a core dependency; nothing to quiet without it
+            logging.getLogger(__name__).debug("transformers not importable; its logging left as is")
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def fail(exc: QrankError) -> int:
+    """Print a one-line error (no traceback) and return the exit status."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    return 2

@@ -1,0 +1,169 @@
+"""``qrank rerank``, ``qrank embed`` and ``qrank models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InvalidInput
+from .common import add_settings_flags, print_json, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rerank",
+        help="rerank documents for a query",
+        description="Score documents against a query and print them best first. Documents come from "
+        "--documents FILE (one per line, or JSONL with a 'text' field; '-' = stdin) and/or positional args.",
+    )
+    p.add_argument("--model", "-m", required=True, help="reranker: local folder or hub id (e.g. Qwen/Qwen3-Reranker-0.6B)")
+    p.add_argument("--query", "-q", required=True, help="the query")
+    p.add_argument("--documents", "-d", metavar="FILE", help="file of documents: one per line, or .jsonl with 'text'")
+    p.add_argument("docs", nargs="*", metavar="DOC", help="documents given inline")
+    p.add_argument("--top-n", "-n", type=int, default=None, help="keep the best N (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_settings_flags(p, "models", ["device", "dtype", "max_length", "instruction"])
+    add_settings_flags(p, "engine", ["engine", "max_batch_tokens"])
+    p.set_defaults(func=cmd_rerank)
+
+    e = sub.add_parser("embed", help="embed texts", description="Print L2-normalised embeddings of the given texts.")
+    e.add_argument("--model", "-m", required=True, help="embedder: local folder or hub id (e.g. Qwen/Qwen3-Embedding-0.6B)")
+    e.add_argument("--query", action="store_true", help="the texts are queries (applies the query instruction)")
+    e.add_argument("--dim", type=int, default=None, help="output dimension (Matryoshka truncation + renormalisation)")
+    e.add_argument("--json", action="store_true", help="print the full vectors as JSON")
+    e.add_argument("texts", nargs="+", metavar="TEXT")
+    add_settings_flags(e, "models", ["device", "dtype", "max_length", "instruction"])
+    add_settings_flags(e, "engine", ["engine", "max_batch_tokens"])
+    e.set_defaults(func=cmd_embed)
+
+    m = sub.add_parser("models", help="list models loadable locally", description="List model folders qrank can load "
+                       "(under QRANK_HOME/models, the Hugging Face cache, and any PATH given) with their kind.")
+    m.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="extra folders to search")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+
+def read_documents(path: str | None, inline: list[str]) -> list[str]:
+    """Documents from a file (lines or JSONL 'text') plus inline ones; blank lines are skipped."""
+    docs: list[str] = []
+    if path:
+        if path == "-":
+            raw = sys.stdin.read()
+        else:
+            try:
+                raw = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise InvalidInput("documents", f"cannot read {path}: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise InvalidInput("documents", f"{path} is not UTF-8 text") from exc
+        jsonl = path.endswith(".jsonl")
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            if jsonl:
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise InvalidInput("documents", f"{path}:{n} is not valid JSON") from exc
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise InvalidInput("documents", f"{path}:{n} has no string 'text' field")
+                docs.append(((obj.get("title") or "") + " " + obj["text"]).strip())
+            else:
+                docs.append(line)
+    docs.extend(inline)
+    if not docs:
+        raise InvalidInput("documents", "give documents with --documents FILE or as arguments")
+    return docs
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from ..reranker import Reranker
+
+    settings = settings_from_args(args)
+    docs = read_documents(args.documents, args.docs)
+    rr = Reranker.from_pretrained(args.model, settings=settings)
+    results = rr.rerank(args.query, docs, top_n=args.top_n)
+    if args.json:
+        print_json({"model": rr.info.id, "query": args.query, "results": [r.to_dict() for r in results]})
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{rr.info.id} ({rr.info.kind}) — {args.query}", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("was", justify="right")
+    table.add_column("moved", justify="right")
+    table.add_column("document", overflow="fold")
+    for rank, r in enumerate(results):
+        moved = r.index - rank
+        table.add_row(str(rank + 1), f"{r.score:.4f}", str(r.index + 1), f"{moved:+d}" if moved else "=", _clip(r.document or ""))
+    Console().print(table)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ..embedder import Embedder
+
+    settings = settings_from_args(args)
+    em = Embedder.from_pretrained(args.model, settings=settings)
+    vectors = em.embed(args.texts, is_query=args.query, dim=args.dim)
+    if args.json:
+        print_json({"model": em.info.id, "dim": int(vectors.shape[1]), "embeddings": vectors.tolist()})
+        return 0
+    for text, vec in zip(args.texts, vectors):
+        head = ", ".join(f"{x:+.4f}" for x in vec[:6])
+        print(f"{_clip(text, 40)!r}: dim={vec.shape[0]} [{head}, …]")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models.registry import list_local_models
+    from ..settings import Settings
+
+    roots = [Settings().home / "models", *args.paths]
+    found = list_local_models(roots)
+    found += _hub_cache_models()
+    if args.json:
+        print_json(found)
+        return 0
+    if not found:
+        print("no local models found (searched: " + ", ".join(map(str, roots)) + " and the Hugging Face cache)")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("kind", "role", "model")
+    for m in found:
+        table.add_row(m["kind"], m["role"], m["path"])
+    Console().print(table)
+    return 0
+
+
+def _hub_cache_models() -> list[dict]:
+    """Models already in the Hugging Face cache (loadable offline by their hub id)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    from ..models.registry import list_local_models
+
+    try:
+        cache = scan_cache_dir()
+    except CacheNotFound:
+        return []
+    found = []
+    for repo in cache.repos:
+        if repo.repo_type != "model":
+            continue
+        for rev in repo.revisions:
+            for m in list_local_models([Path(rev.snapshot_path)]):
+                found.append({**m, "path": repo.repo_id})
+            break
+    return found
+
+
+def _clip(text: str, n: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,42 @@
+"""Engines run token sequences through a decoder body and return each sequence's last hidden state.
+
+Two implementations share one contract, ``last_hidden(sequences) -> (n, hidden) float32``:
+:class:`~qrank.engine.reference.ReferenceEngine` (padded batches, the yardstick) and the fast GPU engine
+in :mod:`qrank.engine.fast` (packed, prefix-shared). :func:`make_engine` picks one from settings.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..settings import EngineSettings
+from .batching import plan_batches, restore_order
+from .reference import ReferenceEngine
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReferenceEngine", "make_engine", "plan_batches", "restore_order"]
+
+
+def make_engine(body, *, pad_id: int, device: str, settings: EngineSettings):
+    """Choose the engine: 'auto' takes the fast engine on CUDA, the reference path elsewhere.
+
+    >>> from qrank.settings import EngineSettings
+    >>> # make_engine(model.model, pad_id=0, device="cpu", settings=EngineSettings()).name -> 'reference'
+    """
+    choice = settings.engine
+    if choice == "auto":
+        choice = "fast" if str(device).startswith("cuda") else "reference"
+    if choice == "fast":
+        from .fast import FastEngine  # imported lazily: only the GPU path needs it
+
+        return FastEngine(
+            body,
+            pad_id=pad_id,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+            prefix_sharing=settings.prefix_sharing,
+        )
+    return ReferenceEngine(
+        body, pad_id=pad_id, max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size
+    )

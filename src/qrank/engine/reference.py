@@ -1,0 +1,55 @@
+"""The plain path: left-padded batches through a Hugging Face decoder body.
+
+It follows the official recipes (left padding, take the last position) and is the yardstick the fast
+GPU engine is tested against. It never computes vocabulary logits: callers apply their own head to
+the returned hidden states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .batching import plan_batches, restore_order
+
+
+class ReferenceEngine:
+    """Run token sequences through ``body`` (e.g. ``Qwen3Model``) and return each last hidden state.
+
+    >>> # engine = ReferenceEngine(model.model, pad_id=151643, max_batch_tokens=8192)
+    >>> # engine.last_hidden([[1, 2, 3], [4, 5]]).shape  -> (2, hidden_size)
+    """
+
+    name = "reference"
+
+    def __init__(self, body, *, pad_id: int, max_batch_tokens: int = 16384, max_batch_size: int = 256) -> None:
+        self.body = body
+        self.pad_id = int(pad_id)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+
+    @property
+    def device(self):
+        return next(self.body.parameters()).device
+
+    def last_hidden(self, sequences: Sequence[Sequence[int]]):
+        """float32 tensor (len(sequences), hidden) on the CPU, in the caller's order."""
+        import torch
+
+        if not sequences:
+            return torch.zeros((0, self.body.config.hidden_size), dtype=torch.float32)
+        lengths = [len(s) for s in sequences]
+        batches = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        outs = []
+        with torch.inference_mode():
+            for idx in batches:
+                longest = max(lengths[i] for i in idx)
+                ids = torch.full((len(idx), longest), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), longest), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    seq = sequences[i]
+                    ids[row, longest - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
+                    mask[row, longest - len(seq):] = 1
+                out = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                outs.append(out.last_hidden_state[:, -1].float().cpu())
+        rows = restore_order(batches, [list(o) for o in outs], len(sequences))
+        return torch.stack(rows)

@@ -1,0 +1,6 @@
+"""Model backends, one per kind, behind two small contracts (:mod:`qrank.models.base`)."""
+
+from .base import EmbeddingModel, ScoringModel, resolve_model
+from .registry import KINDS, detect_kind, load_model
+
+__all__ = ["EmbeddingModel", "ScoringModel", "KINDS", "detect_kind", "load_model", "resolve_model"]

@@ -1,0 +1,119 @@
+"""Classic cross-encoders (BERT, XLM-R, ModernBERT… sequence classifiers with one output).
+
+Scores equal sentence-transformers' ``CrossEncoder.predict`` for the same weights: the pair is encoded
+as ``[CLS] query [SEP] document [SEP]`` (longest-first truncation) and the one logit goes through the
+model's activation (sigmoid unless the checkpoint says otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UnsupportedModel
+from ..settings import EngineSettings, ModelSettings
+from ..types import ModelInfo
+from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .hf_encoder import max_input_length, run_encoder_batches, tokenize_pairs
+
+_ACTIVATIONS = {
+    "Sigmoid": "sigmoid",
+    "Identity": "identity",
+    "Tanh": "tanh",
+}
+
+
+def activation_of(config: dict, path: Path) -> str:
+    """The checkpoint's activation: sentence-transformers records it in config.json or its own config."""
+    name = None
+    st = config.get("sentence_transformers") or {}
+    if isinstance(st, dict):
+        name = st.get("activation_fn")
+    ce_cfg = path / "config_sentence_transformers.json"
+    if name is None and ce_cfg.is_file():
+        try:
+            name = json.loads(ce_cfg.read_text()).get("activation_fn")
+        except ValueError:
+            name = None
+    if not name:
+        return "sigmoid"
+    short = str(name).rsplit(".", 1)[-1]
+    if short not in _ACTIVATIONS:
+        raise UnsupportedModel(f"unsupported cross-encoder activation {name!r}")
+    return _ACTIVATIONS[short]
+
+
+def apply_activation(logits: np.ndarray, activation: str) -> np.ndarray:
+    """
+    >>> apply_activation(np.array([0.0]), "sigmoid").tolist()
+    [0.5]
+    """
+    logits = logits.astype(np.float64)
+    if activation == "sigmoid":
+        out = 1.0 / (1.0 + np.exp(-logits))
+    elif activation == "tanh":
+        out = np.tanh(logits)
+    else:
+        out = logits
+    return out.astype(np.float32)
+
+
+class CrossEncoderModel:
+    """A one-label sequence classifier used as a reranker.
+
+    >>> # ce = CrossEncoderModel.load(resolve_model("../shared/models/scifact-minilm-ce"), ModelSettings())
+    >>> # ce.score_pairs([("q", "relevant doc"), ("q", "other doc")])
+    """
+
+    kind = "cross-encoder"
+
+    def __init__(self, model, tokenizer, info: ModelInfo, activation: str, engine_settings: EngineSettings | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.activation = activation
+        self.engine_settings = engine_settings or EngineSettings()
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
+        from transformers import AutoModelForSequenceClassification
+
+        num_labels = len(resolved.config.get("id2label") or {0: 0})
+        if resolved.config.get("num_labels", num_labels) != 1:
+            raise UnsupportedModel(
+                f"{resolved.name}: a cross-encoder reranker needs exactly one output label, this one has {num_labels}"
+            )
+        device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, device)
+        tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code
+        ).to(device)
+        info = ModelInfo(
+            id=resolved.name,
+            kind=cls.kind,
+            role="reranker",
+            max_length=max_input_length(tokenizer, resolved.config, settings.max_length),
+            dtype=dtype_name(dtype),
+            device=str(device),
+            revision=resolved.revision,
+            extra={"architecture": (resolved.config.get("architectures") or [None])[0]},
+        )
+        return cls(model, tokenizer, info, activation_of(resolved.config, resolved.path), engine_settings)
+
+    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
+        return [len(x) for x in tokenize_pairs(self.tokenizer, pairs, self.info.max_length)["input_ids"]]
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+        # cross-encoders take no instruction; it is accepted so that callers need not care
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32)
+        features = tokenize_pairs(self.tokenizer, pairs, self.info.max_length)
+        rows = run_encoder_batches(
+            self.tokenizer, features, lambda b: self.model(**b).logits[:, 0], self.engine_settings, self.info.device
+        )
+        logits = np.array([float(r) for r in rows], dtype=np.float32)
+        return apply_activation(logits, self.activation)

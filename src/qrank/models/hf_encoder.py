@@ -1,0 +1,67 @@
+"""Shared plumbing for encoder models (BERT, XLM-R, ModernBERT…): tokenize once, batch by padded tokens.
+
+pre: tokenize without padding → core: length-sorted batches padded per batch → post: caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..engine.batching import plan_batches, restore_order
+from ..settings import EngineSettings
+
+
+def max_input_length(tokenizer, config: dict, wanted: int, st_max: int | None = None) -> int:
+    """The usable input length: the smallest of what the user wants and what the model can take."""
+    limits = [wanted]
+    if st_max:
+        limits.append(int(st_max))
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    pos = config.get("max_position_embeddings")
+    if isinstance(pos, int) and pos > 0:
+        # RoBERTa-style models reserve padding_idx + 1 positions
+        offset = (config.get("pad_token_id") or 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(pos - offset)
+    return min(limits)
+
+
+def run_encoder_batches(
+    tokenizer,
+    features: dict,
+    forward: Callable,
+    engine: EngineSettings,
+    device: str,
+) -> list:
+    """Pad ``features`` (a tokenizer output without padding) in length-sorted batches under the token
+    budget, call ``forward(batch_tensors)`` on each, and return per-row outputs in the caller's order."""
+    import torch
+
+    ids = features["input_ids"]
+    lengths = [len(x) for x in ids]
+    batches = plan_batches(lengths, engine.max_batch_tokens, engine.max_batch_size)
+    results = []
+    keys = [k for k in features.keys() if k in ("input_ids", "attention_mask", "token_type_ids")]
+    with torch.inference_mode():
+        for idx in batches:
+            sub = {k: [features[k][i] for i in idx] for k in keys}
+            padded = tokenizer.pad(sub, padding=True, return_tensors="pt")
+            padded = {k: v.to(device) for k, v in padded.items()}
+            out = forward(padded)
+            results.append(list(out.float().cpu()))
+    return restore_order(batches, results, len(ids))
+
+
+def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int) -> dict:
+    return tokenizer(
+        [q for q, _ in pairs],
+        [d for _, d in pairs],
+        padding=False,
+        truncation="longest_first",
+        max_length=max_length,
+    )
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> dict:
+    return tokenizer(list(texts), padding=False, truncation=True, max_length=max_length)

@@ -1,0 +1,111 @@
+"""Qwen3-Embedding: instruction-prefixed queries, last-token pooling, L2 norm, MRL dimensions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..settings import EngineSettings, ModelSettings
+from ..types import ModelInfo
+from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .pooling import finish_embeddings
+
+DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def format_query(task: str, query: str) -> str:
+    """The model card's query format (no space after ``Query:``).
+
+    >>> format_query("T", "q")
+    'Instruct: T\\nQuery:q'
+    """
+    return f"Instruct: {task}\nQuery:{query}"
+
+
+def special_wrap(text_tok, fallback_eos: int | None) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after a text.
+
+    Qwen3-Embedding's tokenizer appends ``<|endoftext|>``; last-token pooling depends on it, so an
+    older tokenizer that adds nothing gets the end-of-text token appended here.
+    """
+    plain = text_tok.encode("a", add_special_tokens=False).ids
+    full = text_tok.encode("a", add_special_tokens=True).ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            before, after = full[:i], full[i + len(plain) :]
+            break
+    else:  # pragma: no cover - a post-processor that rewrites the text itself
+        before, after = [], []
+    if not before and not after and fallback_eos is not None:
+        after = [fallback_eos]
+    return before, after
+
+
+class Qwen3Embedder:
+    """A Qwen3-Embedding checkpoint (``Qwen3Model``).
+
+    >>> # em = Qwen3Embedder.load(resolve_model("Qwen/Qwen3-Embedding-0.6B"), ModelSettings())
+    >>> # em.embed_batch(["a question"], is_query=True, dim=256).shape -> (1, 256)
+    """
+
+    kind = "qwen3-embedding"
+
+    def __init__(self, model, tokenizer, info: ModelInfo, engine_settings: EngineSettings | None = None) -> None:
+        from ..engine import make_engine
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.text_tok = text_tokenizer(tokenizer)
+        eos = model.config.eos_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        self.before, self.after = special_wrap(self.text_tok, eos if eos is not None else tokenizer.pad_token_id)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.after or [0])[-1]
+        self.engine = make_engine(
+            getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings or EngineSettings()
+        )
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
+        from transformers import AutoModel
+
+        device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, device)
+        tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
+        model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        model.to(device)
+        model_max = int(resolved.config.get("max_position_embeddings") or 32768)
+        info = ModelInfo(
+            id=resolved.name,
+            kind=cls.kind,
+            role="embedder",
+            max_length=min(settings.max_length, model_max),
+            dtype=dtype_name(dtype),
+            device=str(device),
+            revision=resolved.revision,
+            dim=int(resolved.config["hidden_size"]),
+            supports_dims=True,
+            default_instruction=settings.instruction or DEFAULT_TASK,
+        )
+        return cls(model, tokenizer, info, engine_settings)
+
+    def encode(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[list[int]]:
+        """Token ids per text, truncated to ``max_length`` with the end-of-text token kept."""
+        if is_query:
+            task = instruction or self.info.default_instruction or DEFAULT_TASK
+            texts = [format_query(task, t) for t in texts]
+        room = self.info.max_length - len(self.before) - len(self.after)
+        encs = self.text_tok.encode_batch(list(texts), add_special_tokens=False)
+        return [self.before + e.ids[:room] + self.after for e in encs]
+
+    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+        return [len(ids) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
+
+    def embed_batch(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
+    ) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        hidden = self.engine.last_hidden(self.encode(texts, is_query=is_query, instruction=instruction))
+        return finish_embeddings(hidden.numpy(), dim)

@@ -1,0 +1,164 @@
+"""Qwen3-Reranker: the official chat template, scored by p("yes") against p("no") at the last position.
+
+Loads the published causal-LM checkpoints (``Qwen3ForCausalLM``) and the converted
+sequence-classification ones (``Qwen3ForSequenceClassification`` with one yes-minus-no logit); both
+reduce to one weight vector ``w`` so the score is ``sigmoid(h_last . w)`` — equal to the softmax over
+the two logits that the model card computes, without full-vocabulary logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import InvalidInput, UnsupportedModel
+from ..settings import EngineSettings, ModelSettings
+from ..types import ModelInfo
+from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
+    'Note that the answer can only be "yes" or "no".'
+)
+PREFIX = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def format_user_turn(instruction: str, query: str, document: str) -> str:
+    """The user turn of the official template.
+
+    >>> format_user_turn("I", "q", "d")
+    '<Instruct>: I\\n<Query>: q\\n<Document>: d'
+    """
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+
+
+class Qwen3PromptEncoder:
+    """Pre-processing only: pairs → token ids of the full template, truncating the document alone.
+
+    Kept apart from the model so that engines, benchmarks and tests can build the exact inputs.
+    """
+
+    def __init__(self, tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.text_tok = text_tokenizer(tokenizer)
+        self.prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
+        self.suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
+        self.yes_id = _single_token_id(tokenizer, "yes")
+        self.no_id = _single_token_id(tokenizer, "no")
+        if max_length <= len(self.prefix_ids) + len(self.suffix_ids) + 8:
+            raise InvalidInput("max_length", f"{max_length} leaves no room for the Qwen3 reranker template")
+
+    def encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
+        """Token ids per pair: prefix + user turn (document truncated) + suffix."""
+        budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        texts = [format_user_turn(instruction, q, d) for q, d in pairs]
+        encodings = self.text_tok.encode_batch(texts, add_special_tokens=False)
+        out = []
+        for (_, doc), text, enc in zip(pairs, texts, encodings):
+            ids = enc.ids
+            if len(ids) > budget:
+                doc_start = len(text) - len(doc)
+                head = sum(1 for start, _ in enc.offsets if start < doc_start)
+                if head > budget:
+                    raise InvalidInput(
+                        "query",
+                        f"query and instruction take {head} tokens, more than max_length={self.max_length} "
+                        "leaves for them; shorten the query or raise max_length",
+                    )
+                ids = ids[:budget]
+            out.append(self.prefix_ids + ids + self.suffix_ids)
+        return out
+
+
+def _single_token_id(tokenizer, token: str) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or tid == tokenizer.unk_token_id:
+        raise UnsupportedModel(f"the tokenizer has no single token {token!r}; not a Qwen3 reranker tokenizer")
+    return int(tid)
+
+
+class Qwen3Reranker:
+    """A Qwen3-Reranker checkpoint (causal LM or converted sequence classifier).
+
+    >>> # rr = Qwen3Reranker.load(resolve_model("Qwen/Qwen3-Reranker-0.6B"))
+    >>> # rr.score_pairs([("what is bm25?", "BM25 is a ranking function")])
+    """
+
+    kind = "qwen3-reranker"
+
+    def __init__(self, model, tokenizer, info: ModelInfo, engine_settings: EngineSettings | None = None) -> None:
+        import torch
+
+        from ..engine import make_engine
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.encoder = Qwen3PromptEncoder(tokenizer, info.max_length)
+        self.head = self._head_vector(model).to(torch.float32)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.encoder.suffix_ids[-1]
+        self.engine = make_engine(
+            model.base_model, pad_id=pad_id, device=info.device, settings=engine_settings or EngineSettings()
+        )
+
+    def _head_vector(self, model):
+        """The one direction the score needs: w_yes - w_no, or the converted classifier's row."""
+        import torch
+
+        with torch.no_grad():
+            score = getattr(model, "score", None)
+            if score is not None and getattr(model.config, "num_labels", 1) == 1:
+                return score.weight[0].detach().float().cpu()
+            out = model.get_output_embeddings()
+            if out is None:
+                raise UnsupportedModel(f"{self.info.id}: has neither an LM head nor a one-label score head")
+            w = out.weight
+            return (w[self.encoder.yes_id].float() - w[self.encoder.no_id].float()).detach().cpu()
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, device)
+        tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
+        archs = resolved.config.get("architectures") or []
+        auto = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in archs) else AutoModelForCausalLM
+        model = auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        model.to(device)
+        model_max = int(resolved.config.get("max_position_embeddings") or 32768)
+        info = ModelInfo(
+            id=resolved.name,
+            kind=cls.kind + ("-seq-cls" if auto is AutoModelForSequenceClassification else ""),
+            role="reranker",
+            max_length=min(settings.max_length, model_max),
+            dtype=dtype_name(dtype),
+            device=str(device),
+            revision=resolved.revision,
+            default_instruction=settings.instruction or DEFAULT_INSTRUCTION,
+            extra={"architecture": archs[0] if archs else None},
+        )
+        return cls(model, tokenizer, info, engine_settings)
+
+    def encode(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[list[int]]:
+        return self.encoder.encode(pairs, instruction or self.info.default_instruction or DEFAULT_INSTRUCTION)
+
+    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
+        return [len(ids) for ids in self.encode(pairs, instruction=instruction)]
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+        import torch
+
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32)
+        sequences = self.encode(pairs, instruction=instruction)
+        hidden = self.engine.last_hidden(sequences)
+        logits = hidden.to(torch.float32) @ self.head
+        return torch.sigmoid(logits).numpy().astype(np.float32)

@@ -1,0 +1,119 @@
+"""Sentence-transformers embedders (MiniLM, bge, e5, gte…): Transformer → Pooling (→ Normalize).
+
+Vectors equal ``SentenceTransformer.encode(..., normalize_embeddings=True)`` for the same folder. The
+folder's ``modules.json`` is read as data; a module qrank does not implement is refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UnsupportedModel
+from ..settings import EngineSettings, ModelSettings
+from ..types import ModelInfo
+from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .hf_encoder import max_input_length, run_encoder_batches, tokenize_texts
+from .pooling import finish_embeddings, pool
+
+_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_st_layout(path: Path) -> dict:
+    """Pooling mode, max length and prompts from a sentence-transformers folder (defaults: mean pooling)."""
+    modules = _json(path / "modules.json") if (path / "modules.json").is_file() else []
+    mode = "mean"
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        if kind == "Pooling":
+            cfg = _json(path / module.get("path", "") / "config.json")
+            if "pooling_mode" in cfg:
+                mode = cfg["pooling_mode"]
+            else:
+                chosen = [v for k, v in _POOLING_KEYS.items() if cfg.get(k)]
+                if len(chosen) != 1:
+                    raise UnsupportedModel(f"{path}: pooling {chosen or 'none'} is not supported (one mode expected)")
+                mode = chosen[0]
+        elif kind not in ("Transformer", "Normalize"):
+            raise UnsupportedModel(f"{path}: sentence-transformers module {kind!r} is not supported by qrank")
+    bert_cfg = _json(path / "sentence_bert_config.json")
+    st_cfg = _json(path / "config_sentence_transformers.json")
+    return {"pooling": mode, "max_seq_length": bert_cfg.get("max_seq_length"), "prompts": st_cfg.get("prompts") or {}}
+
+
+class STEmbedder:
+    """A sentence-transformers style encoder.
+
+    >>> # em = STEmbedder.load(resolve_model("../shared/models/all-MiniLM-L6-v2"), ModelSettings())
+    >>> # em.embed_batch(["hello"]).shape -> (1, 384)
+    """
+
+    kind = "st-embedder"
+
+    def __init__(self, model, tokenizer, info: ModelInfo, layout: dict, engine_settings: EngineSettings | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.layout = layout
+        self.engine_settings = engine_settings or EngineSettings()
+
+    @classmethod
+    def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
+        from transformers import AutoModel
+
+        layout = read_st_layout(resolved.path)
+        device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, device)
+        tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
+        model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code).to(device)
+        prompts = layout["prompts"]
+        info = ModelInfo(
+            id=resolved.name,
+            kind=cls.kind,
+            role="embedder",
+            max_length=max_input_length(tokenizer, resolved.config, settings.max_length, layout["max_seq_length"]),
+            dtype=dtype_name(dtype),
+            device=str(device),
+            revision=resolved.revision,
+            dim=int(resolved.config["hidden_size"]),
+            supports_dims=True,
+            default_instruction=settings.instruction or prompts.get("query") or None,
+            extra={"pooling": layout["pooling"]},
+        )
+        return cls(model, tokenizer, info, layout, engine_settings)
+
+    def _prompted(self, texts: Sequence[str], is_query: bool, instruction: str | None) -> list[str]:
+        prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
+        return [prefix + t for t in texts] if prefix else list(texts)
+
+    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+        feats = tokenize_texts(self.tokenizer, self._prompted(texts, is_query, instruction), self.info.max_length)
+        return [len(x) for x in feats["input_ids"]]
+
+    def embed_batch(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
+    ) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        feats = tokenize_texts(self.tokenizer, self._prompted(texts, is_query, instruction), self.info.max_length)
+        mode = self.layout["pooling"]
+
+        def forward(batch):
+            out = self.model(**batch).last_hidden_state
+            return pool(out, batch["attention_mask"], mode)
+
+        rows = run_encoder_batches(self.tokenizer, feats, forward, self.engine_settings, self.info.device)
+        return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)

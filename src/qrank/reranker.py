@@ -1,0 +1,177 @@
+"""The public reranking API: validation, ranking and top-n written once above ``score_pairs``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InvalidInput, QrankError
+from .models.base import ScoringModel
+from .settings import Settings
+from .types import ModelInfo, RerankResult
+
+
+def check_query(query, field: str = "query") -> str:
+    if not isinstance(query, str):
+        raise InvalidInput(field, f"must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidInput(field, "must not be empty")
+    return query
+
+
+def check_documents(documents, field: str = "documents") -> list[str]:
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        raise InvalidInput(field, f"must be a list of strings, got {type(documents).__name__}")
+    if len(documents) == 0:
+        raise InvalidInput(field, "must not be empty")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, str):
+            raise InvalidInput(f"{field}[{i}]", f"must be a string, got {type(doc).__name__}")
+    return list(documents)
+
+
+def check_top_n(top_n, n: int) -> int:
+    if top_n is None:
+        return n
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+        raise InvalidInput("top_n", f"must be a positive integer, got {top_n!r}")
+    return min(top_n, n)
+
+
+def rank_scores(scores: Sequence[float], documents: Sequence[str] | None, top_n: int) -> list[RerankResult]:
+    """Sort by score, best first (ties keep the caller's order), and cut to ``top_n``.
+
+    >>> [r.index for r in rank_scores([0.1, 0.9, 0.5], None, 2)]
+    [1, 2]
+    """
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_n]
+    return [RerankResult(index=i, score=float(scores[i]), document=documents[i] if documents is not None else None) for i in order]
+
+
+class Reranker:
+    """Rerank documents for a query with any scoring model qrank can load.
+
+    >>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")        # doctest: +SKIP
+    >>> rr.rerank("what is bm25?", ["BM25 ranks documents", "cats"], top_n=1)[0].index  # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, model: ScoringModel, *, instruction: str | None = None) -> None:
+        self.model = model
+        self.instruction = instruction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        *,
+        settings: Settings | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_length: int | None = None,
+        instruction: str | None = None,
+        engine: str | None = None,
+    ) -> Reranker:
+        """Load a Qwen3 reranker or a cross-encoder from a local folder or a hub id."""
+        from .models.registry import load_model
+
+        settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, instruction=instruction, engine=engine)
+        return cls(load_model(name, "reranker", settings.models, settings.engine), instruction=instruction)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    def _scores(self, pairs: list[tuple[str, str]], instruction: str | None) -> np.ndarray:
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidInput("instruction", "must be a string")
+        scores = np.asarray(self.model.score_pairs(pairs, instruction=instruction or self.instruction), dtype=np.float32)
+        if scores.shape != (len(pairs),):
+            raise QrankError(f"model returned {scores.shape} scores for {len(pairs)} pairs")
+        if not np.all(np.isfinite(scores)):
+            raise QrankError("the model produced a non-finite score (NaN or inf); check the model's dtype and weights")
+        return scores
+
+    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
+        """Relevance of each document to ``query``, in the caller's order.
+
+        >>> rr.score("q", ["a", "b"])  # doctest: +SKIP
+        [0.12, 0.87]
+        """
+        query = check_query(query)
+        documents = check_documents(documents)
+        return [float(s) for s in self._scores([(query, d) for d in documents], instruction)]
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        instruction: str | None = None,
+        return_documents: bool = True,
+    ) -> list[RerankResult]:
+        """Documents ordered best first, cut to ``top_n``; each result keeps its original ``index``."""
+        query = check_query(query)
+        documents = check_documents(documents)
+        n = check_top_n(top_n, len(documents))
+        scores = self._scores([(query, d) for d in documents], instruction)
+        return rank_scores(scores.tolist(), documents if return_documents else None, n)
+
+    def batch_rerank(
+        self,
+        queries: Sequence[str],
+        documents_list: Sequence[Sequence[str]],
+        *,
+        top_n: int | None = None,
+        instruction: str | None = None,
+        return_documents: bool = True,
+    ) -> list[list[RerankResult]]:
+        """One ranking per query; all pairs go through the model in one pass (one engine schedule).
+
+        >>> rr.batch_rerank(["q1", "q2"], [["a", "b"], ["c"]], top_n=1)  # doctest: +SKIP
+        """
+        if isinstance(queries, str) or not isinstance(queries, Sequence) or not queries:
+            raise InvalidInput("queries", "must be a non-empty list of strings")
+        if isinstance(documents_list, str) or not isinstance(documents_list, Sequence) or len(documents_list) != len(queries):
+            raise InvalidInput("documents_list", "must be a list with one list of documents per query")
+        checked = []
+        for qi, (q, docs) in enumerate(zip(queries, documents_list)):
+            checked.append((check_query(q, f"queries[{qi}]"), check_documents(docs, f"documents_list[{qi}]")))
+        pairs = [(q, d) for q, docs in checked for d in docs]
+        scores = self._scores(pairs, instruction).tolist()
+        out, start = [], 0
+        for q, docs in checked:
+            part = scores[start : start + len(docs)]
+            start += len(docs)
+            out.append(rank_scores(part, docs if return_documents else None, check_top_n(top_n, len(docs))))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Reranker({self.info.id!r}, kind={self.info.kind!r}, device={self.info.device!r})"
+
+
+def _with_overrides(settings: Settings | None, **kw) -> Settings:
+    """A copy of ``settings`` with the keyword overrides a facade's ``from_pretrained`` accepts."""
+    settings = settings or Settings()
+    models = {k: v for k, v in kw.items() if k in ("device", "dtype", "max_length", "instruction") and v is not None}
+    engine = {"engine": kw["engine"]} if kw.get("engine") else {}
+    # validate through the models so that an override out of range fails like a bad env var would
+    return settings.model_copy(
+        update={
+            "models": type(settings.models).model_validate({**settings.models.model_dump(), **models}),
+            "engine": type(settings.engine).model_validate({**settings.engine.model_dump(), **engine}),
+        }
+    )
+
+
+class QwenReranker(Reranker):
+    """The name used in the Qwen3 getting-started guides.
+
+    >>> QwenReranker(model_name="Qwen/Qwen3-Reranker-0.6B").rerank("q", ["a", "b"])  # doctest: +SKIP
+    """
+
+    def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, instruction: str | None = None, **kwargs) -> None:
+        loaded = Reranker.from_pretrained(model_name, instruction=instruction, **kwargs)
+        super().__init__(loaded.model, instruction=instruction)

@@ -1,0 +1,49 @@
+"""Plain result and description types shared by the core and its doors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One document's place in a ranking.
+
+    ``index`` is the document's position in the caller's list, ``score`` the model's relevance
+    (a probability for Qwen3 rerankers and sigmoid cross-encoders), ``document`` the text.
+
+    >>> RerankResult(index=2, score=0.9, document="x").index
+    2
+    """
+
+    index: int
+    score: float
+    document: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is: enough for `/v1/models`, caches and the CLI.
+
+    ``revision`` is a content fingerprint (hub commit or a hash of the local config/weights
+    metadata) so that caches never mix answers of different weights under one name.
+    """
+
+    id: str
+    kind: str
+    role: str  # "reranker" | "embedder"
+    max_length: int
+    dtype: str
+    device: str
+    revision: str = ""
+    dim: int | None = None
+    supports_dims: bool = False
+    default_instruction: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
