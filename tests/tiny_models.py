@@ -6,10 +6,12 @@ They prove numerics and plumbing, never retrieval quality.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; QRANK_SHARED_DIR points elsewhere (e.g. a carried copy on a GPU box)
+SHARED = Path(os.environ.get("QRANK_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 
 
@@ -30,7 +32,7 @@ def _qwen3_config(name: str, **overrides):
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     for f in src.iterdir():
-        if f.is_file() and f.suffix in (".json", ".txt"):
+        if f.is_file() and f.suffix in (".json", ".txt") and f.name not in ("config.json", "generation_config.json"):
             shutil.copy(f, dst / f.name)
 
 

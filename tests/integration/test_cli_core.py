@@ -1,0 +1,49 @@
+"""The CLI's rerank / embed / models verbs with the real shared models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qrank.cli import main
+
+
+def test_rerank_json_matches_the_api(ce_dir, ce, capsys, tmp_path):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Cats are small mammals.\nBM25 is a ranking function used by search engines.\n\n")
+    rc = main(["rerank", "--model", str(ce_dir), "--query", "what is bm25", "--documents", str(docs), "extra doc", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = ce.rerank("what is bm25", ["Cats are small mammals.", "BM25 is a ranking function used by search engines.", "extra doc"])
+    assert [r["index"] for r in out["results"]] == [r.index for r in expected]
+    assert [r["score"] for r in out["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
+def test_rerank_table_is_readable(ce_dir, capsys):
+    rc = main(["rerank", "-m", str(ce_dir), "-q", "what is bm25", "cats", "BM25 is a ranking function", "--top-n", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "BM25 is a ranking function" in out and "cats" not in out.split("document")[-1]
+
+
+def test_embed_json(minilm_dir, minilm, capsys):
+    rc = main(["embed", "-m", str(minilm_dir), "--query", "--dim", "64", "--json", "hello world"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dim"] == 64
+    assert out["embeddings"][0] == pytest.approx(minilm.embed("hello world", is_query=True, dim=64).tolist(), abs=1e-6)
+
+
+def test_models_lists_kinds(shared, capsys):
+    assert main(["models", str(shared / "models"), "--json"]) == 0
+    kinds = {m["kind"] for m in json.loads(capsys.readouterr().out)}
+    assert {"st-embedder", "cross-encoder"} <= kinds
+
+
+def test_errors_are_one_line_not_a_traceback(ce_dir, capsys, tmp_path):
+    assert main(["rerank", "-m", str(tmp_path / "missing"), "-q", "x", "doc"]) == 2
+    assert main(["rerank", "-m", str(ce_dir), "-q", "  ", "doc"]) == 2
+    assert main(["rerank", "-m", str(ce_dir), "-q", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "query" in err and "documents" in err

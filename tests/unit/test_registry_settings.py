@@ -1,0 +1,73 @@
+"""Model kinds come from config.json and files, never names; settings come from env and flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qrank.errors import ModelNotFound, UnsupportedModel
+from qrank.models.registry import detect_kind, load_model
+from qrank.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "config,files,kind",
+    [
+        ({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]}, [], "qwen3-reranker"),
+        ({"model_type": "qwen3", "architectures": ["Qwen3ForSequenceClassification"]}, [], "qwen3-reranker-seq-cls"),
+        ({"model_type": "qwen3", "architectures": ["Qwen3Model"]}, ["modules.json"], "qwen3-embedding"),
+        ({"model_type": "bert", "architectures": ["BertForSequenceClassification"]}, [], "cross-encoder"),
+        ({"model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"]}, [], "cross-encoder"),
+        ({"model_type": "modernbert", "architectures": ["ModernBertForSequenceClassification"]}, [], "cross-encoder"),
+        ({"model_type": "bert", "architectures": ["BertModel"]}, ["modules.json"], "st-embedder"),
+    ],
+)
+def test_kind_from_config(tmp_path, config, files, kind):
+    for f in files:
+        (tmp_path / f).write_text("[]")
+    assert detect_kind(config, tmp_path).name == kind
+
+
+def test_name_does_not_decide_the_kind(tmp_path):
+    # a folder *named* like a reranker but holding an embedder config is an embedder
+    d = tmp_path / "Qwen3-Reranker-0.6B"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    assert detect_kind(json.loads((d / "config.json").read_text()), d).name == "st-embedder"
+    with pytest.raises(UnsupportedModel, match="Embedder"):
+        load_model(str(d), "reranker")
+
+
+def test_unknown_architecture_is_refused(tmp_path):
+    with pytest.raises(UnsupportedModel):
+        detect_kind({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}, tmp_path)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotFound):
+        load_model(str(tmp_path / "nope"), "reranker")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFound, match="config.json"):
+        load_model(str(tmp_path / "empty"), "reranker")
+
+
+def test_hub_name_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound, match="Qwen/Qwen3-Reranker-0.6B"):
+        load_model("Qwen/Qwen3-Reranker-0.6B", "reranker")
+
+
+def test_settings_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("QRANK_ENGINE__MAX_BATCH_TOKENS", "4096")
+    monkeypatch.setenv("QRANK_MODELS__DTYPE", "bfloat16")
+    monkeypatch.setenv("QRANK_HOME", str(tmp_path))
+    s = Settings()
+    assert s.engine.max_batch_tokens == 4096 and s.models.dtype == "bfloat16" and s.home == tmp_path
+
+
+def test_bad_setting_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Settings(engine={"max_batch_tokens": 0})
