@@ -11,12 +11,13 @@ True
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -46,44 +47,112 @@ class EngineSettings(BaseModel):
     max_batch_tokens: int = Field(16384, ge=64, description="token budget of one forward pass (padded tokens)")
     max_batch_size: int = Field(256, ge=1, description="sequences per forward pass at most")
     prefix_sharing: bool = Field(True, description="prefill a query's shared template prefix once (fast engine)")
+    attention: Literal["auto", "varlen", "sdpa", "sdpa-cudnn"] = Field(
+        "auto", description="fast engine attention: 'auto' = FlashAttention varlen on CUDA, bucketed SDPA elsewhere"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="fast engine: fuse each layer's element-wise work with torch.compile ('auto' = on CUDA)"
+    )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default)")
+
+
+_NameList = Annotated[list[str], NoDecode]
 
 
 class ServerSettings(BaseModel):
     """HTTP server (`qrank serve`)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    api_key: str | None = None
-    max_documents: int = Field(1000, ge=1, description="documents per rerank request")
-    max_inputs: int = Field(2048, ge=1, description="inputs per embeddings request")
-    max_document_chars: int = Field(100_000, ge=1, description="characters per document or input")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 exposes the server to the network")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on every route")
+    rerankers: _NameList = Field(default_factory=list, description="reranker models to serve (folders or hub ids)")
+    embedders: _NameList = Field(default_factory=list, description="embedding models to serve (folders or hub ids)")
+    served_model_names: _NameList = Field(
+        default_factory=list, description="public names, one per model: rerankers first, then embedders"
+    )
+    max_documents: int = Field(1000, ge=1, le=100_000, description="documents per rerank request (and top_n)")
+    max_inputs: int = Field(2048, ge=1, le=100_000, description="inputs per embeddings request")
+    max_document_chars: int = Field(100_000, ge=1, description="characters per document, input or query")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body size")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers size")
     truncate: bool = Field(True, description="truncate long inputs (else answer 413)")
-    max_wait_ms: float = Field(5.0, ge=0, description="how long the batcher waits to fill a batch")
-    max_queue: int = Field(256, ge=1, description="queued requests before answering 429")
-    max_concurrent: int = Field(64, ge=1, description="requests in flight at once")
-    shutdown_timeout_s: float = Field(30.0, ge=0)
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the batcher waits to fill a batch")
+    batch_max_tokens: int = Field(65536, ge=64, description="tokens of queued requests gathered into one model call")
+    max_queue: int = Field(256, ge=1, description="queued requests per model before answering 429")
+    max_concurrent: int = Field(512, ge=1, description="requests in flight at once before answering 429")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight requests on shutdown")
+    ready_timeout_s: float = Field(30.0, gt=0, description="how long /ready waits for its probe forward pass")
+    access_log: bool = Field(True, description="log one line per request")
+
+    @field_validator("rerankers", "embedders", "served_model_names", mode="before")
+    @classmethod
+    def _split_names(cls, value):
+        # env vars may give a JSON list or a comma-separated one: QRANK_SERVER__RERANKERS=a,b
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class IndexSettings(BaseModel):
-    """Collections (`qrank index`, `Pipeline`)."""
+    """Collections (`qrank index`, `qrank search`, `Pipeline`); see docs/index.md."""
 
-    backend: Literal["faiss", "milvus"] = "faiss"
-    hnsw_threshold: int = Field(50_000, ge=0, description="above this many vectors FAISS uses HNSW")
-    milvus_uri: str | None = Field(None, description="Milvus URI; None = Milvus Lite file in the collection dir")
-    candidates: int = Field(100, ge=1, description="dense candidates passed to the reranker")
-    fusion: Literal["rrf"] = "rrf"
-    rrf_k: int = Field(60, ge=1)
-    chunk_tokens: int = Field(512, ge=16)
-    chunk_overlap: int = Field(64, ge=0)
+    backend: Literal["faiss", "milvus"] = Field("faiss", description="vector store of new collections")
+    hnsw_threshold: int = Field(50_000, ge=0, description="above this many vectors FAISS uses HNSW (exact below)")
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree (FAISS and Milvus HNSW)")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width")
+    hnsw_ef_search: int = Field(256, ge=1, description="HNSW search beam width (raised to k when smaller)")
+    milvus_uri: str | None = Field(None, description="Milvus URI (http://host:19530); None = Milvus Lite file in the collection dir")
+    milvus_token: str | None = Field(None, description="Milvus token ('user:password' or an API key)")
+    milvus_db: str | None = Field(None, description="Milvus database name (cluster only; None = default)")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
+        "FLAT", description="Milvus index of new collections (FLAT = exact; HNSW uses hnsw_m/hnsw_ef_*)"
+    )
+    candidates: int = Field(100, ge=1, description="first-stage candidates passed to the reranker")
+    fusion: Literal["rrf"] = Field("rrf", description="how hybrid search fuses dense and BM25 rankings")
+    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
+    chunk_tokens: int = Field(512, ge=16, description="passage length in tokens (capped by the embedder's max length)")
+    chunk_overlap: int = Field(64, ge=0, description="tokens shared by neighbouring passages")
+    rerank_passages: int = Field(4, ge=1, description="passages per candidate document scored by the reranker (max-passage)")
+    ingest_window: int = Field(2048, ge=1, description="documents read, embedded and committed per window while indexing")
+    bm25_stopwords: str | None = Field("en", description="bm25s stopword list ('en') or None")
+
+
+class UISettings(BaseModel):
+    """Web UI (`qrank ui`, `qrank serve --ui`); see docs/ui.md."""
+
+    host: str = Field("127.0.0.1", description="address the UI binds; 0.0.0.0 exposes it to the network")
+    port: int = Field(7860, ge=0, le=65535, description="TCP port of the UI (0 = any free port)")
+    server_url: str | None = Field(None, description="call this qrank server instead of loading models in the UI process")
+    report_dir: Path | None = Field(None, description="where to look for `qrank eval` reports (None = <home>/eval)")
+    max_documents: int = Field(1000, ge=1, le=100_000, description="documents per playground or compare request")
 
 
 class CacheSettings(BaseModel):
     """Persistent caches of embeddings and reranker scores."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="cache embeddings and reranker scores on disk")
+    path: Path | None = Field(None, description="cache database (None = <home>/cache/cache.sqlite)")
     max_bytes: int = Field(2 * 1024**3, ge=0, description="size limit; least recently used entries go first")
+
+
+class DistributedSettings(BaseModel):
+    """Scale-out on Ray Serve (`qrank serve --ray`); see docs/deploy.md."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None = start a local one")
+    replicas: int = Field(1, ge=1, le=1024, description="replicas per model (fixed; see autoscale_min/max)")
+    autoscale_min: int | None = Field(None, ge=0, description="autoscaling: fewest replicas per model (with autoscale_max)")
+    autoscale_max: int | None = Field(None, ge=1, description="autoscaling: most replicas per model")
+    target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling: requests in flight per replica to aim for")
+    num_gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each model replica reserves (1 = one replica per GPU)")
+    num_cpus_per_replica: float = Field(1.0, ge=0, description="CPUs each model replica reserves")
+    ingress_replicas: int = Field(1, ge=1, description="replicas of the HTTP front (routes, validation, batching)")
+    replica_batch_size: int = Field(64, ge=1, description="calls merged by one replica's dynamic batcher")
+    replica_batch_wait_ms: float = Field(2.0, ge=0, description="how long a replica waits to merge calls")
+    retries: int = Field(3, ge=0, le=20, description="retries of a call whose replica died (another replica answers)")
+    call_timeout_s: float = Field(120.0, gt=0, description="time limit of one call to a model replica")
 
 
 class Settings(BaseSettings):
@@ -101,6 +170,8 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    ui: UISettings = Field(default_factory=UISettings)
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -1,0 +1,152 @@
+"""qrank on Ray Serve: a head and a worker node as separate processes on 127.0.0.1, two replicas.
+
+Checks that both replicas answer, that answers equal the single-process core, and that killing a
+replica under load costs no request and no wrong answer (the proxy retries on another replica).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+QUERY = "Vitamin D deficiency raises the risk of respiratory infections"
+DOCS = [
+    "Serum vitamin D levels were inversely associated with respiratory tract infections.",
+    "The Eiffel Tower was completed in 1889.",
+    "Daily vitamin D3 reduced upper respiratory infections among schoolchildren.",
+    "Photosynthesis converts light energy into chemical energy.",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _ray_start(args: list[str], env: dict) -> None:
+    proc = subprocess.run([_ray_cli(), "start", *args], env=env, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        pytest.fail(f"ray start {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # set before Ray is first imported: it reads the auth settings once
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    pytest.importorskip("ray.serve", reason="needs the 'ray' extra")
+    import ray
+
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="qr-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    # Ray swaps 127.0.0.1 for the machine's network address; other loopback addresses it keeps, so both
+    # "nodes" and all their traffic stay on the loopback range. Token auth as a real cluster would use.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
+    head, worker = "127.0.0.2", "127.0.0.3"
+    _ray_start(["--head", f"--port={port}", f"--node-ip-address={head}", "--include-dashboard=false", f"--temp-dir={temp}", *common], env)
+    try:
+        _ray_start([f"--address={head}:{port}", f"--node-ip-address={worker}", *common], env)
+        ray.init(address=f"{head}:{port}", _node_ip_address=head, log_to_driver=False)
+        deadline = time.time() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2, "the worker node did not join"
+        yield port
+    finally:
+        try:
+            if ray.is_initialized():
+                from ray import serve
+
+                serve.shutdown()
+        finally:
+            ray.shutdown()
+            subprocess.run([_ray_cli(), "stop", "--force"], env=env, capture_output=True, timeout=120)
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def served(cluster, ce_dir):
+    from qrank.distributed import ray_serve
+    from qrank.settings import Settings
+
+    http_port = _free_port()
+    settings = Settings(
+        server={"rerankers": [str(ce_dir)], "port": http_port, "max_wait_ms": 2.0},
+        distributed={"replicas": 2, "num_cpus_per_replica": 1.0, "retries": 5},
+    )
+    ray_serve.run(settings, blocking=False)
+    return f"http://127.0.0.1:{http_port}"
+
+
+def test_two_replicas_answer_like_the_single_process_core(served, ce):
+    import httpx
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = ce.rerank(QUERY, DOCS)
+
+    def call(i):
+        r = httpx.post(f"{served}/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=60)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(48)))
+    for status, body in answers:
+        assert status == 200, body
+        assert [r["index"] for r in body["results"]] == [r.index for r in expected]
+        assert [r["relevance_score"] for r in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-5)
+    replicas = httpx.get(f"{served}/v1/replicas", timeout=10).json()
+    calls = next(iter(replicas.values()))["calls_by_replica"]
+    assert len(calls) == 2 and all(n > 0 for n in calls.values()), calls
+
+
+def test_killing_a_replica_under_load_loses_no_request(served, ce):
+    import httpx
+    import ray
+
+    expected = [r.index for r in ce.rerank(QUERY, DOCS)]
+    results: list[tuple[int, list[int]]] = []
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                r = client.post(f"{served}/v1/rerank", json={"query": QUERY, "documents": DOCS})
+                body = r.json()
+                results.append((r.status_code, [x["index"] for x in body.get("results", [])]))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3)
+        named = ray.util.list_named_actors(all_namespaces=True)
+        replicas = [a["name"] for a in named if a["namespace"] == "serve" and "model-0-reranker" in a["name"]]
+        assert len(replicas) == 2, named
+        ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
+        time.sleep(8)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    assert len(results) > 20
+    bad = [r for r in results if r[0] != 200 or r[1] != expected]
+    assert not bad, bad[:5]
