@@ -42,6 +42,18 @@ class ModelNotFound(QrankError, LookupError):
         super().__init__(message, field=field)
 
 
+class CollectionNotFound(QrankError, LookupError):
+    """No collection of that name exists (under ``settings.home``).
+
+    >>> CollectionNotFound("docs").field
+    'collection'
+    """
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"no collection named {name!r}", field="collection")
+        self.name = name
+
+
 class UnsupportedModel(QrankError):
     """The model exists but is not a kind qrank knows for the requested role."""
 

@@ -53,6 +53,9 @@ class EngineSettings(BaseModel):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="fast engine: fuse each layer's element-wise work with torch.compile ('auto' = on CUDA)"
     )
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
+        "auto", description="fast engine: replay each varlen pass as a CUDA graph ('auto' = on CUDA)"
+    )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default)")
 
 
@@ -77,7 +80,10 @@ class ServerSettings(BaseModel):
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers size")
     truncate: bool = Field(True, description="truncate long inputs (else answer 413)")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the batcher waits to fill a batch")
-    batch_max_tokens: int = Field(65536, ge=64, description="tokens of queued requests gathered into one model call")
+    batch_max_tokens: int | None = Field(
+        None, ge=64, description="tokens of queued requests gathered into one model call "
+        "(default: 64 x engine.max_batch_tokens on a GPU, 4 x on a CPU)"
+    )
     max_queue: int = Field(256, ge=1, description="queued requests per model before answering 429")
     max_concurrent: int = Field(512, ge=1, description="requests in flight at once before answering 429")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight requests on shutdown")

@@ -12,6 +12,10 @@ from .common import configure_logging, fail
 # each module adds its verbs; adding a verb is one module and one line here
 COMMAND_MODULES = (
     "qrank.cli.core",
+    "qrank.cli.index",
+    "qrank.cli.serve",
+    "qrank.cli.ui",
+    "qrank.cli.eval",
 )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..engine import pipelined_last_hidden
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
@@ -107,5 +108,6 @@ class Qwen3Embedder:
     ) -> np.ndarray:
         if not texts:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
-        hidden = self.engine.last_hidden(self.encode(texts, is_query=is_query, instruction=instruction))
+        encode = lambda chunk: self.encode(chunk, is_query=is_query, instruction=instruction)  # noqa: E731
+        hidden = pipelined_last_hidden(self.engine, list(texts), encode)
         return finish_embeddings(hidden.numpy(), dim)

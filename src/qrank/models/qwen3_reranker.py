@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..engine import pipelined_last_hidden
 from ..errors import InvalidInput, UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
@@ -158,7 +159,6 @@ class Qwen3Reranker:
 
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        sequences = self.encode(pairs, instruction=instruction)
-        hidden = self.engine.last_hidden(sequences)
+        hidden = pipelined_last_hidden(self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction))
         logits = hidden.to(torch.float32) @ self.head
         return torch.sigmoid(logits).numpy().astype(np.float32)

@@ -1,0 +1,150 @@
+"""CPU benchmark: qrank's cross-encoder path vs sentence-transformers ``CrossEncoder.predict``.
+
+The real ../shared/models/scifact-minilm-ce on 100 SciFact (claim, abstract) pairs, fp32, on this
+machine's cores. The two systems run alternately, round after round, so that a noisy shared machine
+slows both alike; the table gives each one's median and the median of the per-round ratios.
+
+    .venv/bin/python bench/cpu_bench.py            # writes the <!-- cpu-bench --> section and results rows
+    .venv/bin/python bench/cpu_bench.py --no-write # print only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("QRANK_SHARED_DIR") or ROOT.parent / "shared")
+MARK_BEGIN, MARK_END = "<!-- cpu-bench -->", "<!-- /cpu-bench -->"
+
+
+def scifact_pairs(n_queries: int = 10, docs_per_query: int = 10, seed: int = 0) -> list[tuple[str, str]]:
+    """Each test claim with its cited abstracts plus random others, 100 pairs in all by default."""
+    base = SHARED / "datasets" / "scifact"
+    corpus = {}
+    for line in (base / "corpus.jsonl").open(encoding="utf-8"):
+        d = json.loads(line)
+        corpus[d["_id"]] = (d["title"] + " " + d["text"]).strip()
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (base / "queries.jsonl").open(encoding="utf-8")}
+    qrels: dict[str, list[str]] = {}
+    for row in (base / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        qid, did, _ = row.split("\t")
+        qrels.setdefault(qid, []).append(did)
+    rng = random.Random(seed)
+    ids = list(corpus)
+    pairs = []
+    for qid in list(qrels)[:n_queries]:
+        docs = [d for d in qrels[qid] if d in corpus][:docs_per_query]
+        docs += rng.sample(ids, docs_per_query - len(docs))
+        pairs += [(queries[qid], corpus[d]) for d in docs]
+    return pairs
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run(rounds: int, write: bool) -> None:
+    import numpy as np
+    import sentence_transformers
+    import torch
+    import transformers
+    from sentence_transformers import CrossEncoder
+
+    from qrank import Reranker
+
+    model_dir = SHARED / "models" / "scifact-minilm-ce"
+    pairs = scifact_pairs()
+    st = CrossEncoder(str(model_dir), device="cpu")
+    rr = Reranker.from_pretrained(str(model_dir), device="cpu")
+    ref = st.predict(pairs)
+    got = rr.model.score_pairs(pairs)
+    diff = float(np.max(np.abs(np.asarray(got) - np.asarray(ref))))
+    tokens = sum(rr.model.count_tokens(pairs))
+    t_st, t_q, ratios = [], [], []
+    for r in range(rounds):
+        order = (("st", lambda: st.predict(pairs)), ("qrank", lambda: rr.model.score_pairs(pairs)))
+        times = {}
+        for name, fn in order if r % 2 == 0 else order[::-1]:  # alternate who goes first
+            t = time.perf_counter()
+            fn()
+            times[name] = time.perf_counter() - t
+        t_st.append(times["st"])
+        t_q.append(times["qrank"])
+        ratios.append(times["st"] / times["qrank"])
+        print(f"round {r}: sentence-transformers {times['st'] * 1e3:.0f} ms, qrank {times['qrank'] * 1e3:.0f} ms", flush=True)
+    med_st, med_q, med_ratio = statistics.median(t_st), statistics.median(t_q), statistics.median(ratios)
+    device = f"CPU: {cpu_name()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+    date = dt.date.today().isoformat()
+    rows = [
+        dict(device=device, model="scifact-minilm-ce", system=s, workload="ce-100-scifact-pairs", date=date,
+             tokens_per_s=round(tokens / t), ms_per_100_pairs=round(t / len(pairs) * 100 * 1000, 1),
+             pairs_per_s=round(len(pairs) / t, 1))
+        for s, t in (("sentence-transformers", med_st), ("qrank", med_q))
+    ]
+    engine = rr.model.engine_settings
+    section = "\n".join([
+        "## CPU: classic cross-encoder (bench/cpu_bench.py)",
+        "",
+        f"{device}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"sentence-transformers {sentence_transformers.__version__}. Model: ../shared/models/scifact-minilm-ce "
+        f"(BERT, 6 layers, fp32); {len(pairs)} SciFact (claim, title + abstract) pairs, {tokens} tokens after "
+        f"truncation to 512. Median of {rounds} alternating rounds; the machine is shared and noisy.",
+        "",
+        "| system | ms / 100 pairs | pairs/s | tokens/s |",
+        "|---|---:|---:|---:|",
+        *[f"| {r['system']} | {r['ms_per_100_pairs']} | {r['pairs_per_s']} | {r['tokens_per_s']:,} |" for r in rows],
+        "",
+        f"qrank / sentence-transformers speed ratio, median of the per-round ratios: **{med_ratio:.2f}x**; "
+        f"max |score difference| = {diff:.2e}.",
+        f"qrank batches by token count (budget {engine.max_batch_tokens} padded tokens, longest first) instead of "
+        "32 pairs sorted by characters; sentence-transformers `predict(batch_size=32)` defaults.",
+    ]) + "\n"
+    print(section)
+    if write:
+        write_results(section, rows)
+
+
+def write_results(section: str, rows: list[dict]) -> None:
+    bm = ROOT / "BENCHMARKS.md"
+    text = bm.read_text() if bm.is_file() else "# Benchmarks\n"
+    block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    bm.write_text(text)
+    res = ROOT / "bench" / "results.json"
+    old = json.loads(res.read_text()) if res.is_file() else []
+    key = lambda r: (r.get("device"), r.get("model"), r.get("system"), r.get("workload"))  # noqa: E731
+    keys = {key(r) for r in rows}
+    res.write_text(json.dumps([r for r in old if key(r) not in keys] + rows, indent=1) + "\n")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    if not (SHARED / "models" / "scifact-minilm-ce").is_dir():
+        sys.exit(f"{SHARED}/models/scifact-minilm-ce is missing")
+    run(args.rounds, not args.no_write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One call on the GPU device (see bench/gpu_bench.py): environment check, GPU tests, benchmark.
+#   bash bench/device_run.sh "tests bench" "0.6b,8b" "rerank,embed"
+# Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
+set -o pipefail
+STEPS=${1:-"tests bench"}; SIZES=${2:-0.6b,4b,8b}; PARTS=${3:-rerank,embed}; EXTRA=${4:-}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# tokenizers keep their default (parallel) threads in the benchmark; the tests' conftest turns them off
+export PYTHONPATH=/tmp/site:src:bench QRANK_SHARED_DIR=.carry/shared PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
+  TRANSFORMERS_OFFLINE=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
+[ -f .carry/inductor.tgz ] && tar xzf .carry/inductor.tgz -C /tmp
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/env.txt"
+python3 - <<'PY' 2>&1 | tee -a "$OUT/env.txt"
+import torch, transformers, importlib.util as u
+print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__,
+      "varlen module", u.find_spec("torch.nn.attention.varlen") is not None, torch.cuda.get_device_name())
+PY
+if [[ $STEPS == *tests* ]]; then
+  timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q tests/gpu -m gpu -s -p no:cacheprovider -o addopts="" ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/gpu_tests.log"
+fi
+if [[ $STEPS == *bench* ]]; then
+  timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_bench.py run --sizes "$SIZES" --parts "$PARTS" --out "$OUT" $EXTRA 2>&1 \
+    | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/gpu_bench.log"
+  tail -n 60 "$OUT/gpu_bench.log"
+fi
+tar czf /tmp/inductor.tgz -C /tmp inductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tgz)" -lt 15000000 ] && cp /tmp/inductor.tgz "$OUT/"
+ls -la "$OUT"

@@ -1,0 +1,384 @@
+"""Persistent, bounded caches of embeddings and reranker scores (one SQLite file, LRU eviction).
+
+Keys are SHA-256 digests of a canonical JSON of everything that changes the answer:
+embeddings ``(model id, revision, dims, instruction, is_query, text)``, scores ``(model id, revision,
+instruction, query, document)``. Values are raw little-endian floats (never pickles). Each entry also
+carries a *tag*, the digest of the text it belongs to, so that deleting a document can forget its
+embeddings and every score computed for it.
+
+Use the wrappers (they keep the facades' API) or the functions:
+
+>>> cache = Cache(Path("/tmp/qrank-doctest-cache.sqlite"), max_bytes=10_000_000)   # doctest: +SKIP
+>>> em = CachedEmbedder(Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2"), cache)  # doctest: +SKIP
+>>> em.embed(["a", "b"]).shape, em.embed(["a", "b"]).shape, cache.stats()["hits"]["embedding"]  # doctest: +SKIP
+((2, 384), (2, 384), 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInput
+from .reranker import check_documents, check_query, check_top_n, rank_scores
+from .settings import Settings
+from .types import ModelInfo, RerankResult
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key BLOB NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    tag BLOB,
+    value BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    used INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
+CREATE INDEX IF NOT EXISTS entries_tag ON entries (tag);
+CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL, entries INTEGER NOT NULL);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS entries_ins AFTER INSERT ON entries
+    BEGIN UPDATE totals SET bytes = bytes + NEW.size, entries = entries + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS entries_del AFTER DELETE ON entries
+    BEGIN UPDATE totals SET bytes = bytes - OLD.size, entries = entries - 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF size ON entries
+    BEGIN UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0; END;
+"""
+_IN_CHUNK = 500
+_OVERHEAD = 64  # rough per-row bytes beyond key and value, so that the limit tracks the file size
+KINDS = ("embedding", "score")
+
+
+def cache_key(**fields: Any) -> bytes:
+    """SHA-256 of the canonical JSON of ``fields`` (sorted keys, no spaces, UTF-8).
+
+    >>> cache_key(a=1, b="x") == cache_key(b="x", a=1)
+    True
+    """
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")).digest()
+
+
+def text_tag(text: str) -> bytes:
+    """The tag of every entry computed from ``text`` (see :meth:`Cache.forget`)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+
+
+def embedding_key(info: ModelInfo, dim: int | None, instruction: str | None, is_query: bool, text: str) -> bytes:
+    return cache_key(kind="embedding", model=info.id, revision=info.revision, dim=dim, instruction=instruction,
+                     is_query=bool(is_query), text=text)
+
+
+def score_key(info: ModelInfo, instruction: str | None, query: str, document: str) -> bytes:
+    return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query, document=document)
+
+
+class Cache:
+    """A byte-bounded LRU map ``key -> bytes`` in SQLite, shared by threads and processes.
+
+    ``stats()`` reports this process's hits and misses per kind plus the stored entries and bytes.
+    """
+
+    def __init__(self, path: Path | str, max_bytes: int) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost cache entry costs a recomputation, nothing more
+        self._db.executescript(_SCHEMA)
+        self.hits = dict.fromkeys(KINDS, 0)
+        self.misses = dict.fromkeys(KINDS, 0)
+        self.evictions = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Cache | None:
+        """The cache ``settings.cache`` describes, or None when caching is off.
+
+        >>> Cache.from_settings(Settings(cache={"enabled": False})) is None
+        True
+        """
+        if not settings.cache.enabled:
+            return None
+        return cls(settings.cache.path or settings.home / "cache" / "cache.sqlite", settings.cache.max_bytes)
+
+    def get_many(self, kind: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        """Stored values of the keys present (marking them recently used); counts hits and misses."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[bytes, bytes] = {}
+        with self._lock:
+            for i in range(0, len(keys), _IN_CHUNK):
+                part = keys[i : i + _IN_CHUNK]
+                marks = ",".join("?" * len(part))
+                found.update(self._db.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", part).fetchall())
+            if found:
+                now = time.time_ns()
+                hit = list(found)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for i in range(0, len(hit), _IN_CHUNK):
+                        part = hit[i : i + _IN_CHUNK]
+                        self._db.execute(f"UPDATE entries SET used = ? WHERE key IN ({','.join('?' * len(part))})", [now, *part])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            self.hits[kind] = self.hits.get(kind, 0) + len(found)
+            self.misses[kind] = self.misses.get(kind, 0) + len(keys) - len(found)
+        return found
+
+    def put_many(self, kind: str, items: Iterable[tuple[bytes, bytes | None, bytes]]) -> None:
+        """Store ``(key, tag, value)`` entries, then evict least recently used ones above ``max_bytes``."""
+        rows = [(k, kind, tag, value, len(k) + len(value) + _OVERHEAD, time.time_ns()) for k, tag, value in items]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO entries (key, kind, tag, value, size, used) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET tag = excluded.tag, value = excluded.value, size = excluded.size, used = excluded.used",
+                    rows,
+                )
+                self._evict()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _evict(self) -> None:
+        total = self._db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
+        if total <= self.max_bytes:
+            return
+        target = int(self.max_bytes * 0.9)  # evict a little extra so that the next put does not evict again
+        while total > target:
+            victims = self._db.execute("SELECT key, size FROM entries ORDER BY used LIMIT 512").fetchall()
+            if not victims:
+                break
+            chosen, freed = [], 0
+            for key, size in victims:
+                chosen.append(key)
+                freed += size
+                if total - freed <= target:
+                    break
+            for i in range(0, len(chosen), _IN_CHUNK):
+                part = chosen[i : i + _IN_CHUNK]
+                self._db.execute(f"DELETE FROM entries WHERE key IN ({','.join('?' * len(part))})", part)
+            self.evictions += len(chosen)
+            total -= freed
+
+    def forget(self, texts: Iterable[str]) -> int:
+        """Drop every entry computed from these texts (their embeddings, and scores with them as document)."""
+        tags = list({text_tag(t) for t in texts})
+        removed = 0
+        with self._lock:
+            for i in range(0, len(tags), _IN_CHUNK):
+                part = tags[i : i + _IN_CHUNK]
+                removed += self._db.execute(f"DELETE FROM entries WHERE tag IN ({','.join('?' * len(part))})", part).rowcount
+        return removed
+
+    def contains(self, kind: str, key: bytes) -> bool:
+        """Whether ``key`` is stored (does not count as a hit or touch recency)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM entries WHERE key = ? AND kind = ?", (key, kind)).fetchone() is not None
+
+    def stats(self) -> dict[str, Any]:
+        """``{"hits": {kind: n}, "misses": {...}, "evictions", "entries", "bytes", "max_bytes", "path"}``."""
+        with self._lock:
+            total, entries = self._db.execute("SELECT bytes, entries FROM totals WHERE id = 0").fetchone()
+            return {"hits": dict(self.hits), "misses": dict(self.misses), "evictions": self.evictions,
+                    "entries": int(entries), "bytes": int(total), "max_bytes": self.max_bytes, "path": str(self.path)}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM entries")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+def cached_embed(embedder, texts: Sequence[str], cache: Cache | None, *, is_query: bool = False,
+                 instruction: str | None = None, dim: int | None = None) -> np.ndarray:
+    """``embedder.embed(texts, ...)`` as an ``(n, dim)`` matrix, computing only what ``cache`` lacks.
+
+    >>> cached_embed(em, ["a", "b"], cache).shape  # doctest: +SKIP
+    (2, 384)
+    """
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
+    if cache is None or not texts:
+        return embedder.embed(texts, is_query=is_query, instruction=instruction, dim=dim)
+    info = embedder.info
+    eff_instruction = instruction if instruction is not None else (info.default_instruction if is_query else None)
+    keys = [embedding_key(info, dim or info.dim, eff_instruction, is_query, t) for t in texts]
+    found = cache.get_many("embedding", keys)
+    missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+    fresh: dict[str, np.ndarray] = {}
+    if missing:
+        vecs = np.asarray(embedder.embed(missing, is_query=is_query, instruction=instruction, dim=dim), dtype=np.float32)
+        fresh = dict(zip(missing, vecs))
+        cache.put_many("embedding", [(embedding_key(info, dim or info.dim, eff_instruction, is_query, t), text_tag(t),
+                                      v.astype("<f4").tobytes()) for t, v in fresh.items()])
+    rows = [fresh[t] if t in fresh else np.frombuffer(found[k], dtype="<f4") for t, k in zip(texts, keys)]
+    return np.stack(rows).astype(np.float32)
+
+
+class CachedEmbedder:
+    """An :class:`~qrank.embedder.Embedder` whose ``embed`` goes through a :class:`Cache`.
+
+    ``embedded`` counts texts actually sent to the model.
+    """
+
+    def __init__(self, embedder, cache: Cache | None) -> None:
+        self.embedder = embedder
+        self.cache = cache
+        self.embedded = 0
+
+    @property
+    def model(self):
+        return self.embedder.model
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.embedder.info
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def embed(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None) -> np.ndarray:
+        single = isinstance(texts, str)
+        batch = [texts] if single else texts
+        counting = _Counting(self.embedder)
+        out = cached_embed(counting, batch, self.cache, is_query=is_query, instruction=instruction, dim=dim)
+        self.embedded += counting.count
+        return out[0] if single else out
+
+    def embed_query(self, text: str, *, dim: int | None = None) -> np.ndarray:
+        return self.embed(text, is_query=True, dim=dim)
+
+    def embed_documents(self, texts: Sequence[str], *, dim: int | None = None) -> np.ndarray:
+        return self.embed(list(texts), dim=dim)
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.embedder!r})"
+
+
+class _Counting:
+    """Counts the texts passed to ``embed``."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+        self.info = embedder.info
+        self.count = 0
+
+    def embed(self, texts, **kw):
+        self.count += len(texts)
+        return self.embedder.embed(texts, **kw)
+
+
+# --- reranker scores ------------------------------------------------------------------------------
+def _effective_instruction(reranker, instruction: str | None) -> str | None:
+    return instruction or getattr(reranker, "instruction", None) or reranker.info.default_instruction
+
+
+def cached_scores(reranker, pairs: Sequence[tuple[str, str]], cache: Cache | None, *, instruction: str | None = None) -> np.ndarray:
+    """Scores of ``(query, document)`` pairs in order, asking the reranker only for uncached pairs.
+
+    >>> cached_scores(rr, [("q", "a"), ("q", "b")], cache)  # doctest: +SKIP
+    array([0.1, 0.9], dtype=float32)
+    """
+    pairs = [(q, d) for q, d in pairs]
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
+    eff = _effective_instruction(reranker, instruction)
+    keys = [score_key(reranker.info, eff, q, d) for q, d in pairs]
+    found = cache.get_many("score", keys) if cache is not None else {}
+    out = np.empty(len(pairs), dtype=np.float32)
+    todo: dict[str, list[int]] = {}
+    for i, (q, d) in enumerate(pairs):
+        if keys[i] in found:
+            out[i] = np.frombuffer(found[keys[i]], dtype="<f4")[0]
+        else:
+            todo.setdefault(q, []).append(i)
+    fresh = []
+    for q, idx in todo.items():  # one model call per query keeps the facade's validation and batching
+        scores = reranker.score(q, [pairs[i][1] for i in idx], instruction=instruction)
+        for i, s in zip(idx, scores):
+            out[i] = s
+            fresh.append((keys[i], text_tag(pairs[i][1]), np.float32(s).astype("<f4").tobytes()))
+    if cache is not None and fresh:
+        cache.put_many("score", fresh)
+    return out
+
+
+class CachedReranker:
+    """A :class:`~qrank.reranker.Reranker` whose scores go through a :class:`Cache`.
+
+    ``scored`` counts pairs actually sent to the model.
+    """
+
+    def __init__(self, reranker, cache: Cache | None) -> None:
+        self.reranker = reranker
+        self.cache = cache
+        self.scored = 0
+
+    @property
+    def model(self):
+        return self.reranker.model
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.reranker.info
+
+    @property
+    def instruction(self) -> str | None:
+        return getattr(self.reranker, "instruction", None)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+        counting = _CountingReranker(self.reranker)
+        out = cached_scores(counting, pairs, self.cache, instruction=instruction)
+        self.scored += counting.count
+        return out
+
+    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
+        query = check_query(query)
+        documents = check_documents(documents)
+        return [float(s) for s in self.score_pairs([(query, d) for d in documents], instruction=instruction)]
+
+    def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, instruction: str | None = None,
+               return_documents: bool = True) -> list[RerankResult]:
+        documents = check_documents(documents)
+        n = check_top_n(top_n, len(documents))
+        scores = self.score(query, documents, instruction=instruction)
+        return rank_scores(scores, documents if return_documents else None, n)
+
+    def __repr__(self) -> str:
+        return f"CachedReranker({self.reranker!r})"
+
+
+class _CountingReranker:
+    def __init__(self, reranker) -> None:
+        self.reranker = reranker
+        self.info = reranker.info
+        self.instruction = getattr(reranker, "instruction", None)
+        self.count = 0
+
+    def score(self, query, documents, **kw):
+        self.count += len(documents)
+        return self.reranker.score(query, documents, **kw)

@@ -1,0 +1,236 @@
+"""``qrank index add|list|info|delete|drop`` and ``qrank search``: collections from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import InvalidInput
+from .common import add_settings_flags, print_json, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    idx = sub.add_parser("index", help="build and manage collections", description="Collections live under "
+                         "QRANK_HOME/collections (default ~/.qrank). See docs/index.md.")
+    verbs = idx.add_subparsers(dest="index_command", metavar="VERB")
+
+    a = verbs.add_parser("add", help="add files to a collection (creates it)", description="Index .txt/.md files "
+                         "(one document each), .jsonl ({'id' or '_id', 'text', 'title'?, 'metadata'?} per line) and "
+                         ".csv (header with 'text', 'id'; other columns become metadata). Folders are searched "
+                         "recursively. A document whose id exists replaces it; unchanged documents cost nothing; "
+                         "Ctrl-C keeps finished batches and a re-run continues.")
+    a.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    a.add_argument("--collection", "-c", required=True, help="collection name")
+    a.add_argument("--embedder", "-e", help="embedding model (folder or hub id); required to create a collection, "
+                   "must match the collection's otherwise")
+    a.add_argument("--reranker", "-r", help="remember this reranker as the collection's default for searches")
+    a.add_argument("--limit", type=int, default=None, help="index at most N documents (e.g. a quick subset)")
+    a.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(a)
+    add_settings_flags(a, "index", ["backend", "chunk_tokens", "chunk_overlap", "hnsw_threshold", "milvus_uri", "milvus_index"])
+    add_settings_flags(a, "engine", ["max_batch_tokens"])
+    a.set_defaults(func=cmd_add)
+
+    ls = verbs.add_parser("list", help="list collections")
+    ls.add_argument("--json", action="store_true")
+    _common(ls, models=False)
+    ls.set_defaults(func=cmd_list)
+
+    info = verbs.add_parser("info", help="describe a collection")
+    info.add_argument("collection")
+    info.add_argument("--json", action="store_true")
+    _common(info, models=False)
+    info.set_defaults(func=cmd_info)
+
+    rm = verbs.add_parser("delete", help="delete documents from a collection")
+    rm.add_argument("collection")
+    rm.add_argument("--ids", nargs="+", required=True, metavar="ID", help="document ids to delete")
+    rm.add_argument("--json", action="store_true")
+    _common(rm, models=False)
+    rm.set_defaults(func=cmd_delete)
+
+    drop = verbs.add_parser("drop", help="delete a whole collection")
+    drop.add_argument("collection")
+    _common(drop, models=False)
+    drop.set_defaults(func=cmd_drop)
+    idx.set_defaults(func=lambda args: idx.print_help() or 1)
+
+    s = sub.add_parser("search", help="search a collection (dense or hybrid, then rerank)",
+                       description="Find candidates by embedding similarity (or --hybrid: fused with BM25), then "
+                       "rerank them with the collection's reranker or --reranker.")
+    s.add_argument("query")
+    s.add_argument("--collection", "-c", required=True)
+    s.add_argument("--k", "-k", type=int, default=10, help="results to print (default 10)")
+    s.add_argument("--reranker", "-r", help="reranker to use (default: the collection's, if any)")
+    s.add_argument("--no-rerank", action="store_true", help="first stage only")
+    s.add_argument("--hybrid", action="store_true", help="fuse dense and BM25 rankings (reciprocal rank fusion)")
+    s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep documents whose metadata KEY equals VALUE (JSON or text); repeat to AND, repeat a key to OR")
+    s.add_argument("--instruction", help="query instruction for instruction-aware models")
+    s.add_argument("--json", action="store_true", help="print a JSON list of hits")
+    _common(s)
+    add_settings_flags(s, "index", ["candidates", "rrf_k", "hnsw_ef_search", "rerank_passages", "milvus_uri"])
+    s.set_defaults(func=cmd_search)
+
+
+def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
+    p.add_argument("--home", type=Path, default=None, help="data directory (default: QRANK_HOME or ~/.qrank)")
+    if models:
+        add_settings_flags(p, "models", ["device", "dtype"])
+    add_settings_flags(p, "cache", ["enabled"])
+
+
+def parse_filter(items: list[str]) -> dict | None:
+    """``["lang=en", "year=2020", "lang=de"]`` → ``{"lang": ["en", "de"], "year": [2020]}``.
+
+    >>> parse_filter(["lang=en", "year=2020", "lang=de"])
+    {'lang': ['en', 'de'], 'year': [2020]}
+    """
+    out: dict[str, list] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput("filter", f"{item!r} is not KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if isinstance(value, (dict, list)) or value is None:
+            value = raw
+        out.setdefault(key, []).append(value)
+    return out or None
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from ..index.collection import Collection
+    from ..index.documents import SUFFIXES, read_paths
+    from ..pipeline import Pipeline
+
+    settings = settings_from_args(args)
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInput("limit", "must be a positive integer")
+    docs = read_paths(args.paths, limit=args.limit)
+    if not docs:
+        raise InvalidInput("paths", f"no documents found (supported files: {', '.join(SUFFIXES)})")
+    if not Collection.exists(settings, args.collection) and not args.embedder:
+        raise InvalidInput("embedder", f"collection {args.collection!r} does not exist yet: give --embedder MODEL to create it")
+    with Pipeline.open(args.collection, embedder=args.embedder, settings=settings) as p:
+        if args.reranker:
+            p.set_default_reranker(args.reranker)
+        report = p.add(docs)
+        report["collection"] = p.name
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{report['collection']}: {report['added']} added, {report['replaced']} replaced, {report['unchanged']} unchanged "
+              f"({report['passages']} passages, {report['embedded']} embedded); {report['count']} documents in the collection")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..pipeline import list_collections
+
+    found = list_collections(settings_from_args(args))
+    if args.json:
+        print_json([c.to_dict() for c in found])
+        return 0
+    if not found:
+        print("no collections yet: create one with `qrank index add --collection NAME --embedder MODEL FILES`")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("collection", "documents", "backend", "dim", "embedder", "reranker")
+    for c in found:
+        table.add_row(c.name, str(c.count), c.backend, str(c.dim), c.embedder, c.reranker or "-")
+    Console().print(table)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..index.collection import Collection
+
+    col = Collection.open(settings_from_args(args), args.collection)
+    try:
+        info = col.info()
+    finally:
+        col.close()
+    if args.json:
+        print_json(info)
+        return 0
+    emb = info["embedder"]
+    lines = [
+        f"collection  {info['name']}  ({info['path']})",
+        f"documents   {info['count']}  (passages {info['passages']})",
+        f"backend     {info['backend']}  index {info['store'].get('index')}",
+        f"embedder    {emb.get('name')}  (dim {info['dim']}, revision {emb.get('revision')})",
+        f"reranker    {info['reranker'] or '-'}",
+        f"chunking    {info['chunk_tokens']} tokens, overlap {info['chunk_overlap']}",
+        f"created     {info['created']}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from ..pipeline import Pipeline
+
+    with Pipeline.open(args.collection, settings=settings_from_args(args), create=False) as p:
+        deleted = p.delete(args.ids)
+        count = p.collection.store.count()
+    if args.json:
+        print_json({"collection": args.collection, "deleted": deleted, "count": count})
+    else:
+        print(f"{args.collection}: deleted {deleted} of {len(set(args.ids))} ids; {count} documents left")
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from ..pipeline import delete_collection
+
+    delete_collection(args.collection, settings_from_args(args))
+    print(f"dropped collection {args.collection}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..pipeline import Pipeline
+
+    settings = settings_from_args(args)
+    with Pipeline.open(args.collection, reranker=args.reranker, settings=settings, create=False) as p:
+        rerank = False if args.no_rerank else None
+        hits = p.search(args.query, k=args.k, rerank=rerank, hybrid=args.hybrid, filter=parse_filter(args.filter),
+                        instruction=args.instruction)
+        reranked = bool(hits) and hits[0].rerank_score is not None
+    if args.json:
+        print_json([h.to_dict() for h in hits])
+        return 0
+    if not hits:
+        print("no results")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    from rich.markup import escape
+
+    stage = ("hybrid" if args.hybrid else "dense") + (" → reranked" if reranked else "")
+    table = Table(title=escape(f"{args.collection}: {args.query}  ({stage})"), title_justify="left")
+    for col, just in (("rank", "right"), ("id", "left"), ("score", "right"), ("dense", "right")):
+        table.add_column(col, justify=just)
+    if reranked:
+        table.add_column("rerank", justify="right")
+    table.add_column("document", overflow="fold")
+    for h in hits:
+        text = ((h.title + " — ") if h.title else "") + (h.passage or h.text)
+        row = [str(h.rank), h.id, f"{h.score:.4f}", f"{h.dense_score:.4f}" if h.dense_score is not None else "-"]
+        if reranked:
+            row.append(f"{h.rerank_score:.4f}")
+        table.add_row(*map(escape, row), escape(_clip(text)))
+    Console().print(table)
+    return 0
+
+
+def _clip(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,87 @@
+"""``qrank serve``: the HTTP server (vLLM/Cohere/Jina/TEI rerank, OpenAI/TEI embeddings)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_settings_flags, settings_from_args
+
+_LIST_FLAGS = ("rerankers", "embedders", "served_model_names")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve rerankers and embedders over HTTP",
+        description="Serve models over HTTP: POST /v1/rerank (vLLM/Jina/Cohere), /rerank (also TEI), /v1/score, "
+        "/v1/embeddings (OpenAI), /embed (TEI); GET /v1/models, /health, /ready, /metrics, /docs. Every flag is "
+        "also an environment variable QRANK_<SECTION>__<NAME> (lists: comma-separated or JSON).",
+        epilog="example: qrank serve --reranker Qwen/Qwen3-Reranker-0.6B --embedder Qwen/Qwen3-Embedding-0.6B --port 8000",
+    )
+    p.add_argument(
+        "--reranker",
+        dest="server__rerankers",
+        action="append",
+        metavar="MODEL",
+        help="reranker to serve: folder or hub id (repeat for several; the first is the default)",
+    )
+    p.add_argument(
+        "--embedder",
+        dest="server__embedders",
+        action="append",
+        metavar="MODEL",
+        help="embedder to serve: folder or hub id (repeat for several; the first is the default)",
+    )
+    p.add_argument(
+        "--served-model-name",
+        dest="server__served_model_names",
+        action="append",
+        metavar="NAME",
+        help="public name of a model, one per model in order: rerankers first, then embedders "
+        "(default: the name or path it was given)",
+    )
+    add_settings_flags(p, "server", [f for f in _server_fields() if f not in _LIST_FLAGS])
+    add_settings_flags(p, "models")
+    add_settings_flags(p, "engine")
+    p.set_defaults(func=cmd_serve)
+
+
+def _server_fields() -> list[str]:
+    from ..settings import ServerSettings
+
+    return list(ServerSettings.model_fields)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..errors import require
+
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require(module, "server")
+    from rich.console import Console
+
+    from ..server import ModelPool, create_app
+    from ..server.run import serve
+
+    settings = settings_from_args(args)
+    if settings.engine.num_threads:
+        from ..models.base import set_torch_threads
+
+        set_torch_threads(settings.engine.num_threads)
+    console = Console(stderr=True)
+    with console.status("loading models…") as status:
+        pool = ModelPool.load(settings, progress=lambda msg: status.update(msg))
+    pool.check(settings)
+    s = settings.server
+    for m in pool.models:
+        console.print(
+            f"[green]{m.role}[/] {m.name} ({m.info.kind}, {m.info.device}, {m.info.dtype}, max_length {m.info.max_length})"
+        )
+    if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
+        console.print(
+            f"[yellow]warning:[/] listening on {s.host} without --api-key: anyone who can reach it can use it"
+        )
+    console.print(f"serving on http://{s.host}:{s.port} (docs at /docs); Ctrl-C stops", highlight=False)
+    sys.stdout.flush()
+    serve(create_app(settings, pool), settings)
+    return 0

@@ -1,0 +1,183 @@
+"""Attention over a packed pass: every row sees its prefix, then its own tokens causally.
+
+Two interchangeable kernels, chosen by measurement (see BENCHMARKS.md):
+
+* ``varlen`` — FlashAttention-2 variable-length (``aten._flash_attention_forward``, CUDA, fp16/bf16):
+  queries stay packed, each row's keys are gathered as [prefix, own] and the kernel's bottom-right
+  causal mask lines the row's queries up with the end of its keys. One launch per layer, no padding.
+* ``sdpa`` — rows bucketed by length into right-padded equal-length batches for
+  ``scaled_dot_product_attention`` with a plain causal mask (flash, cuDNN, efficient or math: runs
+  on the CPU too). Queries sit in the slots of their own keys, so padding after a row's end is never
+  attended to; only the attention is padded, the projections and MLP stay packed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .packing import PassLayout, bucket_plan, varlen_plan
+
+log = logging.getLogger(__name__)
+
+ATTENTION_KINDS = ("varlen", "sdpa", "sdpa-cudnn")
+
+
+def _device_ints(arrays: list[np.ndarray], device):
+    """Move several int64 arrays to ``device`` in one copy (pinned when on CUDA)."""
+    import torch
+
+    sizes = [int(a.size) for a in arrays]
+    flat = torch.from_numpy(np.concatenate(arrays).astype(np.int64, copy=False)) if arrays else torch.zeros(0, dtype=torch.long)
+    if str(device).startswith("cuda"):
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    else:
+        flat = flat.to(device)
+    return list(torch.split(flat, sizes))
+
+
+class VarlenAttention:
+    """FlashAttention-2 varlen over one pass (GQA handled by the kernel).
+
+    ``cu_q``/``cu_k`` are int32 device tensors, ``k_index`` the packed index of every key (None when
+    the keys are the queries' own tokens); ``max_q``/``max_k`` may exceed the true maxima.
+    """
+
+    def __init__(self, cu_q, cu_k, k_index, max_q: int, max_k: int, scale: float) -> None:
+        self.cu_q, self.cu_k, self.k_index = cu_q, cu_k, k_index
+        self.max_q, self.max_k = int(max_q), int(max_k)
+        self.scale = scale
+
+    @classmethod
+    def for_layout(cls, layout: PassLayout, device, scale: float) -> VarlenAttention:
+        import torch
+
+        plan = varlen_plan(layout)
+        arrays = [plan.cu_q.astype(np.int64), plan.cu_k.astype(np.int64)]
+        if plan.k_index is not None:
+            arrays.append(plan.k_index)
+        moved = _device_ints(arrays, device)
+        k_index = moved[2] if plan.k_index is not None else None
+        return cls(moved[0].to(torch.int32), moved[1].to(torch.int32), k_index, plan.max_q, plan.max_k, scale)
+
+    def __call__(self, q, k, v):
+        import torch
+
+        if self.k_index is not None:
+            k = k.index_select(0, self.k_index)
+            v = v.index_select(0, self.k_index)
+        if q.device.type != "cuda":
+            return _varlen_reference(q, k, v, self.cu_q.tolist(), self.cu_k.tolist(), self.scale)
+        out = torch.ops.aten._flash_attention_forward(
+            q, k, v, self.cu_q, self.cu_k, self.max_q, self.max_k, 0.0, True, False, scale=self.scale
+        )
+        return out[0]
+
+
+def _varlen_reference(q, k, v, cu_q: list[int], cu_k: list[int], scale: float):
+    """The varlen kernel's semantics, row by row (bottom-right causal, GQA): the CPU stand-in used by tests.
+
+    Query tokens outside every row are left as zeros (the kernel leaves them unwritten).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    out = torch.zeros_like(q)
+    heads, kv_heads = q.shape[1], k.shape[1]
+    for r in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = cu_q[r], cu_q[r + 1], cu_k[r], cu_k[r + 1]
+        if q1 == q0:
+            continue
+        nq, nk = q1 - q0, k1 - k0
+        mask = torch.ones(nq, nk, dtype=torch.bool).tril(diagonal=nk - nq)
+        o = F.scaled_dot_product_attention(
+            q[q0:q1].transpose(0, 1), k[k0:k1].transpose(0, 1), v[k0:k1].transpose(0, 1),
+            attn_mask=mask, scale=scale, enable_gqa=kv_heads != heads,
+        )
+        out[q0:q1] = o.transpose(0, 1)
+    return out
+
+
+class BucketedAttention:
+    """Length-bucketed, right-padded ``scaled_dot_product_attention``.
+
+    ``cudnn=True`` repeats the k/v heads (cuDNN takes no GQA) and asks for the cuDNN kernel.
+    """
+
+    def __init__(self, layout: PassLayout, device, scale: float, *, max_tokens: int = 16384, cudnn: bool = False) -> None:
+        self.buckets = []
+        plans = bucket_plan(layout, max_tokens)
+        arrays = []
+        for b in plans:
+            arrays += [b.kv_dst, b.kv_src, b.q_dst, b.q_src]
+        moved = _device_ints(arrays, device)
+        for i, b in enumerate(plans):
+            self.buckets.append((b.b, b.length, *moved[4 * i : 4 * i + 4]))
+        self.scale = scale
+        self.cudnn = cudnn
+
+    def __call__(self, q, k, v):
+        import torch
+        import torch.nn.functional as F
+
+        heads, kv_heads, dim = q.shape[1], k.shape[1], q.shape[2]
+        out = torch.empty_like(q)
+        for b, length, kv_dst, kv_src, q_dst, q_src in self.buckets:
+            n = b * length
+            qp = q.new_zeros(n, heads, dim)
+            kp = k.new_zeros(n, kv_heads, dim)
+            vp = v.new_zeros(n, kv_heads, dim)
+            qp[q_dst] = q[q_src]
+            kp[kv_dst] = k[kv_src]
+            vp[kv_dst] = v[kv_src]
+            qp = qp.view(b, length, heads, dim).transpose(1, 2)
+            kp = kp.view(b, length, kv_heads, dim).transpose(1, 2)
+            vp = vp.view(b, length, kv_heads, dim).transpose(1, 2)
+            if self.cudnn:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                rep = heads // kv_heads
+                kp, vp = kp.repeat_interleave(rep, dim=1), vp.repeat_interleave(rep, dim=1)
+                with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                    o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale)
+            else:
+                o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale, enable_gqa=kv_heads != heads)
+            out[q_src] = o.transpose(1, 2).reshape(n, heads, dim)[q_dst]
+        return out
+
+
+_PROBED: dict[tuple, bool] = {}
+
+
+def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether FlashAttention varlen runs here for this shape (built for this GPU, GQA, head size).
+
+    Asked once per shape with a two-row causal problem; the answer is cached.
+    """
+    import torch
+
+    key = (str(device), str(dtype), heads, kv_heads, head_dim)
+    if key not in _PROBED:
+        lay = PassLayout(
+            input_ids=np.zeros(5, np.int64), positions=np.array([0, 1, 2, 2, 3]), q_start=np.array([0, 2]),
+            q_len=np.array([2, 3]), p_start=np.array([0, 0]), p_len=np.array([0, 2]), last_index=np.array([4]), members=[0],
+        )
+        q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
+        k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
+        try:
+            out = VarlenAttention.for_layout(lay, device, head_dim**-0.5)(q, k, k)
+            _PROBED[key] = bool(torch.isfinite(out).all())
+        except (RuntimeError, NotImplementedError) as exc:
+            log.warning("FlashAttention varlen is not usable here (%s: %s); using bucketed SDPA", type(exc).__name__, exc)
+            _PROBED[key] = False
+    return _PROBED[key]
+
+
+def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384):
+    """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`."""
+    if kind == "varlen":
+        return VarlenAttention.for_layout(layout, device, scale)
+    if kind in ("sdpa", "sdpa-cudnn"):
+        return BucketedAttention(layout, device, scale, max_tokens=bucket_tokens, cudnn=kind == "sdpa-cudnn")
+    raise ValueError(f"unknown attention kind {kind!r}; expected one of {ATTENTION_KINDS}")

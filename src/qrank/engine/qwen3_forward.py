@@ -1,0 +1,194 @@
+"""The Qwen3 decoder stack run over packed tokens, reading the weights of a Hugging Face ``Qwen3Model``.
+
+The math follows ``transformers``' Qwen3 layer op for op (RMSNorm in float32 then cast, q/k norm on
+the head dimension, RoPE by rotate-half, SiLU-gated MLP), so in float32 it agrees with the reference
+to rounding. Two things differ on purpose:
+
+* tokens are one flat ``(T, hidden)`` run with per-token positions, and attention is done by a
+  pluggable ``attend(q, k, v)`` that knows the rows (see :mod:`qrank.engine.attention`);
+* the last layer's output projection and MLP run only on the rows whose hidden state is returned,
+  since nothing reads the others.
+
+The two halves of a layer (``attn_inputs`` and ``attn_output_mlp``) are plain functions of tensors, so
+``torch.compile`` can fuse their element-wise work around the matrix products once for every layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..errors import UnsupportedModel
+
+log = logging.getLogger(__name__)
+
+
+def rms_norm(x, weight, eps: float):
+    """RMSNorm as ``transformers`` computes it: normalise in float32, cast back, then scale."""
+    import torch
+
+    xf = x.to(torch.float32)
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rotate_half(x):
+    import torch
+
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int, head_dim: int):
+    """Input norm, q/k/v projections, per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim)."""
+    import torch.nn.functional as F
+
+    h = rms_norm(x, ln, eps)
+    if wk is None:  # q, k and v projections stacked in ``wq`` (one matrix product)
+        q, k, v = F.linear(h, wq, bq).split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    else:
+        q, k, v = F.linear(h, wq, bq), F.linear(h, wk, bk), F.linear(h, wv, bv)
+    q = q.reshape(-1, heads, head_dim)
+    k = k.reshape(-1, kv_heads, head_dim)
+    v = v.reshape(-1, kv_heads, head_dim)
+    if q_norm is not None:
+        q = rms_norm(q, q_norm, eps)
+        k = rms_norm(k, k_norm, eps)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    return q, k, v
+
+
+def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float):
+    """Output projection + residual, post-attention norm, SiLU-gated MLP + residual.
+
+    With ``w_up`` None, ``w_gate`` is the gate and up projections stacked (one matrix product).
+    """
+    import torch.nn.functional as F
+
+    x = x + F.linear(a, wo, bo)
+    h = rms_norm(x, ln, eps)
+    if w_up is None:
+        gate, up = F.linear(h, w_gate).chunk(2, dim=-1)
+    else:
+        gate, up = F.linear(h, w_gate), F.linear(h, w_up)
+    return x + F.linear(F.silu(gate) * up, w_down)
+
+
+@dataclass
+class LayerWeights:
+    ln1: object
+    wq: object
+    wk: object
+    wv: object
+    bq: object
+    bk: object
+    bv: object
+    q_norm: object
+    k_norm: object
+    wo: object
+    bo: object
+    ln2: object
+    w_gate: object
+    w_up: object
+    w_down: object
+
+
+class Qwen3Stack:
+    """Views of a ``Qwen3Model``'s weights (nothing is copied) and the forward over one packed pass.
+
+    >>> # stack = Qwen3Stack(model.model); stack.forward(ids, positions, attend, last_index)
+    """
+
+    def __init__(self, body, *, fuse_projections: bool = False) -> None:
+        cfg = getattr(body, "config", None)
+        layers = getattr(body, "layers", None)
+        if cfg is None or layers is None or not hasattr(body, "embed_tokens") or not hasattr(body, "rotary_emb"):
+            raise UnsupportedModel(f"the fast engine needs a Qwen3-style decoder body, got {type(body).__name__}")
+        layer_types = getattr(cfg, "layer_types", None) or []
+        if getattr(cfg, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
+            raise UnsupportedModel("the fast engine does not implement sliding-window attention; use engine='reference'")
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            raise UnsupportedModel(f"the fast engine implements SiLU MLPs only, not {cfg.hidden_act!r}")
+        self.body = body
+        self.heads = int(cfg.num_attention_heads)
+        self.kv_heads = int(cfg.num_key_value_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        self.hidden = int(cfg.hidden_size)
+        self.eps = float(cfg.rms_norm_eps)
+        self.scale = float(self.head_dim**-0.5)
+        self.embed = body.embed_tokens.weight
+        self.rotary = body.rotary_emb
+        self.norm = body.norm.weight
+        self.layers = [self._layer(layer) for layer in layers[: cfg.num_hidden_layers]]
+        if fuse_projections:
+            self.layers = [self._fused(w) for w in self.layers]
+
+    @staticmethod
+    def _fused(w: LayerWeights) -> LayerWeights:
+        """Stacked copies of q/k/v and gate/up (fewer, larger matrix products; costs their memory once more)."""
+        import torch
+
+        with torch.no_grad():
+            qkv = torch.cat([w.wq, w.wk, w.wv])
+            bias = torch.cat([w.bq, w.bk, w.bv]) if w.bq is not None else None
+            gate_up = torch.cat([w.w_gate, w.w_up])
+        return LayerWeights(
+            ln1=w.ln1, wq=qkv, wk=None, wv=None, bq=bias, bk=None, bv=None, q_norm=w.q_norm, k_norm=w.k_norm,
+            wo=w.wo, bo=w.bo, ln2=w.ln2, w_gate=gate_up, w_up=None, w_down=w.w_down,
+        )
+
+    @staticmethod
+    def _layer(layer) -> LayerWeights:
+        at, mlp = layer.self_attn, layer.mlp
+        q_norm = getattr(at, "q_norm", None)
+        k_norm = getattr(at, "k_norm", None)
+        return LayerWeights(
+            ln1=layer.input_layernorm.weight,
+            wq=at.q_proj.weight,
+            wk=at.k_proj.weight,
+            wv=at.v_proj.weight,
+            bq=at.q_proj.bias,
+            bk=at.k_proj.bias,
+            bv=at.v_proj.bias,
+            q_norm=q_norm.weight if q_norm is not None else None,
+            k_norm=k_norm.weight if k_norm is not None else None,
+            wo=at.o_proj.weight,
+            bo=at.o_proj.bias,
+            ln2=layer.post_attention_layernorm.weight,
+            w_gate=mlp.gate_proj.weight,
+            w_up=mlp.up_proj.weight,
+            w_down=mlp.down_proj.weight,
+        )
+
+    @property
+    def device(self):
+        return self.embed.device
+
+    @property
+    def dtype(self):
+        return self.embed.dtype
+
+    def forward(self, input_ids, positions, attend, last_index, *, segments=None):
+        """Final-normed hidden states (len(last_index), hidden) of the tokens at ``last_index``.
+
+        ``attend(q, k, v) -> (T, heads, head_dim)`` does the attention of the pass; ``segments`` is an
+        optional pair of (compiled) replacements for :func:`attn_inputs` and :func:`attn_output_mlp`.
+        """
+        import torch.nn.functional as F
+
+        seg_in, seg_out = segments or (attn_inputs, attn_output_mlp)
+        x = F.embedding(input_ids, self.embed)
+        cos, sin = self.rotary(x, positions[None])
+        cos, sin = cos[0, :, None, :], sin[0, :, None, :]
+        last = len(self.layers) - 1
+        for i, w in enumerate(self.layers):
+            q, k, v = seg_in(
+                x, w.ln1, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, cos, sin,
+                self.eps, self.heads, self.kv_heads, self.head_dim,
+            )
+            a = attend(q, k, v).reshape(q.shape[0], self.heads * self.head_dim)
+            if i == last:  # only the returned rows need the rest of the last layer
+                a, x = a[last_index], x[last_index]
+            x = seg_out(a, x, w.wo, w.bo, w.ln2, w.w_gate, w.w_up, w.w_down, self.eps)
+        return rms_norm(x, self.norm, self.eps)

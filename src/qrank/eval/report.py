@@ -1,0 +1,228 @@
+"""What ``qrank eval`` writes: ``metrics.json``, per-query results, run files, ``report.md`` and a plot.
+
+>>> write_report(result, Path("report/"))     # doctest: +SKIP
+{'metrics': 'report/metrics.json', 'report': 'report/report.md', 'plot': 'report/quality_vs_latency.png', ...}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import require
+
+log = logging.getLogger(__name__)
+
+PLOT_NAME = "quality_vs_latency.png"
+COST_COLUMNS = [
+    ("latency_p50_ms", "p50 ms"),
+    ("latency_p99_ms", "p99 ms"),
+    ("throughput_qps", "QPS"),
+    ("index_time_s", "index s"),
+    ("peak_rss_mb", "peak RSS MB"),
+]
+
+
+def write_report(result: dict, out: Path) -> dict[str, str]:
+    """Write every output file of an evaluation into ``out`` and return their paths by kind.
+
+    ``result`` is what :func:`qrank.eval.runner.run_eval` returns: ``config``, ``dataset``,
+    ``metric_names``, ``systems`` ({name: metrics + costs}), ``per_query``, ``rankings``, ``sweep``,
+    ``significance``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out / "metrics.json",
+        "per_query": out / "per_query.csv",
+        "sweep": out / "sweep.json",
+        "significance": out / "significance.json",
+        "config": out / "run_config.json",
+        "plot": out / PLOT_NAME,
+        "report": out / "report.md",
+    }
+    _write_json(paths["metrics"], result["systems"])
+    _write_json(paths["sweep"], result["sweep"])
+    _write_json(paths["significance"], result["significance"])
+    _write_json(paths["config"], {"config": result["config"], "dataset": result["dataset"], "environment": result.get("environment", {})})
+    _write_per_query(paths["per_query"], result["per_query"])
+    runs_dir = out / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    for name, ranking in result["rankings"].items():
+        _write_trec(runs_dir / f"{safe_name(name)}.trec", ranking, name)
+    plot_quality_latency(result, paths["plot"])
+    _atomic_write(paths["report"], render_markdown(result, PLOT_NAME))
+    return {k: str(v) for k, v in paths.items()} | {"runs": str(runs_dir)}
+
+
+def safe_name(system: str) -> str:
+    """A file name for a system name.
+
+    >>> safe_name("dense+rerank")
+    'dense+rerank'
+    >>> safe_name("a/b")
+    'a_b'
+    """
+    return "".join(c if c.isalnum() or c in "+-_." else "_" for c in system)
+
+
+# -------------------------------------------------------------------------------------------- markdown
+
+
+def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
+    """The human report: set-up, the quality/cost table, the depth sweep, significance, the plot."""
+    cfg, ds, names = result["config"], result["dataset"], result["metric_names"]
+    env = result.get("environment", {})
+    lines = [
+        f"# qrank eval — {ds['name']}",
+        "",
+        f"- data set: `{ds['source']}` — {ds['documents']} documents, {ds['queries']} queries, "
+        f"{ds['judgements']} relevance judgements",
+        f"- embedder: `{cfg.get('embedder')}`; reranker: `{cfg.get('reranker')}`",
+        f"- candidates reranked (depth): {cfg['depth']}; cut-off k: {cfg['k']}; document text: title + \" \" + text",
+        f"- machine: {env.get('device', '?')}, {env.get('cpu_count', '?')} CPU cores, torch threads "
+        f"{env.get('torch_threads', '?')}; qrank {env.get('qrank', '?')}",
+        "",
+        "## Quality and cost",
+        "",
+    ]
+    header = ["system", *names, *(c[1] for c in COST_COLUMNS)]
+    rows = []
+    for system, vals in result["systems"].items():
+        rows.append([f"`{system}`", *(_fmt(vals.get(m), 4) for m in names), *(_fmt(vals.get(c), 1) for c, _ in COST_COLUMNS)])
+    lines += _table(header, rows)
+    lines += [
+        "",
+        "Latency is measured one query at a time (embed the query, search, rerank the candidates), as a "
+        "single user would see it; QPS = queries / total time of that loop. Index time is building the "
+        "system's index over the corpus (encoding the corpus for dense systems; reranking needs none of its "
+        "own). Peak RSS is the whole process's resident memory at its highest while the system ran, so it "
+        "includes every model loaded before it.",
+        "",
+        f"![quality vs latency]({plot_name})",
+        "",
+    ]
+    if any(result["sweep"].values()):
+        lines += ["## Reranking depth", "", "Quality when the reranker sees only the first *d* candidates of the "
+                  "first stage (scores come from one reranking of the deepest list; latency is measured per depth).", ""]
+        for system, points in result["sweep"].items():
+            if not points:
+                continue
+            lines += [f"### `{system}`", ""]
+            sweep_rows = [[str(p["depth"]), *(_fmt(p.get(m), 4) for m in names), _fmt(p.get("latency_p50_ms"), 1),
+                           _fmt(p.get("latency_p99_ms"), 1)] for p in points]
+            lines += _table(["depth", *names, "p50 ms", "p99 ms"], sweep_rows)
+            best = max(points, key=lambda p: p[names[0]])
+            within = min((p for p in points if p[names[0]] >= best[names[0]] - 0.005), key=lambda p: p["depth"])
+            lines += ["", f"{names[0]} peaks at depth {best['depth']} ({best[names[0]]:.4f}); depth {within['depth']} "
+                      f"is within 0.005 of it ({within[names[0]]:.4f}).", ""]
+    sig = result["significance"]
+    if sig.get("pairs"):
+        test = {"student": "two-sided paired t-test", "fisher": "Fisher's randomization test"}[sig["test"]]
+        lines += ["## Significance", "", f"{test} over queries (ranx.compare); significant when p < {sig['max_p']}. "
+                  "W/T/L = queries where the first system wins / ties / loses.", ""]
+        sig_rows = [[f"`{p['a']}` vs `{p['b']}`", p["metric"], f"{p['mean_a']:.4f} vs {p['mean_b']:.4f}",
+                     f"{p['p_value']:.4g}", "yes" if p["significant"] else "no", f"{p['wins']}/{p['ties']}/{p['losses']}"]
+                    for p in sig["pairs"]]
+        lines += _table(["pair", "metric", "means", "p", "significant", "W/T/L"], sig_rows)
+        lines.append("")
+    lines += ["## Files", "", "- `metrics.json` — the table above, one object per system",
+              "- `per_query.csv` — every metric for every query and system",
+              "- `runs/<system>.trec` — the rankings in TREC run format",
+              "- `sweep.json`, `significance.json`, `run_config.json`", ""]
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _fmt(v, digits: int) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------------ plot
+
+
+def plot_quality_latency(result: dict, path: Path) -> None:
+    """nDCG (first metric) against p50 latency, one point per system and a line per depth sweep."""
+    require("matplotlib", "eval")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a window
+    import matplotlib.pyplot as plt
+
+    metric = result["metric_names"][0]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for system, points in result["sweep"].items():
+        pts = [p for p in points if p.get("latency_p50_ms")]
+        if len(pts) > 1:
+            ax.plot([p["latency_p50_ms"] for p in pts], [p[metric] for p in pts], "--", color="0.6", lw=1, zorder=1)
+            for p in pts:
+                ax.annotate(f"d={p['depth']}", (p["latency_p50_ms"], p[metric]), textcoords="offset points",
+                            xytext=(4, -10), fontsize=7, color="0.4")
+    for system, vals in result["systems"].items():
+        x, y = vals.get("latency_p50_ms"), vals.get(metric)
+        if x is None or y is None:
+            continue
+        ax.scatter([x], [y], s=40, zorder=2)
+        ax.annotate(system, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per query, p50 (ms, log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{result['dataset']['name']}: quality vs latency")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def _write_per_query(path: Path, per_query: dict) -> None:
+    metrics = sorted({m for vals in per_query.values() for m in vals})
+    rows = []
+    for system, vals in per_query.items():
+        qids = list(next(iter(vals.values()), {}))
+        for qid in qids:
+            rows.append([system, qid, *(f"{vals[m][qid]:.6f}" if m in vals else "" for m in metrics)])
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["system", "query_id", *metrics])
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_trec(path: Path, ranking: dict, name: str) -> None:
+    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {safe_name(name)}"
+             for qid, hits in ranking.items() for rank, (doc, score) in enumerate(hits, 1)]
+    _atomic_write(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def _write_json(path: Path, obj) -> None:
+    _atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # a report interrupted mid-write must not leave a half file that looks complete
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,364 @@
+"""Run the systems of an evaluation, reuse what is cached, and gather metrics, costs and the depth sweep.
+
+Systems are ``bm25``, ``dense``, ``hybrid`` and any of them followed by ``+rerank``
+(``dense+rerank``, ``bm25+rerank``, ``hybrid+rerank``). Each first stage retrieves
+``max(depth, largest sweep depth)`` candidates once; a reranked system reranks the first ``depth`` of
+them, and the sweep reuses those scores (scoring only the deeper candidates) to show where quality
+stops improving.
+
+>>> cfg = EvalConfig(systems=["bm25", "dense+rerank"], embedder="../shared/models/all-MiniLM-L6-v2",
+...                  reranker="../shared/models/scifact-minilm-ce")                       # doctest: +SKIP
+>>> result = Evaluation(load_dataset("../shared/datasets/scifact"), cfg, Settings()).run()  # doctest: +SKIP
+>>> result["systems"]["dense+rerank"]["ndcg@10"]                                          # doctest: +SKIP
+0.70...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..settings import Settings
+from . import stages
+from .cost import PeakMemory, Stopwatch, latency_summary
+from .data import Dataset
+from .metrics import compare_runs, evaluate_run, metric_names, run_from_ranking
+from .store import ResultStore, cache_key
+
+log = logging.getLogger(__name__)
+
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+RERANK_SUFFIX = "+rerank"
+DEFAULT_SWEEP = (10, 20, 50, 100, 200)
+STAGE_VERSION = 1  # bump when a stage's output changes meaning, so old cache entries are not reused
+
+
+def parse_systems(spec: str | list[str]) -> list[str]:
+    """Validate a comma-separated list of system names (order kept, duplicates dropped).
+
+    >>> parse_systems("bm25, dense+rerank")
+    ['bm25', 'dense+rerank']
+    >>> parse_systems("bm26")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: systems: unknown system 'bm26' ...
+    """
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not names:
+        raise InvalidInput("systems", "name at least one system")
+    known = [*FIRST_STAGES, *(s + RERANK_SUFFIX for s in FIRST_STAGES)]
+    for name in names:
+        if name not in known:
+            raise InvalidInput("systems", f"unknown system {name!r} (known: {', '.join(known)})")
+    return list(dict.fromkeys(names))
+
+
+def first_stage(system: str) -> str:
+    return system[: -len(RERANK_SUFFIX)] if system.endswith(RERANK_SUFFIX) else system
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how deep; everything else comes from :class:`~qrank.settings.Settings`."""
+
+    systems: list[str]
+    embedder: str | None = None
+    reranker: str | None = None
+    depth: int = 100
+    k: int = 10
+    sweep: list[int] = field(default_factory=lambda: list(DEFAULT_SWEEP))
+    sweep_queries: int = 20
+    latency_queries: int | None = None
+    test: str = "student"
+    max_p: float = 0.05
+    bm25_stopwords: str | None = "en"
+
+    def __post_init__(self) -> None:
+        self.systems = parse_systems(self.systems)
+        for name in ("depth", "k", "sweep_queries", "latency_queries"):
+            value = getattr(self, name)
+            if name == "latency_queries" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(name, f"must be a positive integer, got {value!r}")
+        if self.k > self.depth:
+            raise InvalidInput("k", f"must not exceed depth ({self.depth}), got {self.k}")
+        bad = [d for d in self.sweep if isinstance(d, bool) or not isinstance(d, int) or d < 1]
+        if bad:
+            raise InvalidInput("sweep", f"depths must be positive integers, got {bad[0]!r}")
+        self.sweep = sorted(set(self.sweep))
+        if self.test not in ("student", "fisher"):
+            raise InvalidInput("test", f"must be 'student' or 'fisher', got {self.test!r}")
+        stages_needed = {first_stage(s) for s in self.systems}
+        if stages_needed & {"dense", "hybrid"} and not self.embedder:
+            raise InvalidInput("embedder", "the dense and hybrid systems need an embedder (--embedder)")
+        if any(s.endswith(RERANK_SUFFIX) for s in self.systems) and not self.reranker:
+            raise InvalidInput("reranker", "the +rerank systems need a reranker (--reranker)")
+
+    @property
+    def retrieve_depth(self) -> int:
+        """How many candidates each first stage returns: enough for the depth and for the sweep (always,
+        so that adding a reranked system later reuses the cached first stages)."""
+        return max([self.depth, *self.sweep])
+
+    @property
+    def reranked(self) -> bool:
+        return any(s.endswith(RERANK_SUFFIX) for s in self.systems)
+
+
+class Evaluation:
+    """One evaluation of ``config.systems`` on ``dataset``; :meth:`run` returns everything the report needs.
+
+    Stage results are cached in ``cache_dir`` (default ``<home>/eval/cache``): a re-run with the same
+    inputs loads them instead of recomputing, and loads no model it does not need.
+    """
+
+    def __init__(self, dataset: Dataset, config: EvalConfig, settings: Settings | None = None, *,
+                 cache_dir: Path | None = None, use_cache: bool = True, progress: bool = True,
+                 embedder=None, reranker=None) -> None:
+        self.ds = dataset
+        self.config = config
+        self.settings = settings or Settings()
+        self.store = ResultStore(Path(cache_dir or self.settings.home / "eval" / "cache"), enabled=use_cache)
+        self.progress = progress
+        # already-loaded models may be passed in (they must carry ``info`` with id and revision)
+        self._embedder_model = embedder
+        self._reranker = reranker
+        self._embedder = None
+        self._cache = False  # not opened yet
+        self._stage_results: dict[str, dict] = {}
+        self.cached: dict[str, bool] = {}
+
+    # -------------------------------------------------------------------------------------- models
+    def _model_identity(self, role: str) -> dict:
+        """What identifies a model's answers in cache keys, read without loading its weights."""
+        m = self.settings.models
+        loaded = self._embedder_model if role == "embedder" else self._reranker
+        if loaded is not None:
+            info = loaded.info
+            return {"name": info.id, "revision": info.revision, "max_length": info.max_length, "dtype": info.dtype,
+                    "device": info.device, "instruction": info.default_instruction}
+        from ..models.base import pick_device, resolve_model
+
+        name = self.config.embedder if role == "embedder" else self.config.reranker
+        resolved = resolve_model(name, m)
+        return {"name": name, "revision": resolved.revision, "max_length": m.max_length, "dtype": m.dtype,
+                "device": pick_device(m.device), "instruction": m.instruction}
+
+    @property
+    def cache(self):
+        """qrank's persistent embedding/score cache (None with ``use_cache=False`` or caching off)."""
+        if self._cache is False:
+            from ..cache import Cache
+
+            self._cache = Cache.from_settings(self.settings) if self.store.enabled else None
+        return self._cache
+
+    @property
+    def embedder(self):
+        """The embedder behind the cache; ``embedder.embedded`` counts texts the model really encoded."""
+        if self._embedder is None:
+            from ..cache import CachedEmbedder
+            from ..embedder import Embedder
+
+            log.info("loading embedder %s", self.config.embedder)
+            model = self._embedder_model or Embedder.from_pretrained(self.config.embedder, settings=self.settings)
+            self._embedder = CachedEmbedder(model, self.cache)
+        return self._embedder
+
+    @property
+    def reranker(self):
+        if self._reranker is None:
+            from ..reranker import Reranker
+
+            log.info("loading reranker %s", self.config.reranker)
+            self._reranker = Reranker.from_pretrained(self.config.reranker, settings=self.settings)
+        return self._reranker
+
+    # -------------------------------------------------------------------------------------- stages
+    def _key(self, stage: str) -> dict:
+        """Everything a first stage's ranking depends on (its depth is kept in the value: a cached
+        ranking at least as deep as needed is reused, cut)."""
+        c, ds = self.config, self.ds
+        base = {"v": STAGE_VERSION, "stage": stage, "corpus": ds.corpus_fingerprint(), "queries": ds.queries_fingerprint()}
+        if stage == "bm25":
+            return {**base, "stopwords": c.bm25_stopwords}
+        if stage == "dense":
+            return {**base, "embedder": self._model_identity("embedder")}
+        if stage == "hybrid":
+            return {**base, "bm25": self._key("bm25"), "dense": self._key("dense"), "rrf_k": self.settings.index.rrf_k}
+        raise AssertionError(stage)
+
+    def stage(self, name: str) -> dict:
+        """A first stage's result (``bm25``, ``dense``, ``hybrid``): from memory, the cache, or computed now."""
+        if name in self._stage_results:
+            return self._stage_results[name]
+        depth = self.config.retrieve_depth
+        key = self._key(name)
+        result = self.store.get(key)
+        if result is not None and result.get("depth", 0) < depth:
+            result = None  # cached, but not deep enough
+        self.cached[name] = result is not None
+        if result is None:
+            log.info("computing stage %s (depth %d)", name, depth)
+            result = self._compute(name, depth)
+            result.update(depth=depth, measured_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+            self.store.put(key, result)
+        else:
+            log.info("stage %s loaded from the cache (measured %s)", name, result.get("measured_at"))
+        self._stage_results[name] = result
+        return result
+
+    def _compute(self, name: str, depth: int) -> dict:
+        c = self.config
+        if name == "bm25":
+            index_dir = self.store.root / "bm25" / cache_key([self.ds.corpus_fingerprint(), c.bm25_stopwords])[:24]
+            if not self.store.enabled:  # a saved index would be reused; build a fresh one instead
+                index_dir = Path(tempfile.mkdtemp(prefix="qrank-eval-bm25-"))
+            return stages.bm25_stage(self.ds, depth, index_dir, stopwords=c.bm25_stopwords, progress=self.progress)
+        if name == "dense":
+            # queries skip the cache (their latency must be real); the corpus goes through it
+            return stages.dense_stage(self.ds, depth, self.embedder.embedder, self._corpus_vectors, progress=self.progress)
+        return stages.hybrid_stage(self.ds, depth, self.stage("bm25"), self.stage("dense"), rrf_k=self.settings.index.rrf_k)
+
+    def rerank_system(self, system: str) -> dict:
+        """Timings and scores of a ``+rerank`` system: ``latency_ms`` (reranking at ``depth``, per timed
+        query), ``sweep_latency_ms`` ``{d: {qid: ms}}``, ``scores`` to the deepest depth, ``cached``."""
+        c, first_name = self.config, first_stage(system)
+        first = self.stage(first_name)
+        ident = {"v": STAGE_VERSION, "first": self._key(first_name), "reranker": self._model_identity("reranker")}
+        known: dict = {}
+        peaks: list[float] = [first["peak_rss_mb"]]
+        timed_q = list(self.ds.queries)[: c.latency_queries]
+        sweep_q = list(self.ds.queries)[: c.sweep_queries]
+        all_cached = True
+
+        def timings(depth: int, qids: list[str], label: str) -> dict[str, float]:
+            nonlocal all_cached
+            key = {**ident, "timing_depth": depth, "qids": cache_key(qids)}
+            saved = self.store.get(key) or {}
+            if saved.get("complete"):
+                peaks.append(saved.get("peak_rss_mb", 0.0))
+                return saved["latency_ms"]
+            all_cached = False
+            with PeakMemory() as mem:
+                latency = stages.time_reranking(
+                    self.ds, first, self.reranker, self.cache, depth, qids, done=saved.get("latency_ms"), known=known,
+                    checkpoint=lambda lat: self.store.put(key, {"latency_ms": lat, "complete": False}),
+                    desc=label, progress=self.progress)
+            peaks.append(mem.peak_mb)
+            self.store.put(key, {"latency_ms": latency, "complete": True, "peak_rss_mb": mem.peak_mb,
+                                 "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+            return latency
+
+        latency = timings(c.depth, timed_q, system)
+        sweep_latency = {str(c.depth): {q: latency[q] for q in sweep_q if q in latency}}
+        for d in c.sweep:
+            if d != c.depth:
+                sweep_latency[str(d)] = timings(d, sweep_q, f"{system} sweep")
+        deepest = max([c.depth, *c.sweep])
+        key = {**ident, "scores_depth": deepest}
+        saved = self.store.get(key)
+        scored = 0
+        if saved is None:
+            # untimed: pairs measured above, or cached by any earlier run, cost nothing
+            with PeakMemory() as mem:
+                scores, scored = stages.rerank_scores(self.ds, first, self.reranker, self.cache, deepest, known=known,
+                                                      desc=system, progress=self.progress)
+            peaks.append(mem.peak_mb)
+            saved = {"scores": scores}
+            self.store.put(key, saved)
+        self.cached[system] = all_cached and scored == 0 and self.cached.get(first_name, False)
+        return {"latency_ms": latency, "sweep_latency_ms": sweep_latency, "scores": saved["scores"],
+                "peak_rss_mb": max(peaks), "pairs_scored": scored}
+
+    def _corpus_vectors(self):
+        """The corpus matrix (through the embedding cache) and the seconds its encoding took."""
+        ident = self._model_identity("embedder")
+
+        def window_seconds(i: int, texts: list[str], encode) -> float:
+            # embeddings live in qrank's cache; the eval store remembers how long each window took to make
+            key = {"v": STAGE_VERSION, "encode_window": ident, "texts": cache_key(texts)}
+            known = self.store.get(key)
+            before = self.embedder.embedded
+            with Stopwatch() as sw:
+                encode()
+            if self.embedder.embedded == before and known is not None:
+                return float(known["s"])
+            self.store.put(key, {"s": sw.s})
+            return sw.s
+
+        return stages.encode_corpus(self.ds, self.embedder, self.cache, window_seconds=window_seconds,
+                                    progress=self.progress)
+
+    # -------------------------------------------------------------------------------------- results
+    def run(self) -> dict:
+        """Compute (or load) every stage, then metrics, costs, the depth sweep and significance tests."""
+        c, ds = self.config, self.ds
+        names = metric_names(c.k, c.depth)
+        systems, per_query, rankings, sweep = {}, {}, {}, {}
+        for system in c.systems:
+            first = self.stage(first_stage(system))
+            if system.endswith(RERANK_SUFFIX):
+                rr = self.rerank_system(system)
+                ranking = {q: stages.reranked_ranking(first["ranking"][q], rr["scores"][q], c.depth, c.depth) for q in ds.queries}
+                latency = [first["latency_ms"][q] + ms for q, ms in rr["latency_ms"].items()]
+                peak = rr["peak_rss_mb"]
+                sweep[system] = self._sweep(first, rr, names)
+            else:
+                ranking = {q: first["ranking"][q][: c.depth] for q in ds.queries}
+                latency = [first["latency_ms"][q] for q in ds.queries]
+                peak = first["peak_rss_mb"]
+            cached = self.cached.get(system, False)
+            ev = evaluate_run(ds.qrels, run_from_ranking(ranking), names)
+            systems[system] = {**ev["mean"], **latency_summary(latency), "index_time_s": first["index_time_s"],
+                               "peak_rss_mb": peak, "queries": len(ds.queries), "latency_queries": len(latency),
+                               "cached": cached}
+            per_query[system] = ev["per_query"]
+            rankings[system] = ranking
+        significance = compare_runs(ds.qrels, {s: run_from_ranking(r) for s, r in rankings.items()}, names,
+                                    test=c.test, max_p=c.max_p)
+        return {
+            "config": {**asdict(c), "retrieve_depth": c.retrieve_depth},
+            "dataset": ds.summary(),
+            "metric_names": names,
+            "systems": systems,
+            "per_query": per_query,
+            "rankings": rankings,
+            "sweep": sweep,
+            "significance": significance,
+            "environment": self._environment(),
+            "cache": {"dir": str(self.store.root), "stages": dict(self.cached)},
+        }
+
+    def _sweep(self, first: dict, rr: dict, names: list[str]) -> list[dict]:
+        c, ds = self.config, self.ds
+        points = []
+        for d in c.sweep:
+            if str(d) not in rr["sweep_latency_ms"]:
+                continue
+            ranking = {q: stages.reranked_ranking(first["ranking"][q], rr["scores"][q], d, c.depth) for q in ds.queries}
+            mean = evaluate_run(ds.qrels, run_from_ranking(ranking), names)["mean"]
+            timed = rr["sweep_latency_ms"][str(d)]
+            lat = latency_summary([first["latency_ms"][q] + ms for q, ms in timed.items()])
+            points.append({"depth": d, **mean, "latency_p50_ms": lat["latency_p50_ms"],
+                           "latency_p99_ms": lat["latency_p99_ms"], "latency_queries": len(timed)})
+        return points
+
+    def _environment(self) -> dict:
+        import torch
+
+        from .. import __version__
+        from ..models.base import pick_device
+
+        device = pick_device(self.settings.models.device)
+        return {
+            "qrank": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU",
+        }

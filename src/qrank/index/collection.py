@@ -1,0 +1,231 @@
+"""A collection on disk: its folder, its manifest, its vector store and its BM25 index (no models).
+
+Layout under ``settings.home``::
+
+    collections/<name>/collection.json   manifest: backend, embedder (name, id, revision, dim), chunking
+    collections/<name>/store.sqlite      FAISS backend: passages + vectors (source of truth)
+    collections/<name>/faiss.<gen>.index FAISS backend: the search index (rebuilt when stale)
+    collections/<name>/milvus.db/        Milvus Lite backend (or a cluster, see docs/index.md)
+    collections/<name>/bm25.<gen>/       BM25 (built on the first hybrid search after a change)
+
+>>> check_name("my-docs")
+'my-docs'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CollectionNotFound, InvalidInput
+from ..settings import Settings
+from .bm25 import BM25Index
+from .documents import strip_title
+from .store import VectorStore, join_passages, open_store
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MANIFEST = "collection.json"
+
+
+def check_name(name: Any) -> str:
+    """A collection name: 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput("collection", f"{name!r} is not a valid name (1-64 letters, digits, '_', '.', '-')")
+    return name
+
+
+def collections_root(settings: Settings) -> Path:
+    return settings.home / "collections"
+
+
+def collection_dir(settings: Settings, name: str) -> Path:
+    return collections_root(settings) / check_name(name)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file, fsync and rename: readers see the old or the new file."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, ensure_ascii=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Manifest:
+    """What a collection remembers about itself."""
+
+    name: str
+    backend: str
+    dim: int
+    embedder: dict[str, Any]  # name (loadable), id, revision, kind
+    chunk_tokens: int
+    chunk_overlap: int
+    reranker: str | None = None  # default reranker for searches (a loadable name)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    version: int = 1
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except (OSError, ValueError, TypeError) as exc:
+            raise CollectionNotFound(path.name, f"collection {path.name!r} has an unreadable manifest ({exc})") from exc
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path / MANIFEST, asdict(self))
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    """One line of :func:`list_collections` (also readable as a mapping: ``summary["name"]``)."""
+
+    name: str
+    backend: str
+    count: int | None
+    dim: int
+    embedder: str
+    reranker: str | None
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+class Collection:
+    """An opened collection: manifest + store + BM25."""
+
+    def __init__(self, path: Path, manifest: Manifest, store: VectorStore, settings: Settings) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.store = store
+        self.settings = settings
+        self.bm25 = BM25Index(path, settings.index.bm25_stopwords)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @classmethod
+    def exists(cls, settings: Settings, name: str) -> bool:
+        return (collection_dir(settings, name) / MANIFEST).is_file()
+
+    @classmethod
+    def open(cls, settings: Settings, name: str) -> Collection:
+        path = collection_dir(settings, name)
+        if not (path / MANIFEST).is_file():
+            known = ", ".join(sorted(c.name for c in iter_collection_dirs(settings))) or "none"
+            raise CollectionNotFound(name, f"no collection named {name!r} under {collections_root(settings)} "
+                                           f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`")
+        manifest = Manifest.load(path)
+        return cls(path, manifest, open_store(path, manifest.name, manifest.dim, manifest.backend, settings.index), settings)
+
+    @classmethod
+    def create(cls, settings: Settings, manifest: Manifest) -> Collection:
+        path = collection_dir(settings, manifest.name)
+        path.mkdir(parents=True, exist_ok=True)
+        store = open_store(path, manifest.name, manifest.dim, manifest.backend, settings.index)
+        manifest.save(path)  # last: a folder without a manifest is not a collection yet
+        log.info("created collection %s (%s, dim %d) at %s", manifest.name, manifest.backend, manifest.dim, path)
+        return cls(path, manifest, store, settings)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        """``(id, indexed text)`` of every document, rebuilt from its passages."""
+        current: list = []
+        for p in self.store.iter_passages():
+            if current and p.doc_id != current[0].doc_id:
+                yield current[0].doc_id, join_passages(current)
+                current = []
+            current.append(p)
+        if current:
+            yield current[0].doc_id, join_passages(current)
+
+    def bm25_search(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
+        self.bm25.ensure(self.store.generation(), self.documents)
+        return self.bm25.search(query, k, allowed)
+
+    def document_text(self, passages) -> tuple[str, str | None]:
+        """``(text, title)`` of a document as the caller gave them."""
+        title = passages[0].title if passages else None
+        return strip_title(join_passages(passages), title), title
+
+    def info(self) -> dict[str, Any]:
+        stats = self.store.stats()
+        return {
+            "name": self.name,
+            "backend": self.manifest.backend,
+            "count": stats.get("documents"),
+            "passages": stats.get("passages"),
+            "dim": self.manifest.dim,
+            "embedder": dict(self.manifest.embedder),
+            "reranker": self.manifest.reranker,
+            "chunk_tokens": self.manifest.chunk_tokens,
+            "chunk_overlap": self.manifest.chunk_overlap,
+            "created": self.manifest.created,
+            "path": str(self.path),
+            "store": stats,
+        }
+
+    def summary(self) -> CollectionSummary:
+        return CollectionSummary(self.name, self.manifest.backend, self.store.count(), self.manifest.dim,
+                                 self.manifest.embedder.get("name") or self.manifest.embedder.get("id", ""),
+                                 self.manifest.reranker, str(self.path))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def iter_collection_dirs(settings: Settings) -> Iterator[Path]:
+    root = collections_root(settings)
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if (p / MANIFEST).is_file():
+                yield p
+
+
+def list_collections(settings: Settings | None = None) -> list[CollectionSummary]:
+    """Every collection under ``settings.home``, with its document count.
+
+    >>> list_collections(Settings(home="/nonexistent"))
+    []
+    """
+    settings = settings or Settings()
+    out = []
+    for path in iter_collection_dirs(settings):
+        try:
+            col = Collection.open(settings, path.name)
+        except Exception as exc:  # one broken collection must not hide the others; say which and why
+            log.warning("cannot open collection %s: %s", path.name, exc)
+            continue
+        try:
+            out.append(col.summary())
+        finally:
+            col.close()
+    return out
+
+
+def drop_collection(settings: Settings, name: str) -> None:
+    """Delete a collection (its folder, and its Milvus collection when it lives on a cluster)."""
+    col = Collection.open(settings, name)
+    try:
+        drop = getattr(col.store, "drop", None)
+        if drop is not None:
+            drop()
+    finally:
+        col.close()
+    shutil.rmtree(col.path)

@@ -1,0 +1,296 @@
+"""Milvus through pymilvus: Milvus Lite (a local folder) by default, a cluster with ``index.milvus_uri``.
+
+The same code talks to both; the only difference is the URI (and a token for a secured cluster):
+
+    QRANK_INDEX__BACKEND=milvus                        # new collections use Milvus
+    QRANK_INDEX__MILVUS_URI=http://milvus:19530        # unset = Milvus Lite at <collection>/milvus.db
+    QRANK_INDEX__MILVUS_TOKEN=root:Milvus              # or an API key
+    QRANK_INDEX__MILVUS_INDEX=HNSW                     # FLAT (exact, default), HNSW, IVF_FLAT, AUTOINDEX
+
+One qrank collection is one Milvus collection named ``qrank_<name>`` with one row per passage, searched
+by inner product. The primary key is ``<sha256(doc_id)[:32]>:<chunk>`` and every row carries its document's
+passage count, so every per-document operation is a primary-key lookup (filter scans are slow in Milvus
+Lite). Replacing a document deletes its surplus old passages and upserts the new ones: Milvus has no
+multi-row transactions, so unlike the FAISS store a crash in between can leave a mix of old and new
+passages of that one document (the embedded default is the crash-safe one).
+
+>>> # MilvusStore(Path("/tmp/c"), "docs", 384, IndexSettings()).count()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput, QrankError, require
+from ..settings import IndexSettings
+from .store import Hit, Passage, check_filter, check_vectors
+
+log = logging.getLogger(__name__)
+
+_OUT = ["doc_id", "chunk", "start", "text", "title", "metadata", "hash"]
+_MAX_VARCHAR = 65535
+_MAX_LIMIT = 16384  # Milvus caps search/query results per call
+_IN_CHUNK = 1000
+_INSERT_ROWS = 2000
+
+
+def _pk(doc_id: str, chunk: int) -> str:
+    # a digest, not the id itself: Milvus's paging expressions break on quotes inside string keys
+    return f"{hashlib.sha256(doc_id.encode('utf-8')).hexdigest()[:32]}:{chunk}"
+
+
+def milvus_name(name: str) -> str:
+    """A legal Milvus collection name for a qrank collection name.
+
+    >>> milvus_name("my-docs")
+    'qrank_my_docs'
+    """
+    return "qrank_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def filter_expr(norm: Mapping[str, list]) -> str:
+    """A Milvus boolean expression for a normalised metadata filter (see ``check_filter``).
+
+    Milvus Lite cannot apply ``in`` to JSON paths, so each key becomes ORed equalities.
+
+    >>> filter_expr({"lang": ["en", "de"], "year": [2020]})
+    '(metadata["lang"] == "en" or metadata["lang"] == "de") and (metadata["year"] == 2020)'
+    """
+    parts = []
+    for key, values in norm.items():
+        parts.append("(" + " or ".join(f'metadata["{key}"] == {json.dumps(v)}' for v in values) + ")")
+    return " and ".join(parts)
+
+
+def _passage(row: Mapping[str, Any]) -> Passage:
+    return Passage(doc_id=row["doc_id"], chunk=int(row["chunk"]), start=int(row["start"]), text=row["text"],
+                   title=row["title"] or None, metadata=dict(row["metadata"] or {}), hash=row["hash"])
+
+
+class MilvusStore:
+    """A :class:`~qrank.index.store.VectorStore` on Milvus (Lite or cluster)."""
+
+    backend = "milvus"
+
+    def __init__(self, path: Path, name: str, dim: int, settings: IndexSettings) -> None:
+        pymilvus = require("pymilvus", "milvus")
+        self.dir = Path(path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dim = int(dim)
+        self.settings = settings
+        self.name = milvus_name(name)
+        self._lock = threading.RLock()
+        self._state = self.dir / "milvus.state.json"
+        if settings.milvus_uri:
+            uri = settings.milvus_uri
+        else:
+            require("milvus_lite", "milvus")
+            uri = str(self.dir / "milvus.db")
+        try:
+            self.client = pymilvus.MilvusClient(uri=uri, token=settings.milvus_token or "", db_name=settings.milvus_db or "")
+        except Exception as exc:  # pymilvus raises several classes for "cannot connect"
+            raise QrankError(f"cannot reach Milvus at {uri}: {exc}", field="milvus_uri") from exc
+        if self.client.has_collection(self.name):
+            stored = int(self.client.describe_collection(self.name)["fields"][-1]["params"]["dim"])
+            if stored != self.dim:
+                raise InvalidInput("embedder", f"Milvus collection {self.name} holds {stored}-dimensional vectors, not {self.dim}")
+        else:
+            self._create(pymilvus.DataType)
+        self.client.load_collection(self.name)
+        # the index the collection was created with decides the search parameters, not today's settings
+        self.index_type = str(self.client.describe_index(self.name, "vector").get("index_type", settings.milvus_index)).upper()
+
+    def _create(self, DataType) -> None:
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=512)
+        schema.add_field("chunk", DataType.INT64)
+        schema.add_field("n_chunks", DataType.INT64)
+        schema.add_field("start", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=_MAX_VARCHAR)
+        schema.add_field("title", DataType.VARCHAR, max_length=_MAX_VARCHAR)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("hash", DataType.VARCHAR, max_length=128)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        params = self.client.prepare_index_params()
+        kind = self.settings.milvus_index
+        build = {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction} if kind == "HNSW" else {}
+        if kind == "IVF_FLAT":
+            build = {"nlist": 1024}
+        params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
+        self.client.create_collection(self.name, schema=schema, index_params=params)
+
+    # --- generation (a local counter: Milvus has none) -------------------------------------------
+    def generation(self) -> int:
+        try:
+            return int(json.loads(self._state.read_text())["generation"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def _bump(self) -> None:
+        tmp = self._state.with_name(f"{self._state.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"generation": self.generation() + 1}))
+        os.replace(tmp, self._state)
+
+    # --- writes ---------------------------------------------------------------------------------
+    def add(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
+        vectors = check_vectors(vectors, len(passages), self.dim)
+        if not passages:
+            return
+        n_chunks: dict[str, int] = {}
+        for p in passages:
+            n_chunks[p.doc_id] = n_chunks.get(p.doc_id, 0) + 1
+            for field, value in (("text", p.text), ("title", p.title or "")):
+                if len(value.encode("utf-8")) > _MAX_VARCHAR:
+                    raise InvalidInput(field, f"document {p.doc_id!r}: over {_MAX_VARCHAR} bytes, Milvus's limit (lower index.chunk_tokens)")
+            if len(p.doc_id.encode("utf-8")) > 512:
+                raise InvalidInput("ids", f"{p.doc_id[:40]!r}…: over 512 bytes")
+        rows = [{"pk": _pk(p.doc_id, p.chunk), "doc_id": p.doc_id, "chunk": p.chunk, "n_chunks": n_chunks[p.doc_id],
+                 "start": p.start, "text": p.text, "title": p.title or "", "metadata": p.metadata, "hash": p.hash,
+                 "vector": v.tolist()} for p, v in zip(passages, vectors)]
+        with self._lock:
+            heads = self._heads(list(n_chunks))
+            surplus = [_pk(d, c) for d, h in heads.items() for c in range(n_chunks[d], int(h["n_chunks"]))]
+            if surplus:
+                self.client.delete(self.name, ids=surplus)
+            # inserting an existing primary key would duplicate it: known documents are upserted
+            old = [r for r in rows if r["doc_id"] in heads]
+            new = [r for r in rows if r["doc_id"] not in heads]
+            for i in range(0, len(old), _INSERT_ROWS):
+                self.client.upsert(self.name, old[i : i + _INSERT_ROWS])
+            for i in range(0, len(new), _INSERT_ROWS):
+                self.client.insert(self.name, new[i : i + _INSERT_ROWS])
+            self._bump()
+
+    def _heads(self, doc_ids: Sequence[str]) -> dict[str, dict]:
+        """First-passage rows (doc_id, hash, n_chunks) of the known documents, by primary key."""
+        doc_ids = list(dict.fromkeys(doc_ids))
+        out: dict[str, dict] = {}
+        with self._lock:
+            for i in range(0, len(doc_ids), _IN_CHUNK):
+                ids = [_pk(d, 0) for d in doc_ids[i : i + _IN_CHUNK]]
+                for row in self.client.get(self.name, ids=ids, output_fields=["doc_id", "hash", "n_chunks"]):
+                    out[row["doc_id"]] = row
+        return out
+
+    def _all_pks(self, doc_ids: Sequence[str]) -> list[str]:
+        return [_pk(d, c) for d, h in self._heads(doc_ids).items() for c in range(int(h["n_chunks"]))]
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        with self._lock:
+            heads = self._heads(doc_ids)
+            if heads:
+                self.client.delete(self.name, ids=[_pk(d, c) for d, h in heads.items() for c in range(int(h["n_chunks"]))])
+                self._bump()
+        return len(heads)
+
+    def persist(self) -> None:
+        with self._lock:
+            self.client.flush(self.name)
+
+    # --- reads ----------------------------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        query = check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), 1, self.dim)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput("k", f"must be a positive integer, got {k!r}")
+        norm = check_filter(filter)
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if self.index_type == "HNSW":
+            params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
+        with self._lock:
+            res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT), filter=filter_expr(norm) if norm else "",
+                                     output_fields=_OUT, search_params=params)
+        return [Hit(_passage(r["entity"]), float(r["distance"])) for r in res[0]]
+
+    def _query(self, expr: str, fields: list[str]) -> list[dict]:
+        with self._lock:
+            return list(self.client.query(self.name, filter=expr, output_fields=fields, limit=_MAX_LIMIT))
+
+    def _rows(self, doc_ids: Sequence[str], fields: list[str]) -> list[dict]:
+        pks = self._all_pks(doc_ids)
+        rows: list[dict] = []
+        with self._lock:
+            for i in range(0, len(pks), _IN_CHUNK):
+                rows += self.client.get(self.name, ids=pks[i : i + _IN_CHUNK], output_fields=fields)
+        return sorted(rows, key=lambda r: (r["doc_id"], r["chunk"]))
+
+    def get(self, doc_ids: Sequence[str]) -> dict[str, list[Passage]]:
+        out: dict[str, list[Passage]] = {}
+        for row in self._rows(doc_ids, _OUT):
+            out.setdefault(row["doc_id"], []).append(_passage(row))
+        return out
+
+    def vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        rows: dict[str, list] = {}
+        for row in self._rows(doc_ids, ["doc_id", "chunk", "vector"]):
+            rows.setdefault(row["doc_id"], []).append(row["vector"])
+        return {d: np.asarray(v, dtype=np.float32) for d, v in rows.items()}
+
+    def hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        return {d: h["hash"] for d, h in self._heads(doc_ids).items()}
+
+    def _iterate(self, expr: str, fields: list[str]) -> Iterator[dict]:
+        with self._lock:
+            it = self.client.query_iterator(self.name, batch_size=1000, filter=expr, output_fields=fields)
+        try:
+            while True:
+                with self._lock:
+                    batch = it.next()
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            it.close()
+
+    def iter_passages(self) -> Iterator[Passage]:
+        # Milvus returns rows in no useful order; group them here (BM25 rebuilds need whole documents)
+        rows = sorted(self._iterate("", _OUT), key=lambda r: (r["doc_id"], r["chunk"]))
+        for row in rows:
+            yield _passage(row)
+
+    def matching(self, filter: Mapping[str, Any]) -> set[str]:
+        norm = check_filter(filter)
+        if not norm:
+            raise InvalidInput("filter", "must name at least one metadata key")
+        return {r["doc_id"] for r in self._iterate(f"chunk == 0 and {filter_expr(norm)}", ["doc_id"])}
+
+    def _count(self, expr: str) -> int:
+        rows = self._query(expr, ["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def count(self) -> int:
+        return self._count("chunk == 0")
+
+    def count_passages(self) -> int:
+        return self._count("")
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "index": self.index_type,
+            "milvus_collection": self.name,
+            "uri": self.settings.milvus_uri or str(self.dir / "milvus.db"),
+            "documents": self.count(),
+            "passages": self.count_passages(),
+            "generation": self.generation(),
+            "dim": self.dim,
+        }
+
+    def drop(self) -> None:
+        """Remove the Milvus collection (a cluster keeps it otherwise when the qrank folder is deleted)."""
+        with self._lock:
+            self.client.drop_collection(self.name)
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()

@@ -1,0 +1,185 @@
+"""The vector-store contract every backend fulfils, and what backends share.
+
+A store holds *passages*: a document is cut into one or more passages (see :mod:`qrank.index.chunking`),
+each with its own vector. Writes are per document: ``add`` replaces every passage of each document it
+names, ``delete`` removes documents. Searches return passages; :mod:`qrank.pipeline` folds them back
+into documents (max-passage).
+
+>>> p = Passage(doc_id="d1", chunk=0, start=0, text="hello")
+>>> Hit(p, 0.5).doc_id
+'d1'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ..settings import IndexSettings
+
+_FILTER_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+_SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One stored passage: ``text`` is ``indexed_text[start:start+len(text)]`` of its document.
+
+    ``hash`` fingerprints the whole document version (text, title, metadata, chunking) so that
+    re-adding an unchanged document costs nothing.
+    """
+
+    doc_id: str
+    chunk: int
+    start: int
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found by a search, with its similarity (inner product of unit vectors = cosine)."""
+
+    passage: Passage
+    score: float
+
+    @property
+    def doc_id(self) -> str:
+        return self.passage.doc_id
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """What :class:`~qrank.pipeline.Pipeline` needs from a backend (FAISS+SQLite, Milvus)."""
+
+    dim: int
+
+    def add(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
+        """Store passages with their vectors (row i of ``vectors`` belongs to ``passages[i]``).
+
+        Every existing passage of each document named here is replaced; the write is atomic."""
+        ...
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Remove documents (all their passages); returns how many existed."""
+        ...
+
+    def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` most similar passages, best first; ``filter`` matches document metadata."""
+        ...
+
+    def count(self) -> int:
+        """Number of documents."""
+        ...
+
+    def count_passages(self) -> int: ...
+
+    def get(self, doc_ids: Sequence[str]) -> dict[str, list[Passage]]:
+        """Passages of the named documents (in chunk order); unknown ids are absent."""
+        ...
+
+    def vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """``(n_passages, dim)`` vectors of the named documents, in chunk order."""
+        ...
+
+    def hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """Stored version hash of each known document."""
+        ...
+
+    def iter_passages(self) -> Iterator[Passage]:
+        """Every passage, grouped by document, in chunk order."""
+        ...
+
+    def matching(self, filter: Mapping[str, Any]) -> set[str]:
+        """Ids of the documents whose metadata match ``filter``."""
+        ...
+
+    def generation(self) -> int:
+        """A number that changes with every write (derived indexes such as BM25 compare it)."""
+        ...
+
+    def persist(self) -> None:
+        """Make derived on-disk state (e.g. the FAISS file) current; data is durable without it."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def check_filter(filter: Mapping[str, Any] | None) -> dict[str, list]:
+    """Validate a metadata filter and normalise it to ``{key: [allowed values]}``.
+
+    A filter is ``{"key": value}`` (equality) or ``{"key": [v1, v2]}`` (any of); keys are ANDed.
+
+    >>> check_filter({"lang": "en", "year": [2020, 2021]})
+    {'lang': ['en'], 'year': [2020, 2021]}
+    >>> check_filter({"bad key!": 1})  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: filter: ...
+    """
+    if filter is None:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise InvalidInput("filter", f"must be an object of metadata key -> value(s), got {type(filter).__name__}")
+    out: dict[str, list] = {}
+    for key, value in filter.items():
+        if not isinstance(key, str) or not _FILTER_KEY.match(key):
+            raise InvalidInput("filter", f"key {key!r} must be 1-64 letters, digits, '_' or '-'")
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise InvalidInput(f"filter.{key}", "must not be an empty list")
+        for v in values:
+            if not isinstance(v, _SCALARS) or (isinstance(v, float) and not np.isfinite(v)):
+                raise InvalidInput(f"filter.{key}", f"values must be strings, numbers or booleans, got {v!r}")
+            if isinstance(v, str) and ('"' in v or "\\" in v):
+                raise InvalidInput(f"filter.{key}", "string values must not contain '\"' or '\\'")
+        out[key] = values
+    return out
+
+
+def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """float32, C-contiguous ``(n, dim)``, finite — or an error naming ``vectors``."""
+    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape != (n, dim):
+        raise InvalidInput("vectors", f"expected shape ({n}, {dim}), got {tuple(arr.shape)} (embedder dimension mismatch?)")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidInput("vectors", "contain NaN or inf")
+    return arr
+
+
+def join_passages(passages: Sequence[Passage]) -> str:
+    """Rebuild a document's indexed text from its overlapping passages (exact: they are slices).
+
+    >>> ps = [Passage("d", 0, 0, "abc de"), Passage("d", 1, 4, "de fg")]
+    >>> join_passages(ps)
+    'abc de fg'
+    """
+    text = ""
+    for p in sorted(passages, key=lambda p: p.chunk):
+        text = text[: p.start] + p.text
+    return text
+
+
+def open_store(path: Path, name: str, dim: int, backend: str, settings: IndexSettings) -> VectorStore:
+    """The backend named by ``backend`` for the collection directory ``path``.
+
+    >>> # open_store(Path("~/.qrank/collections/docs"), "docs", 384, "faiss", IndexSettings())
+    """
+    if backend == "faiss":
+        from .faiss_store import FaissStore
+
+        return FaissStore(path, dim, settings)
+    if backend == "milvus":
+        from .milvus_store import MilvusStore
+
+        return MilvusStore(path, name, dim, settings)
+    raise InvalidInput("backend", f"unknown vector store {backend!r} (expected 'faiss' or 'milvus')")

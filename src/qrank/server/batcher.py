@@ -1,0 +1,226 @@
+"""Dynamic batching: one bounded queue in front of each model, drained by the model's own worker thread.
+
+Requests from many clients wait in the queue; the worker takes as many as fit a token budget (waiting at
+most ``max_wait`` for company when it was idle), runs them as ONE model call, and hands each request its
+share of the answer back on the event loop. The worker forms its next batch the moment it is free, so the
+model never waits for the event loop between calls and a busy model batches everything that queued up
+meanwhile. A full queue answers :class:`~qrank.errors.Overloaded` at once (the door turns it into
+429 + ``Retry-After``); a request whose caller went away is dropped before it reaches the model; when a
+model call fails, its requests are retried one by one so that one bad request never fails the others.
+
+>>> import asyncio
+>>> async def demo():
+...     b = Batcher("double", lambda xs: [2 * x for x in xs], max_tokens=100, max_wait_s=0.001, max_queue=8)
+...     await b.start()
+...     out = await asyncio.gather(*(b.submit(i, cost=1) for i in range(3)))
+...     await b.stop()
+...     return out
+>>> asyncio.run(demo())
+[0, 2, 4]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Overloaded
+from .errors import ShuttingDown, status_for
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# ``run`` takes the payloads of one batch and returns one result per payload, in order; a result that is
+# an Exception fails only its own request.
+RunBatch = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+@dataclass
+class _Item:
+    payload: Any
+    cost: int
+    size: int
+    future: asyncio.Future
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """A bounded queue plus a worker thread that runs queued requests together.
+
+    ``cost`` (tokens) fills the budget of one call; ``size`` (pairs or texts) is only reported.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: RunBatch,
+        *,
+        max_tokens: int,
+        max_wait_s: float,
+        max_queue: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.max_tokens = max_tokens
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._cond = threading.Condition()
+        self._running: list[_Item] = []  # the batch in the model right now
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._seconds_per_request = 0.05  # running estimate for Retry-After
+
+    # -- caller side (event loop) ----------------------------------------------------------------
+    async def submit(self, payload: Any, *, cost: int, size: int = 1) -> Any:
+        """Queue one request and wait for its result (raises its own error, or Overloaded at once)."""
+        item = _Item(payload, max(int(cost), 1), max(int(size), 1), asyncio.get_running_loop().create_future())
+        with self._cond:
+            if self._closed:
+                raise ShuttingDown()
+            if len(self._queue) >= self.max_queue:
+                depth = len(self._queue)
+                if self.metrics:
+                    self.metrics.rejected.labels("queue_full").inc()
+                raise Overloaded(f"model {self.name!r} has {depth} requests queued; retry later", retry_after=self.retry_after())
+            self._queue.append(item)
+            self._cond.notify()
+        self._depth_changed()
+        # if the caller is cancelled (client gone), awaiting cancels the future and the worker skips it
+        return await item.future
+
+    def retry_after(self) -> float:
+        """Seconds until the queue has likely drained (at least 1)."""
+        return max(1.0, math.ceil(self._seconds_per_request * (len(self._queue) + 1)))
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._work, name=f"qrank-model-{self.name[-24:]}", daemon=True)
+            self._thread.start()
+
+    async def stop(self, timeout: float = 0.0) -> None:
+        """Refuse new requests, let queued ones finish for up to ``timeout`` seconds, fail the rest."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        deadline = time.perf_counter() + timeout
+        while (self._queue or self._running) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        with self._cond:
+            leftovers = list(self._queue) + list(self._running)
+            self._queue.clear()
+        for item in leftovers:  # the worker's late answer for these, if any, finds them done
+            if not item.future.done():
+                item.future.set_exception(ShuttingDown())
+        self._depth_changed()
+        if self._thread is not None:
+            self._thread.join(timeout=0.1)  # a call still in the model ends on its own (daemon thread)
+            self._thread = None
+
+    # -- the worker thread -----------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            started = time.perf_counter()
+            results = self._run_isolated([i.payload for i in batch])
+            seconds = time.perf_counter() - started
+            self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * seconds / len(batch)
+            if self.metrics:
+                for item in batch:
+                    self.metrics.queue_wait.labels(self.name).observe(started - item.queued_at)
+                self.metrics.observe_batch(
+                    self.name, requests=len(batch), items=sum(i.size for i in batch), tokens=sum(i.cost for i in batch), seconds=seconds
+                )
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, batch, results)
+            except RuntimeError:  # the event loop is gone: nobody waits for these answers
+                return
+            with self._cond:
+                self._running = []
+
+    def _take(self, batch: list[_Item], tokens: int) -> int:
+        """Move queued live items into ``batch`` while they fit the budget (the first one always fits)."""
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # cancelled by a client that went away
+                self._queue.popleft()
+                continue
+            if batch and tokens + item.cost > self.max_tokens:
+                break
+            batch.append(self._queue.popleft())
+            tokens += item.cost
+        return tokens
+
+    def _collect(self) -> list[_Item] | None:
+        """The next batch (waiting for work), ``[]`` if everything queued was cancelled, None once closed."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            batch: list[_Item] = []
+            tokens = self._take(batch, 0)
+            if batch:
+                # wait for company only while there is room and the oldest request has not waited enough
+                deadline = batch[0].queued_at + self.max_wait_s
+                while tokens < self.max_tokens and not self._queue and not self._closed:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                    tokens = self._take(batch, tokens)
+            batch = [item for item in batch if not item.future.done()]
+            self._running = batch
+        self._depth_changed()
+        return batch
+
+    def _run_isolated(self, payloads: list[Any]) -> list[Any]:
+        """One call for the batch; if it raises, one call per request so only the culprit fails."""
+        try:
+            results = list(self.run(payloads))
+            if len(results) != len(payloads):
+                raise RuntimeError(f"batch runner returned {len(results)} results for {len(payloads)} requests")
+            return results
+        except Exception as exc:
+            if len(payloads) == 1:
+                if status_for(exc) >= 500:
+                    log.warning("model %s failed on a request: %s: %s", self.name, type(exc).__name__, exc)
+                return [exc]
+            log.warning("model %s failed on a batch of %d (%s); retrying them one by one", self.name, len(payloads), exc)
+            return [self._run_isolated([p])[0] for p in payloads]
+
+    # -- back on the event loop ------------------------------------------------------------------
+    def _deliver(self, batch: list[_Item], results: list[Any]) -> None:
+        for item, result in zip(batch, results):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                if self.metrics:
+                    self.metrics.failures.labels(self.name, type(result).__name__).inc()
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    def _depth_changed(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.labels(self.name).set(len(self._queue))

@@ -1,0 +1,207 @@
+"""Between a route and a model: limits, truncation, token counts (off the event loop), the queue, ranking.
+
+Routes parse their protocol's body and format its answer; everything in the middle is here, once, so
+that ``/v1/rerank``, ``/rerank`` (TEI) and ``/v1/score`` enforce the same limits the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.requests import Request
+
+from ..errors import InvalidInput, TooLarge
+from ..reranker import rank_scores
+from ..types import RerankResult
+from .errors import ClientGone
+from .state import ServedModel, ServerState
+from .workers import EmbedJob, ScoreJob
+
+
+@dataclass(frozen=True)
+class Scored:
+    model: ServedModel
+    scores: np.ndarray
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Ranked:
+    model: ServedModel
+    results: list[RerankResult]
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Embedded:
+    model: ServedModel
+    vectors: np.ndarray
+    tokens: int
+
+
+def fit_chars(texts: Sequence[str], field: str, limit: int, truncate: bool) -> list[str]:
+    """Cut texts longer than ``limit`` characters, or refuse them (413) when truncation is off.
+
+    >>> fit_chars(["abcdef", "ab"], "documents", 3, True)
+    ['abc', 'ab']
+    """
+    out = list(texts)
+    for i, t in enumerate(out):
+        if len(t) > limit:
+            if not truncate:
+                raise TooLarge(
+                    f"{field}[{i}]: {len(t)} characters, more than the limit of {limit}", field=f"{field}[{i}]"
+                )
+            out[i] = t[:limit]
+    return out
+
+
+def check_count(n: int, field: str, limit: int) -> None:
+    if n > limit:
+        raise TooLarge(f"{field}: {n} items, more than the limit of {limit} per request", field=field)
+
+
+def check_query_chars(text: str, field: str, limit: int) -> None:
+    # queries and instructions are never cut: a cut query asks a different question
+    if len(text) > limit:
+        raise TooLarge(f"{field}: {len(text)} characters, more than the limit of {limit}", field=field)
+
+
+def check_tokens(counts: Sequence[int], max_length: int, field: str) -> None:
+    """With truncation off, an input that reaches the model's max_length would have been cut: refuse it."""
+    for i, n in enumerate(counts):
+        if n >= max_length:
+            raise TooLarge(
+                f"{field}[{i}]: reaches the model's max_length of {max_length} tokens; shorten it or send truncate=true",
+                field=f"{field}[{i}]",
+            )
+
+
+async def until_disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def watched(request: Request | None, work: Awaitable):
+    """Await ``work``; if the client disconnects first, cancel it (dropping its queued request)."""
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    watcher = asyncio.ensure_future(until_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientGone("client disconnected before its request was served")
+
+
+class Inference:
+    """The shared middle of every model route; one per request (cheap)."""
+
+    def __init__(self, state: ServerState, request: Request | None = None) -> None:
+        self.state = state
+        self.limits = state.settings.server
+        self.request = request
+
+    def _truncate(self, requested: bool | None) -> bool:
+        return self.limits.truncate if requested is None else requested
+
+    async def score_pairs(
+        self,
+        model_name: str | None,
+        pairs: list[tuple[str, str]],
+        *,
+        instruction: str | None,
+        truncate: bool | None,
+        field: str,
+    ) -> Scored:
+        """Scores of (query, document) pairs in the caller's order; ``field`` names the documents."""
+        served = self.state.pool.get(model_name, "reranker")
+        lim = self.limits
+        check_count(len(pairs), field, lim.max_documents)
+        if instruction is not None:
+            check_query_chars(instruction, "instruction", lim.max_document_chars)
+        truncate = self._truncate(truncate)
+        seen_queries: set[str] = set()
+        for q, _ in pairs:
+            if q not in seen_queries:
+                seen_queries.add(q)
+                check_query_chars(q, "query", lim.max_document_chars)
+        docs = fit_chars([d for _, d in pairs], field, lim.max_document_chars, truncate)
+        pairs = [(q, d) for (q, _), d in zip(pairs, docs)]
+        counts = await asyncio.to_thread(served.count_tokens, pairs, instruction=instruction)
+        if not truncate:
+            check_tokens(counts, served.info.max_length, field)
+        tokens = int(sum(counts))
+        scores = await watched(
+            self.request, served.batcher.submit(ScoreJob(pairs, instruction), cost=tokens, size=len(pairs))
+        )
+        return Scored(served, scores, tokens)
+
+    async def rerank(
+        self,
+        model_name: str | None,
+        query: str,
+        documents: list[str],
+        *,
+        top_n: int | None,
+        instruction: str | None,
+        truncate: bool | None,
+        field: str = "documents",
+    ) -> Ranked:
+        """Documents best first, cut to ``top_n`` (which may not exceed ``max_documents``)."""
+        if top_n is not None and top_n > self.limits.max_documents:
+            raise InvalidInput("top_n", f"must be at most {self.limits.max_documents}, got {top_n}")
+        scored = await self.score_pairs(
+            model_name, [(query, d) for d in documents], instruction=instruction, truncate=truncate, field=field
+        )
+        n = len(documents) if top_n is None else min(top_n, len(documents))
+        return Ranked(scored.model, rank_scores(scored.scores.tolist(), documents, n), scored.tokens)
+
+    async def embed(
+        self,
+        model_name: str | None,
+        texts: list[str],
+        *,
+        is_query: bool,
+        instruction: str | None,
+        dim: int | None,
+        truncate: bool | None,
+        field: str,
+        dim_field: str = "dimensions",
+    ) -> Embedded:
+        """L2-normalised float32 vectors, one row per text."""
+        served = self.state.pool.get(model_name, "embedder")
+        lim = self.limits
+        check_count(len(texts), field, lim.max_inputs)
+        info = served.info
+        if dim is not None:
+            if not 1 <= dim <= int(info.dim):
+                raise InvalidInput(dim_field, f"must be between 1 and {info.dim} for {served.name}, got {dim}")
+            if dim != info.dim and not info.supports_dims:
+                raise InvalidInput(dim_field, f"{served.name} does not support other dimensions than {info.dim}")
+            if dim == info.dim:
+                dim = None
+        if instruction is not None:
+            check_query_chars(instruction, "instruction", lim.max_document_chars)
+        truncate = self._truncate(truncate)
+        texts = fit_chars(texts, field, lim.max_document_chars, truncate)
+        counts = await asyncio.to_thread(served.count_tokens, texts, is_query=is_query, instruction=instruction)
+        if not truncate:
+            check_tokens(counts, info.max_length, field)
+        tokens = int(sum(counts))
+        job = EmbedJob(texts, is_query=is_query, instruction=instruction, dim=dim)
+        vectors = await watched(self.request, served.batcher.submit(job, cost=tokens, size=len(texts)))
+        return Embedded(served, vectors, tokens)

@@ -1,0 +1,156 @@
+"""ASGI middleware around the whole app: request metrics, concurrency limit, body size and encoding.
+
+They are plain ASGI (not Starlette's BaseHTTPMiddleware) so that the body can be checked before any
+parsing and a client's disconnect still reaches the route that waits for a model.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import Overloaded, TooLarge
+from .errors import HeadersTooLarge, MalformedBody, error_response
+from .metrics import Metrics
+
+# cheap routes that must answer even when the server is saturated
+UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+class RequestMetricsMiddleware:
+    """Counts every answer by route template, method and status, and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 499  # if no answer starts, the client went away
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.observe_request(self._route(scope), scope["method"], status, time.perf_counter() - started)
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or scope.get("path", "")
+        # unknown paths share one label so that scanners cannot blow up the metric's cardinality
+        return path if (route is not None or path in self.known_paths) else "other"
+
+
+class LimitsMiddleware:
+    """Headers of at most ``max_header_bytes`` (431), at most ``max_concurrent`` requests at once (429
+    beyond), bodies of at most ``max_body_bytes`` (413), and JSON bodies that are valid UTF-8 (400) — all
+    answered before any parsing."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_concurrent: int,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.app = app
+        self.max_concurrent = max_concurrent
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.metrics = metrics
+        self.active = 0
+
+    def _reject(self, reason: str, exc, scope: Scope, receive: Receive, send: Send):
+        if self.metrics is not None:
+            self.metrics.rejected.labels(reason).inc()
+        return error_response(exc)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # uvicorn's h11 limit only bites on headers split across reads; this one always does
+        header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        header_bytes += sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or [])
+        if header_bytes > self.max_header_bytes:
+            await self._reject(
+                "header_size", HeadersTooLarge(header_bytes, self.max_header_bytes), scope, receive, send
+            )
+            return
+        if scope.get("path") in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_concurrent:
+            await self._reject(
+                "concurrency",
+                Overloaded(f"more than {self.max_concurrent} requests in flight; retry later"),
+                scope,
+                receive,
+                send,
+            )
+            return
+        self.active += 1
+        try:
+            await self._checked(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._reject("body_size", self._too_large(int(declared)), scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._reject("body_size", self._too_large(size), scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and b"json" in headers.get(b"content-type", b"").lower():
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                await self._reject(
+                    "encoding", MalformedBody(f"not valid UTF-8 (byte {exc.start})"), scope, receive, send
+                )
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later messages (the disconnect) come from the client as they happen
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int) -> TooLarge:
+        return TooLarge(f"body: {size} bytes, more than the limit of {self.max_body_bytes}", field="body")

@@ -1,0 +1,33 @@
+"""``GET /health`` (the process answers), ``GET /ready`` (every model just ran a forward pass),
+``GET /metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..errors import error_body
+from ..metrics import CONTENT_TYPE
+from . import state_of
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="Liveness: the server process answers")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: each model answered a probe through its queue (cached for 1 s)")
+async def ready(request: Request) -> JSONResponse:
+    state = state_of(request)
+    ok = await state.probe()
+    if not ok:
+        body = error_body(503, "NotReady", f"not ready: {state.ready_error}", None)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"status": "ready", "models": [m.name for m in state.pool.models]})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE)

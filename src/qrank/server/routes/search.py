@@ -1,0 +1,105 @@
+"""``POST /v1/search``, ``GET /v1/collections``, ``POST /v1/collections/{name}/documents``.
+
+The pipeline is synchronous, so each call runs in a worker thread; its model work still goes through the
+served models' queues (see :mod:`qrank.server.queued_models`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ...errors import InvalidInput
+from ..inference import check_count, check_query_chars, watched
+from ..schemas.search import AddDocumentsRequest, SearchHitItem, SearchRequest, SearchResponse
+from . import json_response, state_of
+
+router = APIRouter(tags=["search"])
+
+
+@router.get("/v1/collections", summary="List collections")
+async def list_collections(request: Request) -> JSONResponse:
+    state = state_of(request)
+    return JSONResponse({"object": "list", "data": await asyncio.to_thread(state.collections().names)})
+
+
+@router.post(
+    "/v1/search", response_model=None, responses={200: {"model": SearchResponse}}, summary="Search a collection"
+)
+async def search(request: Request, body: SearchRequest) -> Response:
+    state = state_of(request)
+    limits = state.settings.server
+    check_query_chars(body.query, "query", limits.max_document_chars)
+    if body.k > limits.max_documents:
+        raise InvalidInput("k", f"must be at most {limits.max_documents}, got {body.k}")
+    if body.candidates is not None and body.candidates > limits.max_documents:
+        raise InvalidInput("candidates", f"must be at most {limits.max_documents}, got {body.candidates}")
+    if body.mode == "bm25" and body.rerank:
+        raise InvalidInput("rerank", "mode 'bm25' returns BM25 alone; leave rerank out")
+    hits = await watched(request, asyncio.to_thread(_search, state, body))
+    return json_response(SearchResponse(collection=body.collection, results=hits))
+
+
+def _search(state, body: SearchRequest) -> list[SearchHitItem]:
+    pipeline = state.collections().pipeline(
+        body.collection, reranker=body.reranker if body.rerank is not False else None
+    )
+    if body.mode == "bm25":
+        return _bm25(pipeline, body)
+    hits = pipeline.search(
+        body.query,
+        k=body.k,
+        candidates=body.candidates,
+        rerank=body.rerank,
+        hybrid=body.hybrid or body.mode == "hybrid",
+        filter=body.filter,
+        instruction=body.instruction,
+    )
+    return [SearchHitItem(**h.to_dict()) for h in hits]
+
+
+def _bm25(pipeline, body: SearchRequest) -> list[SearchHitItem]:
+    from ...index.store import check_filter
+
+    norm = check_filter(body.filter)
+    collection = pipeline.collection
+    allowed = collection.store.matching(norm) if norm else None
+    ranked = collection.bm25_search(body.query, body.k, allowed)
+    docs = collection.store.get([d for d, _ in ranked])
+    out = []
+    for rank, (doc_id, score) in enumerate([(d, s) for d, s in ranked if d in docs], 1):
+        text, title = collection.document_text(docs[doc_id])
+        out.append(
+            SearchHitItem(
+                id=doc_id,
+                score=float(score),
+                text=text,
+                title=title,
+                metadata=dict(docs[doc_id][0].metadata),
+                rank=rank,
+                bm25_score=float(score),
+            )
+        )
+    return out
+
+
+@router.post("/v1/collections/{name}/documents", summary="Add or replace documents (creates the collection)")
+async def add_documents(request: Request, name: str, body: AddDocumentsRequest) -> JSONResponse:
+    state = state_of(request)
+    limits = state.settings.server
+    check_count(len(body.documents), "documents", limits.max_inputs)
+    for i, doc in enumerate(body.documents):
+        text = doc if isinstance(doc, str) else doc.get("text")
+        if isinstance(text, str) and len(text) > limits.max_document_chars * 100:
+            raise InvalidInput(
+                f"documents[{i}]", f"{len(text)} characters; split documents above {limits.max_document_chars * 100}"
+            )
+
+    def add() -> dict:
+        pipeline = state.collections().create_or_open(name, body.embedder)
+        return pipeline.add(body.documents, ids=body.ids, metadata=body.metadata, progress=False)
+
+    report = await asyncio.to_thread(add)
+    return JSONResponse({"collection": name, **report})

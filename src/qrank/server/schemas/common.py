@@ -1,0 +1,128 @@
+"""Field types every protocol shares: strict JSON types, texts that are real UTF-8, documents as text.
+
+Strict means ``"top_n": "3"`` or ``true`` is a type error naming ``top_n``, not a silent conversion.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+# hard ceilings of the schema; the configurable limits (settings.server) are checked by the door
+MAX_INT = 2**31 - 1
+
+
+class StrictModel(BaseModel):
+    """Request bodies: strict types, unknown fields ignored (clients send protocol extras)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def _utf8(value: str) -> str:
+    # JSON escapes can spell lone surrogates ("\ud800"), which no tokenizer can encode
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "text_encoding", "contains a lone surrogate at character {pos}; not valid Unicode", {"pos": exc.start}
+        ) from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be empty or blank")
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; strings and booleans stay type errors
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _document_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise PydanticCustomError("document", "an object document needs a 'text' field")
+        value = value["text"]
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "document",
+            "must be a string or an object with a string 'text' field, got {kind}",
+            {"kind": _json_kind(value)},
+        )
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object", str: "string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+"""Any string (may be empty) that is valid Unicode."""
+
+QueryText = Annotated[str, Field(min_length=1), AfterValidator(_utf8), AfterValidator(_not_blank)]
+"""A non-blank string."""
+
+DocumentText = Annotated[
+    str,
+    BeforeValidator(_document_text),
+    AfterValidator(_utf8),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+            ]
+        }
+    ),
+]
+"""A document: a string, or a Jina/vLLM object ``{"text": ...}`` (other keys are ignored)."""
+
+TextList = Annotated[
+    list[Text],
+    BeforeValidator(_as_list),
+    Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+]
+"""One string or a non-empty list of strings (a string is a list of one)."""
+
+QueryList = Annotated[
+    list[QueryText],
+    BeforeValidator(_as_list),
+    Field(min_length=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+            ]
+        }
+    ),
+]
+"""One non-blank string or a non-empty list of them."""
+
+ModelName = Annotated[str, Field(max_length=1024), AfterValidator(_utf8)]
+Instruction = Annotated[str, Field(max_length=100_000), AfterValidator(_utf8)]
+PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_INT)]
+
+
+class Usage(ResponseModel):
+    prompt_tokens: int | None = None
+    total_tokens: int

@@ -1,0 +1,58 @@
+"""Search over collections (the :class:`~qrank.pipeline.Pipeline` behind ``qrank index``).
+
+POST /v1/search {"collection": "docs", "query": "q", "k": 10, "hybrid": false, "rerank": true}
+→ {"object": "list", "collection", "results": [{"id", "score", "text", "title", "rank", ...}]}
+
+POST /v1/collections/{name}/documents {"documents": ["text", {"id", "text", "title", "metadata"}]}
+→ {"collection", "added", "replaced", "unchanged", "passages", "embedded", "count"}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from .common import Instruction, ModelName, PositiveInt, QueryText, ResponseModel, StrictModel, Text
+
+CollectionName = Annotated[str, Field(min_length=1, max_length=128)]
+Scalar = str | int | float | bool
+
+
+class SearchRequest(StrictModel):
+    collection: CollectionName = Field(description="collection name (see GET /v1/collections)")
+    query: QueryText
+    k: PositiveInt = Field(10, description="results to return")
+    candidates: PositiveInt | None = Field(None, description="first-stage candidates (default: the index setting)")
+    mode: Literal["dense", "hybrid", "bm25"] | None = Field(None, description="first stage; 'bm25' returns BM25 alone")
+    hybrid: bool = Field(False, description="fuse dense and BM25 rankings (same as mode='hybrid')")
+    rerank: bool | None = Field(None, description="rerank the candidates (default: when a reranker is available)")
+    reranker: ModelName | None = Field(None, description="served reranker (default: the collection's, else the first)")
+    filter: dict[str, Scalar | list[Scalar]] | None = Field(
+        None, description="metadata filter {key: value or [values]}"
+    )
+    instruction: Instruction | None = None
+
+
+class SearchHitItem(ResponseModel):
+    id: str
+    score: float
+    text: str
+    title: str | None = None
+    metadata: dict[str, Any] = {}
+    rank: int
+
+
+class SearchResponse(ResponseModel):
+    object: str = "list"
+    collection: str
+    results: list[SearchHitItem]
+
+
+class AddDocumentsRequest(StrictModel):
+    documents: Annotated[list[Text | dict[str, Any]], Field(min_length=1)] = Field(
+        description="strings, or objects {id, text, title?, metadata?}"
+    )
+    ids: list[Text] | None = Field(None, description="ids for string documents (default: a hash of the text)")
+    metadata: list[dict[str, Any] | None] | None = Field(None, description="one metadata object per document")
+    embedder: ModelName | None = Field(None, description="served embedder for a NEW collection (default: the first)")

@@ -1,0 +1,151 @@
+"""The fast engine on a CUDA GPU: bf16 scores within 1e-2 of the fp32 official recipe, same rankings.
+
+Run on the device (``-m gpu``); the log of the last run is kept in bench/logs/gpu_tests.log.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "numerics"))
+from official_recipes import official_qwen3_embed, official_qwen3_rerank  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+QUERIES = ["What is the capital of China?", "how do vaccines train the immune system", "effects of sleep on memory"]
+_WORDS = (
+    "the capital of china is beijing gravity attracts bodies vaccines train immune cells sleep helps memory "
+    "consolidation proteins fold in the cell membrane rivers carry sediment to the sea planets orbit stars"
+).split()
+# documents of varied lengths (1 to ~400 tokens), deterministic
+DOCS = [" ".join(_WORDS[(7 * i + 3 * j) % len(_WORDS)] for j in range(1 + (37 * i) % 300)) for i in range(14)]
+PAIRS = [(q, d) for q in QUERIES for d in DOCS]
+
+
+def _separated(ref: np.ndarray, gap: float) -> list[int]:
+    """Indices of a subset whose reference scores are at least ``gap`` apart (greedy from the top)."""
+    keep: list[int] = []
+    for i in np.argsort(-ref):
+        if not keep or ref[keep[-1]] - ref[i] >= gap:
+            keep.append(int(i))
+    return keep
+
+
+def _check_rankings(got, ref, label: str, gap: float = 5e-3) -> None:
+    got, ref = np.asarray(got), np.asarray(ref)
+    for qi in range(len(QUERIES)):
+        sl = slice(qi * len(DOCS), (qi + 1) * len(DOCS))
+        r, g = ref[sl], got[sl]
+        keep = _separated(r, gap)
+        assert len(keep) >= 4, f"{label}: the fixed set has too few well-separated scores to test a ranking"
+        assert sorted(keep, key=lambda i: -g[i]) == keep, f"{label}, query {qi}: ranking differs"
+    print(f"{label}: max |p - p_fp32| = {np.max(np.abs(got - ref)):.2e}")
+
+
+@pytest.fixture(scope="module")
+def reranker_dir(tmp_path_factory, shared):
+    """A small random Qwen3 reranker (4 layers, hidden 128) whose scores spread enough to rank."""
+    import tiny_models
+    from transformers import Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = tiny_models._qwen3_config("qwen3-reranker-0.6b.json", hidden_size=128, intermediate_size=256, num_hidden_layers=4)
+    dst = tmp_path_factory.mktemp("gpu-reranker")
+    Qwen3ForCausalLM(cfg).eval().save_pretrained(dst)
+    tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def reference(reranker_dir):
+    return np.asarray(official_qwen3_rerank(str(reranker_dir), PAIRS), dtype=np.float64)
+
+
+def _reranker(path, dtype, **engine):
+    from qrank import Reranker, Settings
+
+    return Reranker.from_pretrained(str(path), settings=Settings(engine=engine), device="cuda", dtype=dtype)
+
+
+def test_auto_engine_on_cuda_is_fast_bf16_within_1e2(reranker_dir, reference):
+    rr = _reranker(reranker_dir, "bfloat16")
+    eng = rr.model.engine
+    assert (eng.name, eng.attention, eng.compile, eng.cuda_graphs) == ("fast", "varlen", True, True)
+    got = rr.model.score_pairs(PAIRS)
+    assert eng.compile, "torch.compile fell back to eager on the GPU"
+    assert eng.cuda_graphs and eng._graphs.graphs, "CUDA graphs fell back to launching kernels"
+    np.testing.assert_allclose(rr.model.score_pairs(PAIRS), got, atol=1e-6)  # replaying is deterministic
+    np.testing.assert_allclose(got, reference, atol=1e-2)
+    _check_rankings(got, reference, "fast bf16 (varlen, compiled)")
+    ref_bf16 = _reranker(reranker_dir, "bfloat16", engine="reference").model.score_pairs(PAIRS)
+    np.testing.assert_allclose(got, ref_bf16, atol=1e-2)
+    print(f"fast vs reference engine, both bf16: max diff {np.max(np.abs(got - ref_bf16)):.2e}")
+
+
+@pytest.mark.parametrize("attention", ["varlen", "sdpa", "sdpa-cudnn"])
+@pytest.mark.parametrize(
+    "engine", [{}, {"prefix_sharing": False}, {"max_batch_tokens": 300, "max_batch_size": 3}, {"cuda_graphs": "off"}]
+)
+def test_every_attention_and_split_agrees_in_bf16(reranker_dir, reference, attention, engine):
+    rr = _reranker(reranker_dir, "bfloat16", engine="fast", attention=attention, **engine)
+    got = rr.model.score_pairs(PAIRS)
+    np.testing.assert_allclose(got, reference, atol=1e-2)
+    _check_rankings(got, reference, f"fast bf16 ({attention}, {engine or 'defaults'})")
+
+
+@pytest.mark.parametrize("compile", ["on", "off"])
+def test_fp32_on_the_gpu_within_1e4(reranker_dir, reference, compile):
+    rr = _reranker(reranker_dir, "float32", engine="fast", compile=compile)
+    assert rr.model.engine.attention == "sdpa"  # FlashAttention has no fp32
+    got = rr.model.score_pairs(PAIRS)
+    np.testing.assert_allclose(got, reference, atol=1e-4)
+    print(f"fast fp32 on GPU (compile={compile}): max diff {np.max(np.abs(got - reference)):.2e}")
+
+
+def test_embedder_bf16(qwen3_embedder_dir):
+    from qrank import Embedder
+
+    em = Embedder.from_pretrained(str(qwen3_embedder_dir), device="cuda", dtype="bfloat16")
+    assert em.model.engine.name == "fast"
+    for is_query, texts in ((True, QUERIES), (False, DOCS)):
+        got = em.embed(texts, is_query=is_query)
+        ref = official_qwen3_embed(str(qwen3_embedder_dir), texts, is_query=is_query)
+        cos = np.sum(got * ref, axis=1)
+        print(f"embedder bf16 (is_query={is_query}): min cosine {cos.min():.5f}, max |diff| {np.abs(got - ref).max():.2e}")
+        assert cos.min() > 0.999
+        np.testing.assert_allclose(got, ref, atol=1e-2)
+
+
+def test_real_0_6b_shape_bf16_against_fp32(shared):
+    """Qwen3-Reranker-0.6B's shape with random weights: fast bf16 vs the padded reference path in fp32."""
+    import json
+
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from qrank.engine.fast import FastEngine
+    from qrank.engine.reference import ReferenceEngine
+
+    raw = json.loads((shared / "configs" / "qwen3-reranker-0.6b.json").read_text())
+    raw.pop("architectures", None), raw.pop("torch_dtype", None)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen3ForCausalLM(Qwen3Config(**raw)).eval()  # fp32
+    w = (model.lm_head.weight[9454] - model.lm_head.weight[2152]).detach().float()  # two rows: a yes/no-like head
+    rng = np.random.default_rng(0)
+    prefix = rng.integers(0, 150_000, 80).tolist()
+    seqs = [prefix + rng.integers(0, 150_000, int(n)).tolist() for n in rng.integers(50, 450, 24)]
+    seqs += [rng.integers(0, 150_000, int(n)).tolist() for n in (3, 200)]
+    ref = torch.sigmoid(ReferenceEngine(model.model, pad_id=0).last_hidden(seqs) @ w.cpu()).numpy()
+    model.to(torch.bfloat16)
+    fast = FastEngine(model.model, pad_id=0)
+    assert fast.computed_tokens(seqs) < sum(map(len, seqs))
+    got = torch.sigmoid(fast.last_hidden(seqs) @ w.cpu()).numpy()
+    print(f"0.6B shape: fast bf16 vs reference fp32 max |p diff| {np.abs(got - ref).max():.2e}, spread {np.ptp(ref):.3f}")
+    np.testing.assert_allclose(got, ref, atol=1e-2)
+    keep = _separated(ref, 2e-2)
+    assert sorted(keep, key=lambda i: -got[i]) == keep

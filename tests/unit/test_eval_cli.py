@@ -1,0 +1,78 @@
+"""``qrank eval`` from the command line: a model-free run on a tiny data set, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qrank.cli import main
+
+pytest.importorskip("ranx")
+pytest.importorskip("bm25s")
+
+
+def tiny_dataset(root):
+    """Your-own layout: three documents, two queries, one relevant document each."""
+    root.mkdir(parents=True)
+    docs = [
+        {"id": "bikes", "title": "Bicycle care", "text": "adjust the brakes and oil the chain"},
+        {"id": "bread", "title": "Sourdough", "text": "feed the starter and bake the loaf"},
+        {"id": "tea", "title": "Green tea", "text": "steep the leaves at eighty degrees"},
+    ]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text(
+        json.dumps({"id": "a", "query": "how to oil a bicycle chain", "relevant": ["bikes"]}) + "\n"
+        + json.dumps({"id": "b", "query": "steep green tea leaves", "relevant": ["tea"]}) + "\n"
+    )
+    return root
+
+
+def run(args, tmp_path):
+    return main(["eval", "--home", str(tmp_path / "home"), "--no-progress", *args])
+
+
+def test_bm25_only_run_writes_the_report(tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "10", "--sweep", "none", "--out", str(out),
+                "--json"], tmp_path) == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed == metrics
+    # each query shares words with its one relevant document only, so BM25 ranks it first
+    assert metrics["bm25"]["ndcg@10"] == 1.0 and metrics["bm25"]["mrr@10"] == 1.0
+    assert set(metrics["bm25"]) >= {"ndcg@10", "recall@10", "mrr@10", "map", "latency_p50_ms", "latency_p99_ms",
+                                   "throughput_qps", "index_time_s", "peak_rss_mb"}
+    assert (out / "report.md").is_file() and (out / "quality_vs_latency.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--dataset", "{tmp}/missing", "--systems", "bm25"], "dataset: "),
+        (["--dataset", "{data}", "--systems", "bm25,splade"], "systems: unknown system 'splade'"),
+        (["--dataset", "{data}", "--systems", "dense"], "embedder: "),
+        (["--dataset", "{data}", "--systems", "bm25+rerank"], "reranker: "),
+        (["--dataset", "{data}", "--systems", "bm25", "--sweep", "ten"], "sweep: "),
+        (["--dataset", "{data}", "--systems", "bm25", "--depth", "0"], "depth: "),
+        (["--dataset", "{data}", "--systems", "bm25", "--max-queries", "0"], "max_queries: "),
+        (["--dataset", "{data}", "--systems", "bm25", "--out", "{data}/corpus.jsonl"], "out: "),
+        (["--dataset", "{data}", "--systems", "dense", "--embedder", "{tmp}/no-model"], "no such local model"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, capsys, args, needle):
+    data = tiny_dataset(tmp_path / "data")
+    args = [a.format(tmp=tmp_path, data=data) for a in args]
+    assert run(args, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and needle in err
+    assert "Traceback" not in err
+
+
+def test_help_lists_the_systems(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["eval", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "dense+rerank" in text and "queries.jsonl" in text
