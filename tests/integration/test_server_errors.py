@@ -57,6 +57,7 @@ CASES = [
     ("/v1/score", {"text_1": ["a", "b"], "text_2": ["a", "b", "c"]}, 422, "text_2"),
     ("/v1/score", {"text_1": "q", "text_2": [5]}, 422, "text_2[0]"),
     ("/v1/score", {"text_1": "q"}, 422, "text_2"),
+    ("/v1/score", {"text_1": "q" * 3001, "text_2": ["a"]}, 413, "text_1"),
     ("/v1/embeddings", {"input": []}, 422, "input"),
     ("/v1/embeddings", {}, 422, "input"),
     ("/v1/embeddings", {"input": [None]}, 422, "input[0]"),
@@ -212,3 +213,20 @@ def test_local_by_default_and_load_script_stays_local():
     with pytest.raises(SystemExit):
         load.check_local("http://example.com:8000")
     load.check_local("http://127.0.0.1:8000")
+
+
+def test_api_key_guards_a_mounted_ui(ce):
+    pytest.importorskip("gradio", reason="the ui extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from qrank.server import ModelPool, create_app
+    from qrank.ui import mount_ui
+
+    settings = server_settings(api_key="ui-key")
+    app = create_app(settings, ModelPool.from_models(rerankers={"ce": ce}))
+    mount_ui(app, settings, rerankers={"ce": ce})
+    with TestClient(app) as client:
+        for path in ("/ui/", "/ui/gradio_api/info", "/ui/config"):
+            r = client.get(path, headers={"host": "localhost"})
+            assert r.status_code == 401, (path, r.status_code)
+        assert client.get("/ui/", headers={"authorization": "Bearer ui-key"}).status_code == 200

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="public name of a model, one per model in order: rerankers first, then embedders "
         "(default: the name or path it was given)",
     )
+    p.add_argument(
+        "--ui", action="store_true", help="also serve the web UI at /ui, on the same models (needs the ui extra)"
+    )
     add_settings_flags(p, "server", [f for f in _server_fields() if f not in _LIST_FLAGS])
     add_settings_flags(p, "models")
     add_settings_flags(p, "engine")
@@ -83,5 +86,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     console.print(f"serving on http://{s.host}:{s.port} (docs at /docs); Ctrl-C stops", highlight=False)
     sys.stdout.flush()
-    serve(create_app(settings, pool), settings)
+    app = create_app(settings, pool)
+    if args.ui:
+        from ..ui import mount_ui  # imports gradio; MissingExtra names the extra when it is absent
+
+        facades = {role: {m.name: m.facade for m in pool.models if m.role == role} for role in ("reranker", "embedder")}
+        mount_ui(app, settings, rerankers=facades["reranker"], embedders=facades["embedder"])
+        console.print(f"web UI at http://{s.host}:{s.port}/ui", highlight=False)
+    serve(app, settings)
     return 0

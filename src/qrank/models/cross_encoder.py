@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
+from . import packed_encoder
 from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
 from .hf_encoder import max_input_length, run_encoder_batches, tokenize_pairs
 
@@ -112,8 +113,12 @@ class CrossEncoderModel:
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
         features = tokenize_pairs(self.tokenizer, pairs, self.info.max_length)
-        rows = run_encoder_batches(
-            self.tokenizer, features, lambda b: self.model(**b).logits[:, 0], self.engine_settings, self.info.device
-        )
+        if self.info.device == "cpu" and packed_encoder.supports(self.model):
+            # on the CPU the cost is the arithmetic: pack the pairs, pad nothing (see packed_encoder)
+            rows = packed_encoder.run_packed(self.model, features, self.engine_settings.max_batch_tokens)
+        else:
+            rows = run_encoder_batches(
+                self.tokenizer, features, lambda b: self.model(**b).logits[:, 0], self.engine_settings, self.info.device
+            )
         logits = np.array([float(r) for r in rows], dtype=np.float32)
         return apply_activation(logits, self.activation)

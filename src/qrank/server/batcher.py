@@ -92,7 +92,9 @@ class Batcher:
                 depth = len(self._queue)
                 if self.metrics:
                     self.metrics.rejected.labels("queue_full").inc()
-                raise Overloaded(f"model {self.name!r} has {depth} requests queued; retry later", retry_after=self.retry_after())
+                raise Overloaded(
+                    f"model {self.name!r} has {depth} requests queued; retry later", retry_after=self.retry_after()
+                )
             self._queue.append(item)
             self._cond.notify()
         self._depth_changed()
@@ -149,7 +151,11 @@ class Batcher:
                 for item in batch:
                     self.metrics.queue_wait.labels(self.name).observe(started - item.queued_at)
                 self.metrics.observe_batch(
-                    self.name, requests=len(batch), items=sum(i.size for i in batch), tokens=sum(i.cost for i in batch), seconds=seconds
+                    self.name,
+                    requests=len(batch),
+                    items=sum(i.size for i in batch),
+                    tokens=sum(i.cost for i in batch),
+                    seconds=seconds,
                 )
             try:
                 self._loop.call_soon_threadsafe(self._deliver, batch, results)
@@ -206,7 +212,9 @@ class Batcher:
                 if status_for(exc) >= 500:
                     log.warning("model %s failed on a request: %s: %s", self.name, type(exc).__name__, exc)
                 return [exc]
-            log.warning("model %s failed on a batch of %d (%s); retrying them one by one", self.name, len(payloads), exc)
+            log.warning(
+                "model %s failed on a batch of %d (%s); retrying them one by one", self.name, len(payloads), exc
+            )
             return [self._run_isolated([p])[0] for p in payloads]
 
     # -- back on the event loop ------------------------------------------------------------------

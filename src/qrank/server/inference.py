@@ -126,8 +126,9 @@ class Inference:
         instruction: str | None,
         truncate: bool | None,
         field: str,
+        query_field: str = "query",
     ) -> Scored:
-        """Scores of (query, document) pairs in the caller's order; ``field`` names the documents."""
+        """Scores of (query, document) pairs in the caller's order; the fields name queries and documents."""
         served = self.state.pool.get(model_name, "reranker")
         lim = self.limits
         check_count(len(pairs), field, lim.max_documents)
@@ -138,7 +139,7 @@ class Inference:
         for q, _ in pairs:
             if q not in seen_queries:
                 seen_queries.add(q)
-                check_query_chars(q, "query", lim.max_document_chars)
+                check_query_chars(q, query_field, lim.max_document_chars)
         docs = fit_chars([d for _, d in pairs], field, lim.max_document_chars, truncate)
         pairs = [(q, d) for (q, _), d in zip(pairs, docs)]
         counts = await asyncio.to_thread(served.count_tokens, pairs, instruction=instruction)

@@ -35,7 +35,7 @@ def score_pairs_of(text_1: list[str], text_2: list[str]) -> list[tuple[str, str]
 async def _score(request: Request, body: ScoreRequest) -> Response:
     pairs = score_pairs_of(body.text_1, body.text_2)
     scored = await Inference(state_of(request), request).score_pairs(
-        body.model, pairs, instruction=body.instruction, truncate=body.truncate, field="text_2"
+        body.model, pairs, instruction=body.instruction, truncate=body.truncate, field="text_2", query_field="text_1"
     )
     return json_response(
         ScoreResponse(
