@@ -34,7 +34,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: li
         choices = list(origin_args) if typing.get_origin(ann) is typing.Literal else None
         base = next((a for a in origin_args if a is not type(None)), ann) if origin_args and choices is None else ann
         conv = base if base in (int, float) else str
-        group.add_argument(flag, dest=f"{section}__{name}", type=conv, choices=choices, default=None, help=help_text)
+        group.add_argument(
+            flag, dest=f"{section}__{name}", type=conv, choices=choices, default=None, metavar=None if choices else name.upper(), help=help_text
+        )
 
 
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ui", action="store_true", help="also serve the web UI at /ui, on the same models (needs the ui extra)"
     )
+    ray = p.add_argument_group("scale-out on Ray Serve (needs the ray extra; see docs/deploy.md)")
+    ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve: one deployment per model, scaled on its own")
+    ray.add_argument("--replicas", dest="distributed__replicas", type=int, default=None, metavar="N", help="replicas per model")
+    ray.add_argument("--autoscale", metavar="MIN:MAX", default=None, help="autoscale each model between MIN and MAX replicas")
+    add_settings_flags(p, "distributed", ["ray_address", "num_gpus_per_replica", "num_cpus_per_replica", "ingress_replicas", "retries"])
     add_settings_flags(p, "server", [f for f in _server_fields() if f not in _LIST_FLAGS])
     add_settings_flags(p, "models")
     add_settings_flags(p, "engine")
@@ -67,6 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..server.run import serve
 
     settings = settings_from_args(args)
+    if args.ray:
+        return _serve_on_ray(args, settings)
     if settings.engine.num_threads:
         from ..models.base import set_torch_threads
 
@@ -94,4 +101,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         mount_ui(app, settings, rerankers=facades["reranker"], embedders=facades["embedder"])
         console.print(f"web UI at http://{s.host}:{s.port}/ui", highlight=False)
     serve(app, settings)
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, settings) -> int:
+    """``qrank serve --ray``: the same app on Ray Serve (imports Ray only here)."""
+    from ..errors import InvalidInput
+
+    if args.ui:
+        raise InvalidInput("ui", "--ui is not available with --ray yet; run `qrank ui --server URL` beside it")
+    if args.autoscale:
+        try:
+            low, high = (int(x) for x in args.autoscale.split(":"))
+        except ValueError as exc:
+            raise InvalidInput("autoscale", f"expected MIN:MAX, got {args.autoscale!r}") from exc
+        dist = settings.distributed.model_copy(update={"autoscale_min": low, "autoscale_max": high})
+        settings = settings.model_copy(update={"distributed": type(dist).model_validate(dist.model_dump())})
+    from ..distributed import ray_serve
+
+    ray_serve.run(settings, blocking=True)
     return 0
