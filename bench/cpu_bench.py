@@ -71,32 +71,38 @@ def run(rounds: int, write: bool) -> None:
     pairs = scifact_pairs()
     st = CrossEncoder(str(model_dir), device="cpu")
     rr = Reranker.from_pretrained(str(model_dir), device="cpu")
+    padded = Reranker.from_pretrained(str(model_dir), device="cpu", engine="reference")
     ref = st.predict(pairs)
     got = rr.model.score_pairs(pairs)
     diff = float(np.max(np.abs(np.asarray(got) - np.asarray(ref))))
     tokens = sum(rr.model.count_tokens(pairs))
-    t_st, t_q, ratios = [], [], []
+    t_st, t_q, t_pad, ratios = [], [], [], []
+    systems = (("st", lambda: st.predict(pairs)), ("qrank", lambda: rr.model.score_pairs(pairs)),
+               ("padded", lambda: padded.model.score_pairs(pairs)))
     for r in range(rounds):
-        order = (("st", lambda: st.predict(pairs)), ("qrank", lambda: rr.model.score_pairs(pairs)))
         times = {}
-        for name, fn in order if r % 2 == 0 else order[::-1]:  # alternate who goes first
+        for name, fn in systems[r % 3:] + systems[: r % 3]:  # rotate who goes first
             t = time.perf_counter()
             fn()
             times[name] = time.perf_counter() - t
         t_st.append(times["st"])
         t_q.append(times["qrank"])
+        t_pad.append(times["padded"])
         ratios.append(times["st"] / times["qrank"])
-        print(f"round {r}: sentence-transformers {times['st'] * 1e3:.0f} ms, qrank {times['qrank'] * 1e3:.0f} ms", flush=True)
+        print(f"round {r}: sentence-transformers {times['st'] * 1e3:.0f} ms, qrank {times['qrank'] * 1e3:.0f} ms, "
+              f"qrank padded {times['padded'] * 1e3:.0f} ms", flush=True)
     med_st, med_q, med_ratio = statistics.median(t_st), statistics.median(t_q), statistics.median(ratios)
+    med_pad = statistics.median(t_pad)
     device = f"CPU: {cpu_name()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
     date = dt.date.today().isoformat()
     rows = [
         dict(device=device, model="scifact-minilm-ce", system=s, workload="ce-100-scifact-pairs", date=date,
              tokens_per_s=round(tokens / t), ms_per_100_pairs=round(t / len(pairs) * 100 * 1000, 1),
              pairs_per_s=round(len(pairs) / t, 1))
-        for s, t in (("sentence-transformers", med_st), ("qrank", med_q))
+        for s, t in (("sentence-transformers", med_st), ("qrank", med_q), ("qrank padded (engine=reference)", med_pad))
     ]
     engine = rr.model.engine_settings
+    assert rr.model.packed is not None and padded.model.packed is None
     section = "\n".join([
         "## CPU: classic cross-encoder (bench/cpu_bench.py)",
         "",
@@ -111,8 +117,12 @@ def run(rounds: int, write: bool) -> None:
         "",
         f"qrank / sentence-transformers speed ratio, median of the per-round ratios: **{med_ratio:.2f}x**; "
         f"max |score difference| = {diff:.2e}.",
-        f"qrank batches by token count (budget {engine.max_batch_tokens} padded tokens, longest first) instead of "
-        "32 pairs sorted by characters; sentence-transformers `predict(batch_size=32)` defaults.",
+        f"qrank packs the pairs without padding (chunks of at most {engine.max_batch_tokens} tokens; projections, "
+        "feed-forward and LayerNorm on the packed tokens, attention per pair: src/qrank/models/packed_encoder.py); "
+        "`engine=reference` is qrank's padded path (length-sorted batches under the same token budget); "
+        "sentence-transformers runs `predict(batch_size=32)` (batches of 32 sorted by characters). "
+        f"Each round runs all three, rotating who goes first; rounds: {', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
+        "ms (sentence-transformers/qrank).",
     ]) + "\n"
     print(section)
     if write:

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from qrank.index.faiss_store import build_index, search_params  # noqa: E402
+from qrank.index.faiss_store import build_index, flat_search, search_params  # noqa: E402
 from qrank.index.store import Passage  # noqa: E402
 from qrank.settings import IndexSettings  # noqa: E402
 
@@ -106,6 +106,8 @@ def bench_faiss(kind: str, data: np.ndarray, queries: np.ndarray, truth: np.ndar
         s = settings.model_copy(update={"hnsw_ef_search": ef}) if ef else settings
 
         def one(q):
+            if kind == "flat":  # the store's exact path (BLAS matrix-vector product over FAISS's storage)
+                return flat_search(index, q, args.k)[1]
             _, labels = index.search(q[None, :], args.k, params=search_params(kind, args.k, s))
             return labels[0]
 

@@ -22,8 +22,10 @@ def tiny_dataset(root):
     ]
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     (root / "queries.jsonl").write_text(
-        json.dumps({"id": "a", "query": "how to oil a bicycle chain", "relevant": ["bikes"]}) + "\n"
-        + json.dumps({"id": "b", "query": "steep green tea leaves", "relevant": ["tea"]}) + "\n"
+        json.dumps({"id": "a", "query": "how to oil a bicycle chain", "relevant": ["bikes"]})
+        + "\n"
+        + json.dumps({"id": "b", "query": "steep green tea leaves", "relevant": ["tea"]})
+        + "\n"
     )
     return root
 
@@ -35,15 +37,41 @@ def run(args, tmp_path):
 def test_bm25_only_run_writes_the_report(tmp_path, capsys):
     data = tiny_dataset(tmp_path / "data")
     out = tmp_path / "out"
-    assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "10", "--sweep", "none", "--out", str(out),
-                "--json"], tmp_path) == 0
+    assert (
+        run(
+            [
+                "--dataset",
+                str(data),
+                "--systems",
+                "bm25",
+                "--depth",
+                "10",
+                "--sweep",
+                "none",
+                "--out",
+                str(out),
+                "--json",
+            ],
+            tmp_path,
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert printed == metrics
     # each query shares words with its one relevant document only, so BM25 ranks it first
     assert metrics["bm25"]["ndcg@10"] == 1.0 and metrics["bm25"]["mrr@10"] == 1.0
-    assert set(metrics["bm25"]) >= {"ndcg@10", "recall@10", "mrr@10", "map", "latency_p50_ms", "latency_p99_ms",
-                                   "throughput_qps", "index_time_s", "peak_rss_mb"}
+    assert set(metrics["bm25"]) >= {
+        "ndcg@10",
+        "recall@10",
+        "mrr@10",
+        "map",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_qps",
+        "index_time_s",
+        "peak_rss_mb",
+    }
     assert (out / "report.md").is_file() and (out / "quality_vs_latency.png").is_file()
 
 

@@ -18,16 +18,22 @@ def write_jsonl(path, rows):
 def beir(tmp_path, *, split="test"):
     root = tmp_path / "mini-beir"
     (root / "qrels").mkdir(parents=True)
-    write_jsonl(root / "corpus.jsonl", [
-        {"_id": "d1", "title": "Title one.", "text": "Body one"},
-        {"_id": "d2", "title": "", "text": "Body two"},
-        {"_id": "d3", "text": "Body three"},
-    ])
-    write_jsonl(root / "queries.jsonl", [
-        {"_id": "q0", "text": "unjudged query"},
-        {"_id": "q2", "text": "second"},
-        {"_id": "q1", "text": "first"},
-    ])
+    write_jsonl(
+        root / "corpus.jsonl",
+        [
+            {"_id": "d1", "title": "Title one.", "text": "Body one"},
+            {"_id": "d2", "title": "", "text": "Body two"},
+            {"_id": "d3", "text": "Body three"},
+        ],
+    )
+    write_jsonl(
+        root / "queries.jsonl",
+        [
+            {"_id": "q0", "text": "unjudged query"},
+            {"_id": "q2", "text": "second"},
+            {"_id": "q1", "text": "first"},
+        ],
+    )
     (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t2\nq2\td2\t0\n")
     return root
 
@@ -61,10 +67,13 @@ def test_own_jsonl_layout(tmp_path):
     root = tmp_path / "mine"
     root.mkdir()
     write_jsonl(root / "corpus.jsonl", [{"id": "a", "text": "alpha"}, {"id": 7, "title": "T", "text": "seven"}])
-    write_jsonl(root / "queries.jsonl", [
-        {"query": "which is alpha?", "relevant": ["a"]},
-        {"id": "graded", "query": "seven?", "relevant": {"7": 2, "a": 0}},
-    ])
+    write_jsonl(
+        root / "queries.jsonl",
+        [
+            {"query": "which is alpha?", "relevant": ["a"]},
+            {"id": "graded", "query": "seven?", "relevant": {"7": 2, "a": 0}},
+        ],
+    )
     ds = load_dataset(root)
     assert ds.doc_ids == ["a", "7"] and ds.doc_texts == ["alpha", "T seven"]
     assert ds.queries == {"q1": "which is alpha?", "graded": "seven?"}
@@ -88,10 +97,19 @@ def test_own_csv_layout(tmp_path):
         ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n'}, "no qrels/ folder"),
         ({"corpus.jsonl": '{"_id": "a", "text": "x"}\nnot json\n', "queries.jsonl": ""}, "corpus.jsonl:2"),
         ({"corpus.jsonl": '{"text": "x"}\n', "queries.jsonl": ""}, "no '_id'"),
-        ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "queries.jsonl": ""}, "duplicate document id"),
+        (
+            {"corpus.jsonl": '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', "queries.jsonl": ""},
+            "duplicate document id",
+        ),
         ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q"}\n'}, "no 'relevant'"),
-        ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q", "relevant": []}\n'}, "names no relevant"),
-        ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "", "relevant": ["a"]}\n'}, "non-empty"),
+        (
+            {"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q", "relevant": []}\n'},
+            "names no relevant",
+        ),
+        (
+            {"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "", "relevant": ["a"]}\n'},
+            "non-empty",
+        ),
         ({"corpus.csv": "id,body\na,x\n", "queries.jsonl": ""}, "missing column(s) text"),
         ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": ""}, "no query has a relevance judgement"),
     ],

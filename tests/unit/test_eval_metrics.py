@@ -103,8 +103,8 @@ def test_paired_t_test_matches_scipy():
     assert pair["mean_b"] == pytest.approx(np.mean(per_b))
     assert pair["p_value"] == pytest.approx(stats.ttest_rel(per_a, per_b).pvalue, rel=1e-6)
     assert pair["significant"] == (pair["p_value"] < 0.05)
-    wins = sum(x > y for x, y in zip(per_a, per_b))
-    ties = sum(x == y for x, y in zip(per_a, per_b))
+    wins = sum(x > y for x, y in zip(per_a, per_b, strict=False))
+    ties = sum(x == y for x, y in zip(per_a, per_b, strict=False))
     assert (pair["wins"], pair["ties"], pair["losses"]) == (wins, ties, len(per_a) - wins - ties)
 
 

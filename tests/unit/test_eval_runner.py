@@ -33,9 +33,12 @@ class OracleScorer:
     """A reranker that knows the judgements: relevant documents score 1, others 0 (+ a tiny tie-break)."""
 
     def __init__(self, ds: Dataset) -> None:
-        self.info = ModelInfo(id="oracle", kind="fake", role="reranker", max_length=512, dtype="float32", device="cpu",
-                              revision="r1")
-        self.relevant = {(ds.queries[q], ds.doc_texts[ds.doc_ids.index(d)]) for q, rels in ds.qrels.items() for d in rels}
+        self.info = ModelInfo(
+            id="oracle", kind="fake", role="reranker", max_length=512, dtype="float32", device="cpu", revision="r1"
+        )
+        self.relevant = {
+            (ds.queries[q], ds.doc_texts[ds.doc_ids.index(d)]) for q, rels in ds.qrels.items() for d in rels
+        }
         self.pairs = 0
 
     def score_pairs(self, pairs, *, instruction=None):
@@ -56,8 +59,14 @@ def settings(tmp_path):
 
 def evaluation(ds, settings, *, systems, embed_model=None, scorer=None, **cfg):
     config = EvalConfig(systems=systems, embedder="fake-bow", reranker="oracle", **cfg)
-    return Evaluation(ds, config, settings, progress=False,
-                      embedder=Embedder(embed_model or BowModel()), reranker=Reranker(scorer or OverlapScorer()))
+    return Evaluation(
+        ds,
+        config,
+        settings,
+        progress=False,
+        embedder=Embedder(embed_model or BowModel()),
+        reranker=Reranker(scorer or OverlapScorer()),
+    )
 
 
 def test_first_stages_match_independent_computations(settings):
@@ -94,7 +103,9 @@ def test_first_stages_match_independent_computations(settings):
         assert [s for _, s in got] == pytest.approx([s for _, s in want])
     # metrics come from the rankings: nDCG@5 recomputed by hand
     for system in ("bm25", "dense", "hybrid"):
-        want = np.mean([ndcg_at([d for d, _ in result["rankings"][system][q]], set(ds.qrels[q]), 5) for q in ds.queries])
+        want = np.mean(
+            [ndcg_at([d for d, _ in result["rankings"][system][q]], set(ds.qrels[q]), 5) for q in ds.queries]
+        )
         assert result["systems"][system]["ndcg@5"] == pytest.approx(want, abs=1e-9)
     for vals in result["systems"].values():
         assert vals["latency_p50_ms"] > 0 and vals["latency_p99_ms"] >= vals["latency_p50_ms"]
@@ -103,8 +114,16 @@ def test_first_stages_match_independent_computations(settings):
 
 def test_oracle_reranker_and_depth_sweep(settings):
     ds = fake_dataset()
-    ev = evaluation(ds, settings, systems=["dense", "dense+rerank"], scorer=OracleScorer(ds), depth=8, k=5,
-                    sweep=[1, 3, 8, 12], sweep_queries=3)
+    ev = evaluation(
+        ds,
+        settings,
+        systems=["dense", "dense+rerank"],
+        scorer=OracleScorer(ds),
+        depth=8,
+        k=5,
+        sweep=[1, 3, 8, 12],
+        sweep_queries=3,
+    )
     result = ev.run()
     dense = result["rankings"]["dense"]
     # reranking the top-d puts every relevant candidate among them first: nDCG computable by hand
@@ -132,15 +151,33 @@ def test_oracle_reranker_and_depth_sweep(settings):
 def test_rerun_computes_nothing_and_changes_recompute_only_what_changed(settings, tmp_path):
     ds = fake_dataset()
     model, scorer = BowModel(), OverlapScorer()
-    first = evaluation(ds, settings, systems=["bm25", "dense", "dense+rerank"], embed_model=model, scorer=scorer,
-                       depth=6, k=5, sweep=[3, 6], sweep_queries=2).run()
+    first = evaluation(
+        ds,
+        settings,
+        systems=["bm25", "dense", "dense+rerank"],
+        embed_model=model,
+        scorer=scorer,
+        depth=6,
+        k=5,
+        sweep=[3, 6],
+        sweep_queries=2,
+    ).run()
     assert model.texts > 0 and scorer.pairs > 0
     assert not any(v["cached"] for v in first["systems"].values())
 
     # same inputs: every stage from the cache, no model call at all
     model2, scorer2 = BowModel(), OverlapScorer()
-    again = evaluation(ds, settings, systems=["bm25", "dense", "dense+rerank"], embed_model=model2, scorer=scorer2,
-                       depth=6, k=5, sweep=[3, 6], sweep_queries=2).run()
+    again = evaluation(
+        ds,
+        settings,
+        systems=["bm25", "dense", "dense+rerank"],
+        embed_model=model2,
+        scorer=scorer2,
+        depth=6,
+        k=5,
+        sweep=[3, 6],
+        sweep_queries=2,
+    ).run()
     assert (model2.calls, scorer2.pairs) == (0, 0)
     assert all(v["cached"] for v in again["systems"].values())
     for system, vals in first["systems"].items():
@@ -150,14 +187,25 @@ def test_rerun_computes_nothing_and_changes_recompute_only_what_changed(settings
     # a deeper sweep: first stages are searched again (queries only: the corpus embeddings are cached),
     # the depth-6 timing is reused, and only the new depth is scored and timed
     model3, scorer3 = BowModel(), OverlapScorer()
-    deeper = evaluation(ds, settings, systems=["bm25", "dense", "dense+rerank"], embed_model=model3, scorer=scorer3,
-                        depth=6, k=5, sweep=[3, 6, 10], sweep_queries=2).run()
+    deeper = evaluation(
+        ds,
+        settings,
+        systems=["bm25", "dense", "dense+rerank"],
+        embed_model=model3,
+        scorer=scorer3,
+        depth=6,
+        k=5,
+        sweep=[3, 6, 10],
+        sweep_queries=2,
+    ).run()
     assert model3.texts == len(ds.queries)  # one embedding per query, none for the corpus
     # timing depth 10 on the 2 sweep queries, then candidates 7-10 of the other queries (untimed)
     assert scorer3.pairs == 2 * 10 + (len(ds.queries) - 2) * (10 - 6)
     assert deeper["systems"]["dense"]["ndcg@5"] == first["systems"]["dense"]["ndcg@5"]
     # index time = the remembered corpus encoding + rebuilding the exact FAISS index (micro-seconds)
-    assert deeper["systems"]["dense"]["index_time_s"] == pytest.approx(first["systems"]["dense"]["index_time_s"], abs=0.05)
+    assert deeper["systems"]["dense"]["index_time_s"] == pytest.approx(
+        first["systems"]["dense"]["index_time_s"], abs=0.05
+    )
 
 
 def test_no_cache_recomputes(settings):
@@ -171,8 +219,9 @@ def test_no_cache_recomputes(settings):
 
 def test_report_files_agree_with_the_result(settings, tmp_path):
     ds = fake_dataset()
-    result = evaluation(ds, settings, systems=["bm25", "dense", "dense+rerank"], depth=8, k=5, sweep=[4, 8],
-                        sweep_queries=2).run()
+    result = evaluation(
+        ds, settings, systems=["bm25", "dense", "dense+rerank"], depth=8, k=5, sweep=[4, 8], sweep_queries=2
+    ).run()
     paths = write_report(result, tmp_path / "out")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics) == {"bm25", "dense", "dense+rerank"}
@@ -187,7 +236,12 @@ def test_report_files_agree_with_the_result(settings, tmp_path):
     assert rows[0].split(",")[:2] == ["system", "query_id"] and len(rows) == 1 + 3 * len(ds.queries)
     trec = (tmp_path / "out" / "runs" / "dense.trec").read_text().splitlines()
     first_q = trec[0].split()[0]
-    assert [line.split()[2] for line in trec if line.split()[0] == first_q] == \
-        [d for d, _ in result["rankings"]["dense"][first_q]]
+    assert [line.split()[2] for line in trec if line.split()[0] == first_q] == [
+        d for d, _ in result["rankings"]["dense"][first_q]
+    ]
     sig = json.loads(open(paths["significance"]).read())
-    assert {(p["a"], p["b"]) for p in sig["pairs"]} == {("bm25", "dense"), ("bm25", "dense+rerank"), ("dense", "dense+rerank")}
+    assert {(p["a"], p["b"]) for p in sig["pairs"]} == {
+        ("bm25", "dense"),
+        ("bm25", "dense+rerank"),
+        ("dense", "dense+rerank"),
+    }

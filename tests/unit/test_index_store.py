@@ -141,6 +141,26 @@ def test_chunks_are_exact_overlapping_slices(parts, max_tokens, overlap):
     assert sum(n for *_, n in spans) >= len(offsets)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=60), st.integers(12, 30), st.integers(0, 8))
+def test_chunks_do_not_split_words(pieces, max_tokens, overlap):
+    """Words made of 1-3 subword tokens (like WordPiece '##' pieces): windows start and end at words."""
+    text, offsets, word_starts = "", [], set()
+    for w, k in enumerate(pieces):
+        if text:
+            text += " "
+        word_starts.add(len(text))
+        for piece in range(k):
+            offsets.append((len(text), len(text) + 2))
+            text += f"{'ab'[piece % 2]}{w % 10}"
+    spans = chunk_spans(text, offsets, max_tokens, overlap)
+    assert all(n <= max_tokens for _, _, n in spans)
+    assert join_passages([Passage("d", i, s, text[s:e]) for i, (s, e, _) in enumerate(spans)]) == text
+    for s, e, _ in spans:
+        assert s in word_starts
+        assert e == len(text) or e in word_starts
+
+
 def test_rrf_matches_hand_computation():
     fused = dict(rrf([["a", "b", "c"], ["c", "d"]], k=60))
     assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62, "c": 1 / 63 + 1 / 61, "d": 1 / 62})

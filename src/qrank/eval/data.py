@@ -70,17 +70,26 @@ class Dataset:
 
     def corpus_fingerprint(self) -> str:
         """A hash of the corpus alone (ids and texts): indexes depend on nothing else."""
-        h = hashlib.sha256(json.dumps([self.doc_ids, self.doc_texts], ensure_ascii=False, separators=(",", ":")).encode())
+        h = hashlib.sha256(
+            json.dumps([self.doc_ids, self.doc_texts], ensure_ascii=False, separators=(",", ":")).encode()
+        )
         return h.hexdigest()
 
     def queries_fingerprint(self) -> str:
         """A hash of the queries alone (ids and texts): rankings depend on them and the corpus only."""
-        return hashlib.sha256(json.dumps(self.queries, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.queries, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        ).hexdigest()
 
     def summary(self) -> dict:
         n_rel = sum(1 for rels in self.qrels.values() for g in rels.values() if g > 0)
-        return {"name": self.name, "documents": len(self.doc_ids), "queries": len(self.queries), "judgements": n_rel,
-                "source": self.source}
+        return {
+            "name": self.name,
+            "documents": len(self.doc_ids),
+            "queries": len(self.queries),
+            "judgements": n_rel,
+            "source": self.source,
+        }
 
 
 def doc_text(title: str | None, text: str | None) -> str:
@@ -113,8 +122,11 @@ def load_dataset(path: str | Path, *, split: str = "test") -> Dataset:
     known = set(doc_ids)
     missing = {d for rels in qrels.values() for d in rels if d not in known}
     if missing:
-        log.warning("%d judged document ids are not in the corpus (e.g. %s); they count as unfound", len(missing),
-                    sorted(missing)[:3])
+        log.warning(
+            "%d judged document ids are not in the corpus (e.g. %s); they count as unfound",
+            len(missing),
+            sorted(missing)[:3],
+        )
     if not queries:
         raise InvalidInput(FIELD, f"{root}: no query has a relevance judgement")
     return Dataset(name=root.name, doc_ids=doc_ids, doc_texts=doc_texts, queries=queries, qrels=qrels, source=str(root))
@@ -227,7 +239,9 @@ def _read_beir_queries(root: Path, qrels_dir: Path, split: str) -> tuple[dict[st
         texts[str(qid)] = text
     unknown = [q for q in qrels if q not in texts]
     if unknown:
-        raise InvalidInput(FIELD, f"{tsv}: {len(unknown)} judged query ids are not in queries.jsonl (e.g. {unknown[0]!r})")
+        raise InvalidInput(
+            FIELD, f"{tsv}: {len(unknown)} judged query ids are not in queries.jsonl (e.g. {unknown[0]!r})"
+        )
     order = [q for q in texts if q in qrels]  # file order of queries.jsonl, judged ones only
     return {q: texts[q] for q in order}, {q: qrels[q] for q in order}
 
@@ -247,8 +261,11 @@ def _read_own_queries(root: Path) -> tuple[dict[str, str], dict[str, dict[str, i
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput(FIELD, f"{where}: a query needs a non-empty string 'query'")
         if "relevant" not in obj:
-            raise InvalidInput(FIELD, f"{where}: no 'relevant' field (the ids of the relevant documents); "
-                                      "a BEIR data set needs a qrels/ folder instead")
+            raise InvalidInput(
+                FIELD,
+                f"{where}: no 'relevant' field (the ids of the relevant documents); "
+                "a BEIR data set needs a qrels/ folder instead",
+            )
         qid = str(obj.get("id", obj.get("_id", f"q{n}")))
         if qid in queries:
             raise InvalidInput(FIELD, f"{where}: duplicate query id {qid!r}")
@@ -312,7 +329,9 @@ def _csv(path: Path, *, required: tuple[str, ...]) -> Iterator[tuple[str, dict]]
             cols = reader.fieldnames or []
             lacking = [c for c in required if c not in cols]
             if lacking:
-                raise InvalidInput(FIELD, f"{path}: missing column(s) {', '.join(lacking)} (has: {', '.join(cols) or 'none'})")
+                raise InvalidInput(
+                    FIELD, f"{path}: missing column(s) {', '.join(lacking)} (has: {', '.join(cols) or 'none'})"
+                )
             for row in reader:
                 yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
         except UnicodeDecodeError as exc:

@@ -74,8 +74,9 @@ def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str]) -> dict:
     return {"mean": mean, "per_query": per_query}
 
 
-def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str], *, test: str = "student",
-                 max_p: float = 0.05) -> dict:
+def compare_runs(
+    qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str], *, test: str = "student", max_p: float = 0.05
+) -> dict:
     """Paired significance tests between every two systems (ranx.compare).
 
     ``test`` is ``"student"`` (two-sided paired t-test) or ``"fisher"`` (randomization test).
@@ -91,22 +92,31 @@ def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str], 
     q, rr = _to_ranx(qrels, runs)
     for r in rr.values():
         r.make_comparable(q)
-    report = ranx.compare(q, list(rr.values()), list(metrics), stat_test=test, max_p=max_p, rounding_digits=4,
-                          make_comparable=True)
+    report = ranx.compare(
+        q, list(rr.values()), list(metrics), stat_test=test, max_p=max_p, rounding_digits=4, make_comparable=True
+    )
     d = report.to_dict()
     names = list(rr)
     pairs = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             for m in metrics:
                 p = float(d[a]["comparisons"][b][m])
                 wtl = d[a]["win_tie_loss"][b][m]
-                pairs.append({
-                    "a": a, "b": b, "metric": m,
-                    "mean_a": float(d[a]["scores"][m]), "mean_b": float(d[b]["scores"][m]),
-                    "p_value": p, "significant": bool(p < max_p),
-                    "wins": int(wtl["W"]), "ties": int(wtl["T"]), "losses": int(wtl["L"]),
-                })
+                pairs.append(
+                    {
+                        "a": a,
+                        "b": b,
+                        "metric": m,
+                        "mean_a": float(d[a]["scores"][m]),
+                        "mean_b": float(d[b]["scores"][m]),
+                        "p_value": p,
+                        "significant": bool(p < max_p),
+                        "wins": int(wtl["W"]),
+                        "ties": int(wtl["T"]),
+                        "losses": int(wtl["L"]),
+                    }
+                )
     return {"test": test, "max_p": max_p, "pairs": pairs}
 
 

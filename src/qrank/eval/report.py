@@ -48,7 +48,10 @@ def write_report(result: dict, out: Path) -> dict[str, str]:
     _write_json(paths["metrics"], result["systems"])
     _write_json(paths["sweep"], result["sweep"])
     _write_json(paths["significance"], result["significance"])
-    _write_json(paths["config"], {"config": result["config"], "dataset": result["dataset"], "environment": result.get("environment", {})})
+    _write_json(
+        paths["config"],
+        {"config": result["config"], "dataset": result["dataset"], "environment": result.get("environment", {})},
+    )
     _write_per_query(paths["per_query"], result["per_query"])
     runs_dir = out / "runs"
     runs_dir.mkdir(exist_ok=True)
@@ -85,7 +88,8 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         f"- embedder: `{cfg.get('embedder')}`; reranker: `{cfg.get('reranker')}`",
         f"- candidates reranked (depth): {cfg['depth']}; cut-off k: {cfg['k']}; document text: title + \" \" + text",
         f"- machine: {env.get('device', '?')}, {env.get('cpu_count', '?')} CPU cores, torch threads "
-        f"{env.get('torch_threads', '?')}; qrank {env.get('qrank', '?')}",
+        f"{env.get('torch_threads', '?')}, load average {env.get('load_average_1m', '?')} at the end; "
+        f"qrank {env.get('qrank', '?')}",
         "",
         "## Quality and cost",
         "",
@@ -93,7 +97,9 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
     header = ["system", *names, *(c[1] for c in COST_COLUMNS)]
     rows = []
     for system, vals in result["systems"].items():
-        rows.append([f"`{system}`", *(_fmt(vals.get(m), 4) for m in names), *(_fmt(vals.get(c), 1) for c, _ in COST_COLUMNS)])
+        rows.append(
+            [f"`{system}`", *(_fmt(vals.get(m), 4) for m in names), *(_fmt(vals.get(c), 1) for c, _ in COST_COLUMNS)]
+        )
     lines += _table(header, rows)
     lines += [
         "",
@@ -107,33 +113,67 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         "",
     ]
     if any(result["sweep"].values()):
-        lines += ["## Reranking depth", "", "Quality when the reranker sees only the first *d* candidates of the "
-                  "first stage (scores come from one reranking of the deepest list; latency is measured per depth).", ""]
+        lines += [
+            "## Reranking depth",
+            "",
+            "Quality when the reranker sees only the first *d* candidates of the "
+            "first stage (scores come from one reranking of the deepest list; latency is measured per depth).",
+            "",
+        ]
         for system, points in result["sweep"].items():
             if not points:
                 continue
             lines += [f"### `{system}`", ""]
-            sweep_rows = [[str(p["depth"]), *(_fmt(p.get(m), 4) for m in names), _fmt(p.get("latency_p50_ms"), 1),
-                           _fmt(p.get("latency_p99_ms"), 1)] for p in points]
+            sweep_rows = [
+                [
+                    str(p["depth"]),
+                    *(_fmt(p.get(m), 4) for m in names),
+                    _fmt(p.get("latency_p50_ms"), 1),
+                    _fmt(p.get("latency_p99_ms"), 1),
+                ]
+                for p in points
+            ]
             lines += _table(["depth", *names, "p50 ms", "p99 ms"], sweep_rows)
             best = max(points, key=lambda p: p[names[0]])
             within = min((p for p in points if p[names[0]] >= best[names[0]] - 0.005), key=lambda p: p["depth"])
-            lines += ["", f"{names[0]} peaks at depth {best['depth']} ({best[names[0]]:.4f}); depth {within['depth']} "
-                      f"is within 0.005 of it ({within[names[0]]:.4f}).", ""]
+            lines += [
+                "",
+                f"{names[0]} peaks at depth {best['depth']} ({best[names[0]]:.4f}); depth {within['depth']} "
+                f"is within 0.005 of it ({within[names[0]]:.4f}).",
+                "",
+            ]
     sig = result["significance"]
     if sig.get("pairs"):
         test = {"student": "two-sided paired t-test", "fisher": "Fisher's randomization test"}[sig["test"]]
-        lines += ["## Significance", "", f"{test} over queries (ranx.compare); significant when p < {sig['max_p']}. "
-                  "W/T/L = queries where the first system wins / ties / loses.", ""]
-        sig_rows = [[f"`{p['a']}` vs `{p['b']}`", p["metric"], f"{p['mean_a']:.4f} vs {p['mean_b']:.4f}",
-                     f"{p['p_value']:.4g}", "yes" if p["significant"] else "no", f"{p['wins']}/{p['ties']}/{p['losses']}"]
-                    for p in sig["pairs"]]
+        lines += [
+            "## Significance",
+            "",
+            f"{test} over queries (ranx.compare); significant when p < {sig['max_p']}. "
+            "W/T/L = queries where the first system wins / ties / loses.",
+            "",
+        ]
+        sig_rows = [
+            [
+                f"`{p['a']}` vs `{p['b']}`",
+                p["metric"],
+                f"{p['mean_a']:.4f} vs {p['mean_b']:.4f}",
+                f"{p['p_value']:.4g}",
+                "yes" if p["significant"] else "no",
+                f"{p['wins']}/{p['ties']}/{p['losses']}",
+            ]
+            for p in sig["pairs"]
+        ]
         lines += _table(["pair", "metric", "means", "p", "significant", "W/T/L"], sig_rows)
         lines.append("")
-    lines += ["## Files", "", "- `metrics.json` — the table above, one object per system",
-              "- `per_query.csv` — every metric for every query and system",
-              "- `runs/<system>.trec` — the rankings in TREC run format",
-              "- `sweep.json`, `significance.json`, `run_config.json`", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `metrics.json` — the table above, one object per system",
+        "- `per_query.csv` — every metric for every query and system",
+        "- `runs/<system>.trec` — the rankings in TREC run format",
+        "- `sweep.json`, `significance.json`, `run_config.json`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -162,19 +202,26 @@ def plot_quality_latency(result: dict, path: Path) -> None:
 
     metric = result["metric_names"][0]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for system, points in result["sweep"].items():
-        pts = [p for p in points if p.get("latency_p50_ms")]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (system, vals) in enumerate(result["systems"].items()):
+        color = colors[i % len(colors)]
+        # a reranked system's sweep: the same system at other depths, in its colour
+        pts = [p for p in result["sweep"].get(system, []) if p.get("latency_p50_ms")]
         if len(pts) > 1:
-            ax.plot([p["latency_p50_ms"] for p in pts], [p[metric] for p in pts], "--", color="0.6", lw=1, zorder=1)
+            ax.plot([p["latency_p50_ms"] for p in pts], [p[metric] for p in pts], "--", color=color, alpha=0.5, lw=1)
             for p in pts:
-                ax.annotate(f"d={p['depth']}", (p["latency_p50_ms"], p[metric]), textcoords="offset points",
-                            xytext=(4, -10), fontsize=7, color="0.4")
-    for system, vals in result["systems"].items():
+                ax.annotate(
+                    f"d={p['depth']}",
+                    (p["latency_p50_ms"], p[metric]),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=7,
+                    color=color,
+                )
         x, y = vals.get("latency_p50_ms"), vals.get(metric)
-        if x is None or y is None:
-            continue
-        ax.scatter([x], [y], s=40, zorder=2)
-        ax.annotate(system, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        if x is not None and y is not None:
+            ax.scatter([x], [y], s=40, color=color, zorder=2)
+            ax.annotate(system, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
     ax.set_xscale("log")
     ax.set_xlabel("latency per query, p50 (ms, log scale)")
     ax.set_ylabel(metric)
@@ -211,8 +258,11 @@ def _write_per_query(path: Path, per_query: dict) -> None:
 
 
 def _write_trec(path: Path, ranking: dict, name: str) -> None:
-    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {safe_name(name)}"
-             for qid, hits in ranking.items() for rank, (doc, score) in enumerate(hits, 1)]
+    lines = [
+        f"{qid} Q0 {doc} {rank} {score:.6f} {safe_name(name)}"
+        for qid, hits in ranking.items()
+        for rank, (doc, score) in enumerate(hits, 1)
+    ]
     _atomic_write(path, "\n".join(lines) + ("\n" if lines else ""))
 
 

@@ -114,17 +114,26 @@ class EvalConfig:
 class Evaluation:
     """One evaluation of ``config.systems`` on ``dataset``; :meth:`run` returns everything the report needs.
 
-    Stage results are cached in ``cache_dir`` (default ``<home>/eval/cache``): a re-run with the same
+    Stage results are cached in ``cache_dir`` (default ``<home>/cache/eval``): a re-run with the same
     inputs loads them instead of recomputing, and loads no model it does not need.
     """
 
-    def __init__(self, dataset: Dataset, config: EvalConfig, settings: Settings | None = None, *,
-                 cache_dir: Path | None = None, use_cache: bool = True, progress: bool = True,
-                 embedder=None, reranker=None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: EvalConfig,
+        settings: Settings | None = None,
+        *,
+        cache_dir: Path | None = None,
+        use_cache: bool = True,
+        progress: bool = True,
+        embedder=None,
+        reranker=None,
+    ) -> None:
         self.ds = dataset
         self.config = config
         self.settings = settings or Settings()
-        self.store = ResultStore(Path(cache_dir or self.settings.home / "eval" / "cache"), enabled=use_cache)
+        self.store = ResultStore(Path(cache_dir or self.settings.home / "cache" / "eval"), enabled=use_cache)
         self.progress = progress
         # already-loaded models may be passed in (they must carry ``info`` with id and revision)
         self._embedder_model = embedder
@@ -141,14 +150,26 @@ class Evaluation:
         loaded = self._embedder_model if role == "embedder" else self._reranker
         if loaded is not None:
             info = loaded.info
-            return {"name": info.id, "revision": info.revision, "max_length": info.max_length, "dtype": info.dtype,
-                    "device": info.device, "instruction": info.default_instruction}
+            return {
+                "name": info.id,
+                "revision": info.revision,
+                "max_length": info.max_length,
+                "dtype": info.dtype,
+                "device": info.device,
+                "instruction": info.default_instruction,
+            }
         from ..models.base import pick_device, resolve_model
 
         name = self.config.embedder if role == "embedder" else self.config.reranker
         resolved = resolve_model(name, m)
-        return {"name": name, "revision": resolved.revision, "max_length": m.max_length, "dtype": m.dtype,
-                "device": pick_device(m.device), "instruction": m.instruction}
+        return {
+            "name": name,
+            "revision": resolved.revision,
+            "max_length": m.max_length,
+            "dtype": m.dtype,
+            "device": pick_device(m.device),
+            "instruction": m.instruction,
+        }
 
     @property
     def cache(self):
@@ -185,7 +206,12 @@ class Evaluation:
         """Everything a first stage's ranking depends on (its depth is kept in the value: a cached
         ranking at least as deep as needed is reused, cut)."""
         c, ds = self.config, self.ds
-        base = {"v": STAGE_VERSION, "stage": stage, "corpus": ds.corpus_fingerprint(), "queries": ds.queries_fingerprint()}
+        base = {
+            "v": STAGE_VERSION,
+            "stage": stage,
+            "corpus": ds.corpus_fingerprint(),
+            "queries": ds.queries_fingerprint(),
+        }
         if stage == "bm25":
             return {**base, "stopwords": c.bm25_stopwords}
         if stage == "dense":
@@ -223,8 +249,12 @@ class Evaluation:
             return stages.bm25_stage(self.ds, depth, index_dir, stopwords=c.bm25_stopwords, progress=self.progress)
         if name == "dense":
             # queries skip the cache (their latency must be real); the corpus goes through it
-            return stages.dense_stage(self.ds, depth, self.embedder.embedder, self._corpus_vectors, progress=self.progress)
-        return stages.hybrid_stage(self.ds, depth, self.stage("bm25"), self.stage("dense"), rrf_k=self.settings.index.rrf_k)
+            return stages.dense_stage(
+                self.ds, depth, self.embedder.embedder, self._corpus_vectors, progress=self.progress
+            )
+        return stages.hybrid_stage(
+            self.ds, depth, self.stage("bm25"), self.stage("dense"), rrf_k=self.settings.index.rrf_k
+        )
 
     def rerank_system(self, system: str) -> dict:
         """Timings and scores of a ``+rerank`` system: ``latency_ms`` (reranking at ``depth``, per timed
@@ -248,12 +278,28 @@ class Evaluation:
             all_cached = False
             with PeakMemory() as mem:
                 latency = stages.time_reranking(
-                    self.ds, first, self.reranker, self.cache, depth, qids, done=saved.get("latency_ms"), known=known,
+                    self.ds,
+                    first,
+                    self.reranker,
+                    self.cache,
+                    depth,
+                    qids,
+                    done=saved.get("latency_ms"),
+                    known=known,
                     checkpoint=lambda lat: self.store.put(key, {"latency_ms": lat, "complete": False}),
-                    desc=label, progress=self.progress)
+                    desc=label,
+                    progress=self.progress,
+                )
             peaks.append(mem.peak_mb)
-            self.store.put(key, {"latency_ms": latency, "complete": True, "peak_rss_mb": mem.peak_mb,
-                                 "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+            self.store.put(
+                key,
+                {
+                    "latency_ms": latency,
+                    "complete": True,
+                    "peak_rss_mb": mem.peak_mb,
+                    "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                },
+            )
             return latency
 
         latency = timings(c.depth, timed_q, system)
@@ -268,33 +314,39 @@ class Evaluation:
         if saved is None:
             # untimed: pairs measured above, or cached by any earlier run, cost nothing
             with PeakMemory() as mem:
-                scores, scored = stages.rerank_scores(self.ds, first, self.reranker, self.cache, deepest, known=known,
-                                                      desc=system, progress=self.progress)
+                scores, scored = stages.rerank_scores(
+                    self.ds, first, self.reranker, self.cache, deepest, known=known, desc=system, progress=self.progress
+                )
             peaks.append(mem.peak_mb)
             saved = {"scores": scores}
             self.store.put(key, saved)
         self.cached[system] = all_cached and scored == 0 and self.cached.get(first_name, False)
-        return {"latency_ms": latency, "sweep_latency_ms": sweep_latency, "scores": saved["scores"],
-                "peak_rss_mb": max(peaks), "pairs_scored": scored}
+        return {
+            "latency_ms": latency,
+            "sweep_latency_ms": sweep_latency,
+            "scores": saved["scores"],
+            "peak_rss_mb": max(peaks),
+            "pairs_scored": scored,
+        }
 
     def _corpus_vectors(self):
         """The corpus matrix (through the embedding cache) and the seconds its encoding took."""
         ident = self._model_identity("embedder")
+        embedder = self.embedder
 
-        def window_seconds(i: int, texts: list[str], encode) -> float:
-            # embeddings live in qrank's cache; the eval store remembers how long each window took to make
+        def encode_window(texts: list[str]):
+            # vectors live in qrank's cache; the eval store remembers how long each window took to make
             key = {"v": STAGE_VERSION, "encode_window": ident, "texts": cache_key(texts)}
-            known = self.store.get(key)
-            before = self.embedder.embedded
+            before = embedder.embedded
             with Stopwatch() as sw:
-                encode()
-            if self.embedder.embedded == before and known is not None:
-                return float(known["s"])
+                vectors = embedder.embed(texts, is_query=False)
+            known = self.store.get(key)
+            if embedder.embedded == before and known is not None:
+                return vectors, float(known["s"])
             self.store.put(key, {"s": sw.s})
-            return sw.s
+            return vectors, sw.s
 
-        return stages.encode_corpus(self.ds, self.embedder, self.cache, window_seconds=window_seconds,
-                                    progress=self.progress)
+        return stages.encode_corpus(self.ds, encode_window, progress=self.progress)
 
     # -------------------------------------------------------------------------------------- results
     def run(self) -> dict:
@@ -306,7 +358,10 @@ class Evaluation:
             first = self.stage(first_stage(system))
             if system.endswith(RERANK_SUFFIX):
                 rr = self.rerank_system(system)
-                ranking = {q: stages.reranked_ranking(first["ranking"][q], rr["scores"][q], c.depth, c.depth) for q in ds.queries}
+                ranking = {
+                    q: stages.reranked_ranking(first["ranking"][q], rr["scores"][q], c.depth, c.depth)
+                    for q in ds.queries
+                }
                 latency = [first["latency_ms"][q] + ms for q, ms in rr["latency_ms"].items()]
                 peak = rr["peak_rss_mb"]
                 sweep[system] = self._sweep(first, rr, names)
@@ -316,13 +371,20 @@ class Evaluation:
                 peak = first["peak_rss_mb"]
             cached = self.cached.get(system, False)
             ev = evaluate_run(ds.qrels, run_from_ranking(ranking), names)
-            systems[system] = {**ev["mean"], **latency_summary(latency), "index_time_s": first["index_time_s"],
-                               "peak_rss_mb": peak, "queries": len(ds.queries), "latency_queries": len(latency),
-                               "cached": cached}
+            systems[system] = {
+                **ev["mean"],
+                **latency_summary(latency),
+                "index_time_s": first["index_time_s"],
+                "peak_rss_mb": peak,
+                "queries": len(ds.queries),
+                "latency_queries": len(latency),
+                "cached": cached,
+            }
             per_query[system] = ev["per_query"]
             rankings[system] = ranking
-        significance = compare_runs(ds.qrels, {s: run_from_ranking(r) for s, r in rankings.items()}, names,
-                                    test=c.test, max_p=c.max_p)
+        significance = compare_runs(
+            ds.qrels, {s: run_from_ranking(r) for s, r in rankings.items()}, names, test=c.test, max_p=c.max_p
+        )
         return {
             "config": {**asdict(c), "retrieve_depth": c.retrieve_depth},
             "dataset": ds.summary(),
@@ -346,8 +408,15 @@ class Evaluation:
             mean = evaluate_run(ds.qrels, run_from_ranking(ranking), names)["mean"]
             timed = rr["sweep_latency_ms"][str(d)]
             lat = latency_summary([first["latency_ms"][q] + ms for q, ms in timed.items()])
-            points.append({"depth": d, **mean, "latency_p50_ms": lat["latency_p50_ms"],
-                           "latency_p99_ms": lat["latency_p99_ms"], "latency_queries": len(timed)})
+            points.append(
+                {
+                    "depth": d,
+                    **mean,
+                    "latency_p50_ms": lat["latency_p50_ms"],
+                    "latency_p99_ms": lat["latency_p99_ms"],
+                    "latency_queries": len(timed),
+                }
+            )
         return points
 
     def _environment(self) -> dict:
@@ -358,7 +427,12 @@ class Evaluation:
 
         device = pick_device(self.settings.models.device)
         return {
-            "qrank": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "qrank": __version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU",
+            # on a shared machine the other processes' load is part of every latency measured
+            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import Cache, cached_embed, cached_scores, score_key, text_tag
+from ..cache import Cache, cached_scores, score_key, text_tag
 from .cost import PeakMemory, Stopwatch
 from .data import Dataset
 
@@ -37,7 +37,9 @@ def _tqdm(progress: bool):
     return lambda it=None, **kw: tqdm(it, disable=not progress, dynamic_ncols=True, **kw)
 
 
-def bm25_stage(ds: Dataset, depth: int, index_dir: Path, *, stopwords: str | None = "en", progress: bool = True) -> dict:
+def bm25_stage(
+    ds: Dataset, depth: int, index_dir: Path, *, stopwords: str | None = "en", progress: bool = True
+) -> dict:
     """Index the corpus with BM25 and search every query for its ``depth`` best documents."""
     from ..index.bm25 import BM25Index
 
@@ -46,7 +48,7 @@ def bm25_stage(ds: Dataset, depth: int, index_dir: Path, *, stopwords: str | Non
         index = BM25Index(index_dir, stopwords=stopwords)
         with Stopwatch() as sw:
             # the folder is keyed by the corpus, so one generation (0) names this corpus's index
-            index.ensure(0, lambda: zip(ds.doc_ids, ds.doc_texts))
+            index.ensure(0, lambda: zip(ds.doc_ids, ds.doc_texts, strict=False))
         ranking, latency = {}, {}
         for qid, text in tqdm(ds.queries.items(), desc="bm25: search", unit="q", total=len(ds.queries)):
             t0 = time.perf_counter()
@@ -56,30 +58,31 @@ def bm25_stage(ds: Dataset, depth: int, index_dir: Path, *, stopwords: str | Non
     return {"ranking": ranking, "latency_ms": latency, "index_time_s": sw.s, "peak_rss_mb": mem.peak_mb}
 
 
-def encode_corpus(ds: Dataset, embedder, cache: Cache | None, *, window_seconds: Callable[[int, list[str], Callable], float],
-                  progress: bool = True) -> tuple[np.ndarray, float]:
-    """Corpus vectors, window by window through the embedding cache (an interrupted run resumes).
+def encode_corpus(
+    ds: Dataset, encode_window: Callable[[list[str]], tuple[np.ndarray, float]], *, progress: bool = True
+) -> tuple[np.ndarray, float]:
+    """Corpus vectors, ``ENCODE_WINDOW`` documents at a time, and the total encoding seconds.
 
-    ``window_seconds(i, texts, encode)`` runs ``encode()`` when needed and returns the seconds the
-    window took to encode (measured now, or remembered from the run that encoded it).
-    Returns the matrix and the total encoding seconds.
+    ``encode_window(texts)`` returns a window's vectors and the seconds encoding it took; the caller
+    sends it through the embedding cache, so an interrupted encoding resumes at the first missing window.
     """
     tqdm = _tqdm(progress)
     parts, total = [], 0.0
     n = len(ds.doc_texts)
     bar = tqdm(total=n, desc="dense: encode corpus", unit="doc")
-    for w, start in enumerate(range(0, n, ENCODE_WINDOW)):
+    for start in range(0, n, ENCODE_WINDOW):
         texts = ds.doc_texts[start : start + ENCODE_WINDOW]
-        got: list[np.ndarray] = []
-        total += window_seconds(w, texts, lambda: got.append(cached_embed(embedder, texts, cache, is_query=False)))
-        parts.append(got[0] if got else cached_embed(embedder, texts, cache, is_query=False))
+        vectors, seconds = encode_window(texts)
+        parts.append(vectors)
+        total += seconds
         bar.update(len(texts))
     bar.close()
     return np.concatenate(parts).astype(np.float32), total
 
 
-def dense_stage(ds: Dataset, depth: int, embedder, corpus_vectors: Callable[[], tuple[np.ndarray, float]], *,
-                progress: bool = True) -> dict:
+def dense_stage(
+    ds: Dataset, depth: int, embedder, corpus_vectors: Callable[[], tuple[np.ndarray, float]], *, progress: bool = True
+) -> dict:
     """Search every query in an exact FAISS index of the corpus vectors.
 
     ``corpus_vectors()`` returns the ``(n_docs, dim)`` matrix and the seconds its encoding took.
@@ -101,7 +104,7 @@ def dense_stage(ds: Dataset, depth: int, embedder, corpus_vectors: Callable[[], 
             qv = embedder.embed(text, is_query=True).reshape(1, -1)
             scores, ids = index.search(qv, k)
             latency[qid] = (time.perf_counter() - t0) * 1000
-            ranking[qid] = [[ds.doc_ids[int(i)], float(s)] for i, s in zip(ids[0], scores[0]) if i >= 0]
+            ranking[qid] = [[ds.doc_ids[int(i)], float(s)] for i, s in zip(ids[0], scores[0], strict=False) if i >= 0]
     return {"ranking": ranking, "latency_ms": latency, "index_time_s": encode_s + sw.s, "peak_rss_mb": mem.peak_mb}
 
 
@@ -119,13 +122,28 @@ def hybrid_stage(ds: Dataset, depth: int, bm25: dict, dense: dict, *, rrf_k: int
         fuse_ms = (time.perf_counter() - t0) * 1000
         latency[qid] = bm25["latency_ms"][qid] + dense["latency_ms"][qid] + fuse_ms
         ranking[qid] = [[d, float(s)] for d, s in fused]
-    return {"ranking": ranking, "latency_ms": latency, "index_time_s": bm25["index_time_s"] + dense["index_time_s"],
-            "peak_rss_mb": max(bm25["peak_rss_mb"], dense["peak_rss_mb"])}
+    return {
+        "ranking": ranking,
+        "latency_ms": latency,
+        "index_time_s": bm25["index_time_s"] + dense["index_time_s"],
+        "peak_rss_mb": max(bm25["peak_rss_mb"], dense["peak_rss_mb"]),
+    }
 
 
-def time_reranking(ds: Dataset, base: dict, reranker, cache: Cache | None, depth: int, qids: list[str], *,
-                   done: dict[str, float] | None = None, checkpoint: Callable[[dict], None] | None = None,
-                   known: dict | None = None, desc: str = "rerank", progress: bool = True) -> dict[str, float]:
+def time_reranking(
+    ds: Dataset,
+    base: dict,
+    reranker,
+    cache: Cache | None,
+    depth: int,
+    qids: list[str],
+    *,
+    done: dict[str, float] | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    known: dict | None = None,
+    desc: str = "rerank",
+    progress: bool = True,
+) -> dict[str, float]:
     """Rerank each query's first ``depth`` candidates on the model itself (never the cache), one query at a
     time, and return ``{qid: ms}``.
 
@@ -134,7 +152,7 @@ def time_reranking(ds: Dataset, base: dict, reranker, cache: Cache | None, depth
     go into ``cache`` (and ``known`` ``{(query, doc_text): score}``) for the quality computation.
     """
     tqdm = _tqdm(progress)
-    text_of = dict(zip(ds.doc_ids, ds.doc_texts))
+    text_of = dict(zip(ds.doc_ids, ds.doc_texts, strict=False))
     latency = dict(done or {})
     todo = [q for q in qids if q not in latency]
     for n, qid in enumerate(tqdm(todo, desc=f"{desc}: top-{depth}, timed", unit="q"), 1):
@@ -147,24 +165,42 @@ def time_reranking(ds: Dataset, base: dict, reranker, cache: Cache | None, depth
         got = reranker.score(query, docs)
         latency[qid] = (time.perf_counter() - t0) * 1000
         if known is not None:
-            known.update({(query, t): float(s) for t, s in zip(docs, got)})
+            known.update({(query, t): float(s) for t, s in zip(docs, got, strict=False)})
         if cache is not None:  # quality, the sweep, other systems and later runs reuse these pairs
-            cache.put_many("score", [(score_key(reranker.info, _instruction(reranker), query, t), text_tag(t),
-                                      np.float32(s).astype("<f4").tobytes()) for t, s in zip(docs, got)])
+            cache.put_many(
+                "score",
+                [
+                    (
+                        score_key(reranker.info, _instruction(reranker), query, t),
+                        text_tag(t),
+                        np.float32(s).astype("<f4").tobytes(),
+                    )
+                    for t, s in zip(docs, got, strict=False)
+                ],
+            )
         if checkpoint is not None and (n % 10 == 0 or n == len(todo)):
             checkpoint(dict(latency))
     return latency
 
 
-def rerank_scores(ds: Dataset, base: dict, reranker, cache: Cache | None, depth: int, *, known: dict | None = None,
-                  desc: str = "rerank", progress: bool = True) -> tuple[dict[str, dict[str, float]], int]:
+def rerank_scores(
+    ds: Dataset,
+    base: dict,
+    reranker,
+    cache: Cache | None,
+    depth: int,
+    *,
+    known: dict | None = None,
+    desc: str = "rerank",
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, float]], int]:
     """Reranker scores of each query's first ``depth`` candidates: ``{qid: {doc_id: score}}``.
 
     Pairs in ``known`` or the cache cost nothing; the rest are scored (untimed) and cached. Returns the
     scores and how many pairs the model scored.
     """
     tqdm = _tqdm(progress)
-    text_of = dict(zip(ds.doc_ids, ds.doc_texts))
+    text_of = dict(zip(ds.doc_ids, ds.doc_texts, strict=False))
     known = known if known is not None else {}
     pairs = [(qid, d) for qid in ds.queries for d, _ in base["ranking"][qid][:depth]]
     todo = [(ds.queries[q], text_of[d]) for q, d in pairs if (ds.queries[q], text_of[d]) not in known]
@@ -173,7 +209,7 @@ def rerank_scores(ds: Dataset, base: dict, reranker, cache: Cache | None, depth:
         bar = tqdm(total=len(todo), desc=f"{desc}: scores to depth {depth}", unit="pair")
         for i in range(0, len(todo), SCORE_WINDOW):
             part = todo[i : i + SCORE_WINDOW]
-            known.update(zip(part, cached_scores(counting, part, cache).tolist()))
+            known.update(zip(part, cached_scores(counting, part, cache).tolist(), strict=False))
             bar.update(len(part))
         bar.close()
     scores: dict[str, dict[str, float]] = {q: {} for q in ds.queries}

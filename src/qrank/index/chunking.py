@@ -24,26 +24,43 @@ _WORD = re.compile(r"\S+")
 
 def chunk_spans(text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, overlap: int) -> list[tuple[int, int, int]]:
     """``(start, end, n_tokens)`` character spans of windows of at most ``max_tokens`` tokens that share
-    ``overlap`` tokens with their neighbour. A text without tokens is one span of zero tokens."""
+    about ``overlap`` tokens with their neighbour. Window edges move to the nearest word start (a token
+    preceded by a gap) when one is close, so that passages do not begin or end inside a word. A text
+    without tokens is one span of zero tokens."""
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
     overlap = max(0, min(overlap, max_tokens - 1))
     n = len(offsets)
     if n == 0:
         return [(0, len(text), 0)]
-    starts = []
+    starts, ends = [], []
     last = 0
-    for s, _ in offsets:  # monotone starts even if a tokenizer reports odd offsets
+    for s, e in offsets:  # monotone offsets even if a tokenizer reports odd ones
         last = max(last, int(s))
         starts.append(last)
+        ends.append(max(last, int(e)))
+
+    def word_start(k: int) -> bool:
+        return k == 0 or k == n or starts[k] > ends[k - 1]
+
+    reach = max(1, min(16, max_tokens // 4))  # how far an edge may move to find a word start
     spans = []
     i = 0
     while True:
         j = min(i + max_tokens, n)
+        for jj in range(j, max(i, j - reach), -1):  # end earlier rather than split a word
+            if word_start(jj):
+                j = jj
+                break
         spans.append((0 if i == 0 else starts[i], len(text) if j == n else starts[j], j - i))
         if j == n:
             return spans
-        i = j - overlap
+        nxt = max(j - overlap, i + 1)
+        for k in range(nxt, max(i, nxt - reach), -1):  # start earlier (a little more overlap) at a word start
+            if word_start(k):
+                nxt = k
+                break
+        i = nxt
 
 
 class Chunker:

@@ -77,6 +77,9 @@ class CrossEncoderModel:
         self.info = info
         self.activation = activation
         self.engine_settings = engine_settings or EngineSettings()
+        # on the CPU the cost is the arithmetic: BERT pairs are packed, nothing padded (see packed_encoder)
+        cpu = str(info.device) == "cpu" and self.engine_settings.engine != "reference"
+        self.packed = packed_encoder.PackedBert(self.model) if cpu and packed_encoder.supports(self.model) else None
 
     @classmethod
     def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
@@ -113,9 +116,8 @@ class CrossEncoderModel:
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
         features = tokenize_pairs(self.tokenizer, pairs, self.info.max_length)
-        if self.info.device == "cpu" and packed_encoder.supports(self.model):
-            # on the CPU the cost is the arithmetic: pack the pairs, pad nothing (see packed_encoder)
-            rows = packed_encoder.run_packed(self.model, features, self.engine_settings.max_batch_tokens)
+        if self.packed is not None:
+            rows = self.packed.scores(features, self.engine_settings.max_batch_tokens)
         else:
             rows = run_encoder_batches(
                 self.tokenizer, features, lambda b: self.model(**b).logits[:, 0], self.engine_settings, self.info.device
