@@ -3,7 +3,8 @@
 Run on the device (random bf16 weights of the real shapes, built on the GPU):
     PYTHONPATH=src:bench python bench/gpu_bench.py run --sizes 0.6b,4b,8b --out $OUT
 then here, to fold the figures into BENCHMARKS.md (section <!-- gpu-bench -->) and bench/results.json:
-    .venv/bin/python bench/gpu_bench.py merge --from /path/to/fetched/out
+    .venv/bin/python bench/gpu_bench.py merge --from bench/logs/gpu_run3 bench/logs/gpu_run1 ...  (newest first)
+bench/device_run.sh is the one command sent to the device (tests + this benchmark).
 
 Workloads: ``rerank-1x100`` one query (~80 prefix tokens) x 100 documents of 50-450 tokens;
 ``batch-rerank-32x100`` 32 such queries through ``batch_rerank``; ``embed-1000`` 1,000 passages of
@@ -366,12 +367,29 @@ def render(header: str, rows: list[dict], notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(src: Path) -> None:
-    """Fold a device run's gpu_bench.md and gpu_results.json into BENCHMARKS.md and bench/results.json."""
-    section = (src / "gpu_bench.md").read_text()
+def merge(sources: list[Path]) -> None:
+    """Fold device runs (newest first) into BENCHMARKS.md's gpu-bench section and bench/results.json.
+
+    Each source holds a run's gpu_bench.md and gpu_results.json, and optionally label.txt (what code
+    it measured). bench/gpu_notes.md, if present, opens the section. A results row is keyed by
+    (device, model, system, workload): the newest run's row wins, older runs fill the keys it lacks.
+    """
+    parts = []
     notes_file = ROOT / "bench" / "gpu_notes.md"
     if notes_file.is_file():
-        section += "\n" + notes_file.read_text()
+        parts.append(notes_file.read_text().rstrip())
+    rows: list[dict] = []
+    key = lambda r: (r.get("device"), r.get("model"), r.get("system"), r.get("workload"))  # noqa: E731
+    seen: set = set()
+    for src in sources:
+        label = (src / "label.txt").read_text().strip() if (src / "label.txt").is_file() else src.name
+        body = (src / "gpu_bench.md").read_text().split("\n", 1)[1].strip()  # drop the run's own title
+        parts.append(f"### {label}\n\n{body}")
+        for r in json.loads((src / "gpu_results.json").read_text()):
+            if key(r) not in seen:
+                seen.add(key(r))
+                rows.append({**r, "run": src.name})
+    section = "## GPU: Qwen3 reranker and embedder (bench/gpu_bench.py)\n\n" + "\n\n".join(parts)
     bm = ROOT / "BENCHMARKS.md"
     text = bm.read_text() if bm.is_file() else "# Benchmarks\n"
     block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}"
@@ -381,13 +399,10 @@ def merge(src: Path) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     bm.write_text(text)
-    new = json.loads((src / "gpu_results.json").read_text())
     res = ROOT / "bench" / "results.json"
     old = json.loads(res.read_text()) if res.is_file() else []
-    key = lambda r: (r.get("device"), r.get("model"), r.get("system"), r.get("workload"))  # noqa: E731
-    keys = {key(r) for r in new}
-    res.write_text(json.dumps([r for r in old if key(r) not in keys] + new, indent=1) + "\n")
-    print(f"merged {len(new)} rows into {res} and the gpu-bench section of {bm}")
+    res.write_text(json.dumps([r for r in old if key(r) not in seen] + rows, indent=1) + "\n")
+    print(f"merged {len(rows)} rows into {res} and the gpu-bench section of {bm}")
 
 
 def main(argv=None) -> None:
@@ -408,11 +423,11 @@ def main(argv=None) -> None:
     r.add_argument("--skip-batch", action="store_true", help="leave out the 32-query workload")
     r.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script, measures nothing")
     m = sub.add_parser("merge", help="fold a run's output into BENCHMARKS.md and bench/results.json")
-    m.add_argument("--from", dest="src", required=True)
+    m.add_argument("--from", dest="src", nargs="+", required=True, help="run folders, newest first")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     if args.cmd == "merge":
-        return merge(Path(args.src))
+        return merge([Path(x) for x in args.src])
     for k in ("sizes", "parts", "variant_sizes", "profile_sizes", "st_sizes"):
         setattr(args, k, [s for s in getattr(args, k).split(",") if s])
     args.device = "cpu" if args.smoke else "cuda"

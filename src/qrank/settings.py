@@ -122,7 +122,7 @@ class IndexSettings(BaseModel):
     chunk_tokens: int = Field(512, ge=16, description="passage length in tokens (capped by the embedder's max length)")
     chunk_overlap: int = Field(64, ge=0, description="tokens shared by neighbouring passages")
     rerank_passages: int = Field(4, ge=1, description="passages per candidate document scored by the reranker (max-passage)")
-    ingest_window: int = Field(2048, ge=1, description="documents read, embedded and committed per window while indexing")
+    ingest_window: int = Field(256, ge=1, description="documents chunked, embedded and committed together while indexing")
     bm25_stopwords: str | None = Field("en", description="bm25s stopword list ('en') or None")
 
 

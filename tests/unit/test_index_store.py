@@ -71,7 +71,7 @@ def test_hnsw_tombstones_survive_reopen(tmp_path):
     settings = IndexSettings(hnsw_threshold=100, hnsw_ef_search=400)
     store = FaissStore(tmp_path, 24, settings)
     store.add(passages_for(400), V)
-    store.persist()
+    store.persist(force=True)
     assert store.stats()["index"] == "hnsw"
     gone = [f"d{i}" for i in range(0, 400, 7)]
     assert store.delete(gone) == len(gone)
@@ -89,7 +89,7 @@ def test_other_writer_and_stale_files_are_caught_up(tmp_path, caplog):
     ps = passages_for(30)
     a = FaissStore(tmp_path, 8, IndexSettings())
     a.add(ps[:10], V[:10])
-    a.persist()
+    a.persist(force=True)
     assert a.search(V[3], 1)[0].doc_id == "d3"
     b = FaissStore(tmp_path, 8, IndexSettings())  # a second process writes behind a's back
     b.add(ps[10:20], V[10:20])
@@ -99,8 +99,13 @@ def test_other_writer_and_stale_files_are_caught_up(tmp_path, caplog):
     # a stale file plus journal: reopen loads and replays
     c = FaissStore(tmp_path, 8, IndexSettings())
     assert c.search(V[15], 1)[0].doc_id == "d15" and c._index.ntotal == 19
-    # a corrupt file is ignored with a warning and the index rebuilt from SQLite
+    # a short journal is not worth a rewrite; force writes the current generation
     a.persist()
+    assert [f.name for f in tmp_path.glob("faiss.*.index")] == ["faiss.1.index"]
+    a.persist(force=True)
+    assert [f.name for f in tmp_path.glob("faiss.*.index")] == [f"faiss.{a.generation()}.index"]
+    assert a._db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 0
+    # a corrupt file is ignored with a warning and the index rebuilt from SQLite
     (f,) = list(tmp_path.glob("faiss.*.index"))
     f.write_bytes(b"not a faiss index")
     with caplog.at_level(logging.WARNING):

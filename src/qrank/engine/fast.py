@@ -18,6 +18,7 @@ It runs on the CPU as well (fp32, SDPA attention), which is how CI proves its nu
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 from ..errors import InvalidInput
@@ -98,6 +99,7 @@ class FastEngine:
         self.cuda_graphs = on_cuda and attention == "varlen" and cuda_graphs != "off"
         self._segments = None
         self._graphs = None
+        self._lock = threading.Lock()
 
     @property
     def device(self):
@@ -134,7 +136,9 @@ class FastEngine:
             raise InvalidInput("sequences", f"sequence {lengths.index(0)} is empty; every input needs a token")
         passes = plan_passes(self.groups(sequences), lengths, self.max_batch_tokens, self.max_batch_size)
         hidden, members = [], []
-        with torch.inference_mode():
+        # one submitter at a time: graph capture and the graphs' static input buffers are shared state
+        # (the work itself queues on one CUDA stream, so replays of different calls never overlap)
+        with self._lock, torch.inference_mode():
             for plan in passes:
                 # nothing here waits for the GPU, so the next pass is planned while this one runs
                 layout = build_layout(sequences, plan)

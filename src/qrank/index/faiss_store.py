@@ -383,10 +383,18 @@ class FaissStore:
         log.info("built FAISS %s index of %d vectors (generation %d)", index_kind(index), n, gen)
         return index, gen
 
-    def persist(self) -> None:
+    def persist(self, force: bool = False) -> None:
         """Write the FAISS file for the current generation (rebuilding first when the collection
-        crossed ``hnsw_threshold`` or tombstones pile up), trim the journal, delete older files."""
+        crossed ``hnsw_threshold`` or tombstones pile up), trim the journal, delete older files.
+
+        Unless ``force``, nothing is written while a file exists and the journal since it is short
+        (under 1,000 changes or 5% of the passages): replaying it on open is cheaper than rewriting a
+        large index after every small add."""
         with self._lock:
+            if not force and any(self.dir.glob("faiss.*.index")):
+                journal = self._db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+                if journal < max(1000, 0.05 * self.count_passages()):
+                    return
             self._ensure_index()
             n = self._index.ntotal - len(self._dead)
             if self._kind != self._desired_kind(n) or len(self._dead) > _REBUILD_DEAD_FRACTION * max(self._index.ntotal, 1):

@@ -194,7 +194,7 @@ class MilvusStore:
                 self._bump()
         return len(heads)
 
-    def persist(self) -> None:
+    def persist(self, force: bool = False) -> None:
         with self._lock:
             self.client.flush(self.name)
 

@@ -106,8 +106,9 @@ class VectorStore(Protocol):
         """A number that changes with every write (derived indexes such as BM25 compare it)."""
         ...
 
-    def persist(self) -> None:
-        """Make derived on-disk state (e.g. the FAISS file) current; data is durable without it."""
+    def persist(self, force: bool = False) -> None:
+        """Bring derived on-disk state (e.g. the FAISS file) up to date when worthwhile, always with
+        ``force``; written data is durable without it."""
         ...
 
     def stats(self) -> dict[str, Any]: ...
