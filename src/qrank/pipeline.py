@@ -385,6 +385,27 @@ class Pipeline:
             ))
         return hits
 
+    def lexical_search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[SearchHit]:
+        """The ``k`` best documents for ``query`` by BM25 alone (no model runs): the baseline a user compares
+        the dense and reranked rankings with. ``score`` and ``bm25_score`` are the BM25 score.
+
+        >>> [(h.id, h.bm25_score) for h in p.lexical_search("keys", k=2)]  # doctest: +SKIP
+        """
+        query = check_query(query)
+        k = _check_positive(k, "k")
+        norm = check_filter(filter)
+        store = self.collection.store
+        pairs = self.collection.bm25_search(query, k, store.matching(norm) if norm else None)
+        docs = store.get([d for d, _ in pairs])
+        hits = []
+        for d, score in pairs:
+            if d not in docs:  # deleted meanwhile
+                continue
+            text, title = self.collection.document_text(docs[d])
+            hits.append(SearchHit(id=d, score=float(score), text=text, title=title, metadata=dict(docs[d][0].metadata),
+                                  bm25_score=float(score), rank=len(hits) + 1))
+        return hits
+
     def _dense_candidates(self, qv: np.ndarray, n_cand: int, norm: Mapping[str, list]) -> dict[str, tuple[float, int]]:
         """Up to ``n_cand`` documents by their best passage: ``{doc_id: (score, chunk)}``, best first.
 

@@ -116,6 +116,15 @@ class IndexSettings(BaseModel):
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
         "FLAT", description="Milvus index of new collections (FLAT = exact; HNSW uses hnsw_m/hnsw_ef_*)"
     )
+    milvus_shards: int = Field(
+        1, ge=1, le=16, description="shards of new Milvus collections (cluster: spreads writes over data nodes; Lite has one)"
+    )
+    milvus_partition_key: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$",
+        description="metadata key whose value routes documents to partitions of new Milvus collections; "
+        "filters on it search only the matching partitions (e.g. a tenant id)",
+    )
+    milvus_partitions: int = Field(64, ge=1, le=1024, description="partitions behind milvus_partition_key")
     candidates: int = Field(100, ge=1, description="first-stage candidates passed to the reranker")
     fusion: Literal["rrf"] = Field("rrf", description="how hybrid search fuses dense and BM25 rankings")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")

@@ -111,6 +111,13 @@ def test_hybrid_equals_hand_computed_rrf(settings):
     assert [h.fusion_score for h in hits] == pytest.approx([fused[d] for d in expected])
     assert len(set(dense_rank) ^ set(bm_rank)) > 0  # the fusion had something to do
     assert all(h.bm25_score == pytest.approx(float(scores[int(h.id[1:])])) for h in hits if h.bm25_score is not None)
+    # BM25 alone, as the UI's first column shows it: bm25s's own ranking and scores
+    lexical = p.lexical_search(q, k=n)
+    assert [h.id for h in lexical] == bm_rank and [h.rank for h in lexical] == list(range(1, len(bm_rank) + 1))
+    assert [h.score for h in lexical] == pytest.approx([float(scores[int(d[1:])]) for d in bm_rank])
+    assert lexical[0].text == docs[int(bm_rank[0][1:])]["text"] and lexical[0].dense_score is None
+    odd = p.lexical_search(q, k=n, filter={"missing-key": 1})
+    assert odd == []
 
 
 def test_delete_removes_from_dense_bm25_and_cache(settings):

@@ -1,4 +1,4 @@
-"""``qrank index add|list|info|delete|drop`` and ``qrank search``: collections from the command line."""
+"""``qrank index add|list|info|delete|drop|migrate`` and ``qrank search``: collections from the command line."""
 
 from __future__ import annotations
 
@@ -54,6 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     drop.add_argument("collection")
     _common(drop, models=False)
     drop.set_defaults(func=cmd_drop)
+    mv = verbs.add_parser("migrate", help="move a collection to another vector store (e.g. a Milvus cluster)",
+                          description="Copy a collection's passages and vectors (nothing is re-embedded) into another "
+                          "store, switch the collection to it once every document is there, then delete the old store "
+                          "(--keep-source keeps it). Interrupting is safe: the collection keeps its old store until the "
+                          "copy is complete, and a re-run continues. Milvus targets take the --milvus-* settings.",
+                          epilog="example:\n  qrank index migrate docs --to milvus --milvus-uri http://milvus:19530 "
+                          "--milvus-index HNSW --milvus-shards 2 --milvus-partition-key tenant",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    mv.add_argument("collection")
+    mv.add_argument("--to", required=True, choices=["faiss", "milvus"], help="target vector store")
+    mv.add_argument("--keep-source", action="store_true", help="keep the old store's data after the switch")
+    mv.add_argument("--json", action="store_true", help="print the report as JSON")
+    mv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _common(mv, models=False)
+    add_settings_flags(mv, "index", ["milvus_uri", "milvus_token", "milvus_db", "milvus_index", "milvus_shards",
+                                     "milvus_partition_key", "milvus_partitions", "hnsw_threshold"])
+    mv.set_defaults(func=cmd_migrate)
     idx.set_defaults(func=lambda args: idx.print_help() or 1)
 
     s = sub.add_parser("search", help="search a collection (dense or hybrid, then rerank)",
@@ -191,6 +208,22 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
     delete_collection(args.collection, settings_from_args(args))
     print(f"dropped collection {args.collection}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..index.migrate import migrate_collection
+
+    report = migrate_collection(settings_from_args(args), args.collection, args.to, keep_source=args.keep_source,
+                                progress=not args.no_progress)
+    if args.json:
+        print_json(report)
+    else:
+        t = report["target"]
+        where = f" ({t.get('uri')}, collection {t.get('milvus_collection')})" if args.to == "milvus" else ""
+        print(f"{args.collection}: moved from {report['from']} to {report['to']}{where}: {report['documents']} documents "
+              f"({report['passages']} passages) copied, {report['skipped']} already there; {t['documents']} documents in "
+              f"the collection; old store {'kept' if report['source_kept'] else 'deleted'}")
     return 0
 
 

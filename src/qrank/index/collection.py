@@ -5,7 +5,7 @@ Layout under ``settings.home``::
     collections/<name>/collection.json   manifest: backend, embedder (name, id, revision, dim), chunking
     collections/<name>/store.sqlite      FAISS backend: passages + vectors (source of truth)
     collections/<name>/faiss.<gen>.index FAISS backend: the search index (rebuilt when stale)
-    collections/<name>/milvus.db/        Milvus Lite backend (or a cluster, see docs/index.md)
+    collections/<name>/milvus.db/        Milvus Lite backend (or a cluster: the manifest records its URI)
     collections/<name>/bm25.<gen>/       BM25 (built on the first hybrid search after a change)
 
 >>> check_name("my-docs")
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollectionNotFound, InvalidInput
-from ..settings import Settings
+from ..settings import IndexSettings, Settings
 from .bm25 import BM25Index
 from .documents import strip_title
 from .store import VectorStore, join_passages, open_store
@@ -73,6 +73,7 @@ class Manifest:
     chunk_tokens: int
     chunk_overlap: int
     reranker: str | None = None  # default reranker for searches (a loadable name)
+    store: dict[str, Any] = field(default_factory=dict)  # where the store lives: Milvus {"uri", "db"} (no secrets)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     version: int = 1
 
@@ -133,13 +134,16 @@ class Collection:
             raise CollectionNotFound(name, f"no collection named {name!r} under {collections_root(settings)} "
                                            f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`")
         manifest = Manifest.load(path)
-        return cls(path, manifest, open_store(path, manifest.name, manifest.dim, manifest.backend, settings.index), settings)
+        index = store_settings(manifest, settings)
+        return cls(path, manifest, open_store(path, manifest.name, manifest.dim, manifest.backend, index), settings)
 
     @classmethod
     def create(cls, settings: Settings, manifest: Manifest) -> Collection:
         path = collection_dir(settings, manifest.name)
         path.mkdir(parents=True, exist_ok=True)
-        store = open_store(path, manifest.name, manifest.dim, manifest.backend, settings.index)
+        if manifest.backend == "milvus" and not manifest.store:
+            manifest.store = {"uri": settings.index.milvus_uri, "db": settings.index.milvus_db}
+        store = open_store(path, manifest.name, manifest.dim, manifest.backend, store_settings(manifest, settings))
         manifest.save(path)  # last: a folder without a manifest is not a collection yet
         log.info("created collection %s (%s, dim %d) at %s", manifest.name, manifest.backend, manifest.dim, path)
         return cls(path, manifest, store, settings)
@@ -188,6 +192,26 @@ class Collection:
 
     def close(self) -> None:
         self.store.close()
+
+
+def store_settings(manifest: Manifest, settings: Settings) -> IndexSettings:
+    """The index settings that reach the collection's store: a Milvus collection is opened where its
+    manifest says it lives, so no process needs the address in its environment. A Milvus Lite collection
+    stays local whatever ``milvus_uri`` says; a cluster address given in the settings overrides the
+    recorded one (the cluster moved), with a note in the log. Tokens are never recorded.
+
+    >>> m = Manifest("d", "milvus", 8, {}, 512, 64, store={"uri": "http://m:19530", "db": None})
+    >>> store_settings(m, Settings()).milvus_uri
+    'http://m:19530'
+    """
+    if manifest.backend != "milvus" or not manifest.store:
+        return settings.index
+    uri, db = manifest.store.get("uri"), manifest.store.get("db")
+    if uri and settings.index.milvus_uri and settings.index.milvus_uri != uri:
+        log.info("collection %s: using Milvus at %s (the settings) instead of %s (its manifest)",
+                 manifest.name, settings.index.milvus_uri, uri)
+        return settings.index
+    return settings.index.model_copy(update={"milvus_uri": uri, "milvus_db": db if uri else None})
 
 
 def iter_collection_dirs(settings: Settings) -> Iterator[Path]:

@@ -547,7 +547,14 @@ class FaissStore:
                 "dim": self.dim,
             }
 
+    def drop(self) -> None:
+        """Close the store and delete its files (the database and every FAISS file) from the folder."""
+        with self._lock:
+            self.close()
+            for f in [*self.dir.glob("store.sqlite*"), *self.dir.glob("faiss.*.index*")]:
+                f.unlink(missing_ok=True)
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._db.close()  # closing twice is harmless
             self._index = None

@@ -6,6 +6,8 @@ The same code talks to both; the only difference is the URI (and a token for a s
     QRANK_INDEX__MILVUS_URI=http://milvus:19530        # unset = Milvus Lite at <collection>/milvus.db
     QRANK_INDEX__MILVUS_TOKEN=root:Milvus              # or an API key
     QRANK_INDEX__MILVUS_INDEX=HNSW                     # FLAT (exact, default), HNSW, IVF_FLAT, AUTOINDEX
+    QRANK_INDEX__MILVUS_SHARDS=4                       # shards of new collections (cluster)
+    QRANK_INDEX__MILVUS_PARTITION_KEY=tenant           # metadata key that routes documents to partitions
 
 One qrank collection is one Milvus collection named ``qrank_<name>`` with one row per passage, searched
 by inner product. The primary key is ``<sha256(doc_id)[:32]>:<chunk>`` and every row carries its document's
@@ -13,6 +15,11 @@ passage count, so every per-document operation is a primary-key lookup (filter s
 Lite). Replacing a document deletes its surplus old passages and upserts the new ones: Milvus has no
 multi-row transactions, so unlike the FAISS store a crash in between can leave a mix of old and new
 passages of that one document (the embedded default is the crash-safe one).
+
+Sharding and partitions are fixed when the Milvus collection is created and recorded in its properties,
+so later processes need not repeat the settings. With a partition key, every row also carries ``part``
+(the document's value of that metadata key, as text) as Milvus's partition-key field: a filter on that
+key searches only the partitions that can hold matches.
 
 >>> # MilvusStore(Path("/tmp/c"), "docs", 384, IndexSettings()).count()
 """
@@ -24,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +50,8 @@ _MAX_VARCHAR = 65535
 _MAX_LIMIT = 16384  # Milvus caps search/query results per call
 _IN_CHUNK = 1000
 _INSERT_ROWS = 2000
+_MAX_PART = 512
+_KEY_PROPERTY = "qrank.partition_key"  # collection property naming the metadata key behind `part`
 
 
 def _pk(doc_id: str, chunk: int) -> str:
@@ -58,15 +68,31 @@ def milvus_name(name: str) -> str:
     return "qrank_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def filter_expr(norm: Mapping[str, list]) -> str:
+def part_value(value: Any) -> str:
+    """The partition-key text of a metadata value (strings as they are, anything else as JSON; none = "").
+
+    >>> part_value("acme"), part_value(7), part_value(None)
+    ('acme', '7', '')
+    """
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def filter_expr(norm: Mapping[str, list], partition_key: str | None = None) -> str:
     """A Milvus boolean expression for a normalised metadata filter (see ``check_filter``).
 
-    Milvus Lite cannot apply ``in`` to JSON paths, so each key becomes ORed equalities.
+    Milvus Lite cannot apply ``in`` to JSON paths, so each key becomes ORed equalities. A filter on the
+    collection's partition key also names the partitions to search (a superset: the JSON test decides).
 
     >>> filter_expr({"lang": ["en", "de"], "year": [2020]})
     '(metadata["lang"] == "en" or metadata["lang"] == "de") and (metadata["year"] == 2020)'
+    >>> filter_expr({"tenant": ["acme"]}, partition_key="tenant")
+    'part in ["acme"] and (metadata["tenant"] == "acme")'
     """
     parts = []
+    if partition_key and partition_key in norm:
+        parts.append("part in " + json.dumps(sorted({part_value(v) for v in norm[partition_key]})))
     for key, values in norm.items():
         parts.append("(" + " or ".join(f'metadata["{key}"] == {json.dumps(v)}' for v in values) + ")")
     return " and ".join(parts)
@@ -91,6 +117,7 @@ class MilvusStore:
         self.name = milvus_name(name)
         self._lock = threading.RLock()
         self._state = self.dir / "milvus.state.json"
+        self._closed = False
         if settings.milvus_uri:
             uri = settings.milvus_uri
         else:
@@ -100,12 +127,14 @@ class MilvusStore:
             self.client = pymilvus.MilvusClient(uri=uri, token=settings.milvus_token or "", db_name=settings.milvus_db or "")
         except Exception as exc:  # pymilvus raises several classes for "cannot connect"
             raise QrankError(f"cannot reach Milvus at {uri}: {exc}", field="milvus_uri") from exc
-        if self.client.has_collection(self.name):
-            stored = int(self.client.describe_collection(self.name)["fields"][-1]["params"]["dim"])
-            if stored != self.dim:
-                raise InvalidInput("embedder", f"Milvus collection {self.name} holds {stored}-dimensional vectors, not {self.dim}")
-        else:
+        if not self.client.has_collection(self.name):
             self._create(pymilvus.DataType)
+        desc = self.client.describe_collection(self.name)
+        stored = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "vector")
+        if stored != self.dim:
+            raise InvalidInput("embedder", f"Milvus collection {self.name} holds {stored}-dimensional vectors, not {self.dim}")
+        self.partition_key: str | None = (desc.get("properties") or {}).get(_KEY_PROPERTY) or None
+        self.shards = int(desc.get("num_shards") or 1)
         self.client.load_collection(self.name)
         # the index the collection was created with decides the search parameters, not today's settings
         self.index_type = str(self.client.describe_index(self.name, "vector").get("index_type", settings.milvus_index)).upper()
@@ -121,6 +150,12 @@ class MilvusStore:
         schema.add_field("title", DataType.VARCHAR, max_length=_MAX_VARCHAR)
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("hash", DataType.VARCHAR, max_length=128)
+        key = self.settings.milvus_partition_key
+        extra: dict[str, Any] = {"shards_num": self.settings.milvus_shards}
+        if key:
+            schema.add_field("part", DataType.VARCHAR, max_length=_MAX_PART, is_partition_key=True)
+            extra["num_partitions"] = self.settings.milvus_partitions
+            extra["properties"] = {_KEY_PROPERTY: key}
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         params = self.client.prepare_index_params()
         kind = self.settings.milvus_index
@@ -128,7 +163,10 @@ class MilvusStore:
         if kind == "IVF_FLAT":
             build = {"nlist": 1024}
         params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
-        self.client.create_collection(self.name, schema=schema, index_params=params)
+        self.client.create_collection(self.name, schema=schema, index_params=params,
+                                      **extra)
+        log.info("created Milvus collection %s (%s, %d shards%s)", self.name, kind, self.settings.milvus_shards,
+                 f", partition key metadata[{key!r}] over {self.settings.milvus_partitions} partitions" if key else "")
 
     # --- generation (a local counter: Milvus has none) -------------------------------------------
     def generation(self) -> int:
@@ -155,9 +193,14 @@ class MilvusStore:
                     raise InvalidInput(field, f"document {p.doc_id!r}: over {_MAX_VARCHAR} bytes, Milvus's limit (lower index.chunk_tokens)")
             if len(p.doc_id.encode("utf-8")) > 512:
                 raise InvalidInput("ids", f"{p.doc_id[:40]!r}…: over 512 bytes")
+            if self.partition_key and len(part_value(p.metadata.get(self.partition_key)).encode("utf-8")) > _MAX_PART:
+                raise InvalidInput(f"metadata.{self.partition_key}", f"document {p.doc_id!r}: the partition key's value is over {_MAX_PART} bytes")
         rows = [{"pk": _pk(p.doc_id, p.chunk), "doc_id": p.doc_id, "chunk": p.chunk, "n_chunks": n_chunks[p.doc_id],
                  "start": p.start, "text": p.text, "title": p.title or "", "metadata": p.metadata, "hash": p.hash,
                  "vector": v.tolist()} for p, v in zip(passages, vectors)]
+        if self.partition_key:
+            for r in rows:
+                r["part"] = part_value(r["metadata"].get(self.partition_key))
         with self._lock:
             heads = self._heads(list(n_chunks))
             surplus = [_pk(d, c) for d, h in heads.items() for c in range(n_chunks[d], int(h["n_chunks"]))]
@@ -208,7 +251,7 @@ class MilvusStore:
         if self.index_type == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
         with self._lock:
-            res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT), filter=filter_expr(norm) if norm else "",
+            res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT), filter=filter_expr(norm, self.partition_key) if norm else "",
                                      output_fields=_OUT, search_params=params)
         return [Hit(_passage(r["entity"]), float(r["distance"])) for r in res[0]]
 
@@ -262,7 +305,7 @@ class MilvusStore:
         norm = check_filter(filter)
         if not norm:
             raise InvalidInput("filter", "must name at least one metadata key")
-        return {r["doc_id"] for r in self._iterate(f"chunk == 0 and {filter_expr(norm)}", ["doc_id"])}
+        return {r["doc_id"] for r in self._iterate(f"chunk == 0 and {filter_expr(norm, self.partition_key)}", ["doc_id"])}
 
     def _count(self, expr: str) -> int:
         rows = self._query(expr, ["count(*)"])
@@ -279,6 +322,8 @@ class MilvusStore:
             "backend": self.backend,
             "index": self.index_type,
             "milvus_collection": self.name,
+            "shards": self.shards,
+            "partition_key": self.partition_key,
             "uri": self.settings.milvus_uri or str(self.dir / "milvus.db"),
             "documents": self.count(),
             "passages": self.count_passages(),
@@ -287,10 +332,18 @@ class MilvusStore:
         }
 
     def drop(self) -> None:
-        """Remove the Milvus collection (a cluster keeps it otherwise when the qrank folder is deleted)."""
+        """Remove the Milvus collection (a cluster keeps it otherwise when the qrank folder is deleted),
+        close the store and delete its local files (the generation counter, a Milvus Lite database)."""
         with self._lock:
             self.client.drop_collection(self.name)
+            self.close()
+            self._state.unlink(missing_ok=True)
+            lite = self.dir / "milvus.db"
+            if not self.settings.milvus_uri and lite.exists():
+                shutil.rmtree(lite) if lite.is_dir() else lite.unlink()
 
     def close(self) -> None:
         with self._lock:
-            self.client.close()
+            if not self._closed:
+                self._closed = True
+                self.client.close()

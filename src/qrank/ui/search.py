@@ -83,12 +83,7 @@ def local_search(backend, collection: str, query: str, *, k: int, candidates: in
     latency: dict[str, float] = {}
 
     start = time.perf_counter()
-    pairs = p.collection.bm25_search(query, k)
-    docs = p.collection.store.get([d for d, _ in pairs])
-    bm25 = []
-    for doc_id, score in pairs:
-        text, title = p.collection.document_text(docs.get(doc_id, []))
-        bm25.append(Hit(doc_id, float(score), text, title or ""))
+    bm25 = [_hit(h) for h in p.lexical_search(query, k=k)]
     latency["bm25"] = (time.perf_counter() - start) * 1000
 
     start = time.perf_counter()
