@@ -34,3 +34,24 @@ def test_autoscale_bounds_are_checked():
     with pytest.raises(InvalidInput) as err:
         build_app(Settings())
     assert err.value.field == "server.rerankers"
+
+
+def test_a_deployment_the_cluster_cannot_place_is_refused():
+    pytest.importorskip("ray.serve", reason="needs the 'ray' extra")
+    from qrank.distributed.ray_serve import check_fits, required_resources
+    from qrank.errors import InvalidInput
+    from qrank.settings import Settings
+
+    two = Settings(server={"rerankers": ["r"], "embedders": ["e"]}, distributed={"replicas": 2, "num_gpus_per_replica": 1})
+    assert required_resources(two) == {"CPU": 4.1, "GPU": 4.0}
+    check_fits(two, {"CPU": 8.0, "GPU": 4.0})
+    with pytest.raises(InvalidInput) as err:
+        check_fits(two, {"CPU": 8.0, "GPU": 2.0})  # two GPUs for four replicas of one GPU each
+    assert err.value.field == "distributed.num_gpus_per_replica" and "need 4 GPUs" in str(err.value)
+    with pytest.raises(InvalidInput) as err:
+        check_fits(Settings(server={"rerankers": ["r"]}, distributed={"replicas": 2}), {"CPU": 2.0})
+    assert err.value.field == "distributed.num_cpus_per_replica" and "0.95" in str(err.value)
+    # autoscaling needs room for its minimum only
+    auto = Settings(server={"rerankers": ["r"]}, distributed={"autoscale_min": 1, "autoscale_max": 8})
+    assert required_resources(auto) == {"CPU": 1.1, "GPU": 0.0}
+    check_fits(auto, {"CPU": 2.0})

@@ -79,6 +79,8 @@ def print_json(obj: Any) -> None:
 def fail(exc: QrankError) -> int:
     """Print a one-line error (no traceback) and return the exit status."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    # soft wrap: a long path or message stays on one line (greppable, copyable), whatever the terminal width
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
     return 2

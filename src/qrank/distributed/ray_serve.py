@@ -238,8 +238,46 @@ def build_app(settings: Settings):
             **scaling,
         )
         handles[f"m{i}"] = dep.bind(role, source, payload)
-    ingress = ingress_cls.options(name="ingress", num_replicas=dist.ingress_replicas, ray_actor_options={"num_cpus": 0.1})
+    ingress = ingress_cls.options(name="ingress", num_replicas=dist.ingress_replicas, ray_actor_options={"num_cpus": _INGRESS_CPUS})
     return ingress.bind(payload, [(n, r) for (r, _), n in zip(sources, names)], **handles)
+
+
+_INGRESS_CPUS = 0.1
+
+
+def required_resources(settings: Settings) -> dict[str, float]:
+    """Logical CPUs and GPUs the application needs to start: every model at its fixed replica count (or
+    its autoscaling minimum) plus the HTTP front.
+
+    >>> required_resources(Settings(server={"rerankers": ["m"]}, distributed={"replicas": 2, "num_gpus_per_replica": 1}))
+    {'CPU': 2.1, 'GPU': 2.0}
+    """
+    dist = settings.distributed
+    models = len(settings.server.rerankers) + len(settings.server.embedders)
+    replicas = dist.replicas if dist.autoscale_max is None else (dist.autoscale_min if dist.autoscale_min is not None else 1)
+    return {"CPU": round(models * replicas * dist.num_cpus_per_replica + dist.ingress_replicas * _INGRESS_CPUS, 6),
+            "GPU": round(models * replicas * dist.num_gpus_per_replica, 6)}
+
+
+def check_fits(settings: Settings, available: dict[str, float]) -> None:
+    """Refuse a deployment the cluster cannot place: Ray Serve would wait for the resources forever.
+
+    >>> check_fits(Settings(server={"rerankers": ["m"]}, distributed={"replicas": 2}), {"CPU": 2.0})
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: distributed.num_cpus_per_replica: 2 replicas of 1 model(s) need 2.1 CPUs, the Ray cluster has 2; lower --num-cpus-per-replica (e.g. 0.95) or --replicas, or add nodes
+    """
+    need = required_resources(settings)
+    dist = settings.distributed
+    models = len(settings.server.rerankers) + len(settings.server.embedders)
+    replicas = dist.replicas if dist.autoscale_max is None else (dist.autoscale_min or 1)
+    for kind, field in (("CPU", "num_cpus_per_replica"), ("GPU", "num_gpus_per_replica")):
+        have = float(available.get(kind, 0.0))
+        if need[kind] > have + 1e-9:
+            per = getattr(dist, field)
+            fits = (have - (dist.ingress_replicas * _INGRESS_CPUS if kind == "CPU" else 0.0)) / max(models * replicas, 1)
+            hint = f"lower --{field.replace('_', '-')} (e.g. {max(fits, 0):.2g}) or --replicas, or add nodes"
+            raise InvalidInput(f"distributed.{field}", f"{replicas} replicas of {models} model(s) need {need[kind]:g} "
+                               f"{kind}s, the Ray cluster has {have:g}; {hint}" if per else hint)
 
 
 def run(settings: Settings, *, blocking: bool = True):
@@ -250,6 +288,13 @@ def run(settings: Settings, *, blocking: bool = True):
     dist = settings.distributed
     if not ray.is_initialized():
         ray.init(address=dist.ray_address, ignore_reinit_error=True, log_to_driver=False)
+    available = ray.cluster_resources()
+    try:
+        check_fits(settings, available)
+    except InvalidInput as exc:
+        if dist.ray_address is None:  # a local cluster never grows: waiting would hang forever
+            raise
+        log.warning("%s (waiting for the cluster to grow, e.g. an autoscaler adding nodes)", exc)
     serve.start(http_options={"host": settings.server.host, "port": settings.server.port})
     handle = serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
     log.info("qrank on Ray Serve at http://%s:%s", settings.server.host, settings.server.port)
