@@ -55,6 +55,28 @@ def test_a_list_of_urls_balances(url, ce):
         assert rr.transport.base_url == f"{url},{url}"
 
 
+def test_tei_protocol(url, ce):
+    """The TEI client path against the server's TEI routes (``/info``, ``/rerank`` with ``texts``)."""
+    with RemoteReranker(url, model="ce", api_key="k3y", protocol="tei") as rr:
+        assert rr.info.id == "ce" and rr.info.max_length == ce.info.max_length and rr.info.kind == "cross-encoder"
+        assert rr.score(QUERY, DOCS) == pytest.approx(ce.score(QUERY, DOCS), abs=2e-5)
+        local, remote = ce.rerank(QUERY, DOCS, top_n=2), rr.rerank(QUERY, DOCS, top_n=2)
+        assert [(r.index, r.document) for r in remote] == [(r.index, r.document) for r in local]
+        assert [r.score for r in remote] == pytest.approx([r.score for r in local], abs=2e-5)
+        with pytest.raises(InvalidInput) as err:
+            rr.score(QUERY, DOCS, instruction="judge")
+        assert err.value.field == "instruction"
+    with RemoteReranker(url, api_key="k3y", protocol="tei") as rr:  # TEI's /info without a model: the default
+        assert rr.info.id == "ce"
+    info = httpx.get(url + "/info", params={"model": "minilm"}, headers={"authorization": "Bearer k3y"}).json()
+    assert info["model_type"] == {"embedding": {"pooling": info["qrank"]["kind"]}} and info["max_input_length"] > 0
+    missing = httpx.get(url + "/info", params={"model": "nope"}, headers={"authorization": "Bearer k3y"})
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "model"
+    with pytest.raises(InvalidInput) as err:
+        RemoteReranker(url, protocol="grpc")
+    assert err.value.field == "protocol"
+
+
 def test_remote_embedder_matches_local(url, minilm):
     with RemoteEmbedder(url, model="minilm", api_key="k3y") as em:
         assert em.dim == minilm.dim

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -222,16 +223,51 @@ class _RemoteModel:
 
 
 class RemoteReranker(_RemoteModel):
-    """A reranker behind ``POST /v1/rerank`` with :class:`~qrank.Reranker`'s methods.
+    """A reranker behind ``POST /v1/rerank`` (qrank, vLLM, Jina- or Cohere-style servers) or, with
+    ``protocol="tei"``, text-embeddings-inference's ``POST /rerank``, with :class:`~qrank.Reranker`'s methods.
 
     >>> rr = RemoteReranker("http://127.0.0.1:8000", model="my-reranker", api_key="…")  # doctest: +SKIP
     >>> rr.score("q", ["a", "b"])                                                     # doctest: +SKIP
     [0.12, 0.87]
+    >>> tei = RemoteReranker("http://127.0.0.1:8080", protocol="tei")                  # doctest: +SKIP
     """
 
     role = "reranker"
+    PROTOCOLS = ("v1", "tei")
+
+    def __init__(self, base_url: str | Sequence[str], model: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, *, protocol: str = "v1", transport: HTTPTransport | None = None) -> None:
+        if protocol not in self.PROTOCOLS:
+            raise InvalidInput("protocol", f"must be one of {', '.join(self.PROTOCOLS)}, got {protocol!r}")
+        super().__init__(base_url, model, api_key, timeout, transport=transport)
+        self.protocol = protocol
+
+    def _fetch_info(self) -> ModelInfo:
+        if self.protocol != "tei":
+            return super()._fetch_info()
+        path = "/info" + (f"?model={quote(self.model_name)}" if self.model_name else "")
+        card = self.transport.request("GET", path)
+        if not isinstance(card, dict) or "model_id" not in card:
+            raise ServerUnavailable(f"the server at {self.transport.base_url} answered /info without 'model_id' (not TEI?)")
+        extra = card.get("qrank") or {}
+        return ModelInfo(id=str(card["model_id"]), kind=str(extra.get("kind", "tei")), role=self.role,
+                         max_length=int(card.get("max_input_length") or 0), dtype=str(card.get("model_dtype", "unknown")),
+                         device=f"remote:{self.transport.base_url}", revision=str(card.get("model_sha") or ""))
+
+    def _ranked_tei(self, query: str, documents: list[str], top_n: int | None, instruction: str | None) -> list[dict]:
+        if instruction is not None:
+            raise InvalidInput("instruction", "the TEI protocol has no instruction; use protocol='v1' (qrank, vLLM)")
+        # TEI has no top_n and no model field (one model per server): the cut happens here
+        body: dict[str, Any] = {"query": query, "texts": documents, "truncate": True, "raw_scores": False, "return_text": False}
+        answer = self.transport.request("POST", "/rerank", self._with_model(body))
+        if not isinstance(answer, list) or not all(isinstance(r, dict) and "index" in r and "score" in r for r in answer):
+            raise ServerUnavailable("the server's TEI rerank answer is not a list of {index, score}")
+        results = [{"index": r["index"], "relevance_score": r["score"]} for r in answer]
+        return results if top_n is None else sorted(results, key=lambda r: (-float(r["relevance_score"]), int(r["index"])))[:top_n]
 
     def _ranked(self, query: str, documents: list[str], top_n: int | None, instruction: str | None) -> list[dict]:
+        if self.protocol == "tei":
+            return self._ranked_tei(query, documents, top_n, instruction)
         body: dict[str, Any] = {"query": query, "documents": documents, "return_documents": False}
         if top_n is not None:
             body["top_n"] = top_n

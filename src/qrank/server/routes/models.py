@@ -1,11 +1,12 @@
-"""``GET /v1/models``: every served model under its public name."""
+"""``GET /v1/models``: every served model under its public name; ``GET /info``: one model, TEI's way."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from ..schemas.models import ModelCard, ModelList
+from ... import __version__
+from ..schemas.models import ModelCard, ModelList, TEIInfo
 from . import json_response, state_of
 
 router = APIRouter(tags=["models"])
@@ -35,3 +36,29 @@ async def list_models(request: Request) -> Response:
             )
         )
     return json_response(ModelList(data=cards))
+
+
+@router.get("/info", response_model=None, responses={200: {"model": TEIInfo}}, summary="Describe one model (text-embeddings-inference's /info)")
+async def info(request: Request, model: str | None = Query(None, description="served name (default: the first reranker, else the first embedder)")) -> Response:
+    """TEI clients read the model, its dtype and its input limit here. TEI serves one model; qrank
+    describes the default reranker (or embedder), or the one ``?model=`` names."""
+    state = state_of(request)
+    if model is None:
+        served = next((m for m in state.pool.models if m.role == "reranker"), state.pool.models[0])
+    else:
+        served = state.pool.get(model, next((m.role for m in state.pool.models if m.name == model), "reranker"))
+    info = served.info
+    s = state.settings
+    kind = {"reranker": {"id2label": {"0": "LABEL_0"}}} if served.role == "reranker" else {"embedding": {"pooling": info.kind}}
+    return json_response(TEIInfo(
+        model_id=served.name,
+        model_sha=info.revision or None,
+        model_dtype=info.dtype,
+        model_type=kind,
+        max_concurrent_requests=s.server.max_concurrent,
+        max_input_length=int(info.max_length),
+        max_batch_tokens=s.engine.max_batch_tokens,
+        max_client_batch_size=s.server.max_documents if served.role == "reranker" else s.server.max_inputs,
+        version=__version__,
+        qrank={"role": served.role, "kind": info.kind, "dim": info.dim, "root": info.id},
+    ))

@@ -18,3 +18,18 @@ class ModelCard(ResponseModel):
 class ModelList(ResponseModel):
     object: str = "list"
     data: list[ModelCard]
+
+
+class TEIInfo(ResponseModel):
+    """text-embeddings-inference's ``GET /info`` answer (its fields, plus qrank's own under ``qrank``)."""
+
+    model_id: str
+    model_sha: str | None = None
+    model_dtype: str
+    model_type: dict
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_client_batch_size: int
+    version: str
+    qrank: dict
