@@ -11,6 +11,7 @@ from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
 from .pooling import finish_embeddings
+from .token_memo import TokenMemo
 
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -62,6 +63,7 @@ class Qwen3Embedder:
         eos = model.config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
         self.before, self.after = special_wrap(self.text_tok, eos if eos is not None else tokenizer.pad_token_id)
+        self.memo = TokenMemo()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.after or [0])[-1]
         self.engine = make_engine(
             getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings or EngineSettings()
@@ -92,12 +94,16 @@ class Qwen3Embedder:
         return cls(model, tokenizer, info, engine_settings)
 
     def encode(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[list[int]]:
-        """Token ids per text, truncated to ``max_length`` with the end-of-text token kept."""
+        """Token ids per text, truncated to ``max_length`` with the end-of-text token kept (recent texts
+        remembered: a server counts a request's tokens before embedding it)."""
         if is_query:
             task = instruction or self.info.default_instruction or DEFAULT_TASK
             texts = [format_query(task, t) for t in texts]
+        return self.memo.encode(list(texts), self._encode)
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
         room = self.info.max_length - len(self.before) - len(self.after)
-        encs = self.text_tok.encode_batch(list(texts), add_special_tokens=False)
+        encs = self.text_tok.encode_batch(texts, add_special_tokens=False)
         return [self.before + e.ids[:room] + self.after for e in encs]
 
     def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:

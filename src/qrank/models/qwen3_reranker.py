@@ -18,6 +18,7 @@ from ..errors import InvalidInput, UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .token_memo import TokenMemo
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,15 @@ class Qwen3PromptEncoder:
         self.no_id = _single_token_id(tokenizer, "no")
         if max_length <= len(self.prefix_ids) + len(self.suffix_ids) + 8:
             raise InvalidInput("max_length", f"{max_length} leaves no room for the Qwen3 reranker template")
+        self.memo = TokenMemo()
 
     def encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
-        """Token ids per pair: prefix + user turn (document truncated) + suffix."""
+        """Token ids per pair: prefix + user turn (document truncated) + suffix (recent pairs remembered:
+        a server counts a request's tokens before scoring it)."""
+        return self.memo.encode([(instruction, q, d) for q, d in pairs],
+                                lambda keys: self._encode([(q, d) for _, q, d in keys], instruction))
+
+    def _encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
         budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
         texts = [format_user_turn(instruction, q, d) for q, d in pairs]
         encodings = self.text_tok.encode_batch(texts, add_special_tokens=False)
