@@ -80,6 +80,10 @@ class ServerSettings(BaseModel):
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers size")
     truncate: bool = Field(True, description="truncate long inputs (else answer 413)")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the batcher waits to fill a batch")
+    batch_workers: int = Field(
+        1, ge=1, le=1024, description="batches in flight per model at once (1 for local models; on Ray Serve "
+        "at least two per replica, so that every replica has work)"
+    )
     batch_max_tokens: int | None = Field(
         None, ge=64, description="tokens of queued requests gathered into one model call "
         "(default: 64 x engine.max_batch_tokens on a GPU, 4 x on a CPU)"

@@ -210,3 +210,44 @@ def test_embed_runner_groups_by_kwargs():
     out = embed_runner(Model())([EmbedJob(["a"], dim=2), EmbedJob(["b", "c"]), EmbedJob(["d"], dim=2)])
     assert [o.shape for o in out] == [(1, 2), (2, 4), (1, 2)]
     assert sorted(seen, key=str) == sorted([(False, 2, ["a", "d"]), (False, None, ["b", "c"])], key=str)
+
+
+def test_several_workers_keep_several_batches_in_flight():
+    """A model behind replicas gets one batch in flight per worker; each request still gets its own answer,
+    and shutdown fails whatever is still running in any worker."""
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    def slow(payloads):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        release.wait(10)
+        with lock:
+            in_flight[0] -= 1
+        return [p * 10 for p in payloads]
+
+    async def main():
+        b = Batcher("m", slow, max_tokens=2, max_wait_s=0, max_queue=100, workers=3)
+        await b.start()
+        tasks = [asyncio.ensure_future(b.submit(i, cost=2)) for i in range(6)]  # one request per batch
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if peak[0] == 3:
+                break
+        seen = peak[0]
+        release.set()
+        results = await asyncio.gather(*tasks)
+        release.clear()
+        stuck = asyncio.ensure_future(b.submit(7, cost=2))
+        await asyncio.sleep(0.05)
+        await b.stop(timeout=0)
+        with pytest.raises(ShuttingDown):
+            await stuck
+        release.set()
+        return seen, results
+
+    seen, results = run(main())
+    assert seen == 3 and results == [0, 10, 20, 30, 40, 50]
+    with pytest.raises(ValueError):
+        Batcher("m", slow, max_tokens=2, max_wait_s=0, max_queue=1, workers=0)

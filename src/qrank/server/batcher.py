@@ -1,10 +1,11 @@
-"""Dynamic batching: one bounded queue in front of each model, drained by the model's own worker thread.
+"""Dynamic batching: one bounded queue in front of each model, drained by the model's own worker thread(s).
 
 Requests from many clients wait in the queue; the worker takes as many as fit a token budget (waiting at
 most ``max_wait`` for company when it was idle), runs them as ONE model call, and hands each request its
 share of the answer back on the event loop. The worker forms its next batch the moment it is free, so the
 model never waits for the event loop between calls and a busy model batches everything that queued up
-meanwhile. A full queue answers :class:`~qrank.errors.Overloaded` at once (the door turns it into
+meanwhile. A model behind several replicas (Ray Serve) gets several workers, one batch in flight each,
+so that every replica has work. A full queue answers :class:`~qrank.errors.Overloaded` at once (the door turns it into
 429 + ``Retry-After``); a request whose caller went away is dropped before it reaches the model; when a
 model call fails, its requests are retried one by one so that one bad request never fails the others.
 
@@ -66,8 +67,12 @@ class Batcher:
         max_wait_s: float,
         max_queue: int,
         metrics: Metrics | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError("a batcher needs at least one worker")
         self.name = name
+        self.workers = workers
         self.run = run
         self.max_tokens = max_tokens
         self.max_wait_s = max_wait_s
@@ -75,8 +80,8 @@ class Batcher:
         self.metrics = metrics
         self._queue: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
-        self._running: list[_Item] = []  # the batch in the model right now
-        self._thread: threading.Thread | None = None
+        self._running: dict[int, list[_Item]] = {}  # the batch each worker has in the model right now
+        self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._seconds_per_request = 0.05  # running estimate for Retry-After
@@ -103,7 +108,7 @@ class Batcher:
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained (at least 1)."""
-        return max(1.0, math.ceil(self._seconds_per_request * (len(self._queue) + 1)))
+        return max(1.0, math.ceil(self._seconds_per_request * (len(self._queue) + 1) / self.workers))
 
     @property
     def depth(self) -> int:
@@ -111,10 +116,13 @@ class Batcher:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._thread is None:
+        if not self._threads:
             self._loop = asyncio.get_running_loop()
-            self._thread = threading.Thread(target=self._work, name=f"qrank-model-{self.name[-24:]}", daemon=True)
-            self._thread.start()
+            for k in range(self.workers):
+                suffix = f"-{k}" if self.workers > 1 else ""
+                thread = threading.Thread(target=self._work, name=f"qrank-model-{self.name[-24:]}{suffix}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     async def stop(self, timeout: float = 0.0) -> None:
         """Refuse new requests, let queued ones finish for up to ``timeout`` seconds, fail the rest."""
@@ -122,18 +130,18 @@ class Batcher:
             self._closed = True
             self._cond.notify_all()
         deadline = time.perf_counter() + timeout
-        while (self._queue or self._running) and time.perf_counter() < deadline:
+        while (self._queue or any(self._running.values())) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         with self._cond:
-            leftovers = list(self._queue) + list(self._running)
+            leftovers = list(self._queue) + [item for batch in self._running.values() for item in batch]
             self._queue.clear()
         for item in leftovers:  # the worker's late answer for these, if any, finds them done
             if not item.future.done():
                 item.future.set_exception(ShuttingDown())
         self._depth_changed()
-        if self._thread is not None:
-            self._thread.join(timeout=0.1)  # a call still in the model ends on its own (daemon thread)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=0.1)  # a call still in the model ends on its own (daemon thread)
+        self._threads = []
 
     # -- the worker thread -----------------------------------------------------------------------
     def _work(self) -> None:
@@ -162,7 +170,7 @@ class Batcher:
             except RuntimeError:  # the event loop is gone: nobody waits for these answers
                 return
             with self._cond:
-                self._running = []
+                self._running.pop(threading.get_ident(), None)
 
     def _take(self, batch: list[_Item], tokens: int) -> int:
         """Move queued live items into ``batch`` while they fit the budget (the first one always fits)."""
@@ -196,7 +204,7 @@ class Batcher:
                     self._cond.wait(remaining)
                     tokens = self._take(batch, tokens)
             batch = [item for item in batch if not item.future.done()]
-            self._running = batch
+            self._running[threading.get_ident()] = batch
         self._depth_changed()
         return batch
 

@@ -184,6 +184,7 @@ class ServerState:
                 max_wait_s=s.max_wait_ms / 1000.0,
                 max_queue=s.max_queue,
                 metrics=self.metrics,
+                workers=s.batch_workers,
             )
             await m.batcher.start()
         self._probe_lock = asyncio.Lock()
