@@ -251,6 +251,13 @@ def build_app(settings: Settings):
 _INGRESS_CPUS = 0.1
 
 
+def _starting_replicas(settings: Settings) -> tuple[int, int]:
+    """(models, replicas each model starts with: the fixed count or the autoscaling minimum)."""
+    dist = settings.distributed
+    models = len(settings.server.rerankers) + len(settings.server.embedders)
+    return models, dist.replicas if dist.autoscale_max is None else (dist.autoscale_min if dist.autoscale_min is not None else 1)
+
+
 def required_resources(settings: Settings) -> dict[str, float]:
     """Logical CPUs and GPUs the application needs to start: every model at its fixed replica count (or
     its autoscaling minimum) plus the HTTP front.
@@ -259,8 +266,7 @@ def required_resources(settings: Settings) -> dict[str, float]:
     {'CPU': 2.1, 'GPU': 2.0}
     """
     dist = settings.distributed
-    models = len(settings.server.rerankers) + len(settings.server.embedders)
-    replicas = dist.replicas if dist.autoscale_max is None else (dist.autoscale_min if dist.autoscale_min is not None else 1)
+    models, replicas = _starting_replicas(settings)
     return {"CPU": round(models * replicas * dist.num_cpus_per_replica + dist.ingress_replicas * _INGRESS_CPUS, 6),
             "GPU": round(models * replicas * dist.num_gpus_per_replica, 6)}
 
@@ -274,8 +280,7 @@ def check_fits(settings: Settings, available: dict[str, float]) -> None:
     """
     need = required_resources(settings)
     dist = settings.distributed
-    models = len(settings.server.rerankers) + len(settings.server.embedders)
-    replicas = dist.replicas if dist.autoscale_max is None else (dist.autoscale_min or 1)
+    models, replicas = _starting_replicas(settings)
     for kind, field in (("CPU", "num_cpus_per_replica"), ("GPU", "num_gpus_per_replica")):
         have = float(available.get(kind, 0.0))
         if need[kind] > have + 1e-9:
