@@ -75,7 +75,8 @@ def qrank_reranker(model, tok, **engine):
 
     info = ModelInfo(id="random", kind="qwen3-reranker", role="reranker", max_length=8192,
                      dtype=str(model.dtype).replace("torch.", ""), device=str(model.device))
-    return Qwen3Reranker(model, tok, info, EngineSettings(engine="fast", **engine))
+    # token_memo=0: every timed repeat tokenizes afresh, as the recipes it is compared with do
+    return Qwen3Reranker(model, tok, info, EngineSettings(engine="fast", **{"token_memo": 0, **engine}))
 
 
 def qrank_embedder(model, tok, **engine):
@@ -85,7 +86,7 @@ def qrank_embedder(model, tok, **engine):
 
     info = ModelInfo(id="random", kind="qwen3-embedding", role="embedder", max_length=8192,
                      dtype=str(model.dtype).replace("torch.", ""), device=str(model.device), dim=model.config.hidden_size)
-    return Qwen3Embedder(model, tok, info, EngineSettings(engine="fast", **engine))
+    return Qwen3Embedder(model, tok, info, EngineSettings(engine="fast", **{"token_memo": 0, **engine}))
 
 
 def min_work(engine, seqs):

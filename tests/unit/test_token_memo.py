@@ -89,3 +89,18 @@ def test_qwen3_reranker_counts_then_scores_with_one_tokenization(qwen3_reranker_
     # another instruction is another key
     model.count_tokens(pairs, instruction="Judge relevance")
     assert calls == [2, 2]
+
+
+def test_off_when_the_setting_is_zero(qwen3_reranker_dir):
+    from qrank import Reranker, Settings
+
+    settings = Settings(engine={"token_memo": 0})
+    model = Reranker.from_pretrained(str(qwen3_reranker_dir), device="cpu", dtype="float32", settings=settings).model
+    assert model.encoder.memo.max_tokens == 0
+    calls = []
+    real = model.encoder._encode
+    model.encoder._encode = lambda p, instruction: calls.append(len(p)) or real(p, instruction)
+    pairs = [("q", "d1"), ("q", "d2")]
+    model.count_tokens(pairs)
+    model.score_pairs(pairs)
+    assert calls == [2, 2] and len(model.encoder.memo) == 0

@@ -63,10 +63,11 @@ class Qwen3Embedder:
         eos = model.config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
         self.before, self.after = special_wrap(self.text_tok, eos if eos is not None else tokenizer.pad_token_id)
-        self.memo = TokenMemo()
+        engine_settings = engine_settings or EngineSettings()
+        self.memo = TokenMemo(engine_settings.token_memo)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.after or [0])[-1]
         self.engine = make_engine(
-            getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings or EngineSettings()
+            getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings
         )
 
     @classmethod

@@ -46,7 +46,7 @@ class Qwen3PromptEncoder:
     Kept apart from the model so that engines, benchmarks and tests can build the exact inputs.
     """
 
-    def __init__(self, tokenizer, max_length: int) -> None:
+    def __init__(self, tokenizer, max_length: int, memo_tokens: int = 0) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.text_tok = text_tokenizer(tokenizer)
@@ -56,7 +56,7 @@ class Qwen3PromptEncoder:
         self.no_id = _single_token_id(tokenizer, "no")
         if max_length <= len(self.prefix_ids) + len(self.suffix_ids) + 8:
             raise InvalidInput("max_length", f"{max_length} leaves no room for the Qwen3 reranker template")
-        self.memo = TokenMemo()
+        self.memo = TokenMemo(memo_tokens)
 
     def encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
         """Token ids per pair: prefix + user turn (document truncated) + suffix (recent pairs remembered:
@@ -109,11 +109,12 @@ class Qwen3Reranker:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
-        self.encoder = Qwen3PromptEncoder(tokenizer, info.max_length)
+        engine_settings = engine_settings or EngineSettings()
+        self.encoder = Qwen3PromptEncoder(tokenizer, info.max_length, engine_settings.token_memo)
         self.head = self._head_vector(model).to(torch.float32)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.encoder.suffix_ids[-1]
         self.engine = make_engine(
-            model.base_model, pad_id=pad_id, device=info.device, settings=engine_settings or EngineSettings()
+            model.base_model, pad_id=pad_id, device=info.device, settings=engine_settings
         )
 
     def _head_vector(self, model):

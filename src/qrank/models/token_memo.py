@@ -36,6 +36,8 @@ class TokenMemo:
     def encode(self, keys: Sequence[Hashable], encoder: Callable[[list], list[list[int]]]) -> list[list[int]]:
         """Ids for each key: remembered ones as they were, the others from one ``encoder`` call on the
         missing keys (in their order), remembered for next time. Returns fresh lists (callers may keep them)."""
+        if self.max_tokens <= 0:  # off: no lookups, no locking
+            return encoder(list(keys))
         out: list[list[int] | None] = [None] * len(keys)
         missing: dict[Hashable, list[int]] = {}
         with self._lock:
