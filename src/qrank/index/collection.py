@@ -247,9 +247,7 @@ def drop_collection(settings: Settings, name: str) -> None:
     """Delete a collection (its folder, and its Milvus collection when it lives on a cluster)."""
     col = Collection.open(settings, name)
     try:
-        drop = getattr(col.store, "drop", None)
-        if drop is not None:
-            drop()
+        col.store.drop()
     finally:
         col.close()
     shutil.rmtree(col.path)

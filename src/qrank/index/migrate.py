@@ -124,10 +124,6 @@ def migrate_collection(settings: Settings, name: str, backend: str, *, keep_sour
     if keep_source:
         src.close()
     else:
-        drop = getattr(src.store, "drop", None)
-        if drop is not None:
-            drop()
-        else:
-            src.close()
+        src.store.drop()
     report["source_kept"] = keep_source
     return report

@@ -113,7 +113,13 @@ class VectorStore(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
-    def close(self) -> None: ...
+    def drop(self) -> None:
+        """Delete everything the store holds (its files, its Milvus collection) and close it."""
+        ...
+
+    def close(self) -> None:
+        """Release the store (closing twice is harmless)."""
+        ...
 
 
 def check_filter(filter: Mapping[str, Any] | None) -> dict[str, list]:
