@@ -46,6 +46,35 @@ def _ray_start(args: list[str], env: dict) -> None:
         pytest.fail(f"ray start {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
+def _stop_own_cluster(temp: str) -> None:
+    """Stop the processes of this test's Ray cluster only. ``ray stop`` kills every Ray process on the
+    machine: a developer's own cluster, or another test run's, whose drivers then exit with it."""
+    import psutil
+
+    roots = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(temp in part for part in (p.info["cmdline"] or [])):  # gcs, raylets, agents: given the temp dir
+            roots.append(p)
+    procs: dict[int, psutil.Process] = {}
+    for root in roots:
+        try:
+            for p in [root, *root.children(recursive=True)]:  # workers rename themselves ("ray::IDLE")
+                procs[p.pid] = p
+        except psutil.NoSuchProcess:
+            continue
+    for p in procs.values():
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=20)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @pytest.fixture(scope="module")
 def cluster():
     # set before Ray is first imported: it reads the auth settings once
@@ -78,7 +107,7 @@ def cluster():
                 serve.shutdown()
         finally:
             ray.shutdown()
-            subprocess.run([_ray_cli(), "stop", "--force"], env=env, capture_output=True, timeout=120)
+            _stop_own_cluster(temp)
             shutil.rmtree(temp, ignore_errors=True)
 
 
