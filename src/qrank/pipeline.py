@@ -367,21 +367,16 @@ class Pipeline:
             cand = [cand[i] for i in order]
         hits = []
         for rank, d in enumerate(cand[:k], 1):
-            text, title = self.collection.document_text(docs[d])
             passages = docs[d]
             chunk = best_passage.get(d)
-            hits.append(SearchHit(
-                id=d,
+            hits.append(self._hit(
+                d, passages, rank,
                 score=rerank_scores[d] if rr is not None else (fused[d] if hybrid else dense_scores[d]),
-                text=text,
-                title=title,
-                metadata=dict(passages[0].metadata),
                 dense_score=dense_scores.get(d),
                 rerank_score=rerank_scores.get(d),
                 bm25_score=bm25.get(d) if hybrid else None,
                 fusion_score=fused.get(d) if hybrid else None,
                 passage=passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages) else None,
-                rank=rank,
             ))
         return hits
 
@@ -401,10 +396,13 @@ class Pipeline:
         for d, score in pairs:
             if d not in docs:  # deleted meanwhile
                 continue
-            text, title = self.collection.document_text(docs[d])
-            hits.append(SearchHit(id=d, score=float(score), text=text, title=title, metadata=dict(docs[d][0].metadata),
-                                  bm25_score=float(score), rank=len(hits) + 1))
+            hits.append(self._hit(d, docs[d], len(hits) + 1, score=float(score), bm25_score=float(score)))
         return hits
+
+    def _hit(self, doc_id: str, passages: list[Passage], rank: int, **scores: Any) -> SearchHit:
+        """A result with the document as the caller gave it (text, title, metadata) and the given scores."""
+        text, title = self.collection.document_text(passages)
+        return SearchHit(id=doc_id, text=text, title=title, metadata=dict(passages[0].metadata), rank=rank, **scores)
 
     def _dense_candidates(self, qv: np.ndarray, n_cand: int, norm: Mapping[str, list]) -> dict[str, tuple[float, int]]:
         """Up to ``n_cand`` documents by their best passage: ``{doc_id: (score, chunk)}``, best first.

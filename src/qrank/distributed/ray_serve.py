@@ -284,11 +284,10 @@ def check_fits(settings: Settings, available: dict[str, float]) -> None:
     for kind, field in (("CPU", "num_cpus_per_replica"), ("GPU", "num_gpus_per_replica")):
         have = float(available.get(kind, 0.0))
         if need[kind] > have + 1e-9:
-            per = getattr(dist, field)
             fits = (have - (dist.ingress_replicas * _INGRESS_CPUS if kind == "CPU" else 0.0)) / max(models * replicas, 1)
-            hint = f"lower --{field.replace('_', '-')} (e.g. {max(fits, 0):.2g}) or --replicas, or add nodes"
             raise InvalidInput(f"distributed.{field}", f"{replicas} replicas of {models} model(s) need {need[kind]:g} "
-                               f"{kind}s, the Ray cluster has {have:g}; {hint}" if per else hint)
+                               f"{kind}s, the Ray cluster has {have:g}; lower --{field.replace('_', '-')} "
+                               f"(e.g. {max(fits, 0):.2g}) or --replicas, or add nodes")
 
 
 def run(settings: Settings, *, blocking: bool = True):

@@ -29,7 +29,7 @@ from ..errors import CollectionNotFound, InvalidInput
 from ..settings import IndexSettings, Settings
 from .bm25 import BM25Index
 from .documents import strip_title
-from .store import VectorStore, join_passages, open_store
+from .store import VectorStore, by_document, join_passages, open_store
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ class Collection:
     def create(cls, settings: Settings, manifest: Manifest) -> Collection:
         path = collection_dir(settings, manifest.name)
         path.mkdir(parents=True, exist_ok=True)
-        if manifest.backend == "milvus" and not manifest.store:
-            manifest.store = {"uri": settings.index.milvus_uri, "db": settings.index.milvus_db}
+        if not manifest.store:
+            manifest.store = store_location(manifest.backend, settings.index)
         store = open_store(path, manifest.name, manifest.dim, manifest.backend, store_settings(manifest, settings))
         manifest.save(path)  # last: a folder without a manifest is not a collection yet
         log.info("created collection %s (%s, dim %d) at %s", manifest.name, manifest.backend, manifest.dim, path)
@@ -150,14 +150,8 @@ class Collection:
 
     def documents(self) -> Iterator[tuple[str, str]]:
         """``(id, indexed text)`` of every document, rebuilt from its passages."""
-        current: list = []
-        for p in self.store.iter_passages():
-            if current and p.doc_id != current[0].doc_id:
-                yield current[0].doc_id, join_passages(current)
-                current = []
-            current.append(p)
-        if current:
-            yield current[0].doc_id, join_passages(current)
+        for passages in by_document(self.store.iter_passages()):
+            yield passages[0].doc_id, join_passages(passages)
 
     def bm25_search(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
         self.bm25.ensure(self.store.generation(), self.documents)
@@ -192,6 +186,15 @@ class Collection:
 
     def close(self) -> None:
         self.store.close()
+
+
+def store_location(backend: str, index: IndexSettings) -> dict[str, Any]:
+    """What a manifest records about where its store lives: a Milvus URI and database (never a token).
+
+    >>> store_location("faiss", IndexSettings()), store_location("milvus", IndexSettings())
+    ({}, {'uri': None, 'db': None})
+    """
+    return {"uri": index.milvus_uri, "db": index.milvus_db} if backend == "milvus" else {}
 
 
 def store_settings(manifest: Manifest, settings: Settings) -> IndexSettings:

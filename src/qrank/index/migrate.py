@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -24,24 +23,12 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidInput, QrankError
 from ..settings import Settings
-from .collection import Collection, Manifest, store_settings
-from .store import Passage, VectorStore, open_store
+from .collection import Collection, Manifest, store_location, store_settings
+from .store import Passage, by_document, open_store
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("faiss", "milvus")
-
-
-def _documents(store: VectorStore) -> Iterator[list[Passage]]:
-    """The passages of each document in turn (``iter_passages`` yields them grouped)."""
-    current: list[Passage] = []
-    for p in store.iter_passages():
-        if current and p.doc_id != current[0].doc_id:
-            yield current
-            current = []
-        current.append(p)
-    if current:
-        yield current
 
 
 def _location(manifest: Manifest) -> tuple[str, Any]:
@@ -62,17 +49,16 @@ def migrate_collection(settings: Settings, name: str, backend: str, *, keep_sour
     if batch_docs < 1:
         raise InvalidInput("batch_docs", "must be at least 1")
     src = Collection.open(settings, name)
-    target_manifest = replace(src.manifest, backend=backend, store={})
-    if backend == "milvus":
-        target_manifest.store = {"uri": settings.index.milvus_uri, "db": settings.index.milvus_db}
+    target_manifest = replace(src.manifest, backend=backend, store=store_location(backend, settings.index))
     if _location(target_manifest) == _location(src.manifest):
         src.close()
         where = f" at {target_manifest.store.get('uri') or 'Milvus Lite'}" if backend == "milvus" else ""
         raise InvalidInput("to", f"collection {name!r} already lives in {backend}{where}")
     target = open_store(src.path, src.manifest.name, src.manifest.dim, backend, store_settings(target_manifest, settings))
     report = {"collection": name, "from": src.manifest.backend, "to": backend, "documents": 0, "passages": 0,
-              "skipped": 0, "removed": 0, "target": target.stats()}
+              "skipped": 0, "removed": 0}
     try:
+        resumed = target.count() > 0  # only an earlier, interrupted run leaves documents behind
         total = src.store.count()
         bar = tqdm(total=total, unit="doc", desc=f"migrating {name} to {backend}", disable=not progress)
         seen: set[str] = set()
@@ -93,17 +79,17 @@ def migrate_collection(settings: Settings, name: str, backend: str, *, keep_sour
             batch.clear()
 
         with bar:
-            for passages in _documents(src.store):
+            for passages in by_document(src.store.iter_passages()):
                 seen.add(passages[0].doc_id)
                 batch.append(passages)
                 if len(batch) >= batch_docs:
                     flush()
             if batch:
                 flush()
-        # left by an earlier, interrupted run of documents since deleted from the source
-        stale = sorted({p.doc_id for p in target.iter_passages()} - seen)
-        if stale:
-            report["removed"] = target.delete(stale)
+        if resumed:  # copies of documents deleted from the source since that run
+            stale = sorted({p.doc_id for p in target.iter_passages()} - seen)
+            if stale:
+                report["removed"] = target.delete(stale)
         target.persist(force=True)
         counts = (target.count(), target.count_passages()), (src.store.count(), src.store.count_passages())
         if counts[0] != counts[1]:

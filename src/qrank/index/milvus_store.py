@@ -163,8 +163,7 @@ class MilvusStore:
         if kind == "IVF_FLAT":
             build = {"nlist": 1024}
         params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
-        self.client.create_collection(self.name, schema=schema, index_params=params,
-                                      **extra)
+        self.client.create_collection(self.name, schema=schema, index_params=params, **extra)
         log.info("created Milvus collection %s (%s, %d shards%s)", self.name, kind, self.settings.milvus_shards,
                  f", partition key metadata[{key!r}] over {self.settings.milvus_partitions} partitions" if key else "")
 

@@ -163,6 +163,22 @@ def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
     return arr
 
 
+def by_document(passages: Iterator[Passage]) -> Iterator[list[Passage]]:
+    """The passages of each document in turn, from a stream grouped by document (``iter_passages``).
+
+    >>> [[p.chunk for p in ps] for ps in by_document(iter([Passage("a", 0, 0, "x"), Passage("a", 1, 1, "y"), Passage("b", 0, 0, "z")]))]
+    [[0, 1], [0]]
+    """
+    current: list[Passage] = []
+    for p in passages:
+        if current and p.doc_id != current[0].doc_id:
+            yield current
+            current = []
+        current.append(p)
+    if current:
+        yield current
+
+
 def join_passages(passages: Sequence[Passage]) -> str:
     """Rebuild a document's indexed text from its overlapping passages (exact: they are slices).
 
