@@ -46,6 +46,12 @@ def _ray_start(args: list[str], env: dict) -> None:
         pytest.fail(f"ray start {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
+def ray_serve_patience() -> dict[str, str]:
+    from qrank.distributed.patience import SERVE_PATIENCE
+
+    return dict(SERVE_PATIENCE)
+
+
 def _stop_own_cluster(temp: str) -> None:
     """Stop the processes of this test's Ray cluster only. ``ray stop`` kills every Ray process on the
     machine: a developer's own cluster, or another test run's, whose drivers then exit with it."""
@@ -87,7 +93,8 @@ def cluster():
     temp = tempfile.mkdtemp(prefix="qr-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     # Ray swaps 127.0.0.1 for the machine's network address; other loopback addresses it keeps, so both
     # "nodes" and all their traffic stay on the loopback range. Token auth as a real cluster would use.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Serve kills an HTTP proxy that is not ready within 5 s: on a loaded 2-core CI machine it can take longer
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **ray_serve_patience()}
     common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
     head, worker = "127.0.0.2", "127.0.0.3"
     _ray_start(["--head", f"--port={port}", f"--node-ip-address={head}", "--include-dashboard=false", f"--temp-dir={temp}", *common], env)

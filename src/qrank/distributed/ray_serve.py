@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ import numpy as np
 from ..errors import InvalidInput, QrankError, require
 from ..settings import Settings
 from ..types import ModelInfo
+from .patience import SERVE_PATIENCE
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +299,9 @@ def run(settings: Settings, *, blocking: bool = True):
     """
     dist = settings.distributed
     if not ray.is_initialized():
+        if dist.ray_address is None:  # the local cluster inherits this environment; the user's values win
+            for key, value in SERVE_PATIENCE.items():
+                os.environ.setdefault(key, value)
         ray.init(address=dist.ray_address, ignore_reinit_error=True, log_to_driver=False)
     available = ray.cluster_resources()
     try:
