@@ -7,6 +7,9 @@ STEPS=${1:-"tests bench"}; SIZES=${2:-0.6b,4b,8b}; PARTS=${3:-rerank,embed}; EXT
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 # tokenizers keep their default (parallel) threads in the benchmark; the tests' conftest turns them off
+# one compile thread: inductor's pool of compile workers, started in the background when the cache is warm,
+# slowed the first timed phase of a run 1.5x (seen 2026-11-29 on an H200; compile itself is cached)
+export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-1}
 export PYTHONPATH=/tmp/site:src:bench QRANK_SHARED_DIR=.carry/shared PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   TRANSFORMERS_OFFLINE=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
 [ -f .carry/inductor.tgz ] && tar xzf .carry/inductor.tgz -C /tmp

@@ -30,7 +30,8 @@ log = logging.getLogger("gpu_bench")
 
 
 def timed(fn, repeats: int, warmup: int = 1, warm=None):
-    """Median wall seconds over ``repeats`` (after ``warmup`` runs, or one call of ``warm``), peak GPU GiB."""
+    """Median wall seconds over ``repeats`` (after ``warmup`` runs, or one call of ``warm``), peak GPU GiB,
+    and every timed run's seconds (a median hides a slow first run; the report keeps min and max)."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -48,7 +49,33 @@ def timed(fn, repeats: int, warmup: int = 1, warm=None):
         fn()
         sync()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), (torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
+    return statistics.median(times), (torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0), times
+
+
+def timed_rounds(fns: dict, repeats: int):
+    """Like :func:`timed` for several systems at once, interleaved: each is warmed once, then every round
+    times each system once (A B C A B C ...), so a drift in the machine's speed (seen on freshly started
+    devices: a whole phase of a run 1.5-2x slower) hits every system alike. {name: (median, peak GiB, runs)}."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for fn in fns.values():
+        fn()
+    sync()
+    times = {k: [] for k in fns}
+    peak = dict.fromkeys(fns, 0.0)
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t)
+            if cuda:
+                peak[k] = max(peak[k], torch.cuda.max_memory_allocated() / 2**30)
+    return {k: (statistics.median(v), peak[k], v) for k, v in times.items()}
 
 
 class Report:
@@ -56,12 +83,13 @@ class Report:
         self.device, self.rows, self.lines = device, [], []
         self.date = dt.date.today().isoformat()
 
-    def add(self, model, system, workload, seconds, pairs, fed_tokens, floor_s, mem_gb, **extra):
+    def add(self, model, system, workload, seconds, pairs, fed_tokens, floor_s, mem_gb, times=(), **extra):
         row = dict(
             device=self.device, model=model, system=system, workload=workload, date=self.date,
             tokens_per_s=round(fed_tokens / seconds), ms_per_100_pairs=round(seconds / pairs * 100 * 1000, 2),
             pairs_per_s=round(pairs / seconds, 1), peak_mem_gib=round(mem_gb, 2),
-            floor_fraction=round(floor_s / seconds, 3), seconds=round(seconds, 4), **extra,
+            floor_fraction=round(floor_s / seconds, 3), seconds=round(seconds, 4),
+            run_seconds=[round(t, 4) for t in times], **extra,
         )
         self.rows.append(row)
         log.info("%s", row)
@@ -124,10 +152,10 @@ def bench_reranker(size, rep: Report, args, notes):
     got = qr.score_pairs(one)
     notes.append(f"- {name}: rerank-1x100 feeds {fed} tokens ({work} must be computed); max |qrank - official| "
                  f"score = {max(abs(a - b) for a, b in zip(got, ref)):.4f} (bf16, random weights: scores ~0.5)")
-    for system, fn in (("official", lambda: sysm.official(one)), ("baseline", lambda: sysm.baseline(one)),
-                       ("qrank", lambda: qr.score_pairs(one))):
-        s, mem = timed(fn, reps)
-        rep.add(name, system, "rerank-1x100", s, len(one), fed, floor, mem)
+    systems = {"official": lambda: sysm.official(one), "baseline": lambda: sysm.baseline(one),
+               "qrank": lambda: qr.score_pairs(one)}
+    for system, (s, mem, ts) in timed_rounds(systems, reps).items():
+        rep.add(name, system, "rerank-1x100", s, len(one), fed, floor, mem, times=ts)
     if size in args.variant_sizes:
         variants(name, model, tok, one, fed, floor, rep, reps, notes)
     if size in args.profile_sizes:
@@ -142,16 +170,16 @@ def bench_reranker(size, rep: Report, args, notes):
     sub_seqs = qr.encode(sub)
     sub_work, sub_rows = min_work(qr.engine, sub_seqs)
     for system, fn in (("official", lambda: sysm.official(sub)), ("baseline", lambda: sysm.baseline(sub))):
-        s, mem = timed(fn, 1, warmup=0)
+        s, mem, ts = timed(fn, 1, warmup=0)
         rep.add(name, system, "batch-rerank-32x100", s, len(sub), sysm.fed_tokens(sub), gs.floor_seconds(cfg, sub_work, sub_rows),
                 mem, note=f"timed on {args.subset} of the 32 queries (per-query recipe)")
     from qrank.reranker import Reranker
 
     facade = Reranker(qr)
     big = size != "0.6b"  # one timed run of ~1M tokens is enough at 4B/8B; warm on a slice
-    s, mem = timed(lambda: facade.batch_rerank(queries, docs, top_n=10), 1 if big else 2, warmup=0 if big else 1,
+    s, mem, ts = timed(lambda: facade.batch_rerank(queries, docs, top_n=10), 1 if big else 2, warmup=0 if big else 1,
                    warm=(lambda: facade.batch_rerank(queries[:2], docs[:2])) if big else None)
-    rep.add(name, "qrank", "batch-rerank-32x100", s, len(pairs), sysm.fed_tokens(pairs), gs.floor_seconds(cfg, work32, rows32), mem)
+    rep.add(name, "qrank", "batch-rerank-32x100", s, len(pairs), sysm.fed_tokens(pairs), gs.floor_seconds(cfg, work32, rows32), mem, times=ts)
 
 
 def variants(name, model, tok, one, fed, floor, rep, reps, notes):
@@ -169,19 +197,22 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     for c in combos:
         try:
             qr = qrank_reranker(model, tok, **c)
-            s, mem = timed(lambda: qr.score_pairs(one), reps)
+            s, mem, ts = timed(lambda: qr.score_pairs(one), reps)
         except Exception as exc:  # a kernel this GPU/torch lacks: record it, keep going
             notes.append(f"- {name} variant {c}: failed ({type(exc).__name__}: {str(exc)[:160]})")
             continue
         label = ",".join(f"{k}={v}" for k, v in c.items())
-        rep.add(name, f"qrank[{label}]", "rerank-1x100", s, len(one), fed, floor, mem, variant=True)
+        rep.add(name, f"qrank[{label}]", "rerank-1x100", s, len(one), fed, floor, mem, times=ts, variant=True)
     # tokenizing everything first instead of overlapping it with the GPU
     qr = qrank_reranker(model, tok)
     no_overlap = lambda: torch.sigmoid(qr.engine.last_hidden(qr.encode(one)) @ qr.head).numpy()  # noqa: E731
-    s, mem = timed(no_overlap, reps)
-    rep.add(name, "qrank[tokenize all first]", "rerank-1x100", s, len(one), fed, floor, mem, variant=True)
-    # attention alone, on the first pass of the workload, 0.6B/8B head shapes
+    s, mem, ts = timed(no_overlap, reps)
+    rep.add(name, "qrank[tokenize all first]", "rerank-1x100", s, len(one), fed, floor, mem, times=ts, variant=True)
+    # the defaults once more, last: shows how far the machine's speed drifted during the variants
     qr = qrank_reranker(model, tok)
+    s, mem, ts = timed(lambda: qr.score_pairs(one), reps)
+    rep.add(name, "qrank[defaults, timed again last]", "rerank-1x100", s, len(one), fed, floor, mem, times=ts, variant=True)
+    # attention alone, on the first pass of the workload, 0.6B/8B head shapes
     seqs = qr.encode(one)
     lengths = [len(x) for x in seqs]
     plan = plan_passes(qr.engine.groups(seqs), lengths, 16384, 256)[0]
@@ -195,7 +226,7 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
         try:
             att = make_attention(kind, lay, st.device, st.scale)
             outs[kind] = att(q, k, v)
-            s, _ = timed(lambda: att(q, k, v), 20, warmup=3)
+            s, _, _ = timed(lambda: att(q, k, v), 20, warmup=3)
             notes.append(f"- {name} attention only ({kind}), one layer, {lay.num_tokens}-token pass: {s * 1e3:.3f} ms")
         except Exception as exc:
             notes.append(f"- {name} attention only ({kind}): failed ({type(exc).__name__}: {str(exc)[:160]})")
@@ -297,10 +328,10 @@ def bench_embedder(size, rep: Report, args, notes):
         systems.insert(1, ("sentence-transformers", lambda: st.encode(texts, batch_size=32)))
     for system, fn in systems:
         if system == "official" and size != "0.6b":  # ~20 s a run at 8B: warm on a slice, time once
-            s, mem = timed(fn, 1, warmup=0, warm=lambda: sysm.official(texts[:16]))
+            s, mem, ts = timed(fn, 1, warmup=0, warm=lambda: sysm.official(texts[:16]))
         else:
-            s, mem = timed(fn, reps)
-        rep.add(name, system, "embed-1000", s, len(texts), fed, floor, mem)
+            s, mem, ts = timed(fn, reps)
+        rep.add(name, system, "embed-1000", s, len(texts), fed, floor, mem, times=ts)
     del qe, sysm, model, systems
     torch.cuda.empty_cache()
 
@@ -351,21 +382,26 @@ def render(header: str, rows: list[dict], notes: list[str]) -> str:
     main = [r for r in rows if not r.get("variant")]
     var = [r for r in rows if r.get("variant")]
     lines = ["## GPU: Qwen3 reranker and embedder (bench/gpu_bench.py)", "", header, "",
-             "| model | workload | system | ms / 100 pairs | pairs/s | tokens/s | peak GiB | floor fraction | x official |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | workload | system | ms / 100 pairs | pairs/s | tokens/s | peak GiB | floor fraction | x official | runs (ms, min-max) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in main:
         off = next((o for o in main if o["model"] == r["model"] and o["workload"] == r["workload"] and o["system"] == "official"), None)
         ratio = f"{r['tokens_per_s'] / off['tokens_per_s']:.2f}" if off else ""
         lines.append(f"| {r['model']} | {r['workload']} | {r['system']}{' *' if r.get('note') else ''} | {r['ms_per_100_pairs']} | "
-                     f"{r['pairs_per_s']} | {r['tokens_per_s']:,} | {r['peak_mem_gib']} | {r['floor_fraction']} | {ratio} |")
+                     f"{r['pairs_per_s']} | {r['tokens_per_s']:,} | {r['peak_mem_gib']} | {r['floor_fraction']} | {ratio} | {spread(r)} |")
     if any(r.get("note") for r in main):
         lines += ["", "\\* per-query recipes timed on a subset of the 32 queries (their rate does not depend on the count)."]
     if var:
-        lines += ["", "Engine variants (rerank-1x100):", "", "| model | variant | ms / 100 pairs | tokens/s | floor fraction |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['system']} | {r['ms_per_100_pairs']} | {r['tokens_per_s']:,} | {r['floor_fraction']} |" for r in var]
+        lines += ["", "Engine variants (rerank-1x100):", "", "| model | variant | ms / 100 pairs | tokens/s | floor fraction | runs (ms, min-max) |", "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['system']} | {r['ms_per_100_pairs']} | {r['tokens_per_s']:,} | {r['floor_fraction']} | {spread(r)} |" for r in var]
     if notes:
         lines += ["", "Notes and profile:", ""] + notes
     return "\n".join(lines) + "\n"
+
+
+def spread(row: dict) -> str:
+    runs = row.get("run_seconds") or []
+    return f"{min(runs) * 1e3:.1f}-{max(runs) * 1e3:.1f}" if runs else ""
 
 
 def merge(sources: list[Path]) -> None:

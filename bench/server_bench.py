@@ -248,7 +248,8 @@ def make_rows(args, model_dir: Path, inproc: dict, server: dict) -> list[dict]:
         else "tiny-qwen3-reranker (random)"
     )
     key = "|".join(
-        map(str, ["server", name, inproc["device"], inproc["dtype"], args.docs, args.words, args.clients, args.quick])
+        map(str, ["server", name, inproc["device"], inproc["dtype"], args.docs, args.words, args.clients, args.quick,
+                  " ".join(args.server_arg)])
     )
     row = {
         "bench": "server",
@@ -343,18 +344,22 @@ def write_markdown(results: Path, markdown: Path) -> None:
         "with a tiny model.",
         "",
         "Why the server sits between the two in-process figures: the engine is faster per request on bigger calls, and "
-        "with N clients in a closed loop about half of them wait for the call in flight while the other half queue, so "
-        "a server call serves about N/2 requests (the `req/model call` column) where `batch_rerank` gets all N at once. "
-        "Against the same engine given one request at a time, the server is faster.",
+        "with N clients in a closed loop some of them wait for the calls in flight while the rest queue, so a server "
+        "call serves fewer requests (the `req/model call` column) than `batch_rerank`, which gets all N at once. On a "
+        "GPU the server keeps `server.batch_workers` calls in flight (default 3) so that the host tokenizes and "
+        "queues the next call while the GPU runs one: with one call in flight (the H100 row, 2026-11-25) the ratio "
+        "was 0.85. More workers make smaller calls, so the tail latency at half load grows. Against the same engine "
+        "given one request at a time, the server is faster. Each row is one run (timed phases of 15-30 s, `seconds` "
+        "in bench/results.json): ratios a few hundredths apart are within run-to-run noise.",
         "",
-        "| model | device | dtype | docs x words | clients | in-proc seq req/s | in-proc batched req/s | server req/s | ratio | "
-        "p99 @peak ms | p50 @half ms | p99 @half ms | req/model call | errors | date |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | device | dtype | docs x words | clients | server flags | in-proc seq req/s | in-proc batched req/s | "
+        "server req/s | ratio | p99 @peak ms | p50 @half ms | p99 @half ms | req/model call | errors | date |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']}{' (quick)' if r.get('quick') else ''} | {r['device']} | {r['dtype']} | {r['docs']} x {r['words']} | "
-            f"{r['clients']} | {r['inproc_sequential_rps']:.2f} | {r['inproc_batched_rps']:.2f} | {r['server_rps']:.2f} | "
+            f"{r['clients']} | {r.get('server_args', 'defaults')} | {r['inproc_sequential_rps']:.2f} | {r['inproc_batched_rps']:.2f} | {r['server_rps']:.2f} | "
             f"{r['ratio']:.2f} | {r['peak_p99_ms']:.0f} | {r['half_p50_ms']:.0f} | {r['half_p99_ms']:.0f} | "
             f"{r['requests_per_model_call']:.1f} | {r['errors']} | {r['date']} |"
         )

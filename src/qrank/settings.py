@@ -54,7 +54,8 @@ class EngineSettings(BaseModel):
         "auto", description="fast engine: fuse each layer's element-wise work with torch.compile ('auto' = on CUDA)"
     )
     cuda_graphs: Literal["auto", "on", "off"] = Field(
-        "auto", description="fast engine: replay each varlen pass as a CUDA graph ('auto' = on CUDA)"
+        "auto", description="fast engine: replay each varlen pass as a CUDA graph ('auto' = on CUDA for small "
+        "models, whose GPU otherwise waits on kernel launches; big ones are compute-bound and lose to the padding)"
     )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default)")
     token_memo: int = Field(
@@ -84,9 +85,9 @@ class ServerSettings(BaseModel):
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers size")
     truncate: bool = Field(True, description="truncate long inputs (else answer 413)")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the batcher waits to fill a batch")
-    batch_workers: int = Field(
-        1, ge=1, le=1024, description="batches in flight per model at once (1 for local models; on Ray Serve "
-        "at least two per replica, so that every replica has work)"
+    batch_workers: int | None = Field(
+        None, ge=1, le=1024, description="batches in flight per model at once (default: 3 for a model on a GPU, "
+        "so the next batches are tokenized while the GPU runs one; 1 on a CPU; on Ray Serve at least two per replica)"
     )
     batch_max_tokens: int | None = Field(
         None, ge=64, description="tokens of queued requests gathered into one model call "

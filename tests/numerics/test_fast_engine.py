@@ -203,3 +203,65 @@ def test_varlen_rows_and_cuda_graph_padding(qwen3_reranker_dir):
         with torch.inference_mode():
             got = runner.run(layout)
         torch.testing.assert_close(got, expected[layout.members], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_tokens, first_tokens", [(64, 16), (200, None), (10_000, 40)])
+def test_chunked_tokenizing_equals_one_batch(fast, chunk_tokens, first_tokens):
+    """The GPU path's overlap (tokenize chunk k+1 while chunk k runs), forced on the CPU: same scores,
+    same order, every pair encoded exactly once, chunks that grow from small to the budget."""
+    from qrank.engine import pipelined_last_hidden
+
+    model = fast.model
+    chunks = []
+
+    def encode(chunk):
+        chunks.append(list(chunk))
+        return model.encode(chunk)
+
+    hidden = pipelined_last_hidden(model.engine, PAIRS, encode, chunk_tokens=chunk_tokens, first_tokens=first_tokens,
+                                   overlap=True)
+    scores = torch.sigmoid(hidden @ model.head).numpy()
+    np.testing.assert_allclose(scores, model.score_pairs(PAIRS), atol=1e-5)
+    assert [p for c in chunks for p in c] == PAIRS
+    sizes = [len(c) for c in chunks]
+    assert len(chunks) >= 2 and sizes[0] < max(sizes)  # a small first chunk starts the GPU early
+
+
+def test_chunk_sizer_learns_the_characters_per_token():
+    from qrank.engine.pipelining import ChunkSizer
+
+    sizer = ChunkSizer(target_tokens=10_000, first_tokens=1000, growth=4.0, fill=1.0)
+    sizes = [100] * 1000
+    end = sizer.next_end(sizes, 0)
+    assert end == 40  # 1000 tokens at the initial 4 chars/token
+    sizer.observe(chars=4000, tokens=2000)  # this text costs 2 chars a token (say, a shared prefix that is not)
+    end2 = sizer.next_end(sizes, end)
+    assert end2 - end == 80  # 4000 tokens (grown 4x) at 2 chars/token
+    assert sizer.next_end(sizes, end2) - end2 == 200  # capped at the 10,000-token target
+    assert sizer.next_end([10**9, 1], 0) == 1  # one item over the limit still makes a chunk
+    with pytest.raises(ValueError):
+        ChunkSizer(target_tokens=0)
+
+
+@pytest.mark.parametrize("size, small", [("0.6b", True), ("4b", False), ("8b", False)])
+def test_model_size_decides_graphs_and_first_chunk(shared, size, small):
+    """The published shapes (weights on the meta device, nothing allocated): FLOPs per token from the config's
+    formula, and the size rule that picks CUDA graphs and the small first chunk for the 0.6B shape only."""
+    import json
+
+    from transformers import Qwen3Config, Qwen3Model
+
+    from qrank.engine.fast import FastEngine
+
+    raw = json.loads((shared / "configs" / f"qwen3-reranker-{size}.json").read_text())
+    for key in ("architectures", "torch_dtype", "dtype"):
+        raw.pop(key, None)
+    cfg = Qwen3Config(**raw)
+    with torch.device("meta"):
+        body = Qwen3Model(cfg)
+    engine = FastEngine(body, pad_id=0)
+    h, q, kv, f = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim, cfg.intermediate_size
+    assert engine.stack.flops_per_token == 2 * cfg.num_hidden_layers * (h * q + 2 * h * kv + q * h + 3 * h * f)
+    assert engine.small is small
+    assert engine.first_chunk_tokens == (None if small else engine.max_batch_tokens)
+    assert not engine.cuda_graphs  # never off CUDA

@@ -180,7 +180,7 @@ class QrankIngress:
         # one batch in flight per model would keep a single replica busy at a time: two per replica keep
         # every replica fed while this front forms the next batches
         most = dist.autoscale_max if dist.autoscale_max is not None else dist.replicas
-        workers = max(self.settings.server.batch_workers, 2 * most)
+        workers = max(self.settings.server.batch_workers or 1, 2 * most)
         self.settings = self.settings.model_copy(
             update={"server": self.settings.server.model_copy(update={"batch_workers": workers})})
         served = []

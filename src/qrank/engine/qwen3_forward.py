@@ -124,6 +124,16 @@ class Qwen3Stack:
         if fuse_projections:
             self.layers = [self._fused(w) for w in self.layers]
 
+    @property
+    def flops_per_token(self) -> float:
+        """Matrix-product FLOPs one token costs (2 x the layers' weight parameters; attention not counted)."""
+        total = 0
+        for w in self.layers:
+            for name in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"):  # fused copies sit in wq / w_gate
+                t = getattr(w, name, None)
+                total += t.numel() if t is not None else 0
+        return 2.0 * total
+
     @staticmethod
     def _fused(w: LayerWeights) -> LayerWeights:
         """Stacked copies of q/k/v and gate/up (fewer, larger matrix products; costs their memory once more)."""

@@ -138,6 +138,28 @@ class ModelPool:
                 raise InvalidInput("server.embedders", f"{m.name} does not report its dimension")
 
 
+def batch_workers(settings: Settings, info) -> int:
+    """Batches of one model in flight at once.
+
+    On a GPU the next batches are tokenized and queued on the device while one runs, so the GPU never
+    waits for the host between batches; on a CPU the host *is* the device and two would only compete.
+    Three, measured (H200, 0.6B shape, 32 clients x 100 documents): 0.90 / 0.93 / 0.92 of the in-process
+    engine's throughput with 2 / 3 / 4 (1: 0.85 on an H100); more workers make smaller batches, so the
+    tail latency at half load grows (p99 427 / 573 / 633 ms).
+
+    >>> from qrank.types import ModelInfo
+    >>> batch_workers(Settings(), ModelInfo("m", "k", "reranker", 512, "bfloat16", "cuda:0"))
+    3
+    >>> batch_workers(Settings(), ModelInfo("m", "k", "reranker", 512, "float32", "cpu"))
+    1
+    >>> batch_workers(Settings(server={"batch_workers": 3}), ModelInfo("m", "k", "reranker", 512, "float32", "cpu"))
+    3
+    """
+    if settings.server.batch_workers is not None:
+        return settings.server.batch_workers
+    return 3 if str(info.device).startswith("cuda") else 1
+
+
 def batch_budget(settings: Settings, info) -> int:
     """Tokens one model call may gather from the queue.
 
@@ -184,7 +206,7 @@ class ServerState:
                 max_wait_s=s.max_wait_ms / 1000.0,
                 max_queue=s.max_queue,
                 metrics=self.metrics,
-                workers=s.batch_workers,
+                workers=batch_workers(self.settings, m.info),
             )
             await m.batcher.start()
         self._probe_lock = asyncio.Lock()
