@@ -96,8 +96,10 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
     pending, start = [], 0
     while start < len(items):
         end = sizer.next_end(sizes, start)
-        p = submit(encode(items[start:end]))  # returns at once: the GPU works while the next chunk encodes
-        sizer.observe(sum(sizes[start:end]), max(p.computed_tokens, 1))
+        seqs = encode(items[start:end])
+        p = submit(seqs)  # returns at once: the GPU works while the next chunk encodes
+        computed = getattr(p, "computed_tokens", None) or sum(len(s) for s in seqs)  # engines without sharing
+        sizer.observe(sum(sizes[start:end]), max(computed, 1))
         pending.append(p)
         start = end
     return torch.cat([p.result() for p in pending])
