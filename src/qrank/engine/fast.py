@@ -98,8 +98,8 @@ class FastEngine:
             if value not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be 'auto', 'on' or 'off', got {value!r}")
         self.compile = compile == "on" or (compile == "auto" and on_cuda)
-        # Measured on H100/H200: graphs made the 0.6B shape up to 3x faster (its GPU waited on kernel
-        # launches) but the 8B shape 7% slower (compute-bound, and a static shape pads a pass by up to 12.5%).
+        # Measured on an H200 (BENCHMARKS.md): graphs made the 0.6B shape 1.6x faster (its GPU waited on
+        # kernel launches) but the 8B shape 7% slower (compute-bound; a static shape pads a pass by up to 12.5%).
         # A small model also gains from a small first chunk (the GPU starts sooner); a big one loses more
         # to the smaller passes than the tokenizing of a full first chunk costs.
         self.small = self.stack.flops_per_token < SMALL_MODEL_FLOPS
