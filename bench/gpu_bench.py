@@ -32,36 +32,22 @@ log = logging.getLogger("gpu_bench")
 def timed(fn, repeats: int, warmup: int = 1, warm=None):
     """Median wall seconds over ``repeats`` (after ``warmup`` runs, or one call of ``warm``), peak GPU GiB,
     and every timed run's seconds (a median hides a slow first run; the report keeps min and max)."""
+    if warm is not None:
+        warm()
+    return timed_rounds({"fn": fn}, repeats, warmup=warmup)["fn"]
+
+
+def timed_rounds(fns: dict, repeats: int, warmup: int = 1):
+    """Several systems timed interleaved: each is warmed ``warmup`` times, then every round times each
+    system once (A B C A B C ...), so a drift in the machine's speed (seen on freshly started devices: a
+    whole phase of a run 1.5-2x slower) hits every system alike. {name: (median, peak GiB, runs)}."""
     import torch
 
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(warmup):
-        fn()
-    if warm is not None:
-        warm()
-    sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), (torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0), times
-
-
-def timed_rounds(fns: dict, repeats: int):
-    """Like :func:`timed` for several systems at once, interleaved: each is warmed once, then every round
-    times each system once (A B C A B C ...), so a drift in the machine's speed (seen on freshly started
-    devices: a whole phase of a run 1.5-2x slower) hits every system alike. {name: (median, peak GiB, runs)}."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for fn in fns.values():
-        fn()
+        for fn in fns.values():
+            fn()
     sync()
     times = {k: [] for k in fns}
     peak = dict.fromkeys(fns, 0.0)

@@ -74,8 +74,10 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
     """``engine.last_hidden(encode(items))``, but on a GPU the tokenizing of each chunk of ``items``
     overlaps the forward passes of the chunks before it.
 
-    ``overlap``: None chunks on CUDA only (a CPU gains nothing: the host *is* the device); engines without
-    ``submit`` (the reference path) and single items always take everything at once.
+    ``engine.submit(seqs)`` returns a pending result with ``computed_tokens`` and ``result()``
+    (:class:`~qrank.engine.fast.Pending`). ``overlap``: None chunks on CUDA only (a CPU gains nothing: the
+    host *is* the device); engines without ``submit`` (the reference path) and single items always take
+    everything at once.
 
     >>> import torch
     >>> class Echo:  # an engine whose "hidden state" is the sequence length
@@ -98,8 +100,7 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
         end = sizer.next_end(sizes, start)
         seqs = encode(items[start:end])
         p = submit(seqs)  # returns at once: the GPU works while the next chunk encodes
-        computed = getattr(p, "computed_tokens", None) or sum(len(s) for s in seqs)  # engines without sharing
-        sizer.observe(sum(sizes[start:end]), max(computed, 1))
+        sizer.observe(sum(sizes[start:end]), max(p.computed_tokens, 1))
         pending.append(p)
         start = end
     return torch.cat([p.result() for p in pending])
