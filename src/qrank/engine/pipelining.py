@@ -93,7 +93,8 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
         overlap = getattr(device, "type", "cpu") == "cuda"
     if submit is None or not overlap or len(items) < 2:
         return engine.last_hidden(encode(items))
-    sizer = ChunkSizer(chunk_tokens or engine.max_batch_tokens, first_tokens or getattr(engine, "first_chunk_tokens", None))
+    first = first_tokens or getattr(engine, "first_chunk_tokens", None)
+    sizer = ChunkSizer(chunk_tokens or engine.max_batch_tokens, first)
     sizes = [item_chars(x) for x in items]
     pending, start = [], 0
     while start < len(items):
