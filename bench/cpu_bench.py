@@ -143,7 +143,7 @@ def write_results(section: str, rows: list[dict]) -> None:
     old = json.loads(res.read_text()) if res.is_file() else []
     key = lambda r: (r.get("device"), r.get("model"), r.get("system"), r.get("workload"))  # noqa: E731
     keys = {key(r) for r in rows}
-    res.write_text(json.dumps([r for r in old if key(r) not in keys] + rows, indent=1) + "\n")
+    res.write_text(json.dumps([r for r in old if key(r) not in keys] + rows, indent=2) + "\n")
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU device (see bench/gpu_bench.py): environment check, GPU tests, benchmark.
-#   bash bench/device_run.sh "tests bench" "0.6b,8b" "rerank,embed"
+#   bash bench/device_run.sh "attn tests bench" "0.6b,8b" "rerank,embed"
+# attn: bench/attention_bench.py (one layer's attention kernels); tests: tests/gpu; bench: bench/gpu_bench.py
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
 set -o pipefail
 STEPS=${1:-"tests bench"}; SIZES=${2:-0.6b,4b,8b}; PARTS=${3:-rerank,embed}; EXTRA=${4:-}
@@ -19,6 +20,9 @@ import torch, transformers, importlib.util as u
 print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__,
       "varlen module", u.find_spec("torch.nn.attention.varlen") is not None, torch.cuda.get_device_name())
 PY
+if [[ $STEPS == *attn* ]]; then
+  timeout ${ATTN_TIMEOUT:-240} python3 bench/attention_bench.py --out "$OUT" 2>&1 | tail -n 80 | tee "$OUT/attention_bench.log"
+fi
 if [[ $STEPS == *tests* ]]; then
   timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q tests/gpu -m gpu -s -p no:cacheprovider -o addopts="" ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/gpu_tests.log"
 fi

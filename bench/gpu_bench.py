@@ -117,7 +117,6 @@ def min_work(engine, seqs):
 
 
 def bench_reranker(size, rep: Report, args, notes):
-    import torch
 
     import gpu_systems as gs
 
@@ -177,7 +176,8 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
 
     combos = [
         dict(cuda_graphs="off"), dict(compile="off"), dict(compile="off", cuda_graphs="off"),
-        dict(attention="sdpa"), dict(attention="sdpa-cudnn"), dict(prefix_sharing=False),
+        dict(attention="varlen"), dict(attention="varlen", cuda_graphs="off"), dict(attention="sdpa"),
+        dict(attention="sdpa-cudnn"), dict(prefix_sharing=False),
         dict(max_batch_tokens=8192), dict(max_batch_tokens=32768),
     ]
     for c in combos:
@@ -208,9 +208,9 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     k = torch.randn(lay.num_tokens, st.kv_heads, st.head_dim, device=st.device, dtype=st.dtype)
     v = torch.randn_like(k)
     outs = {}
-    for kind in ("varlen", "sdpa", "sdpa-cudnn"):
+    for kind in ("triton", "varlen", "sdpa", "sdpa-cudnn"):
         try:
-            att = make_attention(kind, lay, st.device, st.scale)
+            att = make_attention(kind, lay, st.device, st.scale, block_t=qr.engine.block_t)
             outs[kind] = att(q, k, v)
             s, _, _ = timed(lambda: att(q, k, v), 20, warmup=3)
             notes.append(f"- {name} attention only ({kind}), one layer, {lay.num_tokens}-token pass: {s * 1e3:.3f} ms")
@@ -424,7 +424,7 @@ def merge(sources: list[Path]) -> None:
     bm.write_text(text)
     res = ROOT / "bench" / "results.json"
     old = json.loads(res.read_text()) if res.is_file() else []
-    res.write_text(json.dumps([r for r in old if key(r) not in seen] + rows, indent=1) + "\n")
+    res.write_text(json.dumps([r for r in old if key(r) not in seen] + rows, indent=2) + "\n")
     print(f"merged {len(rows)} rows into {res} and the gpu-bench section of {bm}")
 
 

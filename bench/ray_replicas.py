@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -181,7 +180,7 @@ def write(rows: list[dict], table: str) -> None:
     old = json.loads(results.read_text()) if results.is_file() else []
     keep = [r for r in old if not (str(r.get("system", "")).startswith("qrank-ray-") and r.get("device") == rows[0]["device"]
                                    and r.get("label") == rows[0]["label"] and r.get("model") == rows[0]["model"])]
-    results.write_text(json.dumps(keep + rows, indent=1) + "\n")
+    results.write_text(json.dumps(keep + rows, indent=2) + "\n")
     bench = ROOT / "BENCHMARKS.md"
     text = bench.read_text() if bench.is_file() else "# Benchmarks\n"
     all_rows = [r for r in keep + rows if str(r.get("system", "")).startswith("qrank-ray-")]

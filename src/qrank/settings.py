@@ -47,8 +47,9 @@ class EngineSettings(BaseModel):
     max_batch_tokens: int = Field(16384, ge=64, description="token budget of one forward pass (padded tokens)")
     max_batch_size: int = Field(256, ge=1, description="sequences per forward pass at most")
     prefix_sharing: bool = Field(True, description="prefill a query's shared template prefix once (fast engine)")
-    attention: Literal["auto", "varlen", "sdpa", "sdpa-cudnn"] = Field(
-        "auto", description="fast engine attention: 'auto' = FlashAttention varlen on CUDA, bucketed SDPA elsewhere"
+    attention: Literal["auto", "triton", "varlen", "sdpa", "sdpa-cudnn"] = Field(
+        "auto", description="fast engine attention: 'auto' = qrank's Triton kernel on CUDA (FlashAttention varlen "
+        "without Triton), bucketed SDPA elsewhere"
     )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="fast engine: fuse each layer's element-wise work with torch.compile ('auto' = on CUDA)"

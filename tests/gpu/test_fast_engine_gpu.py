@@ -75,19 +75,19 @@ def _reranker(path, dtype, **engine):
 def test_auto_engine_on_cuda_is_fast_bf16_within_1e2(reranker_dir, reference):
     rr = _reranker(reranker_dir, "bfloat16")
     eng = rr.model.engine
-    assert (eng.name, eng.attention, eng.compile, eng.cuda_graphs) == ("fast", "varlen", True, True)
+    assert (eng.name, eng.attention, eng.compile, eng.cuda_graphs) == ("fast", "triton", True, True)
     got = rr.model.score_pairs(PAIRS)
     assert eng.compile, "torch.compile fell back to eager on the GPU"
     assert eng.cuda_graphs and eng._graphs.graphs, "CUDA graphs fell back to launching kernels"
     np.testing.assert_allclose(rr.model.score_pairs(PAIRS), got, atol=1e-6)  # replaying is deterministic
     np.testing.assert_allclose(got, reference, atol=1e-2)
-    _check_rankings(got, reference, "fast bf16 (varlen, compiled)")
+    _check_rankings(got, reference, "fast bf16 (triton, compiled)")
     ref_bf16 = _reranker(reranker_dir, "bfloat16", engine="reference").model.score_pairs(PAIRS)
     np.testing.assert_allclose(got, ref_bf16, atol=1e-2)
     print(f"fast vs reference engine, both bf16: max diff {np.max(np.abs(got - ref_bf16)):.2e}")
 
 
-@pytest.mark.parametrize("attention", ["varlen", "sdpa", "sdpa-cudnn"])
+@pytest.mark.parametrize("attention", ["triton", "varlen", "sdpa", "sdpa-cudnn"])
 @pytest.mark.parametrize(
     "engine", [{}, {"prefix_sharing": False}, {"max_batch_tokens": 300, "max_batch_size": 3}, {"cuda_graphs": "off"}]
 )
@@ -122,7 +122,8 @@ def test_embedder_bf16(qwen3_embedder_dir):
 
 
 def test_real_0_6b_shape_bf16_against_fp32(shared):
-    """Qwen3-Reranker-0.6B's shape with random weights: fast bf16 vs the padded reference path in fp32."""
+    """Qwen3-Reranker-0.6B's shape with random weights: fast bf16 vs the padded reference path in bf16 (the
+    issue's 1e-2) and in fp32 (no further from it than the reference path's own bf16 run, up to noise)."""
     import json
 
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -142,10 +143,36 @@ def test_real_0_6b_shape_bf16_against_fp32(shared):
     seqs += [rng.integers(0, 150_000, int(n)).tolist() for n in (3, 200)]
     ref = torch.sigmoid(ReferenceEngine(model.model, pad_id=0).last_hidden(seqs) @ w.cpu()).numpy()
     model.to(torch.bfloat16)
+    ref16 = torch.sigmoid(ReferenceEngine(model.model, pad_id=0).last_hidden(seqs) @ w.cpu()).numpy()
     fast = FastEngine(model.model, pad_id=0)
     assert fast.computed_tokens(seqs) < sum(map(len, seqs))
     got = torch.sigmoid(fast.last_hidden(seqs) @ w.cpu()).numpy()
-    print(f"0.6B shape: fast bf16 vs reference fp32 max |p diff| {np.abs(got - ref).max():.2e}, spread {np.ptp(ref):.3f}")
-    np.testing.assert_allclose(got, ref, atol=1e-2)
+    err, ref_err = np.abs(got - ref).max(), np.abs(ref16 - ref).max()
+    print(f"0.6B shape ({fast.attention}): max |p diff| fast bf16 vs reference bf16 {np.abs(got - ref16).max():.2e}; "
+          f"vs fp32: fast bf16 {err:.2e}, reference bf16 {ref_err:.2e}; spread {np.ptp(ref):.3f}")
+    np.testing.assert_allclose(got, ref16, atol=1e-2)
+    assert err <= 1.5 * ref_err + 2e-3
     keep = _separated(ref, 2e-2)
     assert sorted(keep, key=lambda i: -got[i]) == keep
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(16, 8), (32, 8), (64, 8)])
+def test_triton_kernel_equals_flash_varlen_on_real_head_shapes(heads, kv_heads):
+    """One layer's attention, Qwen3 0.6B/4B-8B/32B head shapes, a request-like pass: two key/value paths agree."""
+    from qrank.engine.attention import TritonAttention, VarlenAttention
+    from qrank.engine.packing import build_layout
+
+    rng = np.random.default_rng(heads)
+    a, b = rng.integers(0, 9, 83).tolist(), rng.integers(0, 9, 61).tolist()
+    seqs = [a + rng.integers(0, 9, int(n)).tolist() for n in rng.integers(1, 460, 60)]
+    seqs += [b + rng.integers(0, 9, int(n)).tolist() for n in (1, 64, 65, 300)] + [[1] * 129, [2]]
+    lay = build_layout(seqs, [(83, list(range(60))), (61, [60, 61, 62, 63]), (0, [64]), (0, [65])])
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(lay.num_tokens, heads, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    k = torch.randn(lay.num_tokens, kv_heads, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    v = torch.randn(lay.num_tokens, kv_heads, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+    want = VarlenAttention.for_layout(lay, "cuda", 128**-0.5)(q, k, v).float()
+    got = TritonAttention.for_layout(lay, "cuda", 128**-0.5, TritonAttention.block_tokens(heads, kv_heads))(q, k, v)
+    diff = (got.float() - want).abs().max().item()
+    print(f"triton vs FlashAttention varlen, {heads}/{kv_heads} heads: max |diff| {diff:.2e}")
+    assert diff < 2e-2

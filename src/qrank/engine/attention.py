@@ -1,7 +1,10 @@
 """Attention over a packed pass: every row sees its prefix, then its own tokens causally.
 
-Two interchangeable kernels, chosen by measurement (see BENCHMARKS.md):
+Three interchangeable kernels, chosen by measurement (see BENCHMARKS.md):
 
+* ``triton`` — qrank's own Triton kernel (:mod:`qrank.engine.triton_attention`, CUDA): reads each row's
+  prefix keys where the prefix row computed them (no gather) and serves the query heads of one
+  key/value head (GQA) from one load of each key block.
 * ``varlen`` — FlashAttention-2 variable-length (``aten._flash_attention_forward``, CUDA, fp16/bf16):
   queries stay packed, each row's keys are gathered as [prefix, own] and the kernel's bottom-right
   causal mask lines the row's queries up with the end of its keys. One launch per layer, no padding.
@@ -17,11 +20,11 @@ import logging
 
 import numpy as np
 
-from .packing import PassLayout, bucket_plan, varlen_plan
+from .packing import PassLayout, bucket_plan, ladder, pow2, varlen_plan
 
 log = logging.getLogger(__name__)
 
-ATTENTION_KINDS = ("varlen", "sdpa", "sdpa-cudnn")
+ATTENTION_KINDS = ("triton", "varlen", "sdpa", "sdpa-cudnn")
 
 
 def _device_ints(arrays: list[np.ndarray], device):
@@ -61,6 +64,29 @@ class VarlenAttention:
         k_index = moved[2] if plan.k_index is not None else None
         return cls(moved[0].to(torch.int32), moved[1].to(torch.int32), k_index, plan.max_q, plan.max_k, scale)
 
+    @staticmethod
+    def static_parts(layout: PassLayout) -> tuple[tuple[int, ...], list[tuple[np.ndarray, int, int]]]:
+        """For CUDA graphs: static dims (rows, keys, max_q, max_k) and the padded int arrays behind them.
+
+        Padded rows are empty (their cumulative lengths repeat the last one); ``keys`` is 0 when the
+        keys are the tokens themselves.
+        """
+        plan = varlen_plan(layout)
+        rows = pow2(len(layout.q_len))
+        keys = 0 if plan.k_index is None else ladder(len(plan.k_index))
+        dims = (rows, keys, pow2(plan.max_q), pow2(plan.max_k))
+        parts = [(plan.cu_q, rows + 1, int(plan.cu_q[-1])), (plan.cu_k, rows + 1, int(plan.cu_k[-1]))]
+        parts.append((plan.k_index if plan.k_index is not None else np.zeros(0, np.int64), keys, 0))
+        return dims, parts
+
+    @classmethod
+    def from_static(cls, dims: tuple[int, ...], tensors: list, scale: float) -> VarlenAttention:
+        import torch
+
+        _, keys, max_q, max_k = dims
+        cu_q, cu_k, k_index = tensors
+        return cls(cu_q.to(torch.int32), cu_k.to(torch.int32), k_index if keys else None, max_q, max_k, scale)
+
     def __call__(self, q, k, v):
         import torch
 
@@ -73,6 +99,78 @@ class VarlenAttention:
             q, k, v, self.cu_q, self.cu_k, self.max_q, self.max_k, 0.0, True, False, scale=self.scale
         )
         return out[0]
+
+
+class TritonAttention:
+    """qrank's Triton kernel over one pass (:mod:`qrank.engine.triton_attention`).
+
+    A tile holds ``block_m`` query rows: ``block_m // G`` tokens of one attention row times the G query
+    heads that share a key/value head. Tile shapes were chosen by measurement on an H200 (bench/
+    attention_bench.py; 0.6B and 8B head shapes: small tiles won, 64 x 32 with 4 warps ~1.9x FlashAttention-2
+    varlen, 128 x 64 or 128 x 128 tiles were 1.3-4x slower than that).
+    """
+
+    block_m, block_n, num_warps, num_stages, k_rows = 64, 32, 4, 2, False
+
+    def __init__(self, tiles, scale: float, block_t: int) -> None:
+        self.tiles, self.scale, self.block_t = tiles, scale, block_t
+
+    @classmethod
+    def block_tokens(cls, heads: int, kv_heads: int) -> int:
+        return max(cls.block_m // (heads // kv_heads), 16)
+
+    @classmethod
+    def for_layout(cls, layout: PassLayout, device, scale: float, block_t: int) -> TritonAttention:
+        from .triton_attention import tile_table
+
+        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t)
+        return cls(_device_ints([table], device)[0], scale, block_t)
+
+    @staticmethod
+    def static_parts(layout: PassLayout, block_t: int) -> tuple[tuple[int, ...], list[tuple[np.ndarray, int, int]]]:
+        """For CUDA graphs: the tile count padded up the ladder (empty tiles do nothing) and the table."""
+        from .triton_attention import tile_table
+
+        n = int((-(-layout.q_len // block_t)).sum())
+        size = ladder(n, floor=64)
+        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t, size=size)
+        return (size,), [(table, 5 * size, 0)]
+
+    @classmethod
+    def from_static(cls, dims: tuple[int, ...], tensors: list, scale: float, block_t: int) -> TritonAttention:
+        return cls(tensors[0], scale, block_t)
+
+    def __call__(self, q, k, v):
+        from .triton_attention import prefix_attention
+
+        return prefix_attention(q, k, v, self.tiles, self.scale, block_t=self.block_t, block_n=self.block_n,
+                                num_warps=self.num_warps, num_stages=self.num_stages, k_rows=self.k_rows)
+
+
+def triton_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether qrank's Triton kernel runs here and agrees with FlashAttention varlen on a small problem."""
+    import torch
+
+    key = ("triton", str(device), str(dtype), heads, kv_heads, head_dim)
+    if key not in _PROBED:
+        lay = _probe_layout()
+        q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
+        k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
+        v = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
+        try:
+            scale = head_dim**-0.5
+            got = TritonAttention.for_layout(lay, device, scale, TritonAttention.block_tokens(heads, kv_heads))(q, k, v)
+            want = VarlenAttention.for_layout(lay, device, scale)(q, k, v)
+            _PROBED[key] = bool((got.float() - want.float()).abs().max() < 2e-2)
+            if not _PROBED[key]:
+                log.warning("qrank's Triton attention disagrees with FlashAttention here; not using it")
+        except ImportError as exc:
+            log.info("Triton is not installed (%s); using FlashAttention varlen", exc)
+            _PROBED[key] = False
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            log.warning("qrank's Triton attention does not run here (%s: %s)", type(exc).__name__, exc)
+            _PROBED[key] = False
+    return _PROBED[key]
 
 
 def _varlen_reference(q, k, v, cu_q: list[int], cu_k: list[int], scale: float):
@@ -150,6 +248,14 @@ class BucketedAttention:
 _PROBED: dict[tuple, bool] = {}
 
 
+def _probe_layout() -> PassLayout:
+    """Two rows: a 2-token prefix, then a 3-token member attending to it."""
+    return PassLayout(
+        input_ids=np.zeros(5, np.int64), positions=np.array([0, 1, 2, 2, 3]), q_start=np.array([0, 2]),
+        q_len=np.array([2, 3]), p_start=np.array([0, 0]), p_len=np.array([0, 2]), last_index=np.array([4]), members=[0],
+    )
+
+
 def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
     """Whether FlashAttention varlen runs here for this shape (built for this GPU, GQA, head size).
 
@@ -159,10 +265,7 @@ def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> boo
 
     key = (str(device), str(dtype), heads, kv_heads, head_dim)
     if key not in _PROBED:
-        lay = PassLayout(
-            input_ids=np.zeros(5, np.int64), positions=np.array([0, 1, 2, 2, 3]), q_start=np.array([0, 2]),
-            q_len=np.array([2, 3]), p_start=np.array([0, 0]), p_len=np.array([0, 2]), last_index=np.array([4]), members=[0],
-        )
+        lay = _probe_layout()
         q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
         k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
         try:
@@ -174,8 +277,13 @@ def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> boo
     return _PROBED[key]
 
 
-def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384):
-    """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`."""
+def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384, block_t: int = 64):
+    """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`.
+
+    ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`).
+    """
+    if kind == "triton":
+        return TritonAttention.for_layout(layout, device, scale, block_t)
     if kind == "varlen":
         return VarlenAttention.for_layout(layout, device, scale)
     if kind in ("sdpa", "sdpa-cudnn"):

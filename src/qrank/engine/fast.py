@@ -18,11 +18,12 @@ It runs on the CPU as well (fp32, SDPA attention), which is how CI proves its nu
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 
 from ..errors import InvalidInput
-from .attention import ATTENTION_KINDS, make_attention, varlen_works
+from .attention import ATTENTION_KINDS, TritonAttention, make_attention, triton_works, varlen_works
 from .graphs import GraphCaptureError, GraphRunner
 from .packing import build_layout, plan_passes
 from .prefix import PrefixGroup, find_prefix_groups
@@ -54,8 +55,8 @@ class FastEngine:
     >>> #                     prefix_sharing=True)
     >>> # engine.last_hidden([[1, 2, 3], [1, 2, 4]]).shape -> (2, hidden_size)
 
-    ``attention``: 'auto' (FlashAttention varlen on CUDA in fp16/bf16, bucketed SDPA elsewhere),
-    'varlen', 'sdpa' or 'sdpa-cudnn'. ``compile``: 'auto' (on CUDA), 'on' or 'off'. ``cuda_graphs``:
+    ``attention``: 'auto' (on CUDA in fp16/bf16 qrank's Triton kernel, or FlashAttention varlen where
+    Triton is missing; bucketed SDPA elsewhere), 'triton', 'varlen', 'sdpa' or 'sdpa-cudnn'. ``compile``: 'auto' (on CUDA), 'on' or 'off'. ``cuda_graphs``:
     'on' replays varlen passes as CUDA graphs (:mod:`qrank.engine.graphs`), 'off' launches them, 'auto'
     replays them for small models only (``SMALL_MODEL_FLOPS``).
     ``fuse_projections`` stacks q/k/v and gate/up weights (a copy: measured no faster, off by default).
@@ -87,13 +88,19 @@ class FastEngine:
         self.prefix_sharing = bool(prefix_sharing)
         on_cuda = self.device.type == "cuda"
         half = self.stack.dtype in _half_dtypes()
+        st = self.stack
         if attention == "auto":
-            st = self.stack
-            fits = on_cuda and half and varlen_works(self.device, st.dtype, st.heads, st.kv_heads, st.head_dim)
-            attention = "varlen" if fits else "sdpa"
+            shape = (self.device, st.dtype, st.heads, st.kv_heads, st.head_dim)
+            if on_cuda and half and varlen_works(*shape):
+                attention = "triton" if triton_works(*shape) else "varlen"
+            else:
+                attention = "sdpa"
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be 'auto' or one of {ATTENTION_KINDS}, got {attention!r}")
+        if attention == "triton" and not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("attention='triton' needs a CUDA device (or TRITON_INTERPRET=1, Triton's CPU interpreter)")
         self.attention = attention  # 'varlen' off CUDA runs a row-by-row stand-in (tests only)
+        self.block_t = TritonAttention.block_tokens(st.heads, st.kv_heads)
         for name, value in (("compile", compile), ("cuda_graphs", cuda_graphs)):
             if value not in ("auto", "on", "off"):
                 raise ValueError(f"{name} must be 'auto', 'on' or 'off', got {value!r}")
@@ -103,7 +110,7 @@ class FastEngine:
         # A small model also gains from a small first chunk (the GPU starts sooner); a big one loses more
         # to the smaller passes than the tokenizing of a full first chunk costs.
         self.small = self.stack.flops_per_token < SMALL_MODEL_FLOPS
-        self.cuda_graphs = on_cuda and attention == "varlen" and (
+        self.cuda_graphs = on_cuda and attention in ("varlen", "triton") and (
             cuda_graphs == "on" or (cuda_graphs == "auto" and self.small))
         self.first_chunk_tokens = None if self.small else self.max_batch_tokens
         self._segments = None
@@ -170,7 +177,7 @@ class FastEngine:
     def _dispatch(self, layout):
         if self.cuda_graphs:
             if self._graphs is None:
-                self._graphs = GraphRunner(self.stack, self._segments)
+                self._graphs = GraphRunner(self.stack, self._segments, attention=self.attention)
             try:
                 return self._graphs.run(layout)
             except GraphCaptureError as exc:
@@ -180,7 +187,8 @@ class FastEngine:
         ids = torch_from(layout.input_ids, dev)
         pos = torch_from(layout.positions, dev)
         last = torch_from(layout.last_index, dev)
-        attend = make_attention(self.attention, layout, dev, self.stack.scale, bucket_tokens=self.max_batch_tokens)
+        attend = make_attention(self.attention, layout, dev, self.stack.scale, bucket_tokens=self.max_batch_tokens,
+                                block_t=self.block_t)
         return self.stack.forward(ids, pos, attend, last, segments=self._segments)
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attention import VarlenAttention
-from .packing import PassLayout, varlen_plan
+from .attention import TritonAttention, VarlenAttention
+from .packing import PassLayout, ladder, pow2
 
 log = logging.getLogger(__name__)
 
@@ -30,61 +30,36 @@ class GraphCaptureError(RuntimeError):
     """Capturing a pass failed; the engine then runs without graphs."""
 
 
-def ladder(x: int, floor: int = 256) -> int:
-    """Smallest m * 2**k >= x with 8 <= m <= 15 (and >= floor).
-
-    >>> [ladder(n) for n in (1, 300, 1025, 16250, 16384)]
-    [256, 320, 1152, 16384, 16384]
-    """
-    x = max(int(x), floor)
-    k = max(x.bit_length() - 4, 0)
-    m = -(-x // (1 << k))
-    return m << k
-
-
-def pow2(x: int) -> int:
-    """
-    >>> [pow2(n) for n in (1, 3, 64, 65)]
-    [1, 4, 64, 128]
-    """
-    return 1 << max(int(x) - 1, 0).bit_length()
-
-
 @dataclass(frozen=True)
 class StaticShape:
     tokens: int
-    rows: int
-    keys: int  # 0 when the keys are the tokens themselves (no shared prefix in the pass)
-    max_q: int
-    max_k: int
     outputs: int
+    attention: tuple[int, ...]  # the attention kind's own static dims
+    part_sizes: tuple[int, ...]  # lengths of the attention kind's int arrays
 
     @property
     def sizes(self) -> list[int]:
-        """Lengths of the flat int64 input buffer's parts: ids, positions, cu_q, cu_k, keys, outputs."""
-        return [self.tokens, self.tokens, self.rows + 1, self.rows + 1, self.keys, self.outputs]
+        """Lengths of the flat int64 input buffer's parts: ids, positions, outputs, then the attention's."""
+        return [self.tokens, self.tokens, self.outputs, *self.part_sizes]
 
 
-def static_inputs(layout: PassLayout) -> tuple[StaticShape, np.ndarray]:
-    """The pass's static shape and its inputs, padded and flattened into one int64 array."""
-    plan = varlen_plan(layout)
-    t, r, n = layout.num_tokens, len(layout.q_len), len(layout.members)
-    keys = 0 if plan.k_index is None else ladder(len(plan.k_index))
-    shape = StaticShape(ladder(t), pow2(r), keys, pow2(plan.max_q), pow2(plan.max_k), pow2(n))
+def static_inputs(layout: PassLayout, attention=None) -> tuple[StaticShape, np.ndarray]:
+    """The pass's static shape and its inputs, padded and flattened into one int64 array.
+
+    ``attention``: a callable ``layout -> (dims, [(array, size, fill)])`` (an attention kind's
+    ``static_parts``); FlashAttention varlen's by default.
+    """
+    dims, attn_parts = (attention or VarlenAttention.static_parts)(layout)
+    tokens, outputs = ladder(layout.num_tokens), pow2(len(layout.members))
 
     def pad(a, size, fill):
         out = np.full(size, fill, dtype=np.int64)
         out[: len(a)] = a
         return out
 
-    parts = [
-        pad(layout.input_ids, shape.tokens, 0),
-        pad(layout.positions, shape.tokens, 0),
-        pad(plan.cu_q, shape.rows + 1, plan.cu_q[-1]),  # padded rows are empty
-        pad(plan.cu_k, shape.rows + 1, plan.cu_k[-1]),
-        pad(plan.k_index if plan.k_index is not None else [], shape.keys, 0),
-        pad(layout.last_index, shape.outputs, 0),
-    ]
+    parts = [pad(layout.input_ids, tokens, 0), pad(layout.positions, tokens, 0), pad(layout.last_index, outputs, 0)]
+    parts += [pad(a, size, fill) for a, size, fill in attn_parts]
+    shape = StaticShape(tokens, outputs, tuple(dims), tuple(size for _, size, _ in attn_parts))
     return shape, np.concatenate(parts)
 
 
@@ -96,12 +71,16 @@ class _Captured:
 class GraphRunner:
     """Runs varlen passes of a :class:`~qrank.engine.qwen3_forward.Qwen3Stack` through CUDA graphs.
 
-    ``capture=False`` runs the same padded static-shape forward without graphs (the CPU tests use it to
-    check the padding).
+    ``attention``: 'varlen' or 'triton'. ``capture=False`` runs the same padded static-shape forward
+    without graphs (the CPU tests use it to check the padding).
     """
 
-    def __init__(self, stack, segments=None, *, capture: bool = True, max_graphs: int = 32) -> None:
+    def __init__(self, stack, segments=None, *, attention: str = "varlen", capture: bool = True, max_graphs: int = 32) -> None:
+        if attention not in ("varlen", "triton"):
+            raise ValueError(f"CUDA graphs replay the 'varlen' or 'triton' attention, not {attention!r}")
         self.stack = stack
+        self.attention = attention
+        self.block_t = TritonAttention.block_tokens(stack.heads, stack.kv_heads)
         self.segments = segments
         self.capture = capture
         self.max_graphs = max_graphs
@@ -112,7 +91,7 @@ class GraphRunner:
         """Final hidden states (len(layout.members), hidden) of the pass, a fresh tensor."""
         import torch
 
-        shape, host = static_inputs(layout)
+        shape, host = static_inputs(layout, self._static_parts)
         n = len(layout.members)
         if not self.capture:
             flat = torch.from_numpy(host).to(self.stack.device)
@@ -126,14 +105,19 @@ class GraphRunner:
         entry.graph.replay()
         return entry.out[:n].clone()
 
+    def _static_parts(self, layout: PassLayout):
+        if self.attention == "triton":
+            return TritonAttention.static_parts(layout, self.block_t)
+        return VarlenAttention.static_parts(layout)
+
     def _forward(self, flat, shape: StaticShape):
         import torch
 
-        ids, pos, cu_q, cu_k, keys, last = torch.split(flat, shape.sizes)
-        attend = VarlenAttention(
-            cu_q.to(torch.int32), cu_k.to(torch.int32), keys if shape.keys else None, shape.max_q, shape.max_k,
-            self.stack.scale,
-        )
+        ids, pos, last, *parts = torch.split(flat, shape.sizes)
+        if self.attention == "triton":
+            attend = TritonAttention.from_static(shape.attention, parts, self.stack.scale, self.block_t)
+        else:
+            attend = VarlenAttention.from_static(shape.attention, parts, self.stack.scale)
         return self.stack.forward(ids, pos, attend, last, segments=self.segments)
 
     def _capture(self, shape: StaticShape, host: np.ndarray) -> _Captured:

@@ -129,6 +129,26 @@ def key_index(layout: PassLayout, rows: np.ndarray | None = None) -> np.ndarray:
     return np.where(j < p, layout.p_start[rows][row_of] + j, layout.q_start[rows][row_of] + j - p)
 
 
+def ladder(x: int, floor: int = 256) -> int:
+    """Smallest m * 2**k >= x with 8 <= m <= 15 (and >= floor).
+
+    >>> [ladder(n) for n in (1, 300, 1025, 16250, 16384)]
+    [256, 320, 1152, 16384, 16384]
+    """
+    x = max(int(x), floor)
+    k = max(x.bit_length() - 4, 0)
+    m = -(-x // (1 << k))
+    return m << k
+
+
+def pow2(x: int) -> int:
+    """
+    >>> [pow2(n) for n in (1, 3, 64, 65)]
+    [1, 4, 64, 128]
+    """
+    return 1 << max(int(x) - 1, 0).bit_length()
+
+
 @dataclass
 class VarlenPlan:
     """Inputs of a variable-length attention kernel over a whole pass."""

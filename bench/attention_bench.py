@@ -1,0 +1,110 @@
+"""One layer's attention on the GPU: FlashAttention-2 varlen (keys gathered) vs qrank's Triton kernel.
+
+Sweeps the Triton kernel's tile shapes on the issue's workload (one query: an ~80-token prefix, 100
+documents of 50-450 tokens + a 10-token suffix, packed as the engine packs it) for the Qwen3 0.6B and
+4B/8B head shapes, and prints a table (also written to ``--out``/attention_bench.md).
+
+    python bench/attention_bench.py --out /tmp/out
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+
+def workload_layout(seed: int = 0, prefix: int = 80, docs: int = 100):
+    from qrank.engine.packing import build_layout
+
+    rng = np.random.default_rng(seed)
+    head = rng.integers(0, 1000, prefix).tolist()
+    seqs = [head + rng.integers(0, 1000, int(n) + 10).tolist() for n in rng.integers(50, 451, docs)]
+    return build_layout(seqs, [(prefix, list(range(docs)))])
+
+
+def attention_flops(layout, heads: int, dim: int) -> float:
+    """Multiply-adds x 2 of QK^T and PV over the visible keys (prefix all, own causal)."""
+    q, p = layout.q_len.astype(np.float64), layout.p_len.astype(np.float64)
+    visible = (q * p + q * (q + 1) / 2).sum()
+    return 4.0 * visible * heads * dim
+
+
+def time_ms(fn, iters: int = 30) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(iters):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
+def main(argv=None) -> None:
+    import torch
+
+    from qrank.engine.attention import TritonAttention, VarlenAttention
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/out")
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    ap.add_argument("--block-m", type=ints, default=[32, 64], help="query rows per tile (tokens x GQA heads)")
+    ap.add_argument("--block-n", type=ints, default=[16, 32, 64])
+    ap.add_argument("--warps", type=ints, default=[2, 4])
+    ap.add_argument("--stages", type=ints, default=[2, 3])
+    ap.add_argument("--k-rows", type=ints, default=[0, 1], help="load key blocks as rows and transpose (1) or not (0)")
+    args = ap.parse_args(argv)
+    lay = workload_layout()
+    lines = [f"Device: {torch.cuda.get_device_name()}; torch {torch.__version__}; one layer, {lay.num_tokens}-token pass "
+             "(1 query prefix + 100 documents), bf16, head size 128, median of 30 (CUDA events).", "",
+             "| heads/kv | kernel | block_m | block_n | warps | stages | key rows | ms | TFLOP/s | max diff vs varlen |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    best = {}
+    for heads, kv in ((16, 8), (32, 8)):
+        T, D = lay.num_tokens, 128
+        q = torch.randn(T, heads, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(T, kv, D, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(T, kv, D, device="cuda", dtype=torch.bfloat16)
+        flops = attention_flops(lay, heads, D)
+        var = VarlenAttention.for_layout(lay, "cuda", D**-0.5)
+        want = var(q, k, v).float()
+        ms = time_ms(lambda: var(q, k, v))
+        lines.append(f"| {heads}/{kv} | FA2 varlen (+ key gathers) | | | | | | {ms:.3f} | {flops / ms / 1e9:.0f} | 0 |")
+        print(lines[-1], flush=True)
+        G = heads // kv
+        for bm, bn, warps, stages, k_rows in itertools.product(args.block_m, args.block_n, args.warps, args.stages,
+                                                               args.k_rows):
+            if bm // G < 16:
+                continue  # the engine raises a tile to 16 tokens: the same as a larger block_m
+            TritonAttention.block_m, TritonAttention.block_n = bm, bn
+            TritonAttention.num_warps, TritonAttention.num_stages, TritonAttention.k_rows = warps, stages, bool(k_rows)
+            try:
+                att = TritonAttention.for_layout(lay, "cuda", D**-0.5, TritonAttention.block_tokens(heads, kv))
+                diff = (att(q, k, v).float() - want).abs().max().item()
+                ms = time_ms(lambda: att(q, k, v))
+            except Exception as exc:  # a shape Triton cannot fit (shared memory, registers): record and go on
+                lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} | {k_rows} | failed: {type(exc).__name__} | | |")
+                print(lines[-1], str(exc)[:200], flush=True)
+                continue
+            lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} | {k_rows} | {ms:.3f} | {flops / ms / 1e9:.0f} | {diff:.1e} |")
+            print(lines[-1], flush=True)
+            if diff < 2e-2 and ms < best.get((heads, kv), (1e9,))[0]:
+                best[(heads, kv)] = (ms, bm, bn, warps, stages, k_rows)
+    lines += ["", "Best: " + "; ".join(f"{h}/{kv}: {b[0]:.3f} ms at block_m {b[1]}, block_n {b[2]}, {b[3]} warps, "
+                                        f"{b[4]} stages, key rows {b[5]}" for (h, kv), b in best.items())]
+    print(lines[-1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attention_bench.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
