@@ -153,6 +153,12 @@ def triton_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> boo
 
     key = ("triton", str(device), str(dtype), heads, kv_heads, head_dim)
     if key not in _PROBED:
+        try:
+            from triton.errors import TritonError  # compilation failures, out of shared memory or registers
+        except ImportError as exc:
+            log.info("Triton is not installed (%s); using FlashAttention varlen", exc)
+            _PROBED[key] = False
+            return False
         lay = _probe_layout()
         q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
         k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
@@ -164,10 +170,7 @@ def triton_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> boo
             _PROBED[key] = bool((got.float() - want.float()).abs().max() < 2e-2)
             if not _PROBED[key]:
                 log.warning("qrank's Triton attention disagrees with FlashAttention here; not using it")
-        except ImportError as exc:
-            log.info("Triton is not installed (%s); using FlashAttention varlen", exc)
-            _PROBED[key] = False
-        except (RuntimeError, NotImplementedError, ValueError) as exc:
+        except (TritonError, RuntimeError, NotImplementedError, ValueError) as exc:
             log.warning("qrank's Triton attention does not run here (%s: %s)", type(exc).__name__, exc)
             _PROBED[key] = False
     return _PROBED[key]
