@@ -117,7 +117,6 @@ def min_work(engine, seqs):
 
 
 def bench_reranker(size, rep: Report, args, notes):
-
     import gpu_systems as gs
 
     model, cfg = gs.build_model("reranker", size, args.device, tiny=args.smoke)

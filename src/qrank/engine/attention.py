@@ -147,35 +147,6 @@ class TritonAttention:
                                 num_warps=self.num_warps, num_stages=self.num_stages, k_rows=self.k_rows)
 
 
-def triton_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
-    """Whether qrank's Triton kernel runs here and agrees with FlashAttention varlen on a small problem."""
-    import torch
-
-    key = ("triton", str(device), str(dtype), heads, kv_heads, head_dim)
-    if key not in _PROBED:
-        try:
-            from triton.errors import TritonError  # compilation failures, out of shared memory or registers
-        except ImportError as exc:
-            log.info("Triton is not installed (%s); using FlashAttention varlen", exc)
-            _PROBED[key] = False
-            return False
-        lay = _probe_layout()
-        q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
-        k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
-        v = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
-        try:
-            scale = head_dim**-0.5
-            got = TritonAttention.for_layout(lay, device, scale, TritonAttention.block_tokens(heads, kv_heads))(q, k, v)
-            want = VarlenAttention.for_layout(lay, device, scale)(q, k, v)
-            _PROBED[key] = bool((got.float() - want.float()).abs().max() < 2e-2)
-            if not _PROBED[key]:
-                log.warning("qrank's Triton attention disagrees with FlashAttention here; not using it")
-        except (TritonError, RuntimeError, NotImplementedError, ValueError) as exc:
-            log.warning("qrank's Triton attention does not run here (%s: %s)", type(exc).__name__, exc)
-            _PROBED[key] = False
-    return _PROBED[key]
-
-
 def _varlen_reference(q, k, v, cu_q: list[int], cu_k: list[int], scale: float):
     """The varlen kernel's semantics, row by row (bottom-right causal, GQA): the CPU stand-in used by tests.
 
@@ -259,6 +230,28 @@ def _probe_layout() -> PassLayout:
     )
 
 
+def _probe(key: tuple, what: str, check, errors: tuple[type[BaseException], ...]) -> bool:
+    """``check()`` once per ``key`` (a kernel on a small problem); its failures in ``errors`` mean "no"."""
+    if key not in _PROBED:
+        try:
+            _PROBED[key] = bool(check())
+            if not _PROBED[key]:
+                log.warning("%s gave wrong results on a small problem here; not using it", what)
+        except errors as exc:
+            log.warning("%s is not usable here (%s: %s)", what, type(exc).__name__, exc)
+            _PROBED[key] = False
+    return _PROBED[key]
+
+
+def _probe_qkv(device, dtype, heads: int, kv_heads: int, head_dim: int):
+    import torch
+
+    q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
+    k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
+    v = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
+    return q, k, v
+
+
 def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
     """Whether FlashAttention varlen runs here for this shape (built for this GPU, GQA, head size).
 
@@ -266,21 +259,39 @@ def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> boo
     """
     import torch
 
+    def check():
+        attend = VarlenAttention.for_layout(_probe_layout(), device, head_dim**-0.5)
+        return torch.isfinite(attend(*_probe_qkv(device, dtype, heads, kv_heads, head_dim))).all()
+
     key = (str(device), str(dtype), heads, kv_heads, head_dim)
-    if key not in _PROBED:
-        lay = _probe_layout()
-        q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
-        k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
-        try:
-            out = VarlenAttention.for_layout(lay, device, head_dim**-0.5)(q, k, k)
-            _PROBED[key] = bool(torch.isfinite(out).all())
-        except (RuntimeError, NotImplementedError) as exc:
-            log.warning("FlashAttention varlen is not usable here (%s: %s); using bucketed SDPA", type(exc).__name__, exc)
+    what = "FlashAttention varlen (falling back to bucketed SDPA)"
+    return _probe(key, what, check, (RuntimeError, NotImplementedError))
+
+
+def triton_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether qrank's Triton kernel runs here and agrees with FlashAttention varlen on a small problem."""
+    key = ("triton", str(device), str(dtype), heads, kv_heads, head_dim)
+    try:
+        from triton.errors import TritonError  # compilation failures, out of shared memory or registers
+    except ImportError as exc:
+        if key not in _PROBED:
+            log.info("Triton is not installed (%s); using FlashAttention varlen", exc)
             _PROBED[key] = False
-    return _PROBED[key]
+        return False
+
+    def check():
+        lay, scale = _probe_layout(), head_dim**-0.5
+        q, k, v = _probe_qkv(device, dtype, heads, kv_heads, head_dim)
+        got = TritonAttention.for_layout(lay, device, scale, TritonAttention.block_tokens(heads, kv_heads))(q, k, v)
+        want = VarlenAttention.for_layout(lay, device, scale)(q, k, v)
+        return (got.float() - want.float()).abs().max() < 2e-2  # one or two bf16 steps
+
+    what = "qrank's Triton attention (falling back to FlashAttention varlen)"
+    return _probe(key, what, check, (TritonError, RuntimeError, NotImplementedError, ValueError))
 
 
-def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384, block_t: int = 64):
+def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384,
+                   block_t: int = 64):
     """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`.
 
     ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`).

@@ -56,9 +56,10 @@ class FastEngine:
     >>> # engine.last_hidden([[1, 2, 3], [1, 2, 4]]).shape -> (2, hidden_size)
 
     ``attention``: 'auto' (on CUDA in fp16/bf16 qrank's Triton kernel, or FlashAttention varlen where
-    Triton is missing; bucketed SDPA elsewhere), 'triton', 'varlen', 'sdpa' or 'sdpa-cudnn'. ``compile``: 'auto' (on CUDA), 'on' or 'off'. ``cuda_graphs``:
-    'on' replays varlen passes as CUDA graphs (:mod:`qrank.engine.graphs`), 'off' launches them, 'auto'
-    replays them for small models only (``SMALL_MODEL_FLOPS``).
+    Triton is missing; bucketed SDPA elsewhere), 'triton', 'varlen', 'sdpa' or 'sdpa-cudnn'.
+    ``compile``: 'auto' (on CUDA), 'on' or 'off'. ``cuda_graphs``: 'on' replays triton/varlen passes as
+    CUDA graphs (:mod:`qrank.engine.graphs`), 'off' launches them, 'auto' replays them for small models
+    only (``SMALL_MODEL_FLOPS``).
     ``fuse_projections`` stacks q/k/v and gate/up weights (a copy: measured no faster, off by default).
     ``max_batch_tokens`` counts computed tokens (a shared prefix once per pass), not padded ones.
     """

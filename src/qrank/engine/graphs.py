@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -75,12 +76,18 @@ class GraphRunner:
     without graphs (the CPU tests use it to check the padding).
     """
 
-    def __init__(self, stack, segments=None, *, attention: str = "varlen", capture: bool = True, max_graphs: int = 32) -> None:
+    def __init__(self, stack, segments=None, *, attention: str = "varlen", capture: bool = True,
+                 max_graphs: int = 32) -> None:
         if attention not in ("varlen", "triton"):
             raise ValueError(f"CUDA graphs replay the 'varlen' or 'triton' attention, not {attention!r}")
         self.stack = stack
         self.attention = attention
-        self.block_t = TritonAttention.block_tokens(stack.heads, stack.kv_heads)
+        if attention == "triton":
+            block_t = TritonAttention.block_tokens(stack.heads, stack.kv_heads)
+            self._static_parts = partial(TritonAttention.static_parts, block_t=block_t)
+            self._from_static = partial(TritonAttention.from_static, block_t=block_t)
+        else:
+            self._static_parts, self._from_static = VarlenAttention.static_parts, VarlenAttention.from_static
         self.segments = segments
         self.capture = capture
         self.max_graphs = max_graphs
@@ -105,19 +112,11 @@ class GraphRunner:
         entry.graph.replay()
         return entry.out[:n].clone()
 
-    def _static_parts(self, layout: PassLayout):
-        if self.attention == "triton":
-            return TritonAttention.static_parts(layout, self.block_t)
-        return VarlenAttention.static_parts(layout)
-
     def _forward(self, flat, shape: StaticShape):
         import torch
 
         ids, pos, last, *parts = torch.split(flat, shape.sizes)
-        if self.attention == "triton":
-            attend = TritonAttention.from_static(shape.attention, parts, self.stack.scale, self.block_t)
-        else:
-            attend = VarlenAttention.from_static(shape.attention, parts, self.stack.scale)
+        attend = self._from_static(shape.attention, parts, self.stack.scale)
         return self.stack.forward(ids, pos, attend, last, segments=self.segments)
 
     def _capture(self, shape: StaticShape, host: np.ndarray) -> _Captured:

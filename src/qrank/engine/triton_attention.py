@@ -158,6 +158,7 @@ def prefix_attention(q, k, v, tiles, scale: float, *, block_t: int, block_n: int
     _prefix_attention_kernel[(n_tiles, kv_heads)](
         q, k, v, out, tiles, n_tiles, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), float(scale) * LOG2E,
-        G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim, K_ROWS=bool(k_rows), num_warps=num_warps, num_stages=num_stages,
+        G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim, K_ROWS=bool(k_rows),
+        num_warps=num_warps, num_stages=num_stages,
     )
     return out
