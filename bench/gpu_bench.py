@@ -2,7 +2,7 @@
 
 Run on the device (random bf16 weights of the real shapes, built on the GPU):
     PYTHONPATH=src:bench python bench/gpu_bench.py run --sizes 0.6b,4b,8b --out $OUT
-then here, to fold the figures into BENCHMARKS.md (section <!-- gpu-bench -->) and bench/results.json:
+then here, to fold the figures into bench/logs/history-gpu-engine.md (<!-- gpu-bench -->) and bench/results.json:
     .venv/bin/python bench/gpu_bench.py merge --from bench/logs/gpu_run3 bench/logs/gpu_run1 ...  (newest first)
 bench/device_run.sh is the one command sent to the device (tests + this benchmark).
 
@@ -390,7 +390,7 @@ def spread(row: dict) -> str:
 
 
 def merge(sources: list[Path]) -> None:
-    """Fold device runs (newest first) into BENCHMARKS.md's gpu-bench section and bench/results.json.
+    """Fold device runs (newest first) into the gpu-bench section of bench/logs/history-gpu-engine.md and results.json.
 
     Each source holds a run's gpu_bench.md and gpu_results.json, and optionally label.txt (what code
     it measured). bench/gpu_notes.md, if present, opens the section. A results row is keyed by
@@ -412,7 +412,7 @@ def merge(sources: list[Path]) -> None:
                 seen.add(key(r))
                 rows.append({**r, "run": src.name})
     section = "## GPU: Qwen3 reranker and embedder (bench/gpu_bench.py)\n\n" + "\n\n".join(parts)
-    bm = ROOT / "BENCHMARKS.md"
+    bm = ROOT / "bench" / "logs" / "history-gpu-engine.md"  # BENCHMARKS.md's headline is edited by hand
     text = bm.read_text() if bm.is_file() else "# Benchmarks\n"
     block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}"
     if MARK_BEGIN in text and MARK_END in text:
@@ -444,7 +444,7 @@ def main(argv=None) -> None:
     r.add_argument("--n-texts", type=int, default=1000)
     r.add_argument("--skip-batch", action="store_true", help="leave out the 32-query workload")
     r.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script, measures nothing")
-    m = sub.add_parser("merge", help="fold a run's output into BENCHMARKS.md and bench/results.json")
+    m = sub.add_parser("merge", help="fold a run's output into bench/logs/history-gpu-engine.md and bench/results.json")
     m.add_argument("--from", dest="src", nargs="+", required=True, help="run folders, newest first")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)

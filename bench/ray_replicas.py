@@ -4,7 +4,7 @@ For each replica count it starts ``qrank serve --ray --replicas N`` (a local Ray
 deployment, ``--num-gpus-per-replica`` GPUs each: 1 on a multi-GPU host = one replica per GPU), drives it
 with ``bench/server_load.py`` (closed loop, ``--clients`` clients, ``--docs`` documents per request) and
 reads ``/v1/replicas`` to show how the calls were spread. The headline is throughput(N) / throughput(1)
-(issue target on 2 GPUs: >= 1.8). It prints a table, writes the ``ray-replicas`` section of BENCHMARKS.md
+(issue target on 2 GPUs: >= 1.8). It prints a table, writes the ``ray-replicas`` section of bench/logs/history-server.md
 and rows in bench/results.json (other rows kept).
 
     # two H200s, one replica per GPU, random weights of the 0.6B shape
@@ -181,7 +181,7 @@ def write(rows: list[dict], table: str) -> None:
     keep = [r for r in old if not (str(r.get("system", "")).startswith("qrank-ray-") and r.get("device") == rows[0]["device"]
                                    and r.get("label") == rows[0]["label"] and r.get("model") == rows[0]["model"])]
     results.write_text(json.dumps(keep + rows, indent=2) + "\n")
-    bench = ROOT / "BENCHMARKS.md"
+    bench = ROOT / "bench" / "logs" / "history-server.md"  # BENCHMARKS.md's headline is edited by hand
     text = bench.read_text() if bench.is_file() else "# Benchmarks\n"
     all_rows = [r for r in keep + rows if str(r.get("system", "")).startswith("qrank-ray-")]
     section = (f"{MARK_BEGIN}\n## Replicas on Ray Serve (bench/ray_replicas.py)\n\n"

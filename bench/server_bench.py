@@ -8,7 +8,7 @@ Each request is one query and ``--docs`` documents (default 100) of ``--words`` 
    throughput; then an open loop (Poisson arrivals) at half that rate → p50 / p99 latency.
 
 The headline is server throughput / the better in-process figure (target >= 0.9). It prints a table,
-writes the ``server-bench`` section of BENCHMARKS.md and rows in bench/results.json (other rows kept).
+writes the ``server-bench`` section of bench/logs/history-server.md and rows in bench/results.json (other rows kept).
 
     .venv/bin/python bench/server_bench.py --model /models/qwen3-reranker-0.6b          # weights in the folder
     .venv/bin/python bench/server_bench.py --model /models/qwen3-shape --random-weights  # config + tokenizer only
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=900.0)
     ap.add_argument("--quick", action="store_true", help="CPU smoke: tiny model, 4 clients, 10 docs, 3 s phases")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
-    ap.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--markdown", type=Path, default=ROOT / "bench" / "logs" / "history-server.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     if args.quick:
