@@ -1,7 +1,11 @@
 """qrank: two-stage retrieval — a fast embedder finds candidates, a reranker orders them.
 
->>> from qrank import Reranker, Embedder        # doctest: +SKIP
->>> Reranker.from_pretrained("Qwen/Qwen3-Reranker-0.6B").rerank("q", ["a", "b"], top_n=1)  # doctest: +SKIP
+A user with internet passes a hub id (``Qwen/Qwen3-Reranker-0.6B``); the shared local model runs offline:
+
+>>> from qrank import Reranker
+>>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
+>>> rr.rerank("what is bm25?", ["Cats purr.", "BM25 ranks documents by term statistics."], top_n=1)[0].index
+1
 """
 
 from __future__ import annotations

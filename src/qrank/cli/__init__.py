@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qrank`` script.
 
-    >>> main(["--version"])  # doctest: +SKIP
-    qrank 0.1.0
+    >>> main(["models", "../shared/models/scifact-minilm-ce"])   # doctest: +ELLIPSIS
+    ┏━...
+    │ cross-encoder │ reranker │ ../shared/models/scifact-minilm-ce │
+    ...
+    0
     """
     parser = build_parser()
     args = parser.parse_args(argv)

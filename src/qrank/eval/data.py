@@ -18,8 +18,8 @@ A data set is a folder. Two layouts are read:
 A document's text for embedding and BM25 is ``title + " " + text`` (stripped), the BEIR/MTEB convention,
 so figures are comparable with published ones. Only queries with at least one judgement are evaluated.
 
->>> ds = load_dataset("../shared/datasets/scifact")          # doctest: +SKIP
->>> len(ds.doc_ids), len(ds.queries)                          # doctest: +SKIP
+>>> ds = load_dataset("../shared/datasets/scifact")
+>>> len(ds.doc_ids), len(ds.queries)
 (5183, 300)
 """
 

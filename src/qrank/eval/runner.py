@@ -6,11 +6,17 @@ Systems are ``bm25``, ``dense``, ``hybrid`` and any of them followed by ``+reran
 them, and the sweep reuses those scores (scoring only the deeper candidates) to show where quality
 stops improving.
 
->>> cfg = EvalConfig(systems=["bm25", "dense+rerank"], embedder="../shared/models/all-MiniLM-L6-v2",
-...                  reranker="../shared/models/scifact-minilm-ce")                       # doctest: +SKIP
->>> result = Evaluation(load_dataset("../shared/datasets/scifact"), cfg, Settings()).run()  # doctest: +SKIP
->>> result["systems"]["dense+rerank"]["ndcg@10"]                                          # doctest: +SKIP
-0.70...
+A two-document collection, BM25 only (``qrank eval`` on SciFact is the same call with more systems):
+
+>>> import tempfile
+>>> from qrank.eval.data import load_dataset
+>>> d = Path(tempfile.mkdtemp())
+>>> _ = (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "BM25 ranks documents"}\\n{"_id": "d2", "text": "cats"}\\n')
+>>> _ = (d / "queries.jsonl").write_text('{"query": "what is bm25", "relevant": ["d1"]}\\n')
+>>> cfg = EvalConfig(systems=["bm25"], depth=2, k=2, sweep=[2])
+>>> result = Evaluation(load_dataset(d), cfg, Settings(home=d), progress=False).run()
+>>> result["systems"]["bm25"]["ndcg@2"]
+1.0
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ bm25s indexes are static, so the index is rebuilt from the store when the store'
 ``bm25.<generation>/`` (bm25s's own .npy/.json files, written with ``allow_pickle=False``, plus
 ``ids.json``) through a temporary folder and a rename, so a crash never leaves a half-written index in use.
 
->>> # idx = BM25Index(Path("/tmp/c")); idx.ensure(store.generation(), docs_fn); idx.search("cats", 10)
+>>> import tempfile
+>>> idx = BM25Index(Path(tempfile.mkdtemp()))
+>>> idx.ensure(0, lambda: [("a", "cats purr softly"), ("b", "dogs bark loudly")])
+>>> [doc_id for doc_id, _ in idx.search("cats", 1)]
+['a']
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ document (counted on both sides); only then is the manifest switched, in one ato
 after an interruption skips documents the target already holds in the same version, and removes
 documents the source no longer has.
 
->>> # migrate_collection(Settings(index={"milvus_uri": "http://milvus:19530"}), "docs", "milvus")
+Usage (needs a collection and Milvus; tested in tests/integration/test_index_migrate.py):
+``migrate_collection(Settings(index={"milvus_uri": "http://milvus:19530"}), "docs", "milvus")``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def migrate_collection(settings: Settings, name: str, backend: str, *, keep_sour
     ``milvus_partition_key``), switch the collection to it, then delete the old store unless
     ``keep_source``. Returns a report: documents and passages copied or skipped, source and target.
 
-    >>> # migrate_collection(Settings(), "docs", "milvus")["documents"]   # to Milvus Lite in the folder
+    With ``Settings()`` the target is a Milvus Lite file in the collection's folder.
     """
     if backend not in BACKENDS:
         raise InvalidInput("to", f"unknown vector store {backend!r} (expected one of {', '.join(BACKENDS)})")

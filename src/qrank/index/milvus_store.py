@@ -21,7 +21,8 @@ so later processes need not repeat the settings. With a partition key, every row
 (the document's value of that metadata key, as text) as Milvus's partition-key field: a filter on that
 key searches only the partitions that can hold matches.
 
->>> # MilvusStore(Path("/tmp/c"), "docs", 384, IndexSettings()).count()
+Usage (Milvus Lite starts a local process; tested in tests/integration/test_index_milvus.py):
+``MilvusStore(Path("/tmp/c"), "docs", 384, IndexSettings()).count()``.
 """
 
 from __future__ import annotations

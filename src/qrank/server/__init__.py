@@ -2,8 +2,11 @@
 
 Needs the ``server`` extra (FastAPI, uvicorn, prometheus_client).
 
->>> from qrank.server import create_app          # doctest: +SKIP
->>> app = create_app(Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]}))  # doctest: +SKIP
+>>> from qrank.server import create_app
+>>> from qrank.settings import Settings
+>>> app = create_app(Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]}))
+>>> "/v1/rerank" in app.openapi()["paths"]
+True
 """
 
 from __future__ import annotations
