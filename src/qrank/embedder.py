@@ -29,7 +29,8 @@ def query_instruction(info: ModelInfo, *, query_task: str | None = None, query_p
     qrank.errors.InvalidInput: query_task: st-embedder models take a raw query prefix; use query_prompt
     """
     if query_task is not None and query_prompt is not None:
-        raise InvalidInput("query_task", "give query_task (Qwen3-Embedding) or query_prompt (sentence-transformers), not both")
+        raise InvalidInput("query_task", "give query_task (Qwen3-Embedding) or query_prompt (sentence-transformers), "
+                           "not both")
     name, value = ("query_task", query_task) if query_task is not None else ("query_prompt", query_prompt)
     if value is None:
         return None
@@ -101,8 +102,8 @@ class Embedder:
         from .models.registry import load_model
 
         if instruction is not None:
-            warn_deprecated("Embedder.from_pretrained(instruction=...)", "query_task= (Qwen3-Embedding) or query_prompt= "
-                            "(sentence-transformers)")
+            warn_deprecated("Embedder.from_pretrained(instruction=...)",
+                            "query_task= (Qwen3-Embedding) or query_prompt= (sentence-transformers)")
             query_task = query_task if query_task is not None else instruction
             query_prompt = query_prompt if query_prompt is not None else instruction
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, query_task=query_task,
@@ -139,8 +140,8 @@ class Embedder:
         spelling of whichever of the two the model takes.
         """
         if instruction is not None:
-            warn_deprecated("Embedder.embed(instruction=...)", "query_task= (Qwen3-Embedding) or query_prompt= "
-                            "(sentence-transformers)")
+            warn_deprecated("Embedder.embed(instruction=...)",
+                            "query_task= (Qwen3-Embedding) or query_prompt= (sentence-transformers)")
             query_task, query_prompt = legacy_query(self.info, instruction, query_task, query_prompt)
         backend_instruction = query_instruction(self.info, query_task=query_task, query_prompt=query_prompt)
         single = isinstance(texts, str)
@@ -154,9 +155,8 @@ class Embedder:
                 raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.dim):
             raise InvalidInput("dim", f"must be an integer between 1 and {self.dim}, got {dim!r}")
-        vectors = np.asarray(
-            self.model.embed_batch(list(batch), is_query=is_query, instruction=backend_instruction, dim=dim), dtype=np.float32
-        )
+        vectors = self.model.embed_batch(list(batch), is_query=is_query, instruction=backend_instruction, dim=dim)
+        vectors = np.asarray(vectors, dtype=np.float32)
         if not np.all(np.isfinite(vectors)):
             raise QrankError("the model produced non-finite values (NaN or inf)")
         return vectors[0] if single else vectors

@@ -340,8 +340,8 @@ class Pipeline:
         >>> [(h.id, h.dense_score, h.rerank_score) for h in p.search("keys", k=2)]  # doctest: +SKIP
         """
         if instruction is not None:
-            warn_deprecated("Pipeline.search(instruction=...)", "reranker_instruction= and query_task= (Qwen3-Embedding) "
-                            "or query_prompt= (sentence-transformers)")
+            warn_deprecated("Pipeline.search(instruction=...)", "reranker_instruction= and query_task= "
+                            "(Qwen3-Embedding) or query_prompt= (sentence-transformers)")
             reranker_instruction = reranker_instruction if reranker_instruction is not None else instruction
             query_task, query_prompt = legacy_query(self.embedder.info, instruction, query_task, query_prompt)
         query = check_query(query)

@@ -36,7 +36,8 @@ class ModelSettings(BaseModel):
     max_length: int = Field(8192, ge=16, le=32768, description="tokens per input (template included)")
     # one setting per role: the three strings mean different things, and one server may load all three kinds
     reranker_instruction: str | None = Field(
-        None, description="Qwen3 rerankers: the '<Instruct>' task of requests that give none (None = the model's default)"
+        None, description="Qwen3 rerankers: the '<Instruct>' task of requests that give none (None = the model's "
+        "default)"
     )
     query_task: str | None = Field(
         None, description="Qwen3-Embedding: the task in 'Instruct: {task}\\nQuery: ' before each query (None = the "

@@ -97,7 +97,8 @@ def test_search_query_prompt_reaches_the_embedder_only(http, minilm):
     assert r.status_code == 200, r.text
     q = minilm.model.embed_batch([QUERY], is_query=True, instruction="query: ")[0]
     cos = {d["id"]: float(minilm.embed(d["text"]) @ q) for d in DOCS}
-    assert [h["score"] for h in r.json()["results"]] == pytest.approx([cos[h["id"]] for h in r.json()["results"]], abs=1e-4)
+    hits = r.json()["results"]
+    assert [h["score"] for h in hits] == pytest.approx([cos[h["id"]] for h in hits], abs=1e-4)
     # the wrong role for the collection's embedder is the caller's mistake, named
     r = http.post("/v1/search", json={"collection": "notes", "query": QUERY, "query_task": "Find the law"})
     assert r.status_code in (400, 422) and "query_task" in r.text

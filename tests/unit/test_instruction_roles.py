@@ -89,7 +89,8 @@ def test_query_task_reaches_the_qwen3_embedder_and_prompt_is_refused(qwen3_embed
 
 def test_query_prompt_reaches_the_st_embedder_and_task_is_refused(minilm):
     got = minilm.embed(QUERY, is_query=True, query_prompt="query: ")
-    np.testing.assert_allclose(got, minilm.model.embed_batch([QUERY], is_query=True, instruction="query: ")[0], atol=1e-6)
+    ref = minilm.model.embed_batch([QUERY], is_query=True, instruction="query: ")[0]
+    np.testing.assert_allclose(got, ref, atol=1e-6)
     np.testing.assert_allclose(got, minilm.model.embed_batch(["query: " + QUERY])[0], atol=1e-6)
     with pytest.raises(InvalidInput, match="query_task: st-embedder models take a raw query prefix"):
         minilm.embed(QUERY, is_query=True, query_task=TASK)
@@ -163,21 +164,19 @@ def _check(hits, dense, rerank):
         assert h.rerank_score == pytest.approx(rerank[h.id], abs=1e-5)
 
 
-def test_search_reranker_instruction_leaves_the_query_embedding_alone(qwen_pipeline, qwen3_embedder, qwen3_reranker):
-    hits = qwen_pipeline.search(QUERY, k=3, reranker_instruction=RERANK_TASK)
-    dense, rerank = _expected(qwen_pipeline, qwen3_embedder.model, qwen3_reranker.model, task=None, rerank_task=RERANK_TASK)
+@pytest.mark.parametrize("given", [{"reranker_instruction": RERANK_TASK}, {"query_task": TASK}],
+                         ids=["reranker_instruction", "query_task"])
+def test_search_gives_each_model_only_its_own_instruction(qwen_pipeline, qwen3_embedder, qwen3_reranker, given):
+    hits = qwen_pipeline.search(QUERY, k=3, **given)
+    task, rerank_task = given.get("query_task"), given.get("reranker_instruction")
+    embed_backend, score_backend = qwen3_embedder.model, qwen3_reranker.model
+    dense, rerank = _expected(qwen_pipeline, embed_backend, score_backend, task=task, rerank_task=rerank_task)
     _check(hits, dense, rerank)
-    # and the test can see a leak: the reranker's task used as the query task gives other dense scores
-    leaked, _ = _expected(qwen_pipeline, qwen3_embedder.model, qwen3_reranker.model, task=RERANK_TASK, rerank_task=None)
-    assert any(abs(leaked[i] - dense[i]) > 1e-4 for i in dense)
-
-
-def test_search_query_task_leaves_the_reranker_alone(qwen_pipeline, qwen3_embedder, qwen3_reranker):
-    hits = qwen_pipeline.search(QUERY, k=3, query_task=TASK)
-    dense, rerank = _expected(qwen_pipeline, qwen3_embedder.model, qwen3_reranker.model, task=TASK, rerank_task=None)
-    _check(hits, dense, rerank)
-    _, leaked = _expected(qwen_pipeline, qwen3_embedder.model, qwen3_reranker.model, task=None, rerank_task=TASK)
-    assert any(abs(leaked[i] - rerank[i]) > 1e-4 for i in rerank)
+    # and the test can see a leak: the value used for the other model too gives other scores
+    value = task or rerank_task
+    leaked_dense, leaked_rerank = _expected(qwen_pipeline, embed_backend, score_backend, task=value, rerank_task=value)
+    leaked, kept = (leaked_dense, dense) if task is None else (leaked_rerank, rerank)
+    assert any(abs(leaked[i] - kept[i]) > 1e-4 for i in kept)
 
 
 def test_search_old_instruction_warns_and_still_reaches_both(qwen_pipeline, qwen3_embedder, qwen3_reranker):

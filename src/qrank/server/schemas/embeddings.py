@@ -34,8 +34,8 @@ class EmbeddingRequest(StrictModel):
         "document", description="qrank: 'query' applies the query instruction"
     )
     instruction: Instruction | None = Field(
-        None, description="qrank, with input_type 'query': the task of a Qwen3-Embedding model, or the raw query prefix "
-        "of a sentence-transformers model (default: models.query_task / models.query_prompt, else the model's)"
+        None, description="qrank, with input_type 'query': the task of a Qwen3-Embedding model, or the raw query "
+        "prefix of a sentence-transformers model (default: models.query_task / models.query_prompt, else the model's)"
     )
     truncate: bool | None = Field(None, description="truncate over-long inputs (default: the server's setting)")
     user: str | None = Field(None, description="accepted for OpenAI compatibility; ignored")
