@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .deprecation import warn_deprecated
+from .embedder import Embedder, legacy_query, query_instruction, query_keyword
 from .errors import InvalidInput
 from .reranker import check_documents, check_query, check_top_n, rank_scores
 from .settings import Settings
@@ -261,10 +263,16 @@ class CachedEmbedder:
     def dim(self) -> int:
         return self.embedder.dim
 
-    def embed(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None) -> np.ndarray:
+    def embed(self, texts, *, is_query: bool = False, query_task: str | None = None, query_prompt: str | None = None,
+              dim: int | None = None, instruction: str | None = None) -> np.ndarray:
+        """:meth:`Embedder.embed <qrank.embedder.Embedder.embed>` through the cache (same keywords)."""
+        if instruction is not None:
+            warn_deprecated("CachedEmbedder.embed(instruction=...)", "query_task= or query_prompt=")
+            query_task, query_prompt = legacy_query(self.info, instruction, query_task, query_prompt)
         single = isinstance(texts, str)
         batch = [texts] if single else texts
         counting = _Counting(self.embedder)
+        instruction = query_instruction(self.info, query_task=query_task, query_prompt=query_prompt)
         out = cached_embed(counting, batch, self.cache, is_query=is_query, instruction=instruction, dim=dim)
         self.embedded += counting.count
         return out[0] if single else out
@@ -287,8 +295,11 @@ class _Counting:
         self.info = embedder.info
         self.count = 0
 
-    def embed(self, texts, **kw):
+    def embed(self, texts, *, instruction: str | None = None, **kw):
         self.count += len(texts)
+        if instruction is not None:
+            # the Embedder facade takes the backend's instruction under its role's name (issue 15.4)
+            kw[query_keyword(self.info) if isinstance(self.embedder, Embedder) else "instruction"] = instruction
         return self.embedder.embed(texts, **kw)
 
 

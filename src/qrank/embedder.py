@@ -6,11 +6,64 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .deprecation import warn_deprecated
 from .errors import InvalidInput, QrankError
 from .models.base import EmbeddingModel
 from .reranker import _with_overrides
-from .settings import Settings
+from .settings import INSTRUCTION_SETTING, Settings
 from .types import ModelInfo
+
+
+def query_instruction(info: ModelInfo, *, query_task: str | None = None, query_prompt: str | None = None) -> str | None:
+    """The backend's ``instruction`` for a query, from the role-specific name the caller used.
+
+    ``query_task`` is a Qwen3-Embedding task (qrank writes ``Instruct: {task}\nQuery: `` around it),
+    ``query_prompt`` a raw prefix of a sentence-transformers model; the wrong one for ``info.kind`` is an
+    error rather than a silently odd prefix. Kinds qrank cannot see (a remote model) take either.
+
+    >>> info = ModelInfo(id="m", kind="st-embedder", role="embedder", max_length=512, dtype="float32", device="cpu")
+    >>> query_instruction(info, query_prompt="query: ")
+    'query: '
+    >>> query_instruction(info, query_task="Find the law")
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: query_task: st-embedder models take a raw query prefix; use query_prompt
+    """
+    if query_task is not None and query_prompt is not None:
+        raise InvalidInput("query_task", "give query_task (Qwen3-Embedding) or query_prompt (sentence-transformers), "
+                           "not both")
+    name, value = ("query_task", query_task) if query_task is not None else ("query_prompt", query_prompt)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(name, "must be a string")
+    takes = INSTRUCTION_SETTING.get(info.kind, name)
+    if takes != name:
+        what = "a task (Qwen3-Embedding)" if takes == "query_task" else "a raw query prefix"
+        raise InvalidInput(name, f"{info.kind} models take {what}; use {takes}")
+    return value
+
+
+def query_keyword(info: ModelInfo) -> str:
+    """The role-specific keyword of :meth:`Embedder.embed` that carries this model's query instruction.
+
+    >>> query_keyword(ModelInfo(id="m", kind="qwen3-embedding", role="embedder", max_length=8, dtype="f", device="cpu"))
+    'query_task'
+    """
+    return "query_prompt" if INSTRUCTION_SETTING.get(info.kind) == "query_prompt" else "query_task"
+
+
+def legacy_query(info: ModelInfo, instruction: str | None, query_task: str | None, query_prompt: str | None
+                 ) -> tuple[str | None, str | None]:
+    """``(query_task, query_prompt)`` with a deprecated one-for-all ``instruction`` given to the role ``info.kind``
+    takes, as it was before the split, unless the caller named a role.
+
+    >>> info = ModelInfo(id="m", kind="st-embedder", role="embedder", max_length=8, dtype="f", device="cpu")
+    >>> legacy_query(info, "query: ", None, None)
+    (None, 'query: ')
+    """
+    if instruction is None or query_task is not None or query_prompt is not None:
+        return query_task, query_prompt
+    return (None, instruction) if query_keyword(info) == "query_prompt" else (instruction, None)
 
 
 class Embedder:
@@ -35,14 +88,31 @@ class Embedder:
         device: str | None = None,
         dtype: str | None = None,
         max_length: int | None = None,
-        instruction: str | None = None,
+        query_task: str | None = None,
+        query_prompt: str | None = None,
         engine: str | None = None,
+        instruction: str | None = None,
     ) -> Embedder:
-        """Load a Qwen3-Embedding or sentence-transformers model from a local folder or a hub id."""
+        """Load a Qwen3-Embedding or sentence-transformers model from a local folder or a hub id.
+
+        ``query_task`` (Qwen3-Embedding) or ``query_prompt`` (sentence-transformers) replaces the model's
+        default query instruction (settings ``models.query_task`` / ``models.query_prompt``); ``instruction``
+        is their deprecated one-for-all spelling.
+        """
         from .models.registry import load_model
 
-        settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, instruction=instruction, engine=engine)
-        return cls(load_model(name, "embedder", settings.models, settings.engine))
+        if instruction is not None:
+            warn_deprecated("Embedder.from_pretrained(instruction=...)",
+                            "query_task= (Qwen3-Embedding) or query_prompt= (sentence-transformers)")
+            query_task = query_task if query_task is not None else instruction
+            query_prompt = query_prompt if query_prompt is not None else instruction
+        settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, query_task=query_task,
+                                   query_prompt=query_prompt, engine=engine)
+        model = load_model(name, "embedder", settings.models, settings.engine)
+        if instruction is None:  # a role the loaded kind does not take is the caller's mistake: say so
+            query_instruction(model.info, query_task=query_task)
+            query_instruction(model.info, query_prompt=query_prompt)
+        return cls(model)
 
     @property
     def info(self) -> ModelInfo:
@@ -57,14 +127,23 @@ class Embedder:
         texts: str | Sequence[str],
         *,
         is_query: bool = False,
-        instruction: str | None = None,
+        query_task: str | None = None,
+        query_prompt: str | None = None,
         dim: int | None = None,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """One vector for a string, an ``(n, dim)`` matrix for a list.
 
-        ``is_query`` applies the model's query instruction (Qwen3-Embedding) or query prompt;
-        ``dim`` truncates Matryoshka-style and renormalises.
+        ``is_query`` applies the model's query instruction: its task (Qwen3-Embedding; ``query_task``
+        replaces it for this call) or its query prompt (sentence-transformers; ``query_prompt`` replaces
+        it). ``dim`` truncates Matryoshka-style and renormalises. ``instruction`` is the deprecated
+        spelling of whichever of the two the model takes.
         """
+        if instruction is not None:
+            warn_deprecated("Embedder.embed(instruction=...)",
+                            "query_task= (Qwen3-Embedding) or query_prompt= (sentence-transformers)")
+            query_task, query_prompt = legacy_query(self.info, instruction, query_task, query_prompt)
+        backend_instruction = query_instruction(self.info, query_task=query_task, query_prompt=query_prompt)
         single = isinstance(texts, str)
         batch = [texts] if single else texts
         if not isinstance(batch, Sequence) or isinstance(batch, (bytes, bytearray)):
@@ -74,11 +153,10 @@ class Embedder:
         for i, t in enumerate(batch):
             if not isinstance(t, str):
                 raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
-        if instruction is not None and not isinstance(instruction, str):
-            raise InvalidInput("instruction", "must be a string")
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.dim):
             raise InvalidInput("dim", f"must be an integer between 1 and {self.dim}, got {dim!r}")
-        vectors = np.asarray(self.model.embed_batch(list(batch), is_query=is_query, instruction=instruction, dim=dim), dtype=np.float32)
+        vectors = self.model.embed_batch(list(batch), is_query=is_query, instruction=backend_instruction, dim=dim)
+        vectors = np.asarray(vectors, dtype=np.float32)
         if not np.all(np.isfinite(vectors)):
             raise QrankError("the model produced non-finite values (NaN or inf)")
         return vectors[0] if single else vectors

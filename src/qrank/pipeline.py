@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from .cache import Cache, CachedEmbedder, CachedReranker
+from .deprecation import warn_deprecated
+from .embedder import legacy_query
 from .engine.batching import plan_batches
 from .errors import CollectionNotFound, InvalidInput
 from .index.chunking import Chunker
@@ -317,6 +319,9 @@ class Pipeline:
         rerank: bool | None = None,
         hybrid: bool = False,
         filter: Mapping[str, Any] | None = None,
+        reranker_instruction: str | None = None,
+        query_task: str | None = None,
+        query_prompt: str | None = None,
         instruction: str | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best documents for ``query``.
@@ -327,8 +332,18 @@ class Pipeline:
         ``index.rerank_passages`` passages per document and keeping the best (max-passage). ``filter``
         keeps documents whose metadata match (``{"key": value}`` or ``{"key": [v1, v2]}``).
 
+        Each model gets its own instruction: ``reranker_instruction`` (a Qwen3 reranker's task),
+        ``query_task`` (a Qwen3-Embedding query task) or ``query_prompt`` (a sentence-transformers query
+        prefix); each None keeps the model's default. ``instruction`` is the deprecated one-for-all spelling:
+        it fills every role not given by name.
+
         >>> [(h.id, h.dense_score, h.rerank_score) for h in p.search("keys", k=2)]  # doctest: +SKIP
         """
+        if instruction is not None:
+            warn_deprecated("Pipeline.search(instruction=...)", "reranker_instruction= and query_task= "
+                            "(Qwen3-Embedding) or query_prompt= (sentence-transformers)")
+            reranker_instruction = reranker_instruction if reranker_instruction is not None else instruction
+            query_task, query_prompt = legacy_query(self.embedder.info, instruction, query_task, query_prompt)
         query = check_query(query)
         k = _check_positive(k, "k")
         n_cand = max(_check_positive(candidates if candidates is not None else self.settings.index.candidates, "candidates"), k)
@@ -339,7 +354,7 @@ class Pipeline:
         if rerank is True and rr is None:
             raise InvalidInput("reranker", f"collection {self.name!r} has no reranker; pass reranker= to Pipeline.open or rerank=False")
         store = self.collection.store
-        qv = self.embedder.embed(query, is_query=True, instruction=instruction)
+        qv = self.embedder.embed(query, is_query=True, query_task=query_task, query_prompt=query_prompt)
         dense = self._dense_candidates(qv, n_cand, norm)
         bm25: dict[str, float] = {}
         fused: dict[str, float] = {}
@@ -362,7 +377,7 @@ class Pipeline:
         best_passage = {d: dense[d][1] for d in cand if d in dense}
         rerank_scores: dict[str, float] = {}
         if rr is not None:
-            rerank_scores, best_passage = self._rerank(rr, query, qv, cand, docs, instruction)
+            rerank_scores, best_passage = self._rerank(rr, query, qv, cand, docs, reranker_instruction)
             order = sorted(range(len(cand)), key=lambda i: (-rerank_scores[cand[i]], i))
             cand = [cand[i] for i in order]
         hits = []
@@ -421,7 +436,7 @@ class Pipeline:
             fetch = min(fetch * 4, _MAX_FETCH)
 
     def _rerank(self, rr: CachedReranker, query: str, qv: np.ndarray, cand: list[str], docs: dict[str, list[Passage]],
-                instruction: str | None) -> tuple[dict[str, float], dict[str, int]]:
+                reranker_instruction: str | None) -> tuple[dict[str, float], dict[str, int]]:
         """Max-passage reranking: score each candidate's best passages, keep each document's maximum."""
         limit = self.settings.index.rerank_passages
         long_docs = [d for d in cand if len(docs[d]) > limit]
@@ -435,7 +450,7 @@ class Pipeline:
             for c in chunks:
                 pairs.append((query, docs[d][c].text))
                 owners.append((d, c))
-        scores = rr.score_pairs(pairs, instruction=instruction)
+        scores = rr.score_pairs(pairs, instruction=reranker_instruction)
         best: dict[str, float] = {}
         best_chunk: dict[str, int] = {}
         for (d, c), s in zip(owners, scores.tolist()):

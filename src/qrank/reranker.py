@@ -73,10 +73,15 @@ class Reranker:
         instruction: str | None = None,
         engine: str | None = None,
     ) -> Reranker:
-        """Load a Qwen3 reranker or a cross-encoder from a local folder or a hub id."""
+        """Load a Qwen3 reranker or a cross-encoder from a local folder or a hub id.
+
+        ``instruction`` is the Qwen3 reranker's ``<Instruct>`` task (setting ``models.reranker_instruction``);
+        cross-encoders take none.
+        """
         from .models.registry import load_model
 
-        settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, instruction=instruction, engine=engine)
+        settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length,
+                                   reranker_instruction=instruction, engine=engine)
         return cls(load_model(name, "reranker", settings.models, settings.engine), instruction=instruction)
 
     @property
@@ -152,10 +157,13 @@ class Reranker:
         return f"Reranker({self.info.id!r}, kind={self.info.kind!r}, device={self.info.device!r})"
 
 
+_MODEL_OVERRIDES = ("device", "dtype", "max_length", "reranker_instruction", "query_task", "query_prompt")
+
+
 def _with_overrides(settings: Settings | None, **kw) -> Settings:
     """A copy of ``settings`` with the keyword overrides a facade's ``from_pretrained`` accepts."""
     settings = settings or Settings()
-    models = {k: v for k, v in kw.items() if k in ("device", "dtype", "max_length", "instruction") and v is not None}
+    models = {k: v for k, v in kw.items() if k in _MODEL_OVERRIDES and v is not None}
     engine = {"engine": kw["engine"]} if kw.get("engine") else {}
     # validate through the models so that an override out of range fails like a bad env var would
     return settings.model_copy(

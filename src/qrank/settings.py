@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .deprecation import warn_deprecated
+
 
 def _default_home() -> Path:
     return Path(os.environ.get("QRANK_HOME", "~/.qrank")).expanduser()
@@ -32,10 +34,58 @@ class ModelSettings(BaseModel):
         "auto", description="'auto' = float32 on CPU, bfloat16 on GPU"
     )
     max_length: int = Field(8192, ge=16, le=32768, description="tokens per input (template included)")
-    instruction: str | None = Field(None, description="default instruction for Qwen3 rerankers / embedder queries")
+    # one setting per role: the three strings mean different things, and one server may load all three kinds
+    reranker_instruction: str | None = Field(
+        None, description="Qwen3 rerankers: the '<Instruct>' task of requests that give none (None = the model's "
+        "default)"
+    )
+    query_task: str | None = Field(
+        None, description="Qwen3-Embedding: the task in 'Instruct: {task}\\nQuery: ' before each query (None = the "
+        "model's default)"
+    )
+    query_prompt: str | None = Field(
+        None, description="sentence-transformers embedders: raw prefix of each query, e.g. 'query: ' (None = the "
+        "model's 'query' prompt)"
+    )
+    instruction: str | None = Field(
+        None, description="deprecated: fills each of reranker_instruction, query_task and query_prompt left unset"
+    )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     trust_remote_code: bool = False
     local_files_only: bool = Field(False, description="never contact the hub")
+
+    @model_validator(mode="after")
+    def _split_old_instruction(self) -> ModelSettings:
+        # the old one-for-all setting keeps its meaning for one release: it fills every role not set by name;
+        # it is then cleared so that copies of these settings neither warn again nor override a role later
+        if self.instruction is not None:
+            warn_deprecated("models.instruction (QRANK_MODELS__INSTRUCTION, --instruction)",
+                            "models.reranker_instruction, models.query_task or models.query_prompt", stacklevel=2)
+            for role in ("reranker_instruction", "query_task", "query_prompt"):
+                if getattr(self, role) is None:
+                    setattr(self, role, self.instruction)
+            self.instruction = None
+        return self
+
+    def instruction_for(self, kind: str) -> str | None:
+        """The configured instruction of a model ``kind`` (None: the model's own default, or a kind that takes none).
+
+        >>> ModelSettings(query_task="Find the law").instruction_for("qwen3-embedding")
+        'Find the law'
+        >>> ModelSettings(query_task="Find the law").instruction_for("st-embedder") is None
+        True
+        """
+        role = INSTRUCTION_SETTING.get(kind)
+        return getattr(self, role) if role else None
+
+
+# which setting carries the instruction of each model kind (kind names: qrank.models.registry.KINDS)
+INSTRUCTION_SETTING = {
+    "qwen3-reranker": "reranker_instruction",
+    "qwen3-reranker-seq-cls": "reranker_instruction",
+    "qwen3-embedding": "query_task",
+    "st-embedder": "query_prompt",
+}
 
 
 class EngineSettings(BaseModel):

@@ -88,3 +88,26 @@ def test_search_errors_name_the_field(http):
     assert r.status_code == 422 and r.json()["error"]["field"].startswith("documents[0]")
     r = http.post("/v1/collections/other/documents", json={"documents": ["x"], "embedder": "ce"})
     assert r.status_code == 404 and r.json()["error"]["field"] == "model"
+
+
+def test_search_query_prompt_reaches_the_embedder_only(http, minilm):
+    # /v1/search addresses two models, so each has its own field; a sentence-transformers collection takes a prompt
+    r = http.post("/v1/search", json={"collection": "notes", "query": QUERY, "k": 4, "rerank": False,
+                                      "query_prompt": "query: "})
+    assert r.status_code == 200, r.text
+    q = minilm.model.embed_batch([QUERY], is_query=True, instruction="query: ")[0]
+    cos = {d["id"]: float(minilm.embed(d["text"]) @ q) for d in DOCS}
+    hits = r.json()["results"]
+    assert [h["score"] for h in hits] == pytest.approx([cos[h["id"]] for h in hits], abs=1e-4)
+    # the wrong role for the collection's embedder is the caller's mistake, named
+    r = http.post("/v1/search", json={"collection": "notes", "query": QUERY, "query_task": "Find the law"})
+    assert r.status_code in (400, 422) and "query_task" in r.text
+
+
+def test_search_old_instruction_field_still_accepted(http, minilm):
+    old = http.post("/v1/search", json={"collection": "notes", "query": QUERY, "k": 4, "rerank": False,
+                                        "instruction": "query: "})
+    new = http.post("/v1/search", json={"collection": "notes", "query": QUERY, "k": 4, "rerank": False,
+                                        "query_prompt": "query: "})
+    assert old.status_code == 200, old.text
+    assert [h["score"] for h in old.json()["results"]] == pytest.approx([h["score"] for h in new.json()["results"]])

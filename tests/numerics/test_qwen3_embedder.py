@@ -31,7 +31,7 @@ def test_queries_get_the_instruction(qwen3_embedder, qwen3_embedder_dir):
     assert not np.allclose(got, plain, atol=1e-4)
     task = "Given a claim, find documents that support it"
     np.testing.assert_allclose(
-        qwen3_embedder.embed(QUERIES, is_query=True, instruction=task),
+        qwen3_embedder.embed(QUERIES, is_query=True, query_task=task),
         official_qwen3_embed(str(qwen3_embedder_dir), QUERIES, is_query=True, task=task),
         atol=1e-5,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
+from ..deprecation import QrankDeprecationWarning
 from ..errors import QrankError
 from .common import configure_logging, fail
 
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     configure_logging(args.verbose)
+    # Python hides DeprecationWarning outside __main__; a user of a deprecated flag or env var must see it
+    warnings.simplefilter("default", QrankDeprecationWarning)
     try:
         return int(args.func(args) or 0)
     except QrankError as exc:

@@ -24,17 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("docs", nargs="*", metavar="DOC", help="documents given inline")
     p.add_argument("--top-n", "-n", type=int, default=None, help="keep the best N (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_settings_flags(p, "models", ["device", "dtype", "max_length", "instruction"])
+    add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction"])
+    # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
+    p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
+                   help="same as --reranker-instruction")
     add_settings_flags(p, "engine", ["engine", "max_batch_tokens"])
     p.set_defaults(func=cmd_rerank)
 
     e = sub.add_parser("embed", help="embed texts", description="Print L2-normalised embeddings of the given texts.")
     e.add_argument("--model", "-m", required=True, help="embedder: local folder or hub id (e.g. Qwen/Qwen3-Embedding-0.6B)")
-    e.add_argument("--query", action="store_true", help="the texts are queries (applies the query instruction)")
+    e.add_argument("--query", action="store_true",
+                   help="the texts are queries (applies the query task or prompt: --query-task, --query-prompt)")
     e.add_argument("--dim", type=int, default=None, help="output dimension (Matryoshka truncation + renormalisation)")
     e.add_argument("--json", action="store_true", help="print the full vectors as JSON")
     e.add_argument("texts", nargs="+", metavar="TEXT")
-    add_settings_flags(e, "models", ["device", "dtype", "max_length", "instruction"])
+    add_settings_flags(e, "models", ["device", "dtype", "max_length", "query_task", "query_prompt", "instruction"])
     add_settings_flags(e, "engine", ["engine", "max_batch_tokens"])
     e.set_defaults(func=cmd_embed)
 

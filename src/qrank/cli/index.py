@@ -84,7 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--hybrid", action="store_true", help="fuse dense and BM25 rankings (reciprocal rank fusion)")
     s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="keep documents whose metadata KEY equals VALUE (JSON or text); repeat to AND, repeat a key to OR")
-    s.add_argument("--instruction", help="query instruction for instruction-aware models")
+    s.add_argument("--reranker-instruction", help="the Qwen3 reranker's task (default: the model's)")
+    s.add_argument("--query-task", help="the Qwen3-Embedding query task (default: the model's)")
+    s.add_argument("--query-prompt", help="the sentence-transformers query prefix (default: the model's)")
+    s.add_argument("--instruction", help="deprecated: one value for every role above that is not given")
     s.add_argument("--json", action="store_true", help="print a JSON list of hits")
     _common(s)
     add_settings_flags(s, "index", ["candidates", "rrf_k", "hnsw_ef_search", "rerank_passages", "milvus_uri"])
@@ -234,7 +237,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with Pipeline.open(args.collection, reranker=args.reranker, settings=settings, create=False) as p:
         rerank = False if args.no_rerank else None
         hits = p.search(args.query, k=args.k, rerank=rerank, hybrid=args.hybrid, filter=parse_filter(args.filter),
-                        instruction=args.instruction)
+                        reranker_instruction=args.reranker_instruction, query_task=args.query_task,
+                        query_prompt=args.query_prompt, instruction=args.instruction)
         reranked = bool(hits) and hits[0].rerank_score is not None
     if args.json:
         print_json([h.to_dict() for h in hits])

@@ -165,6 +165,7 @@ class Evaluation:
                 "instruction": info.default_instruction,
             }
         from ..models.base import pick_device, resolve_model
+        from ..models.registry import detect_kind
 
         name = self.config.embedder if role == "embedder" else self.config.reranker
         resolved = resolve_model(name, m)
@@ -174,7 +175,7 @@ class Evaluation:
             "max_length": m.max_length,
             "dtype": m.dtype,
             "device": pick_device(m.device),
-            "instruction": m.instruction,
+            "instruction": m.instruction_for(detect_kind(resolved.config, resolved.path).name),
         }
 
     @property

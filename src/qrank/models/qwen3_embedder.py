@@ -90,7 +90,7 @@ class Qwen3Embedder:
             revision=resolved.revision,
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
-            default_instruction=settings.instruction or DEFAULT_TASK,
+            default_instruction=settings.query_task or DEFAULT_TASK,
         )
         return cls(model, tokenizer, info, engine_settings)
 

@@ -151,7 +151,7 @@ class Qwen3Reranker:
             dtype=dtype_name(dtype),
             device=str(device),
             revision=resolved.revision,
-            default_instruction=settings.instruction or DEFAULT_INSTRUCTION,
+            default_instruction=settings.reranker_instruction or DEFAULT_INSTRUCTION,
             extra={"architecture": archs[0] if archs else None},
         )
         return cls(model, tokenizer, info, engine_settings)

@@ -90,7 +90,7 @@ class STEmbedder:
             revision=resolved.revision,
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
-            default_instruction=settings.instruction or prompts.get("query") or None,
+            default_instruction=settings.query_prompt or prompts.get("query") or None,
             extra={"pooling": layout["pooling"]},
         )
         return cls(model, tokenizer, info, layout, engine_settings)

@@ -62,7 +62,8 @@ class UIBackend(Protocol):
     def rerank(
         self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None, instruction: str | None = None
     ) -> list[RerankResult]:
-        """``Reranker.rerank`` of the named model: results best first, each with its input ``index``."""
+        """``Reranker.rerank`` of the named model: results best first, each with its input ``index``;
+        ``instruction`` is the reranker's (a Qwen3 reranker's task), never an embedder's."""
         ...
 
     def collection_names(self) -> list[str]: ...

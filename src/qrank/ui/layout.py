@@ -170,7 +170,10 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
             with gr.Row():
                 with gr.Column(scale=3):
                     pg_query = gr.Textbox(label="Query", placeholder="What are you looking for?", elem_id="pg-query")
-                    pg_instr = gr.Textbox(label="Instruction (optional; Qwen3 rerankers)", placeholder="e.g. Given a web search query, retrieve relevant passages that answer the query", elem_id="pg-instruction")
+                    pg_instr = gr.Textbox(
+                        label="Reranker instruction (optional; Qwen3 rerankers)", elem_id="pg-instruction",
+                        placeholder="e.g. Given a web search query, retrieve relevant passages that answer the query",
+                    )
                     pg_docs = gr.Textbox(label="Documents, one per line", lines=8, max_lines=30, elem_id="pg-docs")
                 with gr.Column(scale=1, min_width=240):
                     pg_model = gr.Dropdown(rerankers, value=first, label="Reranker", elem_id="pg-model")
@@ -211,7 +214,7 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
             with gr.Row():
                 with gr.Column(scale=3):
                     c_query = gr.Textbox(label="Query", elem_id="c-query")
-                    c_instr = gr.Textbox(label="Instruction (optional)")
+                    c_instr = gr.Textbox(label="Reranker instruction (optional; Qwen3 rerankers)")
                     c_docs = gr.Textbox(label="Documents, one per line", lines=8, max_lines=30, elem_id="c-docs")
                 with gr.Column(scale=1, min_width=240):
                     c_a = gr.Dropdown(rerankers, value=first, label="Reranker A", elem_id="c-model-a")

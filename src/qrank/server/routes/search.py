@@ -55,6 +55,9 @@ def _search(state, body: SearchRequest) -> list[SearchHitItem]:
         rerank=body.rerank,
         hybrid=body.hybrid or body.mode == "hybrid",
         filter=body.filter,
+        reranker_instruction=body.reranker_instruction,
+        query_task=body.query_task,
+        query_prompt=body.query_prompt,
         instruction=body.instruction,
     )
     return [SearchHitItem(**h.to_dict()) for h in hits]

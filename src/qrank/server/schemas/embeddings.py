@@ -6,7 +6,8 @@ OpenAI::
     → {"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}
 
 ``base64`` is the little-endian float32 bytes of each vector (what the ``openai`` SDK asks for by default).
-qrank extras: ``input_type`` ("query" applies the model's query instruction) and ``instruction``.
+qrank extras: ``input_type`` ("query" applies the model's query instruction) and ``instruction`` (for queries:
+the task of a Qwen3-Embedding model, or the raw query prefix of a sentence-transformers model).
 
 TEI::
 
@@ -33,7 +34,8 @@ class EmbeddingRequest(StrictModel):
         "document", description="qrank: 'query' applies the query instruction"
     )
     instruction: Instruction | None = Field(
-        None, description="qrank: query instruction (overrides the model's default)"
+        None, description="qrank, with input_type 'query': the task of a Qwen3-Embedding model, or the raw query "
+        "prefix of a sentence-transformers model (default: models.query_task / models.query_prompt, else the model's)"
     )
     truncate: bool | None = Field(None, description="truncate over-long inputs (default: the server's setting)")
     user: str | None = Field(None, description="accepted for OpenAI compatibility; ignored")

@@ -36,7 +36,8 @@ class _RerankFields(StrictModel):
     top_n: PositiveInt | None = Field(None, description="keep the best N results (default: all)")
     return_documents: bool = Field(True, description="include each document's text in the results")
     instruction: Instruction | None = Field(
-        None, description="task instruction for Qwen3 rerankers (ignored by cross-encoders)"
+        None, description="the reranker's instruction: a Qwen3 reranker's task (default: models.reranker_instruction "
+        "or the model's; ignored by cross-encoders)"
     )
     truncate: bool | None = Field(None, description="truncate over-long documents (default: the server's setting)")
     max_tokens_per_doc: PositiveInt | None = Field(

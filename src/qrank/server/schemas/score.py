@@ -15,7 +15,10 @@ class ScoreRequest(StrictModel):
     model: ModelName | None = Field(None, description="served model name; default: the first reranker")
     text_1: QueryList = Field(description="query: one string (one-to-many) or a list as long as text_2 (one-to-one)")
     text_2: TextList = Field(description="documents: one string or a list")
-    instruction: Instruction | None = Field(None, description="task instruction for Qwen3 rerankers")
+    instruction: Instruction | None = Field(
+        None, description="the reranker's instruction: a Qwen3 reranker's task (default: models.reranker_instruction "
+        "or the model's; ignored by cross-encoders)"
+    )
     truncate: bool | None = Field(None, description="truncate over-long inputs (default: the server's setting)")
 
 

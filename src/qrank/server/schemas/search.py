@@ -31,7 +31,21 @@ class SearchRequest(StrictModel):
     filter: dict[str, Scalar | list[Scalar]] | None = Field(
         None, description="metadata filter {key: value or [values]}"
     )
-    instruction: Instruction | None = None
+    # the body addresses two models, so each gets its own field (issue 15.4)
+    reranker_instruction: Instruction | None = Field(
+        None, description="the reranker's task (Qwen3 rerankers; default: models.reranker_instruction or the model's)"
+    )
+    query_task: Instruction | None = Field(
+        None, description="the query task of a Qwen3-Embedding collection (default: models.query_task or the model's)"
+    )
+    query_prompt: Instruction | None = Field(
+        None, description="the raw query prefix of a sentence-transformers collection (default: models.query_prompt "
+        "or the model's 'query' prompt)"
+    )
+    instruction: Instruction | None = Field(
+        None, description="deprecated: one value for each of reranker_instruction and the query task/prompt not given",
+        json_schema_extra={"deprecated": True},
+    )
 
 
 class SearchHitItem(ResponseModel):
