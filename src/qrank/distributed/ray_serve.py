@@ -83,11 +83,9 @@ class ModelReplica:
     def check_health(self) -> None:
         """Ray Serve calls this periodically; a replica whose model cannot run is restarted."""
         if self.role == "reranker":
-            out = self.facade.model.score_pairs([("health", "check")])
-            if not np.all(np.isfinite(out)):
-                raise QrankError("health check produced a non-finite score")
+            self.facade.score_pairs([("health", "check")])  # the facade's checks: shape, finiteness
         else:
-            self.facade.model.embed_batch(["health check"], is_query=False)
+            self.facade.embed(["health check"])
 
     # calls that arrive together are merged into one model call per group of equal options
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
