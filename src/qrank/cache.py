@@ -265,10 +265,11 @@ class CachedScorer(Layer):
         if missing:
             raw = self.inner.score_pairs(missing, instruction=instruction)
             fresh = dict(zip(missing, check_finite(check_scores(raw, len(missing))).tolist()))
-            self.cache.put_many("score", [(score_key(self.info, eff, q, d), text_tag(d), np.float32(s).astype("<f4").tobytes())
-                                          for (q, d), s in fresh.items()])
-        return np.array([fresh[p] if p in fresh else np.frombuffer(found[k], dtype="<f4")[0] for p, k in zip(pairs, keys)],
-                        dtype=np.float32)
+            rows = [(score_key(self.info, eff, q, d), text_tag(d), np.float32(s).astype("<f4").tobytes())
+                    for (q, d), s in fresh.items()]
+            self.cache.put_many("score", rows)
+        out = [fresh[p] if p in fresh else np.frombuffer(found[k], dtype="<f4")[0] for p, k in zip(pairs, keys)]
+        return np.array(out, dtype=np.float32)
 
 
 # --- the facades over them ------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from official_recipes import official_qwen3_embed, official_qwen3_rerank
+
 from qrank.models.base import Encoded, PairEncoder, TextEncoder
 
 QUERY = "What is the capital of China?"
@@ -51,7 +51,8 @@ def test_cross_encoder_encode_then_score(ce, ce_dir):
     _encoded_ok(encoded, model.count_tokens(PAIRS))
     # the ids and type ids are the tokenizer's own for the pair (BERT: [CLS] q [SEP] d [SEP])
     tok = AutoTokenizer.from_pretrained(str(ce_dir))
-    ref = tok([q for q, _ in PAIRS], [d for _, d in PAIRS], truncation="longest_first", max_length=model.info.max_length)
+    queries, docs = [q for q, _ in PAIRS], [d for _, d in PAIRS]
+    ref = tok(queries, docs, truncation="longest_first", max_length=model.info.max_length)
     assert [list(e.ids) for e in encoded] == ref["input_ids"]
     assert [list(e.type_ids) for e in encoded] == ref["token_type_ids"]
     np.testing.assert_array_equal(model.score_encoded(encoded), model.score_pairs(PAIRS))

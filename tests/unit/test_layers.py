@@ -42,8 +42,8 @@ def test_every_layer_is_a_model(tmp_path):
         assert isinstance(m, EmbeddingModel) and not isinstance(m, ScoringModel), m
     # the remote layers: checked on the class, so that no server is asked for ``info``
     for cls, proto in ((RemoteScorer, ScoringModel), (RemoteEmbeddingModel, EmbeddingModel)):
-        assert all(callable(getattr(cls, name, None)) for name in ("count_tokens", "score_pairs" if proto is ScoringModel
-                                                                   else "embed_batch"))
+        work = "score_pairs" if proto is ScoringModel else "embed_batch"
+        assert all(callable(getattr(cls, name, None)) for name in ("count_tokens", work))
         assert isinstance(cls.info, property)
 
 
@@ -78,7 +78,8 @@ def test_stacked_layers_score_like_the_bare_model_and_count_only_misses(tmp_path
     best = sorted(range(len(more)), key=lambda i: (-overlap_score(QUERY, more[i]), i))[:2]
     assert [r.index for r in ranked] == best
     # duplicates within one call are scored once
-    assert stacked.score("bread", ["bake bread", "bake bread"]) == pytest.approx([overlap_score("bread", "bake bread")] * 2)
+    twice = stacked.score("bread", ["bake bread", "bake bread"])
+    assert twice == pytest.approx([overlap_score("bread", "bake bread")] * 2)
     assert counting.count == len(DOCS) + 2
 
 

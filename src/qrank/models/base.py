@@ -80,7 +80,9 @@ class EmbeddingModel(Protocol):
         """float32 array (len(texts), dim), rows L2-normalised, in the caller's order."""
         ...
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+    def count_tokens(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[int]:
         """Exact tokens per text as the model will see them."""
         ...
 

@@ -71,7 +71,8 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> dict:
 def to_encoded(features: dict) -> list[Encoded]:
     """A tokenizer output (no padding) as :class:`~qrank.models.base.Encoded` items."""
     types = features.get("token_type_ids")
-    return [Encoded(tuple(ids), tuple(types[i]) if types is not None else None) for i, ids in enumerate(features["input_ids"])]
+    ids = features["input_ids"]
+    return [Encoded(tuple(x), tuple(types[i]) if types is not None else None) for i, x in enumerate(ids)]
 
 
 def to_features(encoded: Sequence[Encoded]) -> dict:

@@ -102,7 +102,9 @@ class Qwen3Embedder:
         encs = self.text_tok.encode_batch(list(texts), add_special_tokens=False)
         return [self.before + e.ids[:room] + self.after for e in encs]
 
-    def encode_texts(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[Encoded]:
+    def encode_texts(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[Encoded]:
         return [Encoded(tuple(ids)) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
     def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:

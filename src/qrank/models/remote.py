@@ -2,9 +2,10 @@
 
 The remote layers :class:`RemoteScorer` (vLLM/Jina ``POST /v1/rerank``, or TEI's ``/rerank``) and
 :class:`RemoteEmbeddingModel` (OpenAI's ``POST /v1/embeddings``) are models like any backend;
-``RemoteReranker`` / ``RemoteEmbedder`` are the facades over them. They keep one pooled ``httpx`` connection set, apply timeouts, and turn
-server answers back into qrank's errors (``InvalidInput`` naming the field, ``Overloaded`` with the
-server's ``Retry-After``, ``ModelNotFound``…) or :class:`ServerUnavailable` when nothing answers.
+``RemoteReranker`` / ``RemoteEmbedder`` are the facades over them. They keep one pooled ``httpx``
+connection set, apply timeouts, and turn server answers back into qrank's errors (``InvalidInput``
+naming the field, ``Overloaded`` with the server's ``Retry-After``, ``ModelNotFound``…) or
+:class:`ServerUnavailable` when nothing answers.
 
 >>> from qrank import RemoteReranker
 >>> rr = RemoteReranker("http://127.0.0.1:8000")               # doctest: +SKIP
@@ -27,8 +28,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..errors import InvalidInput, ModelNotFound, Overloaded, QrankError, TooLarge, UnsupportedModel, require
 from ..embedder import Embedder
+from ..errors import InvalidInput, ModelNotFound, Overloaded, QrankError, TooLarge, UnsupportedModel, require
 from ..reranker import Reranker
 from ..types import ModelInfo
 
@@ -240,11 +241,16 @@ class RemoteScorer(_RemoteModel):
         """Scores of ``documents`` in their order, from one request."""
         if self.protocol == "tei":
             if instruction is not None:
-                raise InvalidInput("instruction", "the TEI protocol has no instruction; use protocol='v1' (qrank, vLLM)")
+                raise InvalidInput(
+                    "instruction", "the TEI protocol has no instruction; use protocol='v1' (qrank, vLLM)"
+                )
             body: dict[str, Any] = {"query": query, "texts": documents, "truncate": True, "raw_scores": False,
                                     "return_text": False}
             answer = self.transport.request("POST", "/rerank", self._with_model(body))
-            if not isinstance(answer, list) or not all(isinstance(r, dict) and "index" in r and "score" in r for r in answer):
+            well_formed = isinstance(answer, list) and all(
+                isinstance(r, dict) and "index" in r and "score" in r for r in answer
+            )
+            if not well_formed:
                 raise ServerUnavailable("the server's TEI rerank answer is not a list of {index, score}")
             results = [(r["index"], r["score"]) for r in answer]
         else:
@@ -347,7 +353,8 @@ class RemoteReranker(_RemoteFacade, Reranker):
     PROTOCOLS = RemoteScorer.PROTOCOLS
 
     def __init__(self, base_url: str | Sequence[str], model: str | None = None, api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, *, protocol: str = "v1", transport=None, concurrency: int = 8) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, *, protocol: str = "v1", transport=None,
+                 concurrency: int = 8) -> None:
         scorer = RemoteScorer(_transport(base_url, api_key, timeout, transport), model, protocol=protocol,
                               concurrency=concurrency)
         super().__init__(scorer)

@@ -99,8 +99,11 @@ class STEmbedder:
         prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
         return [prefix + t for t in texts] if prefix else list(texts)
 
-    def encode_texts(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[Encoded]:
-        return to_encoded(tokenize_texts(self.tokenizer, self._prompted(texts, is_query, instruction), self.info.max_length))
+    def encode_texts(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[Encoded]:
+        prompted = self._prompted(texts, is_query, instruction)
+        return to_encoded(tokenize_texts(self.tokenizer, prompted, self.info.max_length))
 
     def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
         return [len(e) for e in self.encode_texts(texts, is_query=is_query, instruction=instruction)]
@@ -114,7 +117,8 @@ class STEmbedder:
             out = self.model(**batch).last_hidden_state
             return pool(out, batch["attention_mask"], mode)
 
-        rows = run_encoder_batches(self.tokenizer, to_features(encoded), forward, self.engine_settings, self.info.device)
+        features = to_features(encoded)
+        rows = run_encoder_batches(self.tokenizer, features, forward, self.engine_settings, self.info.device)
         return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)
 
     def embed_batch(

@@ -244,7 +244,8 @@ class ServerState:
         for m in self.pool.models:
             # the probe takes the path of a real request: encoded at the door, run by the worker
             if m.role == "reranker":
-                job, counts = await asyncio.to_thread(score_job, m.model, [("is the server ready?", "the server is ready")], None)
+                pairs = [("is the server ready?", "the server is ready")]
+                job, counts = await asyncio.to_thread(score_job, m.model, pairs, None)
                 scores = await m.batcher.submit(job, cost=sum(counts))
                 if len(scores) != 1:
                     raise QrankError(f"{m.name}: probe returned {len(scores)} scores")
