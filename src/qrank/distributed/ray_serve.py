@@ -117,7 +117,8 @@ def _merge_calls(calls: list[tuple], run) -> list[np.ndarray]:
 
 
 class RayModelProxy:
-    """A ``ScoringModel`` / ``EmbeddingModel`` whose work runs on Ray Serve replicas.
+    """The Ray layer: a model whose work runs on Ray Serve replicas (:class:`RayScorer`,
+    :class:`RayEmbeddingModel`), placed under the facades like any other layer.
 
     A call whose replica died (or is restarting) is retried with backoff on another replica, so a lost
     replica costs latency, never a wrong or missing answer.
@@ -151,18 +152,26 @@ class RayModelProxy:
             return out["result"]
         raise QrankError(f"{self.info.id}: no replica answered after {self.retries} retries ({last})")
 
-    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
-        return np.asarray(self._call("score_pairs", [tuple(p) for p in pairs], instruction), dtype=np.float32)
-
-    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None) -> np.ndarray:
-        return np.asarray(self._call("embed_batch", list(texts), is_query, instruction, dim), dtype=np.float32)
-
     def count_tokens(self, items, **kwargs) -> list[int]:
         return self.handle.count_tokens.remote(list(items), kwargs).result(timeout_s=self.timeout_s)
 
     def replica_stats(self) -> dict:
         with self._lock:
             return {"calls_by_replica": dict(self.replica_calls), "retries": self.retried}
+
+
+class RayScorer(RayModelProxy):
+    """A :class:`~qrank.models.base.ScoringModel` on Ray Serve replicas."""
+
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+        return np.asarray(self._call("score_pairs", [tuple(p) for p in pairs], instruction), dtype=np.float32)
+
+
+class RayEmbeddingModel(RayModelProxy):
+    """A :class:`~qrank.models.base.EmbeddingModel` on Ray Serve replicas."""
+
+    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None):
+        return np.asarray(self._call("embed_batch", list(texts), is_query, instruction, dim), dtype=np.float32)
 
 
 class QrankIngress:
@@ -185,7 +194,8 @@ class QrankIngress:
         for i, (name, role) in enumerate(models):
             handle = handles[f"m{i}"]
             info = ModelInfo(**(await handle.info.remote()))
-            proxy = RayModelProxy(handle, info, retries=dist.retries, timeout_s=dist.call_timeout_s)
+            layer = RayScorer if role == "reranker" else RayEmbeddingModel
+            proxy = layer(handle, info, retries=dist.retries, timeout_s=dist.call_timeout_s)
             facade = Reranker(proxy) if role == "reranker" else Embedder(proxy)
             served.append(ServedModel(name, role, facade))
         self.pool = ModelPool(served)
