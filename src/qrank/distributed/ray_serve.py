@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
+from ..models.base import Encoded, PairEncoder, TextEncoder
 from ..settings import Settings
 from ..types import ModelInfo
 from .patience import SERVE_PATIENCE
@@ -56,16 +57,35 @@ class ModelReplica:
             self.replica_id = uuid.uuid4().hex[:8]
         self.calls = 0
         dist = cfg.distributed
-        self._batched_score.set_max_batch_size(dist.replica_batch_size)
-        self._batched_score.set_batch_wait_timeout_s(dist.replica_batch_wait_ms / 1000.0)
-        self._batched_embed.set_max_batch_size(dist.replica_batch_size)
-        self._batched_embed.set_batch_wait_timeout_s(dist.replica_batch_wait_ms / 1000.0)
+        for batched in (self._batched_score, self._batched_embed, self._batched_score_encoded,
+                        self._batched_embed_encoded):
+            batched.set_max_batch_size(dist.replica_batch_size)
+            batched.set_batch_wait_timeout_s(dist.replica_batch_wait_ms / 1000.0)
 
     def info(self) -> dict:
         return self.facade.info.to_dict()
 
     def count_tokens(self, items: list, kwargs: dict) -> list[int]:
         return [int(n) for n in self.facade.model.count_tokens(items, **kwargs)]
+
+    def encodes(self) -> bool:
+        """Whether the model tokenizes locally: then the front tokenizes each request once (``encode``)
+        and sends the token ids back for scoring."""
+        return isinstance(self.facade.model, PairEncoder if self.role == "reranker" else TextEncoder)
+
+    def encode(self, items: list, kwargs: dict) -> dict:
+        model = self.facade.model
+        encode = model.encode_pairs if self.role == "reranker" else model.encode_texts
+        encoded = encode(items, **kwargs)
+        return {"result": encoded, "replica": self.replica_id}
+
+    async def score_encoded(self, encoded: list) -> dict:
+        self.calls += 1
+        return {"result": await self._batched_score_encoded((encoded,)), "replica": self.replica_id}
+
+    async def embed_encoded(self, encoded: list, dim: int | None) -> dict:
+        self.calls += 1
+        return {"result": await self._batched_embed_encoded((encoded, dim)), "replica": self.replica_id}
 
     async def score_pairs(self, pairs: list, instruction: str | None = None) -> dict:
         self.calls += 1
@@ -96,6 +116,17 @@ class ModelReplica:
     async def _batched_embed(self, calls: list[tuple]) -> list[np.ndarray]:
         return await asyncio.to_thread(
             _merge_calls, calls, lambda items, opts: self.facade.model.embed_batch(items, is_query=opts[0], instruction=opts[1], dim=opts[2])
+        )
+
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _batched_score_encoded(self, calls: list[tuple]) -> list[np.ndarray]:
+        return await asyncio.to_thread(_merge_calls, calls, lambda items, _: self.facade.model.score_encoded(items))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _batched_embed_encoded(self, calls: list[tuple]) -> list[np.ndarray]:
+        return await asyncio.to_thread(
+            _merge_calls, calls, lambda items, opts: self.facade.model.embed_encoded(items, dim=opts[0])
         )
 
 
@@ -133,7 +164,7 @@ class RayModelProxy:
         self.retried = 0
         self._lock = threading.Lock()
 
-    def _call(self, method: str, *args) -> np.ndarray:
+    def _call(self, method: str, *args) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         last: Exception | None = None
@@ -174,6 +205,35 @@ class RayEmbeddingModel(RayModelProxy):
         return np.asarray(self._call("embed_batch", list(texts), is_query, instruction, dim), dtype=np.float32)
 
 
+class RayEncodingScorer(RayScorer):
+    """A :class:`RayScorer` over a model that tokenizes locally: a request is tokenized once on a replica
+    (``encode_pairs``, also its exact token count) and its token ids are scored (``score_encoded``)."""
+
+    def encode_pairs(self, pairs, *, instruction: str | None = None) -> list[Encoded]:
+        return self._call("encode", [tuple(p) for p in pairs], {"instruction": instruction})
+
+    def score_encoded(self, encoded) -> np.ndarray:
+        return np.asarray(self._call("score_encoded", list(encoded)), dtype=np.float32)
+
+
+class RayEncodingEmbeddingModel(RayEmbeddingModel):
+    """A :class:`RayEmbeddingModel` over a model that tokenizes locally (see :class:`RayEncodingScorer`)."""
+
+    def encode_texts(self, texts, *, is_query: bool = False, instruction: str | None = None) -> list[Encoded]:
+        return self._call("encode", list(texts), {"is_query": is_query, "instruction": instruction})
+
+    def embed_encoded(self, encoded, *, dim: int | None = None) -> np.ndarray:
+        return np.asarray(self._call("embed_encoded", list(encoded), dim), dtype=np.float32)
+
+
+_RAY_LAYERS = {
+    ("reranker", False): RayScorer,
+    ("reranker", True): RayEncodingScorer,
+    ("embedder", False): RayEmbeddingModel,
+    ("embedder", True): RayEncodingEmbeddingModel,
+}
+
+
 class QrankIngress:
     """The HTTP front on Ray Serve: qrank's own app over proxies of the model deployments."""
 
@@ -194,7 +254,7 @@ class QrankIngress:
         for i, (name, role) in enumerate(models):
             handle = handles[f"m{i}"]
             info = ModelInfo(**(await handle.info.remote()))
-            layer = RayScorer if role == "reranker" else RayEmbeddingModel
+            layer = _RAY_LAYERS[(role, bool(await handle.encodes.remote()))]
             proxy = layer(handle, info, retries=dist.retries, timeout_s=dist.call_timeout_s)
             facade = Reranker(proxy) if role == "reranker" else Embedder(proxy)
             served.append(ServedModel(name, role, facade))
