@@ -281,6 +281,7 @@ class CachedEmbedder(Embedder):
     """
 
     def __init__(self, embedder: Embedder, cache: Cache | None) -> None:
+        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)  # a bare model is welcome
         self.embedder = embedder
         self.cache = cache
         self._counting = CountingEmbeddingModel(embedder.model)
@@ -303,6 +304,7 @@ class CachedReranker(Reranker):
     """
 
     def __init__(self, reranker: Reranker, cache: Cache | None) -> None:
+        reranker = reranker if isinstance(reranker, Reranker) else Reranker(reranker)  # a bare model is welcome
         self.reranker = reranker
         self.cache = cache
         self._counting = CountingScorer(reranker.model)

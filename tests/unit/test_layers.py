@@ -10,7 +10,7 @@ import pytest
 from index_fakes import BowModel, OverlapScorer, bow_vectors, overlap_score
 
 from qrank import Embedder, InvalidInput, QrankError, Reranker
-from qrank.cache import Cache, CachedEmbeddingModel, CachedReranker, CachedScorer
+from qrank.cache import Cache, CachedEmbedder, CachedEmbeddingModel, CachedReranker, CachedScorer
 from qrank.models.base import (
     CountingEmbeddingModel,
     CountingScorer,
@@ -189,3 +189,12 @@ def test_queued_layer_tokenizes_once_in_the_calling_thread():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_cached_facades_take_a_bare_model(tmp_path):
+    cache = Cache(tmp_path / "c.sqlite", max_bytes=10**7)
+    rr = CachedReranker(OverlapScorer(), cache)
+    assert rr.score(QUERY, DOCS) == pytest.approx([overlap_score(QUERY, d) for d in DOCS])
+    em = CachedEmbedder(BowModel(), cache)
+    np.testing.assert_allclose(em.embed(["alpha"]), bow_vectors(["alpha"]), rtol=1e-6)
+    assert (rr.scored, em.embedded) == (len(DOCS), 1)
