@@ -273,6 +273,13 @@ class CachedScorer(Layer):
 
 
 # --- the facades over them ------------------------------------------------------------------------
+def _stack(wrapped, facade_cls, counting_cls, cached_cls, cache: Cache | None):
+    """The wrapped facade (a bare model is welcome), a counting layer over its model, the cache layer on top."""
+    wrapped = wrapped if isinstance(wrapped, facade_cls) else facade_cls(wrapped)
+    counting = counting_cls(wrapped.model)
+    return wrapped, counting, cached_cls(counting, cache)
+
+
 class CachedEmbedder(Embedder):
     """An :class:`~qrank.embedder.Embedder` whose work goes through a :class:`Cache`:
     ``Embedder(CachedEmbeddingModel(CountingEmbeddingModel(embedder.model)))``.
@@ -281,12 +288,11 @@ class CachedEmbedder(Embedder):
     """
 
     def __init__(self, embedder: Embedder, cache: Cache | None) -> None:
-        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)  # a bare model is welcome
-        self.embedder = embedder
+        self.embedder, self._counting, layer = _stack(embedder, Embedder, CountingEmbeddingModel,
+                                                      CachedEmbeddingModel, cache)
         self.cache = cache
-        self._counting = CountingEmbeddingModel(embedder.model)
-        super().__init__(CachedEmbeddingModel(self._counting, cache))
-        self._local_dim_bound = embedder._local_dim_bound
+        super().__init__(layer)
+        self._local_dim_bound = self.embedder._local_dim_bound
 
     @property
     def embedded(self) -> int:
@@ -304,11 +310,9 @@ class CachedReranker(Reranker):
     """
 
     def __init__(self, reranker: Reranker, cache: Cache | None) -> None:
-        reranker = reranker if isinstance(reranker, Reranker) else Reranker(reranker)  # a bare model is welcome
-        self.reranker = reranker
+        self.reranker, self._counting, layer = _stack(reranker, Reranker, CountingScorer, CachedScorer, cache)
         self.cache = cache
-        self._counting = CountingScorer(reranker.model)
-        super().__init__(CachedScorer(self._counting, cache), instruction=reranker.instruction)
+        super().__init__(layer, instruction=self.reranker.instruction)
 
     @property
     def scored(self) -> int:
