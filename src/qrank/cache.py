@@ -6,7 +6,8 @@ instruction, query, document)``. Values are raw little-endian floats (never pick
 carries a *tag*, the digest of the text it belongs to, so that deleting a document can forget its
 embeddings and every score computed for it.
 
-Use the wrappers (they keep the facades' API) or the functions:
+The cache layers (:class:`CachedScorer`, :class:`CachedEmbeddingModel`) are models wrapping a model;
+:class:`CachedReranker` / :class:`CachedEmbedder` are the facades over them:
 
 >>> cache = Cache(Path("/tmp/qrank-doctest-cache.sqlite"), max_bytes=10_000_000)   # doctest: +SKIP
 >>> em = CachedEmbedder(Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2"), cache)  # doctest: +SKIP
@@ -28,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from .deprecation import warn_deprecated
-from .embedder import Embedder, legacy_query, query_instruction, query_keyword
-from .errors import InvalidInput
-from .reranker import check_documents, check_query, check_top_n, rank_scores
+from .embedder import Embedder, query_keyword
+from .models.base import CountingEmbeddingModel, CountingScorer, Layer, check_finite, check_scores, check_vectors
+from .reranker import Reranker
 from .settings import Settings
-from .types import ModelInfo, RerankResult
+from .types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -211,185 +211,134 @@ class Cache:
             self._db.close()
 
 
-# --- embeddings -----------------------------------------------------------------------------------
-def cached_embed(embedder, texts: Sequence[str], cache: Cache | None, *, is_query: bool = False,
+# --- the cache layers ------------------------------------------------------------------------------
+class CachedEmbeddingModel(Layer):
+    """An :class:`~qrank.models.base.EmbeddingModel` that asks ``inner`` only for texts ``cache`` lacks.
+
+    Keys hold the effective instruction (a query's default instruction when none is given), so an
+    explicit default and an omitted one share entries.
+    """
+
+    def __init__(self, inner, cache: Cache | None) -> None:
+        super().__init__(inner)
+        self.cache = cache
+
+    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None):
+        texts = list(texts)
+        if self.cache is None or not texts:
+            return self.inner.embed_batch(texts, is_query=is_query, instruction=instruction, dim=dim)
+        info = self.info
+        eff_instruction = instruction if instruction is not None else (info.default_instruction if is_query else None)
+        keys = [embedding_key(info, dim or info.dim, eff_instruction, is_query, t) for t in texts]
+        found = self.cache.get_many("embedding", keys)
+        missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            raw = self.inner.embed_batch(missing, is_query=is_query, instruction=instruction, dim=dim)
+            # only finite answers are stored: a NaN must fail every time, not once
+            fresh = dict(zip(missing, check_finite(check_vectors(raw, len(missing)))))
+            self.cache.put_many("embedding", [(embedding_key(info, dim or info.dim, eff_instruction, is_query, t),
+                                               text_tag(t), v.astype("<f4").tobytes()) for t, v in fresh.items()])
+        rows = [fresh[t] if t in fresh else np.frombuffer(found[k], dtype="<f4") for t, k in zip(texts, keys)]
+        return np.stack(rows).astype(np.float32)
+
+
+class CachedScorer(Layer):
+    """A :class:`~qrank.models.base.ScoringModel` that asks ``inner`` only for pairs ``cache`` lacks.
+
+    Keys hold the effective instruction (the model's default when none is given).
+    """
+
+    def __init__(self, inner, cache: Cache | None) -> None:
+        super().__init__(inner)
+        self.cache = cache
+
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+        pairs = [(q, d) for q, d in pairs]
+        if self.cache is None or not pairs:
+            return self.inner.score_pairs(pairs, instruction=instruction)
+        eff = instruction or self.info.default_instruction
+        keys = [score_key(self.info, eff, q, d) for q, d in pairs]
+        found = self.cache.get_many("score", keys)
+        missing = list(dict.fromkeys((q, d) for (q, d), k in zip(pairs, keys) if k not in found))
+        fresh: dict[tuple[str, str], float] = {}
+        if missing:
+            raw = self.inner.score_pairs(missing, instruction=instruction)
+            fresh = dict(zip(missing, check_finite(check_scores(raw, len(missing))).tolist()))
+            rows = [(score_key(self.info, eff, q, d), text_tag(d), np.float32(s).astype("<f4").tobytes())
+                    for (q, d), s in fresh.items()]
+            self.cache.put_many("score", rows)
+        out = [fresh[p] if p in fresh else np.frombuffer(found[k], dtype="<f4")[0] for p, k in zip(pairs, keys)]
+        return np.array(out, dtype=np.float32)
+
+
+# --- the facades over them ------------------------------------------------------------------------
+def _stack(wrapped, facade_cls, counting_cls, cached_cls, cache: Cache | None):
+    """The wrapped facade (a bare model is welcome), a counting layer over its model, the cache layer on top."""
+    wrapped = wrapped if isinstance(wrapped, facade_cls) else facade_cls(wrapped)
+    counting = counting_cls(wrapped.model)
+    return wrapped, counting, cached_cls(counting, cache)
+
+
+class CachedEmbedder(Embedder):
+    """An :class:`~qrank.embedder.Embedder` whose work goes through a :class:`Cache`:
+    ``Embedder(CachedEmbeddingModel(CountingEmbeddingModel(embedder.model)))``.
+
+    ``embedder`` is the facade it wraps; ``embedded`` counts texts actually sent to the model.
+    """
+
+    def __init__(self, embedder: Embedder, cache: Cache | None) -> None:
+        self.embedder, self._counting, layer = _stack(embedder, Embedder, CountingEmbeddingModel,
+                                                      CachedEmbeddingModel, cache)
+        self.cache = cache
+        super().__init__(layer)
+        self._local_dim_bound = self.embedder._local_dim_bound
+
+    @property
+    def embedded(self) -> int:
+        return self._counting.count
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.embedder!r})"
+
+
+class CachedReranker(Reranker):
+    """A :class:`~qrank.reranker.Reranker` whose scores go through a :class:`Cache`:
+    ``Reranker(CachedScorer(CountingScorer(reranker.model)))`` with the reranker's instruction.
+
+    ``reranker`` is the facade it wraps; ``scored`` counts pairs actually sent to the model.
+    """
+
+    def __init__(self, reranker: Reranker, cache: Cache | None) -> None:
+        self.reranker, self._counting, layer = _stack(reranker, Reranker, CountingScorer, CachedScorer, cache)
+        self.cache = cache
+        super().__init__(layer, instruction=self.reranker.instruction)
+
+    @property
+    def scored(self) -> int:
+        return self._counting.count
+
+    def __repr__(self) -> str:
+        return f"CachedReranker({self.reranker!r})"
+
+
+def cached_embed(embedder: Embedder, texts: Sequence[str], cache: Cache | None, *, is_query: bool = False,
                  instruction: str | None = None, dim: int | None = None) -> np.ndarray:
     """``embedder.embed(texts, ...)`` as an ``(n, dim)`` matrix, computing only what ``cache`` lacks.
 
     >>> cached_embed(em, ["a", "b"], cache).shape  # doctest: +SKIP
     (2, 384)
     """
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
-    if cache is None or not texts:
-        return embedder.embed(texts, is_query=is_query, instruction=instruction, dim=dim)
-    info = embedder.info
-    eff_instruction = instruction if instruction is not None else (info.default_instruction if is_query else None)
-    keys = [embedding_key(info, dim or info.dim, eff_instruction, is_query, t) for t in texts]
-    found = cache.get_many("embedding", keys)
-    missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
-    fresh: dict[str, np.ndarray] = {}
-    if missing:
-        vecs = np.asarray(embedder.embed(missing, is_query=is_query, instruction=instruction, dim=dim), dtype=np.float32)
-        fresh = dict(zip(missing, vecs))
-        cache.put_many("embedding", [(embedding_key(info, dim or info.dim, eff_instruction, is_query, t), text_tag(t),
-                                      v.astype("<f4").tobytes()) for t, v in fresh.items()])
-    rows = [fresh[t] if t in fresh else np.frombuffer(found[k], dtype="<f4") for t, k in zip(texts, keys)]
-    return np.stack(rows).astype(np.float32)
+    # ``instruction`` is the backend's (one meaning per model): hand it to the facade under the model's role name
+    role = {query_keyword(embedder.info): instruction} if instruction is not None else {}
+    return CachedEmbedder(embedder, cache).embed(list(texts), is_query=is_query, dim=dim, **role)
 
 
-class CachedEmbedder:
-    """An :class:`~qrank.embedder.Embedder` whose ``embed`` goes through a :class:`Cache`.
-
-    ``embedded`` counts texts actually sent to the model.
-    """
-
-    def __init__(self, embedder, cache: Cache | None) -> None:
-        self.embedder = embedder
-        self.cache = cache
-        self.embedded = 0
-
-    @property
-    def model(self):
-        return self.embedder.model
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.embedder.info
-
-    @property
-    def dim(self) -> int:
-        return self.embedder.dim
-
-    def embed(self, texts, *, is_query: bool = False, query_task: str | None = None, query_prompt: str | None = None,
-              dim: int | None = None, instruction: str | None = None) -> np.ndarray:
-        """:meth:`Embedder.embed <qrank.embedder.Embedder.embed>` through the cache (same keywords)."""
-        if instruction is not None:
-            warn_deprecated("CachedEmbedder.embed(instruction=...)", "query_task= or query_prompt=")
-            query_task, query_prompt = legacy_query(self.info, instruction, query_task, query_prompt)
-        single = isinstance(texts, str)
-        batch = [texts] if single else texts
-        counting = _Counting(self.embedder)
-        instruction = query_instruction(self.info, query_task=query_task, query_prompt=query_prompt)
-        out = cached_embed(counting, batch, self.cache, is_query=is_query, instruction=instruction, dim=dim)
-        self.embedded += counting.count
-        return out[0] if single else out
-
-    def embed_query(self, text: str, *, dim: int | None = None) -> np.ndarray:
-        return self.embed(text, is_query=True, dim=dim)
-
-    def embed_documents(self, texts: Sequence[str], *, dim: int | None = None) -> np.ndarray:
-        return self.embed(list(texts), dim=dim)
-
-    def __repr__(self) -> str:
-        return f"CachedEmbedder({self.embedder!r})"
-
-
-class _Counting:
-    """Counts the texts passed to ``embed``."""
-
-    def __init__(self, embedder) -> None:
-        self.embedder = embedder
-        self.info = embedder.info
-        self.count = 0
-
-    def embed(self, texts, *, instruction: str | None = None, **kw):
-        self.count += len(texts)
-        if instruction is not None:
-            # the Embedder facade takes the backend's instruction under its role's name (issue 15.4)
-            kw[query_keyword(self.info) if isinstance(self.embedder, Embedder) else "instruction"] = instruction
-        return self.embedder.embed(texts, **kw)
-
-
-# --- reranker scores ------------------------------------------------------------------------------
-def _effective_instruction(reranker, instruction: str | None) -> str | None:
-    return instruction or getattr(reranker, "instruction", None) or reranker.info.default_instruction
-
-
-def cached_scores(reranker, pairs: Sequence[tuple[str, str]], cache: Cache | None, *, instruction: str | None = None) -> np.ndarray:
+def cached_scores(reranker: Reranker, pairs: Sequence[tuple[str, str]], cache: Cache | None, *,
+                  instruction: str | None = None) -> np.ndarray:
     """Scores of ``(query, document)`` pairs in order, asking the reranker only for uncached pairs.
 
     >>> cached_scores(rr, [("q", "a"), ("q", "b")], cache)  # doctest: +SKIP
     array([0.1, 0.9], dtype=float32)
     """
-    pairs = [(q, d) for q, d in pairs]
-    if not pairs:
-        return np.zeros(0, dtype=np.float32)
-    eff = _effective_instruction(reranker, instruction)
-    keys = [score_key(reranker.info, eff, q, d) for q, d in pairs]
-    found = cache.get_many("score", keys) if cache is not None else {}
-    out = np.empty(len(pairs), dtype=np.float32)
-    todo: dict[str, list[int]] = {}
-    for i, (q, d) in enumerate(pairs):
-        if keys[i] in found:
-            out[i] = np.frombuffer(found[keys[i]], dtype="<f4")[0]
-        else:
-            todo.setdefault(q, []).append(i)
-    fresh = []
-    for q, idx in todo.items():  # one model call per query keeps the facade's validation and batching
-        scores = reranker.score(q, [pairs[i][1] for i in idx], instruction=instruction)
-        for i, s in zip(idx, scores):
-            out[i] = s
-            fresh.append((keys[i], text_tag(pairs[i][1]), np.float32(s).astype("<f4").tobytes()))
-    if cache is not None and fresh:
-        cache.put_many("score", fresh)
-    return out
-
-
-class CachedReranker:
-    """A :class:`~qrank.reranker.Reranker` whose scores go through a :class:`Cache`.
-
-    ``scored`` counts pairs actually sent to the model.
-    """
-
-    def __init__(self, reranker, cache: Cache | None) -> None:
-        self.reranker = reranker
-        self.cache = cache
-        self.scored = 0
-
-    @property
-    def model(self):
-        return self.reranker.model
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.reranker.info
-
-    @property
-    def instruction(self) -> str | None:
-        return getattr(self.reranker, "instruction", None)
-
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
-        counting = _CountingReranker(self.reranker)
-        out = cached_scores(counting, pairs, self.cache, instruction=instruction)
-        self.scored += counting.count
-        return out
-
-    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
-        query = check_query(query)
-        documents = check_documents(documents)
-        return [float(s) for s in self.score_pairs([(query, d) for d in documents], instruction=instruction)]
-
-    def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None, instruction: str | None = None,
-               return_documents: bool = True) -> list[RerankResult]:
-        documents = check_documents(documents)
-        n = check_top_n(top_n, len(documents))
-        scores = self.score(query, documents, instruction=instruction)
-        return rank_scores(scores, documents if return_documents else None, n)
-
-    def __repr__(self) -> str:
-        return f"CachedReranker({self.reranker!r})"
-
-
-class _CountingReranker:
-    def __init__(self, reranker) -> None:
-        self.reranker = reranker
-        self.info = reranker.info
-        self.instruction = getattr(reranker, "instruction", None)
-        self.count = 0
-
-    def score(self, query, documents, **kw):
-        self.count += len(documents)
-        return self.reranker.score(query, documents, **kw)
+    return CachedReranker(reranker, cache).score_pairs(list(pairs), instruction=instruction)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .deprecation import warn_deprecated
-from .errors import InvalidInput, QrankError
-from .models.base import EmbeddingModel
+from .errors import InvalidInput
+from .models.base import EmbeddingModel, check_finite, check_vectors
 from .reranker import _with_overrides
 from .settings import INSTRUCTION_SETTING, Settings
 from .types import ModelInfo
@@ -75,6 +75,9 @@ class Embedder:
     >>> em.embed("a question", is_query=True, dim=128).shape                # doctest: +SKIP
     (128,)
     """
+
+    # a remote embedder leaves the upper bound of ``dim`` to its server, which names its own field
+    _local_dim_bound = True
 
     def __init__(self, model: EmbeddingModel) -> None:
         self.model = model
@@ -153,12 +156,12 @@ class Embedder:
         for i, t in enumerate(batch):
             if not isinstance(t, str):
                 raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= self.dim):
-            raise InvalidInput("dim", f"must be an integer between 1 and {self.dim}, got {dim!r}")
-        vectors = self.model.embed_batch(list(batch), is_query=is_query, instruction=backend_instruction, dim=dim)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if not np.all(np.isfinite(vectors)):
-            raise QrankError("the model produced non-finite values (NaN or inf)")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1
+                                or (self._local_dim_bound and dim > self.dim)):
+            bound = f"between 1 and {self.dim}" if self._local_dim_bound else "a positive integer"
+            raise InvalidInput("dim", f"must be an integer {bound}, got {dim!r}")
+        raw = self.model.embed_batch(list(batch), is_query=is_query, instruction=backend_instruction, dim=dim)
+        vectors = check_finite(check_vectors(raw, len(batch)))
         return vectors[0] if single else vectors
 
     def embed_query(self, text: str, *, dim: int | None = None) -> np.ndarray:

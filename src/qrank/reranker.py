@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import InvalidInput, QrankError
-from .models.base import ScoringModel
+from .errors import InvalidInput
+from .models.base import ScoringModel, check_finite, check_scores
 from .settings import Settings
 from .types import ModelInfo, RerankResult
 
@@ -91,12 +91,25 @@ class Reranker:
     def _scores(self, pairs: list[tuple[str, str]], instruction: str | None) -> np.ndarray:
         if instruction is not None and not isinstance(instruction, str):
             raise InvalidInput("instruction", "must be a string")
-        scores = np.asarray(self.model.score_pairs(pairs, instruction=instruction or self.instruction), dtype=np.float32)
-        if scores.shape != (len(pairs),):
-            raise QrankError(f"model returned {scores.shape} scores for {len(pairs)} pairs")
-        if not np.all(np.isfinite(scores)):
-            raise QrankError("the model produced a non-finite score (NaN or inf); check the model's dtype and weights")
-        return scores
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32)
+        raw = self.model.score_pairs(pairs, instruction=instruction or self.instruction)
+        return check_finite(check_scores(raw, len(pairs)))
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+        """float32 scores of ``(query, document)`` pairs in the caller's order (checked, not ranked).
+
+        >>> rr.score_pairs([("q", "a"), ("q", "b")])  # doctest: +SKIP
+        array([0.12, 0.87], dtype=float32)
+        """
+        if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+            raise InvalidInput("pairs", f"must be a list of (query, document) pairs, got {type(pairs).__name__}")
+        checked = []
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise InvalidInput(f"pairs[{i}]", "must be a (query, document) pair of strings")
+            checked.append((pair[0], pair[1]))
+        return self._scores(checked, instruction)
 
     def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
         """Relevance of each document to ``query``, in the caller's order.

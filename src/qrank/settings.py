@@ -109,10 +109,6 @@ class EngineSettings(BaseModel):
         "models, whose GPU otherwise waits on kernel launches; big ones are compute-bound and lose to the padding)"
     )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default)")
-    token_memo: int = Field(
-        2_000_000, ge=0, description="tokens of recent Qwen3 tokenizations remembered, so that counting then scoring "
-        "the same inputs tokenizes them once (0 = off; benchmarks that repeat one request turn it off)"
-    )
 
 
 _NameList = Annotated[list[str], NoDecode]

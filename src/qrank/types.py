@@ -31,6 +31,7 @@ class ModelInfo:
 
     ``revision`` is a content fingerprint (hub commit or a hash of the local config/weights
     metadata) so that caches never mix answers of different weights under one name.
+    ``score_activation`` tells doors how to read a reranker's scores (TEI's ``raw_scores`` needs the logit).
     """
 
     id: str
@@ -43,6 +44,8 @@ class ModelInfo:
     dim: int | None = None
     supports_dims: bool = False
     default_instruction: str | None = None
+    # what a reranker's scores are: "sigmoid" (probabilities), "identity" (raw logits), "tanh"; None for embedders
+    score_activation: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,10 @@ class WordOverlapScorer:
         self.info = ModelInfo(id="fake-reranker", kind="fake", role="reranker", max_length=512, dtype="float32", device="cpu")
         self.calls: list[list[tuple[str, str]]] = []
 
+    def count_tokens(self, pairs, *, instruction=None):
+        # a fake's "tokenizer": words, plus two separators
+        return [len(q.split()) + len(d.split()) + 2 for q, d in pairs]
+
     def score_pairs(self, pairs, *, instruction=None):
         self.calls.append(list(pairs))
         out = []
@@ -30,6 +34,9 @@ class HashEmbedder:
 
     def __init__(self, dim: int = 32) -> None:
         self.info = ModelInfo(id="fake-embedder", kind="fake", role="embedder", max_length=512, dtype="float32", device="cpu", dim=dim, supports_dims=True)
+
+    def count_tokens(self, texts, *, is_query=False, instruction=None):
+        return [len(t.split()) + 2 for t in texts]
 
     def embed_batch(self, texts, *, is_query=False, instruction=None, dim=None):
         m = np.zeros((len(texts), self.info.dim), dtype=np.float32)

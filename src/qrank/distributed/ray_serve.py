@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
+from ..models.base import Encoded, PairEncoder, TextEncoder
 from ..settings import Settings
 from ..types import ModelInfo
 from .patience import SERVE_PATIENCE
@@ -56,16 +57,35 @@ class ModelReplica:
             self.replica_id = uuid.uuid4().hex[:8]
         self.calls = 0
         dist = cfg.distributed
-        self._batched_score.set_max_batch_size(dist.replica_batch_size)
-        self._batched_score.set_batch_wait_timeout_s(dist.replica_batch_wait_ms / 1000.0)
-        self._batched_embed.set_max_batch_size(dist.replica_batch_size)
-        self._batched_embed.set_batch_wait_timeout_s(dist.replica_batch_wait_ms / 1000.0)
+        for batched in (self._batched_score, self._batched_embed, self._batched_score_encoded,
+                        self._batched_embed_encoded):
+            batched.set_max_batch_size(dist.replica_batch_size)
+            batched.set_batch_wait_timeout_s(dist.replica_batch_wait_ms / 1000.0)
 
     def info(self) -> dict:
         return self.facade.info.to_dict()
 
     def count_tokens(self, items: list, kwargs: dict) -> list[int]:
         return [int(n) for n in self.facade.model.count_tokens(items, **kwargs)]
+
+    def encodes(self) -> bool:
+        """Whether the model tokenizes locally: then the front tokenizes each request once (``encode``)
+        and sends the token ids back for scoring."""
+        return isinstance(self.facade.model, PairEncoder if self.role == "reranker" else TextEncoder)
+
+    def encode(self, items: list, kwargs: dict) -> dict:
+        model = self.facade.model
+        encode = model.encode_pairs if self.role == "reranker" else model.encode_texts
+        encoded = encode(items, **kwargs)
+        return {"result": encoded, "replica": self.replica_id}
+
+    async def score_encoded(self, encoded: list) -> dict:
+        self.calls += 1
+        return {"result": await self._batched_score_encoded((encoded,)), "replica": self.replica_id}
+
+    async def embed_encoded(self, encoded: list, dim: int | None) -> dict:
+        self.calls += 1
+        return {"result": await self._batched_embed_encoded((encoded, dim)), "replica": self.replica_id}
 
     async def score_pairs(self, pairs: list, instruction: str | None = None) -> dict:
         self.calls += 1
@@ -83,11 +103,9 @@ class ModelReplica:
     def check_health(self) -> None:
         """Ray Serve calls this periodically; a replica whose model cannot run is restarted."""
         if self.role == "reranker":
-            out = self.facade.model.score_pairs([("health", "check")])
-            if not np.all(np.isfinite(out)):
-                raise QrankError("health check produced a non-finite score")
+            self.facade.score_pairs([("health", "check")])  # the facade's checks: shape, finiteness
         else:
-            self.facade.model.embed_batch(["health check"], is_query=False)
+            self.facade.embed(["health check"])
 
     # calls that arrive together are merged into one model call per group of equal options
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
@@ -98,6 +116,17 @@ class ModelReplica:
     async def _batched_embed(self, calls: list[tuple]) -> list[np.ndarray]:
         return await asyncio.to_thread(
             _merge_calls, calls, lambda items, opts: self.facade.model.embed_batch(items, is_query=opts[0], instruction=opts[1], dim=opts[2])
+        )
+
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _batched_score_encoded(self, calls: list[tuple]) -> list[np.ndarray]:
+        return await asyncio.to_thread(_merge_calls, calls, lambda items, _: self.facade.model.score_encoded(items))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _batched_embed_encoded(self, calls: list[tuple]) -> list[np.ndarray]:
+        return await asyncio.to_thread(
+            _merge_calls, calls, lambda items, opts: self.facade.model.embed_encoded(items, dim=opts[0])
         )
 
 
@@ -119,7 +148,8 @@ def _merge_calls(calls: list[tuple], run) -> list[np.ndarray]:
 
 
 class RayModelProxy:
-    """A ``ScoringModel`` / ``EmbeddingModel`` whose work runs on Ray Serve replicas.
+    """The Ray layer: a model whose work runs on Ray Serve replicas (:class:`RayScorer`,
+    :class:`RayEmbeddingModel`), placed under the facades like any other layer.
 
     A call whose replica died (or is restarting) is retried with backoff on another replica, so a lost
     replica costs latency, never a wrong or missing answer.
@@ -134,7 +164,7 @@ class RayModelProxy:
         self.retried = 0
         self._lock = threading.Lock()
 
-    def _call(self, method: str, *args) -> np.ndarray:
+    def _call(self, method: str, *args) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         last: Exception | None = None
@@ -153,18 +183,55 @@ class RayModelProxy:
             return out["result"]
         raise QrankError(f"{self.info.id}: no replica answered after {self.retries} retries ({last})")
 
-    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
-        return np.asarray(self._call("score_pairs", [tuple(p) for p in pairs], instruction), dtype=np.float32)
-
-    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None) -> np.ndarray:
-        return np.asarray(self._call("embed_batch", list(texts), is_query, instruction, dim), dtype=np.float32)
-
     def count_tokens(self, items, **kwargs) -> list[int]:
         return self.handle.count_tokens.remote(list(items), kwargs).result(timeout_s=self.timeout_s)
 
     def replica_stats(self) -> dict:
         with self._lock:
             return {"calls_by_replica": dict(self.replica_calls), "retries": self.retried}
+
+
+class RayScorer(RayModelProxy):
+    """A :class:`~qrank.models.base.ScoringModel` on Ray Serve replicas."""
+
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+        return np.asarray(self._call("score_pairs", [tuple(p) for p in pairs], instruction), dtype=np.float32)
+
+
+class RayEmbeddingModel(RayModelProxy):
+    """A :class:`~qrank.models.base.EmbeddingModel` on Ray Serve replicas."""
+
+    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None):
+        return np.asarray(self._call("embed_batch", list(texts), is_query, instruction, dim), dtype=np.float32)
+
+
+class RayEncodingScorer(RayScorer):
+    """A :class:`RayScorer` over a model that tokenizes locally: a request is tokenized once on a replica
+    (``encode_pairs``, also its exact token count) and its token ids are scored (``score_encoded``)."""
+
+    def encode_pairs(self, pairs, *, instruction: str | None = None) -> list[Encoded]:
+        return self._call("encode", [tuple(p) for p in pairs], {"instruction": instruction})
+
+    def score_encoded(self, encoded) -> np.ndarray:
+        return np.asarray(self._call("score_encoded", list(encoded)), dtype=np.float32)
+
+
+class RayEncodingEmbeddingModel(RayEmbeddingModel):
+    """A :class:`RayEmbeddingModel` over a model that tokenizes locally (see :class:`RayEncodingScorer`)."""
+
+    def encode_texts(self, texts, *, is_query: bool = False, instruction: str | None = None) -> list[Encoded]:
+        return self._call("encode", list(texts), {"is_query": is_query, "instruction": instruction})
+
+    def embed_encoded(self, encoded, *, dim: int | None = None) -> np.ndarray:
+        return np.asarray(self._call("embed_encoded", list(encoded), dim), dtype=np.float32)
+
+
+_RAY_LAYERS = {
+    ("reranker", False): RayScorer,
+    ("reranker", True): RayEncodingScorer,
+    ("embedder", False): RayEmbeddingModel,
+    ("embedder", True): RayEncodingEmbeddingModel,
+}
 
 
 class QrankIngress:
@@ -187,7 +254,8 @@ class QrankIngress:
         for i, (name, role) in enumerate(models):
             handle = handles[f"m{i}"]
             info = ModelInfo(**(await handle.info.remote()))
-            proxy = RayModelProxy(handle, info, retries=dist.retries, timeout_s=dist.call_timeout_s)
+            layer = _RAY_LAYERS[(role, bool(await handle.encodes.remote()))]
+            proxy = layer(handle, info, retries=dist.retries, timeout_s=dist.call_timeout_s)
             facade = Reranker(proxy) if role == "reranker" else Embedder(proxy)
             served.append(ServedModel(name, role, facade))
         self.pool = ModelPool(served)

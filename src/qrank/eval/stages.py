@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import Cache, cached_scores, score_key, text_tag
+from ..cache import Cache, CachedReranker, score_key, text_tag
 from .cost import PeakMemory, Stopwatch
 from .data import Dataset
 
@@ -204,37 +204,23 @@ def rerank_scores(
     known = known if known is not None else {}
     pairs = [(qid, d) for qid in ds.queries for d, _ in base["ranking"][qid][:depth]]
     todo = [(ds.queries[q], text_of[d]) for q, d in pairs if (ds.queries[q], text_of[d]) not in known]
-    counting = _Counting(reranker)
+    cached = CachedReranker(reranker, cache)  # counts the pairs that reach the model (the cache's misses)
     if todo:
         bar = tqdm(total=len(todo), desc=f"{desc}: scores to depth {depth}", unit="pair")
         for i in range(0, len(todo), SCORE_WINDOW):
             part = todo[i : i + SCORE_WINDOW]
-            known.update(zip(part, cached_scores(counting, part, cache).tolist(), strict=False))
+            known.update(zip(part, cached.score_pairs(part).tolist(), strict=False))
             bar.update(len(part))
         bar.close()
     scores: dict[str, dict[str, float]] = {q: {} for q in ds.queries}
     for q, d in pairs:
         scores[q][d] = float(known[(ds.queries[q], text_of[d])])
-    return scores, counting.count
+    return scores, cached.scored
 
 
 def _instruction(reranker) -> str | None:
     # the same effective instruction cached_scores keys on, so both paths share entries
     return getattr(reranker, "instruction", None) or reranker.info.default_instruction
-
-
-class _Counting:
-    """A reranker that counts the pairs it is asked to score."""
-
-    def __init__(self, reranker) -> None:
-        self.reranker = reranker
-        self.info = reranker.info
-        self.instruction = getattr(reranker, "instruction", None)
-        self.count = 0
-
-    def score(self, query, documents, **kw):
-        self.count += len(documents)
-        return self.reranker.score(query, documents, **kw)
 
 
 def reranked_ranking(base_ranking: list, scores: dict[str, float], d: int, depth: int) -> list[list]:

@@ -1,8 +1,10 @@
 """Model contracts and the loading helpers every backend shares.
 
-A backend implements one batch method: :class:`ScoringModel.score_pairs` or
-:class:`EmbeddingModel.embed_batch`. Ranking, top-n, validation and normalisation live once above them
-(:mod:`qrank.reranker`, :mod:`qrank.embedder`).
+A model implements :class:`ScoringModel` (``score_pairs``) or :class:`EmbeddingModel` (``embed_batch``),
+plus ``count_tokens`` and ``info``. Backends that tokenize locally also implement the tokenize-once pair
+(:class:`PairEncoder` / :class:`TextEncoder`) over :class:`Encoded` items. Layers (cache, counting,
+queue, remote, Ray) are models wrapping a model; ranking, top-n, validation and the finiteness check
+live once above them all (:mod:`qrank.reranker`, :mod:`qrank.embedder`).
 """
 
 from __future__ import annotations
@@ -18,21 +20,46 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InvalidInput, ModelNotFound
+from ..errors import InvalidInput, ModelNotFound, QrankError, UnsupportedModel
 from ..settings import ModelSettings
 from ..types import ModelInfo
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """One model-ready input: token ids (template, instruction and truncation applied) and, for BERT
+    pairs, the token type ids. ``len(e)`` is its exact token count.
+
+    >>> e = Encoded((101, 7, 102), (0, 0, 0))
+    >>> len(e), e.type_ids is not None
+    (3, True)
+    """
+
+    ids: tuple[int, ...]
+    type_ids: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 @runtime_checkable
 class ScoringModel(Protocol):
-    """Scores (query, document) pairs; higher means more relevant."""
+    """Scores (query, document) pairs; higher means more relevant.
+
+    ``info.score_activation`` says what the scores are ("sigmoid": probabilities, "identity": raw logits).
+    Layers (cache, queue, remote, counting, Ray) are ScoringModels wrapping another one.
+    """
 
     info: ModelInfo
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
         """float32 scores, one per pair, in the caller's order."""
+        ...
+
+    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
+        """Exact tokens per pair as the model will see them (from its tokenizer)."""
         ...
 
 
@@ -52,6 +79,127 @@ class EmbeddingModel(Protocol):
     ) -> np.ndarray:
         """float32 array (len(texts), dim), rows L2-normalised, in the caller's order."""
         ...
+
+    def count_tokens(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[int]:
+        """Exact tokens per text as the model will see them."""
+        ...
+
+
+@runtime_checkable
+class PairEncoder(Protocol):
+    """A scorer that tokenizes locally: ``score_pairs(p) == score_encoded(encode_pairs(p))``.
+
+    The server tokenizes once at its door with ``encode_pairs`` and its worker runs ``score_encoded``.
+    """
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]: ...
+
+    def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """An embedder that tokenizes locally: ``embed_batch(t) == embed_encoded(encode_texts(t))``."""
+
+    def encode_texts(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[Encoded]: ...
+
+    def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray: ...
+
+
+def check_scores(raw, n: int) -> np.ndarray:
+    """A model's answer as float32 scores, checked to hold one score per pair.
+
+    >>> check_scores([0.5, 1], 2).dtype.name
+    'float32'
+    """
+    scores = np.asarray(raw, dtype=np.float32)
+    if scores.shape != (n,):
+        raise QrankError(f"model returned {scores.shape} scores for {n} pairs")
+    return scores
+
+
+def check_vectors(raw, n: int) -> np.ndarray:
+    """A model's answer as a float32 ``(n, dim)`` matrix."""
+    vectors = np.asarray(raw, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != n:
+        raise QrankError(f"model returned an array of shape {vectors.shape} for {n} texts")
+    return vectors
+
+
+def check_finite(values: np.ndarray, *, error: type[QrankError] = QrankError, context: str = "") -> np.ndarray:
+    """``values`` unchanged, or ``error`` when they hold NaN or infinity (the one finiteness check).
+
+    >>> check_finite(np.array([np.nan]), context=" for this request")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.QrankError: the model produced non-finite values (NaN or inf) for this request
+    """
+    if not np.isfinite(values).all():
+        raise error(
+            f"the model produced non-finite values (NaN or inf){context}; check the model's dtype and weights"
+        )
+    return values
+
+
+def require_count_tokens(model, name: str) -> None:
+    """Refuse a model that cannot count its tokens (budgets and limits need exact counts)."""
+    if not callable(getattr(model, "count_tokens", None)):
+        raise UnsupportedModel(
+            f"{name}: {type(model).__name__} has no count_tokens(); a served model must count its tokens exactly "
+            "(implement count_tokens, see qrank.models.base.ScoringModel / EmbeddingModel)"
+        )
+
+
+class Layer:
+    """A model wrapping a model: ``info`` and ``count_tokens`` are the inner model's."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.inner.info
+
+    def count_tokens(self, items, **kwargs) -> list[int]:
+        return self.inner.count_tokens(items, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+class CountingScorer(Layer):
+    """Counts the pairs that reach the inner model (``count``), e.g. below a cache to see its misses.
+
+    >>> from qrank.types import ModelInfo
+    >>> class One:
+    ...     info = ModelInfo("m", "k", "reranker", 8, "float32", "cpu")
+    ...     def score_pairs(self, pairs, *, instruction=None): return np.ones(len(pairs))
+    >>> c = CountingScorer(One()); _ = c.score_pairs([("q", "a"), ("q", "b")]); c.count
+    2
+    """
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.count = 0
+
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+        self.count += len(pairs)
+        return self.inner.score_pairs(pairs, instruction=instruction)
+
+
+class CountingEmbeddingModel(Layer):
+    """Counts the texts that reach the inner model (``count``)."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.count = 0
+
+    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None):
+        self.count += len(texts)
+        return self.inner.embed_batch(texts, is_query=is_query, instruction=instruction, dim=dim)
 
 
 @dataclass(frozen=True)

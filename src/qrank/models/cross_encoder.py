@@ -17,8 +17,8 @@ from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from . import packed_encoder
-from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
-from .hf_encoder import max_input_length, run_encoder_batches, tokenize_pairs
+from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .hf_encoder import max_input_length, run_encoder_batches, to_encoded, to_features, tokenize_pairs
 
 _ACTIVATIONS = {
     "Sigmoid": "sigmoid",
@@ -96,6 +96,7 @@ class CrossEncoderModel:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code
         ).to(device)
+        activation = activation_of(resolved.config, resolved.path)
         info = ModelInfo(
             id=resolved.name,
             kind=cls.kind,
@@ -104,18 +105,30 @@ class CrossEncoderModel:
             dtype=dtype_name(dtype),
             device=str(device),
             revision=resolved.revision,
+            score_activation=activation,
             extra={"architecture": (resolved.config.get("architectures") or [None])[0]},
         )
-        return cls(model, tokenizer, info, activation_of(resolved.config, resolved.path), engine_settings)
+        return cls(model, tokenizer, info, activation, engine_settings)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]:
+        # cross-encoders take no instruction; it is accepted so that callers need not care
+        return to_encoded(tokenize_pairs(self.tokenizer, pairs, self.info.max_length))
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
-        return [len(x) for x in tokenize_pairs(self.tokenizer, pairs, self.info.max_length)["input_ids"]]
+        return [len(e) for e in self.encode_pairs(pairs)]
+
+    def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        return self._score_features(to_features(encoded))
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
-        # cross-encoders take no instruction; it is accepted so that callers need not care
+        """``score_encoded(encode_pairs(pairs))``."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        features = tokenize_pairs(self.tokenizer, pairs, self.info.max_length)
+        return self.score_encoded(self.encode_pairs(pairs))
+
+    def _score_features(self, features: dict) -> np.ndarray:
+        if not features["input_ids"]:
+            return np.zeros((0,), dtype=np.float32)
         if self.packed is not None:
             rows = self.packed.scores(features, self.engine_settings.max_batch_tokens)
         else:

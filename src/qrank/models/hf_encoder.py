@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from ..engine.batching import plan_batches, restore_order
 from ..settings import EngineSettings
+from .base import Encoded
 
 
 def max_input_length(tokenizer, config: dict, wanted: int, st_max: int | None = None) -> int:
@@ -65,3 +66,22 @@ def tokenize_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int)
 
 def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> dict:
     return tokenizer(list(texts), padding=False, truncation=True, max_length=max_length)
+
+
+def to_encoded(features: dict) -> list[Encoded]:
+    """A tokenizer output (no padding) as :class:`~qrank.models.base.Encoded` items."""
+    types = features.get("token_type_ids")
+    ids = features["input_ids"]
+    return [Encoded(tuple(x), tuple(types[i]) if types is not None else None) for i, x in enumerate(ids)]
+
+
+def to_features(encoded: Sequence[Encoded]) -> dict:
+    """Encoded items back as the tokenizer output :func:`run_encoder_batches` pads.
+
+    >>> to_features([Encoded((1, 2), (0, 1))])
+    {'input_ids': [[1, 2]], 'attention_mask': [[1, 1]], 'token_type_ids': [[0, 1]]}
+    """
+    features = {"input_ids": [list(e.ids) for e in encoded], "attention_mask": [[1] * len(e) for e in encoded]}
+    if encoded and all(e.type_ids is not None for e in encoded):
+        features["token_type_ids"] = [list(e.type_ids) for e in encoded]
+    return features

@@ -9,9 +9,8 @@ import numpy as np
 from ..engine import pipelined_last_hidden
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
 from .pooling import finish_embeddings
-from .token_memo import TokenMemo
 
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -64,7 +63,6 @@ class Qwen3Embedder:
         eos = eos[0] if isinstance(eos, list) else eos
         self.before, self.after = special_wrap(self.text_tok, eos if eos is not None else tokenizer.pad_token_id)
         engine_settings = engine_settings or EngineSettings()
-        self.memo = TokenMemo(engine_settings.token_memo)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.after or [0])[-1]
         self.engine = make_engine(
             getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings
@@ -95,24 +93,33 @@ class Qwen3Embedder:
         return cls(model, tokenizer, info, engine_settings)
 
     def encode(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[list[int]]:
-        """Token ids per text, truncated to ``max_length`` with the end-of-text token kept (recent texts
-        remembered: a server counts a request's tokens before embedding it)."""
+        """Token ids per text (a query gets the task instruction), truncated to ``max_length`` with the
+        end-of-text token kept."""
         if is_query:
             task = instruction or self.info.default_instruction or DEFAULT_TASK
             texts = [format_query(task, t) for t in texts]
-        return self.memo.encode(list(texts), self._encode)
-
-    def _encode(self, texts: list[str]) -> list[list[int]]:
         room = self.info.max_length - len(self.before) - len(self.after)
-        encs = self.text_tok.encode_batch(texts, add_special_tokens=False)
+        encs = self.text_tok.encode_batch(list(texts), add_special_tokens=False)
         return [self.before + e.ids[:room] + self.after for e in encs]
+
+    def encode_texts(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[Encoded]:
+        return [Encoded(tuple(ids)) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
     def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
         return [len(ids) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
+    def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:
+        """Vectors of already encoded texts (the server tokenized them at its door)."""
+        if not encoded:
+            return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        return finish_embeddings(self.engine.last_hidden([list(e.ids) for e in encoded]).numpy(), dim)
+
     def embed_batch(
         self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
     ) -> np.ndarray:
+        """``embed_encoded(encode_texts(texts))``, with each chunk's tokenizing overlapping the GPU's work."""
         if not texts:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
         encode = lambda chunk: self.encode(chunk, is_query=is_query, instruction=instruction)  # noqa: E731

@@ -17,8 +17,7 @@ from ..engine import pipelined_last_hidden
 from ..errors import InvalidInput, UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
-from .token_memo import TokenMemo
+from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class Qwen3PromptEncoder:
     Kept apart from the model so that engines, benchmarks and tests can build the exact inputs.
     """
 
-    def __init__(self, tokenizer, max_length: int, memo_tokens: int = 0) -> None:
+    def __init__(self, tokenizer, max_length: int) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.text_tok = text_tokenizer(tokenizer)
@@ -56,15 +55,9 @@ class Qwen3PromptEncoder:
         self.no_id = _single_token_id(tokenizer, "no")
         if max_length <= len(self.prefix_ids) + len(self.suffix_ids) + 8:
             raise InvalidInput("max_length", f"{max_length} leaves no room for the Qwen3 reranker template")
-        self.memo = TokenMemo(memo_tokens)
 
     def encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
-        """Token ids per pair: prefix + user turn (document truncated) + suffix (recent pairs remembered:
-        a server counts a request's tokens before scoring it)."""
-        return self.memo.encode([(instruction, q, d) for q, d in pairs],
-                                lambda keys: self._encode([(q, d) for _, q, d in keys], instruction))
-
-    def _encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
+        """Token ids per pair: prefix + user turn (document truncated) + suffix."""
         budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
         texts = [format_user_turn(instruction, q, d) for q, d in pairs]
         encodings = self.text_tok.encode_batch(texts, add_special_tokens=False)
@@ -110,7 +103,7 @@ class Qwen3Reranker:
         self.tokenizer = tokenizer
         self.info = info
         engine_settings = engine_settings or EngineSettings()
-        self.encoder = Qwen3PromptEncoder(tokenizer, info.max_length, engine_settings.token_memo)
+        self.encoder = Qwen3PromptEncoder(tokenizer, info.max_length)
         self.head = self._head_vector(model).to(torch.float32)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.encoder.suffix_ids[-1]
         self.engine = make_engine(
@@ -152,21 +145,35 @@ class Qwen3Reranker:
             device=str(device),
             revision=resolved.revision,
             default_instruction=settings.reranker_instruction or DEFAULT_INSTRUCTION,
+            score_activation="sigmoid",
             extra={"architecture": archs[0] if archs else None},
         )
         return cls(model, tokenizer, info, engine_settings)
 
     def encode(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[list[int]]:
+        """Model-ready token ids per pair (the template with the instruction, the document truncated)."""
         return self.encoder.encode(pairs, instruction or self.info.default_instruction or DEFAULT_INSTRUCTION)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]:
+        return [Encoded(tuple(ids)) for ids in self.encode(pairs, instruction=instruction)]
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
         return [len(ids) for ids in self.encode(pairs, instruction=instruction)]
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+    def _probabilities(self, hidden) -> np.ndarray:
         import torch
 
+        return torch.sigmoid(hidden.to(torch.float32) @ self.head).numpy().astype(np.float32)
+
+    def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Scores of already encoded pairs (the server tokenized them at its door)."""
+        if not encoded:
+            return np.zeros((0,), dtype=np.float32)
+        return self._probabilities(self.engine.last_hidden([list(e.ids) for e in encoded]))
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+        """``score_encoded(encode_pairs(pairs))``, with each chunk's tokenizing overlapping the GPU's work."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
         hidden = pipelined_last_hidden(self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction))
-        logits = hidden.to(torch.float32) @ self.head
-        return torch.sigmoid(logits).numpy().astype(np.float32)
+        return self._probabilities(hidden)

@@ -1,9 +1,11 @@
 """Clients for a remote qrank server (or a vLLM/TEI-style one) with the local facades' API.
 
-``RemoteReranker`` speaks the vLLM/Jina ``POST /v1/rerank`` protocol, ``RemoteEmbedder`` OpenAI's
-``POST /v1/embeddings``; both keep one pooled ``httpx`` connection set, apply timeouts, and turn
-server answers back into qrank's errors (``InvalidInput`` naming the field, ``Overloaded`` with the
-server's ``Retry-After``, ``ModelNotFound``…) or :class:`ServerUnavailable` when nothing answers.
+The remote layers :class:`RemoteScorer` (vLLM/Jina ``POST /v1/rerank``, or TEI's ``/rerank``) and
+:class:`RemoteEmbeddingModel` (OpenAI's ``POST /v1/embeddings``) are models like any backend;
+``RemoteReranker`` / ``RemoteEmbedder`` are the facades over them. They keep one pooled ``httpx``
+connection set, apply timeouts, and turn server answers back into qrank's errors (``InvalidInput``
+naming the field, ``Overloaded`` with the server's ``Retry-After``, ``ModelNotFound``…) or
+:class:`ServerUnavailable` when nothing answers.
 
 >>> from qrank import RemoteReranker
 >>> rr = RemoteReranker("http://127.0.0.1:8000")               # doctest: +SKIP
@@ -26,9 +28,10 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..embedder import Embedder
 from ..errors import InvalidInput, ModelNotFound, Overloaded, QrankError, TooLarge, UnsupportedModel, require
-from ..reranker import check_documents, check_query, check_top_n
-from ..types import ModelInfo, RerankResult
+from ..reranker import Reranker
+from ..types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -150,24 +153,12 @@ def _retry_after(value: str | None) -> float:
 
 
 class _RemoteModel:
-    """What both clients share: the transport, the model name, ``info`` from ``/v1/models``."""
+    """What both remote layers share: the transport, the model name, ``info`` from ``/v1/models``."""
 
     role = ""
 
-    def __init__(
-        self,
-        base_url: str | Sequence[str],
-        model: str | None = None,
-        api_key: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        *,
-        transport: HTTPTransport | None = None,
-    ) -> None:
-        if transport is None and isinstance(base_url, (list, tuple)):
-            from .remote_pool import BalancedTransport  # several servers: round-robin with retries
-
-            transport = BalancedTransport(base_url, api_key=api_key, timeout=timeout)
-        self.transport = transport or HTTPTransport(base_url, api_key=api_key, timeout=timeout)
+    def __init__(self, transport, model: str | None = None) -> None:
+        self.transport = transport
         self.model_name = model
         self._info: ModelInfo | None = None
 
@@ -202,6 +193,7 @@ class _RemoteModel:
             revision=str(extra.get("revision", "")),
             dim=extra.get("dim"),
             supports_dims=bool(extra.get("supports_dims", False)),
+            score_activation=extra.get("score_activation"),
         )
 
     def _with_model(self, body: dict) -> dict:
@@ -209,38 +201,28 @@ class _RemoteModel:
             body["model"] = self.model_name
         return body
 
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def count_tokens(self, items, **kwargs) -> list[int]:
+        # the server counts with its tokenizer and enforces its own limits; a guess here would only mislead
+        raise UnsupportedModel(f"{self.transport.base_url}: a remote model's tokens are counted by its server")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transport.base_url!r}, model={self.model_name!r})"
 
 
-class RemoteReranker(_RemoteModel):
-    """A reranker behind ``POST /v1/rerank`` (qrank, vLLM, Jina- or Cohere-style servers) or, with
-    ``protocol="tei"``, text-embeddings-inference's ``POST /rerank``, with :class:`~qrank.Reranker`'s methods.
-
-    >>> rr = RemoteReranker("http://127.0.0.1:8000", model="my-reranker", api_key="…")  # doctest: +SKIP
-    >>> rr.score("q", ["a", "b"])                                                     # doctest: +SKIP
-    [0.12, 0.87]
-    >>> tei = RemoteReranker("http://127.0.0.1:8080", protocol="tei")                  # doctest: +SKIP
-    """
+class RemoteScorer(_RemoteModel):
+    """A :class:`~qrank.models.base.ScoringModel` behind ``POST /v1/rerank`` (qrank, vLLM, Jina, Cohere) or,
+    with ``protocol="tei"``, text-embeddings-inference's ``POST /rerank``; one request per query of a call,
+    sent ``concurrency`` at a time (the server batches them together)."""
 
     role = "reranker"
     PROTOCOLS = ("v1", "tei")
 
-    def __init__(self, base_url: str | Sequence[str], model: str | None = None, api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, *, protocol: str = "v1", transport: HTTPTransport | None = None) -> None:
+    def __init__(self, transport, model: str | None = None, *, protocol: str = "v1", concurrency: int = 8) -> None:
         if protocol not in self.PROTOCOLS:
             raise InvalidInput("protocol", f"must be one of {', '.join(self.PROTOCOLS)}, got {protocol!r}")
-        super().__init__(base_url, model, api_key, timeout, transport=transport)
+        super().__init__(transport, model)
         self.protocol = protocol
+        self.concurrency = concurrency
 
     def _fetch_info(self) -> ModelInfo:
         if self.protocol != "tei":
@@ -252,137 +234,68 @@ class RemoteReranker(_RemoteModel):
         extra = card.get("qrank") or {}
         return ModelInfo(id=str(card["model_id"]), kind=str(extra.get("kind", "tei")), role=self.role,
                          max_length=int(card.get("max_input_length") or 0), dtype=str(card.get("model_dtype", "unknown")),
-                         device=f"remote:{self.transport.base_url}", revision=str(card.get("model_sha") or ""))
+                         device=f"remote:{self.transport.base_url}", revision=str(card.get("model_sha") or ""),
+                         score_activation=extra.get("score_activation"))
 
-    def _ranked_tei(self, query: str, documents: list[str], top_n: int | None, instruction: str | None) -> list[dict]:
-        if instruction is not None:
-            raise InvalidInput("instruction", "the TEI protocol has no instruction; use protocol='v1' (qrank, vLLM)")
-        # TEI has no top_n and no model field (one model per server): the cut happens here
-        body: dict[str, Any] = {"query": query, "texts": documents, "truncate": True, "raw_scores": False, "return_text": False}
-        answer = self.transport.request("POST", "/rerank", self._with_model(body))
-        if not isinstance(answer, list) or not all(isinstance(r, dict) and "index" in r and "score" in r for r in answer):
-            raise ServerUnavailable("the server's TEI rerank answer is not a list of {index, score}")
-        results = [{"index": r["index"], "relevance_score": r["score"]} for r in answer]
-        return results if top_n is None else sorted(results, key=lambda r: (-float(r["relevance_score"]), int(r["index"])))[:top_n]
-
-    def _ranked(self, query: str, documents: list[str], top_n: int | None, instruction: str | None) -> list[dict]:
+    def _one_query(self, query: str, documents: list[str], instruction: str | None) -> list[float]:
+        """Scores of ``documents`` in their order, from one request."""
         if self.protocol == "tei":
-            return self._ranked_tei(query, documents, top_n, instruction)
-        body: dict[str, Any] = {"query": query, "documents": documents, "return_documents": False}
-        if top_n is not None:
-            body["top_n"] = top_n
-        if instruction is not None:
-            body["instruction"] = instruction
-        answer = self.transport.request("POST", "/v1/rerank", self._with_model(body))
-        results = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(results, list):
-            raise ServerUnavailable("the server's rerank answer has no 'results' list")
-        return results
-
-    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
-        """Relevance of each document to ``query``, in the caller's order."""
-        query = check_query(query)
-        documents = check_documents(documents)
-        _check_instruction(instruction)
+            if instruction is not None:
+                raise InvalidInput(
+                    "instruction", "the TEI protocol has no instruction; use protocol='v1' (qrank, vLLM)"
+                )
+            body: dict[str, Any] = {"query": query, "texts": documents, "truncate": True, "raw_scores": False,
+                                    "return_text": False}
+            answer = self.transport.request("POST", "/rerank", self._with_model(body))
+            well_formed = isinstance(answer, list) and all(
+                isinstance(r, dict) and "index" in r and "score" in r for r in answer
+            )
+            if not well_formed:
+                raise ServerUnavailable("the server's TEI rerank answer is not a list of {index, score}")
+            results = [(r["index"], r["score"]) for r in answer]
+        else:
+            body = {"query": query, "documents": documents, "return_documents": False}
+            if instruction is not None:
+                body["instruction"] = instruction
+            answer = self.transport.request("POST", "/v1/rerank", self._with_model(body))
+            listed = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(listed, list):
+                raise ServerUnavailable("the server's rerank answer has no 'results' list")
+            results = [(r["index"], r["relevance_score"]) for r in listed]
         scores: list[float | None] = [None] * len(documents)
-        for r in self._ranked(query, documents, None, instruction):
-            scores[int(r["index"])] = float(r["relevance_score"])
+        for i, s in results:
+            scores[int(i)] = float(s)
         if any(s is None for s in scores):
             raise ServerUnavailable("the server returned fewer scores than documents")
         return scores  # type: ignore[return-value]
 
-    def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_n: int | None = None,
-        instruction: str | None = None,
-        return_documents: bool = True,
-    ) -> list[RerankResult]:
-        """Documents best first, cut to ``top_n``; each keeps its original ``index``."""
-        query = check_query(query)
-        documents = check_documents(documents)
-        n = check_top_n(top_n, len(documents))
-        _check_instruction(instruction)
-        results = self._ranked(query, documents, n, instruction)
-        # the server sorts; sorting again (stable, by score then index) keeps the local tie rule
-        ranked = sorted(((int(r["index"]), float(r["relevance_score"])) for r in results), key=lambda x: (-x[1], x[0]))
-        return [
-            RerankResult(index=i, score=s, document=documents[i] if return_documents else None) for i, s in ranked[:n]
-        ]
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+        by_query: dict[str, list[int]] = {}
+        for i, (q, _) in enumerate(pairs):
+            by_query.setdefault(q, []).append(i)
+        out = np.empty(len(pairs), dtype=np.float32)
 
-    def batch_rerank(
-        self,
-        queries: Sequence[str],
-        documents_list: Sequence[Sequence[str]],
-        *,
-        top_n: int | None = None,
-        instruction: str | None = None,
-        return_documents: bool = True,
-        concurrency: int = 8,
-    ) -> list[list[RerankResult]]:
-        """One ranking per query; the requests go out concurrently (the server batches them together)."""
-        if isinstance(queries, str) or not isinstance(queries, Sequence) or not queries:
-            raise InvalidInput("queries", "must be a non-empty list of strings")
-        if (
-            isinstance(documents_list, str)
-            or not isinstance(documents_list, Sequence)
-            or len(documents_list) != len(queries)
-        ):
-            raise InvalidInput("documents_list", "must be a list with one list of documents per query")
-        for qi, (q, docs) in enumerate(zip(queries, documents_list)):
-            check_query(q, f"queries[{qi}]")
-            check_documents(docs, f"documents_list[{qi}]")
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(queries)))) as pool:
-            futures = [
-                pool.submit(
-                    self.rerank, q, docs, top_n=top_n, instruction=instruction, return_documents=return_documents
-                )
-                for q, docs in zip(queries, documents_list)
-            ]
-            return [f.result() for f in futures]
+        def run(item):
+            q, idx = item
+            out[idx] = self._one_query(q, [pairs[i][1] for i in idx], instruction)
+
+        if len(by_query) <= 1:
+            for item in by_query.items():
+                run(item)
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(by_query)))) as pool:
+                list(pool.map(run, by_query.items()))
+        return out
 
 
-class RemoteEmbedder(_RemoteModel):
-    """An embedder behind ``POST /v1/embeddings`` with :class:`~qrank.Embedder`'s methods.
-
-    Vectors travel as base64 float32. ``is_query`` and ``instruction`` are sent as qrank's
-    ``input_type`` / ``instruction`` fields (servers that do not know them embed the text as given).
-
-    >>> em = RemoteEmbedder("http://127.0.0.1:8000")            # doctest: +SKIP
-    >>> em.embed(["a", "b"]).shape                              # doctest: +SKIP
-    (2, 384)
-    """
+class RemoteEmbeddingModel(_RemoteModel):
+    """An :class:`~qrank.models.base.EmbeddingModel` behind ``POST /v1/embeddings`` (vectors as base64 float32;
+    ``is_query`` / ``instruction`` travel as qrank's ``input_type`` / ``instruction`` fields)."""
 
     role = "embedder"
 
-    @property
-    def dim(self) -> int:
-        return int(self.info.dim or 0)
-
-    def embed(
-        self,
-        texts: str | Sequence[str],
-        *,
-        is_query: bool = False,
-        instruction: str | None = None,
-        dim: int | None = None,
-    ) -> np.ndarray:
-        """One vector for a string, an ``(n, dim)`` float32 matrix for a list."""
-        single = isinstance(texts, str)
-        batch = [texts] if single else texts
-        if not isinstance(batch, Sequence) or isinstance(batch, (bytes, bytearray)):
-            raise InvalidInput("texts", f"must be a string or a list of strings, got {type(texts).__name__}")
-        if len(batch) == 0:
-            raise InvalidInput("texts", "must not be empty")
-        for i, t in enumerate(batch):
-            if not isinstance(t, str):
-                raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
-        _check_instruction(instruction)
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-            raise InvalidInput("dim", f"must be a positive integer, got {dim!r}")
-        body: dict[str, Any] = {"input": list(batch), "encoding_format": "base64"}
+    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None):
+        body: dict[str, Any] = {"input": list(texts), "encoding_format": "base64"}
         if dim is not None:
             body["dimensions"] = dim
         if is_query:
@@ -390,14 +303,80 @@ class RemoteEmbedder(_RemoteModel):
         if instruction is not None:
             body["instruction"] = instruction
         answer = self.transport.request("POST", "/v1/embeddings", self._with_model(body))
-        vectors = _decode_embeddings(answer, len(batch))
-        return vectors[0] if single else vectors
+        return _decode_embeddings(answer, len(texts))
 
-    def embed_query(self, text: str, *, dim: int | None = None) -> np.ndarray:
-        return self.embed(text, is_query=True, dim=dim)
 
-    def embed_documents(self, texts: Sequence[str], *, dim: int | None = None) -> np.ndarray:
-        return self.embed(list(texts), is_query=False, dim=dim)
+def _transport(base_url, api_key, timeout, transport):
+    if transport is not None:
+        return transport
+    if isinstance(base_url, (list, tuple)):
+        from .remote_pool import BalancedTransport  # several servers: round-robin with retries
+
+        return BalancedTransport(base_url, api_key=api_key, timeout=timeout)
+    return HTTPTransport(base_url, api_key=api_key, timeout=timeout)
+
+
+class _RemoteFacade:
+    """Closing and naming shared by the remote facades (the model layer holds the transport)."""
+
+    @property
+    def transport(self):
+        return self.model.transport
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model.model_name
+
+    def close(self) -> None:
+        self.model.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transport.base_url!r}, model={self.model_name!r})"
+
+
+class RemoteReranker(_RemoteFacade, Reranker):
+    """A :class:`~qrank.Reranker` over a :class:`RemoteScorer`: a reranker behind ``POST /v1/rerank`` (qrank,
+    vLLM, Jina- or Cohere-style servers) or, with ``protocol="tei"``, text-embeddings-inference's ``/rerank``.
+
+    >>> rr = RemoteReranker("http://127.0.0.1:8000", model="my-reranker", api_key="…")  # doctest: +SKIP
+    >>> rr.score("q", ["a", "b"])                                                     # doctest: +SKIP
+    [0.12, 0.87]
+    >>> tei = RemoteReranker("http://127.0.0.1:8080", protocol="tei")                  # doctest: +SKIP
+    """
+
+    PROTOCOLS = RemoteScorer.PROTOCOLS
+
+    def __init__(self, base_url: str | Sequence[str], model: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, *, protocol: str = "v1", transport=None,
+                 concurrency: int = 8) -> None:
+        scorer = RemoteScorer(_transport(base_url, api_key, timeout, transport), model, protocol=protocol,
+                              concurrency=concurrency)
+        super().__init__(scorer)
+
+    @property
+    def protocol(self) -> str:
+        return self.model.protocol
+
+
+class RemoteEmbedder(_RemoteFacade, Embedder):
+    """An :class:`~qrank.Embedder` over a :class:`RemoteEmbeddingModel` (``POST /v1/embeddings``).
+
+    >>> em = RemoteEmbedder("http://127.0.0.1:8000")            # doctest: +SKIP
+    >>> em.embed(["a", "b"]).shape                              # doctest: +SKIP
+    (2, 384)
+    """
+
+    _local_dim_bound = False  # the server checks ``dimensions`` and names its own field
+
+    def __init__(self, base_url: str | Sequence[str], model: str | None = None, api_key: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, *, transport=None) -> None:
+        super().__init__(RemoteEmbeddingModel(_transport(base_url, api_key, timeout, transport), model))
 
 
 def _decode_embeddings(answer: Any, n: int) -> np.ndarray:
@@ -418,8 +397,3 @@ def _decode_embeddings(answer: Any, n: int) -> np.ndarray:
     if any(r is None for r in rows):
         raise ServerUnavailable("the server's embeddings answer misses some indices")
     return np.stack(rows)  # type: ignore[arg-type]
-
-
-def _check_instruction(instruction) -> None:
-    if instruction is not None and not isinstance(instruction, str):
-        raise InvalidInput("instruction", "must be a string")

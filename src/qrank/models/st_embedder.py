@@ -15,8 +15,8 @@ import numpy as np
 from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
-from .hf_encoder import max_input_length, run_encoder_batches, tokenize_texts
+from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .hf_encoder import max_input_length, run_encoder_batches, to_encoded, to_features, tokenize_texts
 from .pooling import finish_embeddings, pool
 
 _POOLING_KEYS = {
@@ -99,21 +99,32 @@ class STEmbedder:
         prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
         return [prefix + t for t in texts] if prefix else list(texts)
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
-        feats = tokenize_texts(self.tokenizer, self._prompted(texts, is_query, instruction), self.info.max_length)
-        return [len(x) for x in feats["input_ids"]]
+    def encode_texts(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[Encoded]:
+        prompted = self._prompted(texts, is_query, instruction)
+        return to_encoded(tokenize_texts(self.tokenizer, prompted, self.info.max_length))
 
-    def embed_batch(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
-    ) -> np.ndarray:
-        if not texts:
+    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+        return [len(e) for e in self.encode_texts(texts, is_query=is_query, instruction=instruction)]
+
+    def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:
+        if not encoded:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
-        feats = tokenize_texts(self.tokenizer, self._prompted(texts, is_query, instruction), self.info.max_length)
         mode = self.layout["pooling"]
 
         def forward(batch):
             out = self.model(**batch).last_hidden_state
             return pool(out, batch["attention_mask"], mode)
 
-        rows = run_encoder_batches(self.tokenizer, feats, forward, self.engine_settings, self.info.device)
+        features = to_features(encoded)
+        rows = run_encoder_batches(self.tokenizer, features, forward, self.engine_settings, self.info.device)
         return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)
+
+    def embed_batch(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
+    ) -> np.ndarray:
+        """``embed_encoded(encode_texts(texts))``."""
+        if not texts:
+            return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        return self.embed_encoded(self.encode_texts(texts, is_query=is_query, instruction=instruction), dim=dim)

@@ -1,4 +1,4 @@
-"""Between a route and a model: limits, truncation, token counts (off the event loop), the queue, ranking.
+"""Between a route and a model: limits, truncation, tokenizing once (off the event loop), the queue, ranking.
 
 Routes parse their protocol's body and format its answer; everything in the middle is here, once, so
 that ``/v1/rerank``, ``/rerank`` (TEI) and ``/v1/score`` enforce the same limits the same way.
@@ -18,7 +18,7 @@ from ..reranker import rank_scores
 from ..types import RerankResult
 from .errors import ClientGone
 from .state import ServedModel, ServerState
-from .workers import EmbedJob, ScoreJob
+from .workers import embed_job, score_job
 
 
 @dataclass(frozen=True)
@@ -142,13 +142,12 @@ class Inference:
                 check_query_chars(q, query_field, lim.max_document_chars)
         docs = fit_chars([d for _, d in pairs], field, lim.max_document_chars, truncate)
         pairs = [(q, d) for (q, _), d in zip(pairs, docs)]
-        counts = await asyncio.to_thread(served.count_tokens, pairs, instruction=instruction)
+        # tokenized once, here, off the event loop: the counts are exact and the worker gets the token ids
+        job, counts = await asyncio.to_thread(score_job, served.model, pairs, instruction)
         if not truncate:
             check_tokens(counts, served.info.max_length, field)
         tokens = int(sum(counts))
-        scores = await watched(
-            self.request, served.batcher.submit(ScoreJob(pairs, instruction), cost=tokens, size=len(pairs))
-        )
+        scores = await watched(self.request, served.batcher.submit(job, cost=tokens, size=len(pairs)))
         return Scored(served, scores, tokens)
 
     async def rerank(
@@ -199,10 +198,11 @@ class Inference:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
         truncate = self._truncate(truncate)
         texts = fit_chars(texts, field, lim.max_document_chars, truncate)
-        counts = await asyncio.to_thread(served.count_tokens, texts, is_query=is_query, instruction=instruction)
+        job, counts = await asyncio.to_thread(
+            embed_job, served.model, texts, is_query=is_query, instruction=instruction, dim=dim
+        )
         if not truncate:
             check_tokens(counts, info.max_length, field)
         tokens = int(sum(counts))
-        job = EmbedJob(texts, is_query=is_query, instruction=instruction, dim=dim)
         vectors = await watched(self.request, served.batcher.submit(job, cost=tokens, size=len(texts)))
         return Embedded(served, vectors, tokens)

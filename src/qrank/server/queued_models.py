@@ -1,9 +1,9 @@
-"""Reranker / Embedder look-alikes whose work goes through a served model's queue.
+"""The queue layer: models whose work goes through a served model's queue, and the facades over them.
 
 Synchronous code running in a worker thread, never on the event loop (the
-:class:`~qrank.pipeline.Pipeline` behind the search routes), calls ``score`` / ``embed`` as on the local
-facades; the work joins the model's queue, so it is batched with HTTP requests and bounded by the same
-limits.
+:class:`~qrank.pipeline.Pipeline` behind the search routes), uses ``QueuedReranker`` / ``QueuedEmbedder``
+as it would the local facades. The work is tokenized once in the calling thread, exactly as at the HTTP
+door, then joins the model's queue, so it is batched with HTTP requests and bounded by the same limits.
 
 >>> rr = QueuedReranker(served, loop)        # doctest: +SKIP
 >>> rr.score("q", ["a", "b"])                # doctest: +SKIP
@@ -12,73 +12,58 @@ limits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import numpy as np
 
-from ..reranker import check_documents, check_query
+from ..embedder import Embedder
+from ..models.base import Layer
+from ..reranker import Reranker
 from .state import ServedModel
-from .workers import EmbedJob, ScoreJob
+from .workers import embed_job, score_job
 
 
-class _Queued:
+class _Queued(Layer):
     def __init__(self, served: ServedModel, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(served.model)
         self.served = served
         self.loop = loop
 
-    @property
-    def info(self):
-        return self.served.info
-
-    @property
-    def model(self):
-        return self.served.model
-
-    def _run(self, job, cost: int, size: int):
+    def _run(self, job, counts: list[int]):
         if self.served.batcher is None:
             raise RuntimeError("the server has not started this model's queue")
-        future = asyncio.run_coroutine_threadsafe(self.served.batcher.submit(job, cost=cost, size=size), self.loop)
-        return future.result()
+        submit = self.served.batcher.submit(job, cost=sum(counts), size=len(counts))
+        return asyncio.run_coroutine_threadsafe(submit, self.loop).result()
 
 
-class QueuedReranker(_Queued):
-    """``score`` / ``score_pairs`` through the served reranker's queue."""
+class QueuedScorer(_Queued):
+    """A :class:`~qrank.models.base.ScoringModel` whose pairs go through the served reranker's queue."""
 
-    instruction = None
-
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
         pairs = list(pairs)
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        cost = sum(self.served.count_tokens(pairs, instruction=instruction))
-        return self._run(ScoreJob(pairs, instruction), cost, len(pairs))
-
-    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
-        query = check_query(query)
-        documents = check_documents(documents)
-        return [float(s) for s in self.score_pairs([(query, d) for d in documents], instruction=instruction)]
+        return self._run(*score_job(self.inner, pairs, instruction))
 
 
-class QueuedEmbedder(_Queued):
-    """``embed`` through the served embedder's queue."""
+class QueuedEmbeddingModel(_Queued):
+    """An :class:`~qrank.models.base.EmbeddingModel` whose texts go through the served embedder's queue."""
 
-    @property
-    def dim(self) -> int:
-        return int(self.info.dim or 0)
+    def embed_batch(self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None):
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        return self._run(*embed_job(self.inner, texts, is_query=is_query, instruction=instruction, dim=dim))
 
-    def embed(
-        self, texts, *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
-    ) -> np.ndarray:
-        single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
-        if not batch:
-            return np.zeros((0, dim or self.dim), dtype=np.float32)
-        cost = sum(self.served.count_tokens(batch, is_query=is_query, instruction=instruction))
-        vectors = self._run(EmbedJob(batch, is_query=is_query, instruction=instruction, dim=dim), cost, len(batch))
-        return vectors[0] if single else vectors
 
-    def embed_query(self, text: str, *, dim: int | None = None) -> np.ndarray:
-        return self.embed(text, is_query=True, dim=dim)
+class QueuedReranker(Reranker):
+    """A :class:`~qrank.Reranker` over a :class:`QueuedScorer`."""
 
-    def embed_documents(self, texts: Sequence[str], *, dim: int | None = None) -> np.ndarray:
-        return self.embed(list(texts), is_query=False, dim=dim)
+    def __init__(self, served: ServedModel, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(QueuedScorer(served, loop))
+
+
+class QueuedEmbedder(Embedder):
+    """An :class:`~qrank.Embedder` over a :class:`QueuedEmbeddingModel`."""
+
+    def __init__(self, served: ServedModel, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(QueuedEmbeddingModel(served, loop))

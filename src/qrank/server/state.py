@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput, ModelNotFound, QrankError
+from ..models.base import require_count_tokens
 from ..settings import Settings
 from .batcher import Batcher
 from .metrics import Metrics
-from .workers import EmbedJob, ScoreJob, embed_runner, score_runner
+from .workers import embed_job, embed_runner, score_job, score_runner
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,6 @@ class ServedModel:
     def info(self):
         return self.facade.info
 
-    def count_tokens(self, items, **kwargs) -> list[int]:
-        """Token counts from the backend, or a rough word count for backends that cannot count."""
-        counter = getattr(self.model, "count_tokens", None)
-        if counter is not None:
-            return [int(n) for n in counter(items, **kwargs)]
-        if self.role == "reranker":
-            return [len(q.split()) + len(d.split()) + 2 for q, d in items]
-        return [len(t.split()) + 2 for t in items]
-
 
 class ModelPool:
     """The models of one server, in the order given; the first of each role is the default."""
@@ -66,6 +58,7 @@ class ModelPool:
                 raise InvalidInput(
                     "server.served_model_names", f"two models are served as {m.name!r}; names must be unique"
                 )
+            require_count_tokens(m.model, m.name)  # budgets and limits need exact counts, never a guess
             self._by_name[m.name] = m
 
     @classmethod
@@ -249,11 +242,17 @@ class ServerState:
 
     async def _probe_all(self) -> None:
         for m in self.pool.models:
+            # the probe takes the path of a real request: encoded at the door, run by the worker
             if m.role == "reranker":
-                scores = await m.batcher.submit(ScoreJob([("is the server ready?", "the server is ready")]), cost=16)
+                pairs = [("is the server ready?", "the server is ready")]
+                job, counts = await asyncio.to_thread(score_job, m.model, pairs, None)
+                scores = await m.batcher.submit(job, cost=sum(counts))
                 if len(scores) != 1:
                     raise QrankError(f"{m.name}: probe returned {len(scores)} scores")
             else:
-                vectors = await m.batcher.submit(EmbedJob(["is the server ready?"]), cost=16)
+                job, counts = await asyncio.to_thread(
+                    embed_job, m.model, ["is the server ready?"], is_query=False, instruction=None, dim=None
+                )
+                vectors = await m.batcher.submit(job, cost=sum(counts))
                 if vectors.shape != (1, m.info.dim):
                     raise QrankError(f"{m.name}: probe returned shape {vectors.shape}")

@@ -1,8 +1,11 @@
-"""What a batcher runs in a model's worker thread: many requests → few backend calls → one answer each.
+"""What the server queues and what a model's worker thread runs: many requests → few model calls.
 
-Requests that share the backend's keyword arguments (instruction, query-or-document, dimension) go
-through one ``score_pairs`` / ``embed_batch`` call; the answer is cut back per request and checked
-there, so a NaN fails only the request that produced it.
+A request becomes a job at the door (:func:`score_job` / :func:`embed_job`, off the event loop): a model
+that tokenizes locally encodes it there, once, and the job carries the :class:`~qrank.models.base.Encoded`
+items and their exact token count; other models (remote, Ray, fakes) carry the texts and their
+``count_tokens``. The worker runs encoded jobs of one batch as ONE ``score_encoded`` / ``embed_encoded``
+call (the instruction is already in the tokens), text jobs as one call per group of equal options, then
+cuts the answer back per request and checks each part on its own, so a NaN fails only its own request.
 
 >>> import numpy as np
 >>> class Sum:
@@ -20,26 +23,52 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import QrankError
+from ..models.base import Encoded, PairEncoder, TextEncoder, check_finite, check_scores, check_vectors
 from .errors import NonFiniteOutput
 
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """The (query, document) pairs of one request."""
+    """The (query, document) pairs of one request, and their encoding when the door made one."""
 
     pairs: list[tuple[str, str]]
     instruction: str | None = None
+    encoded: list[Encoded] | None = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
 
 @dataclass(frozen=True)
 class EmbedJob:
-    """The texts of one request."""
+    """The texts of one request, and their encoding when the door made one."""
 
     texts: list[str]
     is_query: bool = False
     instruction: str | None = None
     dim: int | None = None
+    encoded: list[Encoded] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def score_job(model, pairs: list[tuple[str, str]], instruction: str | None) -> tuple[ScoreJob, list[int]]:
+    """The job for one request and its exact token counts; the pairs are tokenized here, once."""
+    if isinstance(model, PairEncoder):
+        encoded = model.encode_pairs(pairs, instruction=instruction)
+        return ScoreJob(pairs, instruction, encoded), [len(e) for e in encoded]
+    return ScoreJob(pairs, instruction), [int(n) for n in model.count_tokens(pairs, instruction=instruction)]
+
+
+def embed_job(model, texts: list[str], *, is_query: bool, instruction: str | None,
+              dim: int | None) -> tuple[EmbedJob, list[int]]:
+    """The job for one request and its exact token counts; the texts are tokenized here, once."""
+    if isinstance(model, TextEncoder):
+        encoded = model.encode_texts(texts, is_query=is_query, instruction=instruction)
+        return EmbedJob(texts, is_query, instruction, dim, encoded), [len(e) for e in encoded]
+    counts = model.count_tokens(texts, is_query=is_query, instruction=instruction)
+    return EmbedJob(texts, is_query, instruction, dim), [int(n) for n in counts]
 
 
 def _grouped(jobs: Sequence, key: Callable[[object], Hashable]) -> dict[Hashable, list[int]]:
@@ -49,51 +78,51 @@ def _grouped(jobs: Sequence, key: Callable[[object], Hashable]) -> dict[Hashable
     return groups
 
 
+def _split(values: np.ndarray, jobs: Sequence, idx: list[int], out: list) -> None:
+    """Each job's rows of one model answer, or its own NonFiniteOutput."""
+    start = 0
+    for i in idx:
+        part = values[start : start + len(jobs[i])]
+        start += len(jobs[i])
+        try:
+            out[i] = check_finite(part, error=NonFiniteOutput, context=" for this request")
+        except NonFiniteOutput as exc:
+            out[i] = exc
+
+
 def score_runner(model) -> Callable[[Sequence[ScoreJob]], list]:
-    """A batch runner over ``model.score_pairs``: one float32 array (or an error) per job."""
+    """A batch runner over ``model``: one float32 array (or an error) per job."""
 
     def run(jobs: Sequence[ScoreJob]) -> list:
         out: list = [None] * len(jobs)
-        for instruction, idx in _grouped(jobs, lambda j: j.instruction).items():
-            pairs = [p for i in idx for p in jobs[i].pairs]
-            scores = np.asarray(model.score_pairs(pairs, instruction=instruction), dtype=np.float32)
-            if scores.shape != (len(pairs),):
-                raise QrankError(f"model returned {scores.shape} scores for {len(pairs)} pairs")
-            start = 0
-            for i in idx:
-                part = scores[start : start + len(jobs[i].pairs)]
-                start += len(jobs[i].pairs)
-                out[i] = (
-                    part
-                    if np.isfinite(part).all()
-                    else NonFiniteOutput("the model produced a non-finite score (NaN or inf) for this request")
-                )
+        groups = _grouped(jobs, lambda j: ("encoded",) if j.encoded is not None else ("text", j.instruction))
+        for key, idx in groups.items():
+            if key[0] == "encoded":
+                scores = model.score_encoded([e for i in idx for e in jobs[i].encoded])
+            else:
+                scores = model.score_pairs([p for i in idx for p in jobs[i].pairs], instruction=key[1])
+            _split(check_scores(scores, sum(len(jobs[i]) for i in idx)), jobs, idx, out)
         return out
 
     return run
 
 
 def embed_runner(model) -> Callable[[Sequence[EmbedJob]], list]:
-    """A batch runner over ``model.embed_batch``: one float32 matrix (or an error) per job."""
+    """A batch runner over ``model``: one float32 matrix (or an error) per job."""
 
     def run(jobs: Sequence[EmbedJob]) -> list:
         out: list = [None] * len(jobs)
-        for (is_query, instruction, dim), idx in _grouped(jobs, lambda j: (j.is_query, j.instruction, j.dim)).items():
-            texts = [t for i in idx for t in jobs[i].texts]
-            vectors = np.asarray(
-                model.embed_batch(texts, is_query=is_query, instruction=instruction, dim=dim), dtype=np.float32
-            )
-            if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-                raise QrankError(f"model returned an array of shape {vectors.shape} for {len(texts)} texts")
-            start = 0
-            for i in idx:
-                part = vectors[start : start + len(jobs[i].texts)]
-                start += len(jobs[i].texts)
-                out[i] = (
-                    part
-                    if np.isfinite(part).all()
-                    else NonFiniteOutput("the model produced non-finite values (NaN or inf) for this request")
-                )
+
+        def key(j):
+            return ("encoded", j.dim) if j.encoded is not None else ("text", j.dim, j.is_query, j.instruction)
+
+        for k, idx in _grouped(jobs, key).items():
+            if k[0] == "encoded":
+                vectors = model.embed_encoded([e for i in idx for e in jobs[i].encoded], dim=k[1])
+            else:
+                texts = [t for i in idx for t in jobs[i].texts]
+                vectors = model.embed_batch(texts, is_query=k[2], instruction=k[3], dim=k[1])
+            _split(check_vectors(vectors, sum(len(jobs[i]) for i in idx)), jobs, idx, out)
         return out
 
     return run

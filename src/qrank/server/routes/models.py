@@ -32,6 +32,7 @@ async def list_models(request: Request) -> Response:
                     "dtype": info.dtype,
                     "device": info.device,
                     "revision": info.revision,
+                    "score_activation": info.score_activation,
                 },
             )
         )
@@ -60,5 +61,6 @@ async def info(request: Request, model: str | None = Query(None, description="se
         max_batch_tokens=s.engine.max_batch_tokens,
         max_client_batch_size=s.server.max_documents if served.role == "reranker" else s.server.max_inputs,
         version=__version__,
-        qrank={"role": served.role, "kind": info.kind, "dim": info.dim, "root": info.id},
+        qrank={"role": served.role, "kind": info.kind, "dim": info.dim, "root": info.id,
+               "score_activation": info.score_activation},
     ))

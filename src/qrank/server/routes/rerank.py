@@ -95,7 +95,7 @@ async def rerank_any(request: Request, body: AnyRerankRequest) -> Response:
 
 def _scores_are_probabilities(ranked: Ranked) -> bool:
     # Qwen3 rerankers and sigmoid cross-encoders answer probabilities; identity/tanh heads are raw already
-    return getattr(ranked.model.model, "activation", "sigmoid") == "sigmoid"
+    return ranked.model.info.score_activation == "sigmoid"
 
 
 def _logit(p: float) -> float:
