@@ -69,10 +69,10 @@ def legacy_query(info: ModelInfo, instruction: str | None, query_task: str | Non
 class Embedder:
     """Embed texts with any embedding model qrank can load; rows are L2-normalised float32.
 
-    >>> em = Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2")   # doctest: +SKIP
-    >>> em.embed(["first text", "second text"]).shape                      # doctest: +SKIP
+    >>> em = Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2")
+    >>> em.embed(["first text", "second text"]).shape
     (2, 384)
-    >>> em.embed("a question", is_query=True, dim=128).shape                # doctest: +SKIP
+    >>> em.embed("a question", is_query=True, dim=128).shape
     (128,)
     """
 
@@ -179,8 +179,11 @@ class Embedder:
 class QwenEmbedding(Embedder):
     """The name used in the Qwen3 getting-started guides: ``QwenEmbedding(model_name=...).embed(text)``.
 
-    >>> QwenEmbedding(model_name="Qwen/Qwen3-Embedding-0.6B").embed("hello").shape  # doctest: +SKIP
-    (1024,)
+    ``QwenEmbedding(model_name="Qwen/Qwen3-Embedding-0.6B").embed("hello")`` gives one 1,024-wide vector; a local
+    folder works the same way:
+
+    >>> QwenEmbedding(model_name="../shared/models/all-MiniLM-L6-v2").embed("hello").shape
+    (384,)
     """
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", **kwargs) -> None:
