@@ -128,10 +128,29 @@ def _chunks(items: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
         yield items[i : i + n]
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def stored_metadata(doc_id: str, raw: str) -> dict[str, Any]:
+    """A row's metadata; a row written before NaN was refused at ingest (or edited by hand) reads as ``{}``
+    with a warning instead of failing every answer that includes it (``qrank index check`` lists them).
+
+    >>> stored_metadata("d", '{"a": 1}'), stored_metadata("d", '{"a": NaN}')
+    ({'a': 1}, {})
+    """
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (TypeError, ValueError) as exc:
+        log.warning("document %r has unreadable metadata (%s); shown as {} (see `qrank index check`)", doc_id, exc)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _row_passage(row) -> Passage:
     doc_id, chunk, start, text, title, metadata, hash_ = row
     return Passage(doc_id=doc_id, chunk=int(chunk), start=int(start), text=text, title=title,
-                   metadata=json.loads(metadata), hash=hash_)
+                   metadata=stored_metadata(doc_id, metadata), hash=hash_)
 
 
 def _written_by_live_process(path: Path) -> bool:
@@ -238,7 +257,7 @@ class FaissStore:
                     for p, v in zip(passages, vectors):
                         cur = self._db.execute(
                             f"INSERT INTO passages ({_FIELDS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (p.doc_id, p.chunk, p.start, p.text, p.title, json.dumps(p.metadata, ensure_ascii=False),
+                            (p.doc_id, p.chunk, p.start, p.text, p.title, json.dumps(p.metadata, ensure_ascii=False, allow_nan=False),
                              p.hash, v.astype("<f4").tobytes()),
                         )
                         new_pids.append(int(cur.lastrowid))
@@ -471,7 +490,9 @@ class FaissStore:
     def _filter_sql(self, norm: Mapping[str, list]) -> tuple[str, list]:
         conds, params = [], []
         for key, values in norm.items():
-            conds.append(f"json_extract(metadata, ?) IN ({','.join('?' * len(values))})")
+            # a row whose metadata is not valid JSON (NaN written by an older version) matches nothing
+            # instead of failing the whole query with "malformed JSON"
+            conds.append(f"json_extract(CASE WHEN json_valid(metadata) THEN metadata END, ?) IN ({','.join('?' * len(values))})")
             params += [f'$."{key}"', *values]
         return " AND ".join(conds), params
 

@@ -23,7 +23,10 @@ import numpy as np
 from ..errors import InvalidInput
 from ..settings import IndexSettings
 
-_FILTER_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")  # fullmatch: "$" would let a trailing newline in
+# SQLite caps an expression's depth (1000) and its bound parameters; a filter stays far below both
+MAX_FILTER_KEYS = 64
+MAX_FILTER_VALUES = 1024
 _SCALARS = (str, int, float, bool)
 
 
@@ -137,9 +140,11 @@ def check_filter(filter: Mapping[str, Any] | None) -> dict[str, list]:
         return {}
     if not isinstance(filter, Mapping):
         raise InvalidInput("filter", f"must be an object of metadata key -> value(s), got {type(filter).__name__}")
+    if len(filter) > MAX_FILTER_KEYS:
+        raise InvalidInput("filter", f"has {len(filter)} keys; at most {MAX_FILTER_KEYS} are allowed")
     out: dict[str, list] = {}
     for key, value in filter.items():
-        if not isinstance(key, str) or not _FILTER_KEY.match(key):
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
             raise InvalidInput("filter", f"key {key!r} must be 1-64 letters, digits, '_' or '-'")
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if not values:
@@ -150,6 +155,9 @@ def check_filter(filter: Mapping[str, Any] | None) -> dict[str, list]:
             if isinstance(v, str) and ('"' in v or "\\" in v):
                 raise InvalidInput(f"filter.{key}", "string values must not contain '\"' or '\\'")
         out[key] = values
+    total = sum(len(v) for v in out.values())
+    if total > MAX_FILTER_VALUES:
+        raise InvalidInput("filter", f"has {total} values in all; at most {MAX_FILTER_VALUES} are allowed")
     return out
 
 

@@ -1,0 +1,173 @@
+"""Adversarial suite (issue 16): inputs and situations an attacker or an unlucky user produces.
+
+Each test first reproduces the attack as it was found (NaN metadata, huge filters, corrupt stores, names
+with control characters, concurrent writers, forged Host headers, busy ports) and then checks the clear
+answer: a 4xx naming the field, one error line, never a 500 or a traceback. Servers bind to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+
+import httpx
+import numpy as np
+import pytest
+from index_fakes import BowModel
+
+from qrank import Embedder, Settings
+from qrank.errors import InvalidInput
+from qrank.index.documents import read_paths, to_documents
+from qrank.index.faiss_store import FaissStore
+from qrank.index.store import MAX_FILTER_KEYS, Passage, check_filter
+from qrank.pipeline import Pipeline
+from qrank.settings import IndexSettings
+
+pytest.importorskip("faiss")
+
+NONFINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+def _settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path / "home", cache={"enabled": False})
+
+
+def _pipeline(settings, name="docs") -> Pipeline:
+    return Pipeline.open(name, embedder=Embedder(BowModel()), settings=settings)
+
+
+# --- 1. NaN / Infinity in metadata --------------------------------------------------------------------
+@pytest.mark.parametrize("bad", NONFINITE)
+@pytest.mark.parametrize(
+    "shape, field",
+    [
+        (lambda v: {"x": v}, "documents[0].metadata.x"),
+        (lambda v: {"a": {"b": [1, v]}}, "documents[0].metadata.a.b[1]"),
+    ],
+)
+def test_nonfinite_metadata_is_refused_at_ingest_naming_the_field(tmp_path, bad, shape, field):
+    with _pipeline(_settings(tmp_path)) as p:
+        with pytest.raises(InvalidInput) as err:
+            p.add([{"id": "a", "text": "bread", "metadata": shape(bad)}])
+        assert err.value.field == field
+        assert p.collection.store.count() == 0
+
+
+def test_nonfinite_metadata_refused_in_every_api_spelling():
+    from qrank.index.documents import Document
+
+    with pytest.raises(InvalidInput, match=r"metadata\[0\]\.y"):
+        to_documents(["t"], ids=["a"], metadata=[{"y": float("inf")}])
+    with pytest.raises(InvalidInput, match=r"documents\[0\]\.metadata\.z"):
+        to_documents([Document("a", "t", None, {"z": float("nan")})])
+
+
+def test_nonfinite_metadata_refused_in_jsonl_files(tmp_path):
+    f = tmp_path / "docs.jsonl"
+    # Python's json module (and many writers) spell NaN/Infinity this way; json.loads accepts them
+    f.write_text('{"id": "a", "text": "bread", "metadata": {"x": NaN}}\n'
+                 '{"id": "b", "text": "milk", "metadata": {"y": [Infinity]}}\n')
+    with pytest.raises(InvalidInput, match=r"docs.jsonl:1: metadata\.x"):
+        read_paths([f])
+
+
+def test_csv_cells_spelling_nan_stay_strings(tmp_path):
+    f = tmp_path / "docs.csv"
+    f.write_text("id,text,x\na,bread,NaN\n")
+    [doc] = read_paths([f])
+    assert doc.metadata == {"x": "NaN"}
+
+
+def test_store_never_writes_nonfinite_json(tmp_path):
+    store = FaissStore(tmp_path, 4, IndexSettings())
+    with pytest.raises(ValueError):
+        store.add([Passage("a", 0, 0, "t", metadata={"x": float("nan")})], np.eye(1, 4, dtype=np.float32))
+    assert store.count() == 0
+
+
+def _write_bad_row(store_path, doc_id: str, metadata: str) -> None:
+    """What an older qrank (or a hand edit) left behind: metadata SQLite cannot parse as JSON."""
+    db = sqlite3.connect(store_path)
+    db.execute("UPDATE passages SET metadata = ? WHERE doc_id = ?", (metadata, doc_id))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("raw", ['{"g": NaN}', '{"g": Infinity}', "{not json"])
+def test_filtered_search_over_a_stored_bad_row_skips_it(tmp_path, raw):
+    settings = _settings(tmp_path)
+    with _pipeline(settings) as p:
+        p.add([{"id": "a", "text": "bread butter", "metadata": {"g": 1}},
+               {"id": "b", "text": "bread jam", "metadata": {"g": 1}}])
+    _write_bad_row(settings.home / "collections" / "docs" / "store.sqlite", "a", raw)
+    with _pipeline(settings) as p:
+        hits = p.search("bread", filter={"g": 1}, rerank=False)
+        assert [h.id for h in hits] == ["b"]  # the bad row matches nothing; the query does not fail
+        hits = p.search("bread", rerank=False)  # unfiltered: the row is found, its metadata reads as {}
+        assert {h.id for h in hits} == {"a", "b"}
+        assert next(h for h in hits if h.id == "a").metadata == {}
+        assert all(not isinstance(v, float) or math.isfinite(v) for h in hits for v in h.metadata.values())
+
+
+def test_filter_with_many_keys_is_a_clear_error(tmp_path):
+    many = {f"k{i}": 1 for i in range(999)}
+    with pytest.raises(InvalidInput, match="at most"):
+        check_filter(many)
+    check_filter({f"k{i}": 1 for i in range(MAX_FILTER_KEYS)})
+    with pytest.raises(InvalidInput, match="values"):
+        check_filter({"k": list(range(5000))})
+    with pytest.raises(InvalidInput):
+        check_filter({"k\n": 1})  # "$" in a pattern matches before a trailing newline
+    with _pipeline(_settings(tmp_path)) as p:
+        p.add([{"id": "a", "text": "bread", "metadata": {"k0": 1}}])
+        with pytest.raises(InvalidInput, match="filter"):
+            p.search("bread", filter=many, rerank=False)
+        # the largest filter allowed runs in SQLite (no "Expression tree is too large")
+        assert p.search("bread", filter={f"k{i}": 1 if i == 0 else [1, 2] for i in range(MAX_FILTER_KEYS)},
+                        rerank=False) == []
+
+
+# --- 1. over HTTP ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bow_server(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    from _server_support import live_server, server_settings
+
+    home = tmp_path_factory.mktemp("adv-home")
+    with (live_server(server_settings(home=home), embedders={"bow": Embedder(BowModel())}) as url,
+          httpx.Client(base_url=url, timeout=60) as client):
+        yield client, home
+
+
+@pytest.mark.parametrize("raw", ['{"x": NaN}', '{"x": Infinity}', '{"x": {"y": [-Infinity]}}'])
+def test_http_add_with_nonfinite_metadata_is_422_naming_the_field(bow_server, raw):
+    client, _ = bow_server
+    body = '{"documents": [{"id": "a", "text": "bread", "metadata": ' + raw + "}]}"
+    r = client.post("/v1/collections/web/documents", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"].startswith("documents[0].metadata.x")
+    r = client.post("/v1/collections/web/documents", content=body.replace('"metadata": ', '"ids": ["a"], "x": '),
+                    headers={"content-type": "application/json"})
+    assert r.status_code < 500
+
+
+def test_http_filtered_search_over_bad_row_and_huge_filter_never_500(bow_server):
+    client, home = bow_server
+    r = client.post("/v1/collections/bad/documents", json={"documents": [
+        {"id": "a", "text": "bread butter", "metadata": {"g": 1}}, {"id": "b", "text": "bread jam", "metadata": {"g": 1}}]})
+    assert r.status_code == 200, r.text
+    _write_bad_row(home / "collections" / "bad" / "store.sqlite", "a", '{"g": NaN}')
+    for _ in range(2):  # the same keep-alive connection keeps working
+        r = client.post("/v1/search", json={"collection": "bad", "query": "bread", "filter": {"g": 1}, "rerank": False})
+        assert r.status_code == 200, r.text
+        assert [h["id"] for h in r.json()["results"]] == ["b"]
+        r = client.post("/v1/search", json={"collection": "bad", "query": "bread", "rerank": False})
+        assert r.status_code == 200, r.text
+        r = client.post("/v1/search", json={"collection": "bad", "query": "bread", "rerank": False,
+                                            "filter": {f"k{i}": 1 for i in range(1000)}})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "filter", r.text
+        r = client.post("/v1/search", json={"collection": "bad", "query": "bread", "mode": "bm25",
+                                            "filter": {f"k{i}": 1 for i in range(1000)}})
+        assert r.status_code == 422, r.text
+    assert json.loads(client.get("/health").text) == {"status": "ok"}
