@@ -171,3 +171,115 @@ def test_http_filtered_search_over_bad_row_and_huge_filter_never_500(bow_server)
                                             "filter": {f"k{i}": 1 for i in range(1000)}})
         assert r.status_code == 422, r.text
     assert json.loads(client.get("/health").text) == {"status": "ok"}
+
+
+# --- 6. corrupt stores, names, concurrent writers ------------------------------------------------------
+def _cli(capsys, *argv):
+    from qrank.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def notes_home(tmp_path):
+    settings = Settings(home=tmp_path / "home", cache={"enabled": False})
+    with _pipeline(settings, "notes") as p:
+        p.add([{"id": f"d{i}", "text": f"bread number {i}", "metadata": {"g": i % 2}} for i in range(6)], progress=False)
+    return settings.home
+
+
+@pytest.mark.parametrize("damage", ["garbage", "zero", "missing"])
+def test_corrupt_store_gives_one_clear_line_and_drop_still_works(notes_home, capsys, tmp_path, damage):
+    db = notes_home / "collections" / "notes" / "store.sqlite"
+    for extra in db.parent.glob("store.sqlite-*"):
+        extra.unlink()
+    if damage == "garbage":
+        db.write_bytes(b"\x00garbage, not a database\xff" * 512)
+    elif damage == "zero":
+        db.write_bytes(b"")  # SQLite would read this as a new, empty database
+    else:
+        db.unlink()
+    docs = tmp_path / "more.jsonl"
+    docs.write_text('{"id": "x", "text": "more bread"}\n')
+    home = ["--home", str(notes_home)]
+    for argv in (["index", "info", "notes"], ["search", "--collection", "notes", "bread", "--no-rerank"],
+                 ["index", "add", "--collection", "notes", str(docs)], ["index", "check", "notes"]):
+        rc, out, err = _cli(capsys, *argv, *home)
+        assert rc != 0, argv
+        assert "Traceback" not in err + out
+        if argv[1] != "check":
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert len(lines) == 1 and "corrupt" in lines[0] and "index drop notes" in lines[0], (argv, err)
+    rc, out, err = _cli(capsys, "index", "check", "notes", "--json", *home)
+    report = json.loads(out)
+    assert rc == 1 and not report["ok"] and "drop" in report["problems"][0]
+    assert not (db.exists() and damage == "missing")  # nothing re-created the store behind our back
+    rc, out, err = _cli(capsys, "index", "drop", "notes", *home)
+    assert rc == 0, err
+    assert not db.parent.exists()
+
+
+def test_unreadable_manifest_can_be_dropped(notes_home, capsys):
+    (notes_home / "collections" / "notes" / "collection.json").write_text("{ nope")
+    rc, _, err = _cli(capsys, "index", "drop", "notes", "--home", str(notes_home))
+    assert rc == 0, err
+    assert not (notes_home / "collections" / "notes").exists()
+
+
+def test_check_finds_and_repairs_nonfinite_metadata(notes_home, capsys):
+    _write_bad_row(notes_home / "collections" / "notes" / "store.sqlite", "d1", '{"g": NaN, "h": [Infinity, 2]}')
+    rc, out, _ = _cli(capsys, "index", "check", "notes", "--json", "--home", str(notes_home))
+    report = json.loads(out)
+    assert rc == 1 and not report["ok"] and "d1" in report["problems"][0]
+    rc, out, _ = _cli(capsys, "index", "check", "notes", "--repair", "--json", "--home", str(notes_home))
+    assert rc == 0 and json.loads(out)["ok"], out
+    with Pipeline.open("notes", embedder=Embedder(BowModel()), settings=Settings(home=notes_home)) as p:
+        assert p.collection.store.get(["d1"])["d1"][0].metadata == {"g": None, "h": [None, 2]}
+        assert {h.id for h in p.search("bread", filter={"g": 1}, rerank=False)} == {"d3", "d5"}
+    rc, out, _ = _cli(capsys, "index", "check", "notes", "--home", str(notes_home))
+    assert rc == 0 and "notes: ok (6 documents)" in out
+
+
+@pytest.mark.parametrize("name", ["docs\n", "docs ", " docs", "do\tcs", "do\x00cs", "docs\r\n", "ünï", "a/b", "..", ""])
+def test_collection_names_with_whitespace_or_control_characters_are_refused(tmp_path, capsys, name):
+    from qrank.index.collection import check_name
+
+    with pytest.raises(InvalidInput) as err:
+        check_name(name)
+    assert err.value.field == "collection"
+    with pytest.raises(InvalidInput):
+        _pipeline(_settings(tmp_path), name)
+    assert not (tmp_path / "home" / "collections").exists() or not any((tmp_path / "home" / "collections").iterdir())
+
+
+def test_concurrent_adds_of_one_collection_do_the_work_once(tmp_path):
+    import threading
+
+    settings = _settings(tmp_path)
+    docs = [{"id": f"d{i}", "text": f"word{i} bread"} for i in range(40)]
+    with _pipeline(settings):
+        pass  # the collection exists: both writers open it
+    models = [BowModel(delay=0.01), BowModel(delay=0.01)]
+    reports: list[dict] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def add(model):
+        try:
+            # separate Pipeline objects: separate SQLite connections, as two processes would have
+            with Pipeline.open("docs", embedder=Embedder(model), settings=settings) as p:
+                start.wait()
+                reports.append(p.add(docs, progress=False))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert sum(m.texts for m in models) == 40  # embedded once, not twice
+    assert sorted((r["added"], r["unchanged"]) for r in reports) == [(0, 40), (40, 0)]

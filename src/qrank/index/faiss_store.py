@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
 from ..settings import IndexSettings
-from .store import Hit, Passage, check_filter, check_vectors
+from .store import CorruptStore, Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
 
@@ -184,19 +184,40 @@ class FaissStore:
 
     backend = "faiss"
 
-    def __init__(self, path: Path, dim: int, settings: IndexSettings) -> None:
+    def __init__(self, path: Path, dim: int, settings: IndexSettings, *, existing: bool = False,
+                 name: str | None = None) -> None:
         _faiss()
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
         self.settings = settings
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.dir / "store.sqlite", timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged batch survives power loss too
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'").fetchone() is None:
-            self._db.executescript(_SCHEMA)  # a new store (readers of an existing one take no write lock)
-        stored = self._meta("dim")
+        name = name or self.dir.name
+        db_file = self.dir / "store.sqlite"
+        if existing:
+            # SQLite would silently make a new empty database here; an existing collection always has a
+            # non-empty file (WAL mode writes its header when the store is created)
+            if not db_file.is_file():
+                raise CorruptStore(name, f"{db_file.name} is missing")
+            if db_file.stat().st_size == 0:
+                raise CorruptStore(name, f"{db_file.name} is empty (0 bytes)")
+        self._db = sqlite3.connect(db_file, timeout=60, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged batch survives power loss too
+            has_schema = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'").fetchone() is not None
+            if existing and not has_schema:
+                raise CorruptStore(name, f"{db_file.name} holds no qrank tables")
+            if not has_schema:
+                self._db.executescript(_SCHEMA)  # a new store (readers of an existing one take no write lock)
+            stored = self._meta("dim")
+        except sqlite3.DatabaseError as exc:  # garbage bytes: "file is not a database", "malformed"
+            self._db.close()
+            raise CorruptStore(name, f"{db_file.name} is unreadable ({exc})") from exc
+        except CorruptStore:
+            self._db.close()
+            raise
         if stored is None:
             with self._write():
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?), ('generation', '0'), ('journal_base', '0')",

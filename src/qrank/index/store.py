@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, QrankError
 from ..settings import IndexSettings
 
 _FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")  # fullmatch: "$" would let a trailing newline in
@@ -28,6 +28,20 @@ _FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")  # fullmatch: "$" w
 MAX_FILTER_KEYS = 64
 MAX_FILTER_VALUES = 1024
 _SCALARS = (str, int, float, bool)
+
+
+class CorruptStore(QrankError):
+    """A collection's stored data cannot be read (not a database, truncated, empty): says how to get out.
+
+    >>> str(CorruptStore("docs", "store.sqlite is empty"))  # doctest: +ELLIPSIS
+    "collection 'docs' is corrupt: store.sqlite is empty; see `qrank index check docs`, ..."
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"collection {name!r} is corrupt: {reason}; see `qrank index check {name}`, or delete it "
+                         f"with `qrank index drop {name}` and add its documents again", field="collection")
+        self.name = name
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -200,15 +214,17 @@ def join_passages(passages: Sequence[Passage]) -> str:
     return text
 
 
-def open_store(path: Path, name: str, dim: int, backend: str, settings: IndexSettings) -> VectorStore:
-    """The backend named by ``backend`` for the collection directory ``path``.
+def open_store(path: Path, name: str, dim: int, backend: str, settings: IndexSettings, *,
+               existing: bool = False) -> VectorStore:
+    """The backend named by ``backend`` for the collection directory ``path``; ``existing``: the collection
+    has data already, so a missing or empty store file is corruption (never read as an empty collection).
 
     >>> # open_store(Path("~/.qrank/collections/docs"), "docs", 384, "faiss", IndexSettings())
     """
     if backend == "faiss":
         from .faiss_store import FaissStore
 
-        return FaissStore(path, dim, settings)
+        return FaissStore(path, dim, settings, existing=existing, name=name)
     if backend == "milvus":
         from .milvus_store import MilvusStore
 
