@@ -7,6 +7,7 @@ answer: a 4xx naming the field, one error line, never a 500 or a traceback. Serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
@@ -283,3 +284,76 @@ def test_concurrent_adds_of_one_collection_do_the_work_once(tmp_path):
     assert not errors, errors
     assert sum(m.texts for m in models) == 40  # embedded once, not twice
     assert sorted((r["added"], r["unchanged"]) for r in reports) == [(0, 40), (40, 0)]
+
+
+# --- 7. Host allow-list (DNS rebinding), open probes, no private paths in errors -------------------------
+@contextlib.contextmanager
+def _bow_client(home, **server):
+    from _server_support import live_server, server_settings
+
+    with (live_server(server_settings(home=home, **server), embedders={"bow": Embedder(BowModel())}) as url,
+          httpx.Client(base_url=url, timeout=60) as client):
+        yield client
+
+
+@pytest.mark.parametrize("forged", ["attacker.example", "attacker.example:8000", "127.0.0.1.nip.io", "0.0.0.0",
+                                    "localhost.attacker.example"])
+def test_forged_host_is_refused_before_anything_runs(bow_server, forged):
+    client, home = bow_server
+    r = client.post("/v1/collections/rebound/documents", json={"documents": ["secret"]}, headers={"host": forged})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "host", r.text
+    assert not (home / "collections" / "rebound").exists()
+    assert client.get("/v1/models", headers={"host": forged}).status_code == 400
+
+
+@pytest.mark.parametrize("ok", ["localhost", "LOCALHOST.:1234", "127.0.0.1:9", "[::1]:8000", "127.0.0.2"])
+def test_loopback_hosts_are_answered(bow_server, ok):
+    client, _ = bow_server
+    r = client.get("/v1/models", headers={"host": ok})
+    assert r.status_code == 200, r.text
+
+
+def test_allowed_hosts_setting(tmp_path):
+    with _bow_client(tmp_path, allowed_hosts=["api.example"]) as client:
+        assert client.get("/health", headers={"host": "api.example:443"}).status_code == 200
+        assert client.get("/health", headers={"host": "localhost"}).status_code == 400
+    with _bow_client(tmp_path, allowed_hosts=["*"]) as client:
+        assert client.get("/health", headers={"host": "anything.example"}).status_code == 200
+
+
+def test_error_bodies_do_not_reveal_the_data_folder(bow_server):
+    client, home = bow_server
+    for r in (client.post("/v1/search", json={"collection": "nope", "query": "x"}),
+              client.post("/v1/search", json={"collection": "bad name", "query": "x"}),
+              client.get("/v1/nothing/here")):
+        assert 400 <= r.status_code < 500, r.text
+        assert str(home) not in r.text and str(home.resolve()) not in r.text
+
+
+def test_probes_need_no_key_and_answer_head(tmp_path):
+    with _bow_client(tmp_path, api_key="k3y") as client:
+        for path in ("/health", "/ready"):
+            assert client.get(path).status_code == 200, path
+            r = client.head(path)
+            assert r.status_code == 200 and r.content == b"", path
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/v1/models").status_code == 401
+        assert client.post("/health", json={}).status_code in (401, 405)
+        assert client.get("/v1/models", headers={"authorization": "Bearer k3y"}).status_code == 200
+
+
+def test_ui_redirect_is_relative(tmp_path):
+    pytest.importorskip("gradio", reason="the ui extra is not installed")
+    from _server_support import server_settings
+
+    from qrank.server import ModelPool, create_app
+    from qrank.server.run import running_server
+    from qrank.ui import mount_ui
+
+    settings = server_settings(home=tmp_path, allowed_hosts=["*"])
+    bow = Embedder(BowModel())
+    app = create_app(settings, ModelPool.from_models(embedders={"bow": bow}))
+    mount_ui(app, settings, embedders={"bow": bow})
+    with running_server(app, settings) as running, httpx.Client(base_url=running.url, timeout=60) as client:
+        r = client.get("/ui", headers={"host": "attacker.example"})
+        assert r.status_code in (301, 302, 307, 308) and r.headers["location"] == "/ui/", r.headers

@@ -292,10 +292,22 @@ def mount_ui(
         else:
             backend = LocalBackend(settings, rerankers=rerankers, embedders=embedders)
     blocks = build_ui(backend, report_dir=report_dir_of(settings), max_documents=settings.ui.max_documents)
+    _relative_redirect(app, path)
     return gr.mount_gradio_app(
         app, blocks, path=path, theme=theme(), css=render.CSS, show_error=False, ssr_mode=False,
         footer_links=["api", "settings"], allowed_paths=_allowed_paths(settings),
     )
+
+
+def _relative_redirect(app, path: str) -> None:
+    """``GET /ui`` → ``/ui/`` by a relative Location: the router's own slash redirect would copy the
+    request's Host header into an absolute URL (a forged Host would send the browser elsewhere)."""
+    from starlette.responses import RedirectResponse
+
+    async def to_slash() -> RedirectResponse:
+        return RedirectResponse(path.rstrip("/") + "/", status_code=307)
+
+    app.add_api_route(path.rstrip("/"), to_slash, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 def report_dir_of(settings: Settings) -> Path:
