@@ -357,3 +357,74 @@ def test_ui_redirect_is_relative(tmp_path):
     with running_server(app, settings) as running, httpx.Client(base_url=running.url, timeout=60) as client:
         r = client.get("/ui", headers={"host": "attacker.example"})
         assert r.status_code in (301, 302, 307, 308) and r.headers["location"] == "/ui/", r.headers
+
+
+# --- 12. busy ports: bind first, then announce; one line, no traceback --------------------------------
+@pytest.fixture
+def busy_port():
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def _qrank_cli(*argv: str, timeout: float = 300):
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from qrank.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False)
+
+
+def _one_error_line(proc) -> str:
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text
+    assert "Traceback" not in text and "share=True" not in text and "serving on" not in text, text
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_serve_on_a_busy_port_fails_in_one_line_before_loading(busy_port, tmp_path):
+    pytest.importorskip("uvicorn")
+    # the model does not exist: binding comes first, so the port is what the error names
+    proc = _qrank_cli("serve", "--reranker", str(tmp_path / "no-model"), "--port", str(busy_port))
+    line = _one_error_line(proc)
+    assert f"127.0.0.1:{busy_port}" in line and "in use" in line, line
+
+
+def test_ui_on_a_busy_port_fails_in_one_line(busy_port, tmp_path):
+    pytest.importorskip("gradio", reason="the ui extra is not installed")
+    proc = _qrank_cli("ui", "--port", str(busy_port), "--home", str(tmp_path))
+    line = _one_error_line(proc)
+    assert f"127.0.0.1:{busy_port}" in line and "in use" in line, line
+
+
+def test_launch_ui_announces_only_after_binding_and_never_hints_share(busy_port, tmp_path, capfd):
+    gr = pytest.importorskip("gradio", reason="the ui extra is not installed")
+    from qrank.errors import QrankError
+    from qrank.server.run import free_port
+    from qrank.ui.layout import launch_ui
+
+    with gr.Blocks() as blocks:
+        gr.Markdown("hi")
+    announced: list[str] = []
+    settings = Settings(home=tmp_path, ui={"port": busy_port})
+    with pytest.raises(QrankError, match="in use"):
+        launch_ui(blocks, settings, block=False, announce=announced.append)
+    assert announced == []
+    port = free_port()
+    launch_ui(blocks, Settings(home=tmp_path, ui={"port": port}), block=False, announce=announced.append)
+    try:
+        assert announced == [f"http://127.0.0.1:{port}/"]
+        assert httpx.get(announced[0], timeout=30).status_code == 200
+    finally:
+        blocks.close()
+    out, err = capfd.readouterr()
+    assert "share=True" not in out + err
