@@ -428,3 +428,120 @@ def test_launch_ui_announces_only_after_binding_and_never_hints_share(busy_port,
         blocks.close()
     out, err = capfd.readouterr()
     assert "share=True" not in out + err
+
+
+# --- 8. OpenAPI: JSON Schema bounds, qrank's error body, every error status documented ----------------
+ERROR_STATUSES = ("400", "401", "404", "413", "422", "429")
+
+
+def _spec() -> dict:
+    pytest.importorskip("fastapi")
+    from qrank.server import create_app
+
+    return create_app(Settings()).openapi()
+
+
+def _schema_dicts(node, in_properties: bool = False):
+    """Every schema object in a JSON document (the names under "properties" are field names, not keywords)."""
+    if isinstance(node, dict):
+        if not in_properties:
+            yield node
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for sub in value.values():
+                    yield from _schema_dicts(sub)
+            else:
+                yield from _schema_dicts(value, in_properties=False)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _schema_dicts(item)
+
+
+def test_openapi_publishes_json_schema_and_qrank_errors():
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = _spec()
+    assert spec["openapi"].startswith("3.1")  # 3.1 schemas are JSON Schema 2020-12
+    for name, schema in spec["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    pydantic_only = {"ge", "le", "gt", "lt", "multiple_of", "min_length", "max_length"}
+    bad = [sorted(set(d) & pydantic_only) for d in _schema_dicts(spec) if set(d) & pydantic_only]
+    assert not bad, bad
+    top_n = spec["components"]["schemas"]["RerankRequest"]["properties"]["top_n"]["anyOf"][0]
+    assert top_n == {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for status in ERROR_STATUSES:
+                ref = op["responses"].get(status, {}).get("content", {}).get("application/json", {}).get("schema")
+                assert ref == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
+
+
+def test_real_error_bodies_match_the_published_error_schema(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = _spec()
+    schema = {"$ref": "#/components/schemas/ErrorResponse", "components": spec["components"]}
+    validator = jsonschema.Draft202012Validator(schema)
+    with _bow_client(tmp_path, api_key="k", max_body_bytes=2048) as client:
+        key = {"authorization": "Bearer k"}
+        answers = [
+            client.get("/v1/models"),  # 401
+            client.get("/v1/models", headers={**key, "host": "attacker.example"}),  # 400 host
+            client.post("/v1/embeddings", content=b"{nope", headers={**key, "content-type": "application/json"}),
+            client.post("/v1/embeddings", json={"input": 3}, headers=key),  # 422
+            client.post("/v1/embeddings", json={"input": "x", "model": "nope"}, headers=key),  # 404
+            client.post("/v1/embeddings", json={"input": "x" * 4096}, headers=key),  # 413
+            client.get("/no/route", headers=key),  # 404
+        ]
+        assert sorted({r.status_code for r in answers}) == [400, 401, 404, 413, 422]
+        for r in answers:
+            validator.validate(r.json())
+
+
+@pytest.fixture(scope="module")
+def fuzz_target():
+    pytest.importorskip("schemathesis")
+    from _server_support import live_server, server_settings
+    from index_fakes import fake_embedder, fake_reranker
+
+    limits = server_settings(max_documents=16, max_inputs=16, max_document_chars=2000, max_body_bytes=256 * 1024)
+    with live_server(limits, rerankers={"r": fake_reranker()}, embedders={"e": fake_embedder()}) as url:
+        yield url
+
+
+def _fuzz_all_checks(url: str, mode: str, examples: int) -> dict[int, int]:
+    """Schemathesis with every built-in check on, except that schema-valid data may get 413/422 (see below)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.generation.modes import GenerationMode
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    api = schemathesis.openapi.from_url(url + "/openapi.json")
+    seen: dict[int, int] = {}
+
+    @given(case=api.as_strategy(GenerationMode(mode)))
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)
+    def check(case):
+        # positive_data_acceptance counts 413/422 as rejecting valid data; but some rules JSON Schema cannot
+        # state (lists of equal length, the server's configured limits, a model's dimension) are only checked
+        # by the server. Everything else stays on; schema-valid data must never be called malformed (400).
+        response = case.call_and_validate(timeout=60, excluded_checks=[positive_data_acceptance])
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        if mode == "positive":
+            assert response.status_code != 400, (case.path, case.body, response.text[:300])
+
+    check()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_schemathesis_all_checks(fuzz_target, mode):
+    seen = _fuzz_all_checks(fuzz_target, mode, 60)
+    assert sum(seen.values()) >= 60 and all(s < 500 for s in seen), seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_schemathesis_all_checks_long(fuzz_target, mode):
+    seen = _fuzz_all_checks(fuzz_target, mode, 1000)
+    assert all(s < 500 for s in seen), seen

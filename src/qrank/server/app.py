@@ -24,6 +24,7 @@ from .auth import ApiKeyMiddleware
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import HostCheckMiddleware, LimitsMiddleware, RequestMetricsMiddleware, allowed_hosts
+from .schemas.common import ERROR_RESPONSES
 from .state import ModelPool, ServerState
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None) 
     known = {getattr(r, "path", "") for r in app.routes}
     for name in ROUTE_MODULES:
         router = importlib.import_module(name).router
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
         known.update(getattr(r, "path", "") for r in router.routes)
     s = settings.server
     # added innermost first: metrics see every answer, auth runs before any limit or parsing
