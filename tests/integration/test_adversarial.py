@@ -73,6 +73,18 @@ def test_nonfinite_metadata_refused_in_jsonl_files(tmp_path):
         read_paths([f])
 
 
+def test_cli_index_add_of_nonfinite_metadata_is_one_line_naming_the_field(tmp_path, capsys):
+    from qrank.cli import main
+
+    f = tmp_path / "docs.jsonl"
+    f.write_text('{"id": "a", "text": "bread", "metadata": {"price": {"eur": Infinity}}}\n')
+    rc = main(["index", "add", "--collection", "c", "--embedder", "unused", str(f), "--home", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "metadata.price.eur" in err and "finite" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+    assert not (tmp_path / "h" / "collections" / "c").exists()
+
+
 def test_csv_cells_spelling_nan_stay_strings(tmp_path):
     f = tmp_path / "docs.csv"
     f.write_text("id,text,x\na,bread,NaN\n")
@@ -461,7 +473,7 @@ def test_openapi_publishes_json_schema_and_qrank_errors():
     jsonschema = pytest.importorskip("jsonschema")
     spec = _spec()
     assert spec["openapi"].startswith("3.1")  # 3.1 schemas are JSON Schema 2020-12
-    for name, schema in spec["components"]["schemas"].items():
+    for schema in spec["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
     pydantic_only = {"ge", "le", "gt", "lt", "multiple_of", "min_length", "max_length"}
     bad = [sorted(set(d) & pydantic_only) for d in _schema_dicts(spec) if set(d) & pydantic_only]
@@ -509,26 +521,28 @@ def fuzz_target():
 
 
 def _fuzz_all_checks(url: str, mode: str, examples: int) -> dict[int, int]:
-    """Schemathesis with every built-in check on, except that schema-valid data may get 413/422 (see below)."""
+    """Schemathesis with every built-in check on. Two expectations are widened, each for a stated reason:
+    schema-valid data may get 413/422, because some rules JSON Schema cannot state (lists of equal length,
+    the server's configured limits, a model's dimension) are checked by the server alone; and invalid data
+    may be refused with 413/431 (too large: refused before the body is even parsed)."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
+    from schemathesis.config import SchemathesisConfig
     from schemathesis.generation.modes import GenerationMode
-    from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-    api = schemathesis.openapi.from_url(url + "/openapi.json")
+    config = SchemathesisConfig.from_dict({"checks": {
+        "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "413", "422", "429"]},
+        "negative_data_rejection": {"expected-statuses": ["400", "401", "404", "405", "413", "422", "429", "431"]},
+    }})
+    api = schemathesis.openapi.from_url(url + "/openapi.json", config=config)
     seen: dict[int, int] = {}
 
     @given(case=api.as_strategy(GenerationMode(mode)))
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
               database=None)
     def check(case):
-        # positive_data_acceptance counts 413/422 as rejecting valid data; but some rules JSON Schema cannot
-        # state (lists of equal length, the server's configured limits, a model's dimension) are only checked
-        # by the server. Everything else stays on; schema-valid data must never be called malformed (400).
-        response = case.call_and_validate(timeout=60, excluded_checks=[positive_data_acceptance])
+        response = case.call_and_validate(timeout=60)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
-        if mode == "positive":
-            assert response.status_code != 400, (case.path, case.body, response.text[:300])
 
     check()
     return seen
