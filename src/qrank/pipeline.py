@@ -235,6 +235,10 @@ class Pipeline:
         >>> p.add([{"id": "a", "text": "…", "metadata": {"lang": "en"}}])  # doctest: +SKIP
         {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1, 'count': 1}
         """
+        with self.collection.writing():  # a concurrent add of the same collection waits, then finds our work done
+            return self._add_locked(documents, ids=ids, metadata=metadata, progress=progress)
+
+    def _add_locked(self, documents, *, ids, metadata, progress) -> dict[str, int]:
         from tqdm.auto import tqdm
 
         docs = to_documents(documents, ids=ids, metadata=metadata)

@@ -145,8 +145,12 @@ class ServerSettings(BaseModel):
     shutdown_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight requests on shutdown")
     ready_timeout_s: float = Field(30.0, gt=0, description="how long /ready waits for its probe forward pass")
     access_log: bool = Field(True, description="log one line per request")
+    allowed_hosts: _NameList = Field(
+        default_factory=list, description="Host header names the server answers (DNS-rebinding guard); default: "
+        "loopback names when bound to a loopback address, any otherwise; '*' = any"
+    )
 
-    @field_validator("rerankers", "embedders", "served_model_names", mode="before")
+    @field_validator("rerankers", "embedders", "served_model_names", "allowed_hosts", mode="before")
     @classmethod
     def _split_names(cls, value):
         # env vars may give a JSON list or a comma-separated one: QRANK_SERVER__RERANKERS=a,b

@@ -255,6 +255,8 @@ def test_stored_formats_are_not_pickles(settings):
             np.load(f, allow_pickle=False)
         elif name.endswith(".json"):
             json.loads(f.read_text())
+        elif name == "write.lock":  # the collection's writer lock: an empty file
+            assert f.stat().st_size == 0
         else:
             pytest.fail(f"unexpected stored file {f}")
         seen.add(f.suffix)

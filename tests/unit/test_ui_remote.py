@@ -112,7 +112,7 @@ def test_mount_ui_inside_the_qrank_server(ce):
     settings = Settings(server={"access_log": False})
     app = create_app(settings, pool=pool)
     mount_ui(app, settings, rerankers={m.name: m.facade for m in pool.models if m.role == "reranker"})
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["ce"]
         assert client.get("/ui/").status_code == 200
         # one click of the playground's button, through Gradio's own HTTP API

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sqlite3
 from pathlib import Path
 
 from ..errors import InvalidInput
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(a)
     add_settings_flags(a, "index", ["backend", "chunk_tokens", "chunk_overlap", "hnsw_threshold", "milvus_uri", "milvus_index"])
     add_settings_flags(a, "engine", ["max_batch_tokens"])
-    a.set_defaults(func=cmd_add)
+    a.set_defaults(func=_store_errors(cmd_add))
 
     ls = verbs.add_parser("list", help="list collections")
     ls.add_argument("--json", action="store_true")
@@ -41,19 +43,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("collection")
     info.add_argument("--json", action="store_true")
     _common(info, models=False)
-    info.set_defaults(func=cmd_info)
+    info.set_defaults(func=_store_errors(cmd_info))
 
     rm = verbs.add_parser("delete", help="delete documents from a collection")
     rm.add_argument("collection")
     rm.add_argument("--ids", nargs="+", required=True, metavar="ID", help="document ids to delete")
     rm.add_argument("--json", action="store_true")
     _common(rm, models=False)
-    rm.set_defaults(func=cmd_delete)
+    rm.set_defaults(func=_store_errors(cmd_delete))
 
-    drop = verbs.add_parser("drop", help="delete a whole collection")
+    drop = verbs.add_parser("drop", help="delete a whole collection (works on a corrupt one too)")
     drop.add_argument("collection")
     _common(drop, models=False)
     drop.set_defaults(func=cmd_drop)
+
+    chk = verbs.add_parser("check", help="check a collection's files (and --repair what can be repaired)",
+                           description="Check the manifest, the store (SQLite quick_check) and every document's "
+                           "metadata. --repair rewrites metadata that is not JSON (NaN/Infinity from older versions "
+                           "become null) and removes the FAISS files so the index is rebuilt. A store that is not a "
+                           "database cannot be repaired: `qrank index drop NAME` and add the documents again.")
+    chk.add_argument("collection")
+    chk.add_argument("--repair", action="store_true", help="fix what can be fixed in place")
+    chk.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(chk, models=False)
+    chk.set_defaults(func=cmd_check)
     mv = verbs.add_parser("migrate", help="move a collection to another vector store (e.g. a Milvus cluster)",
                           description="Copy a collection's passages and vectors (nothing is re-embedded) into another "
                           "store, switch the collection to it once every document is there, then delete the old store "
@@ -70,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(mv, models=False)
     add_settings_flags(mv, "index", ["milvus_uri", "milvus_token", "milvus_db", "milvus_index", "milvus_shards",
                                      "milvus_partition_key", "milvus_partitions", "hnsw_threshold"])
-    mv.set_defaults(func=cmd_migrate)
+    mv.set_defaults(func=_store_errors(cmd_migrate))
     idx.set_defaults(func=lambda args: idx.print_help() or 1)
 
     s = sub.add_parser("search", help="search a collection (dense or hybrid, then rerank)",
@@ -91,7 +104,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print a JSON list of hits")
     _common(s)
     add_settings_flags(s, "index", ["candidates", "rrf_k", "hnsw_ef_search", "rerank_passages", "milvus_uri"])
-    s.set_defaults(func=cmd_search)
+    s.set_defaults(func=_store_errors(cmd_search))
+
+
+def _store_errors(cmd):
+    """A damaged store found mid-command (SQLite's own error) becomes one clear error line, not a traceback."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        from ..index.store import CorruptStore
+
+        try:
+            return cmd(args)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStore(args.collection, f"its store is unreadable ({exc})") from exc
+
+    return run
 
 
 def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
@@ -212,6 +240,21 @@ def cmd_drop(args: argparse.Namespace) -> int:
     delete_collection(args.collection, settings_from_args(args))
     print(f"dropped collection {args.collection}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..index.check import check_collection
+
+    report = check_collection(settings_from_args(args), args.collection, repair=args.repair)
+    if args.json:
+        print_json(report)
+    else:
+        for line in report["problems"]:
+            print(f"problem: {line}")
+        for line in report["repairs"]:
+            print(f"repaired: {line}")
+        print(f"{args.collection}: {'ok' if report['ok'] else 'NOT ok'} ({report['documents']} documents)")
+    return 0 if report["ok"] else 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..server import ModelPool, create_app
-    from ..server.run import serve
+    from ..server.run import bind_socket, serve, url_of
 
     settings = settings_from_args(args)
     if args.ray:
@@ -79,28 +79,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         set_torch_threads(settings.engine.num_threads)
     console = Console(stderr=True)
-    with console.status("loading models…") as status:
-        pool = ModelPool.load(settings, progress=lambda msg: status.update(msg))
-    pool.check(settings)
     s = settings.server
-    for m in pool.models:
-        console.print(
-            f"[green]{m.role}[/] {m.name} ({m.info.kind}, {m.info.device}, {m.info.dtype}, max_length {m.info.max_length})"
-        )
-    if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
-        console.print(
-            f"[yellow]warning:[/] listening on {s.host} without --api-key: anyone who can reach it can use it"
-        )
-    console.print(f"serving on http://{s.host}:{s.port} (docs at /docs); Ctrl-C stops", highlight=False)
-    sys.stdout.flush()
-    app = create_app(settings, pool)
-    if args.ui:
-        from ..ui import mount_ui  # imports gradio; MissingExtra names the extra when it is absent
+    sock = bind_socket(s.host, s.port)  # first: a busy port fails now, in one line, before minutes of loading
+    url = url_of(s.host, sock.getsockname()[1])
+    try:
+        with console.status("loading models…") as status:
+            pool = ModelPool.load(settings, progress=lambda msg: status.update(msg))
+        pool.check(settings)
+        for m in pool.models:
+            console.print(
+                f"[green]{m.role}[/] {m.name} ({m.info.kind}, {m.info.device}, {m.info.dtype}, max_length {m.info.max_length})"
+            )
+        if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
+            console.print(
+                f"[yellow]warning:[/] listening on {s.host} without --api-key: anyone who can reach it can use it"
+            )
+        app = create_app(settings, pool)
+        if args.ui:
+            from ..ui import mount_ui  # imports gradio; MissingExtra names the extra when it is absent
 
-        facades = {role: {m.name: m.facade for m in pool.models if m.role == role} for role in ("reranker", "embedder")}
-        mount_ui(app, settings, rerankers=facades["reranker"], embedders=facades["embedder"])
-        console.print(f"web UI at http://{s.host}:{s.port}/ui", highlight=False)
-    serve(app, settings)
+            facades = {role: {m.name: m.facade for m in pool.models if m.role == role} for role in ("reranker", "embedder")}
+            mount_ui(app, settings, rerankers=facades["reranker"], embedders=facades["embedder"])
+        # the socket is bound and listens once uvicorn starts: announcing now names an address that works
+        console.print(f"serving on {url} (docs at /docs{', web UI at /ui' if args.ui else ''}); Ctrl-C stops",
+                      highlight=False)
+        sys.stdout.flush()
+        serve(app, settings, sock)
+    finally:
+        sock.close()  # closing twice is harmless
     return 0
 
 

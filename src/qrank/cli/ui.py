@@ -41,13 +41,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ..errors import require
 
     require("gradio", "ui")
+    from ..server.run import bind_socket
     from ..ui.layout import build_ui, launch_ui, report_dir_of
 
     settings = settings_from_args(args)
+    # a busy port fails now, in one line, before models load (Gradio binds its own socket at launch)
+    bind_socket(settings.ui.host, settings.ui.port).close()
     backend = make_backend(args, settings)
     blocks = build_ui(backend, report_dir=report_dir_of(settings), max_documents=settings.ui.max_documents)
-    log.info("UI on http://%s:%s (answers from %s)", settings.ui.host, settings.ui.port, backend.describe())
-    launch_ui(blocks, settings)
+
+    def announce(url: str) -> None:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"web UI at {url} (answers from {backend.describe()}); Ctrl-C stops",
+                                   highlight=False)
+
+    launch_ui(blocks, settings, announce=announce)
     return 0
 
 

@@ -14,6 +14,7 @@ Layout under ``settings.home``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CollectionNotFound, InvalidInput
+from ..errors import CollectionNotFound, InvalidInput, Overloaded
 from ..settings import IndexSettings, Settings
 from .bm25 import BM25Index
 from .documents import strip_title
@@ -33,13 +34,22 @@ from .store import VectorStore, by_document, join_passages, open_store
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would accept a trailing newline
 MANIFEST = "collection.json"
+WRITE_LOCK = "write.lock"
+# how long an add waits for another writer of the same collection (a large first add takes minutes)
+WRITE_LOCK_WAIT_S = 3600.0
 
 
 def check_name(name: Any) -> str:
-    """A collection name: 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    """A collection name: 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit); the one check
+    every door (CLI, Python, HTTP) goes through.
+
+    >>> check_name("docs ")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: collection: 'docs ' is not a valid name ...
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput("collection", f"{name!r} is not a valid name (1-64 letters, digits, '_', '.', '-')")
     return name
 
@@ -135,7 +145,8 @@ class Collection:
                                            f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`")
         manifest = Manifest.load(path)
         index = store_settings(manifest, settings)
-        return cls(path, manifest, open_store(path, manifest.name, manifest.dim, manifest.backend, index), settings)
+        store = open_store(path, manifest.name, manifest.dim, manifest.backend, index, existing=True)
+        return cls(path, manifest, store, settings)
 
     @classmethod
     def create(cls, settings: Settings, manifest: Manifest) -> Collection:
@@ -147,6 +158,31 @@ class Collection:
         manifest.save(path)  # last: a folder without a manifest is not a collection yet
         log.info("created collection %s (%s, dim %d) at %s", manifest.name, manifest.backend, manifest.dim, path)
         return cls(path, manifest, store, settings)
+
+    @contextlib.contextmanager
+    def writing(self, wait_s: float = WRITE_LOCK_WAIT_S) -> Iterator[None]:
+        """Hold the collection's write lock (a file lock: other processes and threads wait here), so that two
+        concurrent adds never both embed the same documents: the second sees the first's work as unchanged.
+
+        >>> # with collection.writing(): ...
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.path / WRITE_LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("collection %s is being written by another process; waiting for it (up to %.0f s)",
+                        self.name, wait_s)
+            try:
+                lock.acquire(timeout=wait_s)
+            except Timeout:
+                raise Overloaded(f"collection {self.name!r} has been written by another process for more than "
+                                 f"{wait_s:.0f} s; try again when it finishes", retry_after=60.0) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def documents(self) -> Iterator[tuple[str, str]]:
         """``(id, indexed text)`` of every document, rebuilt from its passages."""
@@ -247,10 +283,22 @@ def list_collections(settings: Settings | None = None) -> list[CollectionSummary
 
 
 def drop_collection(settings: Settings, name: str) -> None:
-    """Delete a collection (its folder, and its Milvus collection when it lives on a cluster)."""
-    col = Collection.open(settings, name)
+    """Delete a collection (its folder, and its Milvus collection when it lives on a cluster).
+
+    A FAISS collection is only files, so its folder goes without opening the store: a corrupt store or
+    manifest must never keep a collection from being dropped."""
+    path = collection_dir(settings, name)
+    if not (path / MANIFEST).is_file():
+        Collection.open(settings, name)  # raises CollectionNotFound naming the known ones
     try:
-        col.store.drop()
-    finally:
-        col.close()
-    shutil.rmtree(col.path)
+        backend = Manifest.load(path).backend
+    except CollectionNotFound as exc:
+        log.warning("%s; deleting its folder", exc)
+        backend = "faiss"
+    if backend != "faiss":
+        col = Collection.open(settings, name)
+        try:
+            col.store.drop()
+        finally:
+            col.close()
+    shutil.rmtree(path)

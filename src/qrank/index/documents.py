@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,38 @@ class Document:
 
 
 def canonical_json(obj: Any) -> str:
-    """The one JSON spelling of ``obj`` that hashes are taken over (sorted keys, no spaces)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON spelling of ``obj`` that hashes are taken over (sorted keys, no spaces).
+
+    NaN and infinity are refused (``ValueError``): they are not JSON, and SQLite's JSON functions fail on
+    every row of a filtered search once one of them is stored.
+
+    >>> canonical_json({"b": 1, "a": [True, None]})
+    '{"a":[true,null],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def nonfinite_path(value: Any, where: str) -> str | None:
+    """The first place in a JSON-like value holding NaN or infinity (``where.key[2]``), else None.
+
+    >>> nonfinite_path({"a": [1, {"b": float("inf")}]}, "metadata")
+    'metadata.a[1].b'
+    >>> nonfinite_path({"a": 1.5}, "metadata") is None
+    True
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for path, v in items:
+        found = nonfinite_path(v, path)
+        if found is not None:
+            return found
+    return None
 
 
 def indexed_text(doc: Document) -> str:
@@ -78,11 +109,22 @@ def check_ids(ids: Any, field_name: str = "ids") -> list[str]:
     return out
 
 
-def _check_metadata(value: Any, field_name: str) -> dict:
+def check_metadata(value: Any, field_name: str) -> dict:
+    """A document's metadata as stored: a JSON object (a copy), with only finite numbers.
+
+    >>> check_metadata({"year": 2020}, "metadata")
+    {'year': 2020}
+    >>> check_metadata({"x": [float("nan")]}, "metadata")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: metadata.x[0]: must be a finite number (NaN and infinity are not JSON)
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidInput(field_name, f"must be an object, got {type(value).__name__}")
+    bad = nonfinite_path(value, field_name)
+    if bad is not None:
+        raise InvalidInput(bad, "must be a finite number (NaN and infinity are not JSON)")
     try:
         return json.loads(canonical_json(dict(value)))
     except (TypeError, ValueError) as exc:
@@ -110,7 +152,7 @@ def to_documents(
     for i, item in enumerate(items):
         where = f"documents[{i}]"
         if isinstance(item, Document):
-            doc = item
+            doc = Document(item.id, item.text, item.title, check_metadata(item.metadata, f"{where}.metadata"))
         elif isinstance(item, str):
             doc_id = ids[i] if ids is not None else "sha256:" + hashlib.sha256(item.encode("utf-8")).hexdigest()[:24]
             doc = Document(doc_id, item)
@@ -122,13 +164,13 @@ def to_documents(
             if title is not None and not isinstance(title, str):
                 raise InvalidInput(f"{where}.title", "must be a string")
             doc = Document(check_ids([raw_id], f"{where}.id")[0], item.get("text"), title or None,
-                           _check_metadata(item.get("metadata"), f"{where}.metadata"))
+                           check_metadata(item.get("metadata"), f"{where}.metadata"))
         else:
             raise InvalidInput(where, f"must be a string or an object, got {type(item).__name__}")
         if ids is not None and not isinstance(item, Mapping):
             doc = Document(ids[i], doc.text, doc.title, doc.metadata)
         if metadata is not None and metadata[i] is not None:
-            doc = Document(doc.id, doc.text, doc.title, {**doc.metadata, **_check_metadata(metadata[i], f"metadata[{i}]")})
+            doc = Document(doc.id, doc.text, doc.title, {**doc.metadata, **check_metadata(metadata[i], f"metadata[{i}]")})
         if not isinstance(doc.text, str) or not doc.text.strip():
             raise InvalidInput(f"{where}.text", "must be a non-empty string")
         out.pop(doc.id, None)
@@ -198,7 +240,7 @@ def _from_record(obj: Mapping, where: str) -> Document:
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
         raise InvalidInput("documents", f"{where}: 'title' must be a string")
-    return Document(check_ids([raw_id], f"{where}: id")[0], text, title or None, _check_metadata(obj.get("metadata"), f"{where}: metadata"))
+    return Document(check_ids([raw_id], f"{where}: id")[0], text, title or None, check_metadata(obj.get("metadata"), f"{where}: metadata"))
 
 
 def read_paths(paths: Sequence[str | Path], limit: int | None = None) -> list[Document]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
 from ..settings import IndexSettings
-from .store import Hit, Passage, check_filter, check_vectors
+from .store import CorruptStore, Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,29 @@ def _chunks(items: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
         yield items[i : i + n]
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def stored_metadata(doc_id: str, raw: str) -> dict[str, Any]:
+    """A row's metadata; a row written before NaN was refused at ingest (or edited by hand) reads as ``{}``
+    with a warning instead of failing every answer that includes it (``qrank index check`` lists them).
+
+    >>> stored_metadata("d", '{"a": 1}'), stored_metadata("d", '{"a": NaN}')
+    ({'a': 1}, {})
+    """
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (TypeError, ValueError) as exc:
+        log.warning("document %r has unreadable metadata (%s); shown as {} (see `qrank index check`)", doc_id, exc)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _row_passage(row) -> Passage:
     doc_id, chunk, start, text, title, metadata, hash_ = row
     return Passage(doc_id=doc_id, chunk=int(chunk), start=int(start), text=text, title=title,
-                   metadata=json.loads(metadata), hash=hash_)
+                   metadata=stored_metadata(doc_id, metadata), hash=hash_)
 
 
 def _written_by_live_process(path: Path) -> bool:
@@ -165,19 +184,40 @@ class FaissStore:
 
     backend = "faiss"
 
-    def __init__(self, path: Path, dim: int, settings: IndexSettings) -> None:
+    def __init__(self, path: Path, dim: int, settings: IndexSettings, *, existing: bool = False,
+                 name: str | None = None) -> None:
         _faiss()
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
         self.settings = settings
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.dir / "store.sqlite", timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged batch survives power loss too
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'").fetchone() is None:
-            self._db.executescript(_SCHEMA)  # a new store (readers of an existing one take no write lock)
-        stored = self._meta("dim")
+        name = name or self.dir.name
+        db_file = self.dir / "store.sqlite"
+        if existing:
+            # SQLite would silently make a new empty database here; an existing collection always has a
+            # non-empty file (WAL mode writes its header when the store is created)
+            if not db_file.is_file():
+                raise CorruptStore(name, f"{db_file.name} is missing")
+            if db_file.stat().st_size == 0:
+                raise CorruptStore(name, f"{db_file.name} is empty (0 bytes)")
+        self._db = sqlite3.connect(db_file, timeout=60, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged batch survives power loss too
+            has_schema = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'").fetchone() is not None
+            if existing and not has_schema:
+                raise CorruptStore(name, f"{db_file.name} holds no qrank tables")
+            if not has_schema:
+                self._db.executescript(_SCHEMA)  # a new store (readers of an existing one take no write lock)
+            stored = self._meta("dim")
+        except sqlite3.DatabaseError as exc:  # garbage bytes: "file is not a database", "malformed"
+            self._db.close()
+            raise CorruptStore(name, f"{db_file.name} is unreadable ({exc})") from exc
+        except CorruptStore:
+            self._db.close()
+            raise
         if stored is None:
             with self._write():
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?), ('generation', '0'), ('journal_base', '0')",
@@ -238,7 +278,7 @@ class FaissStore:
                     for p, v in zip(passages, vectors):
                         cur = self._db.execute(
                             f"INSERT INTO passages ({_FIELDS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (p.doc_id, p.chunk, p.start, p.text, p.title, json.dumps(p.metadata, ensure_ascii=False),
+                            (p.doc_id, p.chunk, p.start, p.text, p.title, json.dumps(p.metadata, ensure_ascii=False, allow_nan=False),
                              p.hash, v.astype("<f4").tobytes()),
                         )
                         new_pids.append(int(cur.lastrowid))
@@ -471,7 +511,9 @@ class FaissStore:
     def _filter_sql(self, norm: Mapping[str, list]) -> tuple[str, list]:
         conds, params = [], []
         for key, values in norm.items():
-            conds.append(f"json_extract(metadata, ?) IN ({','.join('?' * len(values))})")
+            # a row whose metadata is not valid JSON (NaN written by an older version) matches nothing
+            # instead of failing the whole query with "malformed JSON"
+            conds.append(f"json_extract(CASE WHEN json_valid(metadata) THEN metadata END, ?) IN ({','.join('?' * len(values))})")
             params += [f'$."{key}"', *values]
         return " AND ".join(conds), params
 

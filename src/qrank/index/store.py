@@ -20,11 +20,28 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, QrankError
 from ..settings import IndexSettings
 
-_FILTER_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")  # fullmatch: "$" would let a trailing newline in
+# SQLite caps an expression's depth (1000) and its bound parameters; a filter stays far below both
+MAX_FILTER_KEYS = 64
+MAX_FILTER_VALUES = 1024
 _SCALARS = (str, int, float, bool)
+
+
+class CorruptStore(QrankError):
+    """A collection's stored data cannot be read (not a database, truncated, empty): says how to get out.
+
+    >>> str(CorruptStore("docs", "store.sqlite is empty"))  # doctest: +ELLIPSIS
+    "collection 'docs' is corrupt: store.sqlite is empty; see `qrank index check docs`, ..."
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"collection {name!r} is corrupt: {reason}; see `qrank index check {name}`, or delete it "
+                         f"with `qrank index drop {name}` and add its documents again", field="collection")
+        self.name = name
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -137,9 +154,11 @@ def check_filter(filter: Mapping[str, Any] | None) -> dict[str, list]:
         return {}
     if not isinstance(filter, Mapping):
         raise InvalidInput("filter", f"must be an object of metadata key -> value(s), got {type(filter).__name__}")
+    if len(filter) > MAX_FILTER_KEYS:
+        raise InvalidInput("filter", f"has {len(filter)} keys; at most {MAX_FILTER_KEYS} are allowed")
     out: dict[str, list] = {}
     for key, value in filter.items():
-        if not isinstance(key, str) or not _FILTER_KEY.match(key):
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
             raise InvalidInput("filter", f"key {key!r} must be 1-64 letters, digits, '_' or '-'")
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if not values:
@@ -150,6 +169,9 @@ def check_filter(filter: Mapping[str, Any] | None) -> dict[str, list]:
             if isinstance(v, str) and ('"' in v or "\\" in v):
                 raise InvalidInput(f"filter.{key}", "string values must not contain '\"' or '\\'")
         out[key] = values
+    total = sum(len(v) for v in out.values())
+    if total > MAX_FILTER_VALUES:
+        raise InvalidInput("filter", f"has {total} values in all; at most {MAX_FILTER_VALUES} are allowed")
     return out
 
 
@@ -192,15 +214,17 @@ def join_passages(passages: Sequence[Passage]) -> str:
     return text
 
 
-def open_store(path: Path, name: str, dim: int, backend: str, settings: IndexSettings) -> VectorStore:
-    """The backend named by ``backend`` for the collection directory ``path``.
+def open_store(path: Path, name: str, dim: int, backend: str, settings: IndexSettings, *,
+               existing: bool = False) -> VectorStore:
+    """The backend named by ``backend`` for the collection directory ``path``; ``existing``: the collection
+    has data already, so a missing or empty store file is corruption (never read as an empty collection).
 
     >>> # open_store(Path("~/.qrank/collections/docs"), "docs", 384, "faiss", IndexSettings())
     """
     if backend == "faiss":
         from .faiss_store import FaissStore
 
-        return FaissStore(path, dim, settings)
+        return FaissStore(path, dim, settings, existing=existing, name=name)
     if backend == "milvus":
         from .milvus_store import MilvusStore
 

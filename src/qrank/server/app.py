@@ -23,7 +23,8 @@ from ..settings import Settings
 from .auth import ApiKeyMiddleware
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .middleware import LimitsMiddleware, RequestMetricsMiddleware
+from .middleware import HostCheckMiddleware, LimitsMiddleware, RequestMetricsMiddleware, allowed_hosts
+from .schemas.common import ERROR_RESPONSES
 from .state import ModelPool, ServerState
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,11 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None) 
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, settings)
     known = {getattr(r, "path", "") for r in app.routes}
     for name in ROUTE_MODULES:
         router = importlib.import_module(name).router
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
         known.update(getattr(r, "path", "") for r in router.routes)
     s = settings.server
     # added innermost first: metrics see every answer, auth runs before any limit or parsing
@@ -91,6 +92,9 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None) 
     )
     if s.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=s.api_key, metrics=metrics)
+    hosts = allowed_hosts(s)
+    if hosts is not None:  # before the key: a rebinding page is turned away whatever it sends
+        app.add_middleware(HostCheckMiddleware, allowed=hosts, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, known_paths=frozenset(known))
     app.state.metrics = metrics
     return app

@@ -1,8 +1,9 @@
 """Optional API key: ``Authorization: Bearer <key>`` on every route of the app, mounted ones included.
 
 It wraps the whole ASGI app, so nothing (docs, metrics, a mounted UI or search route) is reachable
-without the key, and it decides on the Authorization header alone: never on the Host header, the client
-address or the path.
+without the key, and it decides on the Authorization header alone: never on the Host header or the client
+address. The one exception is by path: ``GET``/``HEAD`` of ``/health`` and ``/ready``, which a load balancer
+probes without credentials and which reveal nothing but "up" and the served model names.
 
 >>> ApiKeyMiddleware(app=None, api_key="s3cret").accepts([(b"authorization", b"Bearer s3cret")])
 True
@@ -17,6 +18,8 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import Unauthorized, error_response
+
+OPEN_PATHS = frozenset({"/health", "/ready"})
 
 
 class ApiKeyMiddleware:
@@ -36,7 +39,8 @@ class ApiKeyMiddleware:
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.accepts(scope.get("headers") or []):
+        probe = scope["type"] == "http" and scope.get("path") in OPEN_PATHS and scope.get("method") in ("GET", "HEAD")
+        if scope["type"] not in ("http", "websocket") or probe or self.accepts(scope.get("headers") or []):
             await self.app(scope, receive, send)
             return
         if self.metrics is not None:

@@ -58,9 +58,10 @@ class ServerCollections:
         for m in self.pool.models:
             if m.role == "embedder" and _matches(m, manifest_embedder):
                 return m
+        # the model's id, never the folder it was loaded from (a server-side path)
         raise ModelNotFound(
-            f"collection {name!r} was built with {manifest_embedder.get('id') or manifest_embedder.get('name')!r}, which this "
-            f"server does not serve; start it with --embedder {manifest_embedder.get('name') or manifest_embedder.get('id')}",
+            f"collection {name!r} was built with the embedder {manifest_embedder.get('id')!r}, which this server "
+            "does not serve; start the server with that embedder",
             field="collection",
         )
 

@@ -48,6 +48,14 @@ class MalformedBody(InvalidInput):
         super().__init__("body", message)
 
 
+class HostNotAllowed(QrankError):
+    """The Host header names a host this server does not answer for (DNS rebinding)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"host {host!r} is not allowed; the server answers for its own (loopback) names "
+                         "(set server.allowed_hosts to accept others)", field="host")
+
+
 class ShuttingDown(Overloaded):
     """The server is stopping; the request was not started."""
 
@@ -74,6 +82,7 @@ class ClientGone(QrankError):
 STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (ClientGone, 499),  # nginx's "client closed request": only metrics and logs see it
     (Unauthorized, 401),
+    (HostNotAllowed, 400),
     (ShuttingDown, 503),
     (Overloaded, 429),
     (HeadersTooLarge, 431),
@@ -102,16 +111,36 @@ def error_body(status: int, type_: str, message: str, field: str | None) -> dict
     }
 
 
-def error_response(exc: QrankError) -> JSONResponse:
-    """The JSON answer for one qrank error (with ``Retry-After`` / ``WWW-Authenticate`` where they apply)."""
+def hide_paths(message: str, paths: dict[str, str]) -> str:
+    """``message`` with each private path replaced by its public placeholder (longest first).
+
+    >>> hide_paths("no collection under /srv/q/collections", {"/srv/q": "$QRANK_HOME"})
+    'no collection under $QRANK_HOME/collections'
+    """
+    for path in sorted(paths, key=len, reverse=True):
+        if path and path != "/":
+            message = message.replace(path, paths[path])
+    return message
+
+
+def private_paths(settings) -> dict[str, str]:
+    """Server-side folders that error bodies must not reveal: the data home (as given and resolved)."""
+    home = settings.home.expanduser()
+    return {str(settings.home): "$QRANK_HOME", str(home): "$QRANK_HOME", str(home.resolve()): "$QRANK_HOME"}
+
+
+def error_response(exc: QrankError, hidden: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON answer for one qrank error (with ``Retry-After`` / ``WWW-Authenticate`` where they apply);
+    ``hidden`` maps private paths to what the client sees instead."""
     status = status_for(exc)
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    message = hide_paths(exc.message, hidden) if hidden else exc.message
     return JSONResponse(
-        error_body(status, type(exc).__name__, exc.message, exc.field), status_code=status, headers=headers
+        error_body(status, type(exc).__name__, message, exc.field), status_code=status, headers=headers
     )
 
 
@@ -173,13 +202,15 @@ def _http_exception_response(request: Request, exc: StarletteHTTPException) -> J
     return resp
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers: qrank errors, schema errors, HTTP errors and, last, anything unexpected."""
+def install_error_handlers(app: FastAPI, settings=None) -> None:
+    """Register the handlers: qrank errors, schema errors, HTTP errors and, last, anything unexpected.
+    With ``settings``, error bodies never show the server's data folder (the log keeps the full message)."""
+    hidden = private_paths(settings) if settings is not None else None
 
     async def on_qrank_error(request: Request, exc: QrankError):
         if status_for(exc) >= 500:
             log.error("request %s %s failed: %s", request.method, request.url.path, exc)
-        return error_response(exc)
+        return error_response(exc, hidden)
 
     async def on_validation_error(request: Request, exc: RequestValidationError):
         return _validation_response(request, exc)

@@ -6,16 +6,93 @@ parsing and a client's disconnect still reaches the route that waits for a model
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import Overloaded, TooLarge
-from .errors import HeadersTooLarge, MalformedBody, error_response
+from ..settings import ServerSettings
+from .errors import HeadersTooLarge, HostNotAllowed, MalformedBody, error_response
 from .metrics import Metrics
 
 # cheap routes that must answer even when the server is saturated
 UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (a bind address or a Host header name) this machine's loopback?
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "127.3.4.5", "0.0.0.0", "example.com")]
+    [True, True, True, True, False, False]
+    """
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(s: ServerSettings) -> frozenset[str] | None:
+    """The Host names the server answers (None: any): ``s.allowed_hosts`` when given ('*' = any), else
+    loopback names for a loopback bind, else any (a server on the network is reached by many names).
+
+    >>> sorted(allowed_hosts(ServerSettings()))
+    ['127.0.0.1', '::1', 'localhost']
+    >>> allowed_hosts(ServerSettings(host="0.0.0.0")) is None, allowed_hosts(ServerSettings(allowed_hosts=["*"])) is None
+    (True, True)
+    """
+    if "*" in s.allowed_hosts:
+        return None
+    if s.allowed_hosts:
+        return frozenset(host_name(h.encode()) for h in s.allowed_hosts)
+    return LOOPBACK_NAMES if is_loopback(s.host) else None
+
+
+def host_name(value: bytes) -> str:
+    """The name in a Host header: no port, no IPv6 brackets, lower case, no trailing dot.
+
+    >>> host_name(b"LocalHost.:8000"), host_name(b"[::1]:8000"), host_name(b"127.0.0.1")
+    ('localhost', '::1', '127.0.0.1')
+    """
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
+class HostCheckMiddleware:
+    """Answers 400 (``field: host``) to a request whose Host header names another host: a web page that
+    re-points its own domain at 127.0.0.1 (DNS rebinding) must not reach a keyless local server. Requests
+    without a Host header (HTTP/1.0 tools; browsers always send one) pass."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str], metrics: Metrics | None = None) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.metrics = metrics
+
+    def accepts(self, name: str) -> bool:
+        return name in self.allowed or ("localhost" in self.allowed and is_loopback(name))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = next((v for k, v in scope.get("headers") or [] if k == b"host"), None)
+            if host is not None and not self.accepts(host_name(host)):
+                if self.metrics is not None:
+                    self.metrics.rejected.labels("host").inc()
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await error_response(HostNotAllowed(host.decode("latin-1")[:100]))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestMetricsMiddleware:

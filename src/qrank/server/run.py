@@ -40,10 +40,54 @@ def uvicorn_config(app, settings: Settings, **overrides) -> uvicorn.Config:
     return uvicorn.Config(app, **options)
 
 
-def serve(app, settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout_s`` to finish."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` now, before models load or anything is announced: a busy port or
+    an unknown address is one clear error (``QrankError``), not a traceback after "serving on ...".
+
+    >>> sock = bind_socket("127.0.0.1", 0); sock.getsockname()[0]
+    '127.0.0.1'
+    >>> bind_socket("127.0.0.1", sock.getsockname()[1])  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.QrankError: cannot listen on 127.0.0.1:...: address already in use ...
+    >>> sock.close()
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise QrankError(f"cannot listen on {host}:{port}: unknown address ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    # like uvicorn: a port left in TIME_WAIT by the previous run is free; one that is listening is not
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        # listen now too: with SO_REUSEADDR a second process could bind the same port until one listens
+        # (connections made while models load wait in the backlog and are answered once the app starts)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise QrankError(f"cannot listen on {host}:{port}: {reason} (is another server running there? choose "
+                         "another port with --port)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(host: str, port: int) -> str:
+    """``http://host:port`` (IPv6 literals in brackets).
+
+    >>> url_of("::1", 8000), url_of("127.0.0.1", 80)
+    ('http://[::1]:8000', 'http://127.0.0.1:80')
+    """
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(app, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout_s`` to finish. ``sock``: a
+    socket from :func:`bind_socket` (bound before the models loaded); without it one is bound here."""
+    sock = sock or bind_socket(settings.server.host, settings.server.port)
     server = uvicorn.Server(uvicorn_config(app, settings))
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         raise QrankError("the server did not start (see the log above)")
 

@@ -252,21 +252,37 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
     return blocks
 
 
-def launch_ui(blocks, settings: Settings, *, block: bool = True, **launch_kw: Any):
-    """Serve the page on ``settings.ui.host``:``settings.ui.port``; never a share link, never telemetry."""
-    return blocks.launch(
-        server_name=settings.ui.host,
-        server_port=settings.ui.port,
-        share=False,
-        show_error=False,
-        ssr_mode=False,
-        prevent_thread_lock=not block,
-        theme=theme(),
-        css=render.CSS,
-        footer_links=["api", "settings"],
-        allowed_paths=_allowed_paths(settings),
-        **launch_kw,
-    )
+def launch_ui(blocks, settings: Settings, *, block: bool = True, announce=None, **launch_kw: Any):
+    """Serve the page on ``settings.ui.host``:``settings.ui.port``; never a share link, never telemetry.
+
+    The page is announced (``announce(url)``, e.g. a print) only once the port is really listening; a busy
+    port is one ``QrankError`` line, not Gradio's traceback. Gradio's own prints (its "share=True" hint)
+    stay quiet."""
+    from ..errors import QrankError
+
+    try:
+        result = blocks.launch(
+            server_name=settings.ui.host,
+            server_port=settings.ui.port,
+            share=False,
+            show_error=False,
+            ssr_mode=False,
+            prevent_thread_lock=True,
+            quiet=True,
+            theme=theme(),
+            css=render.CSS,
+            footer_links=["api", "settings"],
+            allowed_paths=_allowed_paths(settings),
+            **launch_kw,
+        )
+    except OSError as exc:
+        raise QrankError(f"cannot listen on {settings.ui.host}:{settings.ui.port}: the port is in use (is another "
+                         "UI or server running there? choose another port with --port)") from exc
+    if announce is not None:
+        announce(blocks.local_url)
+    if block:
+        blocks.block_thread()
+    return result
 
 
 def mount_ui(
@@ -295,10 +311,22 @@ def mount_ui(
         else:
             backend = LocalBackend(settings, rerankers=rerankers, embedders=embedders)
     blocks = build_ui(backend, report_dir=report_dir_of(settings), max_documents=settings.ui.max_documents)
+    _relative_redirect(app, path)
     return gr.mount_gradio_app(
         app, blocks, path=path, theme=theme(), css=render.CSS, show_error=False, ssr_mode=False,
         footer_links=["api", "settings"], allowed_paths=_allowed_paths(settings),
     )
+
+
+def _relative_redirect(app, path: str) -> None:
+    """``GET /ui`` → ``/ui/`` by a relative Location: the router's own slash redirect would copy the
+    request's Host header into an absolute URL (a forged Host would send the browser elsewhere)."""
+    from starlette.responses import RedirectResponse
+
+    async def to_slash() -> RedirectResponse:
+        return RedirectResponse(path.rstrip("/") + "/", status_code=307)
+
+    app.add_api_route(path.rstrip("/"), to_slash, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 def report_dir_of(settings: Settings) -> Path:

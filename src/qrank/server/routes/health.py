@@ -13,7 +13,7 @@ from . import state_of
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", summary="Liveness: the server process answers")
+@router.get("/health", summary="Liveness: the server process answers (GET or HEAD; no API key needed)")
 async def health() -> dict:
     return {"status": "ok"}
 
@@ -26,6 +26,11 @@ async def ready(request: Request) -> JSONResponse:
         body = error_body(503, "NotReady", f"not ready: {state.ready_error}", None)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse({"status": "ready", "models": [m.name for m in state.pool.models]})
+
+
+# load balancers probe with HEAD too (one documented operation per path: GET)
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

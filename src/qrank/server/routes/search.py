@@ -7,13 +7,14 @@ served models' queues (see :mod:`qrank.server.queued_models`).
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from ...errors import InvalidInput
 from ..inference import check_count, check_query_chars, watched
-from ..schemas.search import AddDocumentsRequest, SearchHitItem, SearchRequest, SearchResponse
+from ..schemas.search import COLLECTION_PATTERN, AddDocumentsRequest, SearchHitItem, SearchRequest, SearchResponse
 from . import json_response, state_of
 
 router = APIRouter(tags=["search"])
@@ -89,7 +90,9 @@ def _bm25(pipeline, body: SearchRequest) -> list[SearchHitItem]:
 
 
 @router.post("/v1/collections/{name}/documents", summary="Add or replace documents (creates the collection)")
-async def add_documents(request: Request, name: str, body: AddDocumentsRequest) -> JSONResponse:
+async def add_documents(
+    request: Request, name: Annotated[str, Path(pattern=COLLECTION_PATTERN)], body: AddDocumentsRequest
+) -> JSONResponse:
     state = state_of(request)
     limits = state.settings.server
     check_count(len(body.documents), "documents", limits.max_inputs)

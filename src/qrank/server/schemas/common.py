@@ -120,7 +120,47 @@ QueryList = Annotated[
 
 ModelName = Annotated[str, Field(max_length=1024), AfterValidator(_utf8)]
 Instruction = Annotated[str, Field(max_length=100_000), AfterValidator(_utf8)]
-PositiveInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_INT)]
+# the before-validator hides the bounds from pydantic's schema (it would print them as "ge"/"le", which JSON
+# Schema does not know): spell them as JSON Schema
+PositiveInt = Annotated[
+    int,
+    BeforeValidator(_whole_number),
+    Field(ge=1, le=MAX_INT),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_INT}),
+]
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="error class, e.g. InvalidInput, TooLarge, Overloaded, Unauthorized, NotFound")
+    message: str = Field(description="what is wrong, naming the field")
+    field: str | None = Field(description="the part of the request at fault (documents[2], body, host, ...)")
+    param: str | None = Field(description="the same as field (OpenAI clients read param)")
+    code: int = Field(description="the HTTP status")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of the server (see qrank.server.errors): OpenAI-style ``error`` plus a top-level
+    ``message`` (Cohere-style)."""
+
+    error: ErrorDetail
+    message: str
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# documented on every route: the middleware can answer each of these before a route runs
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("malformed request: not JSON, not UTF-8, wrong content type, or a Host this server does not answer"),
+    401: _error("missing or wrong API key (when the server has one); /health and /ready need none"),
+    404: _error("unknown route, model or collection"),
+    413: _error("body, document or input larger than the server's limits"),
+    422: _error("a field is invalid; error.field names it"),
+    429: _error("overloaded (too many requests in flight or queued); retry after the Retry-After header"),
+    431: _error("request line and headers larger than the server's limit"),
+    503: _error("shutting down, or (on /ready) not ready yet"),
+}
 
 
 class Usage(ResponseModel):

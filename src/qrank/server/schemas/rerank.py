@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .common import (
     DocumentText,
@@ -55,6 +55,16 @@ class RerankRequest(_RerankFields):
 
 class AnyRerankRequest(_RerankFields):
     """``/rerank``: the vLLM/Jina/Cohere body, or TEI's (``texts`` instead of ``documents``)."""
+
+    # one of the two lists is required: published so that clients (and schemathesis) know it
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["documents"], "properties": {"documents": {"type": "array"}}},
+                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+            ]
+        }
+    )
 
     documents: Annotated[list[DocumentText], Field(min_length=1)] | None = Field(
         None, description="vLLM/Jina/Cohere: strings or objects with a 'text' field"

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from .common import Instruction, ModelName, PositiveInt, QueryText, ResponseModel, StrictModel, Text
 
-CollectionName = Annotated[str, Field(min_length=1, max_length=128)]
+# the rule of qrank.index.collection.check_name, published (ECMA-262 "$" is the end of the text: no newline)
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CollectionName = Annotated[
+    str, Field(min_length=1, max_length=128), WithJsonSchema({"type": "string", "pattern": COLLECTION_PATTERN})
+]
+# documents must not be blank (the pipeline refuses them naming the field)
+NonBlankText = Annotated[Text, WithJsonSchema({"type": "string", "pattern": r"\S"})]
 Scalar = str | int | float | bool
 
 
@@ -64,7 +70,7 @@ class SearchResponse(ResponseModel):
 
 
 class AddDocumentsRequest(StrictModel):
-    documents: Annotated[list[Text | dict[str, Any]], Field(min_length=1)] = Field(
+    documents: Annotated[list[NonBlankText | dict[str, Any]], Field(min_length=1)] = Field(
         description="strings, or objects {id, text, title?, metadata?}"
     )
     ids: list[Text] | None = Field(None, description="ids for string documents (default: a hash of the text)")
