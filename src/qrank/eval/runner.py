@@ -23,13 +23,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..cache import cache_key
 from ..errors import InvalidInput
 from ..settings import Settings
 from . import stages
 from .cost import PeakMemory, Stopwatch, latency_summary
 from .data import Dataset
 from .metrics import compare_runs, evaluate_run, metric_names, run_from_ranking
-from .store import ResultStore, cache_key
+from .store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,8 @@ class Evaluation:
     def _compute(self, name: str, depth: int) -> dict:
         c = self.config
         if name == "bm25":
-            index_dir = self.store.root / "bm25" / cache_key([self.ds.corpus_fingerprint(), c.bm25_stopwords])[:24]
+            fingerprint = cache_key([self.ds.corpus_fingerprint(), c.bm25_stopwords]).hex()
+            index_dir = self.store.root / "bm25" / fingerprint[:24]
             if not self.store.enabled:  # a saved index would be reused; build a fresh one instead
                 index_dir = Path(tempfile.mkdtemp(prefix="qrank-eval-bm25-"))
             return stages.bm25_stage(self.ds, depth, index_dir, stopwords=c.bm25_stopwords, progress=self.progress)
@@ -270,7 +272,7 @@ class Evaluation:
 
         def timings(depth: int, qids: list[str], label: str) -> dict[str, float]:
             nonlocal all_cached
-            key = {**ident, "timing_depth": depth, "qids": cache_key(qids)}
+            key = {**ident, "timing_depth": depth, "qids": cache_key(qids).hex()}
             saved = self.store.get(key) or {}
             if saved.get("complete"):
                 peaks.append(saved.get("peak_rss_mb", 0.0))
@@ -336,7 +338,7 @@ class Evaluation:
 
         def encode_window(texts: list[str]):
             # vectors live in qrank's cache; the eval store remembers how long each window took to make
-            key = {"v": STAGE_VERSION, "encode_window": ident, "texts": cache_key(texts)}
+            key = {"v": STAGE_VERSION, "encode_window": ident, "texts": cache_key(texts).hex()}
             before = embedder.embedded
             with Stopwatch() as sw:
                 vectors = embedder.embed(texts, is_query=False)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import threading
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
+from ..fileio import atomic_write_json
 from ..settings import IndexSettings
 from .store import Hit, Passage, check_filter, check_vectors
 
@@ -175,9 +175,7 @@ class MilvusStore:
             return 0
 
     def _bump(self) -> None:
-        tmp = self._state.with_name(f"{self._state.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"generation": self.generation() + 1}))
-        os.replace(tmp, self._state)
+        atomic_write_json(self._state, {"generation": self.generation() + 1})
 
     # --- writes ---------------------------------------------------------------------------------
     def add(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
