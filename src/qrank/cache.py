@@ -55,7 +55,7 @@ CREATE TRIGGER IF NOT EXISTS entries_del AFTER DELETE ON entries
 CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF size ON entries
     BEGIN UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0; END;
 """
-_IN_CHUNK = 500
+_IN_CHUNK = 500  # keys per "IN (...)" lookup: far below SQLite's bound-parameter limit (999 in old builds)
 _OVERHEAD = 64  # rough per-row bytes beyond key and value, so that the limit tracks the file size
 KINDS = ("embedding", "score")
 

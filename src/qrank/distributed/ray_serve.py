@@ -256,7 +256,7 @@ def build_app(settings: Settings):
     return ingress.bind(payload, [(n, r) for (r, _), n in zip(sources, names)], **handles)
 
 
-_INGRESS_CPUS = 0.1
+_INGRESS_CPUS = 0.1  # the ingress only parses and forwards: a tenth of a CPU leaves the cores to the replicas
 
 
 def _starting_replicas(settings: Settings) -> tuple[int, int]:

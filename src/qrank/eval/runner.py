@@ -73,10 +73,10 @@ class EvalConfig:
     depth: int = 100
     k: int = 10
     sweep: list[int] = field(default_factory=lambda: list(DEFAULT_SWEEP))
-    sweep_queries: int = 20
+    sweep_queries: int = 20  # queries timed per sweep depth: enough for a p50; depth 200 stays a few thousand pairs
     latency_queries: int | None = None
     test: str = "student"
-    max_p: float = 0.05
+    max_p: float = 0.05  # the usual significance level
     bm25_stopwords: str | None = "en"
 
     def __post_init__(self) -> None:

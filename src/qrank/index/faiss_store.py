@@ -55,7 +55,7 @@ CREATE INDEX IF NOT EXISTS changes_gen ON changes (gen);
 _FIELDS = "doc_id, chunk, start, text, title, metadata, hash"
 _IN_CHUNK = 900  # stay far below SQLite's bound-parameter limit
 _EXACT_SUBSET = 10_000  # filtered searches over at most this many passages are scored exactly
-_REBUILD_DEAD_FRACTION = 0.2
+_REBUILD_DEAD_FRACTION = 0.2  # deleted vectors stay in the index as dead ids; past 20% they cost more than a rebuild
 
 
 def _faiss():
