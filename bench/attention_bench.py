@@ -103,7 +103,9 @@ def main(argv=None) -> None:
     print(lines[-1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "attention_bench.md").write_text("\n".join(lines) + "\n")
+    from qrank.fileio import atomic_write_text
+
+    atomic_write_text(out / "attention_bench.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,8 @@ def run(rounds: int, write: bool) -> None:
 
 
 def write_results(section: str, rows: list[dict]) -> None:
+    from qrank.fileio import atomic_write_json, atomic_write_text
+
     bm = ROOT / "bench" / "logs" / "history-cpu.md"  # BENCHMARKS.md's headline is edited by hand
     text = bm.read_text() if bm.is_file() else "# Benchmarks\n"
     block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}"
@@ -138,12 +140,12 @@ def write_results(section: str, rows: list[dict]) -> None:
         text = head + block + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    bm.write_text(text)
+    atomic_write_text(bm, text)
     res = ROOT / "bench" / "results.json"
     old = json.loads(res.read_text()) if res.is_file() else []
     key = lambda r: (r.get("device"), r.get("model"), r.get("system"), r.get("workload"))  # noqa: E731
     keys = {key(r) for r in rows}
-    res.write_text(json.dumps([r for r in old if key(r) not in keys] + rows, indent=2) + "\n")
+    atomic_write_json(res, [r for r in old if key(r) not in keys] + rows, indent=2)
 
 
 def main(argv=None) -> None:

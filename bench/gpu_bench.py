@@ -357,8 +357,10 @@ def run(args) -> None:
                     notes.append(f"- {part} {size}: FAILED ({type(exc).__name__}: {str(exc)[:200]})")
                 gc.collect()
                 torch.cuda.empty_cache()
-        (out / "gpu_results.json").write_text(json.dumps(rep.rows, indent=1))
-        (out / "gpu_bench.md").write_text(render(header, rep.rows, notes))
+        from qrank.fileio import atomic_write_json, atomic_write_text
+
+        atomic_write_json(out / "gpu_results.json", rep.rows, indent=1)
+        atomic_write_text(out / "gpu_bench.md", render(header, rep.rows, notes))
     print(render(header, rep.rows, notes))
 
 
@@ -419,10 +421,12 @@ def merge(sources: list[Path]) -> None:
         text = head + block + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    bm.write_text(text)
+    from qrank.fileio import atomic_write_json, atomic_write_text
+
+    atomic_write_text(bm, text)
     res = ROOT / "bench" / "results.json"
     old = json.loads(res.read_text()) if res.is_file() else []
-    res.write_text(json.dumps([r for r in old if key(r) not in seen] + rows, indent=2) + "\n")
+    atomic_write_json(res, [r for r in old if key(r) not in seen] + rows, indent=2)
     print(f"merged {len(rows)} rows into {res} and the gpu-bench section of {bm}")
 
 

@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from qrank.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from qrank.index.faiss_store import build_index, flat_search, search_params  # noqa: E402
 from qrank.index.store import Passage  # noqa: E402
 from qrank.settings import IndexSettings  # noqa: E402
@@ -188,7 +189,7 @@ def write_results(rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.is_file() else []
     keys = {r["key"] for r in rows}
     merged = [r for r in old if r.get("key") not in keys] + rows
-    path.write_text(json.dumps(merged, indent=2) + "\n")
+    atomic_write_json(path, merged, indent=2)
 
 
 def write_markdown() -> None:
@@ -227,7 +228,7 @@ def write_markdown() -> None:
         text = head + section + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import server_bench  # noqa: E402
 import server_load  # noqa: E402
 
+from qrank.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+
 MARK_BEGIN, MARK_END = "<!-- ray-replicas -->", "<!-- /ray-replicas -->"
 
 
@@ -180,7 +182,7 @@ def write(rows: list[dict], table: str) -> None:
     old = json.loads(results.read_text()) if results.is_file() else []
     keep = [r for r in old if not (str(r.get("system", "")).startswith("qrank-ray-") and r.get("device") == rows[0]["device"]
                                    and r.get("label") == rows[0]["label"] and r.get("model") == rows[0]["model"])]
-    results.write_text(json.dumps(keep + rows, indent=2) + "\n")
+    atomic_write_json(results, keep + rows, indent=2)
     bench = ROOT / "bench" / "logs" / "history-server.md"  # BENCHMARKS.md's headline is edited by hand
     text = bench.read_text() if bench.is_file() else "# Benchmarks\n"
     all_rows = [r for r in keep + rows if str(r.get("system", "")).startswith("qrank-ray-")]
@@ -192,7 +194,7 @@ def write(rows: list[dict], table: str) -> None:
         text = text[: text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    bench.write_text(text)
+    atomic_write_text(bench, text)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import server_load  # noqa: E402
 
+from qrank.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+
 MARK_BEGIN, MARK_END = "<!-- server-bench -->", "<!-- /server-bench -->"
 SHARED = ROOT.parent / "shared"
 TINY = dict(
@@ -325,7 +327,7 @@ def print_table(rows: list[dict]) -> None:
 def write_results(rows: list[dict], path: Path) -> None:
     old = json.loads(path.read_text()) if path.is_file() else []
     keys = {r["key"] for r in rows}
-    path.write_text(json.dumps([r for r in old if r.get("key") not in keys] + rows, indent=2) + "\n")
+    atomic_write_json(path, [r for r in old if r.get("key") not in keys] + rows, indent=2)
 
 
 def write_markdown(results: Path, markdown: Path) -> None:
@@ -371,7 +373,7 @@ def write_markdown(results: Path, markdown: Path) -> None:
         text = head + section + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    markdown.write_text(text)
+    atomic_write_text(markdown, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,18 +57,31 @@ CREATE TRIGGER IF NOT EXISTS entries_del AFTER DELETE ON entries
 CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF size ON entries
     BEGIN UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0; END;
 """
-_IN_CHUNK = 500
+_IN_CHUNK = 500  # keys per "IN (...)" lookup: far below SQLite's bound-parameter limit (999 in old builds)
 _OVERHEAD = 64  # rough per-row bytes beyond key and value, so that the limit tracks the file size
 KINDS = ("embedding", "score")
 
 
-def cache_key(**fields: Any) -> bytes:
-    """SHA-256 of the canonical JSON of ``fields`` (sorted keys, no spaces, UTF-8).
+_FIELDS: Any = object()  # "no positional object given": the keyword fields are the object
 
-    >>> cache_key(a=1, b="x") == cache_key(b="x", a=1)
+
+def cache_key(obj: Any = _FIELDS, /, **fields: Any) -> bytes:
+    """SHA-256 of the canonical JSON of ``obj``, or of the keyword ``fields`` as one dict (the one key of qrank).
+
+    Canonical = sorted keys, no spaces, UTF-8; values JSON cannot hold are written as ``str(value)``. The
+    model cache keys its rows with the digest, the evaluation's result store names its files with ``.hex()``.
+
+    >>> cache_key(a=1, b="x") == cache_key(b="x", a=1) == cache_key({"b": "x", "a": 1})
     True
+    >>> cache_key([1, 2]).hex()[:12]
+    '49a64717d5d4'
     """
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")).digest()
+    if obj is _FIELDS:
+        obj = fields
+    elif fields:
+        raise TypeError("cache_key takes one object or keyword fields, not both")
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def text_tag(text: str) -> bytes:

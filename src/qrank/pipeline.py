@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "SearchHit", "delete_collection", "list_collections"]
 
-_MAX_K = 10_000
-_MAX_FETCH = 16_384
+_MAX_K = 10_000  # k and candidates are for ranking, not export: a larger value is a mistake, said as a 4xx
+_MAX_FETCH = 16_384  # passages fetched per first-stage pass: Milvus's per-call result cap
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,11 @@ class ServerSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    """Collections (`qrank index`, `qrank search`, `Pipeline`); see docs/index.md."""
+    """Collections (`qrank index`, `qrank search`, `Pipeline`); see docs/index.md.
+
+    Hybrid search always fuses by reciprocal rank fusion; the old ``index.fusion`` key (whose one value was
+    ``"rrf"``) is gone, and like any unknown key in an old environment or config it is ignored.
+    """
 
     backend: Literal["faiss", "milvus"] = Field("faiss", description="vector store of new collections")
     hnsw_threshold: int = Field(50_000, ge=0, description="above this many vectors FAISS uses HNSW (exact below)")
@@ -186,7 +190,6 @@ class IndexSettings(BaseModel):
     )
     milvus_partitions: int = Field(64, ge=1, le=1024, description="partitions behind milvus_partition_key")
     candidates: int = Field(100, ge=1, description="first-stage candidates passed to the reranker")
-    fusion: Literal["rrf"] = Field("rrf", description="how hybrid search fuses dense and BM25 rankings")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
     chunk_tokens: int = Field(512, ge=16, description="passage length in tokens (capped by the embedder's max length)")
     chunk_overlap: int = Field(64, ge=0, description="tokens shared by neighbouring passages")

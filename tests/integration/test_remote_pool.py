@@ -126,3 +126,72 @@ def test_bad_url_lists_are_rejected():
         BalancedTransport([])
     with pytest.raises(InvalidInput):
         BalancedTransport(["ftp://x"])
+
+
+@contextlib.contextmanager
+def scripted_server(script: list[tuple[int, dict[str, str]]]):
+    """A loopback server answering request n with ``script[n]`` (status, headers); then 200 ``{"ok": n}``."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            n = len(hits)
+            hits.append(self.path)
+            status, headers = script[n] if n < len(script) else (200, {})
+            body = json.dumps({"ok": n} if status == 200 else {"error": {"message": f"status {status}"}}).encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json"}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_5xx_and_503_retry_after_are_retried_with_the_longer_wait():
+    # 500: down, retried after the backoff; 503 + Retry-After: overloaded, the server's wait wins when longer
+    with scripted_server([(500, {}), (503, {"Retry-After": "0.25"})]) as (url, hits):
+        waits: list[float] = []
+        transport = BalancedTransport([url], retries=3, backoff_s=0.05, cooldown_s=0, sleep=waits.append)
+        assert transport.request("GET", "/v1/models") == {"ok": 2}
+    assert len(hits) == 3
+    assert waits == pytest.approx([0.05, 0.25])
+    assert [outcome for _, outcome in transport.attempts] == ["down", "overloaded", "ok"]
+
+
+def test_retry_after_is_capped_by_max_backoff():
+    with scripted_server([(429, {"Retry-After": "30"}), (429, {"Retry-After": "0"})]) as (url, hits):
+        waits: list[float] = []
+        transport = BalancedTransport([url], retries=2, backoff_s=0.1, max_backoff_s=0.5, sleep=waits.append)
+        assert transport.request("GET", "/v1/models") == {"ok": 2}
+    assert waits == pytest.approx([0.5, 0.2]), "30 s capped at max_backoff_s; Retry-After 0 < the backoff"
+
+
+def test_retries_zero_tries_once_and_raises_the_server_error():
+    with scripted_server([(502, {})]) as (url, hits):
+        waits: list[float] = []
+        transport = BalancedTransport([url], retries=0, sleep=waits.append)
+        with pytest.raises(ServerUnavailable, match="502"):
+            transport.request("GET", "/v1/models")
+    assert len(hits) == 1 and waits == []
+
+
+def test_a_404_unknown_model_is_not_retried():
+    with scripted_server([(404, {})]) as (url, hits):
+        transport = BalancedTransport([url], retries=3, sleep=lambda s: None)
+        with pytest.raises(Exception) as err:
+            transport.request("POST", "/v1/rerank", {"model": "nope"})
+    assert not isinstance(err.value, (ServerUnavailable, Overloaded))
+    assert len(hits) == 1

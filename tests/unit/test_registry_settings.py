@@ -71,3 +71,12 @@ def test_bad_setting_is_rejected():
 
     with pytest.raises(ValidationError):
         Settings(engine={"max_batch_tokens": 0})
+
+
+def test_the_removed_index_fusion_key_of_old_configs_is_ignored(monkeypatch):
+    # index.fusion had one value ("rrf") and nothing read it; old environments and configs must still load
+    monkeypatch.setenv("QRANK_INDEX__FUSION", "rrf")
+    monkeypatch.setenv("QRANK_INDEX__RRF_K", "30")
+    s = Settings()
+    assert s.index.rrf_k == 30 and not hasattr(s.index, "fusion")
+    assert Settings(index={"fusion": "rrf", "rrf_k": 7}).index.rrf_k == 7

@@ -167,21 +167,27 @@ class RayModelProxy:
     def _call(self, method: str, *args) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                out = getattr(self.handle, method).remote(*args).result(timeout_s=self.timeout_s)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-                last = exc
-                with self._lock:
-                    self.retried += 1
-                log.warning("replica of %s failed (%s); retry %d/%d", self.info.id, type(exc).__name__, attempt + 1, self.retries)
-                time.sleep(min(0.2 * 2**attempt, 2.0))
-                continue
-            with self._lock:
-                self.replica_calls[out["replica"]] += 1
-            return out["result"]
-        raise QrankError(f"{self.info.id}: no replica answered after {self.retries} retries ({last})")
+        from ..retry import retrying
+
+        died = (ActorDiedError, ActorUnavailableError, RayActorError)
+        # short waits: Serve usually routes the retry to another live replica at once; the doubling (to at
+        # most 2 s) only matters while every replica is restarting
+        try:
+            for attempt in retrying(retries=self.retries, retry_on=died, backoff_s=0.2, max_backoff_s=2.0,
+                                    describe=lambda: f"{method} on a replica of {self.info.id}",
+                                    log_level=logging.WARNING):
+                with attempt:
+                    try:
+                        out = getattr(self.handle, method).remote(*args).result(timeout_s=self.timeout_s)
+                    except died:
+                        with self._lock:
+                            self.retried += 1
+                        raise
+        except died as exc:
+            raise QrankError(f"{self.info.id}: no replica answered after {self.retries} retries ({exc})") from exc
+        with self._lock:
+            self.replica_calls[out["replica"]] += 1
+        return out["result"]
 
     def count_tokens(self, items, **kwargs) -> list[int]:
         return self.handle.count_tokens.remote(list(items), kwargs).result(timeout_s=self.timeout_s)
@@ -318,7 +324,7 @@ def build_app(settings: Settings):
     return ingress.bind(payload, [(n, r) for (r, _), n in zip(sources, names)], **handles)
 
 
-_INGRESS_CPUS = 0.1
+_INGRESS_CPUS = 0.1  # the ingress only parses and forwards: a tenth of a CPU leaves the cores to the replicas
 
 
 def _starting_replicas(settings: Settings) -> tuple[int, int]:

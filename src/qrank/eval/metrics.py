@@ -12,6 +12,7 @@ A *run* is ``{query_id: {doc_id: score}}`` (higher score = better rank); *qrels*
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -82,7 +83,7 @@ def compare_runs(
     ``test`` is ``"student"`` (two-sided paired t-test) or ``"fisher"`` (randomization test).
     Returns ``{"test", "max_p", "pairs": [{"a", "b", "metric", "mean_a", "mean_b", "p_value",
     "significant", "wins", "ties", "losses"}]}`` where wins/ties/losses count queries where ``a``
-    beats, ties or loses to ``b``.
+    beats, ties or loses to ``b``; ``p_value`` is None where the test is undefined (identical scores).
     """
     if test not in ("student", "fisher"):
         raise InvalidInput("test", f"must be 'student' or 'fisher', got {test!r}")
@@ -110,7 +111,8 @@ def compare_runs(
                         "metric": m,
                         "mean_a": float(d[a]["scores"][m]),
                         "mean_b": float(d[b]["scores"][m]),
-                        "p_value": p,
+                        # two systems with identical per-query scores make the t-test 0/0 (NaN): no p-value
+                        "p_value": p if math.isfinite(p) else None,
                         "significant": bool(p < max_p),
                         "wins": int(wtl["W"]),
                         "ties": int(wtl["T"]),

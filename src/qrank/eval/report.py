@@ -15,13 +15,12 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import require
+from ..fileio import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +52,14 @@ def write_report(result: dict, out: Path) -> dict[str, str]:
         "plot": out / PLOT_NAME,
         "report": out / "report.md",
     }
-    _write_json(paths["metrics"], result["systems"])
-    _write_json(paths["sweep"], result["sweep"])
-    _write_json(paths["significance"], result["significance"])
-    _write_json(
+    # a report interrupted mid-write must not leave a half file that looks complete: every file is atomic
+    atomic_write_json(paths["metrics"], result["systems"], indent=2)
+    atomic_write_json(paths["sweep"], result["sweep"], indent=2)
+    atomic_write_json(paths["significance"], result["significance"], indent=2)
+    atomic_write_json(
         paths["config"],
         {"config": result["config"], "dataset": result["dataset"], "environment": result.get("environment", {})},
+        indent=2,
     )
     _write_per_query(paths["per_query"], result["per_query"])
     runs_dir = out / "runs"
@@ -66,7 +67,7 @@ def write_report(result: dict, out: Path) -> dict[str, str]:
     for name, ranking in result["rankings"].items():
         _write_trec(runs_dir / f"{safe_name(name)}.trec", ranking, name)
     plot_quality_latency(result, paths["plot"])
-    _atomic_write(paths["report"], render_markdown(result, PLOT_NAME))
+    atomic_write_text(paths["report"], render_markdown(result, PLOT_NAME))
     return {k: str(v) for k, v in paths.items()} | {"runs": str(runs_dir)}
 
 
@@ -143,6 +144,7 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
             ]
             lines += _table(["depth", *names, "p50 ms", "p99 ms"], sweep_rows)
             best = max(points, key=lambda p: p[names[0]])
+            # 0.005: below what a benchmark of a few hundred queries can tell apart, so "as good" in practice
             within = min((p for p in points if p[names[0]] >= best[names[0]] - 0.005), key=lambda p: p["depth"])
             lines += [
                 "",
@@ -165,7 +167,7 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
                 f"`{p['a']}` vs `{p['b']}`",
                 p["metric"],
                 f"{p['mean_a']:.4f} vs {p['mean_b']:.4f}",
-                f"{p['p_value']:.4g}",
+                "n/a" if p["p_value"] is None else f"{p['p_value']:.4g}",
                 "yes" if p["significant"] else "no",
                 f"{p['wins']}/{p['ties']}/{p['losses']}",
             ]
@@ -209,7 +211,7 @@ def plot_quality_latency(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metric = result["metric_names"][0]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)  # 840x540 px: readable inline in report.md
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (system, vals) in enumerate(result["systems"].items()):
         color = colors[i % len(colors)]
@@ -236,15 +238,10 @@ def plot_quality_latency(result: dict, path: Path) -> None:
     ax.set_title(f"{result['dataset']['name']}: quality vs latency")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -257,12 +254,11 @@ def _write_per_query(path: Path, per_query: dict) -> None:
         qids = list(next(iter(vals.values()), {}))
         for qid in qids:
             rows.append([system, qid, *(f"{vals[m][qid]:.6f}" if m in vals else "" for m in metrics)])
-    fd, tmp = tempfile.mkstemp(dir=path.parent)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["system", "query_id", *metrics])
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["system", "query_id", *metrics])
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _write_trec(path: Path, ranking: dict, name: str) -> None:
@@ -271,16 +267,4 @@ def _write_trec(path: Path, ranking: dict, name: str) -> None:
         for qid, hits in ranking.items()
         for rank, (doc, score) in enumerate(hits, 1)
     ]
-    _atomic_write(path, "\n".join(lines) + ("\n" if lines else ""))
-
-
-def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # a report interrupted mid-write must not leave a half file that looks complete
-    fd, tmp = tempfile.mkstemp(dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -29,13 +29,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..cache import cache_key
 from ..errors import InvalidInput
 from ..settings import Settings
 from . import stages
 from .cost import PeakMemory, Stopwatch, latency_summary
 from .data import Dataset
 from .metrics import compare_runs, evaluate_run, metric_names, run_from_ranking
-from .store import ResultStore, cache_key
+from .store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,10 @@ class EvalConfig:
     depth: int = 100
     k: int = 10
     sweep: list[int] = field(default_factory=lambda: list(DEFAULT_SWEEP))
-    sweep_queries: int = 20
+    sweep_queries: int = 20  # queries timed per sweep depth: enough for a p50; depth 200 stays a few thousand pairs
     latency_queries: int | None = None
     test: str = "student"
-    max_p: float = 0.05
+    max_p: float = 0.05  # the usual significance level
     bm25_stopwords: str | None = "en"
 
     def __post_init__(self) -> None:
@@ -250,7 +251,8 @@ class Evaluation:
     def _compute(self, name: str, depth: int) -> dict:
         c = self.config
         if name == "bm25":
-            index_dir = self.store.root / "bm25" / cache_key([self.ds.corpus_fingerprint(), c.bm25_stopwords])[:24]
+            fingerprint = cache_key([self.ds.corpus_fingerprint(), c.bm25_stopwords]).hex()
+            index_dir = self.store.root / "bm25" / fingerprint[:24]
             if not self.store.enabled:  # a saved index would be reused; build a fresh one instead
                 index_dir = Path(tempfile.mkdtemp(prefix="qrank-eval-bm25-"))
             return stages.bm25_stage(self.ds, depth, index_dir, stopwords=c.bm25_stopwords, progress=self.progress)
@@ -277,7 +279,7 @@ class Evaluation:
 
         def timings(depth: int, qids: list[str], label: str) -> dict[str, float]:
             nonlocal all_cached
-            key = {**ident, "timing_depth": depth, "qids": cache_key(qids)}
+            key = {**ident, "timing_depth": depth, "qids": cache_key(qids).hex()}
             saved = self.store.get(key) or {}
             if saved.get("complete"):
                 peaks.append(saved.get("peak_rss_mb", 0.0))
@@ -343,7 +345,7 @@ class Evaluation:
 
         def encode_window(texts: list[str]):
             # vectors live in qrank's cache; the eval store remembers how long each window took to make
-            key = {"v": STAGE_VERSION, "encode_window": ident, "texts": cache_key(texts)}
+            key = {"v": STAGE_VERSION, "encode_window": ident, "texts": cache_key(texts).hex()}
             before = embedder.embedded
             with Stopwatch() as sw:
                 vectors = embedder.embed(texts, is_query=False)

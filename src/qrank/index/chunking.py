@@ -43,7 +43,9 @@ def chunk_spans(text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, 
     def word_start(k: int) -> bool:
         return k == 0 or k == n or starts[k] > ends[k - 1]
 
-    reach = max(1, min(16, max_tokens // 4))  # how far an edge may move to find a word start
+    # how far an edge may move to find a word start: a word is rarely over 16 tokens, and a quarter of the
+    # passage keeps short passages from shrinking much
+    reach = max(1, min(16, max_tokens // 4))
     spans = []
     i = 0
     while True:

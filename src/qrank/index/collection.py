@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CollectionNotFound, InvalidInput, Overloaded
+from ..fileio import atomic_write_json
 from ..settings import IndexSettings, Settings
 from .bm25 import BM25Index
 from .documents import strip_title
@@ -62,16 +62,6 @@ def collection_dir(settings: Settings, name: str) -> Path:
     return collections_root(settings) / check_name(name)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file, fsync and rename: readers see the old or the new file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class Manifest:
     """What a collection remembers about itself."""
@@ -96,7 +86,7 @@ class Manifest:
             raise CollectionNotFound(path.name, f"collection {path.name!r} has an unreadable manifest ({exc})") from exc
 
     def save(self, path: Path) -> None:
-        write_json_atomic(path / MANIFEST, asdict(self))
+        atomic_write_json(path / MANIFEST, asdict(self), indent=2)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from ..errors import InvalidInput
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
-MAX_ID_CHARS = 512
+MAX_ID_CHARS = 512  # ids are keys, not content; also the Milvus doc_id VARCHAR's length (there in bytes)
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ def to_documents(
         if isinstance(item, Document):
             doc = Document(item.id, item.text, item.title, check_metadata(item.metadata, f"{where}.metadata"))
         elif isinstance(item, str):
+            # a content id: 24 hex digits = 96 bits, no collision in practice
             doc_id = ids[i] if ids is not None else "sha256:" + hashlib.sha256(item.encode("utf-8")).hexdigest()[:24]
             doc = Document(doc_id, item)
         elif isinstance(item, Mapping):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
+from ..fileio import atomic_write
 from ..settings import IndexSettings
 from .store import CorruptStore, Hit, Passage, check_filter, check_vectors
 
@@ -54,7 +55,7 @@ CREATE INDEX IF NOT EXISTS changes_gen ON changes (gen);
 _FIELDS = "doc_id, chunk, start, text, title, metadata, hash"
 _IN_CHUNK = 900  # stay far below SQLite's bound-parameter limit
 _EXACT_SUBSET = 10_000  # filtered searches over at most this many passages are scored exactly
-_REBUILD_DEAD_FRACTION = 0.2
+_REBUILD_DEAD_FRACTION = 0.2  # deleted vectors stay in the index as dead ids; past 20% they cost more than a rebuild
 
 
 def _faiss():
@@ -165,14 +166,6 @@ def _written_by_live_process(path: Path) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FaissStore:
@@ -443,12 +436,7 @@ class FaissStore:
                 self._kind, self._dead, self._dead_sel, self._dirty = index_kind(self._index), set(), None, True
             path = self._file(self._gen)
             if self._dirty or not path.is_file():
-                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-                _faiss().write_index(self._index, str(tmp))
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-                _fsync_dir(self.dir)
+                atomic_write(path, lambda tmp: _faiss().write_index(self._index, tmp))
                 self._dirty = False
             with self._write():
                 base = max(int(self._meta("journal_base") or 0), self._gen)

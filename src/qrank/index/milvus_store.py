@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import threading
@@ -41,17 +40,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, QrankError, require
+from ..fileio import atomic_write_json
 from ..settings import IndexSettings
 from .store import Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
 
 _OUT = ["doc_id", "chunk", "start", "text", "title", "metadata", "hash"]
-_MAX_VARCHAR = 65535
+_MAX_VARCHAR = 65535  # Milvus's largest VARCHAR max_length (bytes)
 _MAX_LIMIT = 16384  # Milvus caps search/query results per call
-_IN_CHUNK = 1000
-_INSERT_ROWS = 2000
-_MAX_PART = 512
+_IN_CHUNK = 1000  # primary keys per get/query call: keeps each request and its filter expression small
+_INSERT_ROWS = 2000  # rows per insert/upsert: ~10 MB with 512-token passages + vectors, under the gRPC limit
+_MAX_PART = 512  # bytes of a partition-key value (the `part` VARCHAR); ids and metadata values are short
 _KEY_PROPERTY = "qrank.partition_key"  # collection property naming the metadata key behind `part`
 
 
@@ -142,7 +142,7 @@ class MilvusStore:
 
     def _create(self, DataType) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)  # 32 hex + ":" + chunk number
         schema.add_field("doc_id", DataType.VARCHAR, max_length=512)
         schema.add_field("chunk", DataType.INT64)
         schema.add_field("n_chunks", DataType.INT64)
@@ -150,7 +150,7 @@ class MilvusStore:
         schema.add_field("text", DataType.VARCHAR, max_length=_MAX_VARCHAR)
         schema.add_field("title", DataType.VARCHAR, max_length=_MAX_VARCHAR)
         schema.add_field("metadata", DataType.JSON)
-        schema.add_field("hash", DataType.VARCHAR, max_length=128)
+        schema.add_field("hash", DataType.VARCHAR, max_length=128)  # a hex digest (64 for SHA-256), with room
         key = self.settings.milvus_partition_key
         extra: dict[str, Any] = {"shards_num": self.settings.milvus_shards}
         if key:
@@ -162,7 +162,7 @@ class MilvusStore:
         kind = self.settings.milvus_index
         build = {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction} if kind == "HNSW" else {}
         if kind == "IVF_FLAT":
-            build = {"nlist": 1024}
+            build = {"nlist": 1024}  # the usual ~sqrt(N) clusters, for about a million passages
         params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
         self.client.create_collection(self.name, schema=schema, index_params=params, **extra)
         log.info("created Milvus collection %s (%s, %d shards%s)", self.name, kind, self.settings.milvus_shards,
@@ -176,9 +176,7 @@ class MilvusStore:
             return 0
 
     def _bump(self) -> None:
-        tmp = self._state.with_name(f"{self._state.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"generation": self.generation() + 1}))
-        os.replace(tmp, self._state)
+        atomic_write_json(self._state, {"generation": self.generation() + 1})
 
     # --- writes ---------------------------------------------------------------------------------
     def add(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
@@ -191,7 +189,7 @@ class MilvusStore:
             for field, value in (("text", p.text), ("title", p.title or "")):
                 if len(value.encode("utf-8")) > _MAX_VARCHAR:
                     raise InvalidInput(field, f"document {p.doc_id!r}: over {_MAX_VARCHAR} bytes, Milvus's limit (lower index.chunk_tokens)")
-            if len(p.doc_id.encode("utf-8")) > 512:
+            if len(p.doc_id.encode("utf-8")) > 512:  # the doc_id VARCHAR's max_length (MAX_ID_CHARS, in bytes)
                 raise InvalidInput("ids", f"{p.doc_id[:40]!r}…: over 512 bytes")
             if self.partition_key and len(part_value(p.metadata.get(self.partition_key)).encode("utf-8")) > _MAX_PART:
                 raise InvalidInput(f"metadata.{self.partition_key}", f"document {p.doc_id!r}: the partition key's value is over {_MAX_PART} bytes")

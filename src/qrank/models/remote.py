@@ -35,7 +35,7 @@ from ..types import ModelInfo
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 60.0  # a large rerank on a busy CPU server takes seconds to tens of seconds; a dead one never answers
 
 
 class ServerUnavailable(QrankError):

@@ -7,6 +7,7 @@ What is retried: a server that cannot be reached, times out or fails (5xx) — t
 request and the failed one sits out ``cooldown_s``; a server that is overloaded (429, or 503 with
 ``Retry-After``) — after the longer of the backoff and the server's ``Retry-After``. A client error
 (4xx: bad input, unknown model, auth) is never retried: another server would give the same answer.
+The backoff policy is qrank's one (:mod:`qrank.retry`, on ``tenacity``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import InvalidInput, Overloaded, QrankError
+from ..retry import retrying
 from .remote import DEFAULT_TIMEOUT, HTTPTransport, ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -86,31 +88,27 @@ class BalancedTransport:
 
     def request(self, method: str, path: str, json: Any = None) -> Any:
         """Send to one server; on a retryable failure, back off and try the next."""
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            i = self._pick()
-            try:
-                answer = self.transports[i].request(method, path, json)
-            except Overloaded as exc:
-                self._note(i, "overloaded")
-                last, wait = exc, max(exc.retry_after, self._backoff(attempt))
-            except ServerUnavailable as exc:
-                self._note(i, "down")
-                last, wait = exc, self._backoff(attempt)
-            except QrankError:
-                self._note(i, "refused")  # the server is fine; the request is not
-                raise
-            else:
+        server = ""
+        for attempt in retrying(retries=self.retries, retry_on=(Overloaded, ServerUnavailable),
+                                backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s, sleep=self._sleep,
+                                describe=lambda: f"{method} {path} on {server}"):
+            with attempt:
+                i = self._pick()
+                server = self.transports[i].base_url
+                try:
+                    answer = self.transports[i].request(method, path, json)
+                except Overloaded:
+                    self._note(i, "overloaded")
+                    raise
+                except ServerUnavailable:
+                    self._note(i, "down")
+                    raise
+                except QrankError:
+                    self._note(i, "refused")  # the server is fine; the request is not: never retried
+                    raise
                 self._note(i, "ok")
                 return answer
-            if attempt < self.retries:
-                log.info("%s %s failed on %s (%s); retry %d/%d in %.2fs", method, path, self.transports[i].base_url, last, attempt + 1, self.retries, wait)
-                self._sleep(min(wait, self.max_backoff_s))
-        assert last is not None
-        raise last
-
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_s * (2**attempt), self.max_backoff_s)
+        raise AssertionError("unreachable: retrying() raises the last error")
 
     def close(self) -> None:
         for t in self.transports:

@@ -38,6 +38,13 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# Retry-After estimate before the first batch is timed: 50 ms a request (a CPU cross-encoder request of a few
+# dozen pairs). It only decides whether an early 429 says 1 s or more; the first timed batches replace it.
+_FIRST_SECONDS_PER_REQUEST = 0.05
+# weight of the newest batch in the running seconds-per-request average: a load change shows within about
+# five batches (1 - 0.8**5 = 67%), while one odd batch moves the estimate by a fifth only
+_NEW_BATCH_WEIGHT = 0.2
+
 # ``run`` takes the payloads of one batch and returns one result per payload, in order; a result that is
 # an Exception fails only its own request.
 RunBatch = Callable[[Sequence[Any]], Sequence[Any]]
@@ -84,7 +91,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._seconds_per_request = 0.05  # running estimate for Retry-After
+        self._seconds_per_request = _FIRST_SECONDS_PER_REQUEST  # running estimate for Retry-After
 
     # -- caller side (event loop) ----------------------------------------------------------------
     async def submit(self, payload: Any, *, cost: int, size: int = 1) -> Any:
@@ -131,7 +138,7 @@ class Batcher:
             self._cond.notify_all()
         deadline = time.perf_counter() + timeout
         while (self._queue or any(self._running.values())) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # polling the drain: 10 ms is nothing next to a grace period of seconds
         with self._cond:
             leftovers = list(self._queue) + [item for batch in self._running.values() for item in batch]
             self._queue.clear()
@@ -154,7 +161,7 @@ class Batcher:
             started = time.perf_counter()
             results = self._run_isolated([i.payload for i in batch])
             seconds = time.perf_counter() - started
-            self._seconds_per_request = 0.8 * self._seconds_per_request + 0.2 * seconds / len(batch)
+            self._seconds_per_request += _NEW_BATCH_WEIGHT * (seconds / len(batch) - self._seconds_per_request)
             if self.metrics:
                 for item in batch:
                     self.metrics.queue_wait.labels(self.name).observe(started - item.queued_at)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+# seconds from 5 ms (a cached or tiny request) to 60 s (a long CPU batch), 2-2.5x apart
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# items per request or batch: doubling from 1, sparser past 1,024, up to 16,384
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

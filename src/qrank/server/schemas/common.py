@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 # hard ceilings of the schema; the configurable limits (settings.server) are checked by the door
-MAX_INT = 2**31 - 1
+MAX_INT = 2**31 - 1  # int32: what clients in other languages (and the OpenAPI int32 format) can hold
 
 
 class StrictModel(BaseModel):
