@@ -9,10 +9,11 @@ embeddings and every score computed for it.
 The cache layers (:class:`CachedScorer`, :class:`CachedEmbeddingModel`) are models wrapping a model;
 :class:`CachedReranker` / :class:`CachedEmbedder` are the facades over them:
 
->>> cache = Cache(Path("/tmp/qrank-doctest-cache.sqlite"), max_bytes=10_000_000)   # doctest: +SKIP
->>> em = CachedEmbedder(Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2"), cache)  # doctest: +SKIP
->>> em.embed(["a", "b"]).shape, em.embed(["a", "b"]).shape, cache.stats()["hits"]["embedding"]  # doctest: +SKIP
-((2, 384), (2, 384), 2)
+>>> import tempfile
+>>> cache = Cache(Path(tempfile.mkdtemp()) / "cache.sqlite", max_bytes=10_000_000)
+>>> em = CachedEmbedder(Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2"), cache)
+>>> em.embed(["a", "b"]).shape, em.embed(["a", "b"]).shape, cache.stats()["hits"]["embedding"], em.embedded
+((2, 384), (2, 384), 2, 2)
 """
 
 from __future__ import annotations
@@ -339,7 +340,10 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache: Cache | None, 
                  instruction: str | None = None, dim: int | None = None) -> np.ndarray:
     """``embedder.embed(texts, ...)`` as an ``(n, dim)`` matrix, computing only what ``cache`` lacks.
 
-    >>> cached_embed(em, ["a", "b"], cache).shape  # doctest: +SKIP
+    >>> import tempfile
+    >>> cache = Cache(Path(tempfile.mkdtemp()) / "cache.sqlite", max_bytes=10_000_000)
+    >>> em = Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2")
+    >>> cached_embed(em, ["a", "b"], cache).shape
     (2, 384)
     """
     # ``instruction`` is the backend's (one meaning per model): hand it to the facade under the model's role name
@@ -351,7 +355,11 @@ def cached_scores(reranker: Reranker, pairs: Sequence[tuple[str, str]], cache: C
                   instruction: str | None = None) -> np.ndarray:
     """Scores of ``(query, document)`` pairs in order, asking the reranker only for uncached pairs.
 
-    >>> cached_scores(rr, [("q", "a"), ("q", "b")], cache)  # doctest: +SKIP
-    array([0.1, 0.9], dtype=float32)
+    >>> import tempfile
+    >>> cache = Cache(Path(tempfile.mkdtemp()) / "cache.sqlite", max_bytes=10_000_000)
+    >>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
+    >>> pairs = [("what is bm25?", "Cats purr."), ("what is bm25?", "BM25 ranks documents.")]
+    >>> bool((cached_scores(rr, pairs, cache) == cached_scores(rr, pairs, cache)).all()), cache.stats()["hits"]["score"]
+    (True, 2)
     """
     return CachedReranker(reranker, cache).score_pairs(list(pairs), instruction=instruction)

@@ -7,10 +7,21 @@ connection set, apply timeouts, and turn server answers back into qrank's errors
 naming the field, ``Overloaded`` with the server's ``Retry-After``, ``ModelNotFound``…) or
 :class:`ServerUnavailable` when nothing answers.
 
->>> from qrank import RemoteReranker
->>> rr = RemoteReranker("http://127.0.0.1:8000")               # doctest: +SKIP
->>> rr.rerank("what is bm25?", ["BM25 ranks documents", "cats"], top_n=1)[0].index  # doctest: +SKIP
-0
+Against a qrank server on this machine (``qrank serve`` does the same from the command line):
+
+>>> from qrank import RemoteEmbedder, RemoteReranker
+>>> from qrank.server import create_app
+>>> from qrank.server.run import running_server
+>>> from qrank.settings import Settings
+>>> settings = Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"],
+...                             "embedders": ["../shared/models/all-MiniLM-L6-v2"]})
+>>> with running_server(create_app(settings), settings) as server:
+...     rr, em = RemoteReranker(server.url), RemoteEmbedder(server.url)
+...     best = rr.rerank("what is bm25?", ["Cats purr.", "BM25 ranks documents."], top_n=1)[0].index
+...     shape = em.embed(["a", "b"]).shape
+...     rr.close(); em.close()
+>>> best, shape
+(1, (2, 384))
 
 All HTTP goes through a transport's ``request``: :class:`HTTPTransport` for one server; a list of URLs
 gets :class:`~qrank.models.remote_pool.BalancedTransport` (round-robin, retries, backoff); any object with
@@ -49,9 +60,10 @@ class ServerUnavailable(QrankError):
 class HTTPTransport:
     """One pooled HTTP client for one server: base URL, API key, timeouts, error mapping.
 
-    >>> t = HTTPTransport("http://127.0.0.1:8000", api_key="k", timeout=5)      # doctest: +SKIP
-    >>> t.request("GET", "/v1/models")["object"]                                # doctest: +SKIP
-    'list'
+    >>> t = HTTPTransport("http://127.0.0.1:8000/", api_key="k", timeout=5)   # connects on the first request
+    >>> t.base_url
+    'http://127.0.0.1:8000'
+    >>> t.close()
     """
 
     def __init__(
@@ -344,10 +356,11 @@ class RemoteReranker(_RemoteFacade, Reranker):
     """A :class:`~qrank.Reranker` over a :class:`RemoteScorer`: a reranker behind ``POST /v1/rerank`` (qrank,
     vLLM, Jina- or Cohere-style servers) or, with ``protocol="tei"``, text-embeddings-inference's ``/rerank``.
 
-    >>> rr = RemoteReranker("http://127.0.0.1:8000", model="my-reranker", api_key="…")  # doctest: +SKIP
-    >>> rr.score("q", ["a", "b"])                                                     # doctest: +SKIP
-    [0.12, 0.87]
-    >>> tei = RemoteReranker("http://127.0.0.1:8080", protocol="tei")                  # doctest: +SKIP
+    The module's example runs one against a live server; a TEI server is ``protocol="tei"``:
+
+    >>> RemoteReranker("http://127.0.0.1:8080", protocol="grpc")
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: protocol: must be one of v1, tei, got 'grpc'
     """
 
     PROTOCOLS = RemoteScorer.PROTOCOLS
@@ -367,9 +380,11 @@ class RemoteReranker(_RemoteFacade, Reranker):
 class RemoteEmbedder(_RemoteFacade, Embedder):
     """An :class:`~qrank.Embedder` over a :class:`RemoteEmbeddingModel` (``POST /v1/embeddings``).
 
-    >>> em = RemoteEmbedder("http://127.0.0.1:8000")            # doctest: +SKIP
-    >>> em.embed(["a", "b"]).shape                              # doctest: +SKIP
-    (2, 384)
+    The module's example runs one against a live server. A URL that is not HTTP is refused at once:
+
+    >>> RemoteEmbedder("127.0.0.1:8000")
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: base_url: must be an http:// or https:// URL, got '127.0.0.1:8000'
     """
 
     _local_dim_bound = False  # the server checks ``dimensions`` and names its own field

@@ -1,8 +1,13 @@
 """Running the app under uvicorn with qrank's limits: header size, graceful shutdown, no proxy trust.
 
->>> serve(settings, pool)                                       # doctest: +SKIP
->>> with running_server(create_app(settings, pool), settings) as running:  # doctest: +SKIP
-...     httpx.get(running.url + "/health")
+``serve(app, settings)`` runs until SIGINT/SIGTERM (``qrank serve``); tests and examples run one in a thread:
+
+>>> import httpx
+>>> from qrank.server import create_app
+>>> settings = Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]})
+>>> with running_server(create_app(settings), settings) as running:
+...     httpx.get(running.url + "/health").status_code
+200
 """
 
 from __future__ import annotations
