@@ -282,8 +282,8 @@ class QrankIngress:
 def build_app(settings: Settings):
     """The Ray Serve application: one deployment per served model plus the HTTP ingress.
 
-    >>> # serve.run(build_app(Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]},
-    >>> #                             distributed={"replicas": 2})), name="qrank", route_prefix="/")
+    ``serve.run(build_app(settings), name="qrank", route_prefix="/")`` deploys it on a running Ray cluster
+    (``qrank serve --ray``; tests/integration/test_ray_serve.py starts a two-node cluster and serves two replicas).
     """
     dist = settings.distributed
     server = settings.server

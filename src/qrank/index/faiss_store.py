@@ -12,7 +12,12 @@ Below ``hnsw_threshold`` passages the index is exact (``IndexFlatIP``), above it
 ``IndexIDMap2`` keyed by the SQLite row id. HNSW cannot remove vectors, so deletions become tombstones
 excluded at search time until the next rebuild.
 
->>> # store = FaissStore(Path("/tmp/c"), 384, IndexSettings()); store.add(passages, vectors)
+>>> import tempfile
+>>> from qrank.settings import IndexSettings
+>>> store = FaissStore(Path(tempfile.mkdtemp()), 2, IndexSettings())
+>>> store.add([Passage("a", 0, 0, "cats purr"), Passage("b", 0, 0, "dogs bark")], np.eye(2, dtype=np.float32))
+>>> [(h.doc_id, h.score) for h in store.search(np.array([1.0, 0.0], dtype=np.float32), 1)]
+[('a', 1.0)]
 """
 
 from __future__ import annotations

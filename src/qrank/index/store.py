@@ -219,7 +219,10 @@ def open_store(path: Path, name: str, dim: int, backend: str, settings: IndexSet
     """The backend named by ``backend`` for the collection directory ``path``; ``existing``: the collection
     has data already, so a missing or empty store file is corruption (never read as an empty collection).
 
-    >>> # open_store(Path("~/.qrank/collections/docs"), "docs", 384, "faiss", IndexSettings())
+    >>> import tempfile
+    >>> from qrank.settings import IndexSettings
+    >>> open_store(Path(tempfile.mkdtemp()), "docs", 384, "faiss", IndexSettings()).count()
+    0
     """
     if backend == "faiss":
         from .faiss_store import FaissStore

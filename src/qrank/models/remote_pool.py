@@ -29,9 +29,14 @@ log = logging.getLogger(__name__)
 class BalancedTransport:
     """Round-robin over ``base_urls`` with retries.
 
-    >>> t = BalancedTransport(["http://127.0.0.1:8000", "http://127.0.0.1:8001"], retries=2)  # doctest: +SKIP
-    >>> t.request("GET", "/v1/models")["object"]                                           # doctest: +SKIP
-    'list'
+    Nothing listens on these two ports, so every try fails and the last error is raised after the retries
+    (tests/integration/test_remote_pool.py runs it against live servers):
+
+    >>> t = BalancedTransport(["http://127.0.0.1:9", "http://127.0.0.1:9/"], retries=1, backoff_s=0.0)
+    >>> t.request("GET", "/v1/models")
+    Traceback (most recent call last):
+    qrank.models.remote.ServerUnavailable: cannot reach the server at http://127.0.0.1:9 ...
+    >>> t.close()
     """
 
     def __init__(

@@ -4,8 +4,11 @@ Models come from ``settings.server.rerankers`` / ``.embedders`` (loaded when the
 loaded, from a :class:`~qrank.server.state.ModelPool` (what ``qrank serve`` and the tests pass).
 
 >>> from qrank import Settings
->>> app = create_app(Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]}))  # doctest: +SKIP
->>> # uvicorn.run(app)  — or `qrank serve --reranker ../shared/models/scifact-minilm-ce`
+>>> app = create_app(Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]}))
+>>> {"/v1/rerank", "/v1/embeddings", "/v1/models"} <= set(app.openapi()["paths"])
+True
+
+Serve it with :func:`qrank.server.run.serve` (``qrank serve --reranker ../shared/models/scifact-minilm-ce``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Synchronous code running in a worker thread, never on the event loop (the
 as it would the local facades. The work is tokenized once in the calling thread, exactly as at the HTTP
 door, then joins the model's queue, so it is batched with HTTP requests and bounded by the same limits.
 
->>> rr = QueuedReranker(served, loop)        # doctest: +SKIP
->>> rr.score("q", ["a", "b"])                # doctest: +SKIP
+The server builds them in :class:`~qrank.server.collections.ServerCollections` as
+``QueuedReranker(served_model, event_loop)``; tests/unit/test_layers.py runs one through a real batcher.
 """
 
 from __future__ import annotations

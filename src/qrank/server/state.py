@@ -1,7 +1,9 @@
 """The served models, addressed by public name, each with its batcher; plus the start-up checks.
 
->>> pool = ModelPool.from_models(rerankers={"my-reranker": reranker})   # doctest: +SKIP
->>> pool.get(None, "reranker").name                                      # doctest: +SKIP
+>>> from qrank import Reranker
+>>> reranker = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
+>>> pool = ModelPool.from_models(rerankers={"my-reranker": reranker})
+>>> pool.get(None, "reranker").name
 'my-reranker'
 """
 
