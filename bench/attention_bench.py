@@ -89,10 +89,12 @@ def main(argv=None) -> None:
                 diff = (att(q, k, v).float() - want).abs().max().item()
                 ms = time_ms(lambda: att(q, k, v))
             except Exception as exc:  # a shape Triton cannot fit (shared memory, registers): record and go on
-                lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} | failed: {type(exc).__name__} | | |")
+                lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} "
+                             f"| failed: {type(exc).__name__} | | |")
                 print(lines[-1], str(exc)[:200], flush=True)
                 continue
-            lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} | {ms:.3f} | {flops / ms / 1e9:.0f} | {diff:.1e} |")
+            lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} | {ms:.3f} "
+                         f"| {flops / ms / 1e9:.0f} | {diff:.1e} |")
             print(lines[-1], flush=True)
             if diff < 2e-2 and ms < best.get((heads, kv), (1e9,))[0]:
                 best[(heads, kv)] = (ms, bm, bn, warps, stages)

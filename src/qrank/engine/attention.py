@@ -140,10 +140,13 @@ class TritonAttention:
 class BucketedAttention:
     """Length-bucketed, right-padded ``scaled_dot_product_attention``.
 
-    ``cudnn=True`` repeats the k/v heads (cuDNN takes no GQA) and asks for the cuDNN kernel.
+    ``cudnn=True`` repeats the k/v heads (cuDNN takes no GQA) and asks for the cuDNN kernel. ``max_tokens``:
+    slots per padded batch (the engine passes its pass budget; 16384 is ``EngineSettings.max_batch_tokens``'s
+    default).
     """
 
-    def __init__(self, layout: PassLayout, device, scale: float, *, max_tokens: int = 16384, cudnn: bool = False) -> None:
+    def __init__(self, layout: PassLayout, device, scale: float, *, max_tokens: int = 16384,
+                 cudnn: bool = False) -> None:
         self.buckets = []
         plans = bucket_plan(layout, max_tokens)
         arrays = []
@@ -180,7 +183,8 @@ class BucketedAttention:
                 with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
                     o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale)
             else:
-                o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale, enable_gqa=kv_heads != heads)
+                o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale,
+                                                   enable_gqa=kv_heads != heads)
             out[q_src] = o.transpose(1, 2).reshape(n, heads, dim)[q_dst]
         return out
 
@@ -260,7 +264,8 @@ def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucke
                    block_t: int = 64):
     """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`.
 
-    ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`).
+    ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`);
+    ``bucket_tokens``: the ``sdpa`` kinds' padded batch size (the defaults: the pass budget's, ``block_m``).
     """
     if kind == "triton":
         return TritonAttention.for_layout(layout, device, scale, block_t)

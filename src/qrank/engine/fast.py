@@ -94,8 +94,8 @@ class FastEngine:
         self.stack = st = Qwen3Stack(body)
         on_cuda = st.device.type == "cuda"
         half = str(st.dtype) in ("torch.float16", "torch.bfloat16")
-        kind, fallbacks = resolve_attention(
-            attention, on_cuda, half, lambda k: attention_works(k, st.device, st.dtype, st.heads, st.kv_heads, st.head_dim))
+        shape = (st.device, st.dtype, st.heads, st.kv_heads, st.head_dim)
+        kind, fallbacks = resolve_attention(attention, on_cuda, half, lambda k: attention_works(k, *shape))
         small = st.flops_per_token < SMALL_MODEL_FLOPS
         graphs = cuda_graphs == "on" or (cuda_graphs == "auto" and small)
         if graphs and not (on_cuda and kind in ("varlen", "triton")):

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# below this many tokens a shared prefix is not worth an extra attention row
+# below this many tokens a shared prefix is not worth an extra attention row: the row costs a kernel tile and its
+# bookkeeping whatever its length, and short accidental overlaps (texts that start with the same word) would only
+# fragment passes; Qwen3 templates share 30+ tokens, so any value from 2 to ~30 groups real requests the same
 MIN_PREFIX = 8
-# deeper nesting than this (sequences that are prefixes of prefixes of…) is kept as one group
+# deeper nesting than this (sequences that are prefixes of prefixes of…) is kept as one group: it bounds the
+# recursion of _split (Python's limit is 1000) on adversarial inputs; real requests nest 2-3 deep
+# (template, instruction, query)
 _MAX_DEPTH = 64
 
 

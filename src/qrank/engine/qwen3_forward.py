@@ -39,7 +39,8 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int, head_dim: int):
+def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
+                head_dim: int):
     """Input norm, q/k/v projections, per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim)."""
     import torch.nn.functional as F
 
@@ -97,7 +98,8 @@ class Qwen3Stack:
             raise UnsupportedModel(f"the fast engine needs a Qwen3-style decoder body, got {type(body).__name__}")
         layer_types = getattr(cfg, "layer_types", None) or []
         if getattr(cfg, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
-            raise UnsupportedModel("the fast engine does not implement sliding-window attention; use engine='reference'")
+            raise UnsupportedModel(
+                "the fast engine does not implement sliding-window attention; use engine='reference'")
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise UnsupportedModel(f"the fast engine implements SiLU MLPs only, not {cfg.hidden_act!r}")
         self.body = body

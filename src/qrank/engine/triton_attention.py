@@ -17,7 +17,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)): the kernel uses the cheaper exp2
 
 
 @triton.jit
