@@ -32,6 +32,7 @@ async def list_models(request: Request) -> Response:
                     "dtype": info.dtype,
                     "device": info.device,
                     "revision": info.revision,
+                    "engine": info.extra.get("engine"),  # what the engine decided at load (None: no local engine)
                 },
             )
         )
