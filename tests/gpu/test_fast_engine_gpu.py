@@ -158,7 +158,8 @@ def test_real_0_6b_shape_bf16_within_1e2_of_reference_bf16_and_no_worse_than_it_
     assert fast.computed_tokens(seqs) < sum(map(len, seqs))
     got = torch.sigmoid(fast.last_hidden(seqs) @ w.cpu()).numpy()
     err, ref_err = np.abs(got - ref).max(), np.abs(ref16 - ref).max()
-    print(f"0.6B shape ({fast.config.attention}): max |p diff| fast bf16 vs reference bf16 {np.abs(got - ref16).max():.2e}; "
+    print(f"0.6B shape ({fast.config.attention}): max |p diff| fast bf16 vs reference bf16 "
+          f"{np.abs(got - ref16).max():.2e}; "
           f"vs fp32: fast bf16 {err:.2e}, reference bf16 {ref_err:.2e}; spread {np.ptp(ref):.3f}")
     np.testing.assert_allclose(got, ref16, atol=1e-2)
     assert err <= 1.5 * ref_err + 2e-3

@@ -365,7 +365,8 @@ def test_compile_failing_at_load_falls_back_to_eager(qwen3_reranker_dir, monkeyp
     body, ref, FastEngine = _engines(qwen3_reranker_dir)
     engine = FastEngine(body, compile="on")
     assert not engine.config.compile
-    assert engine.config.fallbacks == ("compile: on -> off (TorchRuntimeError: compilation failed (forced by the test))",)
+    assert engine.config.fallbacks == (
+        "compile: on -> off (TorchRuntimeError: compilation failed (forced by the test))",)
     seqs = [[5, 6, 7, 8], [5, 6, 9]]
     torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)
 
