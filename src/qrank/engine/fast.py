@@ -70,7 +70,8 @@ class FastEngine:
     CUDA graphs (:mod:`qrank.engine.graphs`), 'off' launches them, 'auto' replays them for small models
     only (``SMALL_MODEL_FLOPS``). Compilation and graph capture are checked by one pass at load; if it
     fails they are off for this engine, and a failure in a later pass raises.
-    ``max_batch_tokens`` counts computed tokens (a shared prefix once per pass), not padded ones.
+    ``max_batch_tokens`` counts computed tokens (a shared prefix once per pass), not padded ones; the
+    defaults are :class:`~qrank.settings.EngineSettings`'.
     """
 
     name = "fast"

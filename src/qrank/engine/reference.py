@@ -21,7 +21,8 @@ class ReferenceEngine:
 
     name = "reference"
 
-    def __init__(self, body, *, pad_id: int, max_batch_tokens: int = 16384, max_batch_size: int = 256) -> None:
+    def __init__(self, body, *, pad_id: int, max_batch_tokens: int = 16384,
+                 max_batch_size: int = 256) -> None:  # defaults: EngineSettings'
         self.body = body
         self.pad_id = int(pad_id)
         self.max_batch_tokens = max_batch_tokens
