@@ -267,13 +267,17 @@ def test_chunk_sizer_cuts_on_exact_counts():
 
     sizer = ChunkSizer(target_tokens=1000, first_tokens=300, growth=2.0)
     counts = [0, 120, 250, 310, 900, 1500]  # computed tokens of the first k sequences
-    count = counts.__getitem__
-    assert sizer.cut(count, 0, 2) is None  # 250 <= 300: the chunk may still grow
-    assert sizer.cut(count, 2, 4) == 2  # 250 <= 300 < 310
+
+    def fits(k):
+        return counts[k] <= sizer.want
+
+    assert sizer.cut(fits, 0, 2) is None  # 250 <= 300: the chunk may still grow
+    assert sizer.cut(fits, 2, 4) == 2  # 250 <= 300 < 310
     assert sizer.want == 600
-    assert sizer.cut(count, 0, 5) == 3  # 310 <= 600 < 900
+    assert sizer.cut(fits, 0, 5) == 3  # 310 <= 600 < 900
     assert sizer.want == 1000  # capped at the target
-    assert ChunkSizer(target_tokens=100).cut(count, 0, 1) == 1  # one sequence over the size still makes a chunk
+    small = ChunkSizer(target_tokens=100)
+    assert small.cut(lambda k: counts[k] <= small.want, 0, 1) == 1  # one sequence over the size is a chunk
     with pytest.raises(ValueError):
         ChunkSizer(target_tokens=0)
 
@@ -295,7 +299,8 @@ def test_model_size_decides_graphs_and_first_chunk(shared, size, small):
     with torch.device("meta"):
         body = Qwen3Model(cfg)
     engine = FastEngine(body)
-    h, q, kv, f = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim, cfg.intermediate_size
+    h, q, kv = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    f = cfg.intermediate_size
     assert engine.stack.flops_per_token == 2 * cfg.num_hidden_layers * (h * q + 2 * h * kv + q * h + 3 * h * f)
     assert engine.config.small_model is small
     assert engine.config.first_chunk_tokens == (16384 // 8 if small else 16384)

@@ -13,6 +13,7 @@ milliseconds sooner). No token count is guessed: every cut is made on encoded se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 # items encoded per tokenizer call before the first chunk is cut: small, so the first (small) chunk is not
 # held up by encoding items it will not take; later slabs are as large as the last chunk (the GPU is busy)
@@ -26,10 +27,10 @@ class ChunkSizer:
     sequence), so a full-size chunk is exactly one pass.
 
     >>> s = ChunkSizer(target_tokens=1000, first_tokens=250, growth=2.0)
-    >>> counts = [100, 200, 300, 400]          # computed tokens of the first 1, 2, 3, 4 sequences
-    >>> s.cut(lambda k: counts[k - 1], 0, 4)   # 200 <= 250 < 300: the chunk is the first 2 sequences
+    >>> counts = [0, 100, 200, 300, 400]       # computed tokens of the first 0, 1, 2, 3, 4 sequences
+    >>> s.cut(lambda k: counts[k] <= s.want, 0, 4)   # 200 <= 250 < 300: the chunk is the first 2 sequences
     2
-    >>> s.want, s.cut(lambda k: counts[k - 1], 0, 4)  # the next chunk wants 500 tokens: all 4 may still grow
+    >>> s.want, s.cut(lambda k: counts[k] <= s.want, 0, 4)  # the next chunk wants 500: all 4 may still grow
     (500, None)
     """
 
@@ -42,21 +43,21 @@ class ChunkSizer:
         # each chunk while the GPU runs the previous, half-size one (the ramp measured in BENCHMARKS.md, run 4a)
         self.growth = growth
 
-    def cut(self, count: Callable[[int], int], lo: int, hi: int) -> int | None:
+    def cut(self, fits: Callable[[int], bool], lo: int, hi: int) -> int | None:
         """Where the chunk ends among ``hi`` encoded sequences, or None while they may still grow it.
 
-        ``count(k)``: computed tokens of the first ``k`` sequences; ``count(lo) <= want`` is known. The chunk
-        is complete once ``count(hi) > want``: it takes the first ``k`` with ``count(k) <= want < count(k + 1)``
-        (or ``k = 1``), and the next chunk's size grows.
+        ``fits(k)``: whether the first ``k`` sequences' computed tokens are within ``want``; ``fits(lo)`` is
+        known. The chunk is complete once ``fits(hi)`` is false: it takes the first ``k`` with ``fits(k)`` and
+        not ``fits(k + 1)`` (or ``k = 1``), and the next chunk's size grows.
         """
-        if hi <= lo or count(hi) <= self.want:
+        if hi <= lo or fits(hi):
             return None
-        while hi - lo > 1:  # bisection: count(lo) <= want < count(hi)
+        while hi - lo > 1:  # bisection: fits(lo), not fits(hi)
             mid = (lo + hi) // 2
-            if count(mid) > self.want:
-                hi = mid
-            else:
+            if fits(mid):
                 lo = mid
+            else:
+                hi = mid
         self.want = min(int(self.want * self.growth), self.target)
         return max(lo, 1)
 
@@ -87,15 +88,21 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
         return engine.last_hidden(encode(items))
     first = first_tokens or getattr(engine, "first_chunk_tokens", None)
     sizer = ChunkSizer(chunk_tokens or engine.max_batch_tokens, first)
-    pending, chunk, start, slab = [], [], 0, FIRST_SLAB_ITEMS
+    pending, chunk, raw, start, slab = [], [], [0], 0, FIRST_SLAB_ITEMS
+
+    def fits(k: int) -> bool:  # within the wanted size: exact, and counted only where the plain lengths exceed it
+        return raw[k] <= sizer.want or engine.computed_tokens(chunk[:k]) <= sizer.want
+
     while start < len(items):
         known = len(chunk)  # the sequences carried over do not fill a chunk yet
         chunk += encode(items[start : start + slab])
+        raw = list(accumulate((len(s) for s in chunk), initial=0))  # tokens without sharing: an upper bound
         start += slab
-        while (k := sizer.cut(lambda j: engine.computed_tokens(chunk[:j]), known, len(chunk))) is not None:
+        while (k := sizer.cut(fits, known, len(chunk))) is not None:
             pending.append(submit(chunk[:k]))  # returns at once: the GPU works while the next items encode
             slab = max(slab, k)
             chunk, known = chunk[k:], 0
+            raw = [n - raw[k] for n in raw[k:]]
     if chunk:
         pending.append(submit(chunk))
     return torch.cat([p.result() for p in pending])
