@@ -71,3 +71,18 @@ def test_bad_setting_is_rejected():
 
     with pytest.raises(ValidationError):
         Settings(engine={"max_batch_tokens": 0})
+
+
+def test_engine_num_threads_applies_where_models_load(ce_dir):
+    """``engine.num_threads`` (a setting the CLI used to apply itself) sets torch's CPU threads at load."""
+    import torch
+
+    from qrank.settings import EngineSettings, ModelSettings
+
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 1  # a value other than the current one
+    try:
+        load_model(str(ce_dir), "reranker", ModelSettings(device="cpu"), EngineSettings(num_threads=want))
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
