@@ -182,6 +182,8 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     for c in combos:
         try:
             qr = qrank_reranker(model, tok, **c)
+            if qr.engine.config.fallbacks:  # the engine ran something else than the variant asks for: say so
+                notes.append(f"- {name} variant {c}: fell back at load: {'; '.join(qr.engine.config.fallbacks)}")
             s, mem, ts = timed(lambda: qr.score_pairs(one), reps)
         except Exception as exc:  # a kernel this GPU/torch lacks: record it, keep going
             notes.append(f"- {name} variant {c}: failed ({type(exc).__name__}: {str(exc)[:160]})")
