@@ -181,6 +181,8 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     for c in combos:
         try:
             qr = qrank_reranker(model, tok, **c)
+            if qr.engine.config.fallbacks:  # the engine ran something else than the variant asks for: say so
+                notes.append(f"- {name} variant {c}: fell back at load: {'; '.join(qr.engine.config.fallbacks)}")
             s, mem, ts = timed(lambda: qr.score_pairs(one), reps)
         except Exception as exc:  # a kernel this GPU/torch lacks: record it, keep going
             notes.append(f"- {name} variant {c}: failed ({type(exc).__name__}: {str(exc)[:160]})")
@@ -208,7 +210,7 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     outs = {}
     for kind in ("triton", "varlen", "sdpa", "sdpa-cudnn"):
         try:
-            att = make_attention(kind, lay, st.device, st.scale, block_t=qr.engine.block_t)
+            att = make_attention(kind, lay, st.device, st.scale, block_t=qr.engine.config.block_t)
             outs[kind] = att(q, k, v)
             s, _, _ = timed(lambda: att(q, k, v), 20, warmup=3)
             notes.append(f"- {name} attention only ({kind}), one layer, {lay.num_tokens}-token pass: {s * 1e3:.3f} ms")

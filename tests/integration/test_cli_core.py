@@ -41,6 +41,28 @@ def test_models_lists_kinds(shared, capsys):
     assert {"st-embedder", "cross-encoder"} <= kinds
 
 
+def test_models_verbose_shows_what_the_engine_decided(qwen3_reranker_dir, ce_dir, capsys, monkeypatch, tmp_path):
+    """``qrank models -v`` loads each model and prints its ``ModelInfo.extra["engine"]`` (the fast engine's
+    frozen config, resolved at load); a cross-encoder has no engine. The home folder and the Hugging Face cache
+    are emptied so that only the two given models load."""
+    from qrank import Reranker, Settings
+    from qrank.cli import core
+
+    monkeypatch.setenv("QRANK_HOME", str(tmp_path))
+    monkeypatch.setattr(core, "_hub_cache_models", lambda: [])
+    args = ["models", str(qwen3_reranker_dir), str(ce_dir), "-v", "--engine", "fast", "--device", "cpu",
+            "--dtype", "float32", "--json"]
+    assert main(args) == 0
+    found = {m["kind"]: m for m in json.loads(capsys.readouterr().out)}
+    settings = Settings(engine={"engine": "fast"})
+    expected = Reranker.from_pretrained(str(qwen3_reranker_dir), settings=settings, device="cpu", dtype="float32")
+    assert found["qwen3-reranker"]["engine"] == expected.model.engine.describe()
+    assert found["qwen3-reranker"]["engine"]["attention"] == "sdpa"
+    assert found["cross-encoder"]["engine"] is None
+    assert main(args[:-1]) == 0
+    assert "attention=sdpa" in capsys.readouterr().out.replace("\n", "")
+
+
 def test_errors_are_one_line_not_a_traceback(ce_dir, capsys, tmp_path):
     assert main(["rerank", "-m", str(tmp_path / "missing"), "-q", "x", "doc"]) == 2
     assert main(["rerank", "-m", str(ce_dir), "-q", "  ", "doc"]) == 2

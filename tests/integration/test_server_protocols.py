@@ -150,11 +150,14 @@ def test_tei_embed(http, minilm):
     assert r.status_code == 422 and r.json()["error"]["field"] == "normalize"
 
 
-def test_models_health_ready_metrics_docs(http):
+def test_models_health_ready_metrics_docs(http, qwen3_reranker):
     models = http.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["ce", "qwen3-tiny", "minilm"]
     roles = {m["id"]: m["qrank"]["role"] for m in models["data"]}
     assert roles == {"ce": "reranker", "qwen3-tiny": "reranker", "minilm": "embedder"}
+    engines = {m["id"]: m["qrank"]["engine"] for m in models["data"]}  # what each engine decided at load
+    assert engines == {"ce": None, "qwen3-tiny": qwen3_reranker.model.info.extra["engine"], "minilm": None}
+    assert engines["qwen3-tiny"]["engine"] == "reference"
     assert http.get("/health").json() == {"status": "ok"}
     ready = http.get("/ready")
     assert ready.status_code == 200 and ready.json()["models"] == ["ce", "qwen3-tiny", "minilm"]

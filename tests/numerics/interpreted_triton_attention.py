@@ -59,12 +59,14 @@ def _layout(seed: int):
 
 
 def _reference(layout, q, k, v, scale):
-    from qrank.engine.attention import _varlen_reference
+    from attention_reference import varlen_reference
+
     from qrank.engine.packing import varlen_plan
 
     plan = varlen_plan(layout)
     idx = torch.from_numpy(plan.k_index)
-    return _varlen_reference(q.float(), k.float()[idx], v.float()[idx], plan.cu_q.tolist(), plan.cu_k.tolist(), scale)
+    return varlen_reference(q.float(), k.float()[idx], v.float()[idx], plan.cu_q, plan.cu_k, plan.max_q, plan.max_k,
+                            scale)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 3e-3)])
@@ -77,10 +79,9 @@ def test_kernel_equals_per_row_attention(kernel, dtype, tol, heads, kv_heads):
     k = torch.randn(T, kv_heads, D, generator=gen).to(dtype)
     v = torch.randn(T, kv_heads, D, generator=gen).to(dtype)
     want = _reference(layout, q, k, v, D**-0.5)
-    for block_t, block_n, k_rows in ((16, 16, False), (8, 64, True)):
+    for block_t, block_n in ((16, 16), (8, 64)):
         table = kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t)
-        got = kernel.prefix_attention(q, k, v, torch.from_numpy(table), D**-0.5, block_t=block_t, block_n=block_n,
-                                      k_rows=k_rows)
+        got = kernel.prefix_attention(q, k, v, torch.from_numpy(table), D**-0.5, block_t=block_t, block_n=block_n)
         assert got.dtype == dtype
         torch.testing.assert_close(got.float(), want, atol=tol, rtol=0)
 
@@ -115,28 +116,35 @@ def test_engine_with_the_kernel_equals_the_official_recipe(kernel, qwen3_reranke
     settings = Settings(engine={"engine": "fast", "attention": "triton", "max_batch_tokens": 256})
     rr = Reranker.from_pretrained(str(qwen3_reranker_dir), settings=settings, device="cpu", dtype="float32")
     engine = rr.model.engine
-    assert (engine.attention, engine.cuda_graphs) == ("triton", False)
+    assert (engine.config.attention, engine.config.cuda_graphs, engine.config.fallbacks) == ("triton", False, ())
+    assert rr.model.info.extra["engine"]["attention"] == "triton"
     official = np.asarray(official_qwen3_rerank(str(qwen3_reranker_dir), pairs))
     np.testing.assert_allclose(rr.model.score_pairs(pairs), official, atol=1e-4)
     seqs = rr.model.encode(pairs)
     expected = engine.last_hidden(seqs)
-    runner = GraphRunner(engine.stack, attention="triton", capture=False)
+    runner = GraphRunner(engine.stack, attention="triton")
     lengths = [len(s) for s in seqs]
     passes = plan_passes(engine.groups(seqs), lengths, 256, 256)
     assert len(passes) > 1
     with torch.inference_mode():
         for plan in passes:
             layout = build_layout(seqs, plan)
-            torch.testing.assert_close(runner.run(layout), expected[layout.members], atol=1e-4, rtol=0)
+            shape, host = runner.inputs(layout)  # padded to the static shape a CUDA graph would replay
+            got = runner.forward_static(torch.from_numpy(host), shape)[: len(layout.members)]
+            torch.testing.assert_close(got, expected[layout.members], atol=1e-4, rtol=0)
 
 
 def test_the_kernel_needs_cuda_outside_the_interpreter(qwen3_reranker_dir, monkeypatch):
+    """Outside the interpreter a CPU cannot run the kernel: the engine falls back at load and says why."""
     from transformers import AutoModelForCausalLM
 
+    from qrank.engine import attention
     from qrank.engine.fast import FastEngine
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(attention, "_PROBED", {})  # the interpreter's answers are this process's so far
     body = AutoModelForCausalLM.from_pretrained(str(qwen3_reranker_dir), dtype=torch.float32).eval().model
-    with pytest.raises(ValueError, match="CUDA"):
-        FastEngine(body, pad_id=0, attention="triton")
-    assert FastEngine(body, pad_id=0).attention == "sdpa"  # 'auto' on the CPU
+    config = FastEngine(body, attention="triton").config
+    assert config.attention == "sdpa"
+    assert config.fallbacks[0] == "attention: triton -> varlen (needs a CUDA device (or TRITON_INTERPRET=1))"
+    assert FastEngine(body).config.attention == "sdpa"  # 'auto' on the CPU

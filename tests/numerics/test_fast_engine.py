@@ -42,7 +42,7 @@ def _with_engine(rr, **kwargs):
     from qrank.engine.fast import FastEngine
 
     backend = copy.copy(rr.model)
-    backend.engine = FastEngine(rr.model.model.base_model, pad_id=0, **kwargs)
+    backend.engine = FastEngine(rr.model.model.base_model, **kwargs)
     return Reranker(backend)
 
 
@@ -151,10 +151,10 @@ def test_engine_on_awkward_token_sequences(qwen3_reranker_dir):
     seqs = [a + tok(5), a + tok(40), a, a[:20], a + tok(5), tok(1), [7], b + tok(3), b + tok(9), b + tok(9), tok(50)]
     seqs.append(list(seqs[1]))  # an exact duplicate
     expected = ref.last_hidden(seqs)
-    for kwargs in ({}, {"max_batch_tokens": 40}, {"max_batch_size": 2}, {"prefix_sharing": False}, {"fuse_projections": True}):
-        engine = FastEngine(body, pad_id=0, **kwargs)
+    for kwargs in ({}, {"max_batch_tokens": 40}, {"max_batch_size": 2}, {"prefix_sharing": False}):
+        engine = FastEngine(body, **kwargs)
         torch.testing.assert_close(engine.last_hidden(seqs), expected, atol=1e-4, rtol=0)
-    engine = FastEngine(body, pad_id=0)
+    engine = FastEngine(body)
     assert engine.computed_tokens(seqs) < sum(map(len, seqs))
 
 
@@ -165,80 +165,119 @@ def test_engine_rejects_empty_sequences_and_non_qwen3_bodies(qwen3_reranker_dir,
 
     body, _, FastEngine = _engines(qwen3_reranker_dir)
     with pytest.raises(InvalidInput) as err:
-        FastEngine(body, pad_id=0).last_hidden([[1, 2], []])
+        FastEngine(body).last_hidden([[1, 2], []])
     assert err.value.field == "sequences"
-    assert FastEngine(body, pad_id=0).last_hidden([]).shape == (0, body.config.hidden_size)
+    assert FastEngine(body).last_hidden([]).shape == (0, body.config.hidden_size)
     bert = AutoModel.from_pretrained(str(random_ce_dir))
     with pytest.raises(UnsupportedModel):
-        FastEngine(bert, pad_id=0)
+        FastEngine(bert)
     with pytest.raises(ValueError):
-        FastEngine(body, pad_id=0, attention="flash")
+        FastEngine(body, attention="flash")
     with pytest.raises(ValueError):
-        FastEngine(body, pad_id=0, cuda_graphs="yes")
+        FastEngine(body, cuda_graphs="yes")
 
 
-def test_varlen_rows_and_cuda_graph_padding(qwen3_reranker_dir):
+def test_varlen_rows_and_cuda_graph_padding(qwen3_reranker_dir, monkeypatch):
     """The varlen plan (keys gathered as prefix + own) and the padded static shapes CUDA graphs replay.
 
-    On the CPU the varlen kernel is replaced by a row-by-row stand-in and the static-shape forward runs
-    without capturing a graph; what is checked is the packing and padding around them.
+    On the CPU the FlashAttention kernel is replaced by a row-by-row reference of its semantics
+    (tests/numerics/attention_reference.py) and the static-shape forward a graph records runs without
+    capturing; what is checked is the packing and padding around the kernel.
     """
-    from qrank.engine.graphs import GraphRunner, static_inputs
+    from attention_reference import varlen_reference
+
+    from qrank.engine import attention
+    from qrank.engine.graphs import GraphRunner
     from qrank.engine.packing import build_layout, plan_passes
 
+    monkeypatch.setattr(attention, "_flash_varlen", varlen_reference)
     body, ref, FastEngine = _engines(qwen3_reranker_dir)
+    stack = FastEngine(body).stack
     rng = np.random.default_rng(2)
     prefix = rng.integers(0, 5000, 25).tolist()
     seqs = [prefix + rng.integers(0, 5000, int(n)).tolist() for n in rng.integers(1, 60, 9)]
     seqs += [rng.integers(0, 5000, int(n)).tolist() for n in (1, 33)]
     expected = ref.last_hidden(seqs)
-    engine = FastEngine(body, pad_id=0, attention="varlen", max_batch_tokens=200)
-    torch.testing.assert_close(engine.last_hidden(seqs), expected, atol=1e-4, rtol=0)
-    runner = GraphRunner(engine.stack, capture=False)
-    lengths = [len(s) for s in seqs]
-    for plan in plan_passes(engine.groups(seqs), lengths, 200, 256):
-        layout = build_layout(seqs, plan)
-        shape, _ = static_inputs(layout)
-        assert shape.tokens > layout.num_tokens or shape.tokens == 256  # really padded
-        with torch.inference_mode():
-            got = runner.run(layout)
-        torch.testing.assert_close(got, expected[layout.members], atol=1e-4, rtol=0)
+    runner = GraphRunner(stack, attention="varlen")
+    passes = plan_passes(FastEngine(body).groups(seqs), [len(s) for s in seqs], 200, 256)
+    assert len(passes) > 1
+    with torch.inference_mode():
+        for plan in passes:
+            layout = build_layout(seqs, plan)
+            ids, pos, last = (torch.from_numpy(a) for a in (layout.input_ids, layout.positions, layout.last_index))
+            got = stack.forward(ids, pos, attention.VarlenAttention.for_layout(layout, "cpu", stack.scale), last)
+            torch.testing.assert_close(got, expected[layout.members], atol=1e-4, rtol=0)
+            shape, host = runner.inputs(layout)
+            assert shape.tokens > layout.num_tokens or shape.tokens == 256  # really padded
+            padded = runner.forward_static(torch.from_numpy(host), shape)[: len(layout.members)]
+            torch.testing.assert_close(padded, expected[layout.members], atol=1e-4, rtol=0)
+
+
+class _Recording:
+    """The engine as it is, recording each chunk ``pipelined_last_hidden`` submits."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.chunks = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def submit(self, seqs):
+        self.chunks.append(list(seqs))
+        return self.engine.submit(seqs)
 
 
 @pytest.mark.parametrize("chunk_tokens, first_tokens", [(64, 16), (200, None), (10_000, 40)])
 def test_chunked_tokenizing_equals_one_batch(fast, chunk_tokens, first_tokens):
+    # (64, 16): chunks of about one pair; (10_000, 40): chunks that grow from one pair to many
     """The GPU path's overlap (tokenize chunk k+1 while chunk k runs), forced on the CPU: same scores,
-    same order, every pair encoded exactly once, chunks that grow from small to the budget."""
+    same order, every pair encoded exactly once, and chunks cut on exact computed token counts: each chunk
+    is the longest run within its size (first_tokens, doubling up to chunk_tokens)."""
     from qrank.engine import pipelined_last_hidden
 
     model = fast.model
-    chunks = []
+    engine = _Recording(model.engine)
+    encoded = []
 
-    def encode(chunk):
-        chunks.append(list(chunk))
-        return model.encode(chunk)
+    def encode(items):
+        encoded.extend(items)
+        return model.encode(items)
 
-    hidden = pipelined_last_hidden(model.engine, PAIRS, encode, chunk_tokens=chunk_tokens, first_tokens=first_tokens,
+    hidden = pipelined_last_hidden(engine, PAIRS, encode, chunk_tokens=chunk_tokens, first_tokens=first_tokens,
                                    overlap=True)
     scores = torch.sigmoid(hidden @ model.head).numpy()
     np.testing.assert_allclose(scores, model.score_pairs(PAIRS), atol=1e-5)
-    assert [p for c in chunks for p in c] == PAIRS
-    sizes = [len(c) for c in chunks]
-    assert len(chunks) >= 2 and sizes[0] < max(sizes)  # a small first chunk starts the GPU early
+    assert encoded == PAIRS
+    seqs = model.encode(PAIRS)
+    assert [s for c in engine.chunks for s in c] == seqs
+    want = min(first_tokens or model.engine.config.first_chunk_tokens, chunk_tokens)
+    count = model.engine.computed_tokens
+    assert len(engine.chunks) >= 2
+    for chunk, after in zip(engine.chunks, engine.chunks[1:]):
+        assert count(chunk) <= want or len(chunk) == 1
+        assert count(chunk + after[:1]) > want  # the next sequence would have overfilled it
+        want = min(2 * want, chunk_tokens)
+    assert count(engine.chunks[-1]) <= want or len(engine.chunks[-1]) == 1
+    if chunk_tokens == 10_000:
+        assert len(engine.chunks[0]) < max(map(len, engine.chunks))  # a small first chunk starts the GPU early
 
 
-def test_chunk_sizer_learns_the_characters_per_token():
+def test_chunk_sizer_cuts_on_exact_counts():
     from qrank.engine.pipelining import ChunkSizer
 
-    sizer = ChunkSizer(target_tokens=10_000, first_tokens=1000, growth=4.0, fill=1.0)
-    sizes = [100] * 1000
-    end = sizer.next_end(sizes, 0)
-    assert end == 40  # 1000 tokens at the initial 4 chars/token
-    sizer.observe(chars=4000, tokens=2000)  # this text costs 2 chars a token (say, a shared prefix that is not)
-    end2 = sizer.next_end(sizes, end)
-    assert end2 - end == 80  # 4000 tokens (grown 4x) at 2 chars/token
-    assert sizer.next_end(sizes, end2) - end2 == 200  # capped at the 10,000-token target
-    assert sizer.next_end([10**9, 1], 0) == 1  # one item over the limit still makes a chunk
+    sizer = ChunkSizer(target_tokens=1000, first_tokens=300, growth=2.0)
+    counts = [0, 120, 250, 310, 900, 1500]  # computed tokens of the first k sequences
+
+    def fits(k):
+        return counts[k] <= sizer.want
+
+    assert sizer.cut(fits, 0, 2) is None  # 250 <= 300: the chunk may still grow
+    assert sizer.cut(fits, 2, 4) == 2  # 250 <= 300 < 310
+    assert sizer.want == 600
+    assert sizer.cut(fits, 0, 5) == 3  # 310 <= 600 < 900
+    assert sizer.want == 1000  # capped at the target
+    small = ChunkSizer(target_tokens=100)
+    assert small.cut(lambda k: counts[k] <= small.want, 0, 1) == 1  # one sequence over the size is a chunk
     with pytest.raises(ValueError):
         ChunkSizer(target_tokens=0)
 
@@ -259,9 +298,102 @@ def test_model_size_decides_graphs_and_first_chunk(shared, size, small):
     cfg = Qwen3Config(**raw)
     with torch.device("meta"):
         body = Qwen3Model(cfg)
-    engine = FastEngine(body, pad_id=0)
-    h, q, kv, f = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim, cfg.intermediate_size
+    engine = FastEngine(body)
+    h, q, kv = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    f = cfg.intermediate_size
     assert engine.stack.flops_per_token == 2 * cfg.num_hidden_layers * (h * q + 2 * h * kv + q * h + 3 * h * f)
-    assert engine.small is small
-    assert engine.first_chunk_tokens == (None if small else engine.max_batch_tokens)
-    assert not engine.cuda_graphs  # never off CUDA
+    assert engine.config.small_model is small
+    assert engine.config.first_chunk_tokens == (16384 // 8 if small else 16384)
+    assert not engine.config.cuda_graphs  # never off CUDA
+
+
+def test_the_config_is_resolved_at_load_and_frozen(fast, qwen3_reranker):
+    """Every choice sits in one frozen config, which the backend's ModelInfo shows (CLI and /v1/models)."""
+    import dataclasses
+
+    engine = fast.model.engine
+    assert engine.config.attention == "sdpa" and not engine.config.compile and not engine.config.cuda_graphs
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        engine.config.attention = "varlen"
+    described = fast.model.info.extra["engine"]
+    assert described == engine.describe() == {"engine": "fast", **dataclasses.asdict(engine.config), "fallbacks": []}
+    assert described["first_chunk_tokens"] == 16384 // 8 and described["small_model"] is True
+    assert qwen3_reranker.model.info.extra["engine"]["engine"] == "reference"
+
+
+def test_a_kernel_that_cannot_run_falls_back_at_load_logged_once(qwen3_reranker_dir, monkeypatch, caplog):
+    """attention='triton' and cuda_graphs='on' on a CPU without Triton's interpreter: triton -> varlen -> sdpa
+    and graphs off, decided at load, recorded in the config and said in one warning."""
+    import logging
+
+    from qrank.engine import attention
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(attention, "_PROBED", {})  # this process's answers may have come from the interpreter
+    body, ref, FastEngine = _engines(qwen3_reranker_dir)
+    with caplog.at_level(logging.INFO, logger="qrank.engine"):
+        engine = FastEngine(body, attention="triton", cuda_graphs="on")
+    assert engine.config.attention == "sdpa" and not engine.config.cuda_graphs
+    assert engine.config.fallbacks == (
+        "attention: triton -> varlen (needs a CUDA device (or TRITON_INTERPRET=1))",
+        "attention: varlen -> sdpa (needs a CUDA device)",
+        "cuda_graphs: on -> off (needs CUDA)",
+    )
+    records = [r for r in caplog.records if r.name.startswith("qrank.engine")]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    assert "triton -> varlen" in records[0].getMessage()
+    seqs = [[5, 6, 7, 8], [5, 6, 9]]
+    with caplog.at_level(logging.INFO, logger="qrank.engine"):
+        torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)
+    assert len([r for r in caplog.records if r.name.startswith("qrank.engine")]) == 1  # nothing more at run time
+
+
+def _failing_segments(state: dict):
+    """The layer halves, eager, raising dynamo's error while ``state['broken']``: a compilation that fails."""
+    from torch._dynamo.exc import TorchRuntimeError
+
+    from qrank.engine.qwen3_forward import attn_inputs, attn_output_mlp
+
+    def seg_in(*args):
+        if state["broken"]:
+            raise TorchRuntimeError("compilation failed (forced by the test)")
+        return attn_inputs(*args)
+
+    return seg_in, attn_output_mlp
+
+
+def test_compile_failing_at_load_falls_back_to_eager(qwen3_reranker_dir, monkeypatch):
+    from qrank.engine import fast
+
+    state = {"broken": True}
+    monkeypatch.setattr(fast, "compiled_segments", lambda: _failing_segments(state))
+    body, ref, FastEngine = _engines(qwen3_reranker_dir)
+    engine = FastEngine(body, compile="on")
+    assert not engine.config.compile
+    assert engine.config.fallbacks == (
+        "compile: on -> off (TorchRuntimeError: compilation failed (forced by the test))",)
+    seqs = [[5, 6, 7, 8], [5, 6, 9]]
+    torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)
+
+
+def test_a_failure_after_load_raises_instead_of_switching(qwen3_reranker_dir, monkeypatch):
+    """Compilation worked at load, fails later: the call raises and the engine keeps its config (it used to
+    turn compilation off silently at the first failing pass)."""
+    from torch._dynamo.exc import TorchRuntimeError
+
+    from qrank.engine import fast
+
+    state = {"broken": False}
+    monkeypatch.setattr(fast, "compiled_segments", lambda: _failing_segments(state))
+    body, ref, FastEngine = _engines(qwen3_reranker_dir)
+    engine = FastEngine(body, compile="on")
+    assert engine.config.compile and engine.config.fallbacks == ()
+    seqs = [[5, 6, 7, 8], [5, 6, 9]]
+    torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)
+    before = engine.config
+    state["broken"] = True
+    with pytest.raises(TorchRuntimeError):
+        engine.last_hidden(seqs)
+    assert engine.config is before and engine.config.compile
+    state["broken"] = False
+    torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)

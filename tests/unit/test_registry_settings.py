@@ -80,3 +80,18 @@ def test_the_removed_index_fusion_key_of_old_configs_is_ignored(monkeypatch):
     s = Settings()
     assert s.index.rrf_k == 30 and not hasattr(s.index, "fusion")
     assert Settings(index={"fusion": "rrf", "rrf_k": 7}).index.rrf_k == 7
+
+
+def test_engine_num_threads_applies_where_models_load(ce_dir):
+    """``engine.num_threads`` (a setting the CLI used to apply itself) sets torch's CPU threads at load."""
+    import torch
+
+    from qrank.settings import EngineSettings, ModelSettings
+
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 1  # a value other than the current one
+    try:
+        load_model(str(ce_dir), "reranker", ModelSettings(device="cpu"), EngineSettings(num_threads=want))
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(under QRANK_HOME/models, the Hugging Face cache, and any PATH given) with their kind.")
     m.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="extra folders to search")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--verbose", "-v", action="store_true", help="load each model (offline, with the settings below) "
+                   "and show what its engine decided: attention, compile, CUDA graphs, first chunk, fallbacks")
+    add_settings_flags(m, "models", ["device", "dtype"])
+    add_settings_flags(m, "engine", ["engine", "attention", "compile", "cuda_graphs", "max_batch_tokens"])
     m.set_defaults(func=cmd_models)
 
 
@@ -130,6 +134,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     roots = [Settings().home / "models", *args.paths]
     found = list_local_models(roots)
     found += _hub_cache_models()
+    if args.verbose:
+        found = [{**m, "engine": _engine_of(m, settings_from_args(args))} for m in found]
     if args.json:
         print_json(found)
         return 0
@@ -139,11 +145,31 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("kind", "role", "model")
+    table = Table("kind", "role", "model", *(["engine"] if args.verbose else []))
     for m in found:
-        table.add_row(m["kind"], m["role"], m["path"])
+        table.add_row(m["kind"], m["role"], m["path"], *([_engine_text(m["engine"])] if args.verbose else []))
     Console().print(table)
     return 0
+
+
+def _engine_of(found: dict, settings) -> dict | None:
+    """``ModelInfo.extra["engine"]`` of a listed model, loaded offline (None: its backend has no engine)."""
+    from ..models.registry import load_model
+
+    models = settings.models.model_copy(update={"local_files_only": True})
+    return load_model(found["path"], found["role"], models, settings.engine).info.extra.get("engine")
+
+
+def _engine_text(engine: dict | None) -> str:
+    """
+    >>> _engine_text({"engine": "fast", "attention": "sdpa", "fallbacks": ["x"]})
+    'engine=fast attention=sdpa fallbacks=x'
+    >>> _engine_text(None)
+    '-'
+    """
+    if not engine:
+        return "-"
+    return " ".join(f"{k}={'; '.join(v) if isinstance(v, list) else v}" for k, v in engine.items() if v != [])
 
 
 def _hub_cache_models() -> list[dict]:

@@ -21,23 +21,11 @@ import logging
 import numpy as np
 
 from .packing import PassLayout, bucket_plan, ladder, pow2, varlen_plan
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
 ATTENTION_KINDS = ("triton", "varlen", "sdpa", "sdpa-cudnn")
-
-
-def _device_ints(arrays: list[np.ndarray], device):
-    """Move several int64 arrays to ``device`` in one copy (pinned when on CUDA)."""
-    import torch
-
-    sizes = [int(a.size) for a in arrays]
-    flat = torch.from_numpy(np.concatenate(arrays).astype(np.int64, copy=False)) if arrays else torch.zeros(0, dtype=torch.long)
-    if str(device).startswith("cuda"):
-        flat = flat.pin_memory().to(device, non_blocking=True)
-    else:
-        flat = flat.to(device)
-    return list(torch.split(flat, sizes))
 
 
 class VarlenAttention:
@@ -60,7 +48,7 @@ class VarlenAttention:
         arrays = [plan.cu_q.astype(np.int64), plan.cu_k.astype(np.int64)]
         if plan.k_index is not None:
             arrays.append(plan.k_index)
-        moved = _device_ints(arrays, device)
+        moved = to_device(arrays, device)
         k_index = moved[2] if plan.k_index is not None else None
         return cls(moved[0].to(torch.int32), moved[1].to(torch.int32), k_index, plan.max_q, plan.max_k, scale)
 
@@ -88,17 +76,17 @@ class VarlenAttention:
         return cls(cu_q.to(torch.int32), cu_k.to(torch.int32), k_index if keys else None, max_q, max_k, scale)
 
     def __call__(self, q, k, v):
-        import torch
-
         if self.k_index is not None:
             k = k.index_select(0, self.k_index)
             v = v.index_select(0, self.k_index)
-        if q.device.type != "cuda":
-            return _varlen_reference(q, k, v, self.cu_q.tolist(), self.cu_k.tolist(), self.scale)
-        out = torch.ops.aten._flash_attention_forward(
-            q, k, v, self.cu_q, self.cu_k, self.max_q, self.max_k, 0.0, True, False, scale=self.scale
-        )
-        return out[0]
+        return _flash_varlen(q, k, v, self.cu_q, self.cu_k, self.max_q, self.max_k, self.scale)
+
+
+def _flash_varlen(q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: float):
+    """torch's bundled FlashAttention-2 varlen kernel, bottom-right causal (CUDA, fp16/bf16 only)."""
+    import torch
+
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, True, False, scale=scale)[0]
 
 
 class TritonAttention:
@@ -110,13 +98,15 @@ class TritonAttention:
     varlen, 128 x 64 or 128 x 128 tiles were 1.3-4x slower than that).
     """
 
-    block_m, block_n, num_warps, num_stages, k_rows = 64, 32, 4, 2, False
+    block_m, block_n, num_warps, num_stages = 64, 32, 4, 2
 
     def __init__(self, tiles, scale: float, block_t: int) -> None:
         self.tiles, self.scale, self.block_t = tiles, scale, block_t
 
     @classmethod
     def block_tokens(cls, heads: int, kv_heads: int) -> int:
+        """Query tokens per tile: ``block_m`` rows shared by the G query heads of a key/value head, at least 16
+        (``tl.dot`` needs 16 rows)."""
         return max(cls.block_m // (heads // kv_heads), 16)
 
     @classmethod
@@ -124,7 +114,7 @@ class TritonAttention:
         from .triton_attention import tile_table
 
         table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t)
-        return cls(_device_ints([table], device)[0], scale, block_t)
+        return cls(to_device([table], device)[0], scale, block_t)
 
     @staticmethod
     def static_parts(layout: PassLayout, block_t: int) -> tuple[tuple[int, ...], list[tuple[np.ndarray, int, int]]]:
@@ -132,9 +122,9 @@ class TritonAttention:
         from .triton_attention import tile_table
 
         n = int((-(-layout.q_len // block_t)).sum())
-        size = ladder(n, floor=64)
+        size = ladder(n, floor=64)  # 64 tiles: a small pass's graph shape, so tiny requests share one graph
         table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t, size=size)
-        return (size,), [(table, 5 * size, 0)]
+        return (size,), [(table, 5 * size, 0)]  # 5 parts per tile (tile_table)
 
     @classmethod
     def from_static(cls, dims: tuple[int, ...], tensors: list, scale: float, block_t: int) -> TritonAttention:
@@ -144,46 +134,25 @@ class TritonAttention:
         from .triton_attention import prefix_attention
 
         return prefix_attention(q, k, v, self.tiles, self.scale, block_t=self.block_t, block_n=self.block_n,
-                                num_warps=self.num_warps, num_stages=self.num_stages, k_rows=self.k_rows)
-
-
-def _varlen_reference(q, k, v, cu_q: list[int], cu_k: list[int], scale: float):
-    """The varlen kernel's semantics, row by row (bottom-right causal, GQA): the CPU stand-in used by tests.
-
-    Query tokens outside every row are left as zeros (the kernel leaves them unwritten).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    out = torch.zeros_like(q)
-    heads, kv_heads = q.shape[1], k.shape[1]
-    for r in range(len(cu_q) - 1):
-        q0, q1, k0, k1 = cu_q[r], cu_q[r + 1], cu_k[r], cu_k[r + 1]
-        if q1 == q0:
-            continue
-        nq, nk = q1 - q0, k1 - k0
-        mask = torch.ones(nq, nk, dtype=torch.bool).tril(diagonal=nk - nq)
-        o = F.scaled_dot_product_attention(
-            q[q0:q1].transpose(0, 1), k[k0:k1].transpose(0, 1), v[k0:k1].transpose(0, 1),
-            attn_mask=mask, scale=scale, enable_gqa=kv_heads != heads,
-        )
-        out[q0:q1] = o.transpose(0, 1)
-    return out
+                                num_warps=self.num_warps, num_stages=self.num_stages)
 
 
 class BucketedAttention:
     """Length-bucketed, right-padded ``scaled_dot_product_attention``.
 
-    ``cudnn=True`` repeats the k/v heads (cuDNN takes no GQA) and asks for the cuDNN kernel.
+    ``cudnn=True`` repeats the k/v heads (cuDNN takes no GQA) and asks for the cuDNN kernel. ``max_tokens``:
+    slots per padded batch (the engine passes its pass budget; 16384 is ``EngineSettings.max_batch_tokens``'s
+    default).
     """
 
-    def __init__(self, layout: PassLayout, device, scale: float, *, max_tokens: int = 16384, cudnn: bool = False) -> None:
+    def __init__(self, layout: PassLayout, device, scale: float, *, max_tokens: int = 16384,
+                 cudnn: bool = False) -> None:
         self.buckets = []
         plans = bucket_plan(layout, max_tokens)
         arrays = []
         for b in plans:
             arrays += [b.kv_dst, b.kv_src, b.q_dst, b.q_src]
-        moved = _device_ints(arrays, device)
+        moved = to_device(arrays, device)
         for i, b in enumerate(plans):
             self.buckets.append((b.b, b.length, *moved[4 * i : 4 * i + 4]))
         self.scale = scale
@@ -214,12 +183,21 @@ class BucketedAttention:
                 with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
                     o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale)
             else:
-                o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale, enable_gqa=kv_heads != heads)
+                o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=self.scale,
+                                                   enable_gqa=kv_heads != heads)
             out[q_src] = o.transpose(1, 2).reshape(n, heads, dim)[q_dst]
         return out
 
 
-_PROBED: dict[tuple, bool] = {}
+# Probe answers, one per (kind, device, dtype, head shape), kept for the process. A probe compiles and runs a
+# kernel (Triton's JIT takes seconds) and its answer depends only on the device, the dtype, the head shape and
+# the installed libraries, none of which change in a process; every engine loaded later (another model, a
+# reloaded one) asks the same question. Only engine loading reads this (FastEngine.__init__), never a pass.
+_PROBED: dict[tuple, tuple[bool, str]] = {}
+# a probe's result may differ from bucketed SDPA's by rounding only: outputs are averages of N(0, 1) values
+# (|o| < ~3, where one bf16 step is <= 2**-7 * 2 = 0.016), so 2e-2 allows one or two steps, while a wrong
+# index or mask shows as an O(1) difference
+PROBE_TOLERANCE = 2e-2
 
 
 def _probe_layout() -> PassLayout:
@@ -230,71 +208,64 @@ def _probe_layout() -> PassLayout:
     )
 
 
-def _probe(key: tuple, what: str, check, errors: tuple[type[BaseException], ...]) -> bool:
-    """``check()`` once per ``key`` (a kernel on a small problem); its failures in ``errors`` mean "no"."""
-    if key not in _PROBED:
+def _probe_errors(kind: str) -> tuple[type[BaseException], ...]:
+    """Errors that mean "this kernel does not run here" (not a bug in qrank's inputs)."""
+    errors: tuple[type[BaseException], ...] = (RuntimeError, NotImplementedError)
+    if kind == "triton":
+        from triton.errors import TritonError  # compilation failures, out of shared memory or registers
+
+        errors += (TritonError, ValueError)
+    return errors
+
+
+def _unavailable(kind: str, device) -> str | None:
+    """Why ``kind`` cannot run on ``device`` at all, without trying it (None: try it)."""
+    import os
+
+    interpreted = kind == "triton" and os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter
+    if device.type != "cuda" and not interpreted:
+        return "needs a CUDA device" + (" (or TRITON_INTERPRET=1)" if kind == "triton" else "")
+    if kind == "triton":
         try:
-            _PROBED[key] = bool(check())
-            if not _PROBED[key]:
-                log.warning("%s gave wrong results on a small problem here; not using it", what)
-        except errors as exc:
-            log.warning("%s is not usable here (%s: %s)", what, type(exc).__name__, exc)
-            _PROBED[key] = False
-    return _PROBED[key]
+            import triton  # noqa: F401
+        except ImportError as exc:
+            return f"Triton is not installed ({exc})"
+    return None
 
 
-def _probe_qkv(device, dtype, heads: int, kv_heads: int, head_dim: int):
-    import torch
+def attention_works(kind: str, device, dtype, heads: int, kv_heads: int, head_dim: int) -> tuple[bool, str]:
+    """Whether ``kind`` runs here and agrees with bucketed SDPA on a small problem: ``(ok, why not)``.
 
-    q = torch.randn(5, heads, head_dim, device=device, dtype=dtype)
-    k = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
-    v = torch.randn(5, kv_heads, head_dim, device=device, dtype=dtype)
-    return q, k, v
-
-
-def varlen_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
-    """Whether FlashAttention varlen runs here for this shape (built for this GPU, GQA, head size).
-
-    Asked once per shape with a two-row causal problem; the answer is cached.
+    Asked by the fast engine at load (see :mod:`qrank.engine.config`); the answer is cached per process.
     """
     import torch
 
-    def check():
-        attend = VarlenAttention.for_layout(_probe_layout(), device, head_dim**-0.5)
-        return torch.isfinite(attend(*_probe_qkv(device, dtype, heads, kv_heads, head_dim))).all()
-
-    key = (str(device), str(dtype), heads, kv_heads, head_dim)
-    what = "FlashAttention varlen (falling back to bucketed SDPA)"
-    return _probe(key, what, check, (RuntimeError, NotImplementedError))
-
-
-def triton_works(device, dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
-    """Whether qrank's Triton kernel runs here and agrees with FlashAttention varlen on a small problem."""
-    key = ("triton", str(device), str(dtype), heads, kv_heads, head_dim)
-    try:
-        from triton.errors import TritonError  # compilation failures, out of shared memory or registers
-    except ImportError as exc:
-        if key not in _PROBED:
-            log.info("Triton is not installed (%s); using FlashAttention varlen", exc)
-            _PROBED[key] = False
-        return False
-
-    def check():
+    device = torch.device(device)
+    key = (kind, str(device), str(dtype), heads, kv_heads, head_dim)
+    if key in _PROBED:
+        return _PROBED[key]
+    why = _unavailable(kind, device)
+    if why is None:
         lay, scale = _probe_layout(), head_dim**-0.5
-        q, k, v = _probe_qkv(device, dtype, heads, kv_heads, head_dim)
-        got = TritonAttention.for_layout(lay, device, scale, TritonAttention.block_tokens(heads, kv_heads))(q, k, v)
-        want = VarlenAttention.for_layout(lay, device, scale)(q, k, v)
-        return (got.float() - want.float()).abs().max() < 2e-2  # one or two bf16 steps
-
-    what = "qrank's Triton attention (falling back to FlashAttention varlen)"
-    return _probe(key, what, check, (TritonError, RuntimeError, NotImplementedError, ValueError))
-
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(5, h, head_dim, generator=gen).to(device, dtype) for h in (heads, kv_heads, kv_heads))
+        try:
+            block_t = TritonAttention.block_tokens(heads, kv_heads)
+            got = make_attention(kind, lay, device, scale, block_t=block_t)(q, k, v)
+            want = BucketedAttention(lay, device, scale)(q, k, v)
+            diff = (got.float() - want.float()).abs().max().item()
+            why = None if diff < PROBE_TOLERANCE else f"wrong results on a small problem (max difference {diff:.3g})"
+        except _probe_errors(kind) as exc:
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+    _PROBED[key] = (why is None, why or "")
+    return _PROBED[key]
 
 def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384,
                    block_t: int = 64):
     """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`.
 
-    ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`).
+    ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`);
+    ``bucket_tokens``: the ``sdpa`` kinds' padded batch size (the defaults: the pass budget's, ``block_m``).
     """
     if kind == "triton":
         return TritonAttention.for_layout(layout, device, scale, block_t)

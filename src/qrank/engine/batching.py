@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int = 1 << 30) -> list[list[int]]:
-    """Group input positions into batches, longest first, each within ``max_tokens`` padded tokens.
+    """Group input positions into batches, longest first, each within ``max_tokens`` padded tokens
+    (and ``max_batch_size`` inputs; the default means no limit).
 
     A single input longer than the budget gets a batch of its own (callers truncate before this).
 

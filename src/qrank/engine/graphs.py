@@ -8,7 +8,7 @@ A graph needs static shapes, so every size of a pass is rounded up a ladder (tok
 ``m * 2**k`` with m in 8..15, i.e. at most 12.5% over; rows, outputs and maximum lengths to powers of
 two). Padding is harmless by construction: padded tokens belong to no attention row (they are
 computed, never read), padded rows have zero length, padded outputs are dropped. One graph is kept per
-static shape (least recently used beyond ``max_graphs``), all sharing one memory pool; each replay's
+static shape (least recently used beyond ``MAX_GRAPHS``), all sharing one memory pool; each replay's
 output is copied out at once, so a later replay may reuse the pool.
 """
 
@@ -23,8 +23,14 @@ import numpy as np
 
 from .attention import TritonAttention, VarlenAttention
 from .packing import PassLayout, ladder, pow2
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
+
+# graphs kept (least recently used dropped): the ladder gives ~8 token sizes per doubling, so 32 covers the
+# pass sizes of a steady workload (e.g. 2k-16k tokens x a few row counts); the graphs share one memory pool,
+# so each keeps only its input and output buffers, not its own activations
+MAX_GRAPHS = 32
 
 
 class GraphCaptureError(RuntimeError):
@@ -72,12 +78,11 @@ class _Captured:
 class GraphRunner:
     """Runs varlen passes of a :class:`~qrank.engine.qwen3_forward.Qwen3Stack` through CUDA graphs.
 
-    ``attention``: 'varlen' or 'triton'. ``capture=False`` runs the same padded static-shape forward
-    without graphs (the CPU tests use it to check the padding).
+    ``attention``: 'varlen' or 'triton'. A capture that fails raises :class:`GraphCaptureError` (the engine
+    checks one capture at load and turns graphs off there if it fails).
     """
 
-    def __init__(self, stack, segments=None, *, attention: str = "varlen", capture: bool = True,
-                 max_graphs: int = 32) -> None:
+    def __init__(self, stack, segments=None, *, attention: str = "varlen", max_graphs: int = MAX_GRAPHS) -> None:
         if attention not in ("varlen", "triton"):
             raise ValueError(f"CUDA graphs replay the 'varlen' or 'triton' attention, not {attention!r}")
         self.stack = stack
@@ -89,50 +94,49 @@ class GraphRunner:
         else:
             self._static_parts, self._from_static = VarlenAttention.static_parts, VarlenAttention.from_static
         self.segments = segments
-        self.capture = capture
         self.max_graphs = max_graphs
         self.graphs: OrderedDict[StaticShape, _Captured] = OrderedDict()
         self.pool = None
 
+    def inputs(self, layout: PassLayout) -> tuple[StaticShape, np.ndarray]:
+        """The pass's static shape and padded flat inputs (:func:`static_inputs` with this runner's attention)."""
+        return static_inputs(layout, self._static_parts)
+
     def run(self, layout: PassLayout):
         """Final hidden states (len(layout.members), hidden) of the pass, a fresh tensor."""
-        import torch
-
-        shape, host = static_inputs(layout, self._static_parts)
-        n = len(layout.members)
-        if not self.capture:
-            flat = torch.from_numpy(host).to(self.stack.device)
-            return self._forward(flat, shape)[:n]
+        shape, host = self.inputs(layout)
         entry = self.graphs.get(shape)
         if entry is None:
             entry = self._capture(shape, host)
         else:
             self.graphs.move_to_end(shape)
-            entry.flat.copy_(torch.from_numpy(host).pin_memory(), non_blocking=True)
+            to_device([host], self.stack.device, out=entry.flat)
         entry.graph.replay()
-        return entry.out[:n].clone()
+        return entry.out[: len(layout.members)].clone()
 
-    def _forward(self, flat, shape: StaticShape):
-        import torch
+    def forward_static(self, flat, shape: StaticShape):
+        """The padded static-shape forward a graph records: hidden states of ``shape.outputs`` rows.
 
-        ids, pos, last, *parts = torch.split(flat, shape.sizes)
+        ``flat``: the int64 inputs of :meth:`inputs` on the device (rows past the pass's members are padding).
+        """
+        ids, pos, last, *parts = flat.split(shape.sizes)
         attend = self._from_static(shape.attention, parts, self.stack.scale)
         return self.stack.forward(ids, pos, attend, last, segments=self.segments)
 
     def _capture(self, shape: StaticShape, host: np.ndarray) -> _Captured:
         import torch
 
-        flat = torch.from_numpy(host).to(self.stack.device)
+        (flat,) = to_device([host], self.stack.device)
         # warm up off the capture: compilation, cuBLAS handles and lazy initialisation happen here
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self._forward(flat, shape)
+            self.forward_static(flat, shape)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, pool=self.pool):
-                out = self._forward(flat, shape)
+                out = self.forward_static(flat, shape)
         except RuntimeError as exc:
             raise GraphCaptureError(f"capturing a pass of shape {shape} failed: {exc}") from exc
         if self.pool is None:

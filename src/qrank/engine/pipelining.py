@@ -1,71 +1,65 @@
 """Overlap tokenizing with the GPU: cut a request into chunks, submit each as soon as it is encoded.
 
-A request is tokenized chunk by chunk; each chunk's forward passes are queued on the device
-(``engine.submit``) before the next chunk is tokenized, so the host works while the GPU does. Two things
-decide how long the GPU waits:
-
-* the first chunk is small (the GPU idles until it is ready) and each next one ``growth`` times bigger, up
-  to the engine's pass budget, so the host always has the next chunk ready before the GPU runs dry (an
-  engine can ask for a big first chunk, ``first_chunk_tokens``: a big model loses more to small passes
-  than it gains from starting a few milliseconds sooner);
-* chunk sizes are estimated from characters, and the ratio of characters to *computed* tokens (a
-  shared query prefix counts once) is learned from every chunk already encoded, so a full-size chunk
-  fills about one pass: guessing the ratio wrong either wastes passes on small pieces or splits a
-  chunk into a full pass plus a remnant.
+A request is tokenized in small slabs; encoded sequences gather into a chunk, and the chunk's forward
+passes are queued on the device (``engine.submit``) once its exact computed token count (a shared query
+prefix counted once per pass, :meth:`~qrank.engine.fast.FastEngine.computed_tokens`) fills the chunk's
+size, so the host tokenizes the next items while the GPU runs. The first chunk is small (the GPU idles
+until it is ready) and each next one ``growth`` times bigger, up to the engine's pass budget, so the host
+has the next chunk ready before the GPU runs dry; an engine can ask for a big first chunk
+(``first_chunk_tokens``: a big model loses more to small passes than it gains from starting a few
+milliseconds sooner). No token count is guessed: every cut is made on encoded sequences.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
-# characters per token before anything was measured (English prose through a BPE tokenizer: ~4-5)
-INITIAL_CHARS_PER_TOKEN = 4.0
-
-
-def item_chars(item) -> int:
-    """Characters of an item: a text, or a tuple of texts (a query-document pair)."""
-    return sum(len(x) for x in item) if isinstance(item, tuple) else len(item)
+# items encoded per tokenizer call before the first chunk is cut: small, so the first (small) chunk is not
+# held up by encoding items it will not take; later slabs are as large as the last chunk (the GPU is busy)
+FIRST_SLAB_ITEMS = 8
 
 
 class ChunkSizer:
-    """Chooses where the next chunk of items ends.
+    """The computed-token size of each next chunk: ``first_tokens``, then ``growth`` times more, up to a pass.
+
+    A chunk is the longest run of sequences whose computed tokens stay within the wanted size (at least one
+    sequence), so a full-size chunk is exactly one pass.
 
     >>> s = ChunkSizer(target_tokens=1000, first_tokens=250, growth=2.0)
-    >>> s.next_end([100] * 40, 0)      # 250 tokens x 4 chars/token = 1000 chars = 10 items
-    10
-    >>> s.observe(chars=1000, tokens=500)  # 2 chars a token in fact: the next 500-token chunk is 1000 chars
-    >>> s.next_end([100] * 40, 10)
-    20
+    >>> counts = [0, 100, 200, 300, 400]       # computed tokens of the first 0, 1, 2, 3, 4 sequences
+    >>> s.cut(lambda k: counts[k] <= s.want, 0, 4)   # 200 <= 250 < 300: the chunk is the first 2 sequences
+    2
+    >>> s.want, s.cut(lambda k: counts[k] <= s.want, 0, 4)  # the next chunk wants 500: all 4 may still grow
+    (500, None)
     """
 
-    def __init__(self, target_tokens: int, first_tokens: int | None = None, growth: float = 2.0,
-                 fill: float = 0.9) -> None:
-        if target_tokens < 1 or growth < 1.0 or not 0 < fill <= 1:
-            raise ValueError("target_tokens >= 1, growth >= 1 and 0 < fill <= 1 are required")
-        self.target = max(int(target_tokens * fill), 1)  # a little under the budget: no remnant passes
-        self.want = min(first_tokens or max(self.target // 8, 256), self.target)
+    def __init__(self, target_tokens: int, first_tokens: int | None = None, growth: float = 2.0) -> None:
+        if target_tokens < 1 or growth < 1.0:
+            raise ValueError("target_tokens >= 1 and growth >= 1 are required")
+        self.target = int(target_tokens)
+        self.want = min(first_tokens or self.target, self.target)
+        # 2: from a 1/8-pass first chunk the full pass size comes at the fourth chunk, and the host tokenizes
+        # each chunk while the GPU runs the previous, half-size one (the ramp measured in BENCHMARKS.md, run 4a)
         self.growth = growth
-        self.chars = 0
-        self.tokens = 0
 
-    @property
-    def chars_per_token(self) -> float:
-        return self.chars / self.tokens if self.tokens else INITIAL_CHARS_PER_TOKEN
+    def cut(self, fits: Callable[[int], bool], lo: int, hi: int) -> int | None:
+        """Where the chunk ends among ``hi`` encoded sequences, or None while they may still grow it.
 
-    def observe(self, chars: int, tokens: int) -> None:
-        """Record what a chunk of ``chars`` characters cost in computed tokens."""
-        self.chars += chars
-        self.tokens += tokens
-
-    def next_end(self, sizes: Sequence[int], start: int) -> int:
-        """End (exclusive) of the chunk that starts at ``start``; at least one item, then grow the next."""
-        limit = self.want * self.chars_per_token
-        end, total = start + 1, sizes[start]
-        while end < len(sizes) and total + sizes[end] <= limit:
-            total += sizes[end]
-            end += 1
+        ``fits(k)``: whether the first ``k`` sequences' computed tokens are within ``want``; ``fits(lo)`` is
+        known. The chunk is complete once ``fits(hi)`` is false: it takes the first ``k`` with ``fits(k)`` and
+        not ``fits(k + 1)`` (or ``k = 1``), and the next chunk's size grows.
+        """
+        if hi <= lo or fits(hi):
+            return None
+        while hi - lo > 1:  # bisection: fits(lo), not fits(hi)
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
         self.want = min(int(self.want * self.growth), self.target)
-        return end
+        return max(lo, 1)
 
 
 def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], list], *,
@@ -74,10 +68,10 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
     """``engine.last_hidden(encode(items))``, but on a GPU the tokenizing of each chunk of ``items``
     overlaps the forward passes of the chunks before it.
 
-    ``engine.submit(seqs)`` returns a pending result with ``computed_tokens`` and ``result()``
-    (:class:`~qrank.engine.fast.Pending`). ``overlap``: None chunks on CUDA only (a CPU gains nothing: the
-    host *is* the device); engines without ``submit`` (the reference path) and single items always take
-    everything at once.
+    ``engine.submit(seqs)`` returns a pending result whose ``result()`` waits
+    (:class:`~qrank.engine.fast.Pending`) and ``engine.computed_tokens(seqs)`` counts a chunk. ``overlap``:
+    None chunks on CUDA only (a CPU gains nothing: the host *is* the device); engines without ``submit``
+    (the reference path) and single items always take everything at once.
 
     >>> import torch
     >>> class Echo:  # an engine whose "hidden state" is the sequence length
@@ -88,20 +82,27 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
     import torch
 
     submit = getattr(engine, "submit", None)
-    device = getattr(engine, "device", None)
     if overlap is None:
-        overlap = getattr(device, "type", "cpu") == "cuda"
+        overlap = getattr(getattr(engine, "device", None), "type", "cpu") == "cuda"
     if submit is None or not overlap or len(items) < 2:
         return engine.last_hidden(encode(items))
     first = first_tokens or getattr(engine, "first_chunk_tokens", None)
     sizer = ChunkSizer(chunk_tokens or engine.max_batch_tokens, first)
-    sizes = [item_chars(x) for x in items]
-    pending, start = [], 0
+    pending, chunk, raw, start, slab = [], [], [0], 0, FIRST_SLAB_ITEMS
+
+    def fits(k: int) -> bool:  # within the wanted size: exact, and counted only where the plain lengths exceed it
+        return raw[k] <= sizer.want or engine.computed_tokens(chunk[:k]) <= sizer.want
+
     while start < len(items):
-        end = sizer.next_end(sizes, start)
-        seqs = encode(items[start:end])
-        p = submit(seqs)  # returns at once: the GPU works while the next chunk encodes
-        sizer.observe(sum(sizes[start:end]), max(p.computed_tokens, 1))
-        pending.append(p)
-        start = end
+        known = len(chunk)  # the sequences carried over do not fill a chunk yet
+        chunk += encode(items[start : start + slab])
+        raw = list(accumulate((len(s) for s in chunk), initial=0))  # tokens without sharing: an upper bound
+        start += slab
+        while (k := sizer.cut(fits, known, len(chunk))) is not None:
+            pending.append(submit(chunk[:k]))  # returns at once: the GPU works while the next items encode
+            slab = max(slab, k)
+            chunk, known = chunk[k:], 0
+            raw = [n - raw[k] for n in raw[k:]]
+    if chunk:
+        pending.append(submit(chunk))
     return torch.cat([p.result() for p in pending])

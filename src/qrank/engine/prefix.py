@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# below this many tokens a shared prefix is not worth an extra attention row
+# below this many tokens a shared prefix is not worth an extra attention row: the row costs a kernel tile and its
+# bookkeeping whatever its length, and short accidental overlaps (texts that start with the same word) would only
+# fragment passes; Qwen3 templates share 30+ tokens, so any value from 2 to ~30 groups real requests the same
 MIN_PREFIX = 8
-# deeper nesting than this (sequences that are prefixes of prefixes of…) is kept as one group
+# deeper nesting than this (sequences that are prefixes of prefixes of…) is kept as one group: it bounds the
+# recursion of _split (Python's limit is 1000) on adversarial inputs; real requests nest 2-3 deep
+# (template, instruction, query)
 _MAX_DEPTH = 64
 
 
@@ -39,10 +43,25 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     2
     >>> common_prefix_len([1, 2], [1, 2, 3])
     2
+    >>> common_prefix_len((1, 2, 3), (1, 5))
+    1
     """
     m = min(len(a), len(b))
     if m == 0:
         return 0
+    if isinstance(a, list) and isinstance(b, list):
+        # token lists (what tokenizers give): compare halving slices in C, ~10x faster than numpy on
+        # request-sized lists; the pipelined path counts chunks with this several times per request
+        if a[:m] == b[:m]:
+            return m
+        lo, hi = 0, m  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if a[lo:mid] == b[lo:mid]:
+                lo = mid
+            else:
+                hi = mid
+        return lo
     x = np.asarray(a[:m])
     y = np.asarray(b[:m])
     diff = np.flatnonzero(x != y)

@@ -39,15 +39,13 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
-def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int, head_dim: int):
+def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
+                head_dim: int):
     """Input norm, q/k/v projections, per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim)."""
     import torch.nn.functional as F
 
     h = rms_norm(x, ln, eps)
-    if wk is None:  # q, k and v projections stacked in ``wq`` (one matrix product)
-        q, k, v = F.linear(h, wq, bq).split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
-    else:
-        q, k, v = F.linear(h, wq, bq), F.linear(h, wk, bk), F.linear(h, wv, bv)
+    q, k, v = F.linear(h, wq, bq), F.linear(h, wk, bk), F.linear(h, wv, bv)
     q = q.reshape(-1, heads, head_dim)
     k = k.reshape(-1, kv_heads, head_dim)
     v = v.reshape(-1, kv_heads, head_dim)
@@ -60,19 +58,12 @@ def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: fl
 
 
 def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float):
-    """Output projection + residual, post-attention norm, SiLU-gated MLP + residual.
-
-    With ``w_up`` None, ``w_gate`` is the gate and up projections stacked (one matrix product).
-    """
+    """Output projection + residual, post-attention norm, SiLU-gated MLP + residual."""
     import torch.nn.functional as F
 
     x = x + F.linear(a, wo, bo)
     h = rms_norm(x, ln, eps)
-    if w_up is None:
-        gate, up = F.linear(h, w_gate).chunk(2, dim=-1)
-    else:
-        gate, up = F.linear(h, w_gate), F.linear(h, w_up)
-    return x + F.linear(F.silu(gate) * up, w_down)
+    return x + F.linear(F.silu(F.linear(h, w_gate)) * F.linear(h, w_up), w_down)
 
 
 @dataclass
@@ -100,14 +91,15 @@ class Qwen3Stack:
     >>> # stack = Qwen3Stack(model.model); stack.forward(ids, positions, attend, last_index)
     """
 
-    def __init__(self, body, *, fuse_projections: bool = False) -> None:
+    def __init__(self, body) -> None:
         cfg = getattr(body, "config", None)
         layers = getattr(body, "layers", None)
         if cfg is None or layers is None or not hasattr(body, "embed_tokens") or not hasattr(body, "rotary_emb"):
             raise UnsupportedModel(f"the fast engine needs a Qwen3-style decoder body, got {type(body).__name__}")
         layer_types = getattr(cfg, "layer_types", None) or []
         if getattr(cfg, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
-            raise UnsupportedModel("the fast engine does not implement sliding-window attention; use engine='reference'")
+            raise UnsupportedModel(
+                "the fast engine does not implement sliding-window attention; use engine='reference'")
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise UnsupportedModel(f"the fast engine implements SiLU MLPs only, not {cfg.hidden_act!r}")
         self.body = body
@@ -121,32 +113,14 @@ class Qwen3Stack:
         self.rotary = body.rotary_emb
         self.norm = body.norm.weight
         self.layers = [self._layer(layer) for layer in layers[: cfg.num_hidden_layers]]
-        if fuse_projections:
-            self.layers = [self._fused(w) for w in self.layers]
 
     @property
     def flops_per_token(self) -> float:
         """Matrix-product FLOPs one token costs (2 x the layers' weight parameters; attention not counted)."""
         total = 0
         for w in self.layers:
-            for name in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"):  # fused copies sit in wq / w_gate
-                t = getattr(w, name, None)
-                total += t.numel() if t is not None else 0
+            total += sum(getattr(w, name).numel() for name in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"))
         return 2.0 * total
-
-    @staticmethod
-    def _fused(w: LayerWeights) -> LayerWeights:
-        """Stacked copies of q/k/v and gate/up (fewer, larger matrix products; costs their memory once more)."""
-        import torch
-
-        with torch.no_grad():
-            qkv = torch.cat([w.wq, w.wk, w.wv])
-            bias = torch.cat([w.bq, w.bk, w.bv]) if w.bq is not None else None
-            gate_up = torch.cat([w.w_gate, w.w_up])
-        return LayerWeights(
-            ln1=w.ln1, wq=qkv, wk=None, wv=None, bq=bias, bk=None, bv=None, q_norm=w.q_norm, k_norm=w.k_norm,
-            wo=w.wo, bo=w.bo, ln2=w.ln2, w_gate=gate_up, w_up=None, w_down=w.w_down,
-        )
 
     @staticmethod
     def _layer(layer) -> LayerWeights:

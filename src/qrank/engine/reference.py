@@ -21,7 +21,8 @@ class ReferenceEngine:
 
     name = "reference"
 
-    def __init__(self, body, *, pad_id: int, max_batch_tokens: int = 16384, max_batch_size: int = 256) -> None:
+    def __init__(self, body, *, pad_id: int, max_batch_tokens: int = 16384,
+                 max_batch_size: int = 256) -> None:  # defaults: EngineSettings'
         self.body = body
         self.pad_id = int(pad_id)
         self.max_batch_tokens = max_batch_tokens
@@ -30,6 +31,11 @@ class ReferenceEngine:
     @property
     def device(self):
         return next(self.body.parameters()).device
+
+    def describe(self) -> dict:
+        """What runs, as a plain dict (``ModelInfo.extra["engine"]``); nothing here is decided at run time."""
+        return {"engine": self.name, "max_batch_tokens": self.max_batch_tokens, "max_batch_size": self.max_batch_size,
+                "device": str(self.device)}
 
     def last_hidden(self, sequences: Sequence[Sequence[int]]):
         """float32 tensor (len(sequences), hidden) on the CPU, in the caller's order."""

@@ -17,33 +17,26 @@ import numpy as np
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)): the kernel uses the cheaper exp2
 
 
 @triton.jit
 def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, stride_vt, stride_vh, qk_scale,
-                  key_end, offs_d, CAUSAL: tl.constexpr, BOUNDED: tl.constexpr, K_ROWS: tl.constexpr):
+                  key_end, offs_d, CAUSAL: tl.constexpr, BOUNDED: tl.constexpr):
     """Online-softmax update of one tile with the key block ``kt`` (packed key indices).
 
-    ``K_ROWS``: load the key block as (keys, D) and transpose it in registers, else load it as (D, keys).
+    The key block is loaded as (D, keys), ready for ``q @ k`` (measured no slower than loading rows and
+    transposing them: bench/logs/attn_run3_h200).
     """
-    if K_ROWS:
-        kptr = K + kt[:, None] * stride_kt + kh * stride_kh + offs_d[None, :]
-    else:
-        kptr = K + kt[None, :] * stride_kt + kh * stride_kh + offs_d[:, None]
+    kptr = K + kt[None, :] * stride_kt + kh * stride_kh + offs_d[:, None]
     vptr = V + kt[:, None] * stride_vt + kh * stride_vh + offs_d[None, :]
     if BOUNDED:
         inside = kt < key_end
-        if K_ROWS:
-            k = tl.load(kptr, mask=inside[:, None], other=0.0)
-        else:
-            k = tl.load(kptr, mask=inside[None, :], other=0.0)
+        k = tl.load(kptr, mask=inside[None, :], other=0.0)
         v = tl.load(vptr, mask=inside[:, None], other=0.0)
     else:
         k = tl.load(kptr)
         v = tl.load(vptr)
-    if K_ROWS:
-        k = tl.trans(k)
     s = tl.dot(q, k) * qk_scale
     if CAUSAL:
         visible = (kt[None, :] <= tok[:, None]) & (kt[None, :] < key_end)
@@ -65,7 +58,7 @@ def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, str
 def _prefix_attention_kernel(
     Q, K, V, Out, Tiles, n_tiles, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_ot, stride_oh, qk_scale,
-    G: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, K_ROWS: tl.constexpr,
+    G: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kh = tl.program_id(1)
@@ -92,18 +85,18 @@ def _prefix_attention_kernel(
         p_full = p0 + (pl // BLOCK_N) * BLOCK_N
         for start in range(p0, p_full, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, p0 + pl, offs_d, False, False, K_ROWS)
+                                          stride_vt, stride_vh, qk_scale, p0 + pl, offs_d, False, False)
         if p_full < p0 + pl:
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, p_full + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, p0 + pl, offs_d, False, True, K_ROWS)
+                                          stride_vt, stride_vh, qk_scale, p0 + pl, offs_d, False, True)
         # the row's own keys: blocks wholly before the tile's first query need no mask
         o_full = k0 + ((q0 - k0 + 1) // BLOCK_N) * BLOCK_N
         for start in range(k0, o_full, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, q1, offs_d, False, False, K_ROWS)
+                                          stride_vt, stride_vh, qk_scale, q1, offs_d, False, False)
         for start in range(o_full, q1, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, q1, offs_d, True, True, K_ROWS)
+                                          stride_vt, stride_vh, qk_scale, q1, offs_d, True, True)
         out = acc / l_i[:, None]
         tl.store(Out + tok[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
                  out.to(Out.dtype.element_ty), mask=q_in[:, None])
@@ -135,7 +128,7 @@ def tile_table(q_start, q_len, p_start, p_len, block_t: int, size: int | None = 
 
 
 def prefix_attention(q, k, v, tiles, scale: float, *, block_t: int, block_n: int = 32, num_warps: int = 4,
-                     num_stages: int = 2, k_rows: bool = False):
+                     num_stages: int = 2):
     """Attention of packed rows over their prefix and own keys (see the module docstring).
 
     q (T, heads, D), k and v (T, kv_heads, D) with unit stride on D; ``tiles`` from :func:`tile_table`
@@ -158,7 +151,7 @@ def prefix_attention(q, k, v, tiles, scale: float, *, block_t: int, block_n: int
     _prefix_attention_kernel[(n_tiles, kv_heads)](
         q, k, v, out, tiles, n_tiles, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), float(scale) * LOG2E,
-        G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim, K_ROWS=bool(k_rows),
+        G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

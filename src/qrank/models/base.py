@@ -329,6 +329,8 @@ def text_tokenizer(tokenizer):
 
 
 def set_torch_threads(num_threads: int | None) -> None:
+    """``engine.num_threads``: torch's CPU threads (process-wide, so the last model loaded with a value sets
+    it); None leaves torch's default."""
     if num_threads:
         import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -67,6 +68,7 @@ class Qwen3Embedder:
         self.engine = make_engine(
             getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings
         )
+        self.info = replace(info, extra={**info.extra, "engine": self.engine.describe()})  # decided at load
 
     @classmethod
     def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -109,6 +110,7 @@ class Qwen3Reranker:
         self.engine = make_engine(
             model.base_model, pad_id=pad_id, device=info.device, settings=engine_settings
         )
+        self.info = replace(info, extra={**info.extra, "engine": self.engine.describe()})  # decided at load
 
     def _head_vector(self, model):
         """The one direction the score needs: w_yes - w_no, or the converted classifier's row."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
-from .base import ResolvedModel, resolve_model
+from .base import ResolvedModel, resolve_model, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def load_model(name: str, role: str, settings: ModelSettings | None = None, engi
         other = "Embedder" if kind.role == "embedder" else "Reranker"
         raise UnsupportedModel(f"{name} is a {kind.name} model ({kind.role}); load it with {other}")
     log.info("loading %s as %s", name, kind.name)
+    set_torch_threads((engine or EngineSettings()).num_threads)
     return kind.load(resolved, settings, engine)
 
 

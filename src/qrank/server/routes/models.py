@@ -33,6 +33,7 @@ async def list_models(request: Request) -> Response:
                     "device": info.device,
                     "revision": info.revision,
                     "score_activation": info.score_activation,
+                    "engine": info.extra.get("engine"),  # what the engine decided at load (None: no local engine)
                 },
             )
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from .common import ResponseModel
 
 
@@ -12,7 +14,9 @@ class ModelCard(ResponseModel):
     owned_by: str = "qrank"
     root: str
     max_model_len: int
-    qrank: dict
+    qrank: dict = Field(description="role, kind, dim, supports_dims, dtype, device, revision, and engine: the "
+                        "choices the model's engine resolved at load (attention, compile, cuda_graphs, "
+                        "first_chunk_tokens, fallbacks…), or null for a backend without one")
 
 
 class ModelList(ResponseModel):
