@@ -102,3 +102,18 @@ def test_bad_bounds_name_the_field(beir, tools, tmp_path):
         make_long(beir[0], tmp_path, embedder=tools[0], tokenizer=tools[1], min_tokens=500, max_tokens=100)
     with pytest.raises(InvalidInput, match="max_tokens"):  # a relevant abstract alone does not fit
         make_long(beir[0], tmp_path, embedder=tools[0], tokenizer=tools[1], min_tokens=5, max_tokens=10)
+
+
+def test_module_command_writes_a_dataset(beir, minilm_dir, ce_dir, tmp_path, monkeypatch, capsys):
+    from qrank.eval.longdocs import main
+
+    monkeypatch.setenv("QRANK_HOME", str(tmp_path / "home"))
+    assert main(["--dataset", str(beir[0]), "--out", str(tmp_path / "out"), "--claims", "1", "--seed", "3",
+                 "--min-tokens", str(MIN), "--max-tokens", str(MAX), "--distractors", "1",
+                 "--embedder", str(minilm_dir), "--tokenizer", str(ce_dir)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert printed["claims"] == manifest["counts"]["claims"] == 1
+    assert manifest["parameters"]["seed"] == 3 and set(manifest["sources"]) == {"corpus.jsonl", "queries.jsonl",
+                                                                                 "qrels/test.tsv"}
+    assert len(load_dataset(tmp_path / "out").queries) == 1
