@@ -18,9 +18,10 @@ part index, characters, first token) and ``manifest.json`` (parameters, source S
 
 Why 40 claims by default: an evaluation with chunking reranks each claim's top 10 composites; a composite of
 5,000 tokens on average is ~12 windows of 512 tokens (~480 document tokens beside the claim, some overlap), so
-40 claims × 10 × 12 ≈ 4,800 cross-encoder pairs of 512 tokens; at ≈0.15 s a pair for the 6-layer MiniLM
-cross-encoder on 2 CPU cores (≈13 GFLOP each) that is ≈12 minutes. Truncating instead scores 40 × 10 = 400
-pairs. With ~1.1 relevant abstracts per claim and 4 distractor composites that is ~205 composites (~1M tokens).
+40 claims × 10 × 12 ≈ 4,800 cross-encoder pairs of 512 tokens. The 6-layer MiniLM cross-encoder takes
+≈0.1–0.15 s a 512-token pair on 2 CPU cores (≈13 GFLOP; docs/eval.md: 6 s for 100 pairs of ~350 tokens), so
+≈8–12 minutes; truncating scores 40 × 10 = 400 pairs. With ~1.1 relevant abstracts per claim and 4
+distractor composites per claim that is ~205 composites of 5,000 tokens on average (~1M tokens).
 
 >>> text, spans = assemble(["Title one. Text one.", "Title two. Text two."])
 >>> text[spans[1][0]:spans[1][1]]
