@@ -35,9 +35,23 @@ from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
-# the load-time check pass: two sequences sharing a 16-token prefix (a prefix row and two member rows, as
-# in a reranker request), token ids any vocabulary has
-_CHECK_SEQUENCES = ([1] * 16 + [2, 3], [1] * 16 + [4])
+# the load-time check pass is shaped like a real first chunk: a shared prefix and member rows (as in a
+# reranker request), token ids any vocabulary has. Its size matters: torch.compile takes the first pass's
+# sizes as the hints its element-wise kernels are tuned for, and an 18-token check pass made the 0.6B
+# rerank-1x100 workload 11% slower (bench/logs/r100_ab_h200)
+_CHECK_PREFIX, _CHECK_MEMBER = 64, 192
+
+
+def _check_sequences(tokens: int) -> tuple[list[list[int]], list[tuple[int, list[int]]]]:
+    """Sequences and their one-group pass plan for a check pass of about ``tokens`` computed tokens.
+
+    >>> seqs, plan = _check_sequences(2048)
+    >>> len(seqs), plan[0][0], sum(len(s) for s in seqs) - (len(seqs) - 1) * _CHECK_PREFIX
+    (10, 64, 1984)
+    """
+    members = max(2, (tokens - _CHECK_PREFIX) // _CHECK_MEMBER)
+    seqs = [[1] * _CHECK_PREFIX + [2 + (i % 7)] * _CHECK_MEMBER for i in range(members)]
+    return seqs, [(_CHECK_PREFIX, list(range(members)))]
 
 
 @functools.cache
@@ -117,22 +131,28 @@ class FastEngine:
         log.log(logging.WARNING if self.config.fallbacks else logging.INFO, "fast engine: %s", self.config.summary())
 
     def _check_at_load(self, config: EngineConfig) -> EngineConfig:
-        """Run one pass with compilation and graphs as configured; turn off what fails (the last fallbacks)."""
+        """Run one pass with compilation and graphs as configured; turn off what fails (the last fallbacks).
+
+        The check takes the path later passes take: with graphs on, the compiled code runs inside a captured
+        graph only, so the eager path is never compiled (compiling it too left dynamo a second specialisation
+        and made the 0.6B rerank-1x100 workload 11-17% slower on an H200: bench/logs/r100_ab_h200).
+        """
         self.config = config  # the check pass runs with what is asked for
         self._segments = compiled_segments() if config.compile else None
-        self._graphs = None
+        self._graphs = GraphRunner(self.stack, self._segments, attention=config.attention) if config.cuda_graphs else None
         if config.compile:
             try:
-                self._check_pass(graphs=False)
+                self._check_pass(graphs=self._graphs is not None)
             except _compile_errors() as exc:  # inductor/triton missing or failing here
                 why = f"{type(exc).__name__}: {str(exc)[:200]}"
                 self.config = config = dataclasses.replace(
                     config, compile=False, fallbacks=(*config.fallbacks, f"compile: on -> off ({why})"))
                 self._segments = None
-        if config.cuda_graphs:
-            self._graphs = GraphRunner(self.stack, self._segments, attention=config.attention)
+                if self._graphs is not None:
+                    self._graphs = GraphRunner(self.stack, None, attention=config.attention)
+        if self._graphs is not None:
             try:
-                self._check_pass(graphs=True)
+                self._check_pass(graphs=True)  # a replay if the compile check captured it already
             except GraphCaptureError as exc:
                 config = dataclasses.replace(config, cuda_graphs=False,
                                              fallbacks=(*config.fallbacks, f"cuda_graphs: on -> off ({exc})"))
@@ -142,7 +162,8 @@ class FastEngine:
     def _check_pass(self, graphs: bool) -> None:
         import torch
 
-        layout = build_layout(_CHECK_SEQUENCES, [(16, [0, 1])])
+        seqs, plan = _check_sequences(min(self.config.first_chunk_tokens, self.config.max_batch_tokens))
+        layout = build_layout(seqs, plan)
         with torch.inference_mode():
             out = self._graphs.run(layout) if graphs else self._eager(layout)
             out.float().cpu()  # waits: an asynchronous failure shows here, at load

@@ -1,0 +1,44 @@
+"""Where does the 0.6B rerank-1x100 time go? Same process, interleaved rounds (a diagnostic, not a benchmark).
+
+Systems: ``default`` (score_pairs as shipped), ``chars-chunks`` (the 59aea02 chunking, which sized chunks
+from a characters-per-token estimate; kept in bench/old_pipelining.py for this comparison only),
+``all-first`` (tokenize everything, then one engine call), ``encode-only`` (host tokenizing alone).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import torch
+
+import gpu_bench as gb
+import gpu_systems as gs
+import old_pipelining
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+size = sys.argv[1] if len(sys.argv) > 1 else "0.6b"
+model, cfg = gs.build_model("reranker", size, "cuda")
+tok = gs.tokenizer_for("reranker")
+queries = gs.queries_for(tok, 1, seed=1)
+docs = gs.documents(tok, 100, seed=10)
+one = [(queries[0], d) for d in docs]
+qr = gb.qrank_reranker(model, tok)
+
+
+def old():
+    hidden = old_pipelining.pipelined_last_hidden(qr.engine, one, lambda chunk: qr.encode(chunk))
+    return torch.sigmoid(hidden @ qr.head)
+
+
+def all_first():
+    return torch.sigmoid(qr.engine.last_hidden(qr.encode(one)) @ qr.head)
+
+
+systems = {"default": lambda: qr.score_pairs(one), "chars-chunks": old, "all-first": all_first,
+           "encode-only": lambda: qr.encode(one)}
+for name, (s, mem, ts) in gb.timed_rounds(systems, 9).items():
+    print(f"{size} {name}: median {s * 1000:.2f} ms  runs {[round(t * 1000, 1) for t in ts]}")
+notes: list[str] = []
+gb.profile(f"Qwen3-Reranker-{size}", qr, one, notes)
+print("\n".join(notes))
