@@ -61,6 +61,9 @@ def configure_logging(verbosity: int) -> None:
     """Log to stderr; ``-v`` for info, ``-vv`` for debug. Only entry points call this."""
     level = logging.WARNING - 10 * min(verbosity, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # progress lines (qrank.progress: only written when stderr is not a terminal) show at every verbosity, so
+    # that a piped or logged run is never silent for minutes
+    logging.getLogger("qrank.progress").setLevel(logging.INFO)
     if verbosity < 1:
         try:
             from transformers.utils import logging as hf_logging
