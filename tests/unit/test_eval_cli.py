@@ -122,3 +122,26 @@ def test_help_says_the_cost_and_the_defaults(capsys):
         main(["eval", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "default: 20" in text and "up to --depth" in text and "about an hour on 2 cores" in text
+
+
+def test_default_report_lives_under_home_and_the_ui_finds_it(tmp_path, capsys):
+    """Issue 16.13: no --out writes a new <home>/reports/<dataset>-<time>, the folder the evaluation tab reads."""
+    from qrank.settings import Settings
+    from qrank.ui import handlers
+    from qrank.ui.layout import report_dir_of
+
+    data = tiny_dataset(tmp_path / "data")
+    for _ in range(2):  # two runs: two folders, nothing overwritten
+        assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "2", "--k", "1"], tmp_path) == 0
+    printed = capsys.readouterr().out
+    reports = sorted((tmp_path / "home" / "reports").iterdir())
+    assert len(reports) == 2 and all(p.name.startswith("data-") for p in reports)
+    assert "report:" in printed
+    root = report_dir_of(Settings(home=tmp_path / "home"))
+    assert root == tmp_path / "home" / "reports"
+    view = handlers.evaluation(root)
+    assert view.error is None and view.selected == str(reports[-1])  # the newest first
+    assert sorted(view.choices) == [str(p) for p in reports]
+    # an explicit path (qrank ui --report-dir) may name one report folder itself
+    one = handlers.evaluation(reports[0])
+    assert one.selected == str(reports[0])

@@ -90,7 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="student",
         help="paired significance test: student (t-test) or fisher (randomization) (default: student)",
     )
-    p.add_argument("--out", "-o", type=Path, default=None, help="report folder (default: <home>/eval/<dataset>)")
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=None,
+        help="report folder (default: a new <home>/reports/<dataset>-<time>, where `qrank ui` finds it)",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="stage cache (default: <home>/cache/eval)")
     p.add_argument("--no-cache", action="store_true", help="recompute every stage (and do not save them)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -121,7 +127,7 @@ def parse_sweep(text: str) -> list[int]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval.data import load_dataset, subset
-    from ..eval.report import write_report
+    from ..eval.report import new_report_dir, write_report
     from ..eval.runner import EvalConfig, Evaluation
 
     settings = settings_from_args(args)
@@ -144,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, split=args.split)
     if args.max_queries is not None or args.max_docs is not None:
         dataset = subset(dataset, max_queries=args.max_queries, max_docs=args.max_docs, seed=args.seed)
-    out = args.out or settings.home / "eval" / dataset.name
+    out = args.out or new_report_dir(settings.home, dataset.name)
     if out.exists() and not out.is_dir():
         raise InvalidInput("out", f"{out} exists and is not a folder")
     evaluation = Evaluation(

@@ -204,7 +204,8 @@ def evaluation(root: str | Path | None, selected: str | None = None) -> EvalView
         found = [str(p) for p in find_reports(Path(root) if root else None)]
         if not found:
             where = f"under `{root}`" if root else "(no report folder configured)"
-            return EvalView(message=f"No evaluation report {where} yet. Run `qrank eval ... --out {root or 'DIR'}/NAME` "
+            return EvalView(message=f"No evaluation report {where} yet. Run `qrank eval --dataset ...` (it writes under "
+                            "QRANK_HOME/reports, where this tab looks; `qrank ui --report-dir DIR` looks elsewhere) "
                             "and press *Refresh*.")
         chosen = selected if selected in found else found[0]
         try:

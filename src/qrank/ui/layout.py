@@ -154,7 +154,7 @@ def _agreement_markdown(view) -> str:
 def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"):
     """The ``gr.Blocks`` of the whole page, calling ``backend`` for every answer.
 
-    >>> blocks = build_ui(backend, report_dir=Settings().home / "eval")   # doctest: +SKIP
+    >>> blocks = build_ui(backend, report_dir=Settings().home / "reports")   # doctest: +SKIP
     """
     gr = _gradio()
     b = Bindings(backend, report_dir=Path(report_dir).expanduser() if report_dir else None, max_documents=max_documents)
@@ -299,8 +299,11 @@ def mount_ui(
 
 
 def report_dir_of(settings: Settings) -> Path:
-    """Where the evaluation tab looks: ``settings.ui.report_dir`` or ``<home>/eval``."""
-    return Path(settings.ui.report_dir or settings.home / "eval").expanduser()
+    """Where the evaluation tab looks: ``settings.ui.report_dir`` (a root or one report folder) or
+    ``<home>/reports``, where ``qrank eval`` writes by default."""
+    from ..eval.report import reports_root
+
+    return Path(settings.ui.report_dir).expanduser() if settings.ui.report_dir else reports_root(settings.home)
 
 
 def _allowed_paths(settings: Settings) -> list[str]:
