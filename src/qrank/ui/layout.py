@@ -77,9 +77,10 @@ class Bindings:
             _agreement_markdown(view),
         )
 
-    def search(self, collection, query, k, candidates, hybrid, reranker, embedder):
+    def search(self, collection, query, k, candidates, hybrid, reranker, embedder, progress=None):
+        say = None if progress is None else (lambda text: progress(None, desc=text))  # gr.Progress: text, no bar
         view = handlers.search(self.backend, collection=collection, query=query, k=k, candidates=candidates, hybrid=hybrid,
-                               reranker=reranker, embedder=embedder)
+                               reranker=reranker, embedder=embedder, progress=say)
         if view.error:
             box = render.error_box(view.error)
             return box, "", ""
@@ -203,8 +204,13 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
             with gr.Row(equal_height=False):
                 s_cols = [gr.HTML(elem_id=f"s-col-{i}", js_on_load=None) for i in range(3)]
             s_inputs = [s_coll, s_query, s_k, s_cand, s_hybrid, s_rr, s_em]
-            s_run.click(b.search, s_inputs, s_cols)
-            s_query.submit(b.search, s_inputs, s_cols)
+            def search_with_progress(coll, query, k, cand, hybrid, rr, em, progress=gr.Progress()):  # noqa: B008
+                # Gradio hands a progress tracker to a parameter defaulting to gr.Progress(): its text replaces
+                # the bare "processing" while the first search opens the collection and loads models
+                return b.search(coll, query, k, cand, hybrid, rr, em, progress=progress)
+
+            s_run.click(search_with_progress, s_inputs, s_cols)
+            s_query.submit(search_with_progress, s_inputs, s_cols)
             s_refresh.click(b.collections, None, [s_coll, s_note])
 
         with gr.Tab("Compare models", id="compare"):
