@@ -56,7 +56,9 @@ def progress_line(d: dict[str, Any]) -> str:
     """
     n, total, elapsed = d["n"], d.get("total"), float(d.get("elapsed") or 0.0)
     unit = (d.get("unit") or "it") + "s"
-    rate = d.get("rate") or (n / elapsed if elapsed > 0 else None)
+    # the average since the start: lines are far apart and work comes in bursts (a window committed at a
+    # time), so tqdm's smoothed recent rate swings the ETA by 2x between lines
+    rate = n / elapsed if elapsed > 0 and n else d.get("rate")
     parts = [f"{n}/{total} {unit} ({100 * n / total:.0f}%)" if total else f"{n} {unit}"]
     if rate:
         parts.append(f"{rate:.1f} {unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{unit[:-1]}")
