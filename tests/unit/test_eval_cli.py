@@ -121,7 +121,7 @@ def test_help_says_the_cost_and_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "default: 20" in text and "up to --depth" in text and "about an hour on 2 cores" in text
+    assert "default: 20" in text and "up to --depth" in text and "over half an hour on 2 cores" in text
 
 
 def test_default_report_lives_under_home_and_the_ui_finds_it(tmp_path, capsys):
