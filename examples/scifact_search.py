@@ -15,7 +15,6 @@ SciFact flatters it: on a new corpus expect a smaller gain.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--candidates", type=int, default=100)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     from rich.console import Console
 
+    from qrank.cli.common import configure_logging
     from qrank.cli.tables import hits_table
+
+    configure_logging(0)  # as the qrank command does: warnings only, no model-loading bars
     from qrank.pipeline import Pipeline
 
     claim, relevant = judged_claim(args.dataset, args.claim)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         hits, was = search_judged(p, claim, k=args.k, candidates=args.candidates)
     marks = relevance_marks([h.id for h in hits], relevant)
     console = Console()
-    console.print(hits_table(hits, title=f"SciFact claim {args.claim}: {claim}", marks=marks, was=was))
+    console.print(hits_table(hits, title=f"SciFact claim {args.claim}: {claim}", marks=marks, was=was, clip=90))
     found = [f"{d} (rank {[h.id for h in hits].index(d) + 1}, dense rank {was.get(d, '>' + str(args.candidates))})"
              for d in sorted(relevant) if d in {h.id for h in hits}]
     console.print(

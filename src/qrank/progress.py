@@ -42,7 +42,11 @@ class LogProgress(tqdm):
     """A tqdm bar that reports through ``logging`` (one line per ``mininterval`` seconds) instead of drawing."""
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        log.info("%s", progress_line(self.format_dict))
+        line = progress_line(self.format_dict)
+        # close() displays once more: a finished bar whose last update was just logged says "done" once
+        if not (self.total and self.n >= self.total and getattr(self, "_logged_n", None) == self.n):
+            log.info("%s", line)
+        self._logged_n = self.n
         return True
 
 

@@ -84,3 +84,14 @@ def test_duration(seconds, text):
     from qrank.progress import _duration
 
     assert _duration(seconds) == text
+
+
+def test_a_finished_bar_says_done_once(caplog):
+    with (
+        caplog.at_level(logging.INFO, logger="qrank.progress"),
+        progress(total=3, desc="x", unit="doc", stream=io.StringIO(), log_interval=0) as bar,
+    ):
+        for _ in range(3):
+            bar.update(1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "qrank.progress"]
+    assert [line for line in lines if line.endswith("done")] == [lines[-1]] and lines[-1].startswith("x: 3/3 docs")
