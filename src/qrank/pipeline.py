@@ -229,8 +229,8 @@ class Pipeline:
         Documents are strings (with ``ids`` or content-hash ids), ``{"id", "text", "title"?, "metadata"?}``
         mappings or :class:`~qrank.index.documents.Document`. A document whose id exists replaces it; an
         unchanged one costs nothing. Work runs in token-budget batches, each committed when done, so an
-        interrupted add keeps every finished batch and a repeat redoes only the rest. ``progress`` shows a
-        bar (default: when stderr is a terminal).
+        interrupted add keeps every finished batch and a repeat redoes only the rest. ``progress``: a bar
+        on a terminal, a log line every 30 s otherwise (:func:`qrank.progress.progress`); False for none.
 
         >>> p.add([{"id": "a", "text": "…", "metadata": {"lang": "en"}}])  # doctest: +SKIP
         {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1, 'count': 1}
@@ -239,7 +239,7 @@ class Pipeline:
             return self._add_locked(documents, ids=ids, metadata=metadata, progress=progress)
 
     def _add_locked(self, documents, *, ids, metadata, progress) -> dict[str, int]:
-        from tqdm.auto import tqdm
+        from .progress import progress as progress_bar
 
         docs = to_documents(documents, ids=ids, metadata=metadata)
         em = self.embedder
@@ -249,7 +249,7 @@ class Pipeline:
         report = {"documents": len(docs), "added": 0, "replaced": 0, "unchanged": 0, "passages": 0, "embedded": 0}
         embedded_before = em.embedded
         window = self.settings.index.ingest_window
-        with tqdm(total=len(docs), desc=f"indexing {self.name}", unit="doc", disable=None if progress is None else not progress) as bar:
+        with progress_bar(total=len(docs), desc=f"indexing {self.name}", unit="doc", enabled=progress) as bar:
             for start in range(0, len(docs), window):
                 part = docs[start : start + window]
                 known = store.hashes([d.id for d in part])

@@ -204,7 +204,7 @@ class UISettings(BaseModel):
     host: str = Field("127.0.0.1", description="address the UI binds; 0.0.0.0 exposes it to the network")
     port: int = Field(7860, ge=0, le=65535, description="TCP port of the UI (0 = any free port)")
     server_url: str | None = Field(None, description="call this qrank server instead of loading models in the UI process")
-    report_dir: Path | None = Field(None, description="where to look for `qrank eval` reports (None = <home>/eval)")
+    report_dir: Path | None = Field(None, description="where to look for `qrank eval` reports (None = <home>/reports)")
     max_documents: int = Field(1000, ge=1, le=100_000, description="documents per playground or compare request")
 
 

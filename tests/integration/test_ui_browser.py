@@ -77,7 +77,7 @@ def _scifact_docs(scifact_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, minilm_dir, scifact_dir) -> Path:
     """A qrank home with a small SciFact collection and one evaluation report, as ``qrank index`` and
-    ``qrank eval --out <home>/eval/<name>`` leave them."""
+    ``qrank eval`` leaves them by default (``<home>/reports/<name>``)."""
     pytest.importorskip("matplotlib", reason="the eval extra writes the report's plot")
     pytest.importorskip("faiss", reason="the index extra builds the collection")
     from qrank import Settings
@@ -91,9 +91,9 @@ def home(tmp_path_factory, minilm_dir, scifact_dir) -> Path:
         p.add(_scifact_docs(scifact_dir), progress=False)
     real = os.environ.get("QRANK_UI_REPORT_DIR")  # a real `qrank eval` output, for the documentation's screenshot
     if real:
-        shutil.copytree(real, home / "eval" / "scifact")
+        shutil.copytree(real, home / "reports" / "scifact")
     else:
-        write_report(_result(0.6451), home / "eval" / "scifact")
+        write_report(_result(0.6451), home / "reports" / "scifact")
     return home
 
 
@@ -265,7 +265,7 @@ def test_evaluation_tab_shows_the_latest_report(page, home, shots):
     page.wait_for_function("() => (document.querySelector('#e-table')?.innerText || '').includes('dense+rerank')",
                            timeout=30_000)
     text = page.locator("#e-table").inner_text()
-    metrics = json.loads((home / "eval" / "scifact" / "metrics.json").read_text())
+    metrics = json.loads((home / "reports" / "scifact" / "metrics.json").read_text())
     for system, vals in metrics.items():
         first_metric = next(v for v in vals.values() if isinstance(v, float))
         assert system in text and str(round(first_metric, 4)) in text

@@ -104,3 +104,44 @@ def test_help_lists_the_systems(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert "dense+rerank" in text and "queries.jsonl" in text
+
+
+def test_plan_is_printed_and_sweep_is_capped_at_depth(tmp_path, capsys):
+    """Issue 16.11: the cost is said before the work, and --depth 1 sweeps depth 1 only (no depth 200)."""
+    data = tiny_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "1", "--k", "1", "--out", str(out)], tmp_path) == 0
+    err = capsys.readouterr().err
+    assert "plan: embed 0 texts, rerank up to 0" in err or "nothing to embed or rerank" in err
+    config = json.loads((out / "run_config.json").read_text())["config"]
+    assert config["sweep"] == [1] and config["retrieve_depth"] == 1
+
+
+def test_help_says_the_cost_and_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: 20" in text and "up to --depth" in text and "over half an hour on 2 cores" in text
+
+
+def test_default_report_lives_under_home_and_the_ui_finds_it(tmp_path, capsys):
+    """Issue 16.13: no --out writes a new <home>/reports/<dataset>-<time>, the folder the evaluation tab reads."""
+    from qrank.settings import Settings
+    from qrank.ui import handlers
+    from qrank.ui.layout import report_dir_of
+
+    data = tiny_dataset(tmp_path / "data")
+    for _ in range(2):  # two runs: two folders, nothing overwritten
+        assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "2", "--k", "1"], tmp_path) == 0
+    printed = capsys.readouterr().out
+    reports = sorted((tmp_path / "home" / "reports").iterdir())
+    assert len(reports) == 2 and all(p.name.startswith("data-") for p in reports)
+    assert "report:" in printed
+    root = report_dir_of(Settings(home=tmp_path / "home"))
+    assert root == tmp_path / "home" / "reports"
+    view = handlers.evaluation(root)
+    assert view.error is None and view.selected == str(reports[-1])  # the newest first
+    assert sorted(view.choices) == [str(p) for p in reports]
+    # an explicit path (qrank ui --report-dir) may name one report folder itself
+    one = handlers.evaluation(reports[0])
+    assert one.selected == str(reports[0])

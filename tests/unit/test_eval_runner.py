@@ -245,3 +245,30 @@ def test_report_files_agree_with_the_result(settings, tmp_path):
         ("bm25", "dense+rerank"),
         ("dense", "dense+rerank"),
     }
+
+
+def test_default_sweep_stops_at_depth_unless_asked():
+    """Issue 16.11: ``--depth 10`` must not rerank to 200 behind the user's back."""
+    assert EvalConfig(systems=["bm25"], depth=10).sweep == [10]
+    assert EvalConfig(systems=["bm25"], depth=30).sweep == [10, 20, 30]
+    assert EvalConfig(systems=["bm25"], depth=30).retrieve_depth == 30
+    asked = EvalConfig(systems=["bm25"], depth=10, sweep=[10, 50])
+    assert asked.sweep == [10, 50] and asked.retrieve_depth == 50
+
+
+def test_plan_predicts_the_pairs_scored_and_then_nothing(settings):
+    """The cost printed before a run is the work the run does: pairs the reranker scores, texts embedded."""
+    ds = fake_dataset()
+    model, scorer = BowModel(), OverlapScorer()
+    cfg = {"systems": ["bm25", "dense", "dense+rerank"], "depth": 6, "k": 5, "sweep": [3, 6, 8], "sweep_queries": 2}
+    ev = evaluation(ds, settings, embed_model=model, scorer=scorer, latency_queries=3, **cfg)
+    plan = ev.plan()
+    assert model.calls == 0 and scorer.pairs == 0  # planning loads and runs no model
+    ev.run()
+    assert plan["pairs_timed"] + plan["pairs_untimed"] == scorer.pairs
+    # timed: 3 queries at depth 6, 2 queries at 3 and at 8; untimed: the rest of each list to depth 8
+    assert plan["pairs_timed"] == 3 * 6 + 2 * 3 + 2 * 8
+    assert plan["texts_to_embed"] == len(ds.doc_ids) + len(ds.queries) == model.texts
+    assert plan["cpu_seconds"] > 0
+    again = evaluation(ds, settings, latency_queries=3, **cfg).plan()
+    assert (again["texts_to_embed"], again["pairs_timed"], again["pairs_untimed"]) == (0, 0, 0)

@@ -9,7 +9,7 @@ import warnings
 
 from ..deprecation import QrankDeprecationWarning
 from ..errors import QrankError
-from .common import configure_logging, fail
+from .common import add_verbose_anywhere, configure_logging, fail
 
 # each module adds its verbs; adding a verb is one module and one line here
 COMMAND_MODULES = (
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    add_verbose_anywhere(parser)
     return parser
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    configure_logging(args.verbose)
+    configure_logging(args.verbose + getattr(args, "verbose_after", 0))
     # Python hides DeprecationWarning outside __main__; a user of a deprecated flag or env var must see it
     warnings.simplefilter("default", QrankDeprecationWarning)
     try:

@@ -24,7 +24,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: li
     for name, field in model.model_fields.items():
         if fields is not None and name not in fields:
             continue
-        flag = "--" + name.replace("_", "-")
+        # a section's on/off switch is named after the section: --cache/--no-cache, not --enabled/--no-enabled
+        flag = "--" + (section if name == "enabled" else name).replace("_", "-")
         help_text = f"{field.description or name} (default: {field.default})"
         ann = field.annotation
         origin_args = typing.get_args(ann)
@@ -57,10 +58,36 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
     return base.model_copy(update=update)
 
 
+def add_verbose_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v``/``--verbose`` after any verb too (``qrank search -v …``), counted into ``verbose_after``.
+
+    A verb that gives ``-v`` a meaning of its own keeps it.
+    """
+    seen: set[int] = set()
+
+    def walk(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:  # argparse keeps sub-parsers only here
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for child in action.choices.values():
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                if not {"-v", "--verbose"} & set(child._option_string_actions):
+                    child.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=argparse.SUPPRESS,
+                                       help="more logging (-v info, -vv debug)")
+                walk(child)
+
+    walk(parser)
+
+
 def configure_logging(verbosity: int) -> None:
     """Log to stderr; ``-v`` for info, ``-vv`` for debug. Only entry points call this."""
     level = logging.WARNING - 10 * min(verbosity, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # progress lines (qrank.progress: only written when stderr is not a terminal) show at every verbosity, so
+    # that a piped or logged run is never silent for minutes
+    logging.getLogger("qrank.progress").setLevel(logging.INFO)
     if verbosity < 1:
         try:
             from transformers.utils import logging as hf_logging

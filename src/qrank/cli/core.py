@@ -43,19 +43,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_embed)
 
     m = sub.add_parser("models", help="list models loadable locally", description="List model folders qrank can load "
-                       "(under QRANK_HOME/models, the Hugging Face cache, and any PATH given) with their kind.")
+                       "(under QRANK_HOME/models, the folders configured as the server's models "
+                       "(QRANK_SERVER__RERANKERS / __EMBEDDERS), the Hugging Face cache, and any PATH given) with their kind.")
     m.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="extra folders to search")
     m.add_argument("--json", action="store_true")
     m.add_argument("--verbose", "-v", action="store_true", help="load each model (offline, with the settings below) "
                    "and show what its engine decided: attention, compile, CUDA graphs, first chunk, fallbacks")
     add_settings_flags(m, "models", ["device", "dtype"])
     add_settings_flags(m, "engine", ["engine", "attention", "compile", "cuda_graphs", "max_batch_tokens"])
+    m.add_argument("--home", type=Path, default=None, help="qrank data folder (default: $QRANK_HOME or ~/.qrank)")
     m.set_defaults(func=cmd_models)
 
 
 def read_documents(path: str | None, inline: list[str]) -> list[str]:
     """Documents from a file (lines or JSONL 'text') plus inline ones; blank lines are skipped."""
     docs: list[str] = []
+    from_file = 0
     if path:
         if path == "-":
             raw = sys.stdin.read()
@@ -80,6 +83,10 @@ def read_documents(path: str | None, inline: list[str]) -> list[str]:
                 docs.append(((obj.get("title") or "") + " " + obj["text"]).strip())
             else:
                 docs.append(line)
+        from_file = len(docs)
+        if not from_file and not inline:
+            where = "standard input" if path == "-" else path
+            raise InvalidInput("documents", f"{where} is empty (no non-blank lines): put one document per line")
     docs.extend(inline)
     if not docs:
         raise InvalidInput("documents", "give documents with --documents FILE or as arguments")
@@ -129,9 +136,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models.registry import list_local_models
-    from ..settings import Settings
 
-    roots = [Settings().home / "models", *args.paths]
+    roots = model_roots(settings_from_args(args), args.paths)
     found = list_local_models(roots)
     found += _hub_cache_models()
     if args.verbose:
@@ -170,6 +176,18 @@ def _engine_text(engine: dict | None) -> str:
     if not engine:
         return "-"
     return " ".join(f"{k}={'; '.join(v) if isinstance(v, list) else v}" for k, v in engine.items() if v != [])
+
+
+def model_roots(settings, extra: list[Path] = ()) -> list[Path]:
+    """Where ``qrank models`` looks: ``<home>/models``, each local folder the settings name as a model
+    (``server.rerankers`` / ``server.embedders``), then ``extra``.
+
+    >>> from qrank.settings import Settings
+    >>> [p.as_posix() for p in model_roots(Settings(home="/h", server={"rerankers": ["/no/such/ce", "org/hub-id"]}))]
+    ['/h/models']
+    """
+    configured = [Path(s).expanduser() for s in (*settings.server.rerankers, *settings.server.embedders)]
+    return [settings.home / "models", *(p for p in configured if p.is_dir()), *extra]
 
 
 def _hub_cache_models() -> list[dict]:

@@ -290,27 +290,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no results")
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    from rich.markup import escape
+    from .tables import hits_table
 
     stage = ("hybrid" if args.hybrid else "dense") + (" → reranked" if reranked else "")
-    table = Table(title=escape(f"{args.collection}: {args.query}  ({stage})"), title_justify="left")
-    for col, just in (("rank", "right"), ("id", "left"), ("score", "right"), ("dense", "right")):
-        table.add_column(col, justify=just)
-    if reranked:
-        table.add_column("rerank", justify="right")
-    table.add_column("document", overflow="fold")
-    for h in hits:
-        text = ((h.title + " — ") if h.title else "") + (h.passage or h.text)
-        row = [str(h.rank), h.id, f"{h.score:.4f}", f"{h.dense_score:.4f}" if h.dense_score is not None else "-"]
-        if reranked:
-            row.append(f"{h.rerank_score:.4f}")
-        table.add_row(*map(escape, row), escape(_clip(text)))
-    Console().print(table)
+    Console().print(hits_table(hits, title=f"{args.collection}: {args.query}  ({stage})"))
     return 0
-
-
-def _clip(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import time
 from pathlib import Path
 
 from ..errors import require
@@ -32,6 +33,34 @@ COST_COLUMNS = [
     ("index_time_s", "index s"),
     ("peak_rss_mb", "peak RSS MB"),
 ]
+
+
+REPORTS_DIR = "reports"  # under QRANK_HOME: where `qrank eval` writes and `qrank ui` looks, by default
+
+
+def reports_root(home: Path) -> Path:
+    """The folder holding the reports of ``qrank eval`` runs that gave no ``--out``: ``<home>/reports``.
+
+    >>> reports_root(Path("/data/qrank")).as_posix()
+    '/data/qrank/reports'
+    """
+    return Path(home).expanduser() / REPORTS_DIR
+
+
+def new_report_dir(home: Path, dataset: str, when: float | None = None) -> Path:
+    """A fresh report folder ``<home>/reports/<dataset>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``… if taken), so
+    runs never overwrite each other and the newest sorts last.
+
+    >>> new_report_dir(Path("/nonexistent"), "scifact", when=0).name
+    'scifact-19700101-000000'
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if when is None else when))
+    base = reports_root(home) / f"{safe_name(dataset)}-{stamp}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def write_report(result: dict, out: Path) -> dict[str, str]:

@@ -4,7 +4,8 @@ Systems are ``bm25``, ``dense``, ``hybrid`` and any of them followed by ``+reran
 (``dense+rerank``, ``bm25+rerank``, ``hybrid+rerank``). Each first stage retrieves
 ``max(depth, largest sweep depth)`` candidates once; a reranked system reranks the first ``depth`` of
 them, and the sweep reuses those scores (scoring only the deeper candidates) to show where quality
-stops improving.
+stops improving. Unless a sweep is given, it stops at ``depth`` (:func:`default_sweep`): going deeper
+costs reranking work nobody asked for. :meth:`Evaluation.plan` says what a run will compute before it starts.
 
 A two-document collection, BM25 only (``qrank eval`` on SciFact is the same call with more systems):
 
@@ -26,7 +27,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..cache import cache_key
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 FIRST_STAGES = ("bm25", "dense", "hybrid")
 RERANK_SUFFIX = "+rerank"
 DEFAULT_SWEEP = (10, 20, 50, 100, 200)
+DEFAULT_DEPTH = 20  # 300 SciFact queries x 20 = 6,000 pairs: minutes on a laptop CPU (depth 100: ~30 min on 2 cores)
+# throughput of the shared MiniLM models on 2 CPU cores (../shared/README.md: 5,183 abstracts embedded in
+# 213 s; docs/eval-scifact: ~6 s to rerank 100 candidates), for the estimate printed before a run
+CPU_EMBED_TEXTS_PER_S = 24.0
+CPU_RERANK_PAIRS_PER_S = 17.0
 STAGE_VERSION = 1  # bump when a stage's output changes meaning, so old cache entries are not reused
 
 
@@ -65,6 +71,17 @@ def parse_systems(spec: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def default_sweep(depth: int) -> list[int]:
+    """The depths compared when none are asked for: the usual ones up to ``depth``, and ``depth`` itself.
+
+    >>> default_sweep(20)
+    [10, 20]
+    >>> default_sweep(75)
+    [10, 20, 50, 75]
+    """
+    return sorted({d for d in DEFAULT_SWEEP if d <= depth} | {depth})
+
+
 def first_stage(system: str) -> str:
     return system[: -len(RERANK_SUFFIX)] if system.endswith(RERANK_SUFFIX) else system
 
@@ -76,10 +93,10 @@ class EvalConfig:
     systems: list[str]
     embedder: str | None = None
     reranker: str | None = None
-    depth: int = 100
+    depth: int = DEFAULT_DEPTH
     k: int = 10
-    sweep: list[int] = field(default_factory=lambda: list(DEFAULT_SWEEP))
-    sweep_queries: int = 20  # queries timed per sweep depth: enough for a p50; depth 200 stays a few thousand pairs
+    sweep: list[int] | None = None  # None: default_sweep(depth), never deeper than depth
+    sweep_queries: int = 20
     latency_queries: int | None = None
     test: str = "student"
     max_p: float = 0.05  # the usual significance level
@@ -95,6 +112,8 @@ class EvalConfig:
                 raise InvalidInput(name, f"must be a positive integer, got {value!r}")
         if self.k > self.depth:
             raise InvalidInput("k", f"must not exceed depth ({self.depth}), got {self.k}")
+        if self.sweep is None:
+            self.sweep = default_sweep(self.depth)
         bad = [d for d in self.sweep if isinstance(d, bool) or not isinstance(d, int) or d < 1]
         if bad:
             raise InvalidInput("sweep", f"depths must be positive integers, got {bad[0]!r}")
@@ -270,16 +289,15 @@ class Evaluation:
         query), ``sweep_latency_ms`` ``{d: {qid: ms}}``, ``scores`` to the deepest depth, ``cached``."""
         c, first_name = self.config, first_stage(system)
         first = self.stage(first_name)
-        ident = {"v": STAGE_VERSION, "first": self._key(first_name), "reranker": self._model_identity("reranker")}
+        ident = self._rerank_ident(system)
         known: dict = {}
         peaks: list[float] = [first["peak_rss_mb"]]
-        timed_q = list(self.ds.queries)[: c.latency_queries]
-        sweep_q = list(self.ds.queries)[: c.sweep_queries]
+        timed_q, sweep_q = self._timed_queries()
         all_cached = True
 
         def timings(depth: int, qids: list[str], label: str) -> dict[str, float]:
             nonlocal all_cached
-            key = {**ident, "timing_depth": depth, "qids": cache_key(qids).hex()}
+            key = _timing_key(ident, depth, qids)
             saved = self.store.get(key) or {}
             if saved.get("complete"):
                 peaks.append(saved.get("peak_rss_mb", 0.0))
@@ -316,15 +334,15 @@ class Evaluation:
         for d in c.sweep:
             if d != c.depth:
                 sweep_latency[str(d)] = timings(d, sweep_q, f"{system} sweep")
-        deepest = max([c.depth, *c.sweep])
-        key = {**ident, "scores_depth": deepest}
+        key = {**ident, "scores_depth": c.retrieve_depth}
         saved = self.store.get(key)
         scored = 0
         if saved is None:
             # untimed: pairs measured above, or cached by any earlier run, cost nothing
             with PeakMemory() as mem:
                 scores, scored = stages.rerank_scores(
-                    self.ds, first, self.reranker, self.cache, deepest, known=known, desc=system, progress=self.progress
+                    self.ds, first, self.reranker, self.cache, c.retrieve_depth, known=known, desc=system,
+                    progress=self.progress,
                 )
             peaks.append(mem.peak_mb)
             saved = {"scores": scores}
@@ -337,6 +355,48 @@ class Evaluation:
             "peak_rss_mb": max(peaks),
             "pairs_scored": scored,
         }
+
+    def _rerank_ident(self, system: str) -> dict:
+        first_name = first_stage(system)
+        return {"v": STAGE_VERSION, "first": self._key(first_name), "reranker": self._model_identity("reranker")}
+
+    def _timed_queries(self) -> tuple[list[str], list[str]]:
+        """The queries timed at ``depth`` and those timed at each other sweep depth."""
+        qids = list(self.ds.queries)
+        return qids[: self.config.latency_queries], qids[: self.config.sweep_queries]
+
+    def plan(self) -> dict:
+        """What :meth:`run` will compute, read from the stage cache without loading a model: texts to embed,
+        pairs to score (timed, then untimed; upper bounds, since qrank's score cache may hold some), and the
+        time they take at the CPU rates measured here (``*_per_s``; a GPU is much faster)."""
+        c, n_q = self.config, len(self.ds.queries)
+        depth_cap = min(c.retrieve_depth, len(self.ds.doc_ids))
+        needed = {first_stage(s) for s in c.systems}
+        if "hybrid" in needed:
+            needed |= {"bm25", "dense"}
+        embed = 0
+        if "dense" in needed:
+            saved = self.store.get(self._key("dense"))
+            if saved is None or saved.get("depth", 0) < c.retrieve_depth:
+                embed = len(self.ds.doc_ids) + n_q
+        timed = untimed = 0
+        timed_q, sweep_q = self._timed_queries()
+        for system in c.systems:
+            if not system.endswith(RERANK_SUFFIX):
+                continue
+            ident = self._rerank_ident(system)
+            reach = dict.fromkeys(self.ds.queries, 0)  # per query: candidates scored by the timed passes
+            for d, qids in [(c.depth, timed_q), *((d, sweep_q) for d in c.sweep if d != c.depth)]:
+                saved = self.store.get(_timing_key(ident, d, qids)) or {}
+                if not saved.get("complete"):
+                    timed += min(d, depth_cap) * (len(qids) - len(saved.get("latency_ms") or {}))
+                for q in qids:
+                    reach[q] = max(reach[q], min(d, depth_cap))
+            if self.store.get({**ident, "scores_depth": c.retrieve_depth}) is None:
+                untimed += sum(depth_cap - r for r in reach.values())
+        seconds = embed / CPU_EMBED_TEXTS_PER_S + (timed + untimed) / CPU_RERANK_PAIRS_PER_S
+        return {"texts_to_embed": embed, "pairs_timed": timed, "pairs_untimed": untimed,
+                "embed_per_s": CPU_EMBED_TEXTS_PER_S, "rerank_per_s": CPU_RERANK_PAIRS_PER_S, "cpu_seconds": seconds}
 
     def _corpus_vectors(self):
         """The corpus matrix (through the embedding cache) and the seconds its encoding took."""
@@ -445,3 +505,7 @@ class Evaluation:
             # on a shared machine the other processes' load is part of every latency measured
             "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }
+
+
+def _timing_key(ident: dict, depth: int, qids: list[str]) -> dict:
+    return {**ident, "timing_depth": depth, "qids": cache_key(qids).hex()}

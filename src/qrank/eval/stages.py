@@ -32,9 +32,9 @@ SCORE_WINDOW = 256  # (query, document) pairs looked up / scored per step of the
 
 
 def _tqdm(progress: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
-    return lambda it=None, **kw: tqdm(it, disable=not progress, dynamic_ncols=True, **kw)
+    return lambda it=None, **kw: progress_bar(it, enabled=progress, **kw)
 
 
 def bm25_stage(

@@ -159,6 +159,11 @@ class LocalBackend:
         return self._loaded[key]
 
     def _load(self, role: str, source: str):
+        from ..pipeline import _source_name
+
+        # the spelling the CLI's collections record (absolute for a folder): the model's id, and so its keys in
+        # the shared score/embedding cache, are then the same as in `qrank search`, and the UI reuses its scores
+        source = _source_name(source)
         if role == "reranker":
             from ..reranker import Reranker
 
@@ -175,11 +180,12 @@ class LocalBackend:
 
         return [c if isinstance(c, str) else c.name for c in list_collections(self.settings)]
 
-    def search(self, collection, query, *, k, candidates=None, hybrid=False, reranker=None, embedder=None) -> SearchResult:
+    def search(self, collection, query, *, k, candidates=None, hybrid=False, reranker=None, embedder=None,
+               progress=None) -> SearchResult:
         from .search import local_search
 
         return local_search(self, collection, query, k=k, candidates=candidates, hybrid=hybrid, reranker=reranker,
-                            embedder=embedder)
+                            embedder=embedder, progress=progress)
 
 
 def _named(sources: Sequence[str]) -> dict[str, str]:

@@ -157,13 +157,15 @@ def search(
     hybrid: bool = False,
     reranker: str | None = None,
     embedder: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SearchView:
     """BM25, the first stage (dense, or dense+BM25 fused when ``hybrid``) and the reranked list, side by side.
 
     ``candidates`` is how many first-stage documents the reranker sees (empty or 0: the settings' default).
 
     The reranked column marks how far each hit moved from its place in the first stage's full candidate
-    list (*new* only when the first stage did not return it at all).
+    list (*new* only when the first stage did not return it at all). ``progress(text)`` hears what is being
+    done while it runs (the first search opens the collection and loads models).
     """
 
     def run() -> SearchView:
@@ -172,8 +174,9 @@ def search(
         _need_query(query)
         kk = _positive_or_none(k, "k") or 10
         depth = _positive_or_none(candidates, "candidates")
+        extra = {"progress": progress} if progress is not None else {}
         res = backend.search(collection, query, k=kk, candidates=depth, hybrid=bool(hybrid), reranker=reranker or None,
-                             embedder=embedder or None)
+                             embedder=embedder or None, **extra)
         first_rank = {h.doc_id: i + 1 for i, h in enumerate(res.first_stage)}
         columns = {
             "bm25": _search_rows(res.bm25),
@@ -204,7 +207,8 @@ def evaluation(root: str | Path | None, selected: str | None = None) -> EvalView
         found = [str(p) for p in find_reports(Path(root) if root else None)]
         if not found:
             where = f"under `{root}`" if root else "(no report folder configured)"
-            return EvalView(message=f"No evaluation report {where} yet. Run `qrank eval ... --out {root or 'DIR'}/NAME` "
+            return EvalView(message=f"No evaluation report {where} yet. Run `qrank eval --dataset ...` (it writes under "
+                            "QRANK_HOME/reports, where this tab looks; `qrank ui --report-dir DIR` looks elsewhere) "
                             "and press *Refresh*.")
         chosen = selected if selected in found else found[0]
         try:

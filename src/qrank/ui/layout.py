@@ -77,9 +77,10 @@ class Bindings:
             _agreement_markdown(view),
         )
 
-    def search(self, collection, query, k, candidates, hybrid, reranker, embedder):
+    def search(self, collection, query, k, candidates, hybrid, reranker, embedder, progress=None):
+        say = None if progress is None else (lambda text: progress(None, desc=text))  # gr.Progress: text, no bar
         view = handlers.search(self.backend, collection=collection, query=query, k=k, candidates=candidates, hybrid=hybrid,
-                               reranker=reranker, embedder=embedder)
+                               reranker=reranker, embedder=embedder, progress=say)
         if view.error:
             box = render.error_box(view.error)
             return box, "", ""
@@ -154,7 +155,7 @@ def _agreement_markdown(view) -> str:
 def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"):
     """The ``gr.Blocks`` of the whole page, calling ``backend`` for every answer.
 
-    >>> blocks = build_ui(backend, report_dir=Settings().home / "eval")   # doctest: +SKIP
+    >>> blocks = build_ui(backend, report_dir=Settings().home / "reports")   # doctest: +SKIP
     """
     gr = _gradio()
     b = Bindings(backend, report_dir=Path(report_dir).expanduser() if report_dir else None, max_documents=max_documents)
@@ -206,8 +207,13 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
             with gr.Row(equal_height=False):
                 s_cols = [gr.HTML(elem_id=f"s-col-{i}", js_on_load=None) for i in range(3)]
             s_inputs = [s_coll, s_query, s_k, s_cand, s_hybrid, s_rr, s_em]
-            s_run.click(b.search, s_inputs, s_cols)
-            s_query.submit(b.search, s_inputs, s_cols)
+            def search_with_progress(coll, query, k, cand, hybrid, rr, em, progress=gr.Progress()):  # noqa: B008
+                # Gradio hands a progress tracker to a parameter defaulting to gr.Progress(): its text replaces
+                # the bare "processing" while the first search opens the collection and loads models
+                return b.search(coll, query, k, cand, hybrid, rr, em, progress=progress)
+
+            s_run.click(search_with_progress, s_inputs, s_cols)
+            s_query.submit(search_with_progress, s_inputs, s_cols)
             s_refresh.click(b.collections, None, [s_coll, s_note])
 
         with gr.Tab("Compare models", id="compare"):
@@ -330,8 +336,11 @@ def _relative_redirect(app, path: str) -> None:
 
 
 def report_dir_of(settings: Settings) -> Path:
-    """Where the evaluation tab looks: ``settings.ui.report_dir`` or ``<home>/eval``."""
-    return Path(settings.ui.report_dir or settings.home / "eval").expanduser()
+    """Where the evaluation tab looks: ``settings.ui.report_dir`` (a root or one report folder) or
+    ``<home>/reports``, where ``qrank eval`` writes by default."""
+    from ..eval.report import reports_root
+
+    return Path(settings.ui.report_dir).expanduser() if settings.ui.report_dir else reports_root(settings.home)
 
 
 def _allowed_paths(settings: Settings) -> list[str]:

@@ -83,7 +83,8 @@ class RemoteBackend:
 
         return remote_collections(self.transport)
 
-    def search(self, collection, query, *, k, candidates=None, hybrid=False, reranker=None, embedder=None) -> SearchResult:
+    def search(self, collection, query, *, k, candidates=None, hybrid=False, reranker=None, embedder=None,
+               progress=None) -> SearchResult:  # the server answers in one piece: nothing to report on the way
         from .search import remote_search
 
         return remote_search(self.transport, collection, query, k=k, candidates=candidates, hybrid=hybrid,

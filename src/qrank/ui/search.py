@@ -75,23 +75,30 @@ def _same_source(a: str, b: str) -> bool:
 
 
 def local_search(backend, collection: str, query: str, *, k: int, candidates: int | None = None, hybrid: bool = False,
-                 reranker: str | None = None, embedder: str | None = None) -> SearchResult:
+                 reranker: str | None = None, embedder: str | None = None, progress=None) -> SearchResult:
     """Three rankings from the pipeline: BM25 alone, the first stage (all its candidates, best first) and,
-    when there is a reranker (chosen here or the collection's default), the first stage reranked."""
+    when there is a reranker (chosen here or the collection's default), the first stage reranked.
+
+    ``progress(text)`` is told each step as it starts, so the page can say what it is waiting for."""
+    say = progress or (lambda _text: None)
+    say(f"opening collection {collection} (the first search loads its index and models)…")
     p = backend.pipelines.get(backend, collection, embedder, reranker)
     candidates = max(candidates or backend.settings.index.candidates, k)
     latency: dict[str, float] = {}
 
+    say("BM25…")
     start = time.perf_counter()
     bm25 = [_hit(h) for h in p.lexical_search(query, k=k)]
     latency["bm25"] = (time.perf_counter() - start) * 1000
 
+    say("embedding the query and searching (first stage)…")
     start = time.perf_counter()
     first = [_hit(h) for h in p.search(query, k=candidates, rerank=False, hybrid=hybrid)]
     latency["first_stage"] = (time.perf_counter() - start) * 1000
 
     reranked, notes = None, {}
     if p.reranker is not None:
+        say(f"reranking the top {candidates} candidates (scores already in the shared cache are reused)…")
         scored_before = p.reranker.scored
         start = time.perf_counter()
         reranked = [_hit(h) for h in p.search(query, k=k, candidates=candidates, rerank=True, hybrid=hybrid)]
