@@ -6,7 +6,8 @@ share of the answer back on the event loop. The worker forms its next batch the 
 model never waits for the event loop between calls and a busy model batches everything that queued up
 meanwhile. A model behind several replicas (Ray Serve) gets several workers, one batch in flight each,
 so that every replica has work. A full queue answers :class:`~qrank.errors.Overloaded` at once (the door turns it into
-429 + ``Retry-After``); a request whose caller went away is dropped before it reaches the model; when a
+429 + ``Retry-After``); a request whose caller went away leaves the queue at once (freeing its place under
+``max_queue``) and is dropped from a batch still being formed, and a batch left with nobody is skipped; when a
 model call fails, its requests are retried one by one so that one bad request never fails the others.
 
 >>> import asyncio
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[Sequence[Any]], Sequence[Any]]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a cancelled item is removed from the queue by ``is``, never by its payload
 class _Item:
     payload: Any
     cost: int
@@ -103,8 +104,21 @@ class Batcher:
             self._queue.append(item)
             self._cond.notify()
         self._depth_changed()
-        # if the caller is cancelled (client gone), awaiting cancels the future and the worker skips it
-        return await item.future
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            # the caller went away: its place in the queue (and in ``max_queue``) is free at once, not when a
+            # worker next gets round to skipping it
+            self._forget(item)
+            raise
+
+    def _forget(self, item: _Item) -> None:
+        with self._cond:
+            try:
+                self._queue.remove(item)  # O(max_queue), only on a cancel
+            except ValueError:
+                return  # already taken into a batch; the batch drops it before the model call
+        self._depth_changed()
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained (at least 1)."""

@@ -1,0 +1,51 @@
+"""Overload and abuse against a live server on 127.0.0.1: clients that give up, slow bodies, early
+admission, and the allocator's arena limit. Every loop here is bounded in count and in time."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from _server_support import GatedScorer, as_reranker, live_server, queue_depth, server_settings, wait_until
+
+
+def rerank_body(query: str, *docs: str) -> dict:
+    return {"query": query, "documents": list(docs)}
+
+
+def _give_up(url: str, i: int) -> str:
+    try:
+        httpx.post(url + "/v1/rerank", json=rerank_body("gone", f"GONE-{i}"), timeout=0.5)
+    except httpx.TimeoutException:
+        return "gave up"
+    return "answered"
+
+
+def test_clients_that_gave_up_leave_the_queue_at_once_and_their_batches_never_run():
+    model = GatedScorer()
+    with (
+        live_server(server_settings(max_wait_ms=0, max_queue=16), rerankers={"gated": as_reranker(model)}) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+        ThreadPoolExecutor(12) as pool,
+    ):
+        model.gate.clear()
+        model.entered.clear()
+        model.calls.clear()  # forget the start-up probe
+        busy = pool.submit(client.post, "/v1/rerank", json=rerank_body("a", "a"))
+        assert model.entered.wait(10)
+        # 10 clients queue behind the busy model and give up after 0.5 s (their connections close)
+        quitters = [pool.submit(_give_up, url, i) for i in range(10)]
+        assert [q.result(timeout=20) for q in quitters] == ["gave up"] * 10
+        started = time.monotonic()
+        wait_until(lambda: queue_depth(client, "gated") == 0, timeout=5)  # the model is still blocked
+        assert time.monotonic() - started < 2.0
+        # their places are free: the queue takes a full load of new requests while the model is still held
+        fresh = [pool.submit(client.post, "/v1/rerank", json=rerank_body("b", f"b{i}")) for i in range(8)]
+        wait_until(lambda: queue_depth(client, "gated") == 8, timeout=10)
+        model.gate.set()
+        assert busy.result().status_code == 200
+        assert all(f.result().status_code == 200 for f in fresh)
+        seen = [d for call in model.calls for _, d in call]
+        assert not any(d.startswith("GONE-") for d in seen)  # nobody's abandoned work reached the model
+        assert len(model.calls) <= 1 + 8  # the busy call, then at most one per fresh request (none for quitters)
