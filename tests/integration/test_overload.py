@@ -49,3 +49,43 @@ def test_clients_that_gave_up_leave_the_queue_at_once_and_their_batches_never_ru
         seen = [d for call in model.calls for _, d in call]
         assert not any(d.startswith("GONE-") for d in seen)  # nobody's abandoned work reached the model
         assert len(model.calls) <= 1 + 8  # the busy call, then at most one per fresh request (none for quitters)
+
+
+class CountedScorer(GatedScorer):
+    """A gated model that counts its tokenizer calls (the work an early refusal must not do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokenized = 0
+
+    def count_tokens(self, pairs, *, instruction=None):
+        self.tokenized += 1
+        return super().count_tokens(pairs, instruction=instruction)
+
+
+def test_a_full_queue_refuses_before_the_tokenizer_in_milliseconds_and_recovers_at_once():
+    model = CountedScorer()
+    with (
+        live_server(server_settings(max_queue=2, max_wait_ms=0), rerankers={"gated": as_reranker(model)}) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        model.gate.clear()
+        model.entered.clear()
+        busy = pool.submit(client.post, "/v1/rerank", json=rerank_body("a", "a"))
+        assert model.entered.wait(10)
+        queued = [pool.submit(client.post, "/v1/rerank", json=rerank_body("b", "b")) for _ in range(2)]
+        wait_until(lambda: queue_depth(client, "gated") == 2)
+        tokenized = model.tokenized
+        seconds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            r = client.post("/v1/rerank", json=rerank_body("c", *["some words"] * 50))
+            seconds.append(time.perf_counter() - started)
+            assert r.status_code == 429, r.text
+            assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["type"] == "Overloaded"
+        assert model.tokenized == tokenized  # refused before its body reached the tokenizer
+        assert sorted(seconds)[2] < 0.1, seconds
+        model.gate.set()
+        assert [f.result().status_code for f in [busy, *queued]] == [200, 200, 200]
+        assert client.post("/v1/rerank", json=rerank_body("c", "c")).status_code == 200  # room again at once

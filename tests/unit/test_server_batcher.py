@@ -298,3 +298,28 @@ def test_several_workers_keep_several_batches_in_flight():
     assert seen == 3 and results == [0, 10, 20, 30, 40, 50]
     with pytest.raises(ValueError):
         Batcher("m", slow, max_tokens=2, max_wait_s=0, max_queue=1, workers=0)
+
+
+def test_places_held_at_the_door_count_against_max_queue():
+    async def main():
+        rec = Recorder()
+        b = Batcher("m", rec, max_tokens=100, max_wait_s=0, max_queue=2)
+        await b.start()
+        first = await _hold_worker(b, rec)
+        with b.place() as p1, b.place():
+            with pytest.raises(Overloaded):  # two requests still tokenizing fill the queue
+                with b.place():
+                    pass
+            with pytest.raises(Overloaded):
+                await b.submit(9, cost=1)  # a request without a place (the probe) sees them too
+            kept = asyncio.ensure_future(b.submit(4, cost=1, place=p1))  # p1's place passes to its request
+            await asyncio.sleep(0.01)
+            assert b.depth == 1
+        with b.place():  # the unused place was given back when its block ended
+            pass
+        rec.gate.set()
+        out = await asyncio.gather(first, kept)
+        await b.stop()
+        return out
+
+    assert run(main()) == [0, 40]
