@@ -3,11 +3,13 @@ admission, and the allocator's arena limit. Every loop here is bounded in count 
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from _server_support import GatedScorer, as_reranker, live_server, queue_depth, server_settings, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def rerank_body(query: str, *docs: str) -> dict:
@@ -89,3 +91,55 @@ def test_a_full_queue_refuses_before_the_tokenizer_in_milliseconds_and_recovers_
         model.gate.set()
         assert [f.result().status_code for f in [busy, *queued]] == [200, 200, 200]
         assert client.post("/v1/rerank", json=rerank_body("c", "c")).status_code == 200  # room again at once
+
+
+def _slow_body(url: str) -> socket.socket:
+    """Headers announcing 100 body bytes, then one byte, then nothing (a slowloris on the body)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        b"POST /v1/rerank HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    return sock
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def _metric(client: httpx.Client, name: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"no metric {name}")
+
+
+def test_slow_bodies_time_out_with_408_and_free_their_slots_and_ready_tells_the_truth():
+    model = GatedScorer()
+    settings = server_settings(max_concurrent=2, body_timeout_s=1.0)
+    with live_server(settings, rerankers={"gated": as_reranker(model)}) as url, httpx.Client(base_url=url) as client:
+        started = time.monotonic()
+        attackers = [_slow_body(url) for _ in range(2)]
+        wait_until(lambda: _metric(client, "qrank_request_slots_used") == 2, timeout=5)
+        r = client.post("/v1/rerank", json=rerank_body("a", "a"))
+        assert r.status_code == 429  # every slot is held by a stalled body...
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "slots" in ready.json()["error"]["message"]  # ...and /ready says so
+        assert client.get("/health").status_code == 200  # the process itself is alive
+        answers = [_read_to_close(sock) for sock in attackers]  # the server answers, then closes
+        seconds = time.monotonic() - started
+        for sock in attackers:
+            sock.close()
+        for raw in answers:
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), raw[:200]
+            assert b'"type":"BodyTimeout"' in body and b'"field":"body"' in body
+        assert seconds < 5.0, seconds
+        assert _metric(client, "qrank_request_slots_used") == 0
+        assert client.post("/v1/rerank", json=rerank_body("a", "a")).status_code == 200
+        assert client.get("/ready").status_code == 200

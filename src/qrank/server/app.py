@@ -23,7 +23,7 @@ from ..settings import Settings
 from .auth import ApiKeyMiddleware
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .middleware import LimitsMiddleware, RequestMetricsMiddleware
+from .middleware import LimitsMiddleware, RequestMetricsMiddleware, Slots
 from .state import ModelPool, ServerState
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,16 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None) 
         app.include_router(router)
         known.update(getattr(r, "path", "") for r in router.routes)
     s = settings.server
+    slots = app.state.slots = Slots(s.max_concurrent)  # /ready reads it
+    metrics.slots_used.set_function(lambda: slots.used)
     # added innermost first: metrics see every answer, auth runs before any limit or parsing
     app.add_middleware(
         LimitsMiddleware,
         max_concurrent=s.max_concurrent,
         max_body_bytes=s.max_body_bytes,
         max_header_bytes=s.max_header_bytes,
+        body_timeout_s=s.body_timeout_s,
+        slots=slots,
         metrics=metrics,
     )
     if s.api_key is not None:
