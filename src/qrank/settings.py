@@ -149,6 +149,10 @@ class ServerSettings(BaseModel):
     shutdown_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight requests on shutdown")
     ready_timeout_s: float = Field(30.0, gt=0, description="how long /ready waits for its probe forward pass")
     access_log: bool = Field(True, description="log one line per request")
+    malloc_arena_max: int = Field(
+        2, ge=0, le=1024, description="glibc malloc arenas of `qrank serve` (0 = the C library's default, up to 8 "
+        "per core): more arenas fragment and the server's memory grows with traffic; MALLOC_ARENA_MAX wins if set"
+    )
 
     @field_validator("rerankers", "embedders", "served_model_names", mode="before")
     @classmethod

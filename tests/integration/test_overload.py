@@ -3,11 +3,15 @@ admission, and the allocator's arena limit. Every loop here is bounded in count 
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from _server_support import GatedScorer, as_reranker, live_server, queue_depth, server_settings, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -143,3 +147,42 @@ def test_slow_bodies_time_out_with_408_and_free_their_slots_and_ready_tells_the_
         assert _metric(client, "qrank_request_slots_used") == 0
         assert client.post("/v1/rerank", json=rerank_body("a", "a")).status_code == 200
         assert client.get("/ready").status_code == 200
+
+
+# runs `qrank serve` up to its model load (which fails: no such model), then lets 8 threads allocate at once
+# and prints how many malloc arenas glibc made for them
+_ARENA_PROBE = """
+import ctypes, ctypes.util, sys, threading
+from qrank.cli import main
+from qrank.server.memory import malloc_arenas
+main(["serve", "--reranker", "/nonexistent/qrank-model"] + sys.argv[1:])
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+together = threading.Barrier(9)
+def work():
+    kept = [libc.malloc(1000) for _ in range(10)]
+    together.wait(); together.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+together.wait()
+print("arenas", malloc_arenas())
+together.wait()
+"""
+
+
+def _arenas_after_serve(*flags: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | {"HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _ARENA_PROBE, *flags], capture_output=True, text=True, timeout=120, env=env
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("arenas ")]
+    assert lines, out.stdout + out.stderr
+    return int(lines[-1].split()[1])
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="platform: glibc only"
+)
+def test_qrank_serve_caps_glibc_malloc_arenas_before_its_threads_start():
+    assert _arenas_after_serve() <= 2  # the default, server.malloc_arena_max = 2
+    assert _arenas_after_serve("--malloc-arena-max", "0") > 2  # glibc's own default: one per thread here
