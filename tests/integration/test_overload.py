@@ -12,7 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from _server_support import GatedScorer, as_reranker, live_server, queue_depth, server_settings, wait_until
+from _server_support import (
+    GatedScorer,
+    as_reranker,
+    live_server,
+    load_bench_module,
+    queue_depth,
+    server_settings,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -28,6 +36,16 @@ def _give_up(url: str, i: int) -> str:
     return "answered"
 
 
+def _hold_model(model: GatedScorer, client: httpx.Client, pool: ThreadPoolExecutor):
+    """One request in the model, which waits for the test to open its gate (later requests queue)."""
+    model.gate.clear()
+    model.entered.clear()
+    model.calls.clear()  # forget the start-up probe
+    busy = pool.submit(client.post, "/v1/rerank", json=rerank_body("a", "a"))
+    assert model.entered.wait(10)
+    return busy
+
+
 def test_clients_that_gave_up_leave_the_queue_at_once_and_their_batches_never_run():
     model = GatedScorer()
     with (
@@ -35,11 +53,7 @@ def test_clients_that_gave_up_leave_the_queue_at_once_and_their_batches_never_ru
         httpx.Client(base_url=url, timeout=30) as client,
         ThreadPoolExecutor(12) as pool,
     ):
-        model.gate.clear()
-        model.entered.clear()
-        model.calls.clear()  # forget the start-up probe
-        busy = pool.submit(client.post, "/v1/rerank", json=rerank_body("a", "a"))
-        assert model.entered.wait(10)
+        busy = _hold_model(model, client, pool)
         # 10 clients queue behind the busy model and give up after 0.5 s (their connections close)
         quitters = [pool.submit(_give_up, url, i) for i in range(10)]
         assert [q.result(timeout=20) for q in quitters] == ["gave up"] * 10
@@ -76,10 +90,7 @@ def test_a_full_queue_refuses_before_the_tokenizer_in_milliseconds_and_recovers_
         httpx.Client(base_url=url, timeout=30) as client,
         ThreadPoolExecutor(4) as pool,
     ):
-        model.gate.clear()
-        model.entered.clear()
-        busy = pool.submit(client.post, "/v1/rerank", json=rerank_body("a", "a"))
-        assert model.entered.wait(10)
+        busy = _hold_model(model, client, pool)
         queued = [pool.submit(client.post, "/v1/rerank", json=rerank_body("b", "b")) for _ in range(2)]
         wait_until(lambda: queue_depth(client, "gated") == 2)
         tokenized = model.tokenized
@@ -186,3 +197,13 @@ def _arenas_after_serve(*flags: str) -> int:
 def test_qrank_serve_caps_glibc_malloc_arenas_before_its_threads_start():
     assert _arenas_after_serve() <= 2  # the default, server.malloc_arena_max = 2
     assert _arenas_after_serve("--malloc-arena-max", "0") > 2  # glibc's own default: one per thread here
+
+
+@pytest.mark.slow
+def test_server_memory_stays_flat_over_mixed_requests(ce_dir, minilm_dir):
+    """A live `qrank serve` (its default arena cap) answers mixed rerank/embeddings requests of many sizes;
+    its RSS after them stays near its RSS after a warm-up (glibc's default arenas grew it ~3x)."""
+    soak = load_bench_module("overload").soak
+    out = soak(600, clients=8, seconds=420, warmup=100)  # bounded in count and time
+    assert out["requests"] >= 200 and out["ok"] == out["requests"], out
+    assert out["rss_end_mb"] <= 1.25 * out["rss_warm_mb"] + 50, out
