@@ -130,6 +130,10 @@ class ServerSettings(BaseModel):
     max_document_chars: int = Field(100_000, ge=1, description="characters per document, input or query")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body size")
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line + headers size")
+    body_timeout_s: float = Field(
+        20.0, gt=0, le=3600, description="seconds a request body may take to arrive in full (else 408, and the "
+        "connection is closed): a slow or stalled client never keeps one of max_concurrent's slots for long"
+    )
     truncate: bool = Field(True, description="truncate long inputs (else answer 413)")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the batcher waits to fill a batch")
     batch_workers: int | None = Field(
@@ -148,6 +152,10 @@ class ServerSettings(BaseModel):
     allowed_hosts: _NameList = Field(
         default_factory=list, description="Host header names the server answers (DNS-rebinding guard); default: "
         "loopback names when bound to a loopback address, any otherwise; '*' = any"
+    )
+    malloc_arena_max: int = Field(
+        2, ge=0, le=1024, description="glibc malloc arenas of `qrank serve` (0 = the C library's default, up to 8 "
+        "per core): more arenas fragment and the server's memory grows with traffic; MALLOC_ARENA_MAX wins if set"
     )
 
     @field_validator("rerankers", "embedders", "served_model_names", "allowed_hosts", mode="before")

@@ -141,6 +141,53 @@ def test_cancelled_requests_never_reach_the_model():
     assert out == [0, 80] and batches == [[0], [8]]
 
 
+def test_a_cancelled_request_leaves_the_queue_at_once_and_frees_its_place():
+    async def main():
+        rec = Recorder()
+        b = Batcher("m", rec, max_tokens=100, max_wait_s=0, max_queue=2)
+        await b.start()
+        first = await _hold_worker(b, rec)  # the worker is busy: nothing is taken from the queue
+        gone = [asyncio.ensure_future(b.submit(v, cost=1)) for v in (7, 7)]  # equal payloads: removed by identity
+        await asyncio.sleep(0.01)
+        assert b.depth == 2
+        with pytest.raises(Overloaded):
+            await b.submit(9, cost=1)
+        gone[0].cancel()
+        await asyncio.sleep(0)  # the cancel is delivered to submit()
+        depth_after_cancel = b.depth
+        kept = asyncio.ensure_future(b.submit(8, cost=1))  # the freed place takes a new request
+        await asyncio.sleep(0.01)
+        gone[1].cancel()
+        await asyncio.sleep(0)
+        depth_after_both = b.depth
+        rec.gate.set()
+        out = await asyncio.gather(first, kept)
+        await b.stop()
+        return depth_after_cancel, depth_after_both, rec.batches, out
+
+    after_one, after_both, batches, out = run(main())
+    assert (after_one, after_both) == (1, 1)
+    assert out == [0, 80] and batches == [[0], [8]]
+
+
+def test_a_batch_whose_every_request_was_cancelled_is_skipped():
+    async def main():
+        rec = Recorder()
+        # an idle model waits up to max_wait for company: the requests are taken but not yet run
+        b = Batcher("m", rec, max_tokens=100, max_wait_s=0.3, max_queue=10)
+        await b.start()
+        gone = asyncio.ensure_future(b.submit(5, cost=1))
+        await asyncio.sleep(0.05)
+        assert b.depth == 0  # taken into the batch being formed
+        gone.cancel()
+        await asyncio.sleep(0.5)
+        assert await b.submit(6, cost=1) == 60
+        await b.stop()
+        return rec.batches
+
+    assert run(main()) == [[6]]
+
+
 def test_a_failing_batch_is_retried_one_by_one():
     calls = []
 
@@ -251,3 +298,28 @@ def test_several_workers_keep_several_batches_in_flight():
     assert seen == 3 and results == [0, 10, 20, 30, 40, 50]
     with pytest.raises(ValueError):
         Batcher("m", slow, max_tokens=2, max_wait_s=0, max_queue=1, workers=0)
+
+
+def test_places_held_at_the_door_count_against_max_queue():
+    async def main():
+        rec = Recorder()
+        b = Batcher("m", rec, max_tokens=100, max_wait_s=0, max_queue=2)
+        await b.start()
+        first = await _hold_worker(b, rec)
+        with b.place() as p1, b.place():
+            with pytest.raises(Overloaded):  # two requests still tokenizing fill the queue
+                with b.place():
+                    pass
+            with pytest.raises(Overloaded):
+                await b.submit(9, cost=1)  # a request without a place (the probe) sees them too
+            kept = asyncio.ensure_future(b.submit(4, cost=1, place=p1))  # p1's place passes to its request
+            await asyncio.sleep(0.01)
+            assert b.depth == 1
+        with b.place():  # the unused place was given back when its block ended
+            pass
+        rec.gate.set()
+        out = await asyncio.gather(first, kept)
+        await b.stop()
+        return out
+
+    assert run(main()) == [0, 40]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .common import add_settings_flags, settings_from_args
+
+log = logging.getLogger(__name__)
 
 _LIST_FLAGS = ("rerankers", "embedders", "served_model_names")
 
@@ -74,6 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.ray:
         return _serve_on_ray(args, settings)
+    from ..server.memory import limit_malloc_arenas
+
+    # before any model or worker thread allocates: every arena they create counts against the cap
+    log.info("malloc arenas: %s", limit_malloc_arenas(settings.server.malloc_arena_max))
     if settings.engine.num_threads:
         from ..models.base import set_torch_threads
 

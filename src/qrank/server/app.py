@@ -26,7 +26,7 @@ from ..settings import Settings
 from .auth import ApiKeyMiddleware
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .middleware import HostCheckMiddleware, LimitsMiddleware, RequestMetricsMiddleware, allowed_hosts
+from .middleware import HostCheckMiddleware, LimitsMiddleware, RequestMetricsMiddleware, Slots, allowed_hosts
 from .schemas.common import ERROR_RESPONSES
 from .state import ModelPool, ServerState
 
@@ -85,12 +85,16 @@ def create_app(settings: Settings | None = None, pool: ModelPool | None = None) 
         app.include_router(router, responses=ERROR_RESPONSES)
         known.update(getattr(r, "path", "") for r in router.routes)
     s = settings.server
+    slots = app.state.slots = Slots(s.max_concurrent)  # /ready reads it
+    metrics.slots_used.set_function(lambda: slots.used)
     # added innermost first: metrics see every answer, auth runs before any limit or parsing
     app.add_middleware(
         LimitsMiddleware,
         max_concurrent=s.max_concurrent,
         max_body_bytes=s.max_body_bytes,
         max_header_bytes=s.max_header_bytes,
+        body_timeout_s=s.body_timeout_s,
+        slots=slots,
         metrics=metrics,
     )
     if s.api_key is not None:

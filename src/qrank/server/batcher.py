@@ -6,7 +6,8 @@ share of the answer back on the event loop. The worker forms its next batch the 
 model never waits for the event loop between calls and a busy model batches everything that queued up
 meanwhile. A model behind several replicas (Ray Serve) gets several workers, one batch in flight each,
 so that every replica has work. A full queue answers :class:`~qrank.errors.Overloaded` at once (the door turns it into
-429 + ``Retry-After``); a request whose caller went away is dropped before it reaches the model; when a
+429 + ``Retry-After``); a request whose caller went away leaves the queue at once (freeing its place under
+``max_queue``) and is dropped from a batch still being formed, and a batch left with nobody is skipped; when a
 model call fails, its requests are retried one by one so that one bad request never fails the others.
 
 >>> import asyncio
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +52,16 @@ _NEW_BATCH_WEIGHT = 0.2
 RunBatch = Callable[[Sequence[Any]], Sequence[Any]]
 
 
-@dataclass
+class _Place:
+    """A place in the queue, held by one request between the door and :meth:`Batcher.submit`."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = True
+
+
+@dataclass(eq=False)  # identity: a cancelled item is removed from the queue by ``is``, never by its payload
 class _Item:
     payload: Any
     cost: int
@@ -86,6 +97,7 @@ class Batcher:
         self.max_queue = max_queue
         self.metrics = metrics
         self._queue: collections.deque[_Item] = collections.deque()
+        self._held = 0  # places held by requests still being tokenized (see place())
         self._cond = threading.Condition()
         self._running: dict[int, list[_Item]] = {}  # the batch each worker has in the model right now
         self._threads: list[threading.Thread] = []
@@ -94,28 +106,74 @@ class Batcher:
         self._seconds_per_request = _FIRST_SECONDS_PER_REQUEST  # running estimate for Retry-After
 
     # -- caller side (event loop) ----------------------------------------------------------------
-    async def submit(self, payload: Any, *, cost: int, size: int = 1) -> Any:
+    @contextlib.contextmanager
+    def place(self) -> Iterator[_Place]:
+        """Hold a place in the queue from the door on, before the request is parsed into tokens.
+
+        A full queue (queued requests plus places held) answers Overloaded here, in microseconds, so that a
+        request that will be refused never waits for the tokenizer; the place passes to :meth:`submit`
+        (``place=``) or is given back when the block ends.
+        """
+        with self._cond:
+            self._refuse_if_full()
+            self._held += 1
+        held = _Place()
+        try:
+            yield held
+        finally:
+            self._give_back(held)
+
+    async def submit(self, payload: Any, *, cost: int, size: int = 1, place: _Place | None = None) -> Any:
         """Queue one request and wait for its result (raises its own error, or Overloaded at once)."""
         item = _Item(payload, max(int(cost), 1), max(int(size), 1), asyncio.get_running_loop().create_future())
         with self._cond:
             if self._closed:
                 raise ShuttingDown()
-            if len(self._queue) >= self.max_queue:
-                depth = len(self._queue)
-                if self.metrics:
-                    self.metrics.rejected.labels("queue_full").inc()
-                raise Overloaded(
-                    f"model {self.name!r} has {depth} requests queued; retry later", retry_after=self.retry_after()
-                )
+            if place is not None and place.held:
+                place.held = False  # its place was kept for it since the door
+                self._held -= 1
+            else:
+                self._refuse_if_full()
             self._queue.append(item)
             self._cond.notify()
         self._depth_changed()
-        # if the caller is cancelled (client gone), awaiting cancels the future and the worker skips it
-        return await item.future
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            # the caller went away: its place in the queue (and in ``max_queue``) is free at once, not when a
+            # worker next gets round to skipping it
+            self._forget(item)
+            raise
+
+    def _forget(self, item: _Item) -> None:
+        with self._cond:
+            try:
+                self._queue.remove(item)  # O(max_queue), only on a cancel
+            except ValueError:
+                return  # already taken into a batch; the batch drops it before the model call
+        self._depth_changed()
+
+    def _refuse_if_full(self) -> None:
+        # under self._cond
+        if len(self._queue) + self._held >= self.max_queue:
+            if self.metrics:
+                self.metrics.rejected.labels("queue_full").inc()
+            raise Overloaded(
+                f"model {self.name!r} has {len(self._queue)} requests queued and {self._held} on their way; "
+                "retry later",
+                retry_after=self.retry_after(),
+            )
+
+    def _give_back(self, place: _Place) -> None:
+        with self._cond:
+            if place.held:
+                place.held = False
+                self._held -= 1
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained (at least 1)."""
-        return max(1.0, math.ceil(self._seconds_per_request * (len(self._queue) + 1) / self.workers))
+        waiting = len(self._queue) + self._held + 1
+        return max(1.0, math.ceil(self._seconds_per_request * waiting / self.workers))
 
     @property
     def depth(self) -> int:

@@ -74,6 +74,14 @@ class HeadersTooLarge(TooLarge):
         super().__init__(f"headers: {size} bytes, more than the limit of {limit}", field="headers")
 
 
+class BodyTimeout(QrankError):
+    """The body did not arrive within ``server.body_timeout_s`` (a slow or stalled client)."""
+
+    def __init__(self, received: int, seconds: float) -> None:
+        super().__init__(f"body: only {received} bytes arrived in {seconds:g} s; send the whole body promptly",
+                         field="body")
+
+
 class ClientGone(QrankError):
     """The caller disconnected while its request waited; nobody reads the answer."""
 
@@ -82,6 +90,7 @@ class ClientGone(QrankError):
 STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (ClientGone, 499),  # nginx's "client closed request": only metrics and logs see it
     (Unauthorized, 401),
+    (BodyTimeout, 408),
     (HostNotAllowed, 400),
     (ShuttingDown, 503),
     (Overloaded, 429),
@@ -138,6 +147,8 @@ def error_response(exc: QrankError, hidden: dict[str, str] | None = None) -> JSO
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, BodyTimeout):
+        headers["Connection"] = "close"  # the rest of the body may still trickle in: never read it
     message = hide_paths(exc.message, hidden) if hidden else exc.message
     return JSONResponse(
         error_body(status, type(exc).__name__, message, exc.field), status_code=status, headers=headers

@@ -142,12 +142,15 @@ class Inference:
                 check_query_chars(q, query_field, lim.max_document_chars)
         docs = fit_chars([d for _, d in pairs], field, lim.max_document_chars, truncate)
         pairs = [(q, d) for (q, _), d in zip(pairs, docs)]
-        # tokenized once, here, off the event loop: the counts are exact and the worker gets the token ids
-        job, counts = await asyncio.to_thread(score_job, served.model, pairs, instruction)
-        if not truncate:
-            check_tokens(counts, served.info.max_length, field)
-        tokens = int(sum(counts))
-        scores = await watched(self.request, served.batcher.submit(job, cost=tokens, size=len(pairs)))
+        # a full queue answers 429 now, before the tokenizer: under overload the refusal takes milliseconds
+        with served.batcher.place() as place:
+            # tokenized once, here, off the event loop: the counts are exact and the worker gets the token ids
+            job, counts = await asyncio.to_thread(score_job, served.model, pairs, instruction)
+            if not truncate:
+                check_tokens(counts, served.info.max_length, field)
+            tokens = int(sum(counts))
+            submitted = served.batcher.submit(job, cost=tokens, size=len(pairs), place=place)
+            scores = await watched(self.request, submitted)
         return Scored(served, scores, tokens)
 
     async def rerank(
@@ -198,11 +201,13 @@ class Inference:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
         truncate = self._truncate(truncate)
         texts = fit_chars(texts, field, lim.max_document_chars, truncate)
-        job, counts = await asyncio.to_thread(
-            embed_job, served.model, texts, is_query=is_query, instruction=instruction, dim=dim
-        )
-        if not truncate:
-            check_tokens(counts, info.max_length, field)
-        tokens = int(sum(counts))
-        vectors = await watched(self.request, served.batcher.submit(job, cost=tokens, size=len(texts)))
+        with served.batcher.place() as place:  # 429 before the tokenizer, as in score_pairs
+            job, counts = await asyncio.to_thread(
+                embed_job, served.model, texts, is_query=is_query, instruction=instruction, dim=dim
+            )
+            if not truncate:
+                check_tokens(counts, info.max_length, field)
+            tokens = int(sum(counts))
+            submitted = served.batcher.submit(job, cost=tokens, size=len(texts), place=place)
+            vectors = await watched(self.request, submitted)
         return Embedded(served, vectors, tokens)

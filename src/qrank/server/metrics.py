@@ -28,6 +28,9 @@ class Metrics:
             "qrank_request_duration_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.in_flight = Gauge("qrank_requests_in_flight", "HTTP requests being handled", registry=r)
+        self.slots_used = Gauge(
+            "qrank_request_slots_used", "data-route requests holding one of server.max_concurrent slots", registry=r
+        )
         self.rejected = Counter("qrank_rejected", "requests refused before reaching a model", ["reason"], registry=r)
         self.queue_depth = Gauge("qrank_queue_depth", "requests waiting for a model call", ["model"], registry=r)
         self.queue_wait = Histogram(

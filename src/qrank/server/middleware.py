@@ -6,14 +6,16 @@ parsing and a client's disconnect still reaches the route that waits for a model
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import Overloaded, TooLarge
 from ..settings import ServerSettings
-from .errors import HeadersTooLarge, HostNotAllowed, MalformedBody, error_response
+from .errors import BodyTimeout, HeadersTooLarge, HostNotAllowed, MalformedBody, error_response
 from .metrics import Metrics
 
 # cheap routes that must answer even when the server is saturated
@@ -133,10 +135,26 @@ class RequestMetricsMiddleware:
         return path if (route is not None or path in self.known_paths) else "other"
 
 
+@dataclass
+class Slots:
+    """The ``max_concurrent`` slots of the data routes, shared with ``/ready`` (which says when all are taken).
+
+    >>> s = Slots(1); s.used += 1; s.full
+    True
+    """
+
+    limit: int
+    used: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit
+
+
 class LimitsMiddleware:
     """Headers of at most ``max_header_bytes`` (431), at most ``max_concurrent`` requests at once (429
-    beyond), bodies of at most ``max_body_bytes`` (413), and JSON bodies that are valid UTF-8 (400) — all
-    answered before any parsing."""
+    beyond), bodies of at most ``max_body_bytes`` (413) that arrive within ``body_timeout_s`` (408, and the
+    connection closed), and JSON bodies that are valid UTF-8 (400) — all answered before any parsing."""
 
     def __init__(
         self,
@@ -145,14 +163,17 @@ class LimitsMiddleware:
         max_concurrent: int,
         max_body_bytes: int,
         max_header_bytes: int,
+        body_timeout_s: float = 20.0,
+        slots: Slots | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.max_concurrent = max_concurrent
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
+        self.slots = slots if slots is not None else Slots(max_concurrent)
         self.metrics = metrics
-        self.active = 0
 
     def _reject(self, reason: str, exc, scope: Scope, receive: Receive, send: Send):
         if self.metrics is not None:
@@ -174,7 +195,7 @@ class LimitsMiddleware:
         if scope.get("path") in UNLIMITED_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.max_concurrent:
+        if self.slots.full:
             await self._reject(
                 "concurrency",
                 Overloaded(f"more than {self.max_concurrent} requests in flight; retry later"),
@@ -183,11 +204,11 @@ class LimitsMiddleware:
                 send,
             )
             return
-        self.active += 1
+        self.slots.used += 1
         try:
             await self._checked(scope, receive, send)
         finally:
-            self.active -= 1
+            self.slots.used -= 1
 
     async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
@@ -197,8 +218,15 @@ class LimitsMiddleware:
             return
         chunks: list[bytes] = []
         size = 0
+        # a whole-body deadline, not a per-chunk one: a client dribbling one byte a second must not keep its
+        # slot (uvicorn has no body timeout of its own)
+        deadline = time.monotonic() + self.body_timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except asyncio.TimeoutError:
+                await self._reject("body_timeout", BodyTimeout(size, self.body_timeout_s), scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

@@ -18,12 +18,19 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: each model answered a probe through its queue (cached for 1 s)")
+@router.get(
+    "/ready",
+    summary="Readiness: each model answered a probe through its queue (cached for 1 s) and a request slot is free",
+)
 async def ready(request: Request) -> JSONResponse:
     state = state_of(request)
     ok = await state.probe()
+    reason = state.ready_error
+    slots = request.app.state.slots
+    if ok and slots.full:  # every data route would answer 429 now: say so, so a balancer sends work elsewhere
+        ok, reason = False, f"all {slots.limit} request slots are taken (server.max_concurrent)"
     if not ok:
-        body = error_body(503, "NotReady", f"not ready: {state.ready_error}", None)
+        body = error_body(503, "NotReady", f"not ready: {reason}", None)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse({"status": "ready", "models": [m.name for m in state.pool.models]})
 
