@@ -33,6 +33,8 @@ async def list_models(request: Request) -> Response:
                     "device": info.device,
                     "revision": info.revision,
                     "score_activation": info.score_activation,
+                    # the FP8 gate's agreement with bfloat16 on the probe set (absent when not quantized)
+                    "quantization": info.extra.get("quantization"),
                 },
             )
         )
