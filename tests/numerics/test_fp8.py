@@ -186,17 +186,40 @@ def _broken(body) -> int:
     return n
 
 
-def test_gate_accepts_a_correct_quantization(qwen3_reranker_dir):
+@pytest.fixture(scope="module")
+def fp8_tiny(qwen3_reranker_dir):
+    """The tiny Qwen3 reranker through the load path's gate with a correct quantization (CPU emulation)."""
     from qrank.models.qwen3_reranker import Qwen3Reranker
 
     rr = _tiny_reranker(qwen3_reranker_dir)
     build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings())  # noqa: E731
-    out = qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"))
-    q = out.info.extra["quantization"]
+    return qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"))
+
+
+def test_gate_accepts_a_correct_quantization(fp8_tiny):
+    q = fp8_tiny.info.extra["quantization"]
     print("gate on the tiny reranker:", q)
     assert q["check"] == "passed" and q["layers_quantized"] == 14
     assert q["tau_mean"] >= 0.85 and q["max_abs_delta"] < 0.01 and q["pairs"] == 80
-    assert isinstance(out.model.model.layers[0].mlp.down_proj, Fp8Linear)
+    assert isinstance(fp8_tiny.model.model.layers[0].mlp.down_proj, Fp8Linear)
+
+
+def test_gate_numbers_on_v1_models_and_the_banner(fp8_tiny, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from qrank import Reranker
+    from qrank.cli.serve import _quantization_note
+    from qrank.server import ModelPool, create_app
+    from qrank.settings import Settings
+
+    pool = ModelPool.from_models(rerankers={"tiny-fp8": Reranker(fp8_tiny)})
+    settings = Settings(home=tmp_path, server={"allowed_hosts": ["testserver"]})
+    with TestClient(create_app(settings, pool)) as client:
+        r = client.get("/v1/models")
+        assert r.status_code == 200, r.text
+        card = r.json()["data"][0]
+    assert card["qrank"]["quantization"] == fp8_tiny.info.extra["quantization"]
+    assert "fp8: check passed, Kendall tau mean" in _quantization_note(fp8_tiny.info)
 
 
 def test_gate_refuses_wrong_scales(qwen3_reranker_dir):
