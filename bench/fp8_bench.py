@@ -70,17 +70,23 @@ def gate(ref_backend, fp8_backend) -> dict:
     return qz.compare(qz.probe_scores(ref_backend, probes), qz.probe_scores(fp8_backend, probes)).to_dict()
 
 
+def pair(kind: str, size: str, args, make):
+    """A random bf16 model of a real shape, its FP8 copy, a qrank backend over each, and the gate's numbers."""
+    import gpu_systems as gs
+
+    model, cfg = gs.build_model(kind, size, args.device, tiny=args.smoke)
+    tok = gs.tokenizer_for(kind)
+    qmodel = fp8_copy(model)
+    ref, fp8 = make(model, tok), make(qmodel, tok)
+    return model, cfg, tok, qmodel, ref, fp8, resident_gib(model), resident_gib(qmodel), gate(ref, fp8)
+
+
 def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
     import gpu_systems as gs
     import numpy as np
 
-    model, cfg = gs.build_model("reranker", size, args.device, tiny=args.smoke)
-    tok = gs.tokenizer_for("reranker")
     name = f"Qwen3-Reranker-{size.upper()}"
-    qmodel = fp8_copy(model)
-    bf_gib, fp_gib = resident_gib(model), resident_gib(qmodel)
-    qr, q8 = gb.qrank_reranker(model, tok), gb.qrank_reranker(qmodel, tok)
-    agreement = gate(qr, q8)
+    model, cfg, tok, qmodel, qr, q8, bf_gib, fp_gib, agreement = pair("reranker", size, args, gb.qrank_reranker)
     notes.append(f"- {name}: weights resident {bf_gib:.2f} GiB bf16 vs {fp_gib:.2f} GiB fp8 (embeddings and LM head "
                  f"stay bf16); FP8 gate on the probe set (random weights): {agreement}")
     systems = {"qrank": lambda w: qr.score_pairs(w), "qrank-fp8": lambda w: q8.score_pairs(w)}
@@ -114,13 +120,8 @@ def bench_embedder(size: str, rep: gb.Report, args, notes: list[str]) -> None:
     import gpu_systems as gs
     import numpy as np
 
-    model, cfg = gs.build_model("embedding", size, args.device, tiny=args.smoke)
-    tok = gs.tokenizer_for("embedding")
     name = f"Qwen3-Embedding-{size.upper()}"
-    qmodel = fp8_copy(model)
-    bf_gib, fp_gib = resident_gib(model), resident_gib(qmodel)
-    qe, q8 = gb.qrank_embedder(model, tok), gb.qrank_embedder(qmodel, tok)
-    agreement = gate(qe, q8)
+    model, cfg, tok, qmodel, qe, q8, bf_gib, fp_gib, agreement = pair("embedding", size, args, gb.qrank_embedder)
     texts = gs.documents(tok, args.n_texts, seed=99)
     seqs = qe.encode(texts)
     work, rows = gb.min_work(qe.engine, seqs)
