@@ -187,11 +187,25 @@ def _broken(body) -> int:
 
 
 @pytest.fixture(scope="module")
-def fp8_tiny(qwen3_reranker_dir):
+def spread_reranker_dir(tmp_path_factory, shared):
+    """The tiny Qwen3 reranker of tests/tiny_models.py initialised with 2.5x the default spread (0.05): the
+    default's scores crowd within ~0.01 of 0.5, so near-ties flip its top-1 under any rounding at all."""
+    import tiny_models
+    from transformers import Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    dst = tmp_path_factory.mktemp("fp8-reranker")
+    Qwen3ForCausalLM(tiny_models._qwen3_config("qwen3-reranker-0.6b.json", initializer_range=0.05)).save_pretrained(dst)
+    tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fp8_tiny(spread_reranker_dir):
     """The tiny Qwen3 reranker through the load path's gate with a correct quantization (CPU emulation)."""
     from qrank.models.qwen3_reranker import Qwen3Reranker
 
-    rr = _tiny_reranker(qwen3_reranker_dir)
+    rr = _tiny_reranker(spread_reranker_dir)
     build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings())  # noqa: E731
     return qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"))
 
@@ -200,7 +214,7 @@ def test_gate_accepts_a_correct_quantization(fp8_tiny):
     q = fp8_tiny.info.extra["quantization"]
     print("gate on the tiny reranker:", q)
     assert q["check"] == "passed" and q["layers_quantized"] == 14
-    assert q["tau_mean"] >= 0.85 and q["max_abs_delta"] < 0.01 and q["pairs"] == 80
+    assert q["tau_mean"] >= 0.85 and q["top1_agreement"] == 1.0 and q["max_abs_delta"] < 0.05 and q["pairs"] == 80
     assert isinstance(fp8_tiny.model.model.layers[0].mlp.down_proj, Fp8Linear)
 
 
@@ -222,10 +236,10 @@ def test_gate_numbers_on_v1_models_and_the_banner(fp8_tiny, tmp_path):
     assert "fp8: check passed, Kendall tau mean" in _quantization_note(fp8_tiny.info)
 
 
-def test_gate_refuses_wrong_scales(qwen3_reranker_dir):
+def test_gate_refuses_wrong_scales(spread_reranker_dir):
     from qrank.models.qwen3_reranker import Qwen3Reranker
 
-    rr = _tiny_reranker(qwen3_reranker_dir)
+    rr = _tiny_reranker(spread_reranker_dir)
     build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings())  # noqa: E731
     with pytest.raises(UnsupportedModel) as err:
         qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"), quantize=_broken)
@@ -234,7 +248,7 @@ def test_gate_refuses_wrong_scales(qwen3_reranker_dir):
     assert "Kendall tau" in msg and "top-1" in msg and "quantization_check=false" in msg
     # the numbers are recorded either way; turning the check off serves the model and says so
     assert rr.info.extra["quantization"]["check"] == "failed"
-    rr2 = _tiny_reranker(qwen3_reranker_dir)
+    rr2 = _tiny_reranker(spread_reranker_dir)
     build2 = lambda: Qwen3Reranker(rr2.model, rr2.tokenizer, rr2.info, EngineSettings())  # noqa: E731
     out = qz.quantize_backend(build2, rr2.model.model, ModelSettings(quantization="fp8", quantization_check=False),
                               quantize=_broken)
