@@ -182,4 +182,11 @@ def fp8_supported(device) -> tuple[bool, str]:
         name = torch.cuda.get_device_name(dev)
         return False, (f"{name} has compute capability {cap[0]}.{cap[1]}; FP8 matrix units need "
                        f"{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer (Ada, Hopper, Blackwell)")
+    # the row-wise kernels depend on the torch build as well as the chip: one tiny product says whether they run
+    try:
+        x = torch.ones(ROW_MULTIPLE, ROW_MULTIPLE, device=dev)
+        fp8_linear(x.to(torch.bfloat16), quantize_weight(x))
+        torch.cuda.synchronize(dev)
+    except RuntimeError as exc:
+        return False, f"torch {torch.__version__} runs no row-wise FP8 product here ({str(exc)[:200]})"
     return True, ""
