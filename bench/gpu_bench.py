@@ -70,6 +70,7 @@ class Report:
         self.date = dt.date.today().isoformat()
 
     def add(self, model, system, workload, seconds, pairs, fed_tokens, floor_s, mem_gb, times=(), **extra):
+        extra.setdefault("quantization", "none")  # bench/fp8_bench.py adds 'fp8' rows
         row = dict(
             device=self.device, model=model, system=system, workload=workload, date=self.date,
             tokens_per_s=round(fed_tokens / seconds), ms_per_100_pairs=round(seconds / pairs * 100 * 1000, 2),

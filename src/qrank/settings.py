@@ -51,6 +51,14 @@ class ModelSettings(BaseModel):
         None, description="deprecated: fills each of reranker_instruction, query_task and query_prompt left unset"
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    quantization: Literal["none", "int8", "fp8"] = Field(
+        "none", description="'fp8': Qwen3 rerankers/embedders on GPUs with FP8 units (compute capability 8.9+), "
+        "checked against bfloat16 at load (docs/quantization.md); 'int8': CPU encoders"
+    )
+    quantization_check: bool = Field(True, description="refuse an FP8 model whose probe-set scores drift from bfloat16")
+    quantization_min_tau: float = Field(0.8, ge=-1, le=1, description="FP8 gate: least mean Kendall tau per query")
+    quantization_min_top1: float = Field(0.9, ge=0, le=1, description="FP8 gate: least top-1 agreement")
+    quantization_max_delta: float = Field(0.1, ge=0, description="FP8 gate: largest |score difference| allowed")
     trust_remote_code: bool = False
     local_files_only: bool = Field(False, description="never contact the hub")
 

@@ -58,6 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _quantization_note(info) -> str:
+    """The FP8 gate's numbers for the banner ('' for a model that is not quantized)."""
+    q = info.extra.get("quantization")
+    if not q:
+        return ""
+    return (f", {q['method']}: check {q['check']}, Kendall tau mean {q['tau_mean']} (min {q['tau_min']}), "
+            f"top-1 {q['top1_agreement']}, max |Δ score| {q['max_abs_delta']}")
+
+
 def _server_fields() -> list[str]:
     from ..settings import ServerSettings
 
@@ -96,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for m in pool.models:
             console.print(
                 f"[green]{m.role}[/] {m.name} ({m.info.kind}, {m.info.device}, {m.info.dtype}, max_length {m.info.max_length})"
+                + _quantization_note(m.info)
             )
         if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
             console.print(

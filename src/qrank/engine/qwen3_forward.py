@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import UnsupportedModel
+from .fp8 import linear, projection_weight
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,8 @@ def rotate_half(x):
 def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
                 head_dim: int):
     """Input norm, q/k/v projections, per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim)."""
-    import torch.nn.functional as F
-
     h = rms_norm(x, ln, eps)
-    q, k, v = F.linear(h, wq, bq), F.linear(h, wk, bk), F.linear(h, wv, bv)
+    q, k, v = linear(h, wq, bq), linear(h, wk, bk), linear(h, wv, bv)
     q = q.reshape(-1, heads, head_dim)
     k = k.reshape(-1, kv_heads, head_dim)
     v = v.reshape(-1, kv_heads, head_dim)
@@ -61,9 +60,9 @@ def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float):
     """Output projection + residual, post-attention norm, SiLU-gated MLP + residual."""
     import torch.nn.functional as F
 
-    x = x + F.linear(a, wo, bo)
+    x = x + linear(a, wo, bo)
     h = rms_norm(x, ln, eps)
-    return x + F.linear(F.silu(F.linear(h, w_gate)) * F.linear(h, w_up), w_down)
+    return x + linear(F.silu(linear(h, w_gate)) * linear(h, w_up), w_down)
 
 
 @dataclass
@@ -129,20 +128,20 @@ class Qwen3Stack:
         k_norm = getattr(at, "k_norm", None)
         return LayerWeights(
             ln1=layer.input_layernorm.weight,
-            wq=at.q_proj.weight,
-            wk=at.k_proj.weight,
-            wv=at.v_proj.weight,
+            wq=projection_weight(at.q_proj),
+            wk=projection_weight(at.k_proj),
+            wv=projection_weight(at.v_proj),
             bq=at.q_proj.bias,
             bk=at.k_proj.bias,
             bv=at.v_proj.bias,
             q_norm=q_norm.weight if q_norm is not None else None,
             k_norm=k_norm.weight if k_norm is not None else None,
-            wo=at.o_proj.weight,
+            wo=projection_weight(at.o_proj),
             bo=at.o_proj.bias,
             ln2=layer.post_attention_layernorm.weight,
-            w_gate=mlp.gate_proj.weight,
-            w_up=mlp.up_proj.weight,
-            w_down=mlp.down_proj.weight,
+            w_gate=projection_weight(mlp.gate_proj),
+            w_up=projection_weight(mlp.up_proj),
+            w_down=projection_weight(mlp.down_proj),
         )
 
     @property

@@ -12,6 +12,7 @@ from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
 from .pooling import finish_embeddings
+from .quantization import check_fp8_request, quantize_backend
 
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -76,6 +77,7 @@ class Qwen3Embedder:
 
         device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, device)
+        check_fp8_request(settings, device, dtype)  # before minutes of loading weights
         tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
         model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
         model.to(device)
@@ -87,11 +89,15 @@ class Qwen3Embedder:
             max_length=min(settings.max_length, model_max),
             dtype=dtype_name(dtype),
             device=str(device),
-            revision=resolved.revision,
+            # FP8 scores differ from bfloat16 ones: caches must not mix them
+            revision=resolved.revision + ("+fp8" if settings.quantization == "fp8" else ""),
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
             default_instruction=settings.query_task or DEFAULT_TASK,
         )
+        if settings.quantization == "fp8":
+            body = getattr(model, "base_model", model)
+            return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), body, settings)
         return cls(model, tokenizer, info, engine_settings)
 
     def encode(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[list[int]]:

@@ -19,6 +19,7 @@ from ..errors import InvalidInput, UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .quantization import check_fp8_request, quantize_backend
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Qwen3Reranker:
 
         device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, device)
+        check_fp8_request(settings, device, dtype)  # before minutes of loading weights
         tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
         archs = resolved.config.get("architectures") or []
         auto = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in archs) else AutoModelForCausalLM
@@ -145,11 +147,14 @@ class Qwen3Reranker:
             max_length=min(settings.max_length, model_max),
             dtype=dtype_name(dtype),
             device=str(device),
-            revision=resolved.revision,
+            # FP8 scores differ from bfloat16 ones: caches must not mix them
+            revision=resolved.revision + ("+fp8" if settings.quantization == "fp8" else ""),
             default_instruction=settings.reranker_instruction or DEFAULT_INSTRUCTION,
             score_activation="sigmoid",
             extra={"architecture": archs[0] if archs else None},
         )
+        if settings.quantization == "fp8":
+            return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings)
         return cls(model, tokenizer, info, engine_settings)
 
     def encode(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[list[int]]:

@@ -110,6 +110,9 @@ def load_model(name: str, role: str, settings: ModelSettings | None = None, engi
     if kind.role != role:
         other = "Embedder" if kind.role == "embedder" else "Reranker"
         raise UnsupportedModel(f"{name} is a {kind.name} model ({kind.role}); load it with {other}")
+    if settings.quantization == "fp8" and not kind.name.startswith("qwen3"):
+        raise UnsupportedModel(f"quantization='fp8' is for Qwen3 rerankers and embedders; {name} is a {kind.name} "
+                               "model", field="quantization")
     log.info("loading %s as %s", name, kind.name)
     set_torch_threads((engine or EngineSettings()).num_threads)
     return kind.load(resolved, settings, engine)

@@ -34,6 +34,8 @@ async def list_models(request: Request) -> Response:
                     "revision": info.revision,
                     "score_activation": info.score_activation,
                     "engine": info.extra.get("engine"),  # what the engine decided at load (None: no local engine)
+                    # the FP8 gate's agreement with bfloat16 on the probe set (absent when not quantized)
+                    "quantization": info.extra.get("quantization"),
                 },
             )
         )

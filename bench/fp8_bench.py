@@ -1,0 +1,227 @@
+"""FP8 vs bfloat16 on the fast engine, Qwen3 reranker 8B/4B/0.6B and embedder 8B shapes (random weights).
+
+Run on the device (bench/device_run.sh carries the environment; see docs/quantization.md):
+    PYTHONPATH=src:bench python bench/fp8_bench.py --sizes 8b,4b,0.6b --embed-sizes 8b --out $OUT/fp8
+Output: gpu_bench.md + gpu_results.json in --out (the layout ``gpu_bench.py merge --from`` reads).
+
+Per model, one bf16 model is built on the GPU and a deep copy of it is quantized (qrank.engine.fp8), so
+the systems are timed in interleaved rounds in one process (a drift of the machine hits all alike):
+``official`` (the model card's recipe, 100-document workload only), ``qrank`` (bf16), ``qrank-fp8`` and
+``qrank-fp8[fast_accum]`` (8B only). Workloads: ``rerank-1x100`` (one query, 100 documents of 50-450
+tokens), ``rerank-1x20-long`` (20 documents of 2,000-4,000 tokens), ``embed-500`` (500 passages of
+50-450 tokens). Peak memory is the process's peak less the resident weights of the other copy.
+fp8 rows' floor: the projections at 1,580 TFLOP/s (H200 dense FP8) plus attention at 800 (it stays bf16);
+bf16 rows keep gpu_bench's floor (everything at 800). The FP8 gate's numbers on the probe set go with the
+fp8 rows (on random weights: their scores sit near 0.5 and many probe documents are near-tied, so tau is
+lower than a trained model's; real checkpoints have outlier channels random weights lack, which is what
+the gate at load is for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import gpu_bench as gb  # noqa: E402
+
+log = logging.getLogger("fp8_bench")
+FP8_TFLOPS = 1580.0  # H200/H100 SXM dense FP8 rate the fp8 floor assumes
+
+
+def fp8_floor_seconds(cfg, computed_tokens: int, rows) -> float:
+    import gpu_systems as gs
+
+    return (2 * gs.non_embedding_params(cfg) * computed_tokens / (FP8_TFLOPS * 1e12)
+            + gs.attention_flops(cfg, rows) / (gs.PEAK_TFLOPS * 1e12))
+
+
+def resident_gib(model) -> float:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**30
+
+
+def fp8_copy(model):
+    """A deep copy of ``model`` whose body's projections are FP8 (the original stays bf16)."""
+    from qrank.engine.fp8 import quantize_body
+
+    q = copy.deepcopy(model)
+    quantize_body(getattr(q, "base_model", q))
+    gc.collect()
+    return q
+
+
+def set_fast_accum(model, on: bool) -> None:
+    from qrank.engine.fp8 import Fp8Linear
+
+    for m in model.modules():
+        if isinstance(m, Fp8Linear):
+            m.fast_accum = on
+
+
+def gate(ref_backend, fp8_backend) -> dict:
+    from qrank.models import quantization as qz
+
+    probes = qz.load_probes()
+    return qz.compare(qz.probe_scores(ref_backend, probes), qz.probe_scores(fp8_backend, probes)).to_dict()
+
+
+def pair(kind: str, size: str, args, make):
+    """A random bf16 model of a real shape, its FP8 copy, a qrank backend over each, and the gate's numbers."""
+    import gpu_systems as gs
+
+    model, cfg = gs.build_model(kind, size, args.device, tiny=args.smoke)
+    tok = gs.tokenizer_for(kind)
+    qmodel = fp8_copy(model)
+    ref, fp8 = make(model, tok), make(qmodel, tok)
+    return model, cfg, tok, qmodel, ref, fp8, resident_gib(model), resident_gib(qmodel), gate(ref, fp8)
+
+
+def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
+    import gpu_systems as gs
+    import numpy as np
+
+    name = f"Qwen3-Reranker-{size.upper()}"
+    model, cfg, tok, qmodel, qr, q8, bf_gib, fp_gib, agreement = pair("reranker", size, args, gb.qrank_reranker)
+    notes.append(f"- {name}: weights resident {bf_gib:.2f} GiB bf16 vs {fp_gib:.2f} GiB fp8 (embeddings and LM head "
+                 f"stay bf16); FP8 gate on the probe set (random weights): {agreement}")
+    systems = {"qrank": lambda w: qr.score_pairs(w), "qrank-fp8": lambda w: q8.score_pairs(w)}
+    if size == "8b":  # the same FP8 tensors; the engine's weights carry the flag (read when it is built)
+        set_fast_accum(qmodel, True)
+        qfast = gb.qrank_reranker(qmodel, tok)
+        set_fast_accum(qmodel, False)
+        systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
+    sysm = gs.RerankSystems(model, tok)
+    query = gs.queries_for(tok, 1, seed=1)[0]
+    workloads = {
+        "rerank-1x100": [(query, d) for d in gs.documents(tok, 100, seed=10)],
+        "rerank-1x20-long": [(query, d) for d in gs.documents(tok, 20, seed=11, lo=2000, hi=4000)],
+    }
+    for workload, pairs in workloads.items():
+        seqs = qr.encode(pairs)
+        work, rows = gb.min_work(qr.engine, seqs)
+        fed = sysm.fed_tokens(pairs)
+        fns = {k: (lambda f=f: f(pairs)) for k, f in systems.items()}
+        if workload == "rerank-1x100" and not args.no_official:
+            fns = {"official": lambda: sysm.official(pairs), **fns}
+        ref, got = np.asarray(qr.score_pairs(pairs)), np.asarray(q8.score_pairs(pairs))
+        notes.append(f"- {name} {workload}: {fed} tokens fed ({work} computed); max |fp8 - bf16| score "
+                     f"{np.max(np.abs(ref - got)):.4f}, top-1 same: {int(np.argmax(ref) == np.argmax(got))}")
+        reps = args.repeats if workload == "rerank-1x100" else max(2, args.repeats - 2)
+        _add_rows(rep, name, workload, gb.timed_rounds(fns, reps), len(pairs), fed, cfg, work, rows,
+                  bf_gib, fp_gib, agreement)
+
+
+def bench_embedder(size: str, rep: gb.Report, args, notes: list[str]) -> None:
+    import gpu_systems as gs
+    import numpy as np
+
+    name = f"Qwen3-Embedding-{size.upper()}"
+    model, cfg, tok, qmodel, qe, q8, bf_gib, fp_gib, agreement = pair("embedding", size, args, gb.qrank_embedder)
+    texts = gs.documents(tok, args.n_texts, seed=99)
+    seqs = qe.encode(texts)
+    work, rows = gb.min_work(qe.engine, seqs)
+    fed = gs.EmbedSystems(model, tok).fed_tokens(texts)
+    a, b = qe.embed_batch(texts[:64]), q8.embed_batch(texts[:64])
+    notes.append(f"- {name}: weights resident {bf_gib:.2f} GiB bf16 vs {fp_gib:.2f} GiB fp8; min cosine(fp8, bf16) "
+                 f"over 64 texts {float(np.min(np.sum(a * b, axis=1))):.5f}; FP8 gate (random weights): {agreement}")
+    fns = {"qrank": lambda: qe.embed_batch(texts), "qrank-fp8": lambda: q8.embed_batch(texts)}
+    _add_rows(rep, name, f"embed-{len(texts)}", gb.timed_rounds(fns, max(2, args.repeats - 2)), len(texts), fed, cfg,
+              work, rows, bf_gib, fp_gib, agreement)
+
+
+def _add_rows(rep, name, workload, timed, n, fed, cfg, work, rows, bf_gib, fp_gib, agreement) -> None:
+    import gpu_systems as gs
+
+    for system, (s, peak, ts) in timed.items():
+        fp8 = system.startswith("qrank-fp8")
+        floor = fp8_floor_seconds(cfg, work, rows) if fp8 else gs.floor_seconds(cfg, work, rows)
+        # the other copy's weights sit in memory unused by this system: leave them out of its peak
+        alone = peak - (bf_gib if fp8 else fp_gib)
+        extra = {"floor": "fp8 projections at 1580 TFLOP/s" if fp8 else "bf16 at 800 TFLOP/s"}
+        if fp8:
+            extra["gate"] = agreement
+        rep.add(name, system, workload, s, n, fed, floor, max(alone, 0.0), times=ts,
+                quantization="fp8" if fp8 else "none", **extra)
+
+
+def _free() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="8b,4b,0.6b", help="reranker sizes")
+    p.add_argument("--embed-sizes", default="8b", help="embedder sizes")
+    p.add_argument("--out", default="bench/out/fp8")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--n-texts", type=int, default=500)
+    p.add_argument("--no-official", action="store_true", help="leave out the official recipe (saves ~10 s at 8B)")
+    p.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script, measures nothing")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    import torch
+    import transformers
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    import torch._dynamo
+
+    # one compiled graph per (model shape, weight form): bf16 and fp8 of four models overflow the default 8
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    args.device = "cpu" if args.smoke else "cuda"
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (smoke run)"
+    mem = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0
+    header = (f"Device: {dev} ({mem:.0f} GiB); torch {torch.__version__}, CUDA {torch.version.cuda}, transformers "
+              f"{transformers.__version__}; random bf16 weights of the real shapes built on the GPU, and an FP8 copy "
+              f"(e4m3 weights per output channel, activations per token; torch._scaled_mm). Random weights lack the "
+              f"outlier channels of real checkpoints: speed here, quality at load (the gate).")
+    log.info(header)
+    rep, notes = gb.Report(dev), []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(s, bench_reranker) for s in args.sizes.split(",") if s] + [
+        (s, bench_embedder) for s in args.embed_sizes.split(",") if s]
+    from qrank.fileio import atomic_write_json, atomic_write_text
+
+    text = ""
+    for size, fn in jobs:
+        try:
+            fn(size, rep, args, notes)
+        except Exception as exc:  # keep the other sizes' figures; the failure is reported
+            log.exception("%s %s failed", fn.__name__, size)
+            notes.append(f"- {fn.__name__} {size}: FAILED ({type(exc).__name__}: {str(exc)[:300]})")
+        _free()  # the models went with the function's frame
+        text = gb.render(header, rep.rows, notes).replace("bench/gpu_bench.py", "bench/fp8_bench.py")
+        atomic_write_json(out / "gpu_results.json", rep.rows, indent=1)
+        atomic_write_text(out / "gpu_bench.md", text)
+    print(speedups(rep.rows))
+    print(text)
+
+
+def speedups(rows: list[dict]) -> str:
+    """One line per (model, workload): fp8 against qrank bf16 and the official recipe."""
+    lines = ["FP8 speed-ups (median time ratios):"]
+    for key in dict.fromkeys((r["model"], r["workload"]) for r in rows):
+        by = {r["system"]: r for r in rows if (r["model"], r["workload"]) == key}
+        base = by.get("qrank")
+        for system, r in by.items():
+            if not system.startswith("qrank-fp8") or base is None:
+                continue
+            off = by.get("official")
+            vs_off = f", {off['seconds'] / r['seconds']:.2f}x official" if off else ""
+            lines.append(f"  {key[0]} {key[1]} {system}: {base['seconds'] / r['seconds']:.2f}x qrank bf16{vs_off}; "
+                         f"{r['tokens_per_s']:,} tokens/s, fp8 floor fraction {r['floor_fraction']}, "
+                         f"peak {r['peak_mem_gib']} GiB (bf16 {base['peak_mem_gib']})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""FP8 on the CPU: the quantizer and the emulated product against a hand-written reference, both engines on a
+quantized tiny Qwen3 body, the quality gate (accepts a correct quantization, refuses a broken one) and the
+refusals off FP8 hardware.
+
+The reference rounds to the e4m3 grid by enumerating its 256 bit patterns (nearest value, ties to the
+even mantissa) and multiplies in float64, so it shares no code with :mod:`qrank.engine.fp8`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qrank.engine.fp8 import (
+    E4M3_MAX,
+    Fp8Linear,
+    Fp8Weight,
+    fp8_linear,
+    fp8_supported,
+    quantize_body,
+    quantize_rows,
+    quantize_weight,
+)
+from qrank.errors import InvalidInput, UnsupportedModel
+from qrank.models import quantization as qz
+from qrank.settings import EngineSettings, ModelSettings
+
+
+def _e4m3_grid() -> np.ndarray:
+    """Every finite float8_e4m3fn value, ascending (bit patterns read as the format defines them)."""
+    values = set()
+    for bits in range(256):
+        sign, exp, man = bits >> 7, (bits >> 3) & 0xF, bits & 0x7
+        if exp == 0xF and man == 0x7:  # the only NaN pattern of e4m3fn (no infinities)
+            continue
+        mag = (man / 8) * 2.0**-6 if exp == 0 else (1 + man / 8) * 2.0 ** (exp - 7)
+        values.add(-mag if sign else mag)
+    return np.array(sorted(values))
+
+
+GRID = _e4m3_grid()
+
+
+def _round_e4m3(x: np.ndarray) -> np.ndarray:
+    """Round to the nearest e4m3 value; a tie goes to the value with the even mantissa (IEEE default)."""
+    x = np.asarray(x, dtype=np.float64)
+    idx = np.clip(np.searchsorted(GRID, x), 1, len(GRID) - 1)
+    lo, hi = GRID[idx - 1], GRID[idx]
+    pick_hi = (hi - x) < (x - lo)
+    tie = (hi - x) == (x - lo)
+    # on a tie: the one whose mantissa's last bit is 0, i.e. whose value / its spacing is even
+    even_hi = np.array([_mantissa_even(v) for v in hi.ravel()]).reshape(hi.shape)
+    pick_hi = np.where(tie, even_hi, pick_hi)
+    return np.where(pick_hi, hi, lo)
+
+
+def _mantissa_even(v: float) -> bool:
+    return int(torch.tensor([v], dtype=torch.float32).to(torch.float8_e4m3fn).view(torch.uint8)) % 2 == 0
+
+
+def _reference_quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row scales max|row| / 448 and the e4m3 values of row / scale."""
+    scale = np.maximum(np.abs(w).max(axis=1) / E4M3_MAX, 1e-12)
+    return _round_e4m3(np.clip(w / scale[:, None], -E4M3_MAX, E4M3_MAX)), scale
+
+
+def _weights(n=48, k=32, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=g)
+    w[3] *= 40  # an outlier channel: its own scale keeps the other rows' precision
+    w[5] = 0  # an all-zero row must not divide by zero
+    w[7, 0] = 1e-3  # tiny values fall into e4m3's subnormals
+    return w
+
+
+def test_grid_is_e4m3():
+    assert len(GRID) == 253 and GRID.max() == E4M3_MAX  # +-0 merge: 254 finite patterns, one value for zero
+    as_fp8 = torch.tensor(GRID, dtype=torch.float32).to(torch.float8_e4m3fn).to(torch.float32).numpy()
+    np.testing.assert_array_equal(as_fp8, GRID)
+
+
+def test_quantize_weight_matches_reference():
+    w = _weights()
+    q = quantize_weight(w)
+    ref_data, ref_scale = _reference_quantize(w.double().numpy())
+    np.testing.assert_allclose(q.scale.numpy(), ref_scale, rtol=1e-6)
+    np.testing.assert_array_equal(q.data.to(torch.float32).numpy(), ref_data)
+    assert q.data.dtype == torch.float8_e4m3fn and q.scale.dtype == torch.float32
+    # each row's largest magnitude lands on 448; the zero row stays zero
+    assert np.all(np.abs(q.data.to(torch.float32).numpy()[[0, 3, 7]]).max(axis=1) == E4M3_MAX)
+    assert not q.data.to(torch.float32)[5].any()
+    # relative error of a normal e4m3 value is at most half a step of 3 mantissa bits
+    deq, wf = q.dequantize(), w.float()
+    big = wf.abs() >= q.scale[:, None] * 2.0**-6  # below this, the fixed steps of the subnormals
+    assert ((deq - wf).abs()[big] <= wf.abs()[big] * 2.0**-4 + 1e-12).all()
+
+
+def test_quantize_rows_matches_reference():
+    x = _weights(9, 32, seed=1)
+    x8, sx = quantize_rows(x)
+    ref, ref_scale = _reference_quantize(x.double().numpy())
+    assert tuple(sx.shape) == (9, 1)
+    np.testing.assert_allclose(sx[:, 0].numpy(), ref_scale, rtol=1e-6)
+    np.testing.assert_array_equal(x8.to(torch.float32).numpy(), ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_linear_emulation_matches_reference(dtype):
+    w, x = _weights(), _weights(8, 32, seed=2).reshape(2, 4, 32)
+    bias = torch.linspace(-1, 1, 48)
+    got = fp8_linear(x.to(dtype), quantize_weight(w), bias.to(dtype))
+    wq, sw = _reference_quantize(w.double().numpy())
+    xq, sx = _reference_quantize(x.to(dtype).double().reshape(8, 32).numpy())
+    ref = (xq @ wq.T) * sx[:, None] * sw[None, :] + bias.to(dtype).double().numpy()
+    assert got.shape == (2, 4, 48) and got.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2.0**-7  # the output's own rounding
+    np.testing.assert_allclose(got.double().reshape(8, 48).numpy(), ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_fp8_linear_module_and_dispatch():
+    lin = torch.nn.Linear(32, 48, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(_weights())
+    mod = Fp8Linear.from_linear(lin)
+    x = torch.randn(4, 32)
+    torch.testing.assert_close(mod(x), fp8_linear(x, quantize_weight(lin.weight)))
+    assert isinstance(mod.fp8, Fp8Weight) and mod.fp8.numel() == 48 * 32
+    # quantization error is small against the float product (a sanity bound, not the reference)
+    exact = lin(x)
+    assert (mod(x) - exact).abs().max() < 0.1 * exact.abs().max()
+
+
+def _tiny_reranker(path, **settings):
+    from qrank.models.base import resolve_model
+    from qrank.models.qwen3_reranker import Qwen3Reranker
+
+    s = ModelSettings(device="cpu", **settings)
+    return Qwen3Reranker.load(resolve_model(str(path), s), s)
+
+
+def test_fast_engine_reads_fp8_weights_like_the_reference_engine(qwen3_reranker_dir):
+    from qrank.engine.fast import FastEngine
+    from qrank.engine.reference import ReferenceEngine
+
+    rr = _tiny_reranker(qwen3_reranker_dir)
+    body = rr.model.model
+    assert quantize_body(body) == 7 * len(body.layers)
+    assert quantize_body(body) == 0  # idempotent
+    seqs = [list(range(100, 140)), list(range(100, 120)) + [7, 8, 9], [5] * 3]
+    fast = FastEngine(body, pad_id=0, attention="sdpa", compile="off").last_hidden(seqs)
+    ref = ReferenceEngine(body, pad_id=0).last_hidden(seqs)  # transformers' modules calling Fp8Linear.forward
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_kendall_tau_matches_scipy():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = rng.integers(0, 4, size=8).astype(float)  # plenty of ties
+        b = a + rng.normal(0, 1.0, size=8) * rng.integers(0, 2, size=8)
+        want = kendalltau(a, b).statistic
+        got = qz.kendall_tau(a.tolist(), b.tolist())
+        if np.isnan(want):
+            assert got in (0.0, 1.0)
+        else:
+            assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_probe_set_shape():
+    probes = qz.load_probes()
+    assert len(probes) == 10 and all(len(docs) == 8 for _, docs in probes)
+    text = " ".join(q + " ".join(d) for q, d in probes)
+    assert "高血压" in text and "東京" in text  # Chinese and Japanese
+    long_docs = [docs[-1] for _, docs in probes]
+    assert min(map(len, long_docs)) > 2000 and max(map(len, long_docs)) > 10000
+
+
+def _broken(body) -> int:
+    """A deliberately wrong quantization: every weight scale four times too large."""
+    n = quantize_body(body)
+    for m in body.modules():
+        if isinstance(m, Fp8Linear):
+            m.weight_scale.mul_(4)
+    return n
+
+
+@pytest.fixture(scope="module")
+def spread_reranker_dir(tmp_path_factory, shared):
+    """The tiny Qwen3 reranker of tests/tiny_models.py initialised with 2.5x the default spread (0.05): the
+    default's scores crowd within ~0.01 of 0.5, so near-ties flip its top-1 under any rounding at all."""
+    import tiny_models
+    from transformers import Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    dst = tmp_path_factory.mktemp("fp8-reranker")
+    Qwen3ForCausalLM(tiny_models._qwen3_config("qwen3-reranker-0.6b.json", initializer_range=0.05)).save_pretrained(dst)
+    tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def fp8_tiny(spread_reranker_dir):
+    """The tiny Qwen3 reranker through the load path's gate with a correct quantization (CPU emulation)."""
+    from qrank.models.qwen3_reranker import Qwen3Reranker
+
+    rr = _tiny_reranker(spread_reranker_dir)
+    build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings())  # noqa: E731
+    return qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"))
+
+
+def test_gate_accepts_a_correct_quantization(fp8_tiny):
+    q = fp8_tiny.info.extra["quantization"]
+    print("gate on the tiny reranker:", q)
+    assert q["check"] == "passed" and q["layers_quantized"] == 14
+    assert q["tau_mean"] >= 0.85 and q["top1_agreement"] == 1.0 and q["max_abs_delta"] < 0.05 and q["pairs"] == 80
+    assert isinstance(fp8_tiny.model.model.layers[0].mlp.down_proj, Fp8Linear)
+
+
+def test_gate_numbers_on_v1_models_and_the_banner(fp8_tiny, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from qrank import Reranker
+    from qrank.cli.serve import _quantization_note
+    from qrank.server import ModelPool, create_app
+    from qrank.settings import Settings
+
+    pool = ModelPool.from_models(rerankers={"tiny-fp8": Reranker(fp8_tiny)})
+    settings = Settings(home=tmp_path, server={"allowed_hosts": ["testserver"]})
+    with TestClient(create_app(settings, pool)) as client:
+        r = client.get("/v1/models")
+        assert r.status_code == 200, r.text
+        card = r.json()["data"][0]
+    assert card["qrank"]["quantization"] == fp8_tiny.info.extra["quantization"]
+    assert "fp8: check passed, Kendall tau mean" in _quantization_note(fp8_tiny.info)
+
+
+def test_gate_refuses_wrong_scales(spread_reranker_dir):
+    from qrank.models.qwen3_reranker import Qwen3Reranker
+
+    rr = _tiny_reranker(spread_reranker_dir)
+    build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings())  # noqa: E731
+    with pytest.raises(UnsupportedModel) as err:
+        qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"), quantize=_broken)
+    msg = str(err.value)
+    assert err.value.field == "quantization"
+    assert "Kendall tau" in msg and "top-1" in msg and "quantization_check=false" in msg
+    # the numbers are recorded either way; turning the check off serves the model and says so
+    assert rr.info.extra["quantization"]["check"] == "failed"
+    rr2 = _tiny_reranker(spread_reranker_dir)
+    build2 = lambda: Qwen3Reranker(rr2.model, rr2.tokenizer, rr2.info, EngineSettings())  # noqa: E731
+    out = qz.quantize_backend(build2, rr2.model.model, ModelSettings(quantization="fp8", quantization_check=False),
+                              quantize=_broken)
+    assert out.info.extra["quantization"]["check"] == "failed, ignored"
+
+
+def test_fp8_refused_off_fp8_hardware(qwen3_reranker_dir, qwen3_embedder_dir, random_ce_dir):
+    from qrank import Embedder, Reranker
+
+    assert fp8_supported("cpu") == (False, "device 'cpu' is not a CUDA GPU")
+    with pytest.raises(UnsupportedModel, match="compute capability 8.9") as err:
+        Reranker.from_pretrained(str(qwen3_reranker_dir), device="cpu", quantization="fp8")
+    assert err.value.field == "quantization"
+    with pytest.raises(UnsupportedModel, match="quantization='fp8'"):
+        Embedder.from_pretrained(str(qwen3_embedder_dir), device="cpu", quantization="fp8")
+    with pytest.raises(UnsupportedModel, match="for Qwen3 rerankers and embedders"):
+        Reranker.from_pretrained(str(random_ce_dir), device="cpu", quantization="fp8")
+    with pytest.raises(InvalidInput, match="'int8' is for CPU encoders"):
+        Reranker.from_pretrained(str(qwen3_reranker_dir), device="cpu", quantization="int8")
+
+
+def test_quantization_flag_reaches_the_settings():
+    import argparse
+
+    from qrank.cli import core
+    from qrank.cli.common import settings_from_args
+
+    parser = argparse.ArgumentParser()
+    core.register(parser.add_subparsers())
+    args = parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp8", "--no-quantization-check"])
+    s = settings_from_args(args)
+    assert s.models.quantization == "fp8" and s.models.quantization_check is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp4"])
