@@ -148,7 +148,7 @@ def test_fast_engine_reads_fp8_weights_like_the_reference_engine(qwen3_reranker_
     assert quantize_body(body) == 7 * len(body.layers)
     assert quantize_body(body) == 0  # idempotent
     seqs = [list(range(100, 140)), list(range(100, 120)) + [7, 8, 9], [5] * 3]
-    fast = FastEngine(body, pad_id=0, attention="sdpa", compile="off").last_hidden(seqs)
+    fast = FastEngine(body, attention="sdpa", compile="off").last_hidden(seqs)
     ref = ReferenceEngine(body, pad_id=0).last_hidden(seqs)  # transformers' modules calling Fp8Linear.forward
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
 
@@ -246,8 +246,7 @@ def test_gate_refuses_wrong_scales(spread_reranker_dir):
     msg = str(err.value)
     assert err.value.field == "quantization"
     assert "Kendall tau" in msg and "top-1" in msg and "quantization_check=false" in msg
-    # the numbers are recorded either way; turning the check off serves the model and says so
-    assert rr.info.extra["quantization"]["check"] == "failed"
+    # the refusal carries the numbers (above); turning the check off serves the model and records them
     rr2 = _tiny_reranker(spread_reranker_dir)
     build2 = lambda: Qwen3Reranker(rr2.model, rr2.tokenizer, rr2.info, EngineSettings())  # noqa: E731
     out = qz.quantize_backend(build2, rr2.model.model, ModelSettings(quantization="fp8", quantization_check=False),
