@@ -92,7 +92,8 @@ class Calibration:
     def __call__(self, scores) -> np.ndarray:
         s = np.asarray(scores, dtype=np.float64)
         if self.method == "platt":
-            out = 1.0 / (1.0 + np.exp(-(self.a * platt_feature(s, self.feature) + self.b)))
+            # sigmoid as exp(-log(1 + e^-z)): no overflow for a steep map's large |z|
+            out = np.exp(-np.logaddexp(0.0, -(self.a * platt_feature(s, self.feature) + self.b)))
         else:  # np.interp clips outside the breakpoints: scikit-learn's out_of_bounds="clip"
             out = np.interp(s, self.x, self.y)
         return out.astype(np.float32)
