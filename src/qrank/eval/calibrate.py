@@ -262,10 +262,8 @@ def held_out_calibration(
             f"the fit half ({len(fit_q)} queries, {int(y_fit.sum())} relevant of {len(y_fit)} pairs) needs at least "
             "2 queries and 2 relevant and 2 non-relevant pairs",
         )
-    cal = fit_calibration(
-        s_fit, y_fit, activation=activation, folds=folds, groups=groups, seed=seed,
-        fitted_on={"queries": len(fit_q), "seed": seed}, **identity,
-    )  # fmt: skip
+    identity["fitted_on"] = {"queries": len(fit_q), "seed": seed, **(identity.get("fitted_on") or {})}
+    cal = fit_calibration(s_fit, y_fit, activation=activation, folds=folds, groups=groups, seed=seed, **identity)
     calibrated = cal(s_held)
     raw_is_probability = bool(s_held.min() >= 0.0 and s_held.max() <= 1.0)
 
