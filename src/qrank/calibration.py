@@ -83,10 +83,13 @@ class Calibration:
         if self.method == "platt" and not (_finite(self.a) and _finite(self.b)):
             raise InvalidInput("a", "Platt needs finite a and b")
         if self.method == "isotonic":
-            x, y = np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
-            if len(x) < 1 or len(x) != len(y) or np.any(np.diff(x) < 0) or not np.all(np.isfinite(x)):
+            try:
+                x, y = np.asarray(self.x, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput("x", f"isotonic breakpoints must be numbers ({exc})") from exc
+            if x.ndim != 1 or len(x) < 1 or len(x) != len(y) or np.any(np.diff(x) < 0) or not np.all(np.isfinite(x)):
                 raise InvalidInput("x", "isotonic breakpoints must be finite, increasing, one y per x")
-            if np.any((y < 0) | (y > 1)) or np.any(np.diff(y) < 0):
+            if not np.all((y >= 0) & (y <= 1)) or np.any(np.diff(y) < 0):  # written so that NaN fails too
                 raise InvalidInput("y", "isotonic probabilities must rise within [0, 1]")
 
     def __call__(self, scores) -> np.ndarray:

@@ -102,6 +102,26 @@ def test_nan_is_never_written_and_a_failed_write_leaves_nothing(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "doc, field",
+    [
+        ({"method": "platt", "a": 1.0, "b": 0.0}, "calibration"),  # no format marker: not a map of ours
+        ({"format": "qrank-calibration", "version": 99, "method": "platt", "a": 1.0, "b": 0.0}, "calibration"),
+        ({"format": "qrank-calibration", "version": 1, "method": "spline"}, "method"),
+        ({"format": "qrank-calibration", "version": 1, "method": "platt", "a": "1", "b": 0.0}, "a"),
+        ({"format": "qrank-calibration", "version": 1, "method": "isotonic", "x": [1, 0], "y": [0.1, 0.2]}, "x"),
+        ({"format": "qrank-calibration", "version": 1, "method": "isotonic", "x": ["a"], "y": [0.1]}, "x"),
+        ({"format": "qrank-calibration", "version": 1, "method": "isotonic", "x": [0, 1], "y": [0.1, 1.2]}, "y"),
+    ],
+)
+def test_a_bad_map_is_refused_naming_the_field(tmp_path, doc, field):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidInput) as err:
+        Calibration.load(path)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(
     "scores, labels, field",
     [
         ([0.1, float("nan"), 0.3, 0.9], [0, 0, 1, 1], "scores"),
