@@ -215,10 +215,14 @@ class Calibrated:
         self.info = _calibrated_info(info, calibration)
 
     def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
-        raw = np.asarray(self.inner.score_pairs(pairs, instruction=instruction))
+        return self.score_and_raw(pairs, instruction=instruction)[0]
+
+    def score_and_raw(self, pairs, *, instruction: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated and raw scores of one pass: what a ``raw_score`` field on request would return."""
+        raw = np.asarray(self.inner.score_pairs(pairs, instruction=instruction), dtype=np.float32)
         if not np.all(np.isfinite(raw)):  # the map would turn an infinite score into a finite-looking probability
             raise QrankError("the model produced a non-finite score (NaN or inf); it cannot be calibrated")
-        return self.calibration(raw)
+        return self.calibration(raw), raw
 
     def count_tokens(self, pairs, *, instruction: str | None = None) -> list[int]:
         return self.inner.count_tokens(pairs, instruction=instruction)

@@ -188,6 +188,9 @@ def test_calibrated_layer_over_the_real_cross_encoder(ce_dir):
     expected = _sigmoid(0.55 * np.log(raw / (1 - raw)) - 1.7)
     np.testing.assert_allclose(layer.score_pairs(pairs), expected, atol=1e-5)
     assert layer.count_tokens(pairs) == inner.count_tokens(pairs)
+    calibrated, raw_again = layer.score_and_raw(pairs)
+    np.testing.assert_allclose(raw_again, raw, atol=1e-5)
+    np.testing.assert_array_equal(calibrated, layer.score_pairs(pairs))
     assert layer.info.extra["calibration"]["method"] == "platt" and layer.info.id == inner.info.id
     # under the facade the order follows the calibrated scores (a monotone map keeps the raw order)
     ranked = Reranker(layer).rerank(pairs[0][0], [d for _, d in pairs[:2]])
