@@ -83,7 +83,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="shrink the corpus to N documents: every judged one of the kept queries plus a seeded random sample",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the --max-docs sample (default: 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the --max-docs sample and of the --calibrate split (default: 0)"
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit the reranker's score → P(relevant) map (Platt or isotonic, by cross-validation) on half the "
+        "queries, report its reliability on the other half, and save it under <home>/calibration/",
+    )
     p.add_argument(
         "--test",
         choices=["student", "fisher"],
@@ -146,6 +154,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         latency_queries=args.latency_queries,
         test=args.test,
         bm25_stopwords=getattr(settings.index, "bm25_stopwords", "en"),
+        calibrate=args.calibrate,
+        calibration_seed=args.seed,
     )
     dataset = load_dataset(args.dataset, split=args.split)
     if args.max_queries is not None or args.max_docs is not None:
@@ -159,6 +169,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _print_plan(evaluation.plan())
     result = evaluation.run()
     paths = write_report(result, out)
+    if args.calibrate:
+        from ..calibration import Calibration
+
+        saved = Calibration.from_dict(result["calibration"]["map"]).save(Path(result["calibration"]["path"]))
+        log.info("calibration map saved to %s", saved)
     if args.json:
         print_json(result["systems"])
         return 0
@@ -210,3 +225,10 @@ def _print_table(result: dict, paths: dict) -> None:
     console = Console()
     console.print(table)
     console.print(f"report: {paths['report']}  metrics: {paths['metrics']}  plot: {paths['plot']}")
+    if result.get("calibration"):
+        cal, held = result["calibration"], result["calibration"]["held_out"]
+        raw = f"{held['raw']['ece']:.4f}" if held["raw"] else "–"
+        console.print(
+            f"calibration ({cal['method']}): held-out ECE {raw} raw → {held['calibrated']['ece']:.4f} calibrated; "
+            f"map saved to {cal['path']}  reliability plot: {paths['reliability_plot']}"
+        )

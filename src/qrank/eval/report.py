@@ -96,6 +96,12 @@ def write_report(result: dict, out: Path) -> dict[str, str]:
     for name, ranking in result["rankings"].items():
         _write_trec(runs_dir / f"{safe_name(name)}.trec", ranking, name)
     plot_quality_latency(result, paths["plot"])
+    if result.get("calibration"):  # qrank eval --calibrate
+        from .calibration_report import PLOT_NAME as RELIABILITY, plot_reliability
+
+        paths |= {"calibration": out / "calibration.json", "reliability_plot": out / RELIABILITY}
+        atomic_write_json(paths["calibration"], result["calibration"], indent=2)
+        plot_reliability(result["calibration"], paths["reliability_plot"], result["dataset"]["name"])
     atomic_write_text(paths["report"], render_markdown(result, PLOT_NAME))
     return {k: str(v) for k, v in paths.items()} | {"runs": str(runs_dir)}
 
@@ -204,6 +210,10 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         ]
         lines += _table(["pair", "metric", "means", "p", "significant", "W/T/L"], sig_rows)
         lines.append("")
+    if result.get("calibration"):
+        from .calibration_report import markdown as calibration_markdown
+
+        lines += calibration_markdown(result["calibration"])
     lines += [
         "## Files",
         "",

@@ -101,6 +101,8 @@ class EvalConfig:
     test: str = "student"
     max_p: float = 0.05  # the usual significance level
     bm25_stopwords: str | None = "en"
+    calibrate: bool = False  # fit the reranker's score → P(relevant) map on half the queries, judge it on the rest
+    calibration_seed: int = 0
 
     def __post_init__(self) -> None:
         self.systems = parse_systems(self.systems)
@@ -125,6 +127,8 @@ class EvalConfig:
             raise InvalidInput("embedder", "the dense and hybrid systems need an embedder (--embedder)")
         if any(s.endswith(RERANK_SUFFIX) for s in self.systems) and not self.reranker:
             raise InvalidInput("reranker", "the +rerank systems need a reranker (--reranker)")
+        if self.calibrate and not any(s.endswith(RERANK_SUFFIX) for s in self.systems):
+            raise InvalidInput("calibrate", "calibration fits a reranker's scores: add a +rerank system")
 
     @property
     def retrieve_depth(self) -> int:
@@ -423,6 +427,7 @@ class Evaluation:
         c, ds = self.config, self.ds
         names = metric_names(c.k, c.depth)
         systems, per_query, rankings, sweep = {}, {}, {}, {}
+        reranked: dict[str, dict[str, float]] = {q: {} for q in ds.queries}  # {qid: {doc: raw score}}, to calibrate
         for system in c.systems:
             first = self.stage(first_stage(system))
             if system.endswith(RERANK_SUFFIX):
@@ -434,6 +439,8 @@ class Evaluation:
                 latency = [first["latency_ms"][q] + ms for q, ms in rr["latency_ms"].items()]
                 peak = rr["peak_rss_mb"]
                 sweep[system] = self._sweep(first, rr, names)
+                for q in ds.queries:
+                    reranked[q].update((d, rr["scores"][q][d]) for d, _ in first["ranking"][q][: c.depth])
             else:
                 ranking = {q: first["ranking"][q][: c.depth] for q in ds.queries}
                 latency = [first["latency_ms"][q] for q in ds.queries]
@@ -454,7 +461,7 @@ class Evaluation:
         significance = compare_runs(
             ds.qrels, {s: run_from_ranking(r) for s, r in rankings.items()}, names, test=c.test, max_p=c.max_p
         )
-        return {
+        out = {
             "config": {**asdict(c), "retrieve_depth": c.retrieve_depth},
             "dataset": ds.summary(),
             "metric_names": names,
@@ -466,6 +473,34 @@ class Evaluation:
             "environment": self._environment(),
             "cache": {"dir": str(self.store.root), "stages": dict(self.cached)},
         }
+        if c.calibrate:
+            out["calibration"] = self._calibration(reranked)
+        return out
+
+    def _calibration(self, reranked: dict[str, dict[str, float]]) -> dict:
+        """Fit the reranker's calibration on half the queries, judge it on the others (see
+        :func:`qrank.eval.calibrate.held_out_calibration`); the section says where the map belongs."""
+        from types import SimpleNamespace
+
+        from ..calibration import calibration_path
+        from .calibrate import held_out_calibration
+
+        ident = self._model_identity("reranker")
+        # the activation is known once a model is loaded (and the layers work puts it in ModelInfo); a fully
+        # cached run loads none, and scores that all lie in [0, 1] are then read as sigmoid outputs
+        activation = getattr(self._reranker.info, "score_activation", None) if self._reranker is not None else None
+        model = SimpleNamespace(id=ident["name"], revision=ident["revision"])
+        _, section = held_out_calibration(
+            reranked,
+            self.ds.qrels,
+            activation=activation,
+            seed=self.config.calibration_seed,
+            model_id=model.id,
+            revision=model.revision,
+            fitted_on={"dataset": self.ds.name, "depth": self.config.depth},
+        )
+        systems = [s for s in self.config.systems if s.endswith(RERANK_SUFFIX)]
+        return {**section, "systems": systems, "path": str(calibration_path(self.settings, model))}
 
     def _sweep(self, first: dict, rr: dict, names: list[str]) -> list[dict]:
         c, ds = self.config, self.ds
