@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import InvalidInput, TooLarge, UnsupportedModel
-from .models.base import DocumentLayout
+from .models.base import DocumentLayout, Encoded
 
 POLICIES = ("chunk", "truncate", "error")
 AGGREGATES = ("max", "mean_top_k", "first")
@@ -94,7 +94,8 @@ class LongDocuments:
         if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
             raise InvalidInput("chunk_overlap", f"must be a non-negative integer, got {overlap!r}")
         if self.chunk_tokens is not None and overlap >= self.chunk_tokens:
-            raise InvalidInput("chunk_overlap", f"must be smaller than chunk_tokens ({self.chunk_tokens}), got {overlap}")
+            raise InvalidInput("chunk_overlap", f"must be smaller than chunk_tokens ({self.chunk_tokens}), "
+                               f"got {overlap}")
         return self
 
 
@@ -135,6 +136,8 @@ class Plan:
     # per input pair: (first pair index, chunk spans, document tokens per chunk, truncated) or None (scored as is)
     layouts: list[tuple[int, list[tuple[int, int]], list[int], bool] | None]
     policy: LongDocuments
+    # per pair, its encoding when the layout pass made it (the pair went unchanged), else None
+    encoded: list[Encoded | None] | None = None
 
     def fold(self, scores: np.ndarray) -> tuple[np.ndarray, list[DocumentReport | None]]:
         """Document scores (float32, one per input pair) and their reports from the scores of ``pairs``."""
@@ -184,9 +187,13 @@ def _span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int
 
 
 def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy: LongDocuments,
-         field: str = "documents", query_field: str = "query", truncated_before: Sequence[bool] = ()) -> Plan:
+         field: str = "documents", query_field: str = "query", truncated_before: Sequence[bool] = (),
+         unlaid: Sequence[str] = ("truncate",)) -> Plan:
     """The pairs ``model`` should score under ``policy``; ``truncated_before[i]`` marks a document a door cut
-    already (by characters). Raises InvalidInput / TooLarge naming ``field[i]`` or the setting at fault."""
+    already (by characters). Raises InvalidInput / TooLarge naming ``field[i]`` or the setting at fault.
+
+    A model that cannot lay documents out (a remote one) is scored as is under the policies in ``unlaid`` (the
+    server checks 'error' by its exact token counts); other policies and token limits need a layout."""
     for i, (_, doc) in enumerate(pairs):
         if len(doc) > policy.max_chars_per_document:
             raise TooLarge(f"{field}[{i}]: {len(doc)} characters, more than max_chars_per_document="
@@ -194,7 +201,7 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
     try:
         layouts: list[DocumentLayout] = model.document_layouts(pairs, instruction=instruction)
     except (AttributeError, UnsupportedModel):
-        plain = policy.policy == "truncate" and policy.max_tokens_per_doc is None and policy.max_tokens_per_query is None
+        plain = policy.policy in unlaid and policy.max_tokens_per_doc is None and policy.max_tokens_per_query is None
         if not plain or not pairs:
             raise UnsupportedModel(f"{type(model).__name__} cannot lay documents out in its window, so "
                                    f"long_documents={policy.policy!r} and the token limits are not available for it",
@@ -202,6 +209,7 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
         return Plan(list(pairs), [None] * len(pairs), policy)
     out_pairs: list[tuple[str, str]] = []
     out_layouts = []
+    encoded: list[Encoded | None] = []
     for i, ((query, doc), lay) in enumerate(zip(pairs, layouts)):
         name = f"{field}[{i}]"
         if policy.max_tokens_per_query is not None and lay.query_tokens > policy.max_tokens_per_query:
@@ -212,14 +220,16 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
                                f"max_length={lay.max_length} window; shorten the query or raise max_length")
         offsets = lay.offsets
         n = len(offsets)
+        whole = lay.encoded
         cut_early = bool(truncated_before[i]) if i < len(truncated_before) else False
         if policy.max_tokens_per_doc is not None and n > policy.max_tokens_per_doc:
             # the caller's own cap (Cohere's max_tokens_per_doc): the document part alone is cut, by its tokens
-            n, cut_early = policy.max_tokens_per_doc, True
+            n, cut_early, whole = policy.max_tokens_per_doc, True, None
             doc = doc[: offsets[n - 1][1]]
         first = len(out_pairs)
         if n <= lay.budget:
             out_pairs.append((query, doc))
+            encoded.append(whole)
             out_layouts.append((first, [(0, len(doc))], [n], cut_early))
         elif policy.policy == "error":
             raise InvalidInput(name, f"{n} tokens, more than the {lay.budget} that fit beside the template and query "
@@ -228,6 +238,7 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
         elif policy.policy == "truncate":
             # the model cuts the document part itself (exactly as before this policy existed)
             out_pairs.append((query, doc))
+            encoded.append(whole)
             out_layouts.append((first, [_span(offsets, 0, lay.budget)], [lay.budget], True))
         else:
             size = _chunk_size(policy, lay, name)
@@ -239,13 +250,14 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
             for start, end in parts:
                 a, b = _span(offsets, start, end)
                 out_pairs.append((query, doc[a:b]))
+                encoded.append(None)
                 spans.append((a, b))
                 tokens.append(end - start)
             out_layouts.append((first, spans, tokens, cut_early))
         if len(out_pairs) > policy.max_chunks_per_request:
             raise TooLarge(f"{field}: the request needs more than max_chunks_per_request="
                            f"{policy.max_chunks_per_request} chunks", field=field)
-    return Plan(out_pairs, out_layouts, policy)
+    return Plan(out_pairs, out_layouts, policy, encoded)
 
 
 def _chunk_size(policy: LongDocuments, lay: DocumentLayout, name: str) -> int:

@@ -53,7 +53,9 @@ class ModelSettings(BaseModel):
     max_chars_per_document: int = Field(
         1_000_000, ge=1, description="rerankers: characters per document laid out in tokens (413 above)"
     )
-    max_chunks_per_document: int = Field(64, ge=1, description="long_documents='chunk': chunks per document (413 above)")
+    max_chunks_per_document: int = Field(
+        64, ge=1, description="long_documents='chunk': chunks per document (413 above)"
+    )
     max_chunks_per_request: int = Field(4096, ge=1, description="long_documents='chunk': chunks per call (413 above)")
     # one setting per role: the three strings mean different things, and one server may load all three kinds
     reranker_instruction: str | None = Field(
@@ -78,7 +80,8 @@ class ModelSettings(BaseModel):
     @model_validator(mode="after")
     def _check_chunks(self) -> ModelSettings:
         if self.chunk_tokens is not None and self.chunk_overlap >= self.chunk_tokens:
-            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})")
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                             f"({self.chunk_tokens})")
         return self
 
     @model_validator(mode="after")

@@ -51,7 +51,8 @@ class DocumentLayout:
     ``overhead`` is the tokens of everything but the document (template, instruction, query, special
     tokens), so ``budget = max_length - overhead`` document tokens fit; ``offsets`` holds, per document
     token as the model tokenizes it in this pair, its ``(start, end)`` characters in the caller's document;
-    ``query_tokens`` is the query alone.
+    ``query_tokens`` is the query's. ``encoded``, when the layout pass made it, is the pair exactly as
+    ``encode_pairs`` would encode it (so a door that lays documents out still tokenizes each text once).
 
     >>> lay = DocumentLayout(overhead=10, max_length=16, query_tokens=2, offsets=((0, 3), (3, 7)))
     >>> lay.budget, lay.fits
@@ -62,6 +63,7 @@ class DocumentLayout:
     max_length: int
     query_tokens: int
     offsets: tuple[tuple[int, int], ...]
+    encoded: Encoded | None = None
 
     @property
     def budget(self) -> int:

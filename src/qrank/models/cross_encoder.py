@@ -122,14 +122,17 @@ class CrossEncoderModel:
         if not pairs:
             return []
         feats = self.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=False,
-                               return_offsets_mapping=True, return_token_type_ids=False, return_attention_mask=False,
-                               verbose=False)
+                               return_offsets_mapping=True, return_attention_mask=False, verbose=False)
+        types = feats.get("token_type_ids")
         out = []
         for i in range(len(pairs)):
             seq = feats.sequence_ids(i)
             doc = tuple(tuple(o) for o, s in zip(feats["offset_mapping"][i], seq) if s == 1)
             query = sum(1 for s in seq if s == 0)
-            out.append(DocumentLayout(len(seq) - len(doc), self.info.max_length, query, doc))
+            # a pair that fits is what encode_pairs gives; a longer one is left to its truncation
+            fits = len(seq) <= self.info.max_length
+            encoded = Encoded(tuple(feats["input_ids"][i]), tuple(types[i]) if types is not None else None) if fits else None
+            out.append(DocumentLayout(len(seq) - len(doc), self.info.max_length, query, doc, encoded))
         return out
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:

@@ -17,7 +17,16 @@ from ..engine import pipelined_last_hidden
 from ..errors import InvalidInput, UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import DocumentLayout, Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .base import (
+    DocumentLayout,
+    Encoded,
+    ResolvedModel,
+    dtype_name,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    text_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +93,20 @@ class Qwen3PromptEncoder:
         to the document: cutting the document anywhere keeps the template and query whole.
         """
         fixed = len(self.prefix_ids) + len(self.suffix_ids)
+        budget = self.max_length - fixed
         texts = [format_user_turn(instruction, q, d) for q, d in pairs]
         encodings = self.text_tok.encode_batch(texts, add_special_tokens=False)
-        queries = self.text_tok.encode_batch([q for q, _ in pairs], add_special_tokens=False)
         out = []
-        for (_, doc), text, enc, qenc in zip(pairs, texts, encodings, queries):
+        for (query, doc), text, enc in zip(pairs, texts, encodings):
             doc_start = len(text) - len(doc)
             head = sum(1 for _, end in enc.offsets if end <= doc_start)
             offsets = tuple((max(s - doc_start, 0), e - doc_start) for s, e in enc.offsets[head:])
-            out.append(DocumentLayout(fixed + head, self.max_length, len(qenc.ids), offsets))
+            # the query's tokens in context (no second tokenizing): those overlapping its characters
+            q_end = doc_start - len("\n<Document>: ")
+            q_tokens = sum(1 for s, e in enc.offsets if s < q_end and e > q_end - len(query))
+            ids = enc.ids[:budget] if head <= budget else None  # what encode() gives, or its error
+            encoded = Encoded(tuple(self.prefix_ids + ids + self.suffix_ids)) if ids is not None else None
+            out.append(DocumentLayout(fixed + head, self.max_length, q_tokens, offsets, encoded))
         return out
 
 
