@@ -13,7 +13,7 @@ Python facade and the server alike. The model lays each document out in its wind
 A chunk is cut at token boundaries and sent as the caller's own characters, so ``span`` (character offsets
 of the best chunk) points into the caller's document exactly.
 
->>> policy = LongDocuments(policy="chunk", chunk_tokens=4, chunk_overlap=1)
+>>> policy = LongDocuments(policy="chunk", chunk_tokens=4, chunk_overlap=1).check()
 >>> windows(10, policy.chunk_tokens, policy.chunk_overlap)
 [(0, 4), (3, 7), (6, 10)]
 >>> aggregate([0.2, 0.9, 0.4], "mean_top_k", 2)
@@ -38,6 +38,8 @@ AGGREGATES = ("max", "mean_top_k", "first")
 # inside the document (and a leading space may become a token of its own), so the default window keeps this
 # many tokens spare and the model never has to cut a chunk
 RETOKENIZE_SLACK = 4
+# neighbouring default chunks share an eighth of a chunk, at most this many tokens (a sentence or two)
+DEFAULT_OVERLAP = 32
 
 Policy = Literal["chunk", "truncate", "error"]
 Aggregate = Literal["max", "mean_top_k", "first"]
@@ -54,7 +56,7 @@ class LongDocuments:
 
     policy: Policy = "truncate"
     chunk_tokens: int | None = None
-    chunk_overlap: int = 32
+    chunk_overlap: int | None = None
     aggregate: Aggregate = "max"
     top_k: int = 3
     max_chars_per_document: int = 1_000_000
@@ -91,6 +93,8 @@ class LongDocuments:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InvalidInput(_FIELD.get(name, name), f"must be a positive integer, got {value!r}")
         overlap = self.chunk_overlap
+        if overlap is None:
+            return self
         if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
             raise InvalidInput("chunk_overlap", f"must be a non-negative integer, got {overlap!r}")
         if self.chunk_tokens is not None and overlap >= self.chunk_tokens:
@@ -188,12 +192,13 @@ def _span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int
 
 def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy: LongDocuments,
          field: str = "documents", query_field: str = "query", truncated_before: Sequence[bool] = (),
-         unlaid: Sequence[str] = ("truncate",)) -> Plan:
+         unlaid: Sequence[str] = ("truncate",), refuse_as_too_large: bool = False) -> Plan:
     """The pairs ``model`` should score under ``policy``; ``truncated_before[i]`` marks a document a door cut
     already (by characters). Raises InvalidInput / TooLarge naming ``field[i]`` or the setting at fault.
 
     A model that cannot lay documents out (a remote one) is scored as is under the policies in ``unlaid`` (the
-    server checks 'error' by its exact token counts); other policies and token limits need a layout."""
+    server checks 'error' by its exact token counts); other policies and token limits need a layout.
+    ``refuse_as_too_large`` makes 'error' a TooLarge (413, what ``truncate: false`` has always answered)."""
     for i, (_, doc) in enumerate(pairs):
         if len(doc) > policy.max_chars_per_document:
             raise TooLarge(f"{field}[{i}]: {len(doc)} characters, more than max_chars_per_document="
@@ -232,18 +237,18 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
             encoded.append(whole)
             out_layouts.append((first, [(0, len(doc))], [n], cut_early))
         elif policy.policy == "error":
-            raise InvalidInput(name, f"{n} tokens, more than the {lay.budget} that fit beside the template and query "
-                               f"(max_length={lay.max_length}); shorten it, or send long_documents='chunk' or "
-                               "'truncate'")
+            why = (f"{n} tokens, more than the {lay.budget} that fit beside the template and query (max_length="
+                   f"{lay.max_length}); shorten it, or send long_documents='chunk' or 'truncate'")
+            raise TooLarge(f"{name}: {why}", field=name) if refuse_as_too_large else InvalidInput(name, why)
         elif policy.policy == "truncate":
             # the model cuts the document part itself (exactly as before this policy existed)
             out_pairs.append((query, doc))
             encoded.append(whole)
             out_layouts.append((first, [_span(offsets, 0, lay.budget)], [lay.budget], True))
         else:
-            size = _chunk_size(policy, lay, name)
+            size, overlap = chunk_shape(policy, lay, name)
             spans, tokens = [], []
-            parts = windows(n, size, policy.chunk_overlap)
+            parts = windows(n, size, overlap)
             if len(parts) > policy.max_chunks_per_document:
                 raise TooLarge(f"{name}: {n} tokens make {len(parts)} chunks of {size}, more than "
                                f"max_chunks_per_document={policy.max_chunks_per_document}", field=name)
@@ -260,14 +265,18 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
     return Plan(out_pairs, out_layouts, policy, encoded)
 
 
-def _chunk_size(policy: LongDocuments, lay: DocumentLayout, name: str) -> int:
+def chunk_shape(policy: LongDocuments, lay: DocumentLayout, name: str) -> tuple[int, int]:
+    """Tokens per chunk and overlap for one document: the policy's, or what fits beside template and query
+    (less :data:`RETOKENIZE_SLACK`) with an eighth of it, at most ``DEFAULT_OVERLAP``, shared."""
     if policy.chunk_tokens is None:
-        size = max(lay.budget - RETOKENIZE_SLACK, 1)
-        if policy.chunk_overlap >= size:
-            raise InvalidInput("chunk_overlap", f"must be smaller than the chunk size ({size} tokens fit beside the "
-                               f"template and query for {name}), got {policy.chunk_overlap}")
-        return size
-    if policy.chunk_tokens > lay.budget:
+        size = max(lay.budget - RETOKENIZE_SLACK, 1) if lay.budget > 2 * RETOKENIZE_SLACK else lay.budget
+    elif policy.chunk_tokens > lay.budget:
         raise InvalidInput("chunk_tokens", f"{policy.chunk_tokens} is larger than the window: {lay.budget} document "
                            f"tokens fit beside the template and query for {name} (max_length={lay.max_length})")
-    return policy.chunk_tokens
+    else:
+        size = policy.chunk_tokens
+    overlap = min(DEFAULT_OVERLAP, size // 8) if policy.chunk_overlap is None else policy.chunk_overlap
+    if overlap >= size:
+        raise InvalidInput("chunk_overlap", f"must be smaller than the chunk size ({size} tokens for {name}), "
+                           f"got {overlap}")
+    return size, overlap

@@ -44,7 +44,10 @@ class ModelSettings(BaseModel):
         None, ge=1, description="long_documents='chunk': document tokens per chunk (None = what fits beside the "
         "template and query)"
     )
-    chunk_overlap: int = Field(32, ge=0, description="long_documents='chunk': tokens shared by neighbouring chunks")
+    chunk_overlap: int | None = Field(
+        None, ge=0, description="long_documents='chunk': tokens shared by neighbouring chunks (None = an eighth of "
+        "a chunk, at most 32)"
+    )
     chunk_aggregate: Literal["max", "mean_top_k", "first"] = Field(
         "max", description="long_documents='chunk': a document's score from its chunks' (best, mean of the best "
         "chunk_top_k, or the first chunk)"
@@ -79,7 +82,7 @@ class ModelSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check_chunks(self) -> ModelSettings:
-        if self.chunk_tokens is not None and self.chunk_overlap >= self.chunk_tokens:
+        if self.chunk_tokens is not None and self.chunk_overlap is not None and self.chunk_overlap >= self.chunk_tokens:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
                              f"({self.chunk_tokens})")
         return self

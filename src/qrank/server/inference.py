@@ -153,6 +153,8 @@ class Inference:
         if instruction is not None:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
         policy = self._policy(served, truncate, long_documents)
+        # 'truncate: false' keeps its 413; an explicit long_documents='error' is a 422 like any invalid input
+        refuse_413 = not (long_documents or {}).get("long_documents")
         seen_queries: set[str] = set()
         for q, _ in pairs:
             if q not in seen_queries:
@@ -166,7 +168,8 @@ class Inference:
 
         def prepare():
             laid = plan(served.model, pairs, instruction=instruction, policy=policy, field=field,
-                        query_field=query_field, truncated_before=truncated_before, unlaid=("truncate", "error"))
+                        query_field=query_field, truncated_before=truncated_before, unlaid=("truncate", "error"),
+                        refuse_as_too_large=refuse_413)
             return (laid, *score_job(served.model, laid.pairs, instruction, laid.encoded))
 
         # laid out and tokenized once, here, off the event loop: the counts are exact and the worker gets the ids
