@@ -148,6 +148,19 @@ class Reranker:
         scores, _ = self._document_scores([(query, d) for d in documents], instruction, long_documents, "documents")
         return [float(s) for s in scores]
 
+    def score_documents(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
+                        long_documents: LongDocuments | str | None = None) -> list[RerankResult]:
+        """Like :meth:`score` (the caller's order), each result with its span, chunks, tokens and truncated.
+
+        >>> [r.truncated for r in rr.score_documents("q", ["short", long_text], long_documents="chunk")]  # doctest: +SKIP
+        [False, False]
+        """
+        query = check_query(query)
+        documents = check_documents(documents)
+        scores, reports = self._document_scores([(query, d) for d in documents], instruction, long_documents,
+                                                "documents")
+        return [result(i, float(s), d, r) for i, (s, d, r) in enumerate(zip(scores.tolist(), documents, reports))]
+
     def rerank(
         self,
         query: str,

@@ -10,6 +10,10 @@ from pathlib import Path
 from ..errors import InvalidInput
 from .common import add_settings_flags, print_json, settings_from_args
 
+# the long-document settings (qrank.long_documents) as flags: --long-documents chunk --chunk-tokens 256 …
+LONG_DOCUMENT_FLAGS = ["long_documents", "chunk_tokens", "chunk_overlap", "chunk_aggregate", "chunk_top_k",
+                       "max_chars_per_document", "max_chunks_per_document", "max_chunks_per_request"]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-n", "-n", type=int, default=None, help="keep the best N (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction"])
+    add_settings_flags(p, "models", LONG_DOCUMENT_FLAGS)
     # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
     p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
                    help="same as --reranker-instruction")
@@ -100,10 +105,12 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     table.add_column("score", justify="right")
     table.add_column("was", justify="right")
     table.add_column("moved", justify="right")
+    table.add_column("scored", justify="right")  # never silent: a cut or a chunked document says so
     table.add_column("document", overflow="fold")
     for rank, r in enumerate(results):
         moved = r.index - rank
-        table.add_row(str(rank + 1), f"{r.score:.4f}", str(r.index + 1), f"{moved:+d}" if moved else "=", _clip(r.document or ""))
+        table.add_row(str(rank + 1), f"{r.score:.4f}", str(r.index + 1), f"{moved:+d}" if moved else "=",
+                      scored_part(r), _clip(r.document or ""))
     Console().print(table)
     return 0
 
@@ -166,6 +173,20 @@ def _hub_cache_models() -> list[dict]:
                 found.append({**m, "path": repo.repo_id})
             break
     return found
+
+
+def scored_part(r) -> str:
+    """What of a document was scored, for a table cell.
+
+    >>> from qrank.types import RerankResult, Span
+    >>> scored_part(RerankResult(0, 0.5, "x" * 900, Span(400, 900), chunks=3, tokens=300, truncated=False))
+    'chars 400-900 (best of 3 chunks)'
+    """
+    if r.span is None:
+        return "?"
+    if r.chunks and r.chunks > 1:
+        return f"chars {r.span.start}-{r.span.end} (best of {r.chunks} chunks)"
+    return f"first {r.span.end} chars (cut)" if r.truncated else "all"
 
 
 def _clip(text: str, n: int = 100) -> str:
