@@ -280,3 +280,17 @@ def chunk_shape(policy: LongDocuments, lay: DocumentLayout, name: str) -> tuple[
         raise InvalidInput("chunk_overlap", f"must be smaller than the chunk size ({size} tokens for {name}), "
                            f"got {overlap}")
     return size, overlap
+
+
+def scored_part(r) -> str:
+    """What of a document was scored, for a table cell.
+
+    >>> from qrank.types import RerankResult, Span
+    >>> scored_part(RerankResult(0, 0.5, "x" * 900, Span(400, 900), chunks=3, tokens=300, truncated=False))
+    'chars 400-900 (best of 3 chunks)'
+    """
+    if r.span is None:
+        return "?"
+    if r.chunks and r.chunks > 1:
+        return f"chars {r.span.start}-{r.span.end} (best of {r.chunks} chunks)"
+    return f"first {r.span.end} chars (cut)" if r.truncated else "all"

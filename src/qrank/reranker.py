@@ -150,11 +150,8 @@ class Reranker:
 
     def score_documents(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
                         long_documents: LongDocuments | str | None = None) -> list[RerankResult]:
-        """Like :meth:`score` (the caller's order), each result with its span, chunks, tokens and truncated.
-
-        >>> [r.truncated for r in rr.score_documents("q", ["short", long_text], long_documents="chunk")]  # doctest: +SKIP
-        [False, False]
-        """
+        """Like :meth:`score` (the caller's order), each result with its span, chunks, tokens and truncated,
+        e.g. ``rr.score_documents("q", ["short", long_text], long_documents="chunk")[1].span``."""
         query = check_query(query)
         documents = check_documents(documents)
         scores, reports = self._document_scores([(query, d) for d in documents], instruction, long_documents,
@@ -175,10 +172,8 @@ class Reranker:
 
         ``long_documents`` ("chunk", "truncate", "error" or a :class:`~qrank.long_documents.LongDocuments`)
         overrides the reranker's policy for this call; results say which ``span`` scored and whether the
-        document was ``truncated``.
-
-        >>> rr.rerank("q", [long_text], long_documents="chunk")[0].span  # doctest: +SKIP
-        Span(start=5120, end=7342)
+        document was ``truncated``: ``rr.rerank("q", [long_text], long_documents="chunk")[0].span`` is e.g.
+        ``Span(start=5120, end=7342)``, the characters of ``long_text`` whose chunk scored best.
         """
         query = check_query(query)
         documents = check_documents(documents)

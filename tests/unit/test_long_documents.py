@@ -84,7 +84,8 @@ def test_chunk_scores_every_window_and_reports_the_best_span():
 def test_truncate_reports_the_cut_and_error_names_the_document():
     rr = Reranker(WordScorer())
     top = rr.rerank("q", [LONG])[0]
-    assert top.truncated is True and top.chunks == 1 and top.tokens == 9 and LONG[: top.span.end] == "a b c d e f g h gold"
+    assert top.truncated is True and top.chunks == 1 and top.tokens == 9
+    assert LONG[: top.span.end] == "a b c d e f g h gold"
     assert top.score == pytest.approx(0.1)
     with pytest.raises(InvalidInput) as exc:
         rr.score("q", ["short", LONG], long_documents="error")
@@ -151,9 +152,9 @@ def test_a_truncated_score_is_never_served_for_a_chunked_request(tmp_path):
     cached = CachedReranker(Reranker(model), cache)
     truncated = cached.rerank("q", [LONG])[0]
     capped = cached.rerank("q", [LONG], long_documents=LongDocuments(max_tokens_per_doc=2))[0]
-    chunked = cached.rerank("q", [LONG], long_documents=LongDocuments(policy="chunk", aggregate="mean_top_k", top_k=3))[0]
-    uncached = Reranker(WordScorer()).rerank("q", [LONG], long_documents=LongDocuments(policy="chunk",
-                                                                                       aggregate="mean_top_k", top_k=3))
+    mean3 = LongDocuments(policy="chunk", aggregate="mean_top_k", top_k=3)
+    chunked = cached.rerank("q", [LONG], long_documents=mean3)[0]
+    uncached = Reranker(WordScorer()).rerank("q", [LONG], long_documents=mean3)
     assert (truncated.score, capped.score) == (pytest.approx(0.1), pytest.approx(0.0))
     assert chunked.score == pytest.approx(uncached[0].score) == pytest.approx((0.2 + 0.1 + 0.1) / 3)
     # again: every chunk now comes from the cache, and the truncated one stays what it was

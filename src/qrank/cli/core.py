@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ..long_documents import scored_part
 from .common import add_settings_flags, print_json, settings_from_args
 
 # the long-document settings (qrank.long_documents) as flags: --long-documents chunk --chunk-tokens 256 …
@@ -173,20 +174,6 @@ def _hub_cache_models() -> list[dict]:
                 found.append({**m, "path": repo.repo_id})
             break
     return found
-
-
-def scored_part(r) -> str:
-    """What of a document was scored, for a table cell.
-
-    >>> from qrank.types import RerankResult, Span
-    >>> scored_part(RerankResult(0, 0.5, "x" * 900, Span(400, 900), chunks=3, tokens=300, truncated=False))
-    'chars 400-900 (best of 3 chunks)'
-    """
-    if r.span is None:
-        return "?"
-    if r.chunks and r.chunks > 1:
-        return f"chars {r.span.start}-{r.span.end} (best of {r.chunks} chunks)"
-    return f"first {r.span.end} chars (cut)" if r.truncated else "all"
 
 
 def _clip(text: str, n: int = 100) -> str:

@@ -131,7 +131,8 @@ class CrossEncoderModel:
             query = sum(1 for s in seq if s == 0)
             # a pair that fits is what encode_pairs gives; a longer one is left to its truncation
             fits = len(seq) <= self.info.max_length
-            encoded = Encoded(tuple(feats["input_ids"][i]), tuple(types[i]) if types is not None else None) if fits else None
+            type_ids = tuple(types[i]) if types is not None else None
+            encoded = Encoded(tuple(feats["input_ids"][i]), type_ids) if fits else None
             out.append(DocumentLayout(len(seq) - len(doc), self.info.max_length, query, doc, encoded))
         return out
 
