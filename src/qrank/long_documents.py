@@ -203,11 +203,13 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
         if len(doc) > policy.max_chars_per_document:
             raise TooLarge(f"{field}[{i}]: {len(doc)} characters, more than max_chars_per_document="
                            f"{policy.max_chars_per_document}", field=f"{field}[{i}]")
+    if not pairs:
+        return Plan([], [], policy, [])
     try:
         layouts: list[DocumentLayout] = model.document_layouts(pairs, instruction=instruction)
     except (AttributeError, UnsupportedModel):
         plain = policy.policy in unlaid and policy.max_tokens_per_doc is None and policy.max_tokens_per_query is None
-        if not plain or not pairs:
+        if not plain:
             raise UnsupportedModel(f"{type(model).__name__} cannot lay documents out in its window, so "
                                    f"long_documents={policy.policy!r} and the token limits are not available for it",
                                    field="long_documents") from None

@@ -117,12 +117,16 @@ class Reranker:
         """Scores of (query, document) pairs under the long-document policy, with each document's report."""
         if instruction is not None and not isinstance(instruction, str):
             raise InvalidInput("instruction", "must be a string")
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32), []
         policy = as_policy(long_documents, self.long_documents)
         laid = plan(self.model, pairs, instruction=instruction or self.instruction, policy=policy, field=field)
         return laid.fold(self._scores(laid.pairs, instruction))
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
-        """float32 scores of ``(query, document)`` pairs in the caller's order (checked, not ranked).
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                    long_documents: LongDocuments | str | None = None) -> np.ndarray:
+        """float32 scores of ``(query, document)`` pairs in the caller's order (checked, not ranked), long
+        documents handled by the reranker's policy (or ``long_documents``).
 
         >>> rr.score_pairs([("q", "a"), ("q", "b")])  # doctest: +SKIP
         array([0.12, 0.87], dtype=float32)
@@ -134,7 +138,7 @@ class Reranker:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 raise InvalidInput(f"pairs[{i}]", "must be a (query, document) pair of strings")
             checked.append((pair[0], pair[1]))
-        return self._scores(checked, instruction)
+        return self._document_scores(checked, instruction, long_documents, "pairs")[0]
 
     def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
               long_documents: LongDocuments | str | None = None) -> list[float]:

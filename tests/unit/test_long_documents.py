@@ -178,3 +178,22 @@ def test_plan_keeps_pairs_that_fit_unchanged():
     scores, reports = laid.fold(np.array([0.1, 0.2, 0.4], dtype=np.float32))
     ninth = [m.start() for m in re.finditer(r"\S+", LONG)][9]
     assert scores.tolist() == pytest.approx([0.1, 0.4]) and reports[1].span == (ninth, len(LONG))
+
+
+def test_eval_caches_only_plain_scores_under_the_documents_key(tmp_path):
+    from qrank.cache import score_key
+    from qrank.eval.data import Dataset
+    from qrank.eval.stages import rerank_scores, time_reranking
+
+    ds = Dataset("d", ["long"], [LONG], {"q1": "q"}, {"q1": {"long": 1}})
+    base = {"ranking": {"q1": [["long", 1.0]]}}
+    cache = Cache(tmp_path / "c.sqlite", 10_000_000)
+    chunked = Reranker(WordScorer(), long_documents="chunk")
+    time_reranking(ds, base, chunked, cache, 1, ["q1"], progress=False)
+    key = score_key(chunked.info, None, "q", LONG)
+    assert cache.get_many("score", [key]) == {}  # the chunk aggregate is not the document's plain score
+    scores, _ = rerank_scores(ds, base, chunked, cache, 1, progress=False)
+    assert scores["q1"]["long"] == pytest.approx(0.2)  # the quality path follows the policy too
+    plain = Reranker(WordScorer())
+    time_reranking(ds, base, plain, cache, 1, ["q1"], progress=False)
+    assert np.frombuffer(cache.get_many("score", [key])[key], dtype="<f4")[0] == pytest.approx(0.1)
