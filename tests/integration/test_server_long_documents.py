@@ -123,12 +123,21 @@ def test_a_huge_document_is_refused_not_cut_when_chunking(http):
     assert cut["results"][0]["truncated"] is True  # 'truncate' may cut by characters, and says so
 
 
-def test_chunks_per_request_is_a_setting(ce):
+def test_the_served_models_policy_is_the_default_and_chunks_per_request_a_setting(ce):
     settings = server_settings()
-    ce_small = type(ce)(ce.model, long_documents=LongDocuments(policy="chunk", max_chunks_per_request=8))
-    with live_server(settings, rerankers={"ce": ce_small}) as url:
-        r = httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": [LONG, LONG]}, timeout=60)
-    assert r.status_code == 413 and r.json()["error"]["field"] == "documents"
+    chunking = type(ce)(ce.model, long_documents=LongDocuments(policy="chunk", max_chunks_per_request=8))
+    refusing = type(ce)(ce.model, long_documents="error")
+    with live_server(settings, rerankers={"ce": chunking, "strict": refusing}) as url:
+        def post(body, path="/v1/rerank"):
+            return httpx.post(url + path, json={"query": QUERY, **body}, timeout=60)
+
+        r = post({"documents": [LONG, LONG]})
+        assert r.status_code == 413 and r.json()["error"]["field"] == "documents"
+        assert post({"documents": [LONG]}).json()["results"][0]["chunks"] > 4
+        assert post({"texts": [LONG], "truncate": False}, "/rerank").status_code == 413  # TEI's false: refuse
+        r = post({"model": "strict", "documents": [LONG]})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "documents[0]"
+        assert post({"model": "strict", "texts": [LONG], "truncate": True}, "/rerank").json()[0]["truncated"] is True
 
 
 def test_openapi_documents_the_fields(http):

@@ -120,15 +120,23 @@ class Inference:
     def _truncate(self, requested: bool | None) -> bool:
         return self.limits.truncate if requested is None else requested
 
-    def _policy(self, served: ServedModel, truncate: bool | None, options: dict | None) -> LongDocuments:
-        """The request's long-document policy: its own fields over the served reranker's; ``truncate: false``
-        (TEI, or the server's setting) without ``long_documents`` means 'error'."""
+    def _policy(self, served: ServedModel, truncate: bool | None, options: dict | None) -> tuple[LongDocuments, bool]:
+        """The request's long-document policy: its own fields over the served reranker's. Without
+        ``long_documents``, a request's ``truncate: false`` (TEI) means 'error' and ``truncate: true`` anything but
+        'error'; the server's ``truncate`` setting turns a 'truncate' default into 'error' when off. The flag says
+        the 'error' came from ``truncate`` (answered 413, as it always was; an asked-for 'error' is a 422)."""
         options = dict(options or {})
+        by_truncate = False
         default = getattr(served.facade, "long_documents", None) or LongDocuments()
-        if options.get("long_documents") is None and not self._truncate(truncate):
-            options["long_documents"] = "error"
-        return default.with_options(policy=options.pop("long_documents", None), aggregate=options.pop(
+        if options.get("long_documents") is None:
+            if truncate is False or (truncate is None and not self.limits.truncate and default.policy == "truncate"):
+                options["long_documents"] = "error"
+                by_truncate = default.policy != "error"
+            elif truncate is True and default.policy == "error":
+                options["long_documents"] = "truncate"
+        policy = default.with_options(policy=options.pop("long_documents", None), aggregate=options.pop(
             "chunk_aggregate", None), top_k=options.pop("chunk_top_k", None), **options)
+        return policy, by_truncate
 
     async def score_pairs(
         self,
@@ -152,9 +160,8 @@ class Inference:
         check_count(len(pairs), field, lim.max_documents)
         if instruction is not None:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
-        policy = self._policy(served, truncate, long_documents)
-        # 'truncate: false' keeps its 413; an explicit long_documents='error' is a 422 like any invalid input
-        refuse_413 = not (long_documents or {}).get("long_documents")
+        # 'truncate: false' keeps its 413; a long_documents='error' is a 422 like any invalid input
+        policy, refuse_413 = self._policy(served, truncate, long_documents)
         seen_queries: set[str] = set()
         for q, _ in pairs:
             if q not in seen_queries:
