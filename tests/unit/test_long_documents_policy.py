@@ -1,6 +1,6 @@
 """Long-document policy rules (qrank.long_documents) over a word-tokenizing model: windows, aggregation,
 bad input, limits, the cache, and the Python facade's fields. The real tokenizers are in
-tests/numerics/test_long_documents.py."""
+tests/numerics/test_long_documents_numerics.py."""
 
 from __future__ import annotations
 
