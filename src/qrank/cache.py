@@ -326,7 +326,7 @@ class CachedReranker(Reranker):
     def __init__(self, reranker: Reranker, cache: Cache | None) -> None:
         self.reranker, self._counting, layer = _stack(reranker, Reranker, CountingScorer, CachedScorer, cache)
         self.cache = cache
-        super().__init__(layer, instruction=self.reranker.instruction)
+        super().__init__(layer, instruction=self.reranker.instruction, long_documents=self.reranker.long_documents)
 
     @property
     def scored(self) -> int:

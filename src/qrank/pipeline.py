@@ -32,8 +32,10 @@ from .index.collection import list_collections as _list_collections
 from .index.documents import Document, check_ids, doc_hash, indexed_text, to_documents
 from .index.fusion import rrf
 from .index.store import Passage, check_filter
+from .long_documents import LongDocuments
 from .reranker import check_query
 from .settings import Settings
+from .types import RerankResult, Span
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,21 @@ class SearchHit:
     fusion_score: float | None = None
     passage: str | None = None
     rank: int = 0
+    # how the reranker scored the best passage (qrank.long_documents): ``span`` is character offsets into that
+    # passage (``passage``, or the document's only one), ``chunks`` and ``truncated`` as in RerankResult
+    span: Span | None = None
+    chunks: int | None = None
+    truncated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.span is not None:
+            out["span"] = self.span._asdict()
+        return out
+
+
+def _report_fields(r: RerankResult | None) -> dict[str, Any]:
+    return {} if r is None else {"span": r.span, "chunks": r.chunks, "truncated": r.truncated}
 
 
 def _source_name(src: Any) -> str:
@@ -327,6 +341,7 @@ class Pipeline:
         query_task: str | None = None,
         query_prompt: str | None = None,
         instruction: str | None = None,
+        long_documents: LongDocuments | str | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best documents for ``query``.
 
@@ -339,7 +354,9 @@ class Pipeline:
         Each model gets its own instruction: ``reranker_instruction`` (a Qwen3 reranker's task),
         ``query_task`` (a Qwen3-Embedding query task) or ``query_prompt`` (a sentence-transformers query
         prefix); each None keeps the model's default. ``instruction`` is the deprecated one-for-all spelling:
-        it fills every role not given by name.
+        it fills every role not given by name. ``long_documents`` ("chunk", "truncate", "error" or a
+        :class:`~qrank.long_documents.LongDocuments`) is what the reranker does with a passage longer than its
+        window (default: the reranker's policy); hits say it in ``span``, ``chunks`` and ``truncated``.
 
         >>> [(h.id, h.dense_score, h.rerank_score) for h in p.search("keys", k=2)]  # doctest: +SKIP
         """
@@ -380,8 +397,10 @@ class Pipeline:
                 dense_scores[d] = float(np.max(vecs @ qv))
         best_passage = {d: dense[d][1] for d in cand if d in dense}
         rerank_scores: dict[str, float] = {}
+        reports: dict[str, RerankResult] = {}
         if rr is not None:
-            rerank_scores, best_passage = self._rerank(rr, query, qv, cand, docs, reranker_instruction)
+            rerank_scores, best_passage, reports = self._rerank(rr, query, qv, cand, docs, reranker_instruction,
+                                                                long_documents)
             order = sorted(range(len(cand)), key=lambda i: (-rerank_scores[cand[i]], i))
             cand = [cand[i] for i in order]
         hits = []
@@ -396,6 +415,7 @@ class Pipeline:
                 bm25_score=bm25.get(d) if hybrid else None,
                 fusion_score=fused.get(d) if hybrid else None,
                 passage=passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages) else None,
+                **_report_fields(reports.get(d)),
             ))
         return hits
 
@@ -440,7 +460,8 @@ class Pipeline:
             fetch = min(fetch * 4, _MAX_FETCH)
 
     def _rerank(self, rr: CachedReranker, query: str, qv: np.ndarray, cand: list[str], docs: dict[str, list[Passage]],
-                reranker_instruction: str | None) -> tuple[dict[str, float], dict[str, int]]:
+                reranker_instruction: str | None, long_documents=None,
+                ) -> tuple[dict[str, float], dict[str, int], dict[str, RerankResult]]:
         """Max-passage reranking: score each candidate's best passages, keep each document's maximum."""
         limit = self.settings.index.rerank_passages
         long_docs = [d for d in cand if len(docs[d]) > limit]
@@ -454,13 +475,15 @@ class Pipeline:
             for c in chunks:
                 pairs.append((query, docs[d][c].text))
                 owners.append((d, c))
-        scores = rr.score_pairs(pairs, instruction=reranker_instruction)
+        scored = rr.score_documents(query, [p for _, p in pairs], instruction=reranker_instruction,
+                                    long_documents=long_documents)
         best: dict[str, float] = {}
         best_chunk: dict[str, int] = {}
-        for (d, c), s in zip(owners, scores.tolist()):
-            if d not in best or s > best[d]:
-                best[d], best_chunk[d] = float(s), c
-        return best, best_chunk
+        reports: dict[str, RerankResult] = {}
+        for (d, c), r in zip(owners, scored):
+            if d not in best or r.score > best[d]:
+                best[d], best_chunk[d], reports[d] = r.score, c, r
+        return best, best_chunk, reports
 
     # --- describing -----------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

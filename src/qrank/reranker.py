@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InvalidInput
+from .long_documents import DocumentReport, LongDocuments, as_policy, plan
 from .models.base import ScoringModel, check_finite, check_scores
 from .settings import Settings
-from .types import ModelInfo, RerankResult
+from .types import ModelInfo, RerankResult, Span
 
 
 def check_query(query, field: str = "query") -> str:
@@ -39,14 +40,25 @@ def check_top_n(top_n, n: int) -> int:
     return min(top_n, n)
 
 
-def rank_scores(scores: Sequence[float], documents: Sequence[str] | None, top_n: int) -> list[RerankResult]:
-    """Sort by score, best first (ties keep the caller's order), and cut to ``top_n``.
+def rank_scores(scores: Sequence[float], documents: Sequence[str] | None, top_n: int,
+                reports: Sequence[DocumentReport | None] | None = None) -> list[RerankResult]:
+    """Sort by score, best first (ties keep the caller's order), and cut to ``top_n``; ``reports`` (from
+    :mod:`qrank.long_documents`) fill each result's span, chunks, tokens and truncated.
 
     >>> [r.index for r in rank_scores([0.1, 0.9, 0.5], None, 2)]
     [1, 2]
     """
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_n]
-    return [RerankResult(index=i, score=float(scores[i]), document=documents[i] if documents is not None else None) for i in order]
+    return [result(i, float(scores[i]), documents[i] if documents is not None else None,
+                   reports[i] if reports else None) for i in order]
+
+
+def result(index: int, score: float, document: str | None, report: DocumentReport | None) -> RerankResult:
+    """One result, with what its long-document report says (None: the model gave no layout)."""
+    if report is None:
+        return RerankResult(index=index, score=score, document=document)
+    return RerankResult(index=index, score=score, document=document, span=Span(*report.span), chunks=report.chunks,
+                        tokens=report.tokens, truncated=report.truncated)
 
 
 class Reranker:
@@ -57,9 +69,12 @@ class Reranker:
     1
     """
 
-    def __init__(self, model: ScoringModel, *, instruction: str | None = None) -> None:
+    def __init__(self, model: ScoringModel, *, instruction: str | None = None,
+                 long_documents: LongDocuments | str | None = None) -> None:
         self.model = model
         self.instruction = instruction
+        # what rerank/score/batch_rerank do with documents longer than the window (see qrank.long_documents)
+        self.long_documents = as_policy(long_documents, LongDocuments())
 
     @classmethod
     def from_pretrained(
@@ -84,7 +99,8 @@ class Reranker:
 
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length,
                                    reranker_instruction=instruction, engine=engine, quantization=quantization)
-        return cls(load_model(name, "reranker", settings.models, settings.engine), instruction=instruction)
+        return cls(load_model(name, "reranker", settings.models, settings.engine), instruction=instruction,
+                   long_documents=LongDocuments.from_settings(settings.models))
 
     @property
     def info(self) -> ModelInfo:
@@ -98,8 +114,21 @@ class Reranker:
         raw = self.model.score_pairs(pairs, instruction=instruction or self.instruction)
         return check_finite(check_scores(raw, len(pairs)))
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
-        """float32 scores of ``(query, document)`` pairs in the caller's order (checked, not ranked).
+    def _document_scores(self, pairs: list[tuple[str, str]], instruction: str | None, long_documents,
+                         field: str) -> tuple[np.ndarray, list[DocumentReport | None]]:
+        """Scores of (query, document) pairs under the long-document policy, with each document's report."""
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidInput("instruction", "must be a string")
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32), []
+        policy = as_policy(long_documents, self.long_documents)
+        laid = plan(self.model, pairs, instruction=instruction or self.instruction, policy=policy, field=field)
+        return laid.fold(self._scores(laid.pairs, instruction))
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                    long_documents: LongDocuments | str | None = None) -> np.ndarray:
+        """float32 scores of ``(query, document)`` pairs in the caller's order (checked, not ranked), long
+        documents handled by the reranker's policy (or ``long_documents``).
 
         >>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
         >>> s = rr.score_pairs([("what is bm25?", "Cats purr."), ("what is bm25?", "BM25 ranks documents.")])
@@ -113,10 +142,11 @@ class Reranker:
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 raise InvalidInput(f"pairs[{i}]", "must be a (query, document) pair of strings")
             checked.append((pair[0], pair[1]))
-        return self._scores(checked, instruction)
+        return self._document_scores(checked, instruction, long_documents, "pairs")[0]
 
-    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None) -> list[float]:
-        """Relevance of each document to ``query``, in the caller's order.
+    def score(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
+              long_documents: LongDocuments | str | None = None) -> list[float]:
+        """Relevance of each document to ``query``, in the caller's order (``rerank`` tells spans and chunks).
 
         >>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
         >>> [round(s, 2) for s in rr.score("what is bm25?", ["Cats purr.", "BM25 ranks documents."])]
@@ -124,7 +154,18 @@ class Reranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
-        return [float(s) for s in self._scores([(query, d) for d in documents], instruction)]
+        scores, _ = self._document_scores([(query, d) for d in documents], instruction, long_documents, "documents")
+        return [float(s) for s in scores]
+
+    def score_documents(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
+                        long_documents: LongDocuments | str | None = None) -> list[RerankResult]:
+        """Like :meth:`score` (the caller's order), each result with its span, chunks, tokens and truncated,
+        e.g. ``rr.score_documents("q", ["short", long_text], long_documents="chunk")[1].span``."""
+        query = check_query(query)
+        documents = check_documents(documents)
+        scores, reports = self._document_scores([(query, d) for d in documents], instruction, long_documents,
+                                                "documents")
+        return [result(i, float(s), d, r) for i, (s, d, r) in enumerate(zip(scores.tolist(), documents, reports))]
 
     def rerank(
         self,
@@ -134,13 +175,21 @@ class Reranker:
         top_n: int | None = None,
         instruction: str | None = None,
         return_documents: bool = True,
+        long_documents: LongDocuments | str | None = None,
     ) -> list[RerankResult]:
-        """Documents ordered best first, cut to ``top_n``; each result keeps its original ``index``."""
+        """Documents ordered best first, cut to ``top_n``; each result keeps its original ``index``.
+
+        ``long_documents`` ("chunk", "truncate", "error" or a :class:`~qrank.long_documents.LongDocuments`)
+        overrides the reranker's policy for this call; results say which ``span`` scored and whether the
+        document was ``truncated``: ``rr.rerank("q", [long_text], long_documents="chunk")[0].span`` is e.g.
+        ``Span(start=5120, end=7342)``, the characters of ``long_text`` whose chunk scored best.
+        """
         query = check_query(query)
         documents = check_documents(documents)
         n = check_top_n(top_n, len(documents))
-        scores = self._scores([(query, d) for d in documents], instruction)
-        return rank_scores(scores.tolist(), documents if return_documents else None, n)
+        scores, reports = self._document_scores([(query, d) for d in documents], instruction, long_documents,
+                                                "documents")
+        return rank_scores(scores.tolist(), documents if return_documents else None, n, reports)
 
     def batch_rerank(
         self,
@@ -150,6 +199,7 @@ class Reranker:
         top_n: int | None = None,
         instruction: str | None = None,
         return_documents: bool = True,
+        long_documents: LongDocuments | str | None = None,
     ) -> list[list[RerankResult]]:
         """One ranking per query; all pairs go through the model in one pass (one engine schedule).
 
@@ -166,12 +216,15 @@ class Reranker:
         for qi, (q, docs) in enumerate(zip(queries, documents_list)):
             checked.append((check_query(q, f"queries[{qi}]"), check_documents(docs, f"documents_list[{qi}]")))
         pairs = [(q, d) for q, docs in checked for d in docs]
-        scores = self._scores(pairs, instruction).tolist()
+        # the chunks of every query go through the model in this one pass
+        scores, reports = self._document_scores(pairs, instruction, long_documents, "documents")
+        scores = scores.tolist()
         out, start = [], 0
         for q, docs in checked:
-            part = scores[start : start + len(docs)]
-            start += len(docs)
-            out.append(rank_scores(part, docs if return_documents else None, check_top_n(top_n, len(docs))))
+            end = start + len(docs)
+            out.append(rank_scores(scores[start:end], docs if return_documents else None,
+                                   check_top_n(top_n, len(docs)), reports[start:end]))
+            start = end
         return out
 
     def __repr__(self) -> str:

@@ -34,6 +34,32 @@ class ModelSettings(BaseModel):
         "auto", description="'auto' = float32 on CPU, bfloat16 on GPU"
     )
     max_length: int = Field(8192, ge=16, le=32768, description="tokens per input (template included)")
+    # long documents live here, beside max_length: they are measured in this model's tokens and apply wherever a
+    # reranker is built (Python facade, CLI, server, Pipeline, UI); see qrank.long_documents
+    long_documents: Literal["chunk", "truncate", "error"] = Field(
+        "truncate", description="rerankers, documents longer than the window: 'truncate' (cut the document part, "
+        "reported 'truncated'), 'chunk' (score overlapping windows, aggregate) or 'error' (refuse, 422)"
+    )
+    chunk_tokens: int | None = Field(
+        None, ge=1, description="long_documents='chunk': document tokens per chunk (None = what fits beside the "
+        "template and query)"
+    )
+    chunk_overlap: int | None = Field(
+        None, ge=0, description="long_documents='chunk': tokens shared by neighbouring chunks (None = an eighth of "
+        "a chunk, at most 32)"
+    )
+    chunk_aggregate: Literal["max", "mean_top_k", "first"] = Field(
+        "max", description="long_documents='chunk': a document's score from its chunks' (best, mean of the best "
+        "chunk_top_k, or the first chunk)"
+    )
+    chunk_top_k: int = Field(3, ge=1, description="chunk_aggregate='mean_top_k': chunks averaged")
+    max_chars_per_document: int = Field(
+        1_000_000, ge=1, description="rerankers: characters per document laid out in tokens (413 above)"
+    )
+    max_chunks_per_document: int = Field(
+        64, ge=1, description="long_documents='chunk': chunks per document (413 above)"
+    )
+    max_chunks_per_request: int = Field(4096, ge=1, description="long_documents='chunk': chunks per call (413 above)")
     # one setting per role: the three strings mean different things, and one server may load all three kinds
     reranker_instruction: str | None = Field(
         None, description="Qwen3 rerankers: the '<Instruct>' task of requests that give none (None = the model's "
@@ -61,6 +87,13 @@ class ModelSettings(BaseModel):
     quantization_max_delta: float = Field(0.1, ge=0, description="FP8 gate: largest |score difference| allowed")
     trust_remote_code: bool = False
     local_files_only: bool = Field(False, description="never contact the hub")
+
+    @model_validator(mode="after")
+    def _check_chunks(self) -> ModelSettings:
+        if self.chunk_tokens is not None and self.chunk_overlap is not None and self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                             f"({self.chunk_tokens})")
+        return self
 
     @model_validator(mode="after")
     def _split_old_instruction(self) -> ModelSettings:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Span(NamedTuple):
+    """Character offsets ``[start, end)`` into the caller's document: ``document[start:end]``."""
+
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -12,17 +19,28 @@ class RerankResult:
 
     ``index`` is the document's position in the caller's list, ``score`` the model's relevance
     (a probability for Qwen3 rerankers and sigmoid cross-encoders), ``document`` the text.
+    When the model lays documents out in its window (:mod:`qrank.long_documents`), ``span`` is the part
+    that decided the score, ``chunks`` and ``tokens`` how many chunks and document tokens were scored, and
+    ``truncated`` whether any of the document was left unscored; they stay None otherwise.
 
-    >>> RerankResult(index=2, score=0.9, document="x").index
-    2
+    >>> r = RerankResult(index=2, score=0.9, document="x", span=Span(0, 1), chunks=1, tokens=1, truncated=False)
+    >>> r.to_dict()["span"]
+    {'start': 0, 'end': 1}
     """
 
     index: int
     score: float
     document: str | None = None
+    span: Span | None = None
+    chunks: int | None = None
+    tokens: int | None = None
+    truncated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.span is not None:
+            out["span"] = self.span._asdict()
+        return out
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,8 @@ def test_mount_ui_inside_the_qrank_server(ce):
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["ce"]
         assert client.get("/ui/").status_code == 200
         # one click of the playground's button, through Gradio's own HTTP API
-        event = client.post("/ui/gradio_api/call/rerank", json={"data": [QUERY, "", "\n".join(DOCS), None, "ce", 0]})
+        event = client.post("/ui/gradio_api/call/rerank", json={"data": [QUERY, "", "\n".join(DOCS), None, "ce", 0,
+                                                                           "default"]})
         with client.stream("GET", f"/ui/gradio_api/call/rerank/{event.json()['event_id']}") as answer:
             body = "".join(answer.iter_text())
     assert "event: complete" in body

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ..long_documents import scored_part
 from .common import add_settings_flags, print_json, settings_from_args
+
+# the long-document settings (qrank.long_documents) as flags: --long-documents chunk --chunk-tokens 256 …
+LONG_DOCUMENT_FLAGS = ["long_documents", "chunk_tokens", "chunk_overlap", "chunk_aggregate", "chunk_top_k",
+                       "max_chars_per_document", "max_chunks_per_document", "max_chunks_per_request"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction", "quantization",
                                      "quantization_check"])
+    add_settings_flags(p, "models", LONG_DOCUMENT_FLAGS)
     # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
     p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
                    help="same as --reranker-instruction")
@@ -113,10 +119,12 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     table.add_column("score", justify="right")
     table.add_column("was", justify="right")
     table.add_column("moved", justify="right")
+    table.add_column("scored", justify="right")  # never silent: a cut or a chunked document says so
     table.add_column("document", overflow="fold")
     for rank, r in enumerate(results):
         moved = r.index - rank
-        table.add_row(str(rank + 1), f"{r.score:.4f}", str(r.index + 1), f"{moved:+d}" if moved else "=", _clip(r.document or ""))
+        table.add_row(str(rank + 1), f"{r.score:.4f}", str(r.index + 1), f"{moved:+d}" if moved else "=",
+                      scored_part(r), _clip(r.document or ""))
     Console().print(table)
     return 0
 

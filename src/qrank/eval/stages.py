@@ -166,7 +166,9 @@ def time_reranking(
         latency[qid] = (time.perf_counter() - t0) * 1000
         if known is not None:
             known.update({(query, t): float(s) for t, s in zip(docs, got, strict=False)})
-        if cache is not None:  # quality, the sweep, other systems and later runs reuse these pairs
+        # a score is cached under its (query, document) key only when it is that pair's plain score: a chunked
+        # or capped document's aggregate must never answer a later plain request (its chunks are cached by text)
+        if cache is not None and _plain_policy(reranker):  # quality, the sweep, other systems and later runs reuse
             cache.put_many(
                 "score",
                 [
@@ -216,6 +218,11 @@ def rerank_scores(
     for q, d in pairs:
         scores[q][d] = float(known[(ds.queries[q], text_of[d])])
     return scores, cached.scored
+
+
+def _plain_policy(reranker) -> bool:
+    policy = getattr(reranker, "long_documents", None)
+    return policy is None or (policy.policy != "chunk" and policy.max_tokens_per_doc is None)
 
 
 def _instruction(reranker) -> str | None:

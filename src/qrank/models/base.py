@@ -44,6 +44,36 @@ class Encoded:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class DocumentLayout:
+    """Where one pair's document sits in the model's window (what long-document policies need).
+
+    ``overhead`` is the tokens of everything but the document (template, instruction, query, special
+    tokens), so ``budget = max_length - overhead`` document tokens fit; ``offsets`` holds, per document
+    token as the model tokenizes it in this pair, its ``(start, end)`` characters in the caller's document;
+    ``query_tokens`` is the query's. ``encoded``, when the layout pass made it, is the pair exactly as
+    ``encode_pairs`` would encode it (so a door that lays documents out still tokenizes each text once).
+
+    >>> lay = DocumentLayout(overhead=10, max_length=16, query_tokens=2, offsets=((0, 3), (3, 7)))
+    >>> lay.budget, lay.fits
+    (6, True)
+    """
+
+    overhead: int
+    max_length: int
+    query_tokens: int
+    offsets: tuple[tuple[int, int], ...]
+    encoded: Encoded | None = None
+
+    @property
+    def budget(self) -> int:
+        return self.max_length - self.overhead
+
+    @property
+    def fits(self) -> bool:
+        return len(self.offsets) <= self.budget
+
+
 @runtime_checkable
 class ScoringModel(Protocol):
     """Scores (query, document) pairs; higher means more relevant.
@@ -97,6 +127,16 @@ class PairEncoder(Protocol):
     def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]: ...
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class DocumentSplitter(Protocol):
+    """A scorer that can say where each document sits in its window, so that qrank can cut or chunk a
+    long document by the model's own tokens (:mod:`qrank.long_documents`)."""
+
+    def document_layouts(
+        self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None
+    ) -> list[DocumentLayout]: ...
 
 
 @runtime_checkable
@@ -165,6 +205,16 @@ class Layer:
 
     def count_tokens(self, items, **kwargs) -> list[int]:
         return self.inner.count_tokens(items, **kwargs)
+
+    def document_layouts(self, pairs, *, instruction: str | None = None) -> list[DocumentLayout]:
+        # a layer never changes what the model sees, so the inner model's layout is the layer's
+        inner = getattr(self.inner, "document_layouts", None)
+        if inner is None:
+            raise UnsupportedModel(
+                f"{type(self.inner).__name__} cannot lay documents out in its window; long_documents 'chunk' and "
+                "'error' need a model that tokenizes locally", field="long_documents"
+            )
+        return inner(pairs, instruction=instruction)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"

@@ -17,7 +17,7 @@ from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from . import packed_encoder
-from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .base import DocumentLayout, Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
 from .hf_encoder import max_input_length, run_encoder_batches, to_encoded, to_features, tokenize_pairs
 
 _ACTIVATIONS = {
@@ -116,6 +116,25 @@ class CrossEncoderModel:
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
         return [len(e) for e in self.encode_pairs(pairs)]
+
+    def document_layouts(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None):
+        """Per pair, the document's tokens and its budget: ``max_length`` minus special tokens and the query."""
+        if not pairs:
+            return []
+        feats = self.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=False,
+                               return_offsets_mapping=True, return_attention_mask=False, verbose=False)
+        types = feats.get("token_type_ids")
+        out = []
+        for i in range(len(pairs)):
+            seq = feats.sequence_ids(i)
+            doc = tuple(tuple(o) for o, s in zip(feats["offset_mapping"][i], seq) if s == 1)
+            query = sum(1 for s in seq if s == 0)
+            # a pair that fits is what encode_pairs gives; a longer one is left to its truncation
+            fits = len(seq) <= self.info.max_length
+            type_ids = tuple(types[i]) if types is not None else None
+            encoded = Encoded(tuple(feats["input_ids"][i]), type_ids) if fits else None
+            out.append(DocumentLayout(len(seq) - len(doc), self.info.max_length, query, doc, encoded))
+        return out
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
         return self._score_features(to_features(encoded))

@@ -18,7 +18,16 @@ from ..engine import pipelined_last_hidden
 from ..errors import InvalidInput, UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .base import (
+    DocumentLayout,
+    Encoded,
+    ResolvedModel,
+    dtype_name,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    text_tokenizer,
+)
 from .quantization import check_fp8_request, quantize_backend
 
 log = logging.getLogger(__name__)
@@ -77,6 +86,29 @@ class Qwen3PromptEncoder:
                     )
                 ids = ids[:budget]
             out.append(self.prefix_ids + ids + self.suffix_ids)
+        return out
+
+    def layouts(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[DocumentLayout]:
+        """Where each document sits in its window, tokenized in context exactly as :meth:`encode` does.
+
+        A token that straddles the document's start (the template's space glued to its first word) belongs
+        to the document: cutting the document anywhere keeps the template and query whole.
+        """
+        fixed = len(self.prefix_ids) + len(self.suffix_ids)
+        budget = self.max_length - fixed
+        texts = [format_user_turn(instruction, q, d) for q, d in pairs]
+        encodings = self.text_tok.encode_batch(texts, add_special_tokens=False)
+        out = []
+        for (query, doc), text, enc in zip(pairs, texts, encodings):
+            doc_start = len(text) - len(doc)
+            head = sum(1 for _, end in enc.offsets if end <= doc_start)
+            offsets = tuple((max(s - doc_start, 0), e - doc_start) for s, e in enc.offsets[head:])
+            # the query's tokens in context (no second tokenizing): those overlapping its characters
+            q_end = doc_start - len("\n<Document>: ")
+            q_tokens = sum(1 for s, e in enc.offsets if s < q_end and e > q_end - len(query))
+            ids = enc.ids[:budget] if head <= budget else None  # what encode() gives, or its error
+            encoded = Encoded(tuple(self.prefix_ids + ids + self.suffix_ids)) if ids is not None else None
+            out.append(DocumentLayout(fixed + head, self.max_length, q_tokens, offsets, encoded))
         return out
 
 
@@ -166,6 +198,10 @@ class Qwen3Reranker:
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
         return [len(ids) for ids in self.encode(pairs, instruction=instruction)]
+
+    def document_layouts(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None):
+        """Per pair, the document's tokens and its budget in the window (see :class:`DocumentLayout`)."""
+        return self.encoder.layouts(pairs, instruction or self.info.default_instruction or DEFAULT_INSTRUCTION)
 
     def _probabilities(self, hidden) -> np.ndarray:
         import torch

@@ -14,6 +14,7 @@ import numpy as np
 from starlette.requests import Request
 
 from ..errors import InvalidInput, TooLarge
+from ..long_documents import DocumentReport, LongDocuments, plan
 from ..reranker import rank_scores
 from ..types import RerankResult
 from .errors import ClientGone
@@ -26,6 +27,7 @@ class Scored:
     model: ServedModel
     scores: np.ndarray
     tokens: int
+    reports: list[DocumentReport | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,24 @@ class Inference:
     def _truncate(self, requested: bool | None) -> bool:
         return self.limits.truncate if requested is None else requested
 
+    def _policy(self, served: ServedModel, truncate: bool | None, options: dict | None) -> tuple[LongDocuments, bool]:
+        """The request's long-document policy: its own fields over the served reranker's. Without
+        ``long_documents``, a request's ``truncate: false`` (TEI) means 'error' and ``truncate: true`` anything but
+        'error'; the server's ``truncate`` setting turns a 'truncate' default into 'error' when off. The flag says
+        the 'error' came from ``truncate`` (answered 413, as it always was; an asked-for 'error' is a 422)."""
+        options = dict(options or {})
+        by_truncate = False
+        default = getattr(served.facade, "long_documents", None) or LongDocuments()
+        if options.get("long_documents") is None:
+            if truncate is False or (truncate is None and not self.limits.truncate and default.policy == "truncate"):
+                options["long_documents"] = "error"
+                by_truncate = default.policy != "error"
+            elif truncate is True and default.policy == "error":
+                options["long_documents"] = "truncate"
+        policy = default.with_options(policy=options.pop("long_documents", None), aggregate=options.pop(
+            "chunk_aggregate", None), top_k=options.pop("chunk_top_k", None), **options)
+        return policy, by_truncate
+
     async def score_pairs(
         self,
         model_name: str | None,
@@ -127,31 +147,49 @@ class Inference:
         truncate: bool | None,
         field: str,
         query_field: str = "query",
+        long_documents: dict | None = None,
     ) -> Scored:
-        """Scores of (query, document) pairs in the caller's order; the fields name queries and documents."""
+        """Scores of (query, document) pairs in the caller's order; the fields name queries and documents.
+
+        ``long_documents`` holds the request's qrank fields (``long_documents``, ``chunk_tokens``,
+        ``chunk_overlap``, ``chunk_aggregate``, ``chunk_top_k``) and protocol knobs (``max_tokens_per_doc``,
+        ``max_tokens_per_query``); documents are cut or chunked by :mod:`qrank.long_documents`.
+        """
         served = self.state.pool.get(model_name, "reranker")
         lim = self.limits
         check_count(len(pairs), field, lim.max_documents)
         if instruction is not None:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
-        truncate = self._truncate(truncate)
+        # 'truncate: false' keeps its 413; a long_documents='error' is a 422 like any invalid input
+        policy, refuse_413 = self._policy(served, truncate, long_documents)
         seen_queries: set[str] = set()
         for q, _ in pairs:
             if q not in seen_queries:
                 seen_queries.add(q)
                 check_query_chars(q, query_field, lim.max_document_chars)
-        docs = fit_chars([d for _, d in pairs], field, lim.max_document_chars, truncate)
+        # only 'truncate' may cut by characters (and says so); a chunked or refused document is never cut here
+        cut_chars = policy.policy == "truncate"
+        docs = fit_chars([d for _, d in pairs], field, lim.max_document_chars, cut_chars)
+        truncated_before = [len(d) < len(orig) for d, (_, orig) in zip(docs, pairs)]
         pairs = [(q, d) for (q, _), d in zip(pairs, docs)]
+
+        def prepare():
+            laid = plan(served.model, pairs, instruction=instruction, policy=policy, field=field,
+                        query_field=query_field, truncated_before=truncated_before, unlaid=("truncate", "error"),
+                        refuse_as_too_large=refuse_413)
+            return (laid, *score_job(served.model, laid.pairs, instruction, laid.encoded))
+
         # a full queue answers 429 now, before the tokenizer: under overload the refusal takes milliseconds
         with served.batcher.place() as place:
-            # tokenized once, here, off the event loop: the counts are exact and the worker gets the token ids
-            job, counts = await asyncio.to_thread(score_job, served.model, pairs, instruction)
-            if not truncate:
-                check_tokens(counts, served.info.max_length, field)
+            # laid out and tokenized once, here, off the event loop: the counts are exact and the worker gets the ids
+            laid, job, counts = await asyncio.to_thread(prepare)
+            if policy.policy != "truncate" and laid.layouts and laid.layouts[0] is None:
+                check_tokens(counts, served.info.max_length, field)  # a model without layouts: refuse by its counts
             tokens = int(sum(counts))
-            submitted = served.batcher.submit(job, cost=tokens, size=len(pairs), place=place)
+            submitted = served.batcher.submit(job, cost=tokens, size=len(laid.pairs), place=place)
             scores = await watched(self.request, submitted)
-        return Scored(served, scores, tokens)
+        scores, reports = laid.fold(scores)
+        return Scored(served, scores, tokens, reports)
 
     async def rerank(
         self,
@@ -163,15 +201,17 @@ class Inference:
         instruction: str | None,
         truncate: bool | None,
         field: str = "documents",
+        long_documents: dict | None = None,
     ) -> Ranked:
         """Documents best first, cut to ``top_n`` (which may not exceed ``max_documents``)."""
         if top_n is not None and top_n > self.limits.max_documents:
             raise InvalidInput("top_n", f"must be at most {self.limits.max_documents}, got {top_n}")
         scored = await self.score_pairs(
-            model_name, [(query, d) for d in documents], instruction=instruction, truncate=truncate, field=field
+            model_name, [(query, d) for d in documents], instruction=instruction, truncate=truncate, field=field,
+            long_documents=long_documents,
         )
         n = len(documents) if top_n is None else min(top_n, len(documents))
-        return Ranked(scored.model, rank_scores(scored.scores.tolist(), documents, n), scored.tokens)
+        return Ranked(scored.model, rank_scores(scored.scores.tolist(), documents, n, scored.reports), scored.tokens)
 
     async def embed(
         self,

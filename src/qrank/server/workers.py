@@ -53,10 +53,15 @@ class EmbedJob:
         return len(self.texts)
 
 
-def score_job(model, pairs: list[tuple[str, str]], instruction: str | None) -> tuple[ScoreJob, list[int]]:
-    """The job for one request and its exact token counts; the pairs are tokenized here, once."""
+def score_job(model, pairs: list[tuple[str, str]], instruction: str | None,
+              known: Sequence[Encoded | None] | None = None) -> tuple[ScoreJob, list[int]]:
+    """The job for one request and its exact token counts; the pairs are tokenized here, once
+    (``known[i]``, when given, is pair i's encoding already made at the door, e.g. by laying documents out)."""
     if isinstance(model, PairEncoder):
-        encoded = model.encode_pairs(pairs, instruction=instruction)
+        known = list(known) if known is not None else [None] * len(pairs)
+        todo = [i for i, e in enumerate(known) if e is None]
+        fresh = iter(model.encode_pairs([pairs[i] for i in todo], instruction=instruction) if todo else [])
+        encoded = [e if e is not None else next(fresh) for e in known]
         return ScoreJob(pairs, instruction, encoded), [len(e) for e in encoded]
     return ScoreJob(pairs, instruction), [int(n) for n in model.count_tokens(pairs, instruction=instruction)]
 

@@ -60,10 +60,12 @@ class UIBackend(Protocol):
     def embedder_names(self) -> list[str]: ...
 
     def rerank(
-        self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None, instruction: str | None = None
+        self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None,
+        instruction: str | None = None, long_documents: str | None = None,
     ) -> list[RerankResult]:
         """``Reranker.rerank`` of the named model: results best first, each with its input ``index``;
-        ``instruction`` is the reranker's (a Qwen3 reranker's task), never an embedder's."""
+        ``instruction`` is the reranker's (a Qwen3 reranker's task), never an embedder's; ``long_documents``
+        the policy for documents longer than the window (None: the model's)."""
         ...
 
     def collection_names(self) -> list[str]: ...
@@ -172,8 +174,10 @@ class LocalBackend:
 
         return Embedder.from_pretrained(source, settings=self.settings)
 
-    def rerank(self, model, query, documents, *, top_n=None, instruction=None) -> list[RerankResult]:
-        return self.model("reranker", model).rerank(query, documents, top_n=top_n, instruction=instruction or None)
+    def rerank(self, model, query, documents, *, top_n=None, instruction=None,
+               long_documents=None) -> list[RerankResult]:
+        return self.model("reranker", model).rerank(query, documents, top_n=top_n, instruction=instruction or None,
+                                                    long_documents=long_documents)
 
     def collection_names(self) -> list[str]:
         from ..pipeline import list_collections

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import InvalidInput, QrankError
+from ..long_documents import scored_part
 from .agreement import agreement
 from .backend import Hit, UIBackend
 from .views import CompareView, EvalView, PlaygroundView, RankedRow, SearchRow, SearchView
@@ -65,6 +66,13 @@ def parse_top_n(value, n: int) -> int | None:
     return min(int(as_float), n)
 
 
+def _report(r) -> dict:
+    """A result's long-document fields for the raw JSON (none when the model gave no layout)."""
+    if getattr(r, "span", None) is None:
+        return {}
+    return {"span": r.span._asdict(), "chunks": r.chunks, "tokens": r.tokens, "truncated": r.truncated}
+
+
 def playground(
     backend: UIBackend,
     *,
@@ -75,24 +83,34 @@ def playground(
     top_n=None,
     upload: str | Path | None = None,
     max_documents: int = 1000,
+    long_documents: str | None = None,
 ) -> PlaygroundView:
-    """Rerank pasted (or uploaded) documents with one model; rows best first with their original place."""
+    """Rerank pasted (or uploaded) documents with one model; rows best first with their original place.
+
+    ``long_documents`` ("chunk", "truncate", "error"; None or "default" = the model's policy) is what the
+    reranker does with a document longer than its window; rows and payload say what was scored."""
 
     def run() -> PlaygroundView:
         _need_query(query)
         docs = parse_documents(documents, upload, max_documents=max_documents)
         n = parse_top_n(top_n, len(docs))
         start = time.perf_counter()
-        results = backend.rerank(model or "", query, docs, top_n=n, instruction=(instruction or "").strip() or None)
+        policy = {"long_documents": long_documents} if long_documents and long_documents != "default" else {}
+        results = backend.rerank(model or "", query, docs, top_n=n, instruction=(instruction or "").strip() or None,
+                                 **policy)
         latency = (time.perf_counter() - start) * 1000
-        rows = [RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index]) for i, r in enumerate(results)]
+        rows = [RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index],
+                          scored=scored_part(r) if r.chunks and (r.chunks > 1 or r.truncated) else "")
+                for i, r in enumerate(results)]
         payload = {
             "model": model,
             "query": query,
             "instruction": (instruction or "").strip() or None,
             "top_n": n,
             "latency_ms": round(latency, 2),
-            "results": [{"index": r.index, "score": r.score, "document": r.document} for r in rows],
+            "long_documents": policy.get("long_documents"),
+            "results": [{"index": r.index, "score": r.score, "document": r.document, **_report(res)}
+                        for r, res in zip(rows, results)],
         }
         return PlaygroundView(rows=rows, payload=payload, latency_ms=latency, model=model or "")
 

@@ -54,10 +54,10 @@ class Bindings:
         self.report_dir = report_dir
         self.max_documents = max_documents
 
-    def rerank(self, query, instruction, documents, upload, model, top_n):
+    def rerank(self, query, instruction, documents, upload, model, top_n, long_documents=None):
         view = handlers.playground(
             self.backend, query=query, instruction=instruction, documents=documents, upload=upload, model=model,
-            top_n=top_n, max_documents=self.max_documents,
+            top_n=top_n, max_documents=self.max_documents, long_documents=long_documents,
         )
         if view.error:
             return render.error_box(view.error), "", None
@@ -179,6 +179,8 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
                 with gr.Column(scale=1, min_width=240):
                     pg_model = gr.Dropdown(rerankers, value=first, label="Reranker", elem_id="pg-model")
                     pg_top = gr.Number(value=0, precision=0, minimum=0, label="top_n (0 = all)", elem_id="pg-topn")
+                    pg_long = gr.Dropdown(["default", "chunk", "truncate", "error"], value="default",
+                                          label="Documents longer than the window", elem_id="pg-long")
                     pg_file = gr.File(label="…or upload documents (.txt one per line, .jsonl with 'text')", file_types=[".txt", ".jsonl"], type="filepath", elem_id="pg-file")
                     pg_run = gr.Button("Rerank", variant="primary", elem_id="pg-run")
             gr.Examples([[EXAMPLE_QUERY, EXAMPLE_DOCUMENTS]], inputs=[pg_query, pg_docs], label="Example")
@@ -186,7 +188,7 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
             pg_out = gr.HTML(render.ranked_table([]), elem_id="pg-results", js_on_load=None)
             with gr.Accordion("Raw JSON", open=False, elem_id="pg-json-panel"):
                 pg_json = gr.JSON(elem_id="pg-json")
-            pg_inputs = [pg_query, pg_instr, pg_docs, pg_file, pg_model, pg_top]
+            pg_inputs = [pg_query, pg_instr, pg_docs, pg_file, pg_model, pg_top, pg_long]
             pg_run.click(b.rerank, pg_inputs, [pg_out, pg_status, pg_json])
             pg_query.submit(b.rerank, pg_inputs, [pg_out, pg_status, pg_json])
 

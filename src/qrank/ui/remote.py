@@ -72,8 +72,10 @@ class RemoteBackend:
                 self._rerankers[name] = RemoteReranker(self.url, model=name, transport=self.transport)
             return self._rerankers[name]
 
-    def rerank(self, model, query: str, documents: Sequence[str], *, top_n=None, instruction=None) -> list[RerankResult]:
-        return self.reranker(model or None).rerank(query, documents, top_n=top_n, instruction=instruction or None)
+    def rerank(self, model, query: str, documents: Sequence[str], *, top_n=None, instruction=None,
+               long_documents=None) -> list[RerankResult]:
+        return self.reranker(model or None).rerank(query, documents, top_n=top_n, instruction=instruction or None,
+                                                   long_documents=long_documents)
 
     def refresh(self) -> None:
         """Nothing is cached here: the server answers every time."""

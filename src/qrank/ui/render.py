@@ -79,6 +79,11 @@ def moved_cell(moved: int | None) -> str:
     return '<span class="qrank-same">=</span>'
 
 
+def _scored_note(scored: str) -> str:
+    # a cut or chunked document is never silent
+    return f' <small class="qrank-scored">[{html.escape(scored)}]</small>' if scored else ""
+
+
 def ranked_table(rows: Sequence[RankedRow], *, table_id: str = "ranked") -> str:
     """The playground's result: rank, score with its bar, original position, movement, document."""
     if not rows:
@@ -90,7 +95,7 @@ def ranked_table(rows: Sequence[RankedRow], *, table_id: str = "ranked") -> str:
             f'<tr data-index="{r.index}"><td class="qrank-num">{r.rank}</td>'
             f'<td class="qrank-num">{r.score:.4f}</td>{_bar(w)}'
             f'<td class="qrank-num">{r.index + 1}</td><td class="qrank-num">{moved_cell(r.moved)}</td>'
-            f'<td class="qrank-doc">{html.escape(r.document)}</td></tr>'
+            f'<td class="qrank-doc">{html.escape(r.document)}{_scored_note(r.scored)}</td></tr>'
         )
     head = "<tr><th>rank</th><th>score</th><th></th><th>was</th><th>moved</th><th>document</th></tr>"
     return f'<table class="qrank-table" id="{html.escape(table_id)}"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'

@@ -18,6 +18,7 @@ class RankedRow:
     index: int
     score: float
     document: str
+    scored: str = ""  # what of a long document was scored ("chars 400-900 (best of 3 chunks)"); "" = all or unknown
 
     @property
     def moved(self) -> int:

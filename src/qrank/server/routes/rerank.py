@@ -13,6 +13,7 @@ from ..inference import Inference, Ranked
 from ..schemas.common import Usage
 from ..schemas.rerank import (
     AnyRerankRequest,
+    LongDocumentReport,
     RerankDocument,
     RerankRequest,
     RerankResponse,
@@ -35,6 +36,7 @@ def _standard(ranked: Ranked, return_documents: bool) -> RerankResponse:
                 index=r.index,
                 relevance_score=r.score,
                 document=RerankDocument(text=r.document) if return_documents else None,
+                **LongDocumentReport.fields_of(r),
             )
             for r in ranked.results
         ],
@@ -51,6 +53,7 @@ async def _rerank(request: Request, body, documents: list[str], field: str) -> R
         instruction=body.instruction,
         truncate=body.truncate,
         field=field,
+        long_documents=body.long_document_options(),
     )
 
 
@@ -86,7 +89,8 @@ async def rerank_any(request: Request, body: AnyRerankRequest) -> Response:
     raw = body.raw_scores and _scores_are_probabilities(ranked)
     items = [
         TEIRerankItem(
-            index=r.index, score=_logit(r.score) if raw else r.score, text=r.document if body.return_text else None
+            index=r.index, score=_logit(r.score) if raw else r.score, text=r.document if body.return_text else None,
+            **LongDocumentReport.fields_of(r),
         )
         for r in ranked.results
     ]

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from ...errors import InvalidInput
 from ..inference import Inference
 from ..schemas.common import Usage
+from ..schemas.rerank import LongDocumentReport
 from ..schemas.score import ScoreItem, ScoreRequest, ScoreResponse
 from . import json_response, state_of
 
@@ -35,14 +36,16 @@ def score_pairs_of(text_1: list[str], text_2: list[str]) -> list[tuple[str, str]
 async def _score(request: Request, body: ScoreRequest) -> Response:
     pairs = score_pairs_of(body.text_1, body.text_2)
     scored = await Inference(state_of(request), request).score_pairs(
-        body.model, pairs, instruction=body.instruction, truncate=body.truncate, field="text_2", query_field="text_1"
+        body.model, pairs, instruction=body.instruction, truncate=body.truncate, field="text_2", query_field="text_1",
+        long_documents=body.long_document_options(),
     )
     return json_response(
         ScoreResponse(
             id=f"score-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=scored.model.name,
-            data=[ScoreItem(index=i, score=float(s)) for i, s in enumerate(scored.scores.tolist())],
+            data=[ScoreItem(index=i, score=float(s), **LongDocumentReport.fields_of(report))
+                  for i, (s, report) in enumerate(zip(scored.scores.tolist(), scored.reports))],
             usage=Usage(prompt_tokens=scored.tokens, total_tokens=scored.tokens),
         )
     )

@@ -13,7 +13,7 @@ TEI (``/rerank`` with ``texts``)::
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -29,8 +29,41 @@ from .common import (
     Usage,
 )
 
+NonNegativeInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
-class _RerankFields(StrictModel):
+
+class LongDocumentFields(StrictModel):
+    """qrank's long-document fields and the protocols' token caps (see qrank.long_documents)."""
+
+    long_documents: Literal["chunk", "truncate", "error"] | None = Field(
+        None, description="qrank: documents longer than the model's window are 'truncate'd (document part only, "
+        "reported 'truncated'), 'chunk'ed (overlapping windows scored, aggregated; 'span' says which scored best) or "
+        "refused with 422 ('error'). Default: the server's models.long_documents; 'error' when truncate is false"
+    )
+    chunk_tokens: PositiveInt | None = Field(
+        None, description="qrank, long_documents='chunk': document tokens per chunk (default: what fits beside the "
+        "template and query); larger than that is a 422"
+    )
+    chunk_overlap: NonNegativeInt | None = Field(
+        None, description="qrank, long_documents='chunk': tokens neighbouring chunks share (less than chunk_tokens)"
+    )
+    chunk_aggregate: Literal["max", "mean_top_k", "first"] | None = Field(
+        None, description="qrank, long_documents='chunk': a document's score from its chunks' scores"
+    )
+    chunk_top_k: PositiveInt | None = Field(None, description="qrank, chunk_aggregate='mean_top_k': chunks averaged")
+    max_tokens_per_doc: PositiveInt | None = Field(
+        None, description="Cohere v2: cut each document to its first N tokens (the document part only; template "
+        "and query stay whole); results say 'truncated'"
+    )
+    max_tokens_per_query: PositiveInt | None = Field(
+        None, description="refuse (422) a query longer than N tokens instead of scoring it"
+    )
+
+    def long_document_options(self) -> dict:
+        return {k: getattr(self, k) for k in LongDocumentFields.model_fields}
+
+
+class _RerankFields(LongDocumentFields):
     model: ModelName | None = Field(None, description="served model name; default: the first reranker")
     query: QueryText = Field(description="the query (not empty)")
     top_n: PositiveInt | None = Field(None, description="keep the best N results (default: all)")
@@ -39,9 +72,9 @@ class _RerankFields(StrictModel):
         None, description="the reranker's instruction: a Qwen3 reranker's task (default: models.reranker_instruction "
         "or the model's; ignored by cross-encoders)"
     )
-    truncate: bool | None = Field(None, description="truncate over-long documents (default: the server's setting)")
-    max_tokens_per_doc: PositiveInt | None = Field(
-        None, description="accepted for Cohere compatibility; documents are truncated to the model's max_length"
+    truncate: bool | None = Field(
+        None, description="TEI: false refuses (422) a document longer than the window unless long_documents says "
+        "otherwise (default: the server's setting)"
     )
 
 
@@ -78,7 +111,29 @@ class RerankDocument(ResponseModel):
     text: str
 
 
-class RerankResultItem(ResponseModel):
+class Span(ResponseModel):
+    start: int = Field(description="first character of the span in the document as sent")
+    end: int = Field(description="character after the span: document[start:end]")
+
+
+class LongDocumentReport(ResponseModel):
+    """qrank: how the document was scored (present when the model lays documents out in its window)."""
+
+    span: Span | None = Field(None, description="qrank: the characters whose score decided the document's")
+    chunks: int | None = Field(None, description="qrank: chunks scored (1: the document was scored in one piece)")
+    tokens: int | None = Field(None, description="qrank: document tokens scored (overlaps counted per chunk)")
+    truncated: bool | None = Field(None, description="qrank: true when part of the document was not scored")
+
+    @staticmethod
+    def fields_of(report) -> dict:
+        """The fields of a :class:`qrank.types.RerankResult` or :class:`qrank.long_documents.DocumentReport`."""
+        if report is None or report.span is None:
+            return {}
+        return {"span": Span(start=report.span[0], end=report.span[1]), "chunks": report.chunks,
+                "tokens": report.tokens, "truncated": report.truncated}
+
+
+class RerankResultItem(LongDocumentReport):
     index: int
     relevance_score: float
     document: RerankDocument | None = None
@@ -91,7 +146,7 @@ class RerankResponse(ResponseModel):
     usage: Usage
 
 
-class TEIRerankItem(ResponseModel):
+class TEIRerankItem(LongDocumentReport):
     index: int
     score: float
     text: str | None = None

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .common import Instruction, ModelName, QueryList, ResponseModel, StrictModel, TextList, Usage
+from .common import Instruction, ModelName, QueryList, TextList, Usage
+from .rerank import LongDocumentFields, LongDocumentReport, ResponseModel
 
 
-class ScoreRequest(StrictModel):
+class ScoreRequest(LongDocumentFields):
     model: ModelName | None = Field(None, description="served model name; default: the first reranker")
     text_1: QueryList = Field(description="query: one string (one-to-many) or a list as long as text_2 (one-to-one)")
     text_2: TextList = Field(description="documents: one string or a list")
@@ -22,7 +23,7 @@ class ScoreRequest(StrictModel):
     truncate: bool | None = Field(None, description="truncate over-long inputs (default: the server's setting)")
 
 
-class ScoreItem(ResponseModel):
+class ScoreItem(LongDocumentReport):
     index: int
     object: str = "score"
     score: float
