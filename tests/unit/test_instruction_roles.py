@@ -129,7 +129,7 @@ def test_cached_embedder_per_role_and_old_keyword(tmp_path, minilm):
     cached = CachedEmbedder(minilm, Cache(tmp_path / "c.sqlite", max_bytes=10**8))
     ref = minilm.model.embed_batch([QUERY], is_query=True, instruction="query: ")[0]
     np.testing.assert_allclose(cached.embed(QUERY, is_query=True, query_prompt="query: "), ref, atol=1e-6)
-    with pytest.warns(DeprecationWarning, match=r"CachedEmbedder\.embed\(instruction=\.\.\.\)"):
+    with pytest.warns(DeprecationWarning, match=r"Embedder\.embed\(instruction=\.\.\.\)"):
         old = cached.embed(QUERY, is_query=True, instruction="query: ")
     np.testing.assert_allclose(old, ref, atol=1e-6)
     assert cached.embedded == 1  # the old spelling found the entry the new one stored: same effective instruction
