@@ -16,7 +16,16 @@ from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
-from .hf_encoder import max_input_length, run_encoder_batches, to_encoded, to_features, tokenize_texts
+from . import packed_encoder
+from .hf_encoder import (
+    check_quantization,
+    max_input_length,
+    quantize_padded,
+    run_encoder_batches,
+    to_encoded,
+    to_features,
+    tokenize_texts,
+)
 from .pooling import finish_embeddings, pool
 
 _POOLING_KEYS = {
@@ -63,12 +72,23 @@ class STEmbedder:
 
     kind = "st-embedder"
 
-    def __init__(self, model, tokenizer, info: ModelInfo, layout: dict, engine_settings: EngineSettings | None = None):
+    def __init__(self, model, tokenizer, info: ModelInfo, layout: dict, engine_settings: EngineSettings | None = None,
+                 quantization: str = "none"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
         self.layout = layout
         self.engine_settings = engine_settings or EngineSettings()
+        quantization = check_quantization(quantization, info.device, info.id)
+        self.packed = None
+        if layout["pooling"] in packed_encoder.POOLING:  # BERT / XLM-R texts packed, nothing padded
+            self.packed = packed_encoder.packed_or_none(self.model, "hidden", self.engine_settings.engine, info.id,
+                                                        quantization)
+        else:
+            packed_encoder.log.info("%s: pooling %r is not packed; using the padded transformers path", info.id,
+                                    layout["pooling"])
+        if self.packed is None:
+            self.model = quantize_padded(self.model, quantization)
 
     @classmethod
     def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
@@ -76,6 +96,7 @@ class STEmbedder:
 
         layout = read_st_layout(resolved.path)
         device = pick_device(settings.device)
+        check_quantization(settings.quantization, device, resolved.name)
         dtype = pick_dtype(settings.dtype, device)
         tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
         model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code).to(device)
@@ -91,9 +112,9 @@ class STEmbedder:
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
             default_instruction=settings.query_prompt or prompts.get("query") or None,
-            extra={"pooling": layout["pooling"]},
+            extra={"pooling": layout["pooling"], "quantization": settings.quantization},
         )
-        return cls(model, tokenizer, info, layout, engine_settings)
+        return cls(model, tokenizer, info, layout, engine_settings, settings.quantization)
 
     def _prompted(self, texts: Sequence[str], is_query: bool, instruction: str | None) -> list[str]:
         prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
@@ -118,6 +139,10 @@ class STEmbedder:
             return pool(out, batch["attention_mask"], mode)
 
         features = to_features(encoded)
+        if self.packed is not None:
+            rows = self.packed.run(features["input_ids"], features.get("token_type_ids"),
+                                   self.engine_settings.max_batch_tokens, self.packed.pooled(mode))
+            return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)
         rows = run_encoder_batches(self.tokenizer, features, forward, self.engine_settings, self.info.device)
         return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)
 
