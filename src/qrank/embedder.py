@@ -95,6 +95,7 @@ class Embedder:
         query_prompt: str | None = None,
         engine: str | None = None,
         instruction: str | None = None,
+        quantization: str | None = None,
     ) -> Embedder:
         """Load a Qwen3-Embedding or sentence-transformers model from a local folder or a hub id.
 
@@ -110,7 +111,7 @@ class Embedder:
             query_task = query_task if query_task is not None else instruction
             query_prompt = query_prompt if query_prompt is not None else instruction
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, query_task=query_task,
-                                   query_prompt=query_prompt, engine=engine)
+                                   query_prompt=query_prompt, engine=engine, quantization=quantization)
         model = load_model(name, "embedder", settings.models, settings.engine)
         if instruction is None:  # a role the loaded kind does not take is the caller's mistake: say so
             query_instruction(model.info, query_task=query_task)

@@ -72,16 +72,17 @@ class Reranker:
         max_length: int | None = None,
         instruction: str | None = None,
         engine: str | None = None,
+        quantization: str | None = None,
     ) -> Reranker:
         """Load a Qwen3 reranker or a cross-encoder from a local folder or a hub id.
 
         ``instruction`` is the Qwen3 reranker's ``<Instruct>`` task (setting ``models.reranker_instruction``);
-        cross-encoders take none.
+        cross-encoders take none. ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
         """
         from .models.registry import load_model
 
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length,
-                                   reranker_instruction=instruction, engine=engine)
+                                   reranker_instruction=instruction, engine=engine, quantization=quantization)
         return cls(load_model(name, "reranker", settings.models, settings.engine), instruction=instruction)
 
     @property
@@ -176,7 +177,8 @@ class Reranker:
         return f"Reranker({self.info.id!r}, kind={self.info.kind!r}, device={self.info.device!r})"
 
 
-_MODEL_OVERRIDES = ("device", "dtype", "max_length", "reranker_instruction", "query_task", "query_prompt")
+_MODEL_OVERRIDES = ("device", "dtype", "max_length", "reranker_instruction", "query_task", "query_prompt",
+                    "quantization")
 
 
 def _with_overrides(settings: Settings | None, **kw) -> Settings:

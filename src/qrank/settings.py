@@ -51,8 +51,8 @@ class ModelSettings(BaseModel):
         None, description="deprecated: fills each of reranker_instruction, query_task and query_prompt left unset"
     )
     quantization: Literal["none", "int8", "fp8"] = Field(
-        "none", description="'int8': dynamic int8 Linear layers for cross-encoders and ST embedders on the CPU (opt-in, "
-        "not exact); 'fp8': Qwen3 models on GPUs"
+        "none", description="'int8': dynamic int8 Linear layers for cross-encoders and ST embedders on the CPU "
+        "(opt-in, not exact); 'fp8': Qwen3 models on GPUs"
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     trust_remote_code: bool = False

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("docs", nargs="*", metavar="DOC", help="documents given inline")
     p.add_argument("--top-n", "-n", type=int, default=None, help="keep the best N (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction"])
+    add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction", "quantization"])
     # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
     p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
                    help="same as --reranker-instruction")
@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--dim", type=int, default=None, help="output dimension (Matryoshka truncation + renormalisation)")
     e.add_argument("--json", action="store_true", help="print the full vectors as JSON")
     e.add_argument("texts", nargs="+", metavar="TEXT")
-    add_settings_flags(e, "models", ["device", "dtype", "max_length", "query_task", "query_prompt", "instruction"])
+    add_settings_flags(e, "models", ["device", "dtype", "max_length", "query_task", "query_prompt", "instruction",
+                                    "quantization"])
     add_settings_flags(e, "engine", ["engine", "max_batch_tokens"])
     e.set_defaults(func=cmd_embed)
 

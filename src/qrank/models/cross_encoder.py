@@ -79,17 +79,17 @@ class CrossEncoderModel:
 
     kind = "cross-encoder"
 
-    def __init__(self, model, tokenizer, info: ModelInfo, activation: str, engine_settings: EngineSettings | None = None,
-                 quantization: str = "none"):
+    def __init__(self, model, tokenizer, info: ModelInfo, activation: str,
+                 engine_settings: EngineSettings | None = None, quantization: str = "none"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
         self.activation = activation
         self.engine_settings = engine_settings or EngineSettings()
         # BERT / XLM-R pairs are packed, nothing padded (see packed_encoder); others keep the padded path
-        self.packed = packed_encoder.packed_or_none(
-            self.model, "classifier", self.engine_settings.engine, info.id, check_quantization(quantization, info.device, info.id)
-        )
+        quantization = check_quantization(quantization, info.device, info.id)
+        self.packed = packed_encoder.packed_or_none(self.model, "classifier", self.engine_settings.engine, info.id,
+                                                    quantization)
         if self.packed is None:
             self.model = quantize_padded(self.model, quantization)
 

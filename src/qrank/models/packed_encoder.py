@@ -92,7 +92,8 @@ def _varlen_works(device, dtype, heads: int, dim: int) -> bool:
             except (RuntimeError, NotImplementedError, TypeError) as exc:
                 log.info("FlashAttention varlen does not run here (%s); attention runs per input", exc)
         _VARLEN[key] = ok
-        log.info("packed encoder attention on %s %s: %s", device, dtype, "FlashAttention varlen" if ok else "SDPA per input")
+        what = "FlashAttention varlen" if ok else "SDPA per input"
+        log.info("packed encoder attention on %s %s: %s", device, dtype, what)
     return _VARLEN[key]
 
 
