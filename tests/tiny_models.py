@@ -137,7 +137,7 @@ def build_random_encoder(dst: Path, tokenizer_dir: Path, model_type: str, role: 
     if model_type == "xlm-roberta":
         extra.update(type_vocab_size=1, bos_token_id=0, eos_token_id=2)
     if model_type == "modernbert":
-        extra.update(global_attn_every_n_layers=2, local_attention=16, num_hidden_layers=3)
+        extra.update(global_attn_every_n_layers=2, local_attention=16, num_hidden_layers=3, classifier_pooling=pooling)
     cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), **extra)
     torch.manual_seed(seed)
     model = (AutoModelForSequenceClassification if role == "reranker" else AutoModel).from_config(cfg).eval()

@@ -47,13 +47,14 @@ def test_xlmr_cross_encoder_equals_crossencoder_predict(tmp_path, xlmr_tok, pair
     assert np.ptp(got) > 1e-3
 
 
-@pytest.mark.parametrize("model_type,pooling", [("xlm-roberta", "mean"), ("xlm-roberta", "cls"), ("bert", "cls")])
+@pytest.mark.parametrize("model_type,pooling", [("xlm-roberta", "mean"), ("xlm-roberta", "cls"), ("bert", "cls"),
+                                                ("modernbert", "mean")])
 def test_packed_st_embedder_equals_encode(tmp_path, xlmr_tok, minilm_dir, texts, model_type, pooling):
     from sentence_transformers import SentenceTransformer
 
     from qrank import Embedder
 
-    tok_dir = xlmr_tok if model_type == "xlm-roberta" else minilm_dir
+    tok_dir = xlmr_tok if model_type != "bert" else minilm_dir
     path = str(tiny_models.build_random_encoder(tmp_path / "emb", tok_dir, model_type, "embedder", pooling=pooling))
     em = Embedder.from_pretrained(path, device="cpu")
     assert em.model.packed is not None
@@ -69,16 +70,32 @@ def test_real_minilm_embedder_is_packed_and_exact(minilm, minilm_dir, texts):
     np.testing.assert_allclose(minilm.model.embed_batch(texts), ref, atol=1e-5)
 
 
-def test_modernbert_falls_back_to_padded_with_a_log_line(tmp_path, minilm_dir, pairs, caplog):
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_modernbert_cross_encoder_equals_crossencoder_predict(tmp_path, minilm_dir, pairs, pooling):
     from sentence_transformers import CrossEncoder
 
     from qrank import Reranker
 
-    path = str(tiny_models.build_random_encoder(tmp_path / "mb", minilm_dir, "modernbert", "reranker"))
+    # local window 16 (|i - j| <= 8) is shorter than most inputs here: the band mask is exercised
+    path = str(tiny_models.build_random_encoder(tmp_path / "mb", minilm_dir, "modernbert", "reranker",
+                                                pooling=pooling))
+    rr = Reranker.from_pretrained(path, device="cpu")
+    assert rr.model.packed is not None and rr.model.packed.kind == "modernbert"
+    got = rr.model.score_pairs(pairs)
+    np.testing.assert_allclose(got, CrossEncoder(path, device="cpu").predict(pairs, batch_size=5), atol=1e-5)
+    assert np.ptp(got) > 1e-3
+
+
+def test_other_encoders_fall_back_to_padded_with_a_log_line(tmp_path, minilm_dir, pairs, caplog):
+    from sentence_transformers import CrossEncoder
+
+    from qrank import Reranker
+
+    path = str(tiny_models.build_random_encoder(tmp_path / "db", minilm_dir, "distilbert", "reranker"))
     with caplog.at_level(logging.INFO, logger="qrank.models.packed_encoder"):
         rr = Reranker.from_pretrained(path, device="cpu")
     assert rr.model.packed is None
-    assert any("modernbert" in r.getMessage() and "padded" in r.getMessage() for r in caplog.records)
+    assert any("distilbert" in r.getMessage() and "padded" in r.getMessage() for r in caplog.records)
     np.testing.assert_allclose(rr.model.score_pairs(pairs[:6]), CrossEncoder(path, device="cpu").predict(pairs[:6]),
                                atol=1e-5)
 

@@ -10,8 +10,8 @@ rounding.
 
 Two heads: :meth:`PackedEncoder.logits` (BERT pooler + classifier, or the RoBERTa classification head)
 for cross-encoders, :meth:`PackedEncoder.pooled` (CLS / mean / last-token pooling of the last hidden
-state) for sentence-transformers embedders. Other encoders (ModernBERT, DeBERTa…) keep the padded path
-(:func:`supports` says which; the backends log the fallback).
+state) for sentence-transformers embedders. ModernBERT is packed by :mod:`.packed_modernbert`; other
+encoders (DeBERTa, DistilBERT…) keep the padded path (:func:`packed_or_none` logs why).
 
 ``quantize_int8()`` swaps the Linear layers (q/k/v stacked included; not the feed-forward outputs nor the
 head) for torch's dynamic int8 Linear: CPU only, opt-in (``ModelSettings.quantization="int8"``), not exact.
@@ -139,12 +139,11 @@ class PackedEncoder:
         self.kind, self.base = _backbone(self.model)
         return self
 
-    def _attention(self, q, k, v, bounds: list[int]):
+    def _attention(self, q, k, v, bounds: list[int], cu):
         import torch
         import torch.nn.functional as F
 
-        if q.device.type == "cuda" and _varlen_works(q.device, q.dtype, self.heads, self.dim):
-            cu = torch.tensor(bounds, dtype=torch.int32, device=q.device)
+        if cu is not None:  # one FlashAttention varlen call over the whole run, no mask, no padding
             longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
             return varlen_attention()(q, k, v, cu, cu, longest, longest)
         ctx = torch.empty_like(q)
@@ -169,9 +168,12 @@ class PackedEncoder:
         bounds = [0]
         for n in lengths:
             bounds.append(bounds[-1] + n)
+        cu = None  # cumulative lengths on the device, copied once for all layers
+        if device.type == "cuda" and _varlen_works(device, h.dtype, self.heads, self.dim):
+            cu = torch.tensor(bounds, dtype=torch.int32).to(device, non_blocking=True)
         for layer, qkv in zip(self.base.encoder.layer, self.qkv):
             q, k, v = qkv(h).view(-1, 3 * self.heads, self.dim).split(self.heads, dim=1)
-            ctx = self._attention(q, k, v, bounds).reshape(-1, hidden)
+            ctx = self._attention(q, k, v, bounds, cu).reshape(-1, hidden)
             out = layer.attention.output
             h = out.LayerNorm(out.dense(ctx) + h)
             ffn = layer.output
@@ -235,11 +237,16 @@ def packed_or_none(model, head: str, engine: str, what: str, quantization: str =
     """The packed path for ``model`` if it applies (logs why not otherwise), int8-quantized when asked."""
     if engine == "reference":
         return None
-    reason = why_not(model, head)
+    from .packed_modernbert import PackedModernBert, why_not_modernbert
+
+    modern = getattr(model.config, "model_type", None) == "modernbert"
+    reason = why_not_modernbert(model, head) if modern else why_not(model, head)
+    if modern and quantization == "int8":
+        reason = "int8 is measured for BERT / XLM-R only"
     if reason is not None:
         log.info("%s: %s; using the padded transformers path", what, reason)
         return None
-    packed = PackedEncoder(model, head)
+    packed = PackedModernBert(model, head) if modern else PackedEncoder(model, head)
     if quantization == "int8":
         packed.quantize_int8()
     return packed
