@@ -122,14 +122,16 @@ def run(rounds: int, write: bool) -> None:
         *[f"| {r['system']} | {r['ms_per_100_pairs']} | {r['pairs_per_s']} | {r['tokens_per_s']:,} |" for r in rows],
         "",
         f"qrank / sentence-transformers speed ratio, median of the per-round ratios: **{med_ratio:.2f}x**; "
-        f"max |score difference| = {diff:.2e}. With `quantization=\"int8\"` (opt-in, not exact): **{med_ratio8:.2f}x**, "
+        f"max |score difference| = {diff:.2e}. With `quantization=\"int8\"` (opt-in, not exact): "
+        f"**{med_ratio8:.2f}x**, "
         f"max |score difference| = {diff8:.2e} (quality: nDCG@10 in BENCHMARKS.md).",
         f"qrank packs the pairs without padding (chunks of at most {engine.max_batch_tokens} tokens; projections, "
         "feed-forward and LayerNorm on the packed tokens, attention per pair: src/qrank/models/packed_encoder.py); "
         "int8 = torch dynamic int8 Linear layers except each feed-forward output and the head (models/hf_encoder.py); "
         "`engine=reference` is qrank's padded path (length-sorted batches under the same token budget); "
         "sentence-transformers runs `predict(batch_size=32)` (batches of 32 sorted by characters). "
-        f"Each round runs all four, rotating who goes first; rounds: {', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
+        "Each round runs all four, rotating who goes first; rounds: "
+        f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
         "ms (sentence-transformers/qrank).",
     ]) + "\n"
     print(section)
