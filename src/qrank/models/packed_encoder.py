@@ -68,12 +68,25 @@ def supports(model, head: str = "classifier") -> bool:
 
 
 def varlen_attention():
-    """``torch.nn.attention.varlen.varlen_attn`` when this torch has it, else None."""
+    """Bidirectional FlashAttention varlen ``f(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1))``:
+    ``torch.nn.attention.varlen.varlen_attn`` when this torch has it, else the aten op behind it, else None."""
     try:
         from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn
     except ImportError:
+        import torch
+
+    op = getattr(torch.ops.aten, "_flash_attention_forward", None)
+    if op is None:
         return None
-    return varlen_attn
+
+    def attend(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1)):
+        window = {} if window_size == (-1, -1) else {"window_size_left": window_size[0],
+                                                     "window_size_right": window_size[1]}
+        return op(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, False, False, **window)[0]
+
+    return attend
 
 
 def _varlen_works(device, dtype, heads: int, dim: int) -> bool:
@@ -215,6 +228,8 @@ class PackedEncoder:
         import torch
 
         device = next(self.model.parameters()).device if list(self.model.parameters()) else torch.device("cpu")
+        if device.type == "cuda":  # no padding and no per-input loop: bigger runs only keep the GPU busier
+            max_tokens *= 4
         out = []
         start = 0
         with torch.inference_mode():
