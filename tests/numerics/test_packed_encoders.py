@@ -134,3 +134,16 @@ def test_quantization_refusals(ce_dir):
         Reranker.from_pretrained(str(ce_dir), device="cpu", quantization="fp8")
     with pytest.raises(UnsupportedModel, match="int8.*CPU"):
         check_quantization("int8", "cuda", "m")
+
+
+def test_int8_answers_have_their_own_cache_keys():
+    from qrank.cache import embedding_key, score_key
+    from qrank.types import ModelInfo
+
+    def info(**extra):
+        return ModelInfo(id="m", kind="cross-encoder", role="reranker", max_length=512, dtype="float32", device="cpu",
+                         extra=extra)
+
+    assert score_key(info(quantization="int8"), None, "q", "d") != score_key(info(quantization="none"), None, "q", "d")
+    assert score_key(info(quantization="none"), None, "q", "d") == score_key(info(), None, "q", "d")
+    assert embedding_key(info(quantization="int8"), None, None, False, "t") != embedding_key(info(), None, None, False, "t")
