@@ -146,4 +146,5 @@ def test_int8_answers_have_their_own_cache_keys():
 
     assert score_key(info(quantization="int8"), None, "q", "d") != score_key(info(quantization="none"), None, "q", "d")
     assert score_key(info(quantization="none"), None, "q", "d") == score_key(info(), None, "q", "d")
-    assert embedding_key(info(quantization="int8"), None, None, False, "t") != embedding_key(info(), None, None, False, "t")
+    plain = embedding_key(info(), None, None, False, "t")
+    assert embedding_key(info(quantization="int8"), None, None, False, "t") != plain
