@@ -66,6 +66,8 @@ def build_random(shape: str, dst: Path, *, role: str, dtype, device: str, tiny: 
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    from qrank.models.st_embedder import write_st_layout
+
     raw = dict(SHAPES[shape])
     if tiny:
         raw.update(TINY)
@@ -89,13 +91,7 @@ def build_random(shape: str, dst: Path, *, role: str, dtype, device: str, tiny: 
         tok.model_input_names = ["input_ids", "attention_mask"]
     tok.save_pretrained(dst)
     if role == "embedder":
-        mods = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
-        (dst / "modules.json").write_text(json.dumps(
-            [{"idx": int(i), "name": i, "path": p, "type": f"sentence_transformers.models.{t}"} for i, p, t in mods]))
-        (dst / "1_Pooling").mkdir(exist_ok=True)
-        (dst / "1_Pooling" / "config.json").write_text(json.dumps(
-            {"word_embedding_dimension": cfg.hidden_size, "pooling_mode_cls_token": True}))
-        (dst / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
+        write_st_layout(dst, cfg.hidden_size, "cls")
     del model
     return dst
 

@@ -125,8 +125,6 @@ def build_random_encoder(dst: Path, tokenizer_dir: Path, model_type: str, role: 
                          seed: int = 0) -> Path:
     """A tiny random XLM-R / ModernBERT / BERT sequence classifier (``role="reranker"``) or sentence-transformers
     embedder (``role="embedder"``, Transformer + Pooling(``pooling``) + Normalize), with ``tokenizer_dir``'s vocab."""
-    import json as _json
-
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -145,11 +143,7 @@ def build_random_encoder(dst: Path, tokenizer_dir: Path, model_type: str, role: 
     model.save_pretrained(dst)
     tok.save_pretrained(dst)
     if role == "embedder":
-        mods = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
-        (dst / "modules.json").write_text(_json.dumps(
-            [{"idx": int(i), "name": i, "path": p, "type": f"sentence_transformers.models.{t}"} for i, p, t in mods]))
-        (dst / "1_Pooling").mkdir(exist_ok=True)
-        mode = "pooling_mode_cls_token" if pooling == "cls" else f"pooling_mode_{pooling}_tokens"
-        (dst / "1_Pooling" / "config.json").write_text(_json.dumps({"word_embedding_dimension": 64, mode: True}))
-        (dst / "sentence_bert_config.json").write_text(_json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+        from qrank.models.st_embedder import write_st_layout
+
+        write_st_layout(dst, 64, pooling, max_seq_length=256)
     return dst

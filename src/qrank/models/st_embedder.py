@@ -63,6 +63,24 @@ def read_st_layout(path: Path) -> dict:
     return {"pooling": mode, "max_seq_length": bert_cfg.get("max_seq_length"), "prompts": st_cfg.get("prompts") or {}}
 
 
+def write_st_layout(path: Path, dim: int, pooling: str, max_seq_length: int = 512) -> Path:
+    """Write the sentence-transformers files (Transformer → Pooling(``pooling``) → Normalize) beside a model's
+    weights in ``path``: the layout :func:`read_st_layout` reads (tests and benchmarks build random embedders).
+
+    >>> import tempfile; read_st_layout(write_st_layout(Path(tempfile.mkdtemp()), 8, "cls"))["pooling"]
+    'cls'
+    """
+    mods = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+    (path / "modules.json").write_text(json.dumps(
+        [{"idx": int(i), "name": i, "path": p, "type": f"sentence_transformers.models.{t}"} for i, p, t in mods]))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    key = {v: k for k, v in _POOLING_KEYS.items()}[pooling]
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim, key: True}))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                               "do_lower_case": False}))
+    return path
+
+
 class STEmbedder:
     """A sentence-transformers style encoder.
 
