@@ -1,6 +1,6 @@
 """The packed encoder path on a CUDA GPU (bf16, FlashAttention varlen) against sentence-transformers in bf16.
 
-Shapes: a small XLM-R and BERT (random weights; the real-shape runs are bench/encoder_gpu_bench.py) and the
+Shapes: a small XLM-R, ModernBERT and BERT (random weights; the real-shape runs are bench/encoder_gpu_bench.py) and the
 real shared MiniLM cross-encoder. Tolerance: bf16 (two systems rounding differently), checked on scores
 after the sigmoid and on normalised vectors.
 """
@@ -34,11 +34,14 @@ def _reranker_pair(path: str):
     return st, rr
 
 
-@pytest.mark.parametrize("which", ["xlmr", "minilm-ce"])
+@pytest.mark.parametrize("which", ["xlmr", "minilm-ce", "modernbert"])
 def test_packed_cross_encoder_matches_st_in_bf16(tmp_path, shared, which):
     if which == "xlmr":
         tok = tiny_models.build_xlmr_tokenizer(tmp_path / "tok")
         path = str(tiny_models.build_random_encoder(tmp_path / "ce", tok, "xlm-roberta", "reranker"))
+    elif which == "modernbert":  # local window 16: FlashAttention's window_size must equal the transformers mask
+        path = str(tiny_models.build_random_encoder(tmp_path / "ce", shared / "models" / "all-MiniLM-L6-v2",
+                                                    "modernbert", "reranker"))
     else:
         path = str(shared / "models" / "scifact-minilm-ce")
     st, rr = _reranker_pair(path)
