@@ -238,14 +238,22 @@ class PackedEncoder:
                 while end < len(ids) and (end == start or used + len(ids[end]) <= max_tokens):
                     used += len(ids[end])
                     end += 1
-                flat = torch.tensor([t for x in ids[start:end] for t in x], dtype=torch.long).to(device)
-                flat_types = None
-                if types is not None:
-                    flat_types = torch.tensor([t for x in types[start:end] for t in x], dtype=torch.long).to(device)
+                flat = _flat(ids[start:end], used).to(device, non_blocking=True)
+                flat_types = None if types is None else _flat(types[start:end], used).to(device, non_blocking=True)
                 rows = forward(flat, flat_types, [len(x) for x in ids[start:end]])
                 out.extend(rows.float().cpu())
                 start = end
         return out
+
+
+def _flat(rows: Sequence[Sequence[int]], total: int):
+    """Rows of ints as one 1-D int64 tensor (through NumPy: a million tokens in milliseconds, not a list)."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total))
 
 
 def packed_or_none(model, head: str, engine: str, what: str, quantization: str = "none"):
