@@ -9,7 +9,7 @@ call per layer with ``window_size=(w, w)`` on the local layers (``|i - j| <= w``
 
 from __future__ import annotations
 
-from .packed_encoder import PackedEncoder, _varlen_works, varlen_attention
+from .packed_encoder import PackedEncoder, _varlen_works, single_thread, varlen_attention
 
 
 def why_not_modernbert(model, head: str) -> str | None:
@@ -70,13 +70,14 @@ class PackedModernBert(PackedEncoder):
             longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
             return varlen_attention()(q, k, v, cu, cu, longest, longest, window_size=(w, w))
         ctx = torch.empty_like(q)
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            mask = None
-            if local:
-                idx = torch.arange(b - a, device=q.device)
-                mask = (idx[:, None] - idx[None, :]).abs() <= w
-            qa, ka, va = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
-            ctx[a:b] = F.scaled_dot_product_attention(qa, ka, va, attn_mask=mask)[0].transpose(0, 1)
+        with single_thread():  # many small kernels: see packed_encoder.single_thread
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                mask = None
+                if local:
+                    idx = torch.arange(b - a, device=q.device)
+                    mask = (idx[:, None] - idx[None, :]).abs() <= w
+                qa, ka, va = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
+                ctx[a:b] = F.scaled_dot_product_attention(qa, ka, va, attn_mask=mask)[0].transpose(0, 1)
         return ctx
 
     def hidden(self, input_ids, token_type_ids, lengths: list[int]):
