@@ -247,6 +247,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per workload (default 5; smoke 1)")
     p.add_argument("--only", default=None, help="comma-separated model names to run (default: all)")
     p.add_argument("--merge", type=Path, default=None, help="also merge the rows into this results.json")
+    p.add_argument("--work", type=Path, default=Path("/tmp/qrank-encoder-models"),
+                   help="where the random models are saved (GBs: keep it out of --out)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import sentence_transformers
@@ -259,7 +261,7 @@ def main(argv=None) -> None:
         sys.exit("needs a CUDA GPU (or --smoke)")
     dtype = torch.float32 if args.smoke else torch.bfloat16
     device_name = "CPU (smoke)" if args.smoke else torch.cuda.get_device_name(0)
-    work = args.out / "models"
+    work = args.work
     wanted = set(args.only.split(",")) if args.only else None
     rows: list[dict] = []
     t0 = time.perf_counter()
