@@ -72,37 +72,43 @@ def run(rounds: int, write: bool) -> None:
     st = CrossEncoder(str(model_dir), device="cpu")
     rr = Reranker.from_pretrained(str(model_dir), device="cpu")
     padded = Reranker.from_pretrained(str(model_dir), device="cpu", engine="reference")
+    int8 = Reranker.from_pretrained(str(model_dir), device="cpu", quantization="int8")
     ref = st.predict(pairs)
     got = rr.model.score_pairs(pairs)
     diff = float(np.max(np.abs(np.asarray(got) - np.asarray(ref))))
+    diff8 = float(np.max(np.abs(np.asarray(int8.model.score_pairs(pairs)) - np.asarray(ref))))
     tokens = sum(rr.model.count_tokens(pairs))
-    t_st, t_q, t_pad, ratios = [], [], [], []
     systems = (("st", lambda: st.predict(pairs)), ("qrank", lambda: rr.model.score_pairs(pairs)),
-               ("padded", lambda: padded.model.score_pairs(pairs)))
+               ("padded", lambda: padded.model.score_pairs(pairs)), ("int8", lambda: int8.model.score_pairs(pairs)))
+    runs: dict[str, list[float]] = {name: [] for name, _ in systems}
+    ratios, ratios8 = [], []
     for r in range(rounds):
         times = {}
-        for name, fn in systems[r % 3:] + systems[: r % 3]:  # rotate who goes first
+        k = r % len(systems)
+        for name, fn in systems[k:] + systems[:k]:  # rotate who goes first
             t = time.perf_counter()
             fn()
             times[name] = time.perf_counter() - t
-        t_st.append(times["st"])
-        t_q.append(times["qrank"])
-        t_pad.append(times["padded"])
+        for name in runs:
+            runs[name].append(times[name])
         ratios.append(times["st"] / times["qrank"])
-        print(f"round {r}: sentence-transformers {times['st'] * 1e3:.0f} ms, qrank {times['qrank'] * 1e3:.0f} ms, "
-              f"qrank padded {times['padded'] * 1e3:.0f} ms", flush=True)
+        ratios8.append(times["st"] / times["int8"])
+        print(f"round {r}: " + ", ".join(f"{n} {t * 1e3:.0f} ms" for n, t in times.items()), flush=True)
+    t_st, t_q = runs["st"], runs["qrank"]
     med_st, med_q, med_ratio = statistics.median(t_st), statistics.median(t_q), statistics.median(ratios)
-    med_pad = statistics.median(t_pad)
+    med_pad, med_8 = statistics.median(runs["padded"]), statistics.median(runs["int8"])
+    med_ratio8 = statistics.median(ratios8)
     device = f"CPU: {cpu_name()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
     date = dt.date.today().isoformat()
     rows = [
         dict(device=device, model="scifact-minilm-ce", system=s, workload="ce-100-scifact-pairs", date=date,
              tokens_per_s=round(tokens / t), ms_per_100_pairs=round(t / len(pairs) * 100 * 1000, 1),
              pairs_per_s=round(len(pairs) / t, 1))
-        for s, t in (("sentence-transformers", med_st), ("qrank", med_q), ("qrank padded (engine=reference)", med_pad))
+        for s, t in (("sentence-transformers", med_st), ("qrank", med_q), ("qrank padded (engine=reference)", med_pad),
+                     ("qrank int8 (quantization=int8)", med_8))
     ]
     engine = rr.model.engine_settings
-    assert rr.model.packed is not None and padded.model.packed is None
+    assert rr.model.packed is not None and padded.model.packed is None and int8.model.packed is not None
     section = "\n".join([
         "## CPU: classic cross-encoder (bench/cpu_bench.py)",
         "",
@@ -116,12 +122,16 @@ def run(rounds: int, write: bool) -> None:
         *[f"| {r['system']} | {r['ms_per_100_pairs']} | {r['pairs_per_s']} | {r['tokens_per_s']:,} |" for r in rows],
         "",
         f"qrank / sentence-transformers speed ratio, median of the per-round ratios: **{med_ratio:.2f}x**; "
-        f"max |score difference| = {diff:.2e}.",
+        f"max |score difference| = {diff:.2e}. With `quantization=\"int8\"` (opt-in, not exact): "
+        f"**{med_ratio8:.2f}x**, "
+        f"max |score difference| = {diff8:.2e} (quality: nDCG@10 in BENCHMARKS.md).",
         f"qrank packs the pairs without padding (chunks of at most {engine.max_batch_tokens} tokens; projections, "
         "feed-forward and LayerNorm on the packed tokens, attention per pair: src/qrank/models/packed_encoder.py); "
+        "int8 = torch dynamic int8 Linear layers except each feed-forward output and the head (models/hf_encoder.py); "
         "`engine=reference` is qrank's padded path (length-sorted batches under the same token budget); "
         "sentence-transformers runs `predict(batch_size=32)` (batches of 32 sorted by characters). "
-        f"Each round runs all three, rotating who goes first; rounds: {', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
+        "Each round runs all four, rotating who goes first; rounds: "
+        f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
         "ms (sentence-transformers/qrank).",
     ]) + "\n"
     print(section)

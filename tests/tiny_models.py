@@ -98,3 +98,52 @@ def build_random_cross_encoder(dst: Path, seed: int = 0) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / name, dst / name)
     return dst
+
+
+def build_xlmr_tokenizer(dst: Path, vocab_size: int = 2000) -> Path:
+    """A SentencePiece-style Unigram tokenizer trained here on SciFact abstracts, wrapped as XLM-R's
+    (``<s> A </s></s> B </s>``, pad id 1, no segment ids): no XLM-R vocabulary is available offline."""
+    import json as _json
+
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import XLMRobertaTokenizerFast
+
+    with open(shared_path("datasets", "scifact", "corpus.jsonl"), encoding="utf-8") as f:
+        texts = [_json.loads(line)["text"] for line, _ in zip(f, range(2000))]
+    sp = SentencePieceUnigramTokenizer()
+    sp.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                           unk_token="<unk>", show_progress=False)
+    tok = XLMRobertaTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                  cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                  model_max_length=512)
+    dst.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(dst)
+    return dst
+
+
+def build_random_encoder(dst: Path, tokenizer_dir: Path, model_type: str, role: str, pooling: str = "mean",
+                         seed: int = 0) -> Path:
+    """A tiny random XLM-R / ModernBERT / BERT sequence classifier (``role="reranker"``) or sentence-transformers
+    embedder (``role="embedder"``, Transformer + Pooling(``pooling``) + Normalize), with ``tokenizer_dir``'s vocab."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    # a wide init: scores that differ visibly between inputs (the default 0.02 gives near-equal ones)
+    extra = dict(pad_token_id=tok.pad_token_id, max_position_embeddings=514, initializer_range=0.2, hidden_size=64,
+                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=1)
+    if model_type == "xlm-roberta":
+        extra.update(type_vocab_size=1, bos_token_id=0, eos_token_id=2)
+    if model_type == "modernbert":
+        extra.update(global_attn_every_n_layers=2, local_attention=16, num_hidden_layers=3, classifier_pooling=pooling)
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), **extra)
+    torch.manual_seed(seed)
+    model = (AutoModelForSequenceClassification if role == "reranker" else AutoModel).from_config(cfg).eval()
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    if role == "embedder":
+        from qrank.models.st_embedder import write_st_layout
+
+        write_st_layout(dst, 64, pooling, max_seq_length=256)
+    return dst

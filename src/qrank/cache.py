@@ -90,13 +90,20 @@ def text_tag(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
+def _quantized(info: ModelInfo) -> dict:
+    # int8 answers differ from the float ones: their own keys (none added otherwise, so old keys stay valid)
+    q = (info.extra or {}).get("quantization")
+    return {"quantization": q} if q not in (None, "none") else {}
+
+
 def embedding_key(info: ModelInfo, dim: int | None, instruction: str | None, is_query: bool, text: str) -> bytes:
     return cache_key(kind="embedding", model=info.id, revision=info.revision, dim=dim, instruction=instruction,
-                     is_query=bool(is_query), text=text)
+                     is_query=bool(is_query), text=text, **_quantized(info))
 
 
 def score_key(info: ModelInfo, instruction: str | None, query: str, document: str) -> bytes:
-    return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query, document=document)
+    return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query,
+                     document=document, **_quantized(info))
 
 
 class Cache:

@@ -93,7 +93,7 @@ class Reranker:
 
         ``instruction`` is the Qwen3 reranker's ``<Instruct>`` task (setting ``models.reranker_instruction``);
         cross-encoders take none. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked against
-        bfloat16 at load (docs/quantization.md).
+        bfloat16 at load (docs/quantization.md); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
         """
         from .models.registry import load_model
 

@@ -79,7 +79,8 @@ class ModelSettings(BaseModel):
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     quantization: Literal["none", "int8", "fp8"] = Field(
         "none", description="'fp8': Qwen3 rerankers/embedders on GPUs with FP8 units (compute capability 8.9+), "
-        "checked against bfloat16 at load (docs/quantization.md); 'int8': CPU encoders"
+        "checked against bfloat16 at load (docs/quantization.md); 'int8': dynamic int8 Linear layers for "
+        "cross-encoders and ST embedders on the CPU (opt-in, not exact)"
     )
     quantization_check: bool = Field(True, description="refuse an FP8 model whose probe-set scores drift from bfloat16")
     quantization_min_tau: float = Field(0.8, ge=-1, le=1, description="FP8 gate: least mean Kendall tau per query")

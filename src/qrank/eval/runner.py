@@ -177,6 +177,8 @@ class Evaluation:
     def _model_identity(self, role: str) -> dict:
         """What identifies a model's answers in cache keys, read without loading its weights."""
         m = self.settings.models
+        # int8 answers differ from the float ones (the key is left out otherwise: old stage caches stay valid)
+        quant = {"quantization": m.quantization} if m.quantization != "none" else {}
         loaded = self._embedder_model if role == "embedder" else self._reranker
         if loaded is not None:
             info = loaded.info
@@ -187,6 +189,7 @@ class Evaluation:
                 "dtype": info.dtype,
                 "device": info.device,
                 "instruction": info.default_instruction,
+                **quant,
             }
         from ..models.base import pick_device, resolve_model
         from ..models.registry import detect_kind
@@ -200,6 +203,7 @@ class Evaluation:
             "dtype": m.dtype,
             "device": pick_device(m.device),
             "instruction": m.instruction_for(detect_kind(resolved.config, resolved.path).name),
+            **quant,
         }
 
     @property

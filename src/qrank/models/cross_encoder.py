@@ -18,7 +18,15 @@ from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from . import packed_encoder
 from .base import DocumentLayout, Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
-from .hf_encoder import max_input_length, run_encoder_batches, to_encoded, to_features, tokenize_pairs
+from .hf_encoder import (
+    check_quantization,
+    max_input_length,
+    quantize_padded,
+    run_encoder_batches,
+    to_encoded,
+    to_features,
+    tokenize_pairs,
+)
 
 _ACTIVATIONS = {
     "Sigmoid": "sigmoid",
@@ -71,15 +79,19 @@ class CrossEncoderModel:
 
     kind = "cross-encoder"
 
-    def __init__(self, model, tokenizer, info: ModelInfo, activation: str, engine_settings: EngineSettings | None = None):
+    def __init__(self, model, tokenizer, info: ModelInfo, activation: str,
+                 engine_settings: EngineSettings | None = None, quantization: str = "none"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
         self.activation = activation
         self.engine_settings = engine_settings or EngineSettings()
-        # on the CPU the cost is the arithmetic: BERT pairs are packed, nothing padded (see packed_encoder)
-        cpu = str(info.device) == "cpu" and self.engine_settings.engine != "reference"
-        self.packed = packed_encoder.PackedBert(self.model) if cpu and packed_encoder.supports(self.model) else None
+        # BERT / XLM-R pairs are packed, nothing padded (see packed_encoder); others keep the padded path
+        quantization = check_quantization(quantization, info.device, info.id)
+        self.packed = packed_encoder.packed_or_none(self.model, "classifier", self.engine_settings.engine, info.id,
+                                                    quantization)
+        if self.packed is None:
+            self.model = quantize_padded(self.model, quantization)
 
     @classmethod
     def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
@@ -91,6 +103,7 @@ class CrossEncoderModel:
                 f"{resolved.name}: a cross-encoder reranker needs exactly one output label, this one has {num_labels}"
             )
         device = pick_device(settings.device)
+        check_quantization(settings.quantization, device, resolved.name)
         dtype = pick_dtype(settings.dtype, device)
         tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -106,9 +119,10 @@ class CrossEncoderModel:
             device=str(device),
             revision=resolved.revision,
             score_activation=activation,
-            extra={"architecture": (resolved.config.get("architectures") or [None])[0]},
+            extra={"architecture": (resolved.config.get("architectures") or [None])[0],
+                   "quantization": settings.quantization},
         )
-        return cls(model, tokenizer, info, activation, engine_settings)
+        return cls(model, tokenizer, info, activation, engine_settings, settings.quantization)
 
     def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]:
         # cross-encoders take no instruction; it is accepted so that callers need not care
@@ -149,7 +163,9 @@ class CrossEncoderModel:
         if not features["input_ids"]:
             return np.zeros((0,), dtype=np.float32)
         if self.packed is not None:
-            rows = self.packed.scores(features, self.engine_settings.max_batch_tokens)
+            rows = self.packed.run(features["input_ids"], features.get("token_type_ids"),
+                                   self.engine_settings.max_batch_tokens, self.packed.logits)
+            rows = [r[0] for r in rows]
         else:
             rows = run_encoder_batches(
                 self.tokenizer, features, lambda b: self.model(**b).logits[:, 0], self.engine_settings, self.info.device

@@ -1,93 +1,265 @@
-"""BERT cross-encoders without padding: the dense layers run on every pair's tokens packed together.
+"""BERT and XLM-RoBERTa encoders without padding: the dense layers run on every input's tokens packed together.
 
-A padded batch computes its longest pair's length for every pair; on SciFact abstracts that is 15-25%
+A padded batch computes its longest input's length for every input; on SciFact abstracts that is 15-25%
 more tokens in the matrix products and 25-45% more in attention. Here the projections, feed-forward
 layers and LayerNorms see one ``(tokens, hidden)`` run of the real tokens only, and attention runs per
-pair (no mask needed). The math is ``transformers``' BERT layer op for op, so scores equal the padded
-path to float32 rounding.
+input: on the CPU one SDPA call per input (no mask needed), on CUDA one bidirectional FlashAttention
+varlen call for the whole run (``torch.nn.attention.varlen``), per-input SDPA where that kernel is missing.
+The math is ``transformers``' BERT / XLM-R layer op for op, so results equal the padded path to float32
+rounding.
 
-Only plain BERT sequence classifiers qualify (:func:`supports`); others keep the padded path.
+Two heads: :meth:`PackedEncoder.logits` (BERT pooler + classifier, or the RoBERTa classification head)
+for cross-encoders, :meth:`PackedEncoder.pooled` (CLS / mean / last-token pooling of the last hidden
+state) for sentence-transformers embedders. ModernBERT is packed by :mod:`.packed_modernbert`; other
+encoders (DeBERTa, DistilBERT…) keep the padded path (:func:`packed_or_none` logs why).
+
+``quantize_int8()`` swaps the Linear layers (q/k/v stacked included; not the feed-forward outputs nor the
+head) for torch's dynamic int8 Linear: CPU only, opt-in (``ModelSettings.quantization="int8"``), not exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
+BERT_TYPES = ("bert",)
+ROBERTA_TYPES = ("roberta", "xlm-roberta")  # positions start at padding_idx + 1; one token type
+POOLING = ("cls", "mean", "lasttoken")
+_VARLEN: dict[str, bool] = {}
 
-def supports(model) -> bool:
-    """Whether ``model`` is a BERT sequence classifier this module reproduces exactly."""
+
+def _backbone(model):
+    """(kind, the BertModel/XLMRobertaModel inside ``model``) or (None, None)."""
     cfg = getattr(model, "config", None)
-    bert = getattr(model, "bert", None)
-    return (
-        cfg is not None
-        and bert is not None
-        and getattr(cfg, "model_type", None) == "bert"
-        and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
-        and getattr(cfg, "hidden_act", None) in ("gelu", "relu")
-        and not getattr(cfg, "is_decoder", False)
-        and getattr(bert, "pooler", None) is not None
-        and hasattr(model, "classifier")
-    )
+    mtype = getattr(cfg, "model_type", None)
+    if mtype in BERT_TYPES:
+        return "bert", getattr(model, "bert", model)
+    if mtype in ROBERTA_TYPES:
+        return "roberta", getattr(model, "roberta", model)
+    return None, None
 
 
-class PackedBert:
-    """A BERT sequence classifier run on packed pairs; holds each layer's stacked q/k/v weights.
+def why_not(model, head: str = "classifier") -> str | None:
+    """None when ``model`` is packed exactly, else the reason (for the fallback log line)."""
+    cfg = getattr(model, "config", None)
+    kind, base = _backbone(model)
+    if kind is None:
+        return f"model_type {getattr(cfg, 'model_type', None)!r} is not BERT or XLM-RoBERTa"
+    if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return f"position_embedding_type {cfg.position_embedding_type!r}"
+    if getattr(cfg, "hidden_act", None) not in ("gelu", "relu"):
+        return f"hidden_act {getattr(cfg, 'hidden_act', None)!r}"
+    if getattr(cfg, "is_decoder", False) or not hasattr(base, "encoder"):
+        return "not a plain encoder"
+    if head == "classifier":
+        cls = getattr(model, "classifier", None)
+        if kind == "bert" and (getattr(base, "pooler", None) is None or cls is None):
+            return "no pooler/classifier"
+        if kind == "roberta" and not (hasattr(cls, "dense") and hasattr(cls, "out_proj")):
+            return "no RoBERTa classification head"
+    return None
 
-    >>> # packed = PackedBert(model); packed.scores(features, max_tokens=16384) -> list of logits
-    """
 
-    def __init__(self, model) -> None:
+def supports(model, head: str = "classifier") -> bool:
+    """Whether ``model`` is a BERT / XLM-R sequence classifier (or, ``head="hidden"``, encoder) packed exactly."""
+    return why_not(model, head) is None
+
+
+def varlen_attention():
+    """Bidirectional FlashAttention varlen ``f(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1))``:
+    ``torch.nn.attention.varlen.varlen_attn`` when this torch has it, else the aten op behind it, else None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn
+    except ImportError:
         import torch
 
-        if not supports(model):
-            raise ValueError(f"{type(model).__name__} is not a plain BERT sequence classifier")
-        self.model = model
-        with torch.no_grad():  # one matrix product for q, k and v instead of three (a small copy)
-            self.qkv = [
-                (torch.cat([m.weight for m in (sa.query, sa.key, sa.value)]), torch.cat([m.bias for m in (sa.query, sa.key, sa.value)]))
-                for sa in (layer.attention.self for layer in model.bert.encoder.layer)
-            ]
+    op = getattr(torch.ops.aten, "_flash_attention_forward", None)
+    if op is None:
+        return None
 
-    def logits(self, input_ids, token_type_ids, lengths: list[int]):
-        """Logits (n, num_labels) for ``n`` pairs whose tokens are concatenated in ``input_ids`` (1-D)."""
+    def attend(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1)):
+        window = {} if window_size == (-1, -1) else {"window_size_left": window_size[0],
+                                                     "window_size_right": window_size[1]}
+        return op(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, False, False, **window)[0]
+
+    return attend
+
+
+def _varlen_works(device, dtype, heads: int, dim: int) -> bool:
+    """Whether the varlen kernel runs here for this shape (asked once; the answer is logged and cached)."""
+    import torch
+
+    key = f"{device}/{dtype}/{heads}/{dim}"
+    if key not in _VARLEN:
+        fn = varlen_attention()
+        ok = False
+        if fn is not None and torch.device(device).type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+            try:
+                q = torch.randn(5, heads, dim, device=device, dtype=dtype)
+                cu = torch.tensor([0, 2, 5], device=device, dtype=torch.int32)
+                ok = bool(torch.isfinite(fn(q, q, q, cu, cu, 3, 3)).all())
+            except (RuntimeError, NotImplementedError, TypeError) as exc:
+                log.info("FlashAttention varlen does not run here (%s); attention runs per input", exc)
+        _VARLEN[key] = ok
+        what = "FlashAttention varlen" if ok else "SDPA per input"
+        log.info("packed encoder attention on %s %s: %s", device, dtype, what)
+    return _VARLEN[key]
+
+
+_THREADS = threading.Lock()
+_SINGLE = {"active": 0, "saved": 1}
+
+
+@contextlib.contextmanager
+def single_thread():
+    """torch on one CPU thread inside (process-wide; nested and concurrent uses restore the count once).
+
+    Per-input attention is hundreds of small kernels: a parallel region each cost more than it saved on
+    2 busy cores (measured: 30 SciFact pairs 14.8 s -> 8.7 s with the matrix products still on 2 threads).
+    """
+    import torch
+
+    with _THREADS:
+        if _SINGLE["active"] == 0:
+            _SINGLE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _SINGLE["active"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS:
+            _SINGLE["active"] -= 1
+            if _SINGLE["active"] == 0:
+                torch.set_num_threads(_SINGLE["saved"])
+
+
+class PackedEncoder:
+    """A BERT / XLM-R classifier or encoder run on packed inputs; holds each layer's stacked q/k/v Linear.
+
+    >>> # packed = PackedEncoder(model); packed.run(encoded, 16384, packed.logits) -> list of logit rows
+    """
+
+    def __init__(self, model, head: str = "classifier") -> None:
+        import torch
+
+        reason = why_not(model, head)
+        if reason is not None:
+            raise ValueError(f"{type(model).__name__} cannot be packed: {reason}")
+        self.model = model
+        self.head = head
+        self.kind, self.base = _backbone(model)
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.dim = cfg.hidden_size // self.heads
+        self.act = torch.nn.functional.gelu if cfg.hidden_act == "gelu" else torch.nn.functional.relu
+        self.offset = (cfg.pad_token_id + 1) if self.kind == "roberta" else 0
+        with torch.no_grad():  # one matrix product for q, k and v instead of three (a copy of those weights)
+            qkv = []
+            for layer in self.base.encoder.layer:
+                sa = layer.attention.self
+                lin = torch.nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, device=sa.query.weight.device,
+                                      dtype=sa.query.weight.dtype)
+                lin.weight.copy_(torch.cat([m.weight for m in (sa.query, sa.key, sa.value)]))
+                lin.bias.copy_(torch.cat([m.bias for m in (sa.query, sa.key, sa.value)]))
+                qkv.append(lin)
+        self.qkv = torch.nn.ModuleList(qkv)
+
+    def quantize_int8(self) -> PackedEncoder:
+        """Dynamic int8 Linear layers (CPU): weights int8 per row, activations quantized per call."""
+        import torch
+
+        from .hf_encoder import quantize_int8
+
+        holder = quantize_int8(torch.nn.ModuleDict({"model": self.model, "qkv": self.qkv}))
+        self.model, self.qkv = holder["model"], holder["qkv"]
+        self.kind, self.base = _backbone(self.model)
+        return self
+
+    def _attention(self, q, k, v, bounds: list[int], cu):
         import torch
         import torch.nn.functional as F
 
-        model = self.model
-        bert, cfg = model.bert, model.config
-        emb = bert.embeddings
-        positions = torch.cat([torch.arange(n) for n in lengths]).to(input_ids.device)
-        h = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
-        h = emb.LayerNorm(h + emb.position_embeddings(positions))
-        heads = cfg.num_attention_heads
-        dim = cfg.hidden_size // heads
-        act = F.gelu if cfg.hidden_act == "gelu" else F.relu
-        bounds = [0]
-        for n in lengths:
-            bounds.append(bounds[-1] + n)
-        for layer, (w_qkv, b_qkv) in zip(bert.encoder.layer, self.qkv):
-            q, k, v = F.linear(h, w_qkv, b_qkv).view(-1, 3 * heads, dim).split(heads, dim=1)
-            ctx = torch.empty_like(h).view(-1, heads, dim)
+        if cu is not None:  # one FlashAttention varlen call over the whole run, no mask, no padding
+            longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+            return varlen_attention()(q, k, v, cu, cu, longest, longest)
+        ctx = torch.empty_like(q)
+        with single_thread():
             for a, b in zip(bounds[:-1], bounds[1:]):
                 # 4-D (1, heads, length, dim) views: the CPU's fused attention kernel takes them as they are
                 qa, ka, va = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
                 ctx[a:b] = F.scaled_dot_product_attention(qa, ka, va)[0].transpose(0, 1)
-            out = layer.attention.output
-            h = out.LayerNorm(out.dense(ctx.view(-1, cfg.hidden_size)) + h)
-            ffn = layer.output
-            h = ffn.LayerNorm(ffn.dense(act(layer.intermediate.dense(h))) + h)
-        cls = h[torch.as_tensor(bounds[:-1], device=h.device)]
-        return model.classifier(torch.tanh(bert.pooler.dense(cls)))
+        return ctx
 
-    def scores(self, features: dict, max_tokens: int) -> list:
-        """First logit per pair for tokenizer ``features`` (unpadded), in chunks of at most ``max_tokens`` tokens."""
+    def hidden(self, input_ids, token_type_ids, lengths: list[int]):
+        """Last hidden states ``(tokens, hidden)`` of inputs concatenated in ``input_ids`` (1-D), and the bounds."""
         import torch
 
-        ids = features["input_ids"]
-        types = features.get("token_type_ids") or [[0] * len(x) for x in ids]
-        device = self.model.device
+        emb = self.base.embeddings
+        hidden = self.model.config.hidden_size
+        device = input_ids.device
+        positions = torch.cat([torch.arange(self.offset, self.offset + n) for n in lengths]).to(device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        h = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
+        h = emb.LayerNorm(h + emb.position_embeddings(positions))
+        bounds = [0]
+        for n in lengths:
+            bounds.append(bounds[-1] + n)
+        cu = None  # cumulative lengths on the device, copied once for all layers
+        if device.type == "cuda" and _varlen_works(device, h.dtype, self.heads, self.dim):
+            cu = torch.tensor(bounds, dtype=torch.int32).to(device, non_blocking=True)
+        for layer, qkv in zip(self.base.encoder.layer, self.qkv):
+            q, k, v = qkv(h).view(-1, 3 * self.heads, self.dim).split(self.heads, dim=1)
+            ctx = self._attention(q, k, v, bounds, cu).reshape(-1, hidden)
+            out = layer.attention.output
+            h = out.LayerNorm(out.dense(ctx) + h)
+            ffn = layer.output
+            h = ffn.LayerNorm(ffn.dense(self.act(layer.intermediate.dense(h))) + h)
+        return h, bounds
+
+    def logits(self, input_ids, token_type_ids, lengths: list[int]):
+        """Logits (n, num_labels) of the sequence classifier."""
+        import torch
+
+        h, bounds = self.hidden(input_ids, token_type_ids, lengths)
+        cls = h[torch.as_tensor(bounds[:-1], device=h.device)]
+        head = self.model.classifier
+        if self.kind == "roberta":  # XLMRobertaClassificationHead: dense, tanh, out_proj on <s>
+            return head.out_proj(torch.tanh(head.dense(cls)))
+        return head(torch.tanh(self.base.pooler.dense(cls)))
+
+    def pooled(self, mode: str) -> Callable:
+        """A forward giving sentence-transformers pooling ``mode`` (one of :data:`POOLING`) per input."""
+        import torch
+
+        if mode not in POOLING:
+            raise ValueError(f"pooling {mode!r} is not packed")
+
+        def forward(input_ids, token_type_ids, lengths):
+            h, bounds = self.hidden(input_ids, token_type_ids, lengths)
+            if mode == "cls":
+                return h[torch.as_tensor(bounds[:-1], device=h.device)]
+            if mode == "lasttoken":
+                return h[torch.as_tensor(bounds[1:], device=h.device) - 1]
+            # float32 sums like sentence-transformers' (sum of masked rows) / count
+            return torch.stack([h[a:b].sum(0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])])
+
+        return forward
+
+    def run(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None, max_tokens: int,
+            forward: Callable) -> list:
+        """``forward`` per chunk of at most ``max_tokens`` tokens (one input may exceed it alone); rows in order."""
+        import torch
+
+        device = next(self.model.parameters()).device if list(self.model.parameters()) else torch.device("cpu")
+        if device.type == "cuda":  # no padding and no per-input loop: bigger runs only keep the GPU busier
+            max_tokens *= 4
         out = []
         start = 0
         with torch.inference_mode():
@@ -96,9 +268,42 @@ class PackedBert:
                 while end < len(ids) and (end == start or used + len(ids[end]) <= max_tokens):
                     used += len(ids[end])
                     end += 1
-                flat_ids = torch.tensor([t for x in ids[start:end] for t in x], dtype=torch.long, device=device)
-                flat_types = torch.tensor([t for x in types[start:end] for t in x], dtype=torch.long, device=device)
-                logits = self.logits(flat_ids, flat_types, [len(x) for x in ids[start:end]])
-                out.extend(logits[:, 0].float().cpu())
+                flat = _flat(ids[start:end], used).to(device, non_blocking=True)
+                flat_types = None if types is None else _flat(types[start:end], used).to(device, non_blocking=True)
+                rows = forward(flat, flat_types, [len(x) for x in ids[start:end]])
+                out.extend(rows.float().cpu())
                 start = end
         return out
+
+
+def _flat(rows: Sequence[Sequence[int]], total: int):
+    """Rows of ints as one 1-D int64 tensor (through NumPy: a million tokens in milliseconds, not a list)."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total))
+
+
+def packed_or_none(model, head: str, engine: str, what: str, quantization: str = "none"):
+    """The packed path for ``model`` if it applies (logs why not otherwise), int8-quantized when asked."""
+    if engine == "reference":
+        return None
+    from .packed_modernbert import PackedModernBert, why_not_modernbert
+
+    modern = getattr(model.config, "model_type", None) == "modernbert"
+    reason = why_not_modernbert(model, head) if modern else why_not(model, head)
+    if modern and quantization == "int8":
+        reason = "int8 is measured for BERT / XLM-R only"
+    if reason is not None:
+        log.info("%s: %s; using the padded transformers path", what, reason)
+        return None
+    packed = PackedModernBert(model, head) if modern else PackedEncoder(model, head)
+    if quantization == "int8":
+        packed.quantize_int8()
+    return packed
+
+
+# the old name, kept for callers of the BERT-only version
+PackedBert = PackedEncoder

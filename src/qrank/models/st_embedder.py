@@ -16,7 +16,16 @@ from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
-from .hf_encoder import max_input_length, run_encoder_batches, to_encoded, to_features, tokenize_texts
+from . import packed_encoder
+from .hf_encoder import (
+    check_quantization,
+    max_input_length,
+    quantize_padded,
+    run_encoder_batches,
+    to_encoded,
+    to_features,
+    tokenize_texts,
+)
 from .pooling import finish_embeddings, pool
 
 _POOLING_KEYS = {
@@ -54,6 +63,24 @@ def read_st_layout(path: Path) -> dict:
     return {"pooling": mode, "max_seq_length": bert_cfg.get("max_seq_length"), "prompts": st_cfg.get("prompts") or {}}
 
 
+def write_st_layout(path: Path, dim: int, pooling: str, max_seq_length: int = 512) -> Path:
+    """Write the sentence-transformers files (Transformer → Pooling(``pooling``) → Normalize) beside a model's
+    weights in ``path``: the layout :func:`read_st_layout` reads (tests and benchmarks build random embedders).
+
+    >>> import tempfile; read_st_layout(write_st_layout(Path(tempfile.mkdtemp()), 8, "cls"))["pooling"]
+    'cls'
+    """
+    mods = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+    (path / "modules.json").write_text(json.dumps(
+        [{"idx": int(i), "name": i, "path": p, "type": f"sentence_transformers.models.{t}"} for i, p, t in mods]))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    key = {v: k for k, v in _POOLING_KEYS.items()}[pooling]
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim, key: True}))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                               "do_lower_case": False}))
+    return path
+
+
 class STEmbedder:
     """A sentence-transformers style encoder.
 
@@ -63,12 +90,23 @@ class STEmbedder:
 
     kind = "st-embedder"
 
-    def __init__(self, model, tokenizer, info: ModelInfo, layout: dict, engine_settings: EngineSettings | None = None):
+    def __init__(self, model, tokenizer, info: ModelInfo, layout: dict, engine_settings: EngineSettings | None = None,
+                 quantization: str = "none"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
         self.layout = layout
         self.engine_settings = engine_settings or EngineSettings()
+        quantization = check_quantization(quantization, info.device, info.id)
+        self.packed = None
+        if layout["pooling"] in packed_encoder.POOLING:  # BERT / XLM-R texts packed, nothing padded
+            self.packed = packed_encoder.packed_or_none(self.model, "hidden", self.engine_settings.engine, info.id,
+                                                        quantization)
+        else:
+            packed_encoder.log.info("%s: pooling %r is not packed; using the padded transformers path", info.id,
+                                    layout["pooling"])
+        if self.packed is None:
+            self.model = quantize_padded(self.model, quantization)
 
     @classmethod
     def load(cls, resolved: ResolvedModel, settings: ModelSettings, engine_settings: EngineSettings | None = None):
@@ -76,6 +114,7 @@ class STEmbedder:
 
         layout = read_st_layout(resolved.path)
         device = pick_device(settings.device)
+        check_quantization(settings.quantization, device, resolved.name)
         dtype = pick_dtype(settings.dtype, device)
         tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
         model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code).to(device)
@@ -91,9 +130,9 @@ class STEmbedder:
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
             default_instruction=settings.query_prompt or prompts.get("query") or None,
-            extra={"pooling": layout["pooling"]},
+            extra={"pooling": layout["pooling"], "quantization": settings.quantization},
         )
-        return cls(model, tokenizer, info, layout, engine_settings)
+        return cls(model, tokenizer, info, layout, engine_settings, settings.quantization)
 
     def _prompted(self, texts: Sequence[str], is_query: bool, instruction: str | None) -> list[str]:
         prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
@@ -118,6 +157,10 @@ class STEmbedder:
             return pool(out, batch["attention_mask"], mode)
 
         features = to_features(encoded)
+        if self.packed is not None:
+            rows = self.packed.run(features["input_ids"], features.get("token_type_ids"),
+                                   self.engine_settings.max_batch_tokens, self.packed.pooled(mode))
+            return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)
         rows = run_encoder_batches(self.tokenizer, features, forward, self.engine_settings, self.info.device)
         return finish_embeddings(np.stack([r.numpy() for r in rows]), dim)
 
