@@ -210,9 +210,13 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
     except (AttributeError, UnsupportedModel):
         plain = policy.policy in unlaid and policy.max_tokens_per_doc is None and policy.max_tokens_per_query is None
         if not plain:
-            raise UnsupportedModel(f"{type(model).__name__} cannot lay documents out in its window, so "
-                                   f"long_documents={policy.policy!r} and the token limits are not available for it",
-                                   field="long_documents") from None
+            # the request asks for what this model cannot do: a 422 naming the request's field, like any
+            # other valid-looking value the model refuses
+            asked = ("max_tokens_per_doc" if policy.max_tokens_per_doc is not None else
+                     "max_tokens_per_query" if policy.max_tokens_per_query is not None else "long_documents")
+            raise InvalidInput(asked, f"{type(model).__name__} cannot lay documents out in its window, so "
+                                      f"long_documents={policy.policy!r} and the token limits are not available "
+                                      "for it") from None
         return Plan(list(pairs), [None] * len(pairs), policy)
     out_pairs: list[tuple[str, str]] = []
     out_layouts = []

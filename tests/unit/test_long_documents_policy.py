@@ -11,7 +11,7 @@ import pytest
 
 from qrank import Reranker
 from qrank.cache import Cache, CachedReranker
-from qrank.errors import InvalidInput, TooLarge, UnsupportedModel
+from qrank.errors import InvalidInput, TooLarge
 from qrank.long_documents import LongDocuments, aggregate, plan, windows
 from qrank.models.base import DocumentLayout
 from qrank.types import ModelInfo, RerankResult
@@ -141,9 +141,12 @@ def test_a_model_without_layouts_truncates_as_before_but_cannot_chunk():
             return np.full(len(pairs), 0.5, dtype=np.float32)
 
     assert Reranker(Plain()).rerank("q", ["a"])[0] == RerankResult(index=0, score=0.5, document="a")
-    with pytest.raises(UnsupportedModel) as exc:
+    with pytest.raises(InvalidInput) as exc:  # the request asks what this model cannot do: a 422 naming it
         Reranker(Plain()).rerank("q", ["a"], long_documents="chunk")
     assert exc.value.field == "long_documents"
+    with pytest.raises(InvalidInput) as exc:
+        Reranker(Plain()).rerank("q", ["a"], long_documents=LongDocuments(max_tokens_per_query=4))
+    assert exc.value.field == "max_tokens_per_query"
 
 
 def test_a_truncated_score_is_never_served_for_a_chunked_request(tmp_path):

@@ -1,4 +1,4 @@
-"""qrank.retry (the one backoff policy, on tenacity) through RayModelProxy's real retry path.
+"""qrank.retry (the one backoff policy, on tenacity) through the Ray layer's real retry path (RayModelProxy._call).
 
 The Ray handle is replaced by a small object that raises Ray's own exception types; the retry loop,
 tenacity and the proxy's bookkeeping are the real ones. The HTTP side is tested through loopback
@@ -45,10 +45,10 @@ class _Handle:
 
 
 def _proxy(outcomes, retries=3):
-    from qrank.distributed.ray_serve import RayModelProxy
+    from qrank.distributed.ray_serve import RayScorer
 
     info = ModelInfo(id="m", kind="cross-encoder", role="reranker", max_length=512, dtype="float32", device="cpu")
-    return RayModelProxy(_Handle(outcomes), info, retries=retries, timeout_s=1.0)
+    return RayScorer(_Handle(outcomes), info, retries=retries, timeout_s=1.0)
 
 
 @pytest.fixture
