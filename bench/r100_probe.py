@@ -1,8 +1,8 @@
 """Where does the 0.6B rerank-1x100 time go? Same process, interleaved rounds (a diagnostic, not a benchmark).
 
-Systems: ``default`` (score_pairs as shipped), ``chars-chunks`` (the 59aea02 chunking, which sized chunks
-from a characters-per-token estimate; kept in bench/old_pipelining.py for this comparison only),
-``all-first`` (tokenize everything, then one engine call), ``encode-only`` (host tokenizing alone).
+Systems: ``default`` (score_pairs as shipped), ``all-first`` (tokenize everything, then one engine call),
+``encode-only`` (host tokenizing alone); then a kernel profile. (The 2026-12-04 A/B also ran the 59aea02
+chunking here: 67.7 ms against 68.5 ms for the default; see bench/logs/r100_ab_h200/README.md.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 
 import gpu_bench as gb
 import gpu_systems as gs
-import old_pipelining
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 size = sys.argv[1] if len(sys.argv) > 1 else "0.6b"
@@ -26,16 +25,11 @@ one = [(queries[0], d) for d in docs]
 qr = gb.qrank_reranker(model, tok)
 
 
-def old():
-    hidden = old_pipelining.pipelined_last_hidden(qr.engine, one, lambda chunk: qr.encode(chunk))
-    return torch.sigmoid(hidden @ qr.head)
-
-
 def all_first():
     return torch.sigmoid(qr.engine.last_hidden(qr.encode(one)) @ qr.head)
 
 
-systems = {"default": lambda: qr.score_pairs(one), "chars-chunks": old, "all-first": all_first,
+systems = {"default": lambda: qr.score_pairs(one), "all-first": all_first,
            "encode-only": lambda: qr.encode(one)}
 for name, (s, mem, ts) in gb.timed_rounds(systems, 9).items():
     print(f"{size} {name}: median {s * 1000:.2f} ms  runs {[round(t * 1000, 1) for t in ts]}")
