@@ -5,8 +5,10 @@ No model logic lives here: local calls go to the :class:`~qrank.Reranker` / :cla
 facades and :class:`~qrank.pipeline.Pipeline`, remote calls to :mod:`qrank.models.remote` and the
 server's routes.
 
->>> backend = LocalBackend(Settings(), rerankers={"ce": "../shared/models/scifact-minilm-ce"})  # doctest: +SKIP
->>> backend.rerank("ce", "what is bm25?", ["BM25 ranks documents", "cats"])[0].index           # doctest: +SKIP
+>>> import tempfile
+>>> from qrank.settings import Settings
+>>> backend = LocalBackend(Settings(home=tempfile.mkdtemp()), rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+>>> backend.rerank("ce", "what is bm25?", ["BM25 ranks documents", "cats"])[0].index
 0
 """
 

@@ -5,8 +5,12 @@ layout binds them to widgets), so tests call them with a real backend and read t
 user can cause (no documents, unknown model, server down) comes back as ``view.error``, a sentence for
 the page; unexpected failures are logged with their traceback and shown as one line.
 
->>> view = playground(backend, query="vitamin d", documents="a\\nb", model="ce")   # doctest: +SKIP
->>> view.rows[0].rank, view.latency_ms > 0                                       # doctest: +SKIP
+>>> import tempfile
+>>> from qrank.settings import Settings
+>>> from qrank.ui.backend import LocalBackend
+>>> backend = LocalBackend(Settings(home=tempfile.mkdtemp()), rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+>>> view = playground(backend, query="vitamin d", documents="a\\nb", model="ce")
+>>> view.rows[0].rank, view.latency_ms > 0
 (1, True)
 """
 

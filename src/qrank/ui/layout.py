@@ -3,8 +3,11 @@
 :func:`build_ui` makes the ``gr.Blocks``; :func:`launch_ui` serves it alone (``qrank ui``);
 :func:`mount_ui` adds it to an existing FastAPI app (``qrank serve --ui`` at ``/ui``).
 
->>> blocks = build_ui(LocalBackend.from_sources(Settings(), rerankers=["../shared/models/scifact-minilm-ce"]))  # doctest: +SKIP
->>> launch_ui(blocks, Settings())                                                                               # doctest: +SKIP
+>>> import tempfile
+>>> settings = Settings(home=tempfile.mkdtemp())
+>>> blocks = build_ui(LocalBackend.from_sources(settings, rerankers=["../shared/models/scifact-minilm-ce"]))
+
+``launch_ui(blocks, settings)`` serves it until interrupted (tests/integration/test_ui_browser.py).
 """
 
 from __future__ import annotations
@@ -155,7 +158,9 @@ def _agreement_markdown(view) -> str:
 def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"):
     """The ``gr.Blocks`` of the whole page, calling ``backend`` for every answer.
 
-    >>> blocks = build_ui(backend, report_dir=Settings().home / "reports")   # doctest: +SKIP
+    >>> import tempfile
+    >>> backend = LocalBackend(Settings(home=tempfile.mkdtemp()), rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+    >>> blocks = build_ui(backend, report_dir=tempfile.mkdtemp())
     """
     gr = _gradio()
     b = Bindings(backend, report_dir=Path(report_dir).expanduser() if report_dir else None, max_documents=max_documents)
@@ -306,7 +311,13 @@ def mount_ui(
     so that the page uses the models already in memory; with neither, ``settings.ui.server_url`` is
     called if set.
 
-    >>> mount_ui(app, settings, rerankers={"ce": reranker})   # doctest: +SKIP
+    >>> import tempfile
+    >>> from fastapi import FastAPI
+    >>> from qrank import Reranker
+    >>> reranker = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
+    >>> app = mount_ui(FastAPI(), Settings(home=tempfile.mkdtemp()), rerankers={"ce": reranker})
+    >>> "/ui" in {getattr(route, "path", None) for route in app.routes}
+    True
     """
     gr = _gradio()
     if backend is None:

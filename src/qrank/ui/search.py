@@ -3,9 +3,17 @@ from a local :class:`~qrank.pipeline.Pipeline` or from a qrank server's search r
 
 All ranking is the pipeline's (or the server's); this module only asks for the three lists and times them.
 
->>> res = local_search(backend, "scifact", "vitamin d", k=10, hybrid=False, reranker="ce", embedder=None)  # doctest: +SKIP
->>> [len(res.bm25), res.first_stage_name]                                                                 # doctest: +SKIP
-[10, 'dense']
+>>> import tempfile
+>>> from qrank import Pipeline
+>>> from qrank.settings import Settings
+>>> from qrank.ui.backend import LocalBackend
+>>> settings = Settings(home=tempfile.mkdtemp())
+>>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
+>>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"]); p.close()
+>>> backend = LocalBackend(settings, rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+>>> res = local_search(backend, "docs", "how do I rotate keys?", k=1, reranker="ce")
+>>> [len(res.bm25), res.first_stage_name, res.reranked[0].doc_id]
+[1, 'dense', 'k']
 """
 
 from __future__ import annotations
