@@ -154,7 +154,14 @@ class Collection:
         """Hold the collection's write lock (a file lock: other processes and threads wait here), so that two
         concurrent adds never both embed the same documents: the second sees the first's work as unchanged.
 
-        >>> # with collection.writing(): ...
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> collection = Collection.create(settings, Manifest("docs", "faiss", 4, {"name": "e"}, 256, 32))
+        >>> with collection.writing():
+        ...     (collection.path / WRITE_LOCK).exists()
+        True
+        >>> collection.close()
         """
         from filelock import FileLock, Timeout
 
