@@ -48,8 +48,10 @@ def special_wrap(text_tok, fallback_eos: int | None) -> tuple[list[int], list[in
 class Qwen3Embedder:
     """A Qwen3-Embedding checkpoint (``Qwen3Model``).
 
-    >>> # em = Qwen3Embedder.load(resolve_model("Qwen/Qwen3-Embedding-0.6B"), ModelSettings())
-    >>> # em.embed_batch(["a question"], is_query=True, dim=256).shape -> (1, 256)
+    ``Qwen3Embedder.load(resolve_model("Qwen/Qwen3-Embedding-0.6B"), ModelSettings())`` loads the published
+    checkpoint (a hub download, so no example runs it here); ``em.embed_batch(["a question"], is_query=True,
+    dim=256)`` is then a float32 array of shape (1, 256). tests/numerics/test_qwen3_embedder.py checks a tiny
+    random checkpoint with the real tokenizer against the official recipe.
     """
 
     kind = "qwen3-embedding"
