@@ -131,8 +131,11 @@ class Collection:
         path = collection_dir(settings, name)
         if not (path / MANIFEST).is_file():
             known = ", ".join(sorted(c.name for c in iter_collection_dirs(settings))) or "none"
-            raise CollectionNotFound(name, f"no collection named {name!r} under {collections_root(settings)} "
-                                           f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`")
+            raise CollectionNotFound(
+                name,
+                f"no collection named {name!r} under {collections_root(settings)} "
+                f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`",
+            )
         manifest = Manifest.load(path)
         index = store_settings(manifest, settings)
         store = open_store(path, manifest.name, manifest.dim, manifest.backend, index, existing=True)

@@ -102,7 +102,9 @@ class Qwen3Embedder:
             return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), body, settings)
         return cls(model, tokenizer, info, engine_settings)
 
-    def encode(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[list[int]]:
+    def encode(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[list[int]]:
         """Token ids per text (a query gets the task instruction), truncated to ``max_length`` with the
         end-of-text token kept."""
         if is_query:
@@ -117,7 +119,9 @@ class Qwen3Embedder:
     ) -> list[Encoded]:
         return [Encoded(tuple(ids)) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+    def count_tokens(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[int]:
         return [len(ids) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:

@@ -62,7 +62,13 @@ class UIBackend(Protocol):
     def embedder_names(self) -> list[str]: ...
 
     def rerank(
-        self, model: str, query: str, documents: Sequence[str], *, top_n: int | None = None, instruction: str | None = None
+        self,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        instruction: str | None = None,
     ) -> list[RerankResult]:
         """``Reranker.rerank`` of the named model: results best first, each with its input ``index``;
         ``instruction`` is the reranker's (a Qwen3 reranker's task), never an embedder's."""
@@ -109,7 +115,10 @@ class LocalBackend:
         embedders: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self._sources: dict[str, dict[str, Any]] = {"reranker": dict(rerankers or {}), "embedder": dict(embedders or {})}
+        self._sources: dict[str, dict[str, Any]] = {
+            "reranker": dict(rerankers or {}),
+            "embedder": dict(embedders or {}),
+        }
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         from .search import PipelineCache
@@ -117,7 +126,9 @@ class LocalBackend:
         self.pipelines = PipelineCache()
 
     @classmethod
-    def from_sources(cls, settings: Settings, rerankers: Sequence[str] = (), embedders: Sequence[str] = ()) -> LocalBackend:
+    def from_sources(
+        cls, settings: Settings, rerankers: Sequence[str] = (), embedders: Sequence[str] = ()
+    ) -> LocalBackend:
         """Name each model by :func:`display_name` (the full source when two would clash)."""
         return cls(settings, rerankers=_named(rerankers), embedders=_named(embedders))
 
@@ -143,7 +154,9 @@ class LocalBackend:
         sources = self._sources[role]
         if not sources:
             flag = "--reranker" if role == "reranker" else "--embedder"
-            raise ModelNotFound(f"no {role} is configured; start the UI with {flag} MODEL (or --server URL)", field=role)
+            raise ModelNotFound(
+                f"no {role} is configured; start the UI with {flag} MODEL (or --server URL)", field=role
+            )
         name = name or next(iter(sources))
         if name not in sources:
             raise ModelNotFound(f"{role} {name!r} is not offered here; choose one of: {', '.join(sources)}", field=role)

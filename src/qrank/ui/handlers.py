@@ -89,7 +89,10 @@ def playground(
         start = time.perf_counter()
         results = backend.rerank(model or "", query, docs, top_n=n, instruction=(instruction or "").strip() or None)
         latency = (time.perf_counter() - start) * 1000
-        rows = [RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index]) for i, r in enumerate(results)]
+        rows = [
+            RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index])
+            for i, r in enumerate(results)
+        ]
         payload = {
             "model": model,
             "query": query,
@@ -135,7 +138,10 @@ def compare(
             latency[name] = (time.perf_counter() - start) * 1000
         scores = {name: _scores_in_input_order(results, len(docs)) for name, results in full.items()}
         rows = {
-            name: [RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index]) for i, r in enumerate(res[:k])]
+            name: [
+                RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index])
+                for i, r in enumerate(res[:k])
+            ]
             for name, res in full.items()
         }
         return CompareView(
@@ -194,7 +200,9 @@ def search(
         notes = dict(res.notes)
         if res.reranked is None:
             notes["reranked"] = "no reranker configured"
-        return SearchView(columns=columns, latency_ms=dict(res.latency_ms), notes=notes, first_stage=res.first_stage_name)
+        return SearchView(
+            columns=columns, latency_ms=dict(res.latency_ms), notes=notes, first_stage=res.first_stage_name
+        )
 
     return _guarded(run, SearchView)
 
@@ -211,9 +219,11 @@ def evaluation(root: str | Path | None, selected: str | None = None) -> EvalView
         found = [str(p) for p in find_reports(Path(root) if root else None)]
         if not found:
             where = f"under `{root}`" if root else "(no report folder configured)"
-            return EvalView(message=f"No evaluation report {where} yet. Run `qrank eval --dataset ...` (it writes under "
-                            "QRANK_HOME/reports, where this tab looks; `qrank ui --report-dir DIR` looks elsewhere) "
-                            "and press *Refresh*.")
+            return EvalView(
+                message=f"No evaluation report {where} yet. Run `qrank eval --dataset ...` (it writes under "
+                "QRANK_HOME/reports, where this tab looks; `qrank ui --report-dir DIR` looks elsewhere) "
+                "and press *Refresh*."
+            )
         chosen = selected if selected in found else found[0]
         try:
             report = load_report(Path(chosen))
@@ -237,7 +247,9 @@ def _positive_or_none(value, field: str) -> int | None:
 
 
 def _search_rows(hits: list[Hit]) -> list[SearchRow]:
-    return [SearchRow(rank=i + 1, doc_id=h.doc_id, score=h.score, text=h.text, title=h.title) for i, h in enumerate(hits)]
+    return [
+        SearchRow(rank=i + 1, doc_id=h.doc_id, score=h.score, text=h.text, title=h.title) for i, h in enumerate(hits)
+    ]
 
 
 def _scores_in_input_order(results, n: int) -> list[float]:

@@ -82,16 +82,33 @@ class Bindings:
 
     def search(self, collection, query, k, candidates, hybrid, reranker, embedder, progress=None):
         say = None if progress is None else (lambda text: progress(None, desc=text))  # gr.Progress: text, no bar
-        view = handlers.search(self.backend, collection=collection, query=query, k=k, candidates=candidates, hybrid=hybrid,
-                               reranker=reranker, embedder=embedder, progress=say)
+        view = handlers.search(
+            self.backend,
+            collection=collection,
+            query=query,
+            k=k,
+            candidates=candidates,
+            hybrid=hybrid,
+            reranker=reranker,
+            embedder=embedder,
+            progress=say,
+        )
         if view.error:
             box = render.error_box(view.error)
             return box, "", ""
         cols = []
-        for key, title in (("bm25", "BM25"), ("first_stage", _COLUMN_TITLES[view.first_stage]), ("reranked", f"{_COLUMN_TITLES[view.first_stage]} + rerank")):
+        for key, title in (
+            ("bm25", "BM25"),
+            ("first_stage", _COLUMN_TITLES[view.first_stage]),
+            ("reranked", f"{_COLUMN_TITLES[view.first_stage]} + rerank"),
+        ):
             latency = view.latency_ms.get(key)
-            note = " · ".join(x for x in (f"{latency:.1f} ms" if latency is not None else "", view.notes.get(key, "")) if x)
-            cols.append(render.search_table(view.columns.get(key, []), table_id=f"search-{key}", title=title, note=note))
+            note = " · ".join(
+                x for x in (f"{latency:.1f} ms" if latency is not None else "", view.notes.get(key, "")) if x
+            )
+            cols.append(
+                render.search_table(view.columns.get(key, []), table_id=f"search-{key}", title=title, note=note)
+            )
         return tuple(cols)
 
     def models(self):
@@ -155,11 +172,14 @@ def _agreement_markdown(view) -> str:
     )
 
 
-def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"):
+def build_ui(
+    backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"
+):
     """The ``gr.Blocks`` of the whole page, calling ``backend`` for every answer.
 
     >>> import tempfile
-    >>> backend = LocalBackend(Settings(home=tempfile.mkdtemp()), rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+    >>> settings = Settings(home=tempfile.mkdtemp())
+    >>> backend = LocalBackend(settings, rerankers={"ce": "../shared/models/scifact-minilm-ce"})
     >>> blocks = build_ui(backend, report_dir=tempfile.mkdtemp())
     """
     gr = _gradio()
@@ -184,7 +204,12 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
                 with gr.Column(scale=1, min_width=240):
                     pg_model = gr.Dropdown(rerankers, value=first, label="Reranker", elem_id="pg-model")
                     pg_top = gr.Number(value=0, precision=0, minimum=0, label="top_n (0 = all)", elem_id="pg-topn")
-                    pg_file = gr.File(label="…or upload documents (.txt one per line, .jsonl with 'text')", file_types=[".txt", ".jsonl"], type="filepath", elem_id="pg-file")
+                    pg_file = gr.File(
+                        label="…or upload documents (.txt one per line, .jsonl with 'text')",
+                        file_types=[".txt", ".jsonl"],
+                        type="filepath",
+                        elem_id="pg-file",
+                    )
                     pg_run = gr.Button("Rerank", variant="primary", elem_id="pg-run")
             gr.Examples([[EXAMPLE_QUERY, EXAMPLE_DOCUMENTS]], inputs=[pg_query, pg_docs], label="Example")
             pg_status = gr.Markdown(elem_id="pg-status")
@@ -200,9 +225,18 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
                 s_coll = gr.Dropdown([], label="Collection", elem_id="s-collection", scale=2)
                 s_refresh = gr.Button("↻ Refresh", scale=0, min_width=90)
                 s_k = gr.Number(value=10, precision=0, minimum=1, maximum=1000, label="hits per column", scale=1)
-                s_cand = gr.Number(value=0, precision=0, minimum=0, maximum=10_000, label="candidates reranked (0 = default)",
-                                   scale=1, elem_id="s-candidates")
-                s_hybrid = gr.Checkbox(label="Hybrid first stage (embedding + BM25)", value=False, elem_id="s-hybrid", scale=1)
+                s_cand = gr.Number(
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                    maximum=10_000,
+                    label="candidates reranked (0 = default)",
+                    scale=1,
+                    elem_id="s-candidates",
+                )
+                s_hybrid = gr.Checkbox(
+                    label="Hybrid first stage (embedding + BM25)", value=False, elem_id="s-hybrid", scale=1
+                )
             with gr.Row():
                 s_query = gr.Textbox(label="Query", elem_id="s-query", scale=4)
                 s_rr = gr.Dropdown(rerankers, value=first, label="Reranker", scale=1)

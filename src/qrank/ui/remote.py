@@ -79,7 +79,9 @@ class RemoteBackend:
                 self._rerankers[name] = RemoteReranker(self.url, model=name, transport=self.transport)
             return self._rerankers[name]
 
-    def rerank(self, model, query: str, documents: Sequence[str], *, top_n=None, instruction=None) -> list[RerankResult]:
+    def rerank(
+        self, model, query: str, documents: Sequence[str], *, top_n=None, instruction=None
+    ) -> list[RerankResult]:
         return self.reranker(model or None).rerank(query, documents, top_n=top_n, instruction=instruction or None)
 
     def refresh(self) -> None:

@@ -137,8 +137,17 @@ def remote_collections(transport) -> list[str]:
     return [str(c["name"] if isinstance(c, dict) else c) for c in items or []]
 
 
-def remote_search(transport, collection: str, query: str, *, k: int, candidates: int | None = None, hybrid: bool = False,
-                  reranker: str | None = None, embedder: str | None = None) -> SearchResult:
+def remote_search(
+    transport,
+    collection: str,
+    query: str,
+    *,
+    k: int,
+    candidates: int | None = None,
+    hybrid: bool = False,
+    reranker: str | None = None,
+    embedder: str | None = None,
+) -> SearchResult:
     """The three rankings from the server's ``POST /v1/search`` (one call per column)."""
     if embedder:
         raise InvalidInput("embedder", "with --server the collection's own embedder is used")
@@ -157,7 +166,9 @@ def remote_search(transport, collection: str, query: str, *, k: int, candidates:
         rows = answer.get("results", answer.get("hits", answer.get("data"))) if isinstance(answer, dict) else None
         if not isinstance(rows, list):
             raise QrankError("the server's search answer has no list of results")
-        return [Hit(str(r.get("id")), float(r.get("score", 0.0)), r.get("text") or "", r.get("title") or "") for r in rows]
+        return [
+            Hit(str(r.get("id")), float(r.get("score", 0.0)), r.get("text") or "", r.get("title") or "") for r in rows
+        ]
 
     candidates = max(k, candidates or 100)
     bm25 = ask("bm25", k=k, mode="bm25", rerank=False)
