@@ -98,15 +98,9 @@ def qrank_embedder(model, tok, **engine):
     from qrank.settings import EngineSettings
     from qrank.types import ModelInfo
 
-    info = ModelInfo(
-        id="random",
-        kind="qwen3-embedding",
-        role="embedder",
-        max_length=8192,
-        dtype=str(model.dtype).replace("torch.", ""),
-        device=str(model.device),
-        dim=model.config.hidden_size,
-    )
+    info = ModelInfo(id="random", kind="qwen3-embedding", role="embedder", max_length=8192,
+                     dtype=str(model.dtype).replace("torch.", ""), device=str(model.device),
+                     dim=model.config.hidden_size)
     return Qwen3Embedder(model, tok, info, EngineSettings(engine="fast", **engine))
 
 
@@ -162,17 +156,9 @@ def bench_reranker(size, rep: Report, args, notes):
     sub_work, sub_rows = min_work(qr.engine, sub_seqs)
     for system, fn in (("official", lambda: sysm.official(sub)), ("baseline", lambda: sysm.baseline(sub))):
         s, mem, ts = timed(fn, 1, warmup=0)
-        rep.add(
-            name,
-            system,
-            "batch-rerank-32x100",
-            s,
-            len(sub),
-            sysm.fed_tokens(sub),
-            gs.floor_seconds(cfg, sub_work, sub_rows),
-            mem,
-            note=f"timed on {args.subset} of the 32 queries (per-query recipe)",
-        )
+        rep.add(name, system, "batch-rerank-32x100", s, len(sub), sysm.fed_tokens(sub),
+                gs.floor_seconds(cfg, sub_work, sub_rows), mem,
+                note=f"timed on {args.subset} of the 32 queries (per-query recipe)")
     from qrank.reranker import Reranker
 
     facade = Reranker(qr)

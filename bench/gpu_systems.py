@@ -37,14 +37,8 @@ def build_model(kind: str, size: str, device: str = "cuda", tiny: bool = False):
     raw.pop("architectures", None)
     raw.pop("torch_dtype", None)
     if tiny:
-        raw.update(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-        )
+        raw.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16)
     cfg = Qwen3Config(**raw)
     cls = Qwen3ForCausalLM if kind == "reranker" else Qwen3Model
     old = torch.get_default_dtype()
@@ -193,13 +187,8 @@ class EmbedSystems:
     def official(self, texts, batch_size: int = 8):
         out = []
         for s in range(0, len(texts), batch_size):
-            batch = self.tok(
-                texts[s : s + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
+            batch = self.tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
             hidden = self.model(**batch.to(self.model.device)).last_hidden_state[:, -1]  # left padding
             out.append(F.normalize(hidden.float(), p=2, dim=1).cpu())
         return torch.cat(out).numpy()
@@ -220,11 +209,8 @@ class EmbedSystems:
         (workdir / "1_Pooling").mkdir(exist_ok=True)
         (workdir / "1_Pooling" / "config.json").write_text(
             json.dumps(
-                {
-                    "word_embedding_dimension": self.model.config.hidden_size,
-                    "pooling_mode_lasttoken": True,
-                    "include_prompt": True,
-                }
+                {"word_embedding_dimension": self.model.config.hidden_size, "pooling_mode_lasttoken": True,
+                 "include_prompt": True}
             )
         )
         (workdir / "sentence_bert_config.json").write_text(

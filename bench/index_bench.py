@@ -168,18 +168,8 @@ def bench_milvus(data: np.ndarray, queries: np.ndarray, args, settings: IndexSet
         found, p50, p99 = timed_queries(one, queries[: args.milvus_queries])
         rec = recall(found, truth, args.k)
         rows.append(
-            row(
-                "milvus-lite-" + args.milvus_index.lower(),
-                args,
-                n=n,
-                build_s=build_s,
-                memory_mb=mem,
-                p50_ms=p50,
-                p99_ms=p99,
-                recall=rec,
-                ef_search=None,
-                params={"index": args.milvus_index},
-            )
+            row("milvus-lite-" + args.milvus_index.lower(), args, n=n, build_s=build_s, memory_mb=mem, p50_ms=p50,
+                p99_ms=p99, recall=rec, ef_search=None, params={"index": args.milvus_index})
         )
         print_row(rows[-1])
         store.close()
@@ -199,21 +189,10 @@ def row(system: str, args, *, n: int | None = None, **values) -> dict:
     n = n or args.n
     ef = values.get("ef_search")
     key = f"index/{system}/{args.data}/n={n}/dim={args.dim}/k={args.k}" + (f"/ef={ef}" if ef else "")
-    return {
-        "bench": "index",
-        "key": key,
-        "system": system,
-        "data": args.data,
-        "n": n,
-        "dim": args.dim,
-        "k": args.k,
-        "threads": args.threads,
-        "build_threads": args.build_threads,
-        "device": device_name(),
-        "date": date.today().isoformat(),
-        "load_avg": round(os.getloadavg()[0], 1),
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()},
-    }
+    return {"bench": "index", "key": key, "system": system, "data": args.data, "n": n, "dim": args.dim, "k": args.k,
+            "threads": args.threads, "build_threads": args.build_threads, "device": device_name(),
+            "date": date.today().isoformat(), "load_avg": round(os.getloadavg()[0], 1),
+            **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()}}
 
 
 def print_row(r: dict) -> None:

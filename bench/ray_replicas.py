@@ -146,24 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         load = r["load"]
         rows.append(
-            {
-                "device": device,
-                "model": name,
-                "system": f"qrank-ray-{r['replicas']}",
-                "workload": f"rerank-{args.docs}docs-{args.clients}clients",
-                "replicas": r["replicas"],
-                "gpus_per_replica": args.num_gpus_per_replica,
-                "requests_per_s": round(load["throughput_rps"], 2),
-                "pairs_per_s": round(load["throughput_rps"] * args.docs, 1),
-                "p50_ms": round(load["p50_ms"], 1),
-                "p99_ms": round(load["p99_ms"], 1),
-                "errors": load["errors"],
-                "speedup": round(load["throughput_rps"] / base, 3),
-                "replica_calls": r["replica_calls"],
-                "label": args.label,
-                "date": date.today().isoformat(),
-                "versions": versions(),
-            }
+            {"device": device, "model": name, "system": f"qrank-ray-{r['replicas']}",
+             "workload": f"rerank-{args.docs}docs-{args.clients}clients", "replicas": r["replicas"],
+             "gpus_per_replica": args.num_gpus_per_replica, "requests_per_s": round(load["throughput_rps"], 2),
+             "pairs_per_s": round(load["throughput_rps"] * args.docs, 1), "p50_ms": round(load["p50_ms"], 1),
+             "p99_ms": round(load["p99_ms"], 1), "errors": load["errors"],
+             "speedup": round(load["throughput_rps"] / base, 3), "replica_calls": r["replica_calls"],
+             "label": args.label, "date": date.today().isoformat(), "versions": versions()}
         )
     table = markdown(rows)
     print(table)
