@@ -170,10 +170,8 @@ def test_http_filtered_search_over_bad_row_and_huge_filter_never_500(bow_server)
     r = client.post(
         "/v1/collections/bad/documents",
         json={
-            "documents": [
-                {"id": "a", "text": "bread butter", "metadata": {"g": 1}},
-                {"id": "b", "text": "bread jam", "metadata": {"g": 1}},
-            ]
+            "documents": [{"id": "a", "text": "bread butter", "metadata": {"g": 1}},
+                          {"id": "b", "text": "bread jam", "metadata": {"g": 1}}]
         },
     )
     assert r.status_code == 200, r.text

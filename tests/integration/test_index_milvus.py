@@ -48,10 +48,8 @@ def test_exact_top_k_matches(pair):
     assert m.info()["passages"] == f.info()["passages"] > 61  # chunked: several passages per document
     for q in QUERIES:
         same(f.search(q, k=10, rerank=False), m.search(q, k=10, rerank=False))
-        same(
-            f.search(q, k=5, filter={"topic": [1, 2]}, rerank=False),
-            m.search(q, k=5, filter={"topic": [1, 2]}, rerank=False),
-        )
+        same(f.search(q, k=5, filter={"topic": [1, 2]}, rerank=False),
+             m.search(q, k=5, filter={"topic": [1, 2]}, rerank=False))
         # reranking and fusion start from the first stage: compare where its candidates have no ties
         same(f.search(q, k=3, candidates=4), m.search(q, k=3, candidates=4), "rerank_score")
         same(f.search(q, k=4, candidates=4, hybrid=True, filter={"even": True}),

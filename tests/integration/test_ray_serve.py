@@ -98,14 +98,8 @@ def cluster():
     common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
     head, worker = "127.0.0.2", "127.0.0.3"
     _ray_start(
-        [
-            "--head",
-            f"--port={port}",
-            f"--node-ip-address={head}",
-            "--include-dashboard=false",
-            f"--temp-dir={temp}",
-            *common,
-        ],
+        ["--head", f"--port={port}", f"--node-ip-address={head}", "--include-dashboard=false", f"--temp-dir={temp}",
+         *common],
         env,
     )
     try:

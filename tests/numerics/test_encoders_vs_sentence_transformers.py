@@ -72,9 +72,7 @@ def test_real_cross_encoder_prefers_the_relevant_abstract(ce, scifact_dir):
 def test_real_embedder_prefers_the_relevant_sentence(minilm):
     q = minilm.embed("How do I reset my password?", is_query=True)
     docs = minilm.embed(
-        [
-            "To reset your password, click 'Forgot password' on the login page.",
-            "The weather in Paris is mild in spring.",
-        ]
+        ["To reset your password, click 'Forgot password' on the login page.",
+         "The weather in Paris is mild in spring."]
     )
     assert float(docs[0] @ q) > float(docs[1] @ q) + 0.2

@@ -35,16 +35,8 @@ class HashEmbedder:
     """Bag-of-words hashed into ``dim`` buckets, L2-normalised."""
 
     def __init__(self, dim: int = 32) -> None:
-        self.info = ModelInfo(
-            id="fake-embedder",
-            kind="fake",
-            role="embedder",
-            max_length=512,
-            dtype="float32",
-            device="cpu",
-            dim=dim,
-            supports_dims=True,
-        )
+        self.info = ModelInfo(id="fake-embedder", kind="fake", role="embedder", max_length=512, dtype="float32",
+                              device="cpu", dim=dim, supports_dims=True)
 
     def count_tokens(self, texts, *, is_query=False, instruction=None):
         return [len(t.split()) + 2 for t in texts]

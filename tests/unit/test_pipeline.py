@@ -213,12 +213,9 @@ def test_bad_input_gets_clear_errors_and_leaves_the_collection_intact(settings):
     with pytest.raises(CollectionNotFound) as e:
         Pipeline.open("nope", settings=settings)
     assert e.value.field == "collection" and "docs" in str(e.value)
-    for kwargs, field in [
-        ({"query": "  "}, "query"),
-        ({"query": "x", "k": 0}, "k"),
-        ({"query": "x", "candidates": -1}, "candidates"),
-        ({"query": "x", "filter": {"a b": 1}}, "filter"),
-    ]:
+    for kwargs, field in [({"query": "  "}, "query"), ({"query": "x", "k": 0}, "k"),
+                          ({"query": "x", "candidates": -1}, "candidates"),
+                          ({"query": "x", "filter": {"a b": 1}}, "filter")]:
         with pytest.raises(InvalidInput) as e:
             p.search(**kwargs)
         assert e.value.field == field
