@@ -199,9 +199,7 @@ class IndexSettings(BaseModel):
         "FLAT", description="Milvus index of new collections (FLAT = exact; HNSW uses hnsw_m/hnsw_ef_*)"
     )
     milvus_shards: int = Field(
-        1,
-        ge=1,
-        le=16,
+        1, ge=1, le=16,
         description="shards of new Milvus collections (cluster: spreads writes over data nodes; Lite has one)",
     )
     milvus_partition_key: str | None = Field(

@@ -82,14 +82,8 @@ def add_verbose_anywhere(parser: argparse.ArgumentParser) -> None:
                     continue
                 seen.add(id(child))
                 if not {"-v", "--verbose"} & set(child._option_string_actions):
-                    child.add_argument(
-                        "-v",
-                        "--verbose",
-                        dest="verbose_after",
-                        action="count",
-                        default=argparse.SUPPRESS,
-                        help="more logging (-v info, -vv debug)",
-                    )
+                    child.add_argument("-v", "--verbose", dest="verbose_after", action="count",
+                                       default=argparse.SUPPRESS, help="more logging (-v info, -vv debug)")
                 walk(child)
 
     walk(parser)

@@ -245,12 +245,8 @@ def _from_record(obj: Mapping, where: str) -> Document:
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
         raise InvalidInput("documents", f"{where}: 'title' must be a string")
-    return Document(
-        check_ids([raw_id], f"{where}: id")[0],
-        text,
-        title or None,
-        check_metadata(obj.get("metadata"), f"{where}: metadata"),
-    )
+    return Document(check_ids([raw_id], f"{where}: id")[0], text, title or None,
+                    check_metadata(obj.get("metadata"), f"{where}: metadata"))
 
 
 def read_paths(paths: Sequence[str | Path], limit: int | None = None) -> list[Document]:

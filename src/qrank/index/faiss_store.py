@@ -278,16 +278,9 @@ class FaissStore:
                     for p, v in zip(passages, vectors):
                         cur = self._db.execute(
                             f"INSERT INTO passages ({_FIELDS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                p.doc_id,
-                                p.chunk,
-                                p.start,
-                                p.text,
-                                p.title,
-                                json.dumps(p.metadata, ensure_ascii=False, allow_nan=False),
-                                p.hash,
-                                v.astype("<f4").tobytes(),
-                            ),
+                            (p.doc_id, p.chunk, p.start, p.text, p.title,
+                             json.dumps(p.metadata, ensure_ascii=False, allow_nan=False), p.hash,
+                             v.astype("<f4").tobytes()),
                         )
                         new_pids.append(int(cur.lastrowid))
                     self._db.executemany("INSERT INTO changes VALUES (?, 1, ?)", [(gen + 1, pid) for pid in new_pids])

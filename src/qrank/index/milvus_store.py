@@ -203,10 +203,8 @@ class MilvusStore:
             if len(p.doc_id.encode("utf-8")) > 512:  # the doc_id VARCHAR's max_length (MAX_ID_CHARS, in bytes)
                 raise InvalidInput("ids", f"{p.doc_id[:40]!r}…: over 512 bytes")
             if self.partition_key and len(part_value(p.metadata.get(self.partition_key)).encode("utf-8")) > _MAX_PART:
-                raise InvalidInput(
-                    f"metadata.{self.partition_key}",
-                    f"document {p.doc_id!r}: the partition key's value is over {_MAX_PART} bytes",
-                )
+                raise InvalidInput(f"metadata.{self.partition_key}",
+                                   f"document {p.doc_id!r}: the partition key's value is over {_MAX_PART} bytes")
         rows = [{"pk": _pk(p.doc_id, p.chunk), "doc_id": p.doc_id, "chunk": p.chunk, "n_chunks": n_chunks[p.doc_id],
                  "start": p.start, "text": p.text, "title": p.title or "", "metadata": p.metadata, "hash": p.hash,
                  "vector": v.tolist()} for p, v in zip(passages, vectors)]
@@ -265,14 +263,9 @@ class MilvusStore:
         if self.index_type == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
         with self._lock:
-            res = self.client.search(
-                self.name,
-                query.tolist(),
-                limit=min(k, _MAX_LIMIT),
-                filter=filter_expr(norm, self.partition_key) if norm else "",
-                output_fields=_OUT,
-                search_params=params,
-            )
+            res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT),
+                                     filter=filter_expr(norm, self.partition_key) if norm else "", output_fields=_OUT,
+                                     search_params=params)
         return [Hit(_passage(r["entity"]), float(r["distance"])) for r in res[0]]
 
     def _query(self, expr: str, fields: list[str]) -> list[dict]:

@@ -115,10 +115,8 @@ class LocalBackend:
         embedders: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self._sources: dict[str, dict[str, Any]] = {
-            "reranker": dict(rerankers or {}),
-            "embedder": dict(embedders or {}),
-        }
+        self._sources: dict[str, dict[str, Any]] = {"reranker": dict(rerankers or {}),
+                                                    "embedder": dict(embedders or {})}
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         from .search import PipelineCache

@@ -82,26 +82,14 @@ class Bindings:
 
     def search(self, collection, query, k, candidates, hybrid, reranker, embedder, progress=None):
         say = None if progress is None else (lambda text: progress(None, desc=text))  # gr.Progress: text, no bar
-        view = handlers.search(
-            self.backend,
-            collection=collection,
-            query=query,
-            k=k,
-            candidates=candidates,
-            hybrid=hybrid,
-            reranker=reranker,
-            embedder=embedder,
-            progress=say,
-        )
+        view = handlers.search(self.backend, collection=collection, query=query, k=k, candidates=candidates,
+                               hybrid=hybrid, reranker=reranker, embedder=embedder, progress=say)
         if view.error:
             box = render.error_box(view.error)
             return box, "", ""
         cols = []
-        for key, title in (
-            ("bm25", "BM25"),
-            ("first_stage", _COLUMN_TITLES[view.first_stage]),
-            ("reranked", f"{_COLUMN_TITLES[view.first_stage]} + rerank"),
-        ):
+        for key, title in (("bm25", "BM25"), ("first_stage", _COLUMN_TITLES[view.first_stage]),
+                           ("reranked", f"{_COLUMN_TITLES[view.first_stage]} + rerank")):
             latency = view.latency_ms.get(key)
             note = " · ".join(
                 x for x in (f"{latency:.1f} ms" if latency is not None else "", view.notes.get(key, "")) if x
@@ -204,12 +192,8 @@ def build_ui(
                 with gr.Column(scale=1, min_width=240):
                     pg_model = gr.Dropdown(rerankers, value=first, label="Reranker", elem_id="pg-model")
                     pg_top = gr.Number(value=0, precision=0, minimum=0, label="top_n (0 = all)", elem_id="pg-topn")
-                    pg_file = gr.File(
-                        label="…or upload documents (.txt one per line, .jsonl with 'text')",
-                        file_types=[".txt", ".jsonl"],
-                        type="filepath",
-                        elem_id="pg-file",
-                    )
+                    pg_file = gr.File(label="…or upload documents (.txt one per line, .jsonl with 'text')",
+                                      file_types=[".txt", ".jsonl"], type="filepath", elem_id="pg-file")
                     pg_run = gr.Button("Rerank", variant="primary", elem_id="pg-run")
             gr.Examples([[EXAMPLE_QUERY, EXAMPLE_DOCUMENTS]], inputs=[pg_query, pg_docs], label="Example")
             pg_status = gr.Markdown(elem_id="pg-status")

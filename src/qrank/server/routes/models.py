@@ -42,12 +42,8 @@ async def list_models(request: Request) -> Response:
     return json_response(ModelList(data=cards))
 
 
-@router.get(
-    "/info",
-    response_model=None,
-    responses={200: {"model": TEIInfo}},
-    summary="Describe one model (text-embeddings-inference's /info)",
-)
+@router.get("/info", response_model=None, responses={200: {"model": TEIInfo}},
+            summary="Describe one model (text-embeddings-inference's /info)")
 async def info(
     request: Request,
     model: str | None = Query(None, description="served name (default: the first reranker, else the first embedder)"),
