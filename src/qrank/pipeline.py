@@ -2,12 +2,15 @@
 reciprocal rank fusion), the reranker orders them. Embeddings and reranker scores go through the
 persistent cache (:mod:`qrank.cache`).
 
->>> from qrank import Pipeline                                                        # doctest: +SKIP
+>>> import tempfile
+>>> from qrank import Pipeline
+>>> from qrank.settings import Settings
 >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2",
-...                   reranker="../shared/models/scifact-minilm-ce")                  # doctest: +SKIP
->>> p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"])      # doctest: +SKIP
->>> p.search("how do I rotate keys?", k=1)[0].id                                      # doctest: +SKIP
+...                   reranker="../shared/models/scifact-minilm-ce", settings=Settings(home=tempfile.mkdtemp()))
+>>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
+>>> p.search("how do I rotate keys?", k=1)[0].id
 'k'
+>>> p.close()
 """
 
 from __future__ import annotations
@@ -232,8 +235,12 @@ class Pipeline:
         interrupted add keeps every finished batch and a repeat redoes only the rest. ``progress``: a bar
         on a terminal, a log line every 30 s otherwise (:func:`qrank.progress.progress`); False for none.
 
-        >>> p.add([{"id": "a", "text": "…", "metadata": {"lang": "en"}}])  # doctest: +SKIP
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=Settings(home=tempfile.mkdtemp()))
+        >>> p.add([{"id": "a", "text": "Rotate keys every 90 days.", "metadata": {"lang": "en"}}], progress=False)
         {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1, 'count': 1}
+        >>> p.close()
         """
         with self.collection.writing():  # a concurrent add of the same collection waits, then finds our work done
             return self._add_locked(documents, ids=ids, metadata=metadata, progress=progress)
@@ -341,7 +348,15 @@ class Pipeline:
         prefix); each None keeps the model's default. ``instruction`` is the deprecated one-for-all spelling:
         it fills every role not given by name.
 
-        >>> [(h.id, h.dense_score, h.rerank_score) for h in p.search("keys", k=2)]  # doctest: +SKIP
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2",
+        ...                   reranker="../shared/models/scifact-minilm-ce", settings=Settings(home=tempfile.mkdtemp()))
+        >>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
+        >>> hits = p.search("how do I rotate keys?", k=2)
+        >>> [h.id for h in hits], hits[0].rerank_score > hits[1].rerank_score, hits[0].dense_score > 0
+        (['k', 'b'], True, True)
+        >>> p.close()
         """
         if instruction is not None:
             warn_deprecated("Pipeline.search(instruction=...)", "reranker_instruction= and query_task= "
@@ -403,7 +418,13 @@ class Pipeline:
         """The ``k`` best documents for ``query`` by BM25 alone (no model runs): the baseline a user compares
         the dense and reranked rankings with. ``score`` and ``bm25_score`` are the BM25 score.
 
-        >>> [(h.id, h.bm25_score) for h in p.lexical_search("keys", k=2)]  # doctest: +SKIP
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=Settings(home=tempfile.mkdtemp()))
+        >>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
+        >>> [h.id for h in p.lexical_search("rotate keys", k=2)]
+        ['k']
+        >>> p.close()
         """
         query = check_query(query)
         k = _check_positive(k, "k")
@@ -502,7 +523,12 @@ def _load_embedder(src: Any, settings: Settings):
 def list_collections(settings: Settings | None = None) -> list[CollectionSummary]:
     """Every collection under ``settings.home`` (name, backend, count, dim, embedder, reranker, path).
 
-    >>> [c.name for c in list_collections()]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from qrank.index.collection import Collection, Manifest
+    >>> settings = Settings(home=tempfile.mkdtemp())
+    >>> for name in ("docs", "scifact"):
+    ...     Collection.create(settings, Manifest(name, "faiss", 4, {"name": "e"}, 256, 32)).close()
+    >>> [c.name for c in list_collections(settings)]
     ['docs', 'scifact']
     """
     return _list_collections(settings)
