@@ -35,7 +35,13 @@ def supports(model) -> bool:
 class PackedBert:
     """A BERT sequence classifier run on packed pairs; holds each layer's stacked q/k/v weights.
 
-    >>> # packed = PackedBert(model); packed.scores(features, max_tokens=16384) -> list of logits
+    >>> from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    >>> path = "../shared/models/scifact-minilm-ce"
+    >>> model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    >>> features = AutoTokenizer.from_pretrained(path)(["what is bm25?"] * 2, ["BM25 ranks documents.", "Cats purr."])
+    >>> logits = PackedBert(model).scores(features, max_tokens=16384)
+    >>> len(logits), bool(logits[0] > logits[1])
+    (2, True)
     """
 
     def __init__(self, model) -> None:

@@ -90,8 +90,10 @@ def _single_token_id(tokenizer, token: str) -> int:
 class Qwen3Reranker:
     """A Qwen3-Reranker checkpoint (causal LM or converted sequence classifier).
 
-    >>> # rr = Qwen3Reranker.load(resolve_model("Qwen/Qwen3-Reranker-0.6B"))
-    >>> # rr.score_pairs([("what is bm25?", "BM25 is a ranking function")])
+    ``Qwen3Reranker.load(resolve_model("Qwen/Qwen3-Reranker-0.6B"), ModelSettings())`` loads the published
+    checkpoint (a hub download, so no example runs it here); ``rr.score_pairs([("what is bm25?", "BM25 is a
+    ranking function")])`` is then one float32 logit per pair. tests/numerics/test_qwen3_reranker.py checks a
+    tiny random checkpoint with the real tokenizer against the official recipe.
     """
 
     kind = "qwen3-reranker"

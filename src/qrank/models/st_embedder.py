@@ -57,8 +57,10 @@ def read_st_layout(path: Path) -> dict:
 class STEmbedder:
     """A sentence-transformers style encoder.
 
-    >>> # em = STEmbedder.load(resolve_model("../shared/models/all-MiniLM-L6-v2"), ModelSettings())
-    >>> # em.embed_batch(["hello"]).shape -> (1, 384)
+    >>> from qrank.models.base import resolve_model
+    >>> em = STEmbedder.load(resolve_model("../shared/models/all-MiniLM-L6-v2"), ModelSettings())
+    >>> em.embed_batch(["hello"]).shape
+    (1, 384)
     """
 
     kind = "st-embedder"
