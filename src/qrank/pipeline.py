@@ -91,7 +91,9 @@ class Pipeline:
     :class:`~qrank.Embedder` / :class:`~qrank.Reranker`) are used as they are. Thread-safe.
     """
 
-    def __init__(self, collection: Collection, *, embedder: Any, reranker: Any, settings: Settings, cache: Cache | None) -> None:
+    def __init__(
+        self, collection: Collection, *, embedder: Any, reranker: Any, settings: Settings, cache: Cache | None
+    ) -> None:
         self.collection = collection
         self.settings = settings
         self.cache = cache
@@ -126,8 +128,13 @@ class Pipeline:
         cache = Cache.from_settings(settings)
         if Collection.exists(settings, name):
             col = Collection.open(settings, name)
-            p = cls(col, embedder=embedder if embedder is not None else col.manifest.embedder.get("name"),
-                    reranker=reranker if reranker is not None else col.manifest.reranker, settings=settings, cache=cache)
+            p = cls(
+                col,
+                embedder=embedder if embedder is not None else col.manifest.embedder.get("name"),
+                reranker=reranker if reranker is not None else col.manifest.reranker,
+                settings=settings,
+                cache=cache,
+            )
             if embedder is not None and not isinstance(embedder, str):
                 try:
                     p.embedder  # an instance is checked against the collection now
@@ -192,16 +199,26 @@ class Pipeline:
         m = self.collection.manifest
         built = m.embedder
         if int(em.dim or 0) != m.dim:
-            raise InvalidInput("embedder", f"dimension mismatch: collection {self.name!r} holds {m.dim}-dimensional vectors "
-                                           f"from {built.get('id')}, but {em.info.id} gives {em.dim}; open it with its own "
-                                           f"embedder or index into a new collection")
+            raise InvalidInput(
+                "embedder",
+                f"dimension mismatch: collection {self.name!r} holds {m.dim}-dimensional vectors "
+                f"from {built.get('id')}, but {em.info.id} gives {em.dim}; open it with its own "
+                f"embedder or index into a new collection",
+            )
         if em.info.revision != built.get("revision"):
             if em.info.id in (built.get("id"), built.get("name")) or _source_name(em) == built.get("name"):
-                log.warning("the files of %s changed since collection %s was built; stored vectors may differ", em.info.id, self.name)
+                log.warning(
+                    "the files of %s changed since collection %s was built; stored vectors may differ",
+                    em.info.id,
+                    self.name,
+                )
             else:
-                raise InvalidInput("embedder", f"collection {self.name!r} was built with {built.get('id')} (revision "
-                                               f"{built.get('revision')}), not {em.info.id} (revision {em.info.revision}): "
-                                               f"vectors of different models are not comparable")
+                raise InvalidInput(
+                    "embedder",
+                    f"collection {self.name!r} was built with {built.get('id')} (revision "
+                    f"{built.get('revision')}), not {em.info.id} (revision {em.info.revision}): "
+                    f"vectors of different models are not comparable",
+                )
 
     def set_default_reranker(self, reranker: str | None) -> None:
         """Remember a reranker (a loadable name) for later searches of this collection."""
@@ -237,7 +254,8 @@ class Pipeline:
 
         >>> import tempfile
         >>> from qrank.settings import Settings
-        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=Settings(home=tempfile.mkdtemp()))
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
         >>> p.add([{"id": "a", "text": "Rotate keys every 90 days.", "metadata": {"lang": "en"}}], progress=False)
         {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1, 'count': 1}
         >>> p.close()
@@ -365,13 +383,17 @@ class Pipeline:
             query_task, query_prompt = legacy_query(self.embedder.info, instruction, query_task, query_prompt)
         query = check_query(query)
         k = _check_positive(k, "k")
-        n_cand = max(_check_positive(candidates if candidates is not None else self.settings.index.candidates, "candidates"), k)
+        n_cand = max(
+            _check_positive(candidates if candidates is not None else self.settings.index.candidates, "candidates"), k
+        )
         norm = check_filter(filter)
         if rerank is not None and not isinstance(rerank, bool):
             raise InvalidInput("rerank", "must be true, false or null")
         rr = self.reranker if rerank is not False else None
         if rerank is True and rr is None:
-            raise InvalidInput("reranker", f"collection {self.name!r} has no reranker; pass reranker= to Pipeline.open or rerank=False")
+            raise InvalidInput(
+                "reranker", f"collection {self.name!r} has no reranker; pass reranker= to Pipeline.open or rerank=False"
+            )
         store = self.collection.store
         qv = self.embedder.embed(query, is_query=True, query_task=query_task, query_prompt=query_prompt)
         dense = self._dense_candidates(qv, n_cand, norm)
@@ -403,15 +425,21 @@ class Pipeline:
         for rank, d in enumerate(cand[:k], 1):
             passages = docs[d]
             chunk = best_passage.get(d)
-            hits.append(self._hit(
-                d, passages, rank,
-                score=rerank_scores[d] if rr is not None else (fused[d] if hybrid else dense_scores[d]),
-                dense_score=dense_scores.get(d),
-                rerank_score=rerank_scores.get(d),
-                bm25_score=bm25.get(d) if hybrid else None,
-                fusion_score=fused.get(d) if hybrid else None,
-                passage=passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages) else None,
-            ))
+            hits.append(
+                self._hit(
+                    d,
+                    passages,
+                    rank,
+                    score=rerank_scores[d] if rr is not None else (fused[d] if hybrid else dense_scores[d]),
+                    dense_score=dense_scores.get(d),
+                    rerank_score=rerank_scores.get(d),
+                    bm25_score=bm25.get(d) if hybrid else None,
+                    fusion_score=fused.get(d) if hybrid else None,
+                    passage=passages[chunk].text
+                    if len(passages) > 1 and chunk is not None and chunk < len(passages)
+                    else None,
+                )
+            )
         return hits
 
     def lexical_search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[SearchHit]:
@@ -420,7 +448,8 @@ class Pipeline:
 
         >>> import tempfile
         >>> from qrank.settings import Settings
-        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=Settings(home=tempfile.mkdtemp()))
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
         >>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
         >>> [h.id for h in p.lexical_search("rotate keys", k=2)]
         ['k']

@@ -74,7 +74,9 @@ class CrossEncoderModel:
 
     kind = "cross-encoder"
 
-    def __init__(self, model, tokenizer, info: ModelInfo, activation: str, engine_settings: EngineSettings | None = None):
+    def __init__(
+        self, model, tokenizer, info: ModelInfo, activation: str, engine_settings: EngineSettings | None = None
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info

@@ -138,7 +138,11 @@ class Qwen3Reranker:
         check_fp8_request(settings, device, dtype)  # before minutes of loading weights
         tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
         archs = resolved.config.get("architectures") or []
-        auto = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in archs) else AutoModelForCausalLM
+        auto = (
+            AutoModelForSequenceClassification
+            if any("SequenceClassification" in a for a in archs)
+            else AutoModelForCausalLM
+        )
         model = auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
         model.to(device)
         model_max = int(resolved.config.get("max_position_embeddings") or 32768)
@@ -184,5 +188,7 @@ class Qwen3Reranker:
         """``score_encoded(encode_pairs(pairs))``, with each chunk's tokenizing overlapping the GPU's work."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        hidden = pipelined_last_hidden(self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction))
+        hidden = pipelined_last_hidden(
+            self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction)
+        )
         return self._probabilities(hidden)

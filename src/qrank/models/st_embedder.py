@@ -80,7 +80,9 @@ class STEmbedder:
         device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, device)
         tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
-        model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code).to(device)
+        model = AutoModel.from_pretrained(
+            str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code
+        ).to(device)
         prompts = layout["prompts"]
         info = ModelInfo(
             id=resolved.name,
@@ -98,7 +100,11 @@ class STEmbedder:
         return cls(model, tokenizer, info, layout, engine_settings)
 
     def _prompted(self, texts: Sequence[str], is_query: bool, instruction: str | None) -> list[str]:
-        prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
+        prefix = (
+            (instruction or self.info.default_instruction or "")
+            if is_query
+            else self.layout["prompts"].get("document", "")
+        )
         return [prefix + t for t in texts] if prefix else list(texts)
 
     def encode_texts(
@@ -107,7 +113,9 @@ class STEmbedder:
         prompted = self._prompted(texts, is_query, instruction)
         return to_encoded(tokenize_texts(self.tokenizer, prompted, self.info.max_length))
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+    def count_tokens(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[int]:
         return [len(e) for e in self.encode_texts(texts, is_query=is_query, instruction=instruction)]
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:
