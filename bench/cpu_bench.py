@@ -33,7 +33,9 @@ def scifact_pairs(n_queries: int = 10, docs_per_query: int = 10, seed: int = 0) 
     for line in (base / "corpus.jsonl").open(encoding="utf-8"):
         d = json.loads(line)
         corpus[d["_id"]] = (d["title"] + " " + d["text"]).strip()
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (base / "queries.jsonl").open(encoding="utf-8")}
+    queries = {
+        json.loads(line)["_id"]: json.loads(line)["text"] for line in (base / "queries.jsonl").open(encoding="utf-8")
+    }
     qrels: dict[str, list[str]] = {}
     for row in (base / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         qid, did, _ = row.split("\t")
@@ -103,27 +105,38 @@ def run(rounds: int, write: bool) -> None:
     ]
     engine = rr.model.engine_settings
     assert rr.model.packed is not None and padded.model.packed is None
-    section = "\n".join([
-        "## CPU: classic cross-encoder (bench/cpu_bench.py)",
-        "",
-        f"{device}; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"sentence-transformers {sentence_transformers.__version__}. Model: ../shared/models/scifact-minilm-ce "
-        f"(BERT, 6 layers, fp32); {len(pairs)} SciFact (claim, title + abstract) pairs, {tokens} tokens after "
-        f"truncation to 512. Median of {rounds} alternating rounds; the machine is shared and noisy.",
-        "",
-        "| system | ms / 100 pairs | pairs/s | tokens/s |",
-        "|---|---:|---:|---:|",
-        *[f"| {r['system']} | {r['ms_per_100_pairs']} | {r['pairs_per_s']} | {r['tokens_per_s']:,} |" for r in rows],
-        "",
-        f"qrank / sentence-transformers speed ratio, median of the per-round ratios: **{med_ratio:.2f}x**; "
-        f"max |score difference| = {diff:.2e}.",
-        f"qrank packs the pairs without padding (chunks of at most {engine.max_batch_tokens} tokens; projections, "
-        "feed-forward and LayerNorm on the packed tokens, attention per pair: src/qrank/models/packed_encoder.py); "
-        "`engine=reference` is qrank's padded path (length-sorted batches under the same token budget); "
-        "sentence-transformers runs `predict(batch_size=32)` (batches of 32 sorted by characters). "
-        f"Each round runs all three, rotating who goes first; rounds: {', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
-        "ms (sentence-transformers/qrank).",
-    ]) + "\n"
+    section = (
+        "\n".join(
+            [
+                "## CPU: classic cross-encoder (bench/cpu_bench.py)",
+                "",
+                f"{device}; torch {torch.__version__}, transformers {transformers.__version__}, "
+                f"sentence-transformers {sentence_transformers.__version__}. Model: ../shared/models/scifact-minilm-ce "
+                f"(BERT, 6 layers, fp32); {len(pairs)} SciFact (claim, title + abstract) pairs, {tokens} tokens after "
+                f"truncation to 512. Median of {rounds} alternating rounds; the machine is shared and noisy.",
+                "",
+                "| system | ms / 100 pairs | pairs/s | tokens/s |",
+                "|---|---:|---:|---:|",
+                *[
+                    f"| {r['system']} | {r['ms_per_100_pairs']} | {r['pairs_per_s']} | {r['tokens_per_s']:,} |"
+                    for r in rows
+                ],
+                "",
+                f"qrank / sentence-transformers speed ratio, median of the per-round ratios: **{med_ratio:.2f}x**; "
+                f"max |score difference| = {diff:.2e}.",
+                f"qrank packs the pairs without padding (chunks of at most {engine.max_batch_tokens} tokens; "
+                "projections, "
+                "feed-forward and LayerNorm on the packed tokens, attention per pair: "
+                "src/qrank/models/packed_encoder.py); "
+                "`engine=reference` is qrank's padded path (length-sorted batches under the same token budget); "
+                "sentence-transformers runs `predict(batch_size=32)` (batches of 32 sorted by characters). "
+                "Each round runs all three, rotating who goes first; rounds: "
+                f"{', '.join(f'{a * 1e3:.0f}/{b * 1e3:.0f}' for a, b in zip(t_st, t_q))} "
+                "ms (sentence-transformers/qrank).",
+            ]
+        )
+        + "\n"
+    )
     print(section)
     if write:
         write_results(section, rows)
