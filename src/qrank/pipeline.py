@@ -128,13 +128,9 @@ class Pipeline:
         cache = Cache.from_settings(settings)
         if Collection.exists(settings, name):
             col = Collection.open(settings, name)
-            p = cls(
-                col,
-                embedder=embedder if embedder is not None else col.manifest.embedder.get("name"),
-                reranker=reranker if reranker is not None else col.manifest.reranker,
-                settings=settings,
-                cache=cache,
-            )
+            p = cls(col, embedder=embedder if embedder is not None else col.manifest.embedder.get("name"),
+                    reranker=reranker if reranker is not None else col.manifest.reranker, settings=settings,
+                    cache=cache)
             if embedder is not None and not isinstance(embedder, str):
                 try:
                     p.embedder  # an instance is checked against the collection now
@@ -207,11 +203,8 @@ class Pipeline:
             )
         if em.info.revision != built.get("revision"):
             if em.info.id in (built.get("id"), built.get("name")) or _source_name(em) == built.get("name"):
-                log.warning(
-                    "the files of %s changed since collection %s was built; stored vectors may differ",
-                    em.info.id,
-                    self.name,
-                )
+                log.warning("the files of %s changed since collection %s was built; stored vectors may differ",
+                            em.info.id, self.name)
             else:
                 raise InvalidInput(
                     "embedder",

@@ -52,10 +52,8 @@ class PackedBert:
         self.model = model
         with torch.no_grad():  # one matrix product for q, k and v instead of three (a small copy)
             self.qkv = [
-                (
-                    torch.cat([m.weight for m in (sa.query, sa.key, sa.value)]),
-                    torch.cat([m.bias for m in (sa.query, sa.key, sa.value)]),
-                )
+                (torch.cat([m.weight for m in (sa.query, sa.key, sa.value)]),
+                 torch.cat([m.bias for m in (sa.query, sa.key, sa.value)]))
                 for sa in (layer.attention.self for layer in model.bert.encoder.layer)
             ]
 
