@@ -62,10 +62,13 @@ def main(argv=None) -> None:
     ap.add_argument("--stages", type=ints, default=[2, 3])
     args = ap.parse_args(argv)
     lay = workload_layout()
-    lines = [f"Device: {torch.cuda.get_device_name()}; torch {torch.__version__}; one layer, {lay.num_tokens}-token pass "
-             "(1 query prefix + 100 documents), bf16, head size 128, median of 30 (CUDA events).", "",
-             "| heads/kv | kernel | block_m | block_n | warps | stages | ms | TFLOP/s | max diff vs varlen |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Device: {torch.cuda.get_device_name()}; torch {torch.__version__}; one layer, {lay.num_tokens}-token pass "
+        "(1 query prefix + 100 documents), bf16, head size 128, median of 30 (CUDA events).",
+        "",
+        "| heads/kv | kernel | block_m | block_n | warps | stages | ms | TFLOP/s | max diff vs varlen |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     best = {}
     for heads, kv in ((16, 8), (32, 8)):
         T, D = lay.num_tokens, 128

@@ -33,7 +33,9 @@ def scifact_pairs(n_queries: int = 10, docs_per_query: int = 10, seed: int = 0) 
     for line in (base / "corpus.jsonl").open(encoding="utf-8"):
         d = json.loads(line)
         corpus[d["_id"]] = (d["title"] + " " + d["text"]).strip()
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (base / "queries.jsonl").open(encoding="utf-8")}
+    queries = {
+        json.loads(line)["_id"]: json.loads(line)["text"] for line in (base / "queries.jsonl").open(encoding="utf-8")
+    }
     qrels: dict[str, list[str]] = {}
     for row in (base / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         qid, did, _ = row.split("\t")

@@ -99,7 +99,8 @@ def qrank_embedder(model, tok, **engine):
     from qrank.types import ModelInfo
 
     info = ModelInfo(id="random", kind="qwen3-embedding", role="embedder", max_length=8192,
-                     dtype=str(model.dtype).replace("torch.", ""), device=str(model.device), dim=model.config.hidden_size)
+                     dtype=str(model.dtype).replace("torch.", ""), device=str(model.device),
+                     dim=model.config.hidden_size)
     return Qwen3Embedder(model, tok, info, EngineSettings(engine="fast", **engine))
 
 
@@ -155,15 +156,26 @@ def bench_reranker(size, rep: Report, args, notes):
     sub_work, sub_rows = min_work(qr.engine, sub_seqs)
     for system, fn in (("official", lambda: sysm.official(sub)), ("baseline", lambda: sysm.baseline(sub))):
         s, mem, ts = timed(fn, 1, warmup=0)
-        rep.add(name, system, "batch-rerank-32x100", s, len(sub), sysm.fed_tokens(sub), gs.floor_seconds(cfg, sub_work, sub_rows),
-                mem, note=f"timed on {args.subset} of the 32 queries (per-query recipe)")
+        rep.add(name, system, "batch-rerank-32x100", s, len(sub), sysm.fed_tokens(sub),
+                gs.floor_seconds(cfg, sub_work, sub_rows), mem,
+                note=f"timed on {args.subset} of the 32 queries (per-query recipe)")
     from qrank.reranker import Reranker
 
     facade = Reranker(qr)
     big = size != "0.6b"  # one timed run of ~1M tokens is enough at 4B/8B; warm on a slice
     s, mem, ts = timed(lambda: facade.batch_rerank(queries, docs, top_n=10), 1 if big else 2, warmup=0 if big else 1,
                    warm=(lambda: facade.batch_rerank(queries[:2], docs[:2])) if big else None)
-    rep.add(name, "qrank", "batch-rerank-32x100", s, len(pairs), sysm.fed_tokens(pairs), gs.floor_seconds(cfg, work32, rows32), mem, times=ts)
+    rep.add(
+        name,
+        "qrank",
+        "batch-rerank-32x100",
+        s,
+        len(pairs),
+        sysm.fed_tokens(pairs),
+        gs.floor_seconds(cfg, work32, rows32),
+        mem,
+        times=ts,
+    )
 
 
 def variants(name, model, tok, one, fed, floor, rep, reps, notes):
@@ -198,7 +210,9 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     # the defaults once more, last: shows how far the machine's speed drifted during the variants
     qr = qrank_reranker(model, tok)
     s, mem, ts = timed(lambda: qr.score_pairs(one), reps)
-    rep.add(name, "qrank[defaults, timed again last]", "rerank-1x100", s, len(one), fed, floor, mem, times=ts, variant=True)
+    rep.add(
+        name, "qrank[defaults, timed again last]", "rerank-1x100", s, len(one), fed, floor, mem, times=ts, variant=True
+    )
     # attention alone, on the first pass of the workload, 0.6B/8B head shapes
     seqs = qr.encode(one)
     lengths = [len(x) for x in seqs]
@@ -267,7 +281,8 @@ def profile(name, qr, one, notes):
     kern = sum(cats.values()) / 1e6
     parts = ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in cats.items())
     notes.append(
-        f"- {name} profile (rerank-1x100, {len(passes)} pass(es)): wall {wall * 1e3:.1f} ms; GPU kernels {kern * 1e3:.1f} ms "
+        f"- {name} profile (rerank-1x100, {len(passes)} pass(es)): wall {wall * 1e3:.1f} ms; GPU kernels "
+        f"{kern * 1e3:.1f} ms "
         f"({parts}; {launches} launches) -> launch gaps/sync {max(wall - kern, 0) * 1e3:.1f} ms; host: tokenize "
         f"{t_tok * 1e3:.1f} ms, grouping+packing {t_plan * 1e3:.1f} ms (overlaps the GPU except for the first pass)"
     )
@@ -319,7 +334,7 @@ def bench_embedder(size, rep: Report, args, notes):
         else:
             s, mem, ts = timed(fn, reps)
         rep.add(name, system, "embed-1000", s, len(texts), fed, floor, mem, times=ts)
-    del qe, sysm, model, systems
+    qe = sysm = model = systems = None  # rebinding, not del: the closures above read these names
     torch.cuda.empty_cache()
 
 
@@ -344,9 +359,11 @@ def run(args) -> None:
     except ImportError:
         st_version = "absent"
     mem = torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0
-    header = (f"Device: {dev} ({mem:.0f} GiB); torch {torch.__version__}, "
-              f"CUDA {torch.version.cuda}, transformers {transformers.__version__}, sentence-transformers {st_version}; "
-              f"bf16, random weights of the real shapes built on the GPU (speed only; scores are meaningless).")
+    header = (
+        f"Device: {dev} ({mem:.0f} GiB); torch {torch.__version__}, "
+        f"CUDA {torch.version.cuda}, transformers {transformers.__version__}, sentence-transformers {st_version}; "
+        f"bf16, random weights of the real shapes built on the GPU (speed only; scores are meaningless)."
+    )
     log.info(header)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,19 +387,49 @@ def run(args) -> None:
 def render(header: str, rows: list[dict], notes: list[str]) -> str:
     main = [r for r in rows if not r.get("variant")]
     var = [r for r in rows if r.get("variant")]
-    lines = ["## GPU: Qwen3 reranker and embedder (bench/gpu_bench.py)", "", header, "",
-             "| model | workload | system | ms / 100 pairs | pairs/s | tokens/s | peak GiB | floor fraction | x official | runs (ms, min-max) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## GPU: Qwen3 reranker and embedder (bench/gpu_bench.py)",
+        "",
+        header,
+        "",
+        "| model | workload | system | ms / 100 pairs | pairs/s | tokens/s | peak GiB | floor fraction | x "
+        "official | runs (ms, min-max) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in main:
-        off = next((o for o in main if o["model"] == r["model"] and o["workload"] == r["workload"] and o["system"] == "official"), None)
+        off = next(
+            (
+                o
+                for o in main
+                if o["model"] == r["model"] and o["workload"] == r["workload"] and o["system"] == "official"
+            ),
+            None,
+        )
         ratio = f"{r['tokens_per_s'] / off['tokens_per_s']:.2f}" if off else ""
-        lines.append(f"| {r['model']} | {r['workload']} | {r['system']}{' *' if r.get('note') else ''} | {r['ms_per_100_pairs']} | "
-                     f"{r['pairs_per_s']} | {r['tokens_per_s']:,} | {r['peak_mem_gib']} | {r['floor_fraction']} | {ratio} | {spread(r)} |")
+        lines.append(
+            f"| {r['model']} | {r['workload']} | {r['system']}{' *' if r.get('note') else ''} | "
+            f"{r['ms_per_100_pairs']} | "
+            f"{r['pairs_per_s']} | {r['tokens_per_s']:,} | {r['peak_mem_gib']} | {r['floor_fraction']} | "
+            f"{ratio} | {spread(r)} |"
+        )
     if any(r.get("note") for r in main):
-        lines += ["", "\\* per-query recipes timed on a subset of the 32 queries (their rate does not depend on the count)."]
+        lines += [
+            "",
+            "\\* per-query recipes timed on a subset of the 32 queries (their rate does not depend on the count).",
+        ]
     if var:
-        lines += ["", "Engine variants (rerank-1x100):", "", "| model | variant | ms / 100 pairs | tokens/s | floor fraction | runs (ms, min-max) |", "|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['model']} | {r['system']} | {r['ms_per_100_pairs']} | {r['tokens_per_s']:,} | {r['floor_fraction']} | {spread(r)} |" for r in var]
+        lines += [
+            "",
+            "Engine variants (rerank-1x100):",
+            "",
+            "| model | variant | ms / 100 pairs | tokens/s | floor fraction | runs (ms, min-max) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['model']} | {r['system']} | {r['ms_per_100_pairs']} | {r['tokens_per_s']:,} | "
+            f"{r['floor_fraction']} | {spread(r)} |"
+            for r in var
+        ]
     if notes:
         lines += ["", "Notes and profile:", ""] + notes
     return "\n".join(lines) + "\n"
@@ -441,7 +488,9 @@ def main(argv=None) -> None:
     r.add_argument("--parts", default="rerank,embed")
     r.add_argument("--out", default="bench/out")
     r.add_argument("--repeats", type=int, default=5)
-    r.add_argument("--subset", type=int, default=4, help="queries the per-query recipes are timed on in the 32-query workload")
+    r.add_argument(
+        "--subset", type=int, default=4, help="queries the per-query recipes are timed on in the 32-query workload"
+    )
     r.add_argument("--variant-sizes", default="0.6b,8b")
     r.add_argument("--profile-sizes", default="0.6b,8b")
     r.add_argument("--st-sizes", default="0.6b", help="sizes whose sentence-transformers baseline is saved and loaded")

@@ -37,7 +37,8 @@ def build_model(kind: str, size: str, device: str = "cuda", tiny: bool = False):
     raw.pop("architectures", None)
     raw.pop("torch_dtype", None)
     if tiny:
-        raw.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+        raw.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16)
     cfg = Qwen3Config(**raw)
     cls = Qwen3ForCausalLM if kind == "reranker" else Qwen3Model
     old = torch.get_default_dtype()
@@ -163,7 +164,9 @@ class RerankSystems:
         out = torch.empty(len(ids), device=self.model.device)
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            inputs = self.tok.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt").to(self.model.device)
+            inputs = self.tok.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt").to(
+                self.model.device
+            )
             logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
             pair = torch.stack([logits[:, self.no], logits[:, self.yes]], dim=1).float()
             out[torch.as_tensor(idx, device=out.device)] = F.log_softmax(pair, dim=1)[:, 1].exp()
@@ -184,7 +187,8 @@ class EmbedSystems:
     def official(self, texts, batch_size: int = 8):
         out = []
         for s in range(0, len(texts), batch_size):
-            batch = self.tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = self.tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
             hidden = self.model(**batch.to(self.model.device)).last_hidden_state[:, -1]  # left padding
             out.append(F.normalize(hidden.float(), p=2, dim=1).cpu())
         return torch.cat(out).numpy()
@@ -198,11 +202,18 @@ class EmbedSystems:
         self.tok.save_pretrained(workdir)
         mods = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
         (workdir / "modules.json").write_text(
-            json.dumps([{"idx": int(i), "name": i, "path": p, "type": f"sentence_transformers.models.{t}"} for i, p, t in mods])
+            json.dumps(
+                [{"idx": int(i), "name": i, "path": p, "type": f"sentence_transformers.models.{t}"} for i, p, t in mods]
+            )
         )
         (workdir / "1_Pooling").mkdir(exist_ok=True)
         (workdir / "1_Pooling" / "config.json").write_text(
-            json.dumps({"word_embedding_dimension": self.model.config.hidden_size, "pooling_mode_lasttoken": True, "include_prompt": True})
+            json.dumps(
+                {"word_embedding_dimension": self.model.config.hidden_size, "pooling_mode_lasttoken": True,
+                 "include_prompt": True}
+            )
         )
-        (workdir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}))
+        (workdir / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": self.max_length, "do_lower_case": False})
+        )
         return SentenceTransformer(str(workdir), device=str(self.model.device), model_kwargs={"dtype": torch.bfloat16})

@@ -89,7 +89,9 @@ def timed_queries(search_one, queries: np.ndarray) -> tuple[list[np.ndarray], fl
     return (found, *percentiles(times))
 
 
-def bench_faiss(kind: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, args, settings: IndexSettings) -> list[dict]:
+def bench_faiss(
+    kind: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, args, settings: IndexSettings
+) -> list[dict]:
     import faiss
     from tqdm import tqdm
 
@@ -117,11 +119,23 @@ def bench_faiss(kind: str, data: np.ndarray, queries: np.ndarray, truth: np.ndar
 
         found, p50, p99 = timed_queries(one, lat_queries)
         rec = recall(found, truth[: len(found)], args.k)
-        rows.append(row("faiss-" + kind, args, build_s=build_s, memory_mb=mem, p50_ms=p50, p99_ms=p99, recall=rec,
-                        ef_search=max(ef, args.k) if ef else None,
-                        params={"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction} if kind == "hnsw" else {}))
+        rows.append(
+            row(
+                "faiss-" + kind,
+                args,
+                build_s=build_s,
+                memory_mb=mem,
+                p50_ms=p50,
+                p99_ms=p99,
+                recall=rec,
+                ef_search=max(ef, args.k) if ef else None,
+                params={"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
+                if kind == "hnsw"
+                else {},
+            )
+        )
         print_row(rows[-1])
-    del index
+    index = None  # rebinding, not del: one() above reads this name; frees the index before the next kind
     return rows
 
 
@@ -153,8 +167,10 @@ def bench_milvus(data: np.ndarray, queries: np.ndarray, args, settings: IndexSet
 
         found, p50, p99 = timed_queries(one, queries[: args.milvus_queries])
         rec = recall(found, truth, args.k)
-        rows.append(row("milvus-lite-" + args.milvus_index.lower(), args, n=n, build_s=build_s, memory_mb=mem, p50_ms=p50,
-                        p99_ms=p99, recall=rec, ef_search=None, params={"index": args.milvus_index}))
+        rows.append(
+            row("milvus-lite-" + args.milvus_index.lower(), args, n=n, build_s=build_s, memory_mb=mem, p50_ms=p50,
+                p99_ms=p99, recall=rec, ef_search=None, params={"index": args.milvus_index})
+        )
         print_row(rows[-1])
         store.close()
     finally:
@@ -174,14 +190,18 @@ def row(system: str, args, *, n: int | None = None, **values) -> dict:
     ef = values.get("ef_search")
     key = f"index/{system}/{args.data}/n={n}/dim={args.dim}/k={args.k}" + (f"/ef={ef}" if ef else "")
     return {"bench": "index", "key": key, "system": system, "data": args.data, "n": n, "dim": args.dim, "k": args.k,
-            "threads": args.threads, "build_threads": args.build_threads, "device": device_name(), "date": date.today().isoformat(),
-            "load_avg": round(os.getloadavg()[0], 1),
+            "threads": args.threads, "build_threads": args.build_threads, "device": device_name(),
+            "date": date.today().isoformat(), "load_avg": round(os.getloadavg()[0], 1),
             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in values.items()}}
 
 
 def print_row(r: dict) -> None:
-    print(f"{r['system']:<22} n={r['n']:<8} ef={r.get('ef_search') or '-':<5} build={r['build_s']:.1f}s mem={r['memory_mb']:.0f}MB "
-          f"p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms recall@{r['k']}={r['recall']:.4f}", flush=True)
+    print(
+        f"{r['system']:<22} n={r['n']:<8} ef={r.get('ef_search') or '-':<5} build={r['build_s']:.1f}s "
+        f"mem={r['memory_mb']:.0f}MB "
+        f"p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms recall@{r['k']}={r['recall']:.4f}",
+        flush=True,
+    )
 
 
 def write_results(rows: list[dict]) -> None:
@@ -206,7 +226,8 @@ def write_markdown() -> None:
         "(`hnsw_m`, `hnsw_ef_construction`; `ef` is `hnsw_ef_search`, never below k). `load` is the 1-minute load "
         "average when the row was measured: the machine is shared, so a load above the core count slows every figure.",
         "",
-        "| data | n | dim | system | params | ef | build s | memory MB | p50 ms | p99 ms | recall@k | device (threads) | load | date |",
+        "| data | n | dim | system | params | ef | build s | memory MB | p50 ms | p99 ms | recall@k | device "
+        "(threads) | load | date |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
@@ -214,7 +235,8 @@ def write_markdown() -> None:
         lines.append(
             f"| {r['data']} | {r['n']:,} | {r['dim']} | {r['system']} | {params} | {r.get('ef_search') or '-'} | "
             f"{r['build_s']:.1f} | {r['memory_mb']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall']:.3f} | "
-            f"{r['device']} ({r['threads']}{', build ' + str(r['build_threads']) if r.get('build_threads') else ''}) | {r.get('load_avg', '-')} | {r['date']} |"
+            f"{r['device']} ({r['threads']}{', build ' + str(r['build_threads']) if r.get('build_threads') else ''}) | "
+            f"{r.get('load_avg', '-')} | {r['date']} |"
         )
     notes = (ROOT / "bench" / "index_bench_notes.md")
     if notes.is_file():
@@ -259,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.data == "clustered":
         centres = np.random.default_rng(7).standard_normal((1000, args.dim), dtype=np.float32)
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    print(f"device: {device_name()}; faiss threads {args.threads}; n={args.n:,} dim={args.dim} k={args.k} data={args.data}", flush=True)
+    print(
+        f"device: {device_name()}; faiss threads {args.threads}; n={args.n:,} dim={args.dim} k={args.k} "
+        f"data={args.data}",
+        flush=True,
+    )
     t = time.perf_counter()
     data = make_vectors(args.n, args.dim, 0, args.data, centres)
     queries = make_vectors(args.queries, args.dim, 1, args.data, centres)

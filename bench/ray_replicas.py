@@ -145,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in runs:
         load = r["load"]
-        rows.append({"device": device, "model": name, "system": f"qrank-ray-{r['replicas']}",
-                     "workload": f"rerank-{args.docs}docs-{args.clients}clients", "replicas": r["replicas"],
-                     "gpus_per_replica": args.num_gpus_per_replica, "requests_per_s": round(load["throughput_rps"], 2),
-                     "pairs_per_s": round(load["throughput_rps"] * args.docs, 1), "p50_ms": round(load["p50_ms"], 1),
-                     "p99_ms": round(load["p99_ms"], 1), "errors": load["errors"], "speedup": round(load["throughput_rps"] / base, 3),
-                     "replica_calls": r["replica_calls"], "label": args.label, "date": date.today().isoformat(),
-                     "versions": versions()})
+        rows.append(
+            {"device": device, "model": name, "system": f"qrank-ray-{r['replicas']}",
+             "workload": f"rerank-{args.docs}docs-{args.clients}clients", "replicas": r["replicas"],
+             "gpus_per_replica": args.num_gpus_per_replica, "requests_per_s": round(load["throughput_rps"], 2),
+             "pairs_per_s": round(load["throughput_rps"] * args.docs, 1), "p50_ms": round(load["p50_ms"], 1),
+             "p99_ms": round(load["p99_ms"], 1), "errors": load["errors"],
+             "speedup": round(load["throughput_rps"] / base, 3), "replica_calls": r["replica_calls"],
+             "label": args.label, "date": date.today().isoformat(), "versions": versions()}
+        )
     table = markdown(rows)
     print(table)
     if not args.no_write:
@@ -167,29 +169,45 @@ def versions() -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| device | model | replicas | GPUs/replica | req/s | pairs/s | p50 ms | p99 ms | errors | vs 1 replica | calls per replica | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| device | model | replicas | GPUs/replica | req/s | pairs/s | p50 ms | p99 ms | errors | vs 1 replica "
+        "| calls per replica | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         calls = ", ".join(str(v) for v in r["replica_calls"].values()) or "-"
-        lines.append(f"| {r['device']} | {r['model']} | {r['replicas']} | {r['gpus_per_replica']:g} | {r['requests_per_s']} | "
-                     f"{r['pairs_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['speedup']:.2f}x | {calls} | "
-                     f"{r['label'] or '-'} |")
+        lines.append(
+            f"| {r['device']} | {r['model']} | {r['replicas']} | {r['gpus_per_replica']:g} | {r['requests_per_s']} | "
+            f"{r['pairs_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['speedup']:.2f}x | {calls} | "
+            f"{r['label'] or '-'} |"
+        )
     return "\n".join(lines)
 
 
 def write(rows: list[dict], table: str) -> None:
     results = ROOT / "bench" / "results.json"
     old = json.loads(results.read_text()) if results.is_file() else []
-    keep = [r for r in old if not (str(r.get("system", "")).startswith("qrank-ray-") and r.get("device") == rows[0]["device"]
-                                   and r.get("label") == rows[0]["label"] and r.get("model") == rows[0]["model"])]
+    keep = [
+        r
+        for r in old
+        if not (
+            str(r.get("system", "")).startswith("qrank-ray-")
+            and r.get("device") == rows[0]["device"]
+            and r.get("label") == rows[0]["label"]
+            and r.get("model") == rows[0]["model"]
+        )
+    ]
     atomic_write_json(results, keep + rows, indent=2)
     bench = ROOT / "bench" / "logs" / "history-server.md"  # BENCHMARKS.md's headline is edited by hand
     text = bench.read_text() if bench.is_file() else "# Benchmarks\n"
     all_rows = [r for r in keep + rows if str(r.get("system", "")).startswith("qrank-ray-")]
-    section = (f"{MARK_BEGIN}\n## Replicas on Ray Serve (bench/ray_replicas.py)\n\n"
-               "`qrank serve --ray --replicas N`, closed loop: every client sends its next 100-document rerank request "
-               "when the last one is answered. `vs 1 replica` divides by the 1-replica row of the same device, model and "
-               f"note; `calls per replica` counts model calls each replica answered in the timed run.\n\n{markdown(all_rows)}\n{MARK_END}")
+    section = (
+        f"{MARK_BEGIN}\n## Replicas on Ray Serve (bench/ray_replicas.py)\n\n"
+        "`qrank serve --ray --replicas N`, closed loop: every client sends its next 100-document rerank request "
+        "when the last one is answered. `vs 1 replica` divides by the 1-replica row of the same device, model and "
+        "note; `calls per replica` counts model calls each replica answered in the timed "
+        f"run.\n\n{markdown(all_rows)}\n{MARK_END}"
+    )
     if MARK_BEGIN in text:
         text = text[: text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
     else:

@@ -342,7 +342,8 @@ def write_markdown(results: Path, markdown: Path) -> None:
         "127.0.0.1 (a `qrank serve` subprocess, dynamic batching across clients) against `Reranker.rerank` one request "
         "at a time and `Reranker.batch_rerank` over as many requests as there are clients. Ratio = server / the better "
         "in-process figure (target >= 0.9). Latency at half load: Poisson arrivals at half the server's peak rate. "
-        "Random weights of the named shape: these numbers are about speed, never quality. Quick rows are CPU smoke runs "
+        "Random weights of the named shape: these numbers are about speed, never quality. Quick rows are CPU "
+        "smoke runs "
         "with a tiny model.",
         "",
         "Why the server sits between the two in-process figures: the engine is faster per request on bigger calls, and "
@@ -354,14 +355,17 @@ def write_markdown(results: Path, markdown: Path) -> None:
         "given one request at a time, the server is faster. Each row is one run (timed phases of 15-30 s, `seconds` "
         "in bench/results.json): ratios a few hundredths apart are within run-to-run noise.",
         "",
-        "| model | device | dtype | docs x words | clients | server flags | in-proc seq req/s | in-proc batched req/s | "
+        "| model | device | dtype | docs x words | clients | server flags | in-proc seq req/s | in-proc batched "
+        "req/s | "
         "server req/s | ratio | p99 @peak ms | p50 @half ms | p99 @half ms | req/model call | errors | date |",
         "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']}{' (quick)' if r.get('quick') else ''} | {r['device']} | {r['dtype']} | {r['docs']} x {r['words']} | "
-            f"{r['clients']} | {r.get('server_args', 'defaults')} | {r['inproc_sequential_rps']:.2f} | {r['inproc_batched_rps']:.2f} | {r['server_rps']:.2f} | "
+            f"| {r['model']}{' (quick)' if r.get('quick') else ''} | {r['device']} | {r['dtype']} | {r['docs']} "
+            f"x {r['words']} | "
+            f"{r['clients']} | {r.get('server_args', 'defaults')} | {r['inproc_sequential_rps']:.2f} | "
+            f"{r['inproc_batched_rps']:.2f} | {r['server_rps']:.2f} | "
             f"{r['ratio']:.2f} | {r['peak_p99_ms']:.0f} | {r['half_p50_ms']:.0f} | {r['half_p99_ms']:.0f} | "
             f"{r['requests_per_model_call']:.1f} | {r['errors']} | {r['date']} |"
         )
@@ -425,12 +429,14 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = prepare_model(args, workdir)
         requests = workload(args.distinct, args.docs, args.words)
         print(
-            f"device: {device_name(args.device)}; model {model_dir}; {args.docs} docs x {args.words} words; {args.clients} clients",
+            f"device: {device_name(args.device)}; model {model_dir}; {args.docs} docs x {args.words} words; "
+            f"{args.clients} clients",
             flush=True,
         )
         inproc = bench_in_process(model_dir, args, requests)
         print(
-            f"in-process: {inproc['sequential_rps']:.2f} req/s one at a time, {inproc['batched_rps']:.2f} req/s batched",
+            f"in-process: {inproc['sequential_rps']:.2f} req/s one at a time, "
+            f"{inproc['batched_rps']:.2f} req/s batched",
             flush=True,
         )
         bodies = server_load.make_bodies("rerank", args.distinct, args.docs, args.words)

@@ -254,7 +254,8 @@ def format_report(r: LoadReport) -> str:
     b = r.batches
     return (
         f"{r.mode} loop, {r.clients} clients, {r.seconds:.1f}s: {r.requests} requests, {r.throughput_rps:.1f} ok/s, "
-        f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, statuses {r.statuses}, transport errors {r.client_errors or 0}; "
+        f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, statuses {r.statuses}, transport errors "
+        f"{r.client_errors or 0}; "
         f"{b.get('batches', 0)} model calls, {b.get('mean_requests_per_batch', 0):.2f} requests per call"
     )
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 # ../shared beside the checkout; QRANK_SHARED_DIR points elsewhere (e.g. a carried copy on a GPU box)
 SHARED = Path(os.environ.get("QRANK_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16)
 
 
 def shared_path(*parts: str) -> Path:

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
 CREATE INDEX IF NOT EXISTS entries_tag ON entries (tag);
-CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL, entries INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL,
+                                   entries INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
 CREATE TRIGGER IF NOT EXISTS entries_ins AFTER INSERT ON entries
     BEGIN UPDATE totals SET bytes = bytes + NEW.size, entries = entries + 1 WHERE id = 0; END;
@@ -144,7 +145,9 @@ class Cache:
             for i in range(0, len(keys), _IN_CHUNK):
                 part = keys[i : i + _IN_CHUNK]
                 marks = ",".join("?" * len(part))
-                found.update(self._db.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", part).fetchall())
+                found.update(
+                    self._db.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", part).fetchall()
+                )
             if found:
                 now = time.time_ns()
                 hit = list(found)
@@ -152,7 +155,9 @@ class Cache:
                 try:
                     for i in range(0, len(hit), _IN_CHUNK):
                         part = hit[i : i + _IN_CHUNK]
-                        self._db.execute(f"UPDATE entries SET used = ? WHERE key IN ({','.join('?' * len(part))})", [now, *part])
+                        self._db.execute(
+                            f"UPDATE entries SET used = ? WHERE key IN ({','.join('?' * len(part))})", [now, *part]
+                        )
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -171,7 +176,8 @@ class Cache:
             try:
                 self._db.executemany(
                     "INSERT INTO entries (key, kind, tag, value, size, used) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET tag = excluded.tag, value = excluded.value, size = excluded.size, used = excluded.used",
+                    "ON CONFLICT(key) DO UPDATE SET tag = excluded.tag, value = excluded.value, size = "
+                    "excluded.size, used = excluded.used",
                     rows,
                 )
                 self._evict()
@@ -208,13 +214,17 @@ class Cache:
         with self._lock:
             for i in range(0, len(tags), _IN_CHUNK):
                 part = tags[i : i + _IN_CHUNK]
-                removed += self._db.execute(f"DELETE FROM entries WHERE tag IN ({','.join('?' * len(part))})", part).rowcount
+                removed += self._db.execute(
+                    f"DELETE FROM entries WHERE tag IN ({','.join('?' * len(part))})", part
+                ).rowcount
         return removed
 
     def contains(self, kind: str, key: bytes) -> bool:
         """Whether ``key`` is stored (does not count as a hit or touch recency)."""
         with self._lock:
-            return self._db.execute("SELECT 1 FROM entries WHERE key = ? AND kind = ?", (key, kind)).fetchone() is not None
+            return (
+                self._db.execute("SELECT 1 FROM entries WHERE key = ? AND kind = ?", (key, kind)).fetchone() is not None
+            )
 
     def stats(self) -> dict[str, Any]:
         """``{"hits": {kind: n}, "misses": {...}, "evictions", "entries", "bytes", "max_bytes", "path"}``."""

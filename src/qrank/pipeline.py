@@ -2,12 +2,15 @@
 reciprocal rank fusion), the reranker orders them. Embeddings and reranker scores go through the
 persistent cache (:mod:`qrank.cache`).
 
->>> from qrank import Pipeline                                                        # doctest: +SKIP
+>>> import tempfile
+>>> from qrank import Pipeline
+>>> from qrank.settings import Settings
 >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2",
-...                   reranker="../shared/models/scifact-minilm-ce")                  # doctest: +SKIP
->>> p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"])      # doctest: +SKIP
->>> p.search("how do I rotate keys?", k=1)[0].id                                      # doctest: +SKIP
+...                   reranker="../shared/models/scifact-minilm-ce", settings=Settings(home=tempfile.mkdtemp()))
+>>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
+>>> p.search("how do I rotate keys?", k=1)[0].id
 'k'
+>>> p.close()
 """
 
 from __future__ import annotations
@@ -102,7 +105,9 @@ class Pipeline:
     :class:`~qrank.Embedder` / :class:`~qrank.Reranker`) are used as they are. Thread-safe.
     """
 
-    def __init__(self, collection: Collection, *, embedder: Any, reranker: Any, settings: Settings, cache: Cache | None) -> None:
+    def __init__(
+        self, collection: Collection, *, embedder: Any, reranker: Any, settings: Settings, cache: Cache | None
+    ) -> None:
         self.collection = collection
         self.settings = settings
         self.cache = cache
@@ -138,7 +143,8 @@ class Pipeline:
         if Collection.exists(settings, name):
             col = Collection.open(settings, name)
             p = cls(col, embedder=embedder if embedder is not None else col.manifest.embedder.get("name"),
-                    reranker=reranker if reranker is not None else col.manifest.reranker, settings=settings, cache=cache)
+                    reranker=reranker if reranker is not None else col.manifest.reranker, settings=settings,
+                    cache=cache)
             if embedder is not None and not isinstance(embedder, str):
                 try:
                     p.embedder  # an instance is checked against the collection now
@@ -203,16 +209,23 @@ class Pipeline:
         m = self.collection.manifest
         built = m.embedder
         if int(em.dim or 0) != m.dim:
-            raise InvalidInput("embedder", f"dimension mismatch: collection {self.name!r} holds {m.dim}-dimensional vectors "
-                                           f"from {built.get('id')}, but {em.info.id} gives {em.dim}; open it with its own "
-                                           f"embedder or index into a new collection")
+            raise InvalidInput(
+                "embedder",
+                f"dimension mismatch: collection {self.name!r} holds {m.dim}-dimensional vectors "
+                f"from {built.get('id')}, but {em.info.id} gives {em.dim}; open it with its own "
+                f"embedder or index into a new collection",
+            )
         if em.info.revision != built.get("revision"):
             if em.info.id in (built.get("id"), built.get("name")) or _source_name(em) == built.get("name"):
-                log.warning("the files of %s changed since collection %s was built; stored vectors may differ", em.info.id, self.name)
+                log.warning("the files of %s changed since collection %s was built; stored vectors may differ",
+                            em.info.id, self.name)
             else:
-                raise InvalidInput("embedder", f"collection {self.name!r} was built with {built.get('id')} (revision "
-                                               f"{built.get('revision')}), not {em.info.id} (revision {em.info.revision}): "
-                                               f"vectors of different models are not comparable")
+                raise InvalidInput(
+                    "embedder",
+                    f"collection {self.name!r} was built with {built.get('id')} (revision "
+                    f"{built.get('revision')}), not {em.info.id} (revision {em.info.revision}): "
+                    f"vectors of different models are not comparable",
+                )
 
     def set_default_reranker(self, reranker: str | None) -> None:
         """Remember a reranker (a loadable name) for later searches of this collection."""
@@ -246,8 +259,13 @@ class Pipeline:
         interrupted add keeps every finished batch and a repeat redoes only the rest. ``progress``: a bar
         on a terminal, a log line every 30 s otherwise (:func:`qrank.progress.progress`); False for none.
 
-        >>> p.add([{"id": "a", "text": "…", "metadata": {"lang": "en"}}])  # doctest: +SKIP
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
+        >>> p.add([{"id": "a", "text": "Rotate keys every 90 days.", "metadata": {"lang": "en"}}], progress=False)
         {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1, 'count': 1}
+        >>> p.close()
         """
         with self.collection.writing():  # a concurrent add of the same collection waits, then finds our work done
             return self._add_locked(documents, ids=ids, metadata=metadata, progress=progress)
@@ -358,7 +376,15 @@ class Pipeline:
         :class:`~qrank.long_documents.LongDocuments`) is what the reranker does with a passage longer than its
         window (default: the reranker's policy); hits say it in ``span``, ``chunks`` and ``truncated``.
 
-        >>> [(h.id, h.dense_score, h.rerank_score) for h in p.search("keys", k=2)]  # doctest: +SKIP
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2",
+        ...                   reranker="../shared/models/scifact-minilm-ce", settings=Settings(home=tempfile.mkdtemp()))
+        >>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
+        >>> hits = p.search("how do I rotate keys?", k=2)
+        >>> [h.id for h in hits], hits[0].rerank_score > hits[1].rerank_score, hits[0].dense_score > 0
+        (['k', 'b'], True, True)
+        >>> p.close()
         """
         if instruction is not None:
             warn_deprecated("Pipeline.search(instruction=...)", "reranker_instruction= and query_task= "
@@ -367,13 +393,17 @@ class Pipeline:
             query_task, query_prompt = legacy_query(self.embedder.info, instruction, query_task, query_prompt)
         query = check_query(query)
         k = _check_positive(k, "k")
-        n_cand = max(_check_positive(candidates if candidates is not None else self.settings.index.candidates, "candidates"), k)
+        n_cand = max(
+            _check_positive(candidates if candidates is not None else self.settings.index.candidates, "candidates"), k
+        )
         norm = check_filter(filter)
         if rerank is not None and not isinstance(rerank, bool):
             raise InvalidInput("rerank", "must be true, false or null")
         rr = self.reranker if rerank is not False else None
         if rerank is True and rr is None:
-            raise InvalidInput("reranker", f"collection {self.name!r} has no reranker; pass reranker= to Pipeline.open or rerank=False")
+            raise InvalidInput(
+                "reranker", f"collection {self.name!r} has no reranker; pass reranker= to Pipeline.open or rerank=False"
+            )
         store = self.collection.store
         qv = self.embedder.embed(query, is_query=True, query_task=query_task, query_prompt=query_prompt)
         dense = self._dense_candidates(qv, n_cand, norm)
@@ -414,7 +444,8 @@ class Pipeline:
                 rerank_score=rerank_scores.get(d),
                 bm25_score=bm25.get(d) if hybrid else None,
                 fusion_score=fused.get(d) if hybrid else None,
-                passage=passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages) else None,
+                passage=(passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages)
+                         else None),
                 **_report_fields(reports.get(d)),
             ))
         return hits
@@ -423,7 +454,14 @@ class Pipeline:
         """The ``k`` best documents for ``query`` by BM25 alone (no model runs): the baseline a user compares
         the dense and reranked rankings with. ``score`` and ``bm25_score`` are the BM25 score.
 
-        >>> [(h.id, h.bm25_score) for h in p.lexical_search("keys", k=2)]  # doctest: +SKIP
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
+        >>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"], progress=False)
+        >>> [h.id for h in p.lexical_search("rotate keys", k=2)]
+        ['k']
+        >>> p.close()
         """
         query = check_query(query)
         k = _check_positive(k, "k")
@@ -525,7 +563,12 @@ def _load_embedder(src: Any, settings: Settings):
 def list_collections(settings: Settings | None = None) -> list[CollectionSummary]:
     """Every collection under ``settings.home`` (name, backend, count, dim, embedder, reranker, path).
 
-    >>> [c.name for c in list_collections()]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from qrank.index.collection import Collection, Manifest
+    >>> settings = Settings(home=tempfile.mkdtemp())
+    >>> for name in ("docs", "scifact"):
+    ...     Collection.create(settings, Manifest(name, "faiss", 4, {"name": "e"}, 256, 32)).close()
+    >>> [c.name for c in list_collections(settings)]
     ['docs', 'scifact']
     """
     return _list_collections(settings)

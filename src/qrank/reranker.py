@@ -205,12 +205,17 @@ class Reranker:
 
         >>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
         >>> docs = ["Cats purr.", "BM25 ranks documents."]
-        >>> [[r.index for r in ranked] for ranked in rr.batch_rerank(["what is bm25?", "do cats purr?"], [docs, docs], top_n=1)]
+        >>> batches = rr.batch_rerank(["what is bm25?", "do cats purr?"], [docs, docs], top_n=1)
+        >>> [[r.index for r in ranked] for ranked in batches]
         [[1], [0]]
         """
         if isinstance(queries, str) or not isinstance(queries, Sequence) or not queries:
             raise InvalidInput("queries", "must be a non-empty list of strings")
-        if isinstance(documents_list, str) or not isinstance(documents_list, Sequence) or len(documents_list) != len(queries):
+        if (
+            isinstance(documents_list, str)
+            or not isinstance(documents_list, Sequence)
+            or len(documents_list) != len(queries)
+        ):
             raise InvalidInput("documents_list", "must be a list with one list of documents per query")
         checked = []
         for qi, (q, docs) in enumerate(zip(queries, documents_list)):
@@ -255,10 +260,13 @@ class QwenReranker(Reranker):
     ``QwenReranker(model_name="Qwen/Qwen3-Reranker-0.6B").rerank("q", ["a", "b"])`` loads the hub model; any
     local folder works the same way:
 
-    >>> QwenReranker(model_name="../shared/models/scifact-minilm-ce").rerank("what is bm25?", ["BM25 ranks.", "Cats."])[0].index
+    >>> rr = QwenReranker(model_name="../shared/models/scifact-minilm-ce")
+    >>> rr.rerank("what is bm25?", ["BM25 ranks.", "Cats."])[0].index
     0
     """
 
-    def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, instruction: str | None = None, **kwargs) -> None:
+    def __init__(
+        self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, instruction: str | None = None, **kwargs
+    ) -> None:
         loaded = Reranker.from_pretrained(model_name, instruction=instruction, **kwargs)
         super().__init__(loaded.model, instruction=instruction)

@@ -224,14 +224,17 @@ class IndexSettings(BaseModel):
     hnsw_m: int = Field(32, ge=4, le=256, description="HNSW graph degree (FAISS and Milvus HNSW)")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width")
     hnsw_ef_search: int = Field(256, ge=1, description="HNSW search beam width (raised to k when smaller)")
-    milvus_uri: str | None = Field(None, description="Milvus URI (http://host:19530); None = Milvus Lite file in the collection dir")
+    milvus_uri: str | None = Field(
+        None, description="Milvus URI (http://host:19530); None = Milvus Lite file in the collection dir"
+    )
     milvus_token: str | None = Field(None, description="Milvus token ('user:password' or an API key)")
     milvus_db: str | None = Field(None, description="Milvus database name (cluster only; None = default)")
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
         "FLAT", description="Milvus index of new collections (FLAT = exact; HNSW uses hnsw_m/hnsw_ef_*)"
     )
     milvus_shards: int = Field(
-        1, ge=1, le=16, description="shards of new Milvus collections (cluster: spreads writes over data nodes; Lite has one)"
+        1, ge=1, le=16,
+        description="shards of new Milvus collections (cluster: spreads writes over data nodes; Lite has one)",
     )
     milvus_partition_key: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$",
@@ -243,8 +246,12 @@ class IndexSettings(BaseModel):
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
     chunk_tokens: int = Field(512, ge=16, description="passage length in tokens (capped by the embedder's max length)")
     chunk_overlap: int = Field(64, ge=0, description="tokens shared by neighbouring passages")
-    rerank_passages: int = Field(4, ge=1, description="passages per candidate document scored by the reranker (max-passage)")
-    ingest_window: int = Field(256, ge=1, description="documents chunked, embedded and committed together while indexing")
+    rerank_passages: int = Field(
+        4, ge=1, description="passages per candidate document scored by the reranker (max-passage)"
+    )
+    ingest_window: int = Field(
+        256, ge=1, description="documents chunked, embedded and committed together while indexing"
+    )
     bm25_stopwords: str | None = Field("en", description="bm25s stopword list ('en') or None")
 
 
@@ -253,7 +260,9 @@ class UISettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="address the UI binds; 0.0.0.0 exposes it to the network")
     port: int = Field(7860, ge=0, le=65535, description="TCP port of the UI (0 = any free port)")
-    server_url: str | None = Field(None, description="call this qrank server instead of loading models in the UI process")
+    server_url: str | None = Field(
+        None, description="call this qrank server instead of loading models in the UI process"
+    )
     report_dir: Path | None = Field(None, description="where to look for `qrank eval` reports (None = <home>/reports)")
     max_documents: int = Field(1000, ge=1, le=100_000, description="documents per playground or compare request")
 
@@ -269,12 +278,20 @@ class CacheSettings(BaseModel):
 class DistributedSettings(BaseModel):
     """Scale-out on Ray Serve (`qrank serve --ray`); see docs/deploy.md."""
 
-    ray_address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None = start a local one")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None = start a local one"
+    )
     replicas: int = Field(1, ge=1, le=1024, description="replicas per model (fixed; see autoscale_min/max)")
-    autoscale_min: int | None = Field(None, ge=0, description="autoscaling: fewest replicas per model (with autoscale_max)")
+    autoscale_min: int | None = Field(
+        None, ge=0, description="autoscaling: fewest replicas per model (with autoscale_max)"
+    )
     autoscale_max: int | None = Field(None, ge=1, description="autoscaling: most replicas per model")
-    target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling: requests in flight per replica to aim for")
-    num_gpus_per_replica: float = Field(0.0, ge=0, description="GPUs each model replica reserves (1 = one replica per GPU)")
+    target_ongoing_requests: float = Field(
+        4.0, gt=0, description="autoscaling: requests in flight per replica to aim for"
+    )
+    num_gpus_per_replica: float = Field(
+        0.0, ge=0, description="GPUs each model replica reserves (1 = one replica per GPU)"
+    )
     num_cpus_per_replica: float = Field(1.0, ge=0, description="CPUs each model replica reserves")
     ingress_replicas: int = Field(1, ge=1, description="replicas of the HTTP front (routes, validation, batching)")
     replica_batch_size: int = Field(64, ge=1, description="calls merged by one replica's dynamic batcher")

@@ -54,7 +54,9 @@ def reranker_dir(tmp_path_factory, shared):
     from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    cfg = tiny_models._qwen3_config("qwen3-reranker-0.6b.json", hidden_size=128, intermediate_size=256, num_hidden_layers=4)
+    cfg = tiny_models._qwen3_config(
+        "qwen3-reranker-0.6b.json", hidden_size=128, intermediate_size=256, num_hidden_layers=4
+    )
     dst = tmp_path_factory.mktemp("gpu-reranker")
     Qwen3ForCausalLM(cfg).eval().save_pretrained(dst)
     tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", dst)
@@ -120,7 +122,9 @@ def test_embedder_bf16(qwen3_embedder_dir):
         got = em.embed(texts, is_query=is_query)
         ref = official_qwen3_embed(str(qwen3_embedder_dir), texts, is_query=is_query)
         cos = np.sum(got * ref, axis=1)
-        print(f"embedder bf16 (is_query={is_query}): min cosine {cos.min():.5f}, max |diff| {np.abs(got - ref).max():.2e}")
+        print(
+            f"embedder bf16 (is_query={is_query}): min cosine {cos.min():.5f}, max |diff| {np.abs(got - ref).max():.2e}"
+        )
         assert cos.min() > 0.999
         np.testing.assert_allclose(got, ref, atol=1e-2)
 

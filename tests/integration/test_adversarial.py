@@ -167,8 +167,13 @@ def test_http_add_with_nonfinite_metadata_is_422_naming_the_field(bow_server, ra
 
 def test_http_filtered_search_over_bad_row_and_huge_filter_never_500(bow_server):
     client, home = bow_server
-    r = client.post("/v1/collections/bad/documents", json={"documents": [
-        {"id": "a", "text": "bread butter", "metadata": {"g": 1}}, {"id": "b", "text": "bread jam", "metadata": {"g": 1}}]})
+    r = client.post(
+        "/v1/collections/bad/documents",
+        json={
+            "documents": [{"id": "a", "text": "bread butter", "metadata": {"g": 1}},
+                          {"id": "b", "text": "bread jam", "metadata": {"g": 1}}]
+        },
+    )
     assert r.status_code == 200, r.text
     _write_bad_row(home / "collections" / "bad" / "store.sqlite", "a", '{"g": NaN}')
     for _ in range(2):  # the same keep-alive connection keeps working
@@ -199,7 +204,9 @@ def _cli(capsys, *argv):
 def notes_home(tmp_path):
     settings = Settings(home=tmp_path / "home", cache={"enabled": False})
     with _pipeline(settings, "notes") as p:
-        p.add([{"id": f"d{i}", "text": f"bread number {i}", "metadata": {"g": i % 2}} for i in range(6)], progress=False)
+        p.add(
+            [{"id": f"d{i}", "text": f"bread number {i}", "metadata": {"g": i % 2}} for i in range(6)], progress=False
+        )
     return settings.home
 
 

@@ -12,10 +12,14 @@ from qrank.cli import main
 def test_rerank_json_matches_the_api(ce_dir, ce, capsys, tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_text("Cats are small mammals.\nBM25 is a ranking function used by search engines.\n\n")
-    rc = main(["rerank", "--model", str(ce_dir), "--query", "what is bm25", "--documents", str(docs), "extra doc", "--json"])
+    rc = main(
+        ["rerank", "--model", str(ce_dir), "--query", "what is bm25", "--documents", str(docs), "extra doc", "--json"]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    expected = ce.rerank("what is bm25", ["Cats are small mammals.", "BM25 is a ranking function used by search engines.", "extra doc"])
+    expected = ce.rerank(
+        "what is bm25", ["Cats are small mammals.", "BM25 is a ranking function used by search engines.", "extra doc"]
+    )
     assert [r["index"] for r in out["results"]] == [r.index for r in expected]
     assert [r["score"] for r in out["results"]] == pytest.approx([r.score for r in expected], abs=1e-6)
 

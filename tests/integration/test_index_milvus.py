@@ -17,7 +17,9 @@ pytest.importorskip("faiss")
 def pair(tmp_path):
     milvus_lite_or_skip(tmp_path)
     settings = Settings(home=tmp_path / "home", index={"chunk_tokens": 16, "chunk_overlap": 3})
-    docs = corpus(60) + [{"id": "q\"uote", "text": "an id with a quote in it about sourdough starters", "metadata": {"topic": 1}}]
+    docs = corpus(60) + [
+        {"id": 'q"uote', "text": "an id with a quote in it about sourdough starters", "metadata": {"topic": 1}}
+    ]
     out = {}
     for backend in ("faiss", "milvus"):
         p = Pipeline.open(f"c-{backend}", embedder=Embedder(BowModel()), reranker=Reranker(OverlapScorer()),
@@ -46,7 +48,8 @@ def test_exact_top_k_matches(pair):
     assert m.info()["passages"] == f.info()["passages"] > 61  # chunked: several passages per document
     for q in QUERIES:
         same(f.search(q, k=10, rerank=False), m.search(q, k=10, rerank=False))
-        same(f.search(q, k=5, filter={"topic": [1, 2]}, rerank=False), m.search(q, k=5, filter={"topic": [1, 2]}, rerank=False))
+        same(f.search(q, k=5, filter={"topic": [1, 2]}, rerank=False),
+             m.search(q, k=5, filter={"topic": [1, 2]}, rerank=False))
         # reranking and fusion start from the first stage: compare where its candidates have no ties
         same(f.search(q, k=3, candidates=4), m.search(q, k=3, candidates=4), "rerank_score")
         same(f.search(q, k=4, candidates=4, hybrid=True, filter={"even": True}),

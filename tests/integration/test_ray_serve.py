@@ -97,7 +97,11 @@ def cluster():
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **ray_serve_patience()}
     common = ["--num-cpus=2", "--object-store-memory=100000000", "--disable-usage-stats"]
     head, worker = "127.0.0.2", "127.0.0.3"
-    _ray_start(["--head", f"--port={port}", f"--node-ip-address={head}", "--include-dashboard=false", f"--temp-dir={temp}", *common], env)
+    _ray_start(
+        ["--head", f"--port={port}", f"--node-ip-address={head}", "--include-dashboard=false", f"--temp-dir={temp}",
+         *common],
+        env,
+    )
     try:
         _ray_start([f"--address={head}:{port}", f"--node-ip-address={worker}", *common], env)
         ray.init(address=f"{head}:{port}", _node_ip_address=head, log_to_driver=False)

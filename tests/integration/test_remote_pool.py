@@ -17,7 +17,8 @@ from qrank.models.remote_pool import BalancedTransport
 from qrank.server.run import free_port
 
 QUERY = "how do statins lower cholesterol?"
-DOCS = ["Statins inhibit HMG-CoA reductase in the liver.", "The Eiffel tower is in Paris.", "LDL falls with statin therapy."]
+DOCS = ["Statins inhibit HMG-CoA reductase in the liver.", "The Eiffel tower is in Paris.",
+        "LDL falls with statin therapy."]
 
 
 @contextlib.contextmanager

@@ -104,9 +104,9 @@ def ui_url(ce_dir, random_ce_dir, minilm_dir, home, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("ui-log") / "ui.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost",
            "no_proxy": "127.0.0.1,localhost", "QRANK_HOME": str(home)}
-    cmd = [sys.executable, "-c", "import sys; from qrank.cli import main; sys.exit(main(sys.argv[1:]))",
-           "ui", "--reranker", str(ce_dir), "--reranker", str(random_ce_dir), "--embedder", str(minilm_dir), "--device", "cpu",
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-c", "import sys; from qrank.cli import main; sys.exit(main(sys.argv[1:]))", "ui",
+           "--reranker", str(ce_dir), "--reranker", str(random_ce_dir), "--embedder", str(minilm_dir), "--device",
+           "cpu", "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}/"
@@ -240,7 +240,9 @@ def test_search_shows_three_rankings_side_by_side(page, home, shots):
     from qrank.pipeline import Pipeline
 
     page.get_by_role("tab", name="Search").click()
-    page.wait_for_function("() => (document.querySelector('#s-collection input')?.value || '') === 'scifact'", timeout=30_000)
+    page.wait_for_function(
+        "() => (document.querySelector('#s-collection input')?.value || '') === 'scifact'", timeout=30_000
+    )
     page.locator("#s-query textarea").first.fill(SEARCH_QUERY)
     page.locator("#s-candidates input").fill("30")
     page.locator("#s-run").click()

@@ -49,12 +49,17 @@ def test_st_embedder_equals_sentence_transformer_encode(minilm, minilm_dir, pair
 
 
 def test_real_cross_encoder_prefers_the_relevant_abstract(ce, scifact_dir):
-    queries = {json.loads(l)["_id"]: json.loads(l)["text"] for l in open(scifact_dir / "queries.jsonl", encoding="utf-8")}
+    queries = {
+        json.loads(line)["_id"]: json.loads(line)["text"]
+        for line in open(scifact_dir / "queries.jsonl", encoding="utf-8")
+    }
     corpus = {}
     for line in open(scifact_dir / "corpus.jsonl", encoding="utf-8"):
         d = json.loads(line)
         corpus[d["_id"]] = (d["title"] + " " + d["text"]).strip()
-    qrels = [l.split("\t") for l in open(scifact_dir / "qrels" / "test.tsv", encoding="utf-8").read().splitlines()[1:]]
+    qrels = [
+        row.split("\t") for row in open(scifact_dir / "qrels" / "test.tsv", encoding="utf-8").read().splitlines()[1:]
+    ]
     wins = 0
     checked = qrels[:20]
     for qid, did, _ in checked:
@@ -66,5 +71,8 @@ def test_real_cross_encoder_prefers_the_relevant_abstract(ce, scifact_dir):
 
 def test_real_embedder_prefers_the_relevant_sentence(minilm):
     q = minilm.embed("How do I reset my password?", is_query=True)
-    docs = minilm.embed(["To reset your password, click 'Forgot password' on the login page.", "The weather in Paris is mild in spring."])
+    docs = minilm.embed(
+        ["To reset your password, click 'Forgot password' on the login page.",
+         "The weather in Paris is mild in spring."]
+    )
     assert float(docs[0] @ q) > float(docs[1] @ q) + 0.2

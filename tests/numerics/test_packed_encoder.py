@@ -17,7 +17,10 @@ def _pairs(scifact_dir, n=12):
             if len(docs) >= n:
                 break
     # long abstracts (truncated to 512), short ones, an empty document, a non-Latin pair
-    return [("what do white matter tracts show in newborns?", d) for d in docs] + [("q", ""), ("中文查询", "中文文档内容")]
+    return [("what do white matter tracts show in newborns?", d) for d in docs] + [
+        ("q", ""),
+        ("中文查询", "中文文档内容"),
+    ]
 
 
 @pytest.mark.parametrize("which", ["ce_dir", "random_ce_dir"])

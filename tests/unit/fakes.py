@@ -13,7 +13,9 @@ class WordOverlapScorer:
     """Scores a pair by the share of query words found in the document (an independent, obvious rule)."""
 
     def __init__(self) -> None:
-        self.info = ModelInfo(id="fake-reranker", kind="fake", role="reranker", max_length=512, dtype="float32", device="cpu")
+        self.info = ModelInfo(
+            id="fake-reranker", kind="fake", role="reranker", max_length=512, dtype="float32", device="cpu"
+        )
         self.calls: list[list[tuple[str, str]]] = []
 
     def count_tokens(self, pairs, *, instruction=None):
@@ -33,7 +35,8 @@ class HashEmbedder:
     """Bag-of-words hashed into ``dim`` buckets, L2-normalised."""
 
     def __init__(self, dim: int = 32) -> None:
-        self.info = ModelInfo(id="fake-embedder", kind="fake", role="embedder", max_length=512, dtype="float32", device="cpu", dim=dim, supports_dims=True)
+        self.info = ModelInfo(id="fake-embedder", kind="fake", role="embedder", max_length=512, dtype="float32",
+                              device="cpu", dim=dim, supports_dims=True)
 
     def count_tokens(self, texts, *, is_query=False, instruction=None):
         return [len(t.split()) + 2 for t in texts]

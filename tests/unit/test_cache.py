@@ -14,7 +14,9 @@ from qrank.cache import Cache, CachedEmbedder, CachedReranker, cache_key, cached
 
 
 def test_keys_are_sha256_of_canonical_json():
-    expected = hashlib.sha256(json.dumps({"a": 1, "b": "é"}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).digest()
+    expected = hashlib.sha256(
+        json.dumps({"a": 1, "b": "é"}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).digest()
     assert cache_key(b="é", a=1) == expected
     info = BowModel().info
     base = embedding_key(info, 64, None, False, "text")

@@ -110,7 +110,9 @@ def test_plan_is_printed_and_sweep_is_capped_at_depth(tmp_path, capsys):
     """Issue 16.11: the cost is said before the work, and --depth 1 sweeps depth 1 only (no depth 200)."""
     data = tiny_dataset(tmp_path / "data")
     out = tmp_path / "out"
-    assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "1", "--k", "1", "--out", str(out)], tmp_path) == 0
+    assert (
+        run(["--dataset", str(data), "--systems", "bm25", "--depth", "1", "--k", "1", "--out", str(out)], tmp_path) == 0
+    )
     err = capsys.readouterr().err
     assert "plan: embed 0 texts, rerank up to 0" in err or "nothing to embed or rerank" in err
     config = json.loads((out / "run_config.json").read_text())["config"]

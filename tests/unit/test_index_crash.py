@@ -44,7 +44,8 @@ def acking_add(passages, vectors):
     print("ACK " + " ".join(sorted({x.doc_id for x in passages})), flush=True)
 store.add = acking_add
 for r in range(start, start + 1000):
-    docs = [{"id": f"d{r}-{j}", "text": f"round {r} document {j} about topic{j % 5} " + "word " * (j % 7)} for j in range(12)]
+    docs = [{"id": f"d{r}-{j}", "text": f"round {r} document {j} about topic{j % 5} " + "word " * (j % 7)}
+            for j in range(12)]
     docs += [{"id": f"shared{j}", "text": f"shared {j} version {r} " + "more " * (r % 4)} for j in range(3)]
     p.add(docs, progress=False)
     print(f"ADDED {r}", flush=True)

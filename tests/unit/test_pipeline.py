@@ -87,7 +87,9 @@ def test_hybrid_equals_hand_computed_rrf(settings):
     # documents of distinct random words, so that neither ranking has ties to order arbitrarily
     rng = np.random.default_rng(3)
     vocab = [f"w{i}" for i in range(80)]
-    docs = [{"id": f"r{i}", "text": " ".join(rng.choice(vocab, size=int(rng.integers(4, 14))).tolist())} for i in range(40)]
+    docs = [
+        {"id": f"r{i}", "text": " ".join(rng.choice(vocab, size=int(rng.integers(4, 14))).tolist())} for i in range(40)
+    ]
     p, _, _ = open_fake(settings)
     p.add(docs)
     q, n = "w1 w2 w3 w5 w8 w13", 10
@@ -135,8 +137,10 @@ def test_delete_removes_from_dense_bm25_and_cache(settings):
     assert "planted" not in {h.id for h in p.search("quokka zanzibar", k=21, candidates=21, hybrid=True)}
     assert p.collection.bm25_search("quokka zanzibar", 10) == []
     assert not p.cache.contains("embedding", key)
-    score_rows = p.cache._db.execute("SELECT COUNT(*) FROM entries WHERE kind = 'score' AND tag = ?",
-                                     (__import__("qrank.cache", fromlist=["text_tag"]).text_tag(indexed(PLANTED)),)).fetchone()[0]
+    score_rows = p.cache._db.execute(
+        "SELECT COUNT(*) FROM entries WHERE kind = 'score' AND tag = ?",
+        (__import__("qrank.cache", fromlist=["text_tag"]).text_tag(indexed(PLANTED)),),
+    ).fetchone()[0]
     assert score_rows == 0
     # re-adding it works and finds it again
     p.add([PLANTED])
@@ -209,7 +213,8 @@ def test_bad_input_gets_clear_errors_and_leaves_the_collection_intact(settings):
     with pytest.raises(CollectionNotFound) as e:
         Pipeline.open("nope", settings=settings)
     assert e.value.field == "collection" and "docs" in str(e.value)
-    for kwargs, field in [({"query": "  "}, "query"), ({"query": "x", "k": 0}, "k"), ({"query": "x", "candidates": -1}, "candidates"),
+    for kwargs, field in [({"query": "  "}, "query"), ({"query": "x", "k": 0}, "k"),
+                          ({"query": "x", "candidates": -1}, "candidates"),
                           ({"query": "x", "filter": {"a b": 1}}, "filter")]:
         with pytest.raises(InvalidInput) as e:
             p.search(**kwargs)

@@ -42,7 +42,9 @@ def test_a_deployment_the_cluster_cannot_place_is_refused():
     from qrank.errors import InvalidInput
     from qrank.settings import Settings
 
-    two = Settings(server={"rerankers": ["r"], "embedders": ["e"]}, distributed={"replicas": 2, "num_gpus_per_replica": 1})
+    two = Settings(
+        server={"rerankers": ["r"], "embedders": ["e"]}, distributed={"replicas": 2, "num_gpus_per_replica": 1}
+    )
     assert required_resources(two) == {"CPU": 4.1, "GPU": 4.0}
     check_fits(two, {"CPU": 8.0, "GPU": 4.0})
     with pytest.raises(InvalidInput) as err:

@@ -50,8 +50,12 @@ def test_playground_ranks_like_the_reranker_and_reports_movement(backend, ce):
 
 def test_playground_top_n_blank_lines_and_upload(backend, tmp_path):
     jsonl = tmp_path / "docs.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"title": "Vitamin D", "text": t}) for t in DOCS[:2]) + "\n", encoding="utf-8")
-    view = handlers.playground(backend, query=QUERY, documents="\n\n" + PLANTED + "\n   \n", upload=str(jsonl), model="ce", top_n=2.0)
+    jsonl.write_text(
+        "\n".join(json.dumps({"title": "Vitamin D", "text": t}) for t in DOCS[:2]) + "\n", encoding="utf-8"
+    )
+    view = handlers.playground(
+        backend, query=QUERY, documents="\n\n" + PLANTED + "\n   \n", upload=str(jsonl), model="ce", top_n=2.0
+    )
     assert view.error is None
     assert len(view.rows) == 2
     # file documents come first, then the pasted one: the planted document was input #3
@@ -62,7 +66,9 @@ def test_playground_top_n_blank_lines_and_upload(backend, tmp_path):
 def test_playground_instruction_reaches_the_model(qwen3_reranker):
     backend = LocalBackend(Settings(), rerankers={"qwen": qwen3_reranker})
     instruction = "Judge whether the document is about geography"
-    with_instr = handlers.playground(backend, query=QUERY, documents="\n".join(DOCS), model="qwen", instruction=instruction)
+    with_instr = handlers.playground(
+        backend, query=QUERY, documents="\n".join(DOCS), model="qwen", instruction=instruction
+    )
     plain = handlers.playground(backend, query=QUERY, documents="\n".join(DOCS), model="qwen", instruction="  ")
     ref = qwen3_reranker.score(QUERY, DOCS, instruction=instruction)
     got = {r.index: r.score for r in with_instr.rows}

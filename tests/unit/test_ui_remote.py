@@ -133,11 +133,15 @@ def test_remote_search_matches_local_search(remote, ce, minilm, home):
     query = "vitamin D and respiratory infections"
     view = handlers.search(remote, collection="sf", query=query, k=3, reranker="ce")
     assert view.error is None
-    local = LocalBackend(Settings(home=home, cache={"enabled": False}), rerankers={"ce": ce}, embedders={"minilm": minilm})
+    local = LocalBackend(
+        Settings(home=home, cache={"enabled": False}), rerankers={"ce": ce}, embedders={"minilm": minilm}
+    )
     ref = handlers.search(local, collection="sf", query=query, k=3, reranker="ce", embedder="minilm")
     for column in ("bm25", "first_stage", "reranked"):
         assert [r.doc_id for r in view.columns[column]] == [r.doc_id for r in ref.columns[column]], column
-        assert [r.score for r in view.columns[column]] == pytest.approx([r.score for r in ref.columns[column]], abs=1e-4)
+        assert [r.score for r in view.columns[column]] == pytest.approx(
+            [r.score for r in ref.columns[column]], abs=1e-4
+        )
     assert [r.moved for r in view.columns["reranked"]] == [r.moved for r in ref.columns["reranked"]]
     assert view.columns["reranked"][0].doc_id == "vitd"
     local.refresh()

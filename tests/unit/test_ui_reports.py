@@ -17,13 +17,17 @@ pytest.importorskip("matplotlib", reason="the eval extra (matplotlib) writes the
 def _result(ndcg_dense: float) -> dict:
     """A small evaluation result in the shape qrank.eval's runner hands to write_report."""
     systems = {
-        "bm25": {"ndcg@10": 0.6617, "recall@100": 0.8759, "latency_p50_ms": 2.0, "latency_p99_ms": 4.0, "throughput_qps": 400.0},
-        "dense": {"ndcg@10": ndcg_dense, "recall@100": 0.925, "latency_p50_ms": 9.0, "latency_p99_ms": 15.0, "throughput_qps": 100.0},
-        "dense+rerank": {"ndcg@10": 0.7009, "recall@100": 0.925, "latency_p50_ms": 300.0, "latency_p99_ms": 420.0, "throughput_qps": 3.0},
+        "bm25": {"ndcg@10": 0.6617, "recall@100": 0.8759, "latency_p50_ms": 2.0, "latency_p99_ms": 4.0,
+                 "throughput_qps": 400.0},
+        "dense": {"ndcg@10": ndcg_dense, "recall@100": 0.925, "latency_p50_ms": 9.0, "latency_p99_ms": 15.0,
+                  "throughput_qps": 100.0},
+        "dense+rerank": {"ndcg@10": 0.7009, "recall@100": 0.925, "latency_p50_ms": 300.0, "latency_p99_ms": 420.0,
+                         "throughput_qps": 3.0},
     }
     return {
         "config": {"embedder": "all-MiniLM-L6-v2", "reranker": "scifact-minilm-ce", "depth": 100, "k": 10},
-        "dataset": {"name": "scifact", "source": "../shared/datasets/scifact", "documents": 5183, "queries": 300, "judgements": 339},
+        "dataset": {"name": "scifact", "source": "../shared/datasets/scifact", "documents": 5183, "queries": 300,
+                    "judgements": 339},
         "metric_names": ["ndcg@10", "recall@100"],
         "systems": systems,
         "per_query": {name: {"ndcg@10": {"q1": 0.5}} for name in systems},

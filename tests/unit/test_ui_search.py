@@ -38,10 +38,15 @@ def corpus(scifact_dir):
                 docs.append({"id": d["_id"], "title": d["title"], "text": " ".join(d["text"].split()[:60])})
             if len(docs) >= N_DOCS and wanted <= {x["id"] for x in docs}:
                 break
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in open(scifact_dir / "queries.jsonl", encoding="utf-8")}
+    queries = {
+        json.loads(line)["_id"]: json.loads(line)["text"]
+        for line in open(scifact_dir / "queries.jsonl", encoding="utf-8")
+    }
     # of those queries, the one sharing terms with the most documents, so that the BM25 column is full
     ref = _bm25_reference([_indexed(d) for d in docs])
-    qid, did = max(((q, d) for q, d, _ in qrels[:10]), key=lambda qd: int((ref.get_scores(_tokens(queries[qd[0]])) > 0).sum()))
+    qid, did = max(
+        ((q, d) for q, d, _ in qrels[:10]), key=lambda qd: int((ref.get_scores(_tokens(queries[qd[0]])) > 0).sum())
+    )
     return docs, queries[qid], did
 
 
@@ -120,7 +125,9 @@ def test_search_errors_and_no_reranker(backend, corpus):
     assert "choose a collection" in handlers.search(backend, collection=None, query=query).error
     assert "query" in handlers.search(backend, collection="sf", query=" ").error
     plain = handlers.search(backend, collection="sf", query=query, k=3, reranker=None)
-    assert plain.error is None and plain.columns["reranked"] == [] and plain.notes["reranked"] == "no reranker configured"
+    assert (
+        plain.error is None and plain.columns["reranked"] == [] and plain.notes["reranked"] == "no reranker configured"
+    )
     assert backend.collection_names() == ["sf"]
 
 

@@ -30,13 +30,21 @@ def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: li
         ann = field.annotation
         origin_args = typing.get_args(ann)
         if ann is bool:
-            group.add_argument(flag, dest=f"{section}__{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(
+                flag, dest=f"{section}__{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
             continue
         choices = list(origin_args) if typing.get_origin(ann) is typing.Literal else None
         base = next((a for a in origin_args if a is not type(None)), ann) if origin_args and choices is None else ann
         conv = base if base in (int, float) else str
         group.add_argument(
-            flag, dest=f"{section}__{name}", type=conv, choices=choices, default=None, metavar=None if choices else name.upper(), help=help_text
+            flag,
+            dest=f"{section}__{name}",
+            type=conv,
+            choices=choices,
+            default=None,
+            metavar=None if choices else name.upper(),
+            help=help_text,
         )
 
 
@@ -74,8 +82,8 @@ def add_verbose_anywhere(parser: argparse.ArgumentParser) -> None:
                     continue
                 seen.add(id(child))
                 if not {"-v", "--verbose"} & set(child._option_string_actions):
-                    child.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=argparse.SUPPRESS,
-                                       help="more logging (-v info, -vv debug)")
+                    child.add_argument("-v", "--verbose", dest="verbose_after", action="count",
+                                       default=argparse.SUPPRESS, help="more logging (-v info, -vv debug)")
                 walk(child)
 
     walk(parser)

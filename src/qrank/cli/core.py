@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score documents against a query and print them best first. Documents come from "
         "--documents FILE (one per line, or JSONL with a 'text' field; '-' = stdin) and/or positional args.",
     )
-    p.add_argument("--model", "-m", required=True, help="reranker: local folder or hub id (e.g. Qwen/Qwen3-Reranker-0.6B)")
+    p.add_argument(
+        "--model", "-m", required=True, help="reranker: local folder or hub id (e.g. Qwen/Qwen3-Reranker-0.6B)"
+    )
     p.add_argument("--query", "-q", required=True, help="the query")
     p.add_argument("--documents", "-d", metavar="FILE", help="file of documents: one per line, or .jsonl with 'text'")
     p.add_argument("docs", nargs="*", metavar="DOC", help="documents given inline")
@@ -39,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_rerank)
 
     e = sub.add_parser("embed", help="embed texts", description="Print L2-normalised embeddings of the given texts.")
-    e.add_argument("--model", "-m", required=True, help="embedder: local folder or hub id (e.g. Qwen/Qwen3-Embedding-0.6B)")
+    e.add_argument(
+        "--model", "-m", required=True, help="embedder: local folder or hub id (e.g. Qwen/Qwen3-Embedding-0.6B)"
+    )
     e.add_argument("--query", action="store_true",
                    help="the texts are queries (applies the query task or prompt: --query-task, --query-prompt)")
     e.add_argument("--dim", type=int, default=None, help="output dimension (Matryoshka truncation + renormalisation)")
@@ -50,9 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_flags(e, "engine", ["engine", "max_batch_tokens"])
     e.set_defaults(func=cmd_embed)
 
-    m = sub.add_parser("models", help="list models loadable locally", description="List model folders qrank can load "
-                       "(under QRANK_HOME/models, the folders configured as the server's models "
-                       "(QRANK_SERVER__RERANKERS / __EMBEDDERS), the Hugging Face cache, and any PATH given) with their kind.")
+    m = sub.add_parser(
+        "models",
+        help="list models loadable locally",
+        description="List model folders qrank can load "
+        "(under QRANK_HOME/models, the folders configured as the server's models "
+        "(QRANK_SERVER__RERANKERS / __EMBEDDERS), the Hugging Face cache, and any PATH given) with their kind.",
+    )
     m.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="extra folders to search")
     m.add_argument("--json", action="store_true")
     m.add_argument("--verbose", "-v", action="store_true", help="load each model (offline, with the settings below) "

@@ -21,7 +21,8 @@ cost: before the work starts, qrank eval prints what it will compute (texts to e
 an estimated time. The defaults (--depth 20, sweep 10,20) finish in minutes on a laptop CPU: on SciFact
 (300 queries, 5,183 abstracts) about 10 minutes on 2 CPU cores, most of it embedding the corpus once.
 --depth 100 --sweep 10,20,50,100 (the published comparison) takes over half an hour on 2 cores, and
-adding depth 200 to the sweep about an hour; --max-queries N makes any run smaller. Finished stages are cached: a re-run costs seconds.
+adding depth 200 to the sweep about an hour; --max-queries N makes any run smaller. Finished stages are
+cached: a re-run costs seconds.
 
 example:
   qrank eval --dataset ../shared/datasets/scifact --systems bm25,dense,hybrid,dense+rerank \\

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--limit", type=int, default=None, help="index at most N documents (e.g. a quick subset)")
     a.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(a)
-    add_settings_flags(a, "index", ["backend", "chunk_tokens", "chunk_overlap", "hnsw_threshold", "milvus_uri", "milvus_index"])
+    add_settings_flags(
+        a, "index", ["backend", "chunk_tokens", "chunk_overlap", "hnsw_threshold", "milvus_uri", "milvus_index"]
+    )
     add_settings_flags(a, "engine", ["max_batch_tokens"])
     a.set_defaults(func=_store_errors(cmd_add))
 
@@ -67,14 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(chk, models=False)
     chk.set_defaults(func=cmd_check)
-    mv = verbs.add_parser("migrate", help="move a collection to another vector store (e.g. a Milvus cluster)",
-                          description="Copy a collection's passages and vectors (nothing is re-embedded) into another "
-                          "store, switch the collection to it once every document is there, then delete the old store "
-                          "(--keep-source keeps it). Interrupting is safe: the collection keeps its old store until the "
-                          "copy is complete, and a re-run continues. Milvus targets take the --milvus-* settings.",
-                          epilog="example:\n  qrank index migrate docs --to milvus --milvus-uri http://milvus:19530 "
-                          "--milvus-index HNSW --milvus-shards 2 --milvus-partition-key tenant",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    mv = verbs.add_parser(
+        "migrate",
+        help="move a collection to another vector store (e.g. a Milvus cluster)",
+        description="Copy a collection's passages and vectors (nothing is re-embedded) into another "
+        "store, switch the collection to it once every document is there, then delete the old store "
+        "(--keep-source keeps it). Interrupting is safe: the collection keeps its old store until the "
+        "copy is complete, and a re-run continues. Milvus targets take the --milvus-* settings.",
+        epilog="example:\n  qrank index migrate docs --to milvus --milvus-uri http://milvus:19530 "
+        "--milvus-index HNSW --milvus-shards 2 --milvus-partition-key tenant",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mv.add_argument("collection")
     mv.add_argument("--to", required=True, choices=["faiss", "milvus"], help="target vector store")
     mv.add_argument("--keep-source", action="store_true", help="keep the old store's data after the switch")
@@ -95,8 +100,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--reranker", "-r", help="reranker to use (default: the collection's, if any)")
     s.add_argument("--no-rerank", action="store_true", help="first stage only")
     s.add_argument("--hybrid", action="store_true", help="fuse dense and BM25 rankings (reciprocal rank fusion)")
-    s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep documents whose metadata KEY equals VALUE (JSON or text); repeat to AND, repeat a key to OR")
+    s.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep documents whose metadata KEY equals VALUE (JSON or text); repeat to AND, repeat a key to OR",
+    )
     s.add_argument("--reranker-instruction", help="the Qwen3 reranker's task (default: the model's)")
     s.add_argument("--query-task", help="the Qwen3-Embedding query task (default: the model's)")
     s.add_argument("--query-prompt", help="the sentence-transformers query prefix (default: the model's)")
@@ -162,7 +172,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     if not docs:
         raise InvalidInput("paths", f"no documents found (supported files: {', '.join(SUFFIXES)})")
     if not Collection.exists(settings, args.collection) and not args.embedder:
-        raise InvalidInput("embedder", f"collection {args.collection!r} does not exist yet: give --embedder MODEL to create it")
+        raise InvalidInput(
+            "embedder", f"collection {args.collection!r} does not exist yet: give --embedder MODEL to create it"
+        )
     with Pipeline.open(args.collection, embedder=args.embedder, settings=settings) as p:
         if args.reranker:
             p.set_default_reranker(args.reranker)
@@ -171,8 +183,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
-        print(f"{report['collection']}: {report['added']} added, {report['replaced']} replaced, {report['unchanged']} unchanged "
-              f"({report['passages']} passages, {report['embedded']} embedded); {report['count']} documents in the collection")
+        print(
+            f"{report['collection']}: {report['added']} added, {report['replaced']} replaced, "
+            f"{report['unchanged']} unchanged "
+            f"({report['passages']} passages, {report['embedded']} embedded); {report['count']} documents in "
+            "the collection"
+        )
     return 0
 
 
@@ -267,9 +283,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         t = report["target"]
         where = f" ({t.get('uri')}, collection {t.get('milvus_collection')})" if args.to == "milvus" else ""
-        print(f"{args.collection}: moved from {report['from']} to {report['to']}{where}: {report['documents']} documents "
-              f"({report['passages']} passages) copied, {report['skipped']} already there; {t['documents']} documents in "
-              f"the collection; old store {'kept' if report['source_kept'] else 'deleted'}")
+        print(
+            f"{args.collection}: moved from {report['from']} to {report['to']}{where}: {report['documents']} documents "
+            f"({report['passages']} passages) copied, {report['skipped']} already there; {t['documents']} documents in "
+            f"the collection; old store {'kept' if report['source_kept'] else 'deleted'}"
+        )
     return 0
 
 

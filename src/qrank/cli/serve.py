@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve models over HTTP: POST /v1/rerank (vLLM/Jina/Cohere), /rerank (also TEI), /v1/score, "
         "/v1/embeddings (OpenAI), /embed (TEI); GET /v1/models, /health, /ready, /metrics, /docs. Every flag is "
         "also an environment variable QRANK_<SECTION>__<NAME> (lists: comma-separated or JSON).",
-        epilog="example: qrank serve --reranker Qwen/Qwen3-Reranker-0.6B --embedder Qwen/Qwen3-Embedding-0.6B --port 8000",
+        epilog="example: qrank serve --reranker Qwen/Qwen3-Reranker-0.6B --embedder Qwen/Qwen3-Embedding-0.6B "
+        "--port 8000",
     )
     p.add_argument(
         "--reranker",
@@ -48,10 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ui", action="store_true", help="also serve the web UI at /ui, on the same models (needs the ui extra)"
     )
     ray = p.add_argument_group("scale-out on Ray Serve (needs the ray extra; see docs/deploy.md)")
-    ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve: one deployment per model, scaled on its own")
-    ray.add_argument("--replicas", dest="distributed__replicas", type=int, default=None, metavar="N", help="replicas per model")
-    ray.add_argument("--autoscale", metavar="MIN:MAX", default=None, help="autoscale each model between MIN and MAX replicas")
-    add_settings_flags(p, "distributed", ["ray_address", "num_gpus_per_replica", "num_cpus_per_replica", "ingress_replicas", "retries"])
+    ray.add_argument(
+        "--ray", action="store_true", help="deploy on Ray Serve: one deployment per model, scaled on its own"
+    )
+    ray.add_argument(
+        "--replicas", dest="distributed__replicas", type=int, default=None, metavar="N", help="replicas per model"
+    )
+    ray.add_argument(
+        "--autoscale", metavar="MIN:MAX", default=None, help="autoscale each model between MIN and MAX replicas"
+    )
+    add_settings_flags(
+        p, "distributed", ["ray_address", "num_gpus_per_replica", "num_cpus_per_replica", "ingress_replicas", "retries"]
+    )
     add_settings_flags(p, "server", [f for f in _server_fields() if f not in _LIST_FLAGS])
     add_settings_flags(p, "models")
     add_settings_flags(p, "engine")
@@ -104,7 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pool.check(settings)
         for m in pool.models:
             console.print(
-                f"[green]{m.role}[/] {m.name} ({m.info.kind}, {m.info.device}, {m.info.dtype}, max_length {m.info.max_length})"
+                f"[green]{m.role}[/] {m.name} ({m.info.kind}, {m.info.device}, {m.info.dtype}, max_length "
+                f"{m.info.max_length})"
                 + _quantization_note(m.info)
             )
         if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
@@ -115,7 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.ui:
             from ..ui import mount_ui  # imports gradio; MissingExtra names the extra when it is absent
 
-            facades = {role: {m.name: m.facade for m in pool.models if m.role == role} for role in ("reranker", "embedder")}
+            facades = {
+                role: {m.name: m.facade for m in pool.models if m.role == role} for role in ("reranker", "embedder")
+            }
             mount_ui(app, settings, rerankers=facades["reranker"], embedders=facades["embedder"])
         # the socket is bound and listens once uvicorn starts: announcing now names an address that works
         console.print(f"serving on {url} (docs at /docs{', web UI at /ui' if args.ui else ''}); Ctrl-C stops",

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # (column, SearchHit field): a column appears when any hit carries that score
-SCORE_COLUMNS = (("dense", "dense_score"), ("bm25", "bm25_score"), ("fusion", "fusion_score"), ("rerank", "rerank_score"))
+SCORE_COLUMNS = (("dense", "dense_score"), ("bm25", "bm25_score"), ("fusion", "fusion_score"),
+                 ("rerank", "rerank_score"))
 
 
 def hit_columns(hits: Sequence[Any]) -> list[str]:

@@ -20,8 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "process (--reranker/--embedder), or the page calls a running qrank server (--server URL). "
         "Nothing is fetched from the internet; no share link is made.",
     )
-    p.add_argument("--reranker", "-r", action="append", default=[], metavar="MODEL",
-                   help="reranker to offer (folder or hub id); repeat for several (default: the rerankers under QRANK_HOME/models)")
+    p.add_argument(
+        "--reranker",
+        "-r",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="reranker to offer (folder or hub id); repeat for several "
+        "(default: the rerankers under QRANK_HOME/models)",
+    )
     p.add_argument("--embedder", "-e", action="append", default=[], metavar="MODEL",
                    help="embedder for the search tab; repeat for several (default: each collection's own)")
     p.add_argument("--server", dest="ui__server_url", metavar="URL", default=None,
@@ -68,7 +75,9 @@ def make_backend(args: argparse.Namespace, settings):
         if args.reranker or args.embedder:
             from ..errors import InvalidInput
 
-            raise InvalidInput("server", "give either --server or --reranker/--embedder: with --server the server's models are used")
+            raise InvalidInput(
+                "server", "give either --server or --reranker/--embedder: with --server the server's models are used"
+            )
         from ..ui.remote import RemoteBackend
 
         backend = RemoteBackend(settings.ui.server_url, api_key=args.api_key or settings.server.api_key)

@@ -110,12 +110,18 @@ class ModelReplica:
     # calls that arrive together are merged into one model call per group of equal options
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _batched_score(self, calls: list[tuple]) -> list[np.ndarray]:
-        return await asyncio.to_thread(_merge_calls, calls, lambda items, opts: self.facade.model.score_pairs(items, instruction=opts[0]))
+        return await asyncio.to_thread(
+            _merge_calls, calls, lambda items, opts: self.facade.model.score_pairs(items, instruction=opts[0])
+        )
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _batched_embed(self, calls: list[tuple]) -> list[np.ndarray]:
         return await asyncio.to_thread(
-            _merge_calls, calls, lambda items, opts: self.facade.model.embed_batch(items, is_query=opts[0], instruction=opts[1], dim=opts[2])
+            _merge_calls,
+            calls,
+            lambda items, opts: self.facade.model.embed_batch(
+                items, is_query=opts[0], instruction=opts[1], dim=opts[2]
+            ),
         )
 
 
@@ -320,7 +326,9 @@ def build_app(settings: Settings):
             **scaling,
         )
         handles[f"m{i}"] = dep.bind(role, source, payload)
-    ingress = ingress_cls.options(name="ingress", num_replicas=dist.ingress_replicas, ray_actor_options={"num_cpus": _INGRESS_CPUS})
+    ingress = ingress_cls.options(
+        name="ingress", num_replicas=dist.ingress_replicas, ray_actor_options={"num_cpus": _INGRESS_CPUS}
+    )
     return ingress.bind(payload, [(n, r) for (r, _), n in zip(sources, names)], **handles)
 
 
@@ -331,14 +339,17 @@ def _starting_replicas(settings: Settings) -> tuple[int, int]:
     """(models, replicas each model starts with: the fixed count or the autoscaling minimum)."""
     dist = settings.distributed
     models = len(settings.server.rerankers) + len(settings.server.embedders)
-    return models, dist.replicas if dist.autoscale_max is None else (dist.autoscale_min if dist.autoscale_min is not None else 1)
+    return models, dist.replicas if dist.autoscale_max is None else (
+        dist.autoscale_min if dist.autoscale_min is not None else 1
+    )
 
 
 def required_resources(settings: Settings) -> dict[str, float]:
     """Logical CPUs and GPUs the application needs to start: every model at its fixed replica count (or
     its autoscaling minimum) plus the HTTP front.
 
-    >>> required_resources(Settings(server={"rerankers": ["m"]}, distributed={"replicas": 2, "num_gpus_per_replica": 1}))
+    >>> required_resources(Settings(server={"rerankers": ["m"]},
+    ...                             distributed={"replicas": 2, "num_gpus_per_replica": 1}))
     {'CPU': 2.1, 'GPU': 2.0}
     """
     dist = settings.distributed
@@ -352,7 +363,7 @@ def check_fits(settings: Settings, available: dict[str, float]) -> None:
 
     >>> check_fits(Settings(server={"rerankers": ["m"]}, distributed={"replicas": 2}), {"CPU": 2.0})
     Traceback (most recent call last):
-    qrank.errors.InvalidInput: distributed.num_cpus_per_replica: 2 replicas of 1 model(s) need 2.1 CPUs, the Ray cluster has 2; lower --num-cpus-per-replica (e.g. 0.95) or --replicas, or add nodes
+    qrank.errors.InvalidInput: distributed.num_cpus_per_replica: 2 replicas of 1 model(s) need 2.1 CPUs, the Ray ...
     """
     need = required_resources(settings)
     dist = settings.distributed
@@ -360,7 +371,9 @@ def check_fits(settings: Settings, available: dict[str, float]) -> None:
     for kind, field in (("CPU", "num_cpus_per_replica"), ("GPU", "num_gpus_per_replica")):
         have = float(available.get(kind, 0.0))
         if need[kind] > have + 1e-9:
-            fits = (have - (dist.ingress_replicas * _INGRESS_CPUS if kind == "CPU" else 0.0)) / max(models * replicas, 1)
+            fits = (have - (dist.ingress_replicas * _INGRESS_CPUS if kind == "CPU" else 0.0)) / max(
+                models * replicas, 1
+            )
             raise InvalidInput(f"distributed.{field}", f"{replicas} replicas of {models} model(s) need {need[kind]:g} "
                                f"{kind}s, the Ray cluster has {have:g}; lower --{field.replace('_', '-')} "
                                f"(e.g. {max(fits, 0):.2g}) or --replicas, or add nodes")

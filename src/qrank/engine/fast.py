@@ -139,7 +139,9 @@ class FastEngine:
         """
         self.config = config  # the check pass runs with what is asked for
         self._segments = compiled_segments() if config.compile else None
-        self._graphs = GraphRunner(self.stack, self._segments, attention=config.attention) if config.cuda_graphs else None
+        self._graphs = (
+            GraphRunner(self.stack, self._segments, attention=config.attention) if config.cuda_graphs else None
+        )
         if config.compile:
             try:
                 self._check_pass(graphs=self._graphs is not None)

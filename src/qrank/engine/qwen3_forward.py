@@ -87,7 +87,15 @@ class LayerWeights:
 class Qwen3Stack:
     """Views of a ``Qwen3Model``'s weights (nothing is copied) and the forward over one packed pass.
 
-    >>> # stack = Qwen3Stack(model.model); stack.forward(ids, positions, attend, last_index)
+    >>> from transformers import Qwen3Config, Qwen3Model
+    >>> body = Qwen3Model(Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                               num_attention_heads=4, num_key_value_heads=2, head_dim=8)).eval()
+    >>> stack = Qwen3Stack(body)
+    >>> stack.heads, stack.kv_heads, stack.head_dim, len(stack.layers)
+    (4, 2, 8, 2)
+
+    The engines call :meth:`forward` with their attention; tests/numerics/test_fast_engine.py checks the
+    result against :class:`~qrank.engine.reference.ReferenceEngine`.
     """
 
     def __init__(self, body) -> None:

@@ -15,8 +15,12 @@ from .batching import plan_batches, restore_order
 class ReferenceEngine:
     """Run token sequences through ``body`` (e.g. ``Qwen3Model``) and return each last hidden state.
 
-    >>> # engine = ReferenceEngine(model.model, pad_id=151643, max_batch_tokens=8192)
-    >>> # engine.last_hidden([[1, 2, 3], [4, 5]]).shape  -> (2, hidden_size)
+    >>> from transformers import Qwen3Config, Qwen3Model
+    >>> body = Qwen3Model(Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                               num_attention_heads=4, num_key_value_heads=2, head_dim=8)).eval()
+    >>> engine = ReferenceEngine(body, pad_id=0, max_batch_tokens=64)
+    >>> engine.last_hidden([[1, 2, 3], [4, 5]]).shape
+    torch.Size([2, 32])
     """
 
     name = "reference"

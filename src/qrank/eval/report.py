@@ -5,9 +5,11 @@
 >>> from qrank.eval.runner import EvalConfig, Evaluation
 >>> from qrank.settings import Settings
 >>> d = Path(tempfile.mkdtemp())
->>> _ = (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "BM25 ranks documents"}\\n{"_id": "d2", "text": "cats"}\\n')
+>>> _ = (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "BM25 ranks documents"}\\n'
+...                                     '{"_id": "d2", "text": "cats"}\\n')
 >>> _ = (d / "queries.jsonl").write_text('{"query": "what is bm25", "relevant": ["d1"]}\\n')
->>> result = Evaluation(load_dataset(d), EvalConfig(["bm25"], depth=2, k=2, sweep=[2]), Settings(home=d), progress=False).run()
+>>> config = EvalConfig(["bm25"], depth=2, k=2, sweep=[2])
+>>> result = Evaluation(load_dataset(d), config, Settings(home=d), progress=False).run()
 >>> sorted(write_report(result, d / "report"))
 ['config', 'metrics', 'per_query', 'plot', 'report', 'runs', 'significance', 'sweep']
 """

@@ -12,7 +12,8 @@ A two-document collection, BM25 only (``qrank eval`` on SciFact is the same call
 >>> import tempfile
 >>> from qrank.eval.data import load_dataset
 >>> d = Path(tempfile.mkdtemp())
->>> _ = (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "BM25 ranks documents"}\\n{"_id": "d2", "text": "cats"}\\n')
+>>> _ = (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "BM25 ranks documents"}\\n'
+...                                     '{"_id": "d2", "text": "cats"}\\n')
 >>> _ = (d / "queries.jsonl").write_text('{"query": "what is bm25", "relevant": ["d1"]}\\n')
 >>> cfg = EvalConfig(systems=["bm25"], depth=2, k=2, sweep=[2])
 >>> result = Evaluation(load_dataset(d), cfg, Settings(home=d), progress=False).run()

@@ -6,7 +6,13 @@ metadata (JSON that SQLite can filter on: NaN and infinity written by older vers
 become ``null``; unparseable text becomes ``{}``) and the FAISS files are removed so the index is rebuilt
 from SQLite. A store that is not a database cannot be repaired: drop the collection and add it again.
 
->>> # check_collection(Settings(), "docs")  -> {"name": "docs", "ok": True, "problems": [], ...}
+>>> import tempfile
+>>> from qrank.index.collection import Collection, Manifest
+>>> settings = Settings(home=tempfile.mkdtemp())
+>>> Collection.create(settings, Manifest("docs", "faiss", 4, {"name": "e"}, 256, 32)).close()
+>>> report = check_collection(settings, "docs")
+>>> report["ok"], report["problems"]
+(True, [])
 """
 
 from __future__ import annotations

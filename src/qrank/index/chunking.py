@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 _WORD = re.compile(r"\S+")
 
 
-def chunk_spans(text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, overlap: int) -> list[tuple[int, int, int]]:
+def chunk_spans(
+    text: str, offsets: Sequence[tuple[int, int]], max_tokens: int, overlap: int
+) -> list[tuple[int, int, int]]:
     """``(start, end, n_tokens)`` character spans of windows of at most ``max_tokens`` tokens that share
     about ``overlap`` tokens with their neighbour. Window edges move to the nearest word start (a token
     preceded by a gap) when one is close, so that passages do not begin or end inside a word. A text

@@ -131,8 +131,11 @@ class Collection:
         path = collection_dir(settings, name)
         if not (path / MANIFEST).is_file():
             known = ", ".join(sorted(c.name for c in iter_collection_dirs(settings))) or "none"
-            raise CollectionNotFound(name, f"no collection named {name!r} under {collections_root(settings)} "
-                                           f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`")
+            raise CollectionNotFound(
+                name,
+                f"no collection named {name!r} under {collections_root(settings)} "
+                f"(known: {known}); create it with `qrank index add --collection {name} --embedder MODEL FILES`",
+            )
         manifest = Manifest.load(path)
         index = store_settings(manifest, settings)
         store = open_store(path, manifest.name, manifest.dim, manifest.backend, index, existing=True)
@@ -154,7 +157,14 @@ class Collection:
         """Hold the collection's write lock (a file lock: other processes and threads wait here), so that two
         concurrent adds never both embed the same documents: the second sees the first's work as unchanged.
 
-        >>> # with collection.writing(): ...
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> collection = Collection.create(settings, Manifest("docs", "faiss", 4, {"name": "e"}, 256, 32))
+        >>> with collection.writing():
+        ...     (collection.path / WRITE_LOCK).exists()
+        True
+        >>> collection.close()
         """
         from filelock import FileLock, Timeout
 

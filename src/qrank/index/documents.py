@@ -171,7 +171,9 @@ def to_documents(
         if ids is not None and not isinstance(item, Mapping):
             doc = Document(ids[i], doc.text, doc.title, doc.metadata)
         if metadata is not None and metadata[i] is not None:
-            doc = Document(doc.id, doc.text, doc.title, {**doc.metadata, **check_metadata(metadata[i], f"metadata[{i}]")})
+            doc = Document(
+                doc.id, doc.text, doc.title, {**doc.metadata, **check_metadata(metadata[i], f"metadata[{i}]")}
+            )
         if not isinstance(doc.text, str) or not doc.text.strip():
             raise InvalidInput(f"{where}.text", "must be a non-empty string")
         out.pop(doc.id, None)
@@ -218,7 +220,9 @@ def read_file(path: Path, root: Path) -> Iterator[Document]:
                     raise InvalidInput("documents", f"{path}: a CSV needs a header row with a 'text' column")
                 for n, rec in enumerate(reader, 2):
                     meta = {k: v for k, v in rec.items() if k not in ("id", "_id", "text", "title") and k is not None}
-                    yield _from_record({**{k: rec.get(k) for k in ("id", "_id", "text", "title")}, "metadata": meta}, f"{path}:{n}")
+                    yield _from_record(
+                        {**{k: rec.get(k) for k in ("id", "_id", "text", "title")}, "metadata": meta}, f"{path}:{n}"
+                    )
         else:
             text = path.read_text(encoding="utf-8")
             if text.strip():
@@ -241,7 +245,8 @@ def _from_record(obj: Mapping, where: str) -> Document:
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
         raise InvalidInput("documents", f"{where}: 'title' must be a string")
-    return Document(check_ids([raw_id], f"{where}: id")[0], text, title or None, check_metadata(obj.get("metadata"), f"{where}: metadata"))
+    return Document(check_ids([raw_id], f"{where}: id")[0], text, title or None,
+                    check_metadata(obj.get("metadata"), f"{where}: metadata"))
 
 
 def read_paths(paths: Sequence[str | Path], limit: int | None = None) -> list[Document]:

@@ -218,8 +218,10 @@ class FaissStore:
             raise
         if stored is None:
             with self._write():
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?), ('generation', '0'), ('journal_base', '0')",
-                                 (str(self.dim),))
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('dim', ?), ('generation', '0'), ('journal_base', '0')",
+                    (str(self.dim),),
+                )
             stored = self._meta("dim")
         if int(stored) != self.dim:
             raise InvalidInput("embedder", f"this store holds {stored}-dimensional vectors, not {self.dim}")
@@ -276,8 +278,9 @@ class FaissStore:
                     for p, v in zip(passages, vectors):
                         cur = self._db.execute(
                             f"INSERT INTO passages ({_FIELDS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (p.doc_id, p.chunk, p.start, p.text, p.title, json.dumps(p.metadata, ensure_ascii=False, allow_nan=False),
-                             p.hash, v.astype("<f4").tobytes()),
+                            (p.doc_id, p.chunk, p.start, p.text, p.title,
+                             json.dumps(p.metadata, ensure_ascii=False, allow_nan=False), p.hash,
+                             v.astype("<f4").tobytes()),
                         )
                         new_pids.append(int(cur.lastrowid))
                     self._db.executemany("INSERT INTO changes VALUES (?, 1, ?)", [(gen + 1, pid) for pid in new_pids])
@@ -390,14 +393,18 @@ class FaissStore:
             added = [pid for added, pid in rows if added]
             pids, mats = [], []
             for part in _chunks(added):
-                found = self._db.execute(f"SELECT pid, vector FROM passages WHERE pid IN ({','.join('?' * len(part))})", part).fetchall()
+                found = self._db.execute(
+                    f"SELECT pid, vector FROM passages WHERE pid IN ({','.join('?' * len(part))})", part
+                ).fetchall()
                 pids += [r[0] for r in found]
                 mats.append(np.frombuffer(b"".join(r[1] for r in found), dtype="<f4").reshape(len(found), self.dim))
         finally:
             self._db.execute("COMMIT")
         self._drop_ids(removed)  # ids the index never had are ignored by FAISS and harmless as tombstones
         if pids:
-            self._index.add_with_ids(np.ascontiguousarray(np.concatenate(mats), dtype=np.float32), np.asarray(pids, dtype=np.int64))
+            self._index.add_with_ids(
+                np.ascontiguousarray(np.concatenate(mats), dtype=np.float32), np.asarray(pids, dtype=np.int64)
+            )
         log.debug("FAISS index caught up from generation %d to %d (+%d, -%d)", self._gen, gen, len(pids), len(removed))
         self._gen, self._dirty = gen, True
 
@@ -435,7 +442,9 @@ class FaissStore:
                     return
             self._ensure_index()
             n = self._index.ntotal - len(self._dead)
-            if self._kind != self._desired_kind(n) or len(self._dead) > _REBUILD_DEAD_FRACTION * max(self._index.ntotal, 1):
+            if self._kind != self._desired_kind(n) or len(self._dead) > _REBUILD_DEAD_FRACTION * max(
+                self._index.ntotal, 1
+            ):
                 self._index = None
                 self._index, self._gen = self._rebuild()
                 self._kind, self._dead, self._dead_sel, self._dirty = index_kind(self._index), set(), None, True
@@ -479,14 +488,18 @@ class FaissStore:
             if self._kind == "flat" and sel is None:
                 scores, labels = flat_search(self._index, query[0], k_eff)
                 return self._hits(labels.tolist(), scores.tolist())
-            scores, labels = self._index.search(query, k_eff, params=search_params(self._kind, k_eff, self.settings, sel))
+            scores, labels = self._index.search(
+                query, k_eff, params=search_params(self._kind, k_eff, self.settings, sel)
+            )
             keep = labels[0] >= 0
             return self._hits(labels[0][keep].tolist(), scores[0][keep].tolist())
 
     def _exact(self, query: np.ndarray, pids: list[int], k: int) -> tuple[list[float], list[int]]:
         got_ids, mats = [], []
         for part in _chunks(pids):
-            rows = self._db.execute(f"SELECT pid, vector FROM passages WHERE pid IN ({','.join('?' * len(part))})", part).fetchall()
+            rows = self._db.execute(
+                f"SELECT pid, vector FROM passages WHERE pid IN ({','.join('?' * len(part))})", part
+            ).fetchall()
             got_ids += [r[0] for r in rows]
             mats.append(np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim))
         scores = np.concatenate(mats) @ query
@@ -506,7 +519,9 @@ class FaissStore:
         for key, values in norm.items():
             # a row whose metadata is not valid JSON (NaN written by an older version) matches nothing
             # instead of failing the whole query with "malformed JSON"
-            conds.append(f"json_extract(CASE WHEN json_valid(metadata) THEN metadata END, ?) IN ({','.join('?' * len(values))})")
+            conds.append(
+                f"json_extract(CASE WHEN json_valid(metadata) THEN metadata END, ?) IN ({','.join('?' * len(values))})"
+            )
             params += [f'$."{key}"', *values]
         return " AND ".join(conds), params
 
@@ -520,7 +535,10 @@ class FaissStore:
             raise InvalidInput("filter", "must name at least one metadata key")
         where, params = self._filter_sql(norm)
         with self._lock:
-            return {r[0] for r in self._db.execute(f"SELECT DISTINCT doc_id FROM passages WHERE chunk = 0 AND {where}", params)}
+            return {
+                r[0]
+                for r in self._db.execute(f"SELECT DISTINCT doc_id FROM passages WHERE chunk = 0 AND {where}", params)
+            }
 
     def count(self) -> int:
         with self._lock:
@@ -534,7 +552,8 @@ class FaissStore:
         out: dict[str, list[Passage]] = {}
         with self._lock:
             for part in _chunks(list(doc_ids)):
-                q = f"SELECT {_FIELDS} FROM passages WHERE doc_id IN ({','.join('?' * len(part))}) ORDER BY doc_id, chunk"
+                q = (f"SELECT {_FIELDS} FROM passages WHERE doc_id IN ({','.join('?' * len(part))}) "
+                     "ORDER BY doc_id, chunk")
                 for row in self._db.execute(q, part):
                     out.setdefault(row[0], []).append(_row_passage(row))
         return out
@@ -543,10 +562,14 @@ class FaissStore:
         rows: dict[str, list[bytes]] = {}
         with self._lock:
             for part in _chunks(list(doc_ids)):
-                q = f"SELECT doc_id, vector FROM passages WHERE doc_id IN ({','.join('?' * len(part))}) ORDER BY doc_id, chunk"
+                q = (f"SELECT doc_id, vector FROM passages WHERE doc_id IN ({','.join('?' * len(part))}) "
+                     "ORDER BY doc_id, chunk")
                 for doc_id, blob in self._db.execute(q, part):
                     rows.setdefault(doc_id, []).append(blob)
-        return {d: np.frombuffer(b"".join(b), dtype="<f4").reshape(len(b), self.dim).astype(np.float32) for d, b in rows.items()}
+        return {
+            d: np.frombuffer(b"".join(b), dtype="<f4").reshape(len(b), self.dim).astype(np.float32)
+            for d, b in rows.items()
+        }
 
     def hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -561,7 +584,8 @@ class FaissStore:
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    f"SELECT {_FIELDS} FROM passages WHERE (doc_id, chunk) > (?, ?) ORDER BY doc_id, chunk LIMIT 5000", last
+                    f"SELECT {_FIELDS} FROM passages WHERE (doc_id, chunk) > (?, ?) ORDER BY doc_id, chunk LIMIT 5000",
+                    last,
                 ).fetchall()
             if not rows:
                 return

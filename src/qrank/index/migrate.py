@@ -55,7 +55,9 @@ def migrate_collection(settings: Settings, name: str, backend: str, *, keep_sour
         src.close()
         where = f" at {target_manifest.store.get('uri') or 'Milvus Lite'}" if backend == "milvus" else ""
         raise InvalidInput("to", f"collection {name!r} already lives in {backend}{where}")
-    target = open_store(src.path, src.manifest.name, src.manifest.dim, backend, store_settings(target_manifest, settings))
+    target = open_store(
+        src.path, src.manifest.name, src.manifest.dim, backend, store_settings(target_manifest, settings)
+    )
     report = {"collection": name, "from": src.manifest.backend, "to": backend, "documents": 0, "passages": 0,
               "skipped": 0, "removed": 0}
     try:
@@ -94,8 +96,10 @@ def migrate_collection(settings: Settings, name: str, backend: str, *, keep_sour
         target.persist(force=True)
         counts = (target.count(), target.count_passages()), (src.store.count(), src.store.count_passages())
         if counts[0] != counts[1]:
-            raise QrankError(f"migration of {name!r} incomplete: the target holds {counts[0]} documents/passages, "
-                             f"the source {counts[1]}; the collection still uses {src.manifest.backend} (re-run to retry)")
+            raise QrankError(
+                f"migration of {name!r} incomplete: the target holds {counts[0]} documents/passages, "
+                f"the source {counts[1]}; the collection still uses {src.manifest.backend} (re-run to retry)"
+            )
         report["target"] = target.stats()
         target_manifest.save(src.path)  # the switch: atomic, and the last step that matters
         log.info("collection %s now uses %s (%d documents copied, %d already there)", name, backend,

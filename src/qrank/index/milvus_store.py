@@ -125,7 +125,9 @@ class MilvusStore:
             require("milvus_lite", "milvus")
             uri = str(self.dir / "milvus.db")
         try:
-            self.client = pymilvus.MilvusClient(uri=uri, token=settings.milvus_token or "", db_name=settings.milvus_db or "")
+            self.client = pymilvus.MilvusClient(
+                uri=uri, token=settings.milvus_token or "", db_name=settings.milvus_db or ""
+            )
         except Exception as exc:  # pymilvus raises several classes for "cannot connect"
             raise QrankError(f"cannot reach Milvus at {uri}: {exc}", field="milvus_uri") from exc
         if not self.client.has_collection(self.name):
@@ -133,12 +135,16 @@ class MilvusStore:
         desc = self.client.describe_collection(self.name)
         stored = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "vector")
         if stored != self.dim:
-            raise InvalidInput("embedder", f"Milvus collection {self.name} holds {stored}-dimensional vectors, not {self.dim}")
+            raise InvalidInput(
+                "embedder", f"Milvus collection {self.name} holds {stored}-dimensional vectors, not {self.dim}"
+            )
         self.partition_key: str | None = (desc.get("properties") or {}).get(_KEY_PROPERTY) or None
         self.shards = int(desc.get("num_shards") or 1)
         self.client.load_collection(self.name)
         # the index the collection was created with decides the search parameters, not today's settings
-        self.index_type = str(self.client.describe_index(self.name, "vector").get("index_type", settings.milvus_index)).upper()
+        self.index_type = str(
+            self.client.describe_index(self.name, "vector").get("index_type", settings.milvus_index)
+        ).upper()
 
     def _create(self, DataType) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -160,7 +166,9 @@ class MilvusStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         params = self.client.prepare_index_params()
         kind = self.settings.milvus_index
-        build = {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction} if kind == "HNSW" else {}
+        build = (
+            {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction} if kind == "HNSW" else {}
+        )
         if kind == "IVF_FLAT":
             build = {"nlist": 1024}  # the usual ~sqrt(N) clusters, for about a million passages
         params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
@@ -188,11 +196,15 @@ class MilvusStore:
             n_chunks[p.doc_id] = n_chunks.get(p.doc_id, 0) + 1
             for field, value in (("text", p.text), ("title", p.title or "")):
                 if len(value.encode("utf-8")) > _MAX_VARCHAR:
-                    raise InvalidInput(field, f"document {p.doc_id!r}: over {_MAX_VARCHAR} bytes, Milvus's limit (lower index.chunk_tokens)")
+                    raise InvalidInput(
+                        field,
+                        f"document {p.doc_id!r}: over {_MAX_VARCHAR} bytes, Milvus's limit (lower index.chunk_tokens)",
+                    )
             if len(p.doc_id.encode("utf-8")) > 512:  # the doc_id VARCHAR's max_length (MAX_ID_CHARS, in bytes)
                 raise InvalidInput("ids", f"{p.doc_id[:40]!r}…: over 512 bytes")
             if self.partition_key and len(part_value(p.metadata.get(self.partition_key)).encode("utf-8")) > _MAX_PART:
-                raise InvalidInput(f"metadata.{self.partition_key}", f"document {p.doc_id!r}: the partition key's value is over {_MAX_PART} bytes")
+                raise InvalidInput(f"metadata.{self.partition_key}",
+                                   f"document {p.doc_id!r}: the partition key's value is over {_MAX_PART} bytes")
         rows = [{"pk": _pk(p.doc_id, p.chunk), "doc_id": p.doc_id, "chunk": p.chunk, "n_chunks": n_chunks[p.doc_id],
                  "start": p.start, "text": p.text, "title": p.title or "", "metadata": p.metadata, "hash": p.hash,
                  "vector": v.tolist()} for p, v in zip(passages, vectors)]
@@ -231,7 +243,9 @@ class MilvusStore:
         with self._lock:
             heads = self._heads(doc_ids)
             if heads:
-                self.client.delete(self.name, ids=[_pk(d, c) for d, h in heads.items() for c in range(int(h["n_chunks"]))])
+                self.client.delete(
+                    self.name, ids=[_pk(d, c) for d, h in heads.items() for c in range(int(h["n_chunks"]))]
+                )
                 self._bump()
         return len(heads)
 
@@ -249,8 +263,9 @@ class MilvusStore:
         if self.index_type == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
         with self._lock:
-            res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT), filter=filter_expr(norm, self.partition_key) if norm else "",
-                                     output_fields=_OUT, search_params=params)
+            res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT),
+                                     filter=filter_expr(norm, self.partition_key) if norm else "", output_fields=_OUT,
+                                     search_params=params)
         return [Hit(_passage(r["entity"]), float(r["distance"])) for r in res[0]]
 
     def _query(self, expr: str, fields: list[str]) -> list[dict]:
@@ -303,7 +318,9 @@ class MilvusStore:
         norm = check_filter(filter)
         if not norm:
             raise InvalidInput("filter", "must name at least one metadata key")
-        return {r["doc_id"] for r in self._iterate(f"chunk == 0 and {filter_expr(norm, self.partition_key)}", ["doc_id"])}
+        return {
+            r["doc_id"] for r in self._iterate(f"chunk == 0 and {filter_expr(norm, self.partition_key)}", ["doc_id"])
+        }
 
     def _count(self, expr: str) -> int:
         rows = self._query(expr, ["count(*)"])

@@ -179,7 +179,9 @@ def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
     """float32, C-contiguous ``(n, dim)``, finite — or an error naming ``vectors``."""
     arr = np.ascontiguousarray(vectors, dtype=np.float32)
     if arr.ndim != 2 or arr.shape != (n, dim):
-        raise InvalidInput("vectors", f"expected shape ({n}, {dim}), got {tuple(arr.shape)} (embedder dimension mismatch?)")
+        raise InvalidInput(
+            "vectors", f"expected shape ({n}, {dim}), got {tuple(arr.shape)} (embedder dimension mismatch?)"
+        )
     if not np.all(np.isfinite(arr)):
         raise InvalidInput("vectors", "contain NaN or inf")
     return arr
@@ -188,7 +190,8 @@ def check_vectors(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
 def by_document(passages: Iterator[Passage]) -> Iterator[list[Passage]]:
     """The passages of each document in turn, from a stream grouped by document (``iter_passages``).
 
-    >>> [[p.chunk for p in ps] for ps in by_document(iter([Passage("a", 0, 0, "x"), Passage("a", 1, 1, "y"), Passage("b", 0, 0, "z")]))]
+    >>> stream = iter([Passage("a", 0, 0, "x"), Passage("a", 1, 1, "y"), Passage("b", 0, 0, "z")])
+    >>> [[p.chunk for p in ps] for ps in by_document(stream)]
     [[0, 1], [0]]
     """
     current: list[Passage] = []

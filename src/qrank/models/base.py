@@ -279,7 +279,9 @@ def resolve_model(name: str, settings: ModelSettings | None = None) -> ResolvedM
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"{name}: directory has no config.json, so it is not a model folder")
-        return ResolvedModel(name=name, path=path.resolve(), revision=_local_revision(path), config=_read_json(path / "config.json"))
+        return ResolvedModel(
+            name=name, path=path.resolve(), revision=_local_revision(path), config=_read_json(path / "config.json")
+        )
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
     if looks_local or name.count("/") > 1:
         raise ModelNotFound(f"{name}: no such local model directory")
@@ -295,7 +297,9 @@ def resolve_model(name: str, settings: ModelSettings | None = None) -> ResolvedM
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*/*.json", "merges.txt"],
         )
     except Exception as exc:  # the hub raises many classes; all mean "cannot get it"
-        raise ModelNotFound(f"{name}: not a local directory and could not be fetched from the hub ({exc.__class__.__name__}: {exc})") from exc
+        raise ModelNotFound(
+            f"{name}: not a local directory and could not be fetched from the hub ({exc.__class__.__name__}: {exc})"
+        ) from exc
     path = Path(local)
     commit = path.name if len(path.name) == 40 else _local_revision(path)
     return ResolvedModel(name=name, path=path, revision=commit, config=_read_json(path / "config.json"))

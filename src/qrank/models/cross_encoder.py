@@ -73,8 +73,11 @@ def apply_activation(logits: np.ndarray, activation: str) -> np.ndarray:
 class CrossEncoderModel:
     """A one-label sequence classifier used as a reranker.
 
-    >>> # ce = CrossEncoderModel.load(resolve_model("../shared/models/scifact-minilm-ce"), ModelSettings())
-    >>> # ce.score_pairs([("q", "relevant doc"), ("q", "other doc")])
+    >>> from qrank.models.base import resolve_model
+    >>> ce = CrossEncoderModel.load(resolve_model("../shared/models/scifact-minilm-ce"), ModelSettings())
+    >>> scores = ce.score_pairs([("what is bm25?", "BM25 ranks documents."), ("what is bm25?", "Cats purr.")])
+    >>> scores.dtype, scores.shape, bool(scores[0] > scores[1])
+    (dtype('float32'), (2,), True)
     """
 
     kind = "cross-encoder"

@@ -24,7 +24,11 @@ def max_input_length(tokenizer, config: dict, wanted: int, st_max: int | None = 
     pos = config.get("max_position_embeddings")
     if isinstance(pos, int) and pos > 0:
         # RoBERTa-style models reserve padding_idx + 1 positions
-        offset = (config.get("pad_token_id") or 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
+        offset = (
+            (config.get("pad_token_id") or 0) + 1
+            if config.get("model_type") in ("roberta", "xlm-roberta", "camembert")
+            else 0
+        )
         limits.append(pos - offset)
     return min(limits)
 

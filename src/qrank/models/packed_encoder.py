@@ -142,7 +142,13 @@ def single_thread():
 class PackedEncoder:
     """A BERT / XLM-R classifier or encoder run on packed inputs; holds each layer's stacked q/k/v Linear.
 
-    >>> # packed = PackedEncoder(model); packed.run(encoded, 16384, packed.logits) -> list of logit rows
+    >>> from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    >>> path = "../shared/models/scifact-minilm-ce"
+    >>> model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    >>> enc = AutoTokenizer.from_pretrained(path)(["what is bm25?"] * 2, ["BM25 ranks documents.", "Cats purr."])
+    >>> rows = PackedEncoder(model).run(enc["input_ids"], enc["token_type_ids"], 16384, PackedEncoder(model).logits)
+    >>> len(rows), bool(rows[0][0] > rows[1][0])
+    (2, True)
     """
 
     def __init__(self, model, head: str = "classifier") -> None:

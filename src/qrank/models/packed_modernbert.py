@@ -31,7 +31,8 @@ def _rotate_half(x):
 class PackedModernBert(PackedEncoder):
     """A ModernBERT classifier or encoder on packed inputs (same ``run`` / ``logits`` / ``pooled`` as BERT's).
 
-    >>> # packed = PackedModernBert(model); packed.run(ids, None, 16384, packed.logits)
+    Used like :class:`PackedEncoder` (``run(ids, None, max_tokens, packed.logits)``); tested against
+    sentence-transformers on random ModernBERT weights in tests/numerics/test_packed_encoders.py.
     """
 
     def __init__(self, model, head: str = "classifier") -> None:

@@ -48,8 +48,10 @@ def special_wrap(text_tok, fallback_eos: int | None) -> tuple[list[int], list[in
 class Qwen3Embedder:
     """A Qwen3-Embedding checkpoint (``Qwen3Model``).
 
-    >>> # em = Qwen3Embedder.load(resolve_model("Qwen/Qwen3-Embedding-0.6B"), ModelSettings())
-    >>> # em.embed_batch(["a question"], is_query=True, dim=256).shape -> (1, 256)
+    ``Qwen3Embedder.load(resolve_model("Qwen/Qwen3-Embedding-0.6B"), ModelSettings())`` loads the published
+    checkpoint (a hub download, so no example runs it here); ``em.embed_batch(["a question"], is_query=True,
+    dim=256)`` is then a float32 array of shape (1, 256). tests/numerics/test_qwen3_embedder.py checks a tiny
+    random checkpoint with the real tokenizer against the official recipe.
     """
 
     kind = "qwen3-embedding"
@@ -100,7 +102,9 @@ class Qwen3Embedder:
             return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), body, settings)
         return cls(model, tokenizer, info, engine_settings)
 
-    def encode(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[list[int]]:
+    def encode(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[list[int]]:
         """Token ids per text (a query gets the task instruction), truncated to ``max_length`` with the
         end-of-text token kept."""
         if is_query:
@@ -115,7 +119,9 @@ class Qwen3Embedder:
     ) -> list[Encoded]:
         return [Encoded(tuple(ids)) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+    def count_tokens(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[int]:
         return [len(ids) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:

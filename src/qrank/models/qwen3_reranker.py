@@ -122,8 +122,10 @@ def _single_token_id(tokenizer, token: str) -> int:
 class Qwen3Reranker:
     """A Qwen3-Reranker checkpoint (causal LM or converted sequence classifier).
 
-    >>> # rr = Qwen3Reranker.load(resolve_model("Qwen/Qwen3-Reranker-0.6B"))
-    >>> # rr.score_pairs([("what is bm25?", "BM25 is a ranking function")])
+    ``Qwen3Reranker.load(resolve_model("Qwen/Qwen3-Reranker-0.6B"), ModelSettings())`` loads the published
+    checkpoint (a hub download, so no example runs it here); ``rr.score_pairs([("what is bm25?", "BM25 is a
+    ranking function")])`` is then one float32 logit per pair. tests/numerics/test_qwen3_reranker.py checks a
+    tiny random checkpoint with the real tokenizer against the official recipe.
     """
 
     kind = "qwen3-reranker"
@@ -168,7 +170,11 @@ class Qwen3Reranker:
         check_fp8_request(settings, device, dtype)  # before minutes of loading weights
         tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
         archs = resolved.config.get("architectures") or []
-        auto = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in archs) else AutoModelForCausalLM
+        auto = (
+            AutoModelForSequenceClassification
+            if any("SequenceClassification" in a for a in archs)
+            else AutoModelForCausalLM
+        )
         model = auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
         model.to(device)
         model_max = int(resolved.config.get("max_position_embeddings") or 32768)
@@ -218,5 +224,7 @@ class Qwen3Reranker:
         """``score_encoded(encode_pairs(pairs))``, with each chunk's tokenizing overlapping the GPU's work."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        hidden = pipelined_last_hidden(self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction))
+        hidden = pipelined_last_hidden(
+            self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction)
+        )
         return self._probabilities(hidden)

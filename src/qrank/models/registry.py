@@ -125,7 +125,9 @@ def list_local_models(roots: list[Path]) -> list[dict]:
     for root in roots:
         if not root.is_dir():
             continue
-        candidates = [root] + sorted(p for p in root.glob("*") if p.is_dir()) + sorted(p for p in root.glob("*/*") if p.is_dir())
+        candidates = (
+            [root] + sorted(p for p in root.glob("*") if p.is_dir()) + sorted(p for p in root.glob("*/*") if p.is_dir())
+        )
         for p in candidates:
             cfg = p / "config.json"
             if p in seen or not cfg.is_file():

@@ -242,12 +242,14 @@ class RemoteScorer(_RemoteModel):
         path = "/info" + (f"?model={quote(self.model_name)}" if self.model_name else "")
         card = self.transport.request("GET", path)
         if not isinstance(card, dict) or "model_id" not in card:
-            raise ServerUnavailable(f"the server at {self.transport.base_url} answered /info without 'model_id' (not TEI?)")
+            raise ServerUnavailable(
+                f"the server at {self.transport.base_url} answered /info without 'model_id' (not TEI?)"
+            )
         extra = card.get("qrank") or {}
         return ModelInfo(id=str(card["model_id"]), kind=str(extra.get("kind", "tei")), role=self.role,
-                         max_length=int(card.get("max_input_length") or 0), dtype=str(card.get("model_dtype", "unknown")),
-                         device=f"remote:{self.transport.base_url}", revision=str(card.get("model_sha") or ""),
-                         score_activation=extra.get("score_activation"))
+                         max_length=int(card.get("max_input_length") or 0),
+                         dtype=str(card.get("model_dtype", "unknown")), device=f"remote:{self.transport.base_url}",
+                         revision=str(card.get("model_sha") or ""), score_activation=extra.get("score_activation"))
 
     def _one_query(self, query: str, documents: list[str], instruction: str | None) -> list[float]:
         """Scores of ``documents`` in their order, from one request."""

@@ -84,8 +84,10 @@ def write_st_layout(path: Path, dim: int, pooling: str, max_seq_length: int = 51
 class STEmbedder:
     """A sentence-transformers style encoder.
 
-    >>> # em = STEmbedder.load(resolve_model("../shared/models/all-MiniLM-L6-v2"), ModelSettings())
-    >>> # em.embed_batch(["hello"]).shape -> (1, 384)
+    >>> from qrank.models.base import resolve_model
+    >>> em = STEmbedder.load(resolve_model("../shared/models/all-MiniLM-L6-v2"), ModelSettings())
+    >>> em.embed_batch(["hello"]).shape
+    (1, 384)
     """
 
     kind = "st-embedder"
@@ -117,7 +119,9 @@ class STEmbedder:
         check_quantization(settings.quantization, device, resolved.name)
         dtype = pick_dtype(settings.dtype, device)
         tokenizer = load_tokenizer(resolved.path, trust_remote_code=settings.trust_remote_code)
-        model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code).to(device)
+        model = AutoModel.from_pretrained(
+            str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code
+        ).to(device)
         prompts = layout["prompts"]
         info = ModelInfo(
             id=resolved.name,
@@ -135,7 +139,11 @@ class STEmbedder:
         return cls(model, tokenizer, info, layout, engine_settings, settings.quantization)
 
     def _prompted(self, texts: Sequence[str], is_query: bool, instruction: str | None) -> list[str]:
-        prefix = (instruction or self.info.default_instruction or "") if is_query else self.layout["prompts"].get("document", "")
+        prefix = (
+            (instruction or self.info.default_instruction or "")
+            if is_query
+            else self.layout["prompts"].get("document", "")
+        )
         return [prefix + t for t in texts] if prefix else list(texts)
 
     def encode_texts(
@@ -144,7 +152,9 @@ class STEmbedder:
         prompted = self._prompted(texts, is_query, instruction)
         return to_encoded(tokenize_texts(self.tokenizer, prompted, self.info.max_length))
 
-    def count_tokens(self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None) -> list[int]:
+    def count_tokens(
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+    ) -> list[int]:
         return [len(e) for e in self.encode_texts(texts, is_query=is_query, instruction=instruction)]
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:

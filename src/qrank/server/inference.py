@@ -77,7 +77,8 @@ def check_tokens(counts: Sequence[int], max_length: int, field: str) -> None:
     for i, n in enumerate(counts):
         if n >= max_length:
             raise TooLarge(
-                f"{field}[{i}]: reaches the model's max_length of {max_length} tokens; shorten it or send truncate=true",
+                f"{field}[{i}]: reaches the model's max_length of {max_length} tokens; "
+                "shorten it or send truncate=true",
                 field=f"{field}[{i}]",
             )
 

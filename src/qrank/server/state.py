@@ -121,7 +121,8 @@ class ModelPool:
             if settings.engine.max_batch_tokens < max_len:
                 raise InvalidInput(
                     "engine.max_batch_tokens",
-                    f"{settings.engine.max_batch_tokens} is below {m.name}'s max_length {max_len}: an input of full length "
+                    f"{settings.engine.max_batch_tokens} is below {m.name}'s max_length {max_len}: an input of "
+                    "full length "
                     "could never fit one forward pass; raise it or lower models.max_length",
                 )
             if batch_budget(settings, m.info) < max_len:
@@ -164,7 +165,8 @@ def batch_budget(settings: Settings, info) -> int:
     >>> from qrank.types import ModelInfo
     >>> batch_budget(Settings(), ModelInfo("m", "k", "reranker", 512, "bfloat16", "cuda:0"))
     1048576
-    >>> batch_budget(Settings(server={"batch_max_tokens": 4096}), ModelInfo("m", "k", "reranker", 512, "float32", "cpu"))
+    >>> cpu = ModelInfo("m", "k", "reranker", 512, "float32", "cpu")
+    >>> batch_budget(Settings(server={"batch_max_tokens": 4096}), cpu)
     4096
     """
     if settings.server.batch_max_tokens is not None:

@@ -4,9 +4,17 @@ Needs the ``ui`` extra. ``qrank ui`` serves it alone; ``qrank serve --ui`` mount
 The page holds no model logic: it calls a :class:`~qrank.ui.backend.UIBackend` — models in this process
 (:class:`~qrank.ui.backend.LocalBackend`) or a qrank server (:class:`~qrank.ui.remote.RemoteBackend`).
 
->>> from qrank.ui import LocalBackend, build_ui, launch_ui                       # doctest: +SKIP
->>> backend = LocalBackend.from_sources(Settings(), rerankers=["../shared/models/scifact-minilm-ce"])  # doctest: +SKIP
->>> launch_ui(build_ui(backend), Settings())                                    # doctest: +SKIP
+>>> import tempfile
+>>> from qrank.settings import Settings
+>>> from qrank.ui import LocalBackend, build_ui
+>>> settings = Settings(home=tempfile.mkdtemp())
+>>> backend = LocalBackend.from_sources(settings, rerankers=["../shared/models/scifact-minilm-ce"])
+>>> backend.reranker_names()
+['scifact-minilm-ce']
+>>> blocks = build_ui(backend)
+
+``launch_ui(blocks, settings)`` then serves the page until interrupted (tests/unit/test_ui_layout.py
+checks the page's parts; tests/integration/test_ui_browser.py drives it in a browser).
 """
 
 from __future__ import annotations

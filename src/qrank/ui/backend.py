@@ -5,8 +5,10 @@ No model logic lives here: local calls go to the :class:`~qrank.Reranker` / :cla
 facades and :class:`~qrank.pipeline.Pipeline`, remote calls to :mod:`qrank.models.remote` and the
 server's routes.
 
->>> backend = LocalBackend(Settings(), rerankers={"ce": "../shared/models/scifact-minilm-ce"})  # doctest: +SKIP
->>> backend.rerank("ce", "what is bm25?", ["BM25 ranks documents", "cats"])[0].index           # doctest: +SKIP
+>>> import tempfile
+>>> from qrank.settings import Settings
+>>> backend = LocalBackend(Settings(home=tempfile.mkdtemp()), rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+>>> backend.rerank("ce", "what is bm25?", ["BM25 ranks documents", "cats"])[0].index
 0
 """
 
@@ -109,7 +111,8 @@ class LocalBackend:
         embedders: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self._sources: dict[str, dict[str, Any]] = {"reranker": dict(rerankers or {}), "embedder": dict(embedders or {})}
+        self._sources: dict[str, dict[str, Any]] = {"reranker": dict(rerankers or {}),
+                                                    "embedder": dict(embedders or {})}
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         from .search import PipelineCache
@@ -117,7 +120,9 @@ class LocalBackend:
         self.pipelines = PipelineCache()
 
     @classmethod
-    def from_sources(cls, settings: Settings, rerankers: Sequence[str] = (), embedders: Sequence[str] = ()) -> LocalBackend:
+    def from_sources(
+        cls, settings: Settings, rerankers: Sequence[str] = (), embedders: Sequence[str] = ()
+    ) -> LocalBackend:
         """Name each model by :func:`display_name` (the full source when two would clash)."""
         return cls(settings, rerankers=_named(rerankers), embedders=_named(embedders))
 
@@ -143,7 +148,9 @@ class LocalBackend:
         sources = self._sources[role]
         if not sources:
             flag = "--reranker" if role == "reranker" else "--embedder"
-            raise ModelNotFound(f"no {role} is configured; start the UI with {flag} MODEL (or --server URL)", field=role)
+            raise ModelNotFound(
+                f"no {role} is configured; start the UI with {flag} MODEL (or --server URL)", field=role
+            )
         name = name or next(iter(sources))
         if name not in sources:
             raise ModelNotFound(f"{role} {name!r} is not offered here; choose one of: {', '.join(sources)}", field=role)

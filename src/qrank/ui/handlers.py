@@ -5,8 +5,12 @@ layout binds them to widgets), so tests call them with a real backend and read t
 user can cause (no documents, unknown model, server down) comes back as ``view.error``, a sentence for
 the page; unexpected failures are logged with their traceback and shown as one line.
 
->>> view = playground(backend, query="vitamin d", documents="a\\nb", model="ce")   # doctest: +SKIP
->>> view.rows[0].rank, view.latency_ms > 0                                       # doctest: +SKIP
+>>> import tempfile
+>>> from qrank.settings import Settings
+>>> from qrank.ui.backend import LocalBackend
+>>> backend = LocalBackend(Settings(home=tempfile.mkdtemp()), rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+>>> view = playground(backend, query="vitamin d", documents="a\\nb", model="ce")
+>>> view.rows[0].rank, view.latency_ms > 0
 (1, True)
 """
 
@@ -149,7 +153,10 @@ def compare(
             latency[name] = (time.perf_counter() - start) * 1000
         scores = {name: _scores_in_input_order(results, len(docs)) for name, results in full.items()}
         rows = {
-            name: [RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index]) for i, r in enumerate(res[:k])]
+            name: [
+                RankedRow(rank=i + 1, index=r.index, score=float(r.score), document=docs[r.index])
+                for i, r in enumerate(res[:k])
+            ]
             for name, res in full.items()
         }
         return CompareView(
@@ -208,7 +215,9 @@ def search(
         notes = dict(res.notes)
         if res.reranked is None:
             notes["reranked"] = "no reranker configured"
-        return SearchView(columns=columns, latency_ms=dict(res.latency_ms), notes=notes, first_stage=res.first_stage_name)
+        return SearchView(
+            columns=columns, latency_ms=dict(res.latency_ms), notes=notes, first_stage=res.first_stage_name
+        )
 
     return _guarded(run, SearchView)
 
@@ -225,9 +234,11 @@ def evaluation(root: str | Path | None, selected: str | None = None) -> EvalView
         found = [str(p) for p in find_reports(Path(root) if root else None)]
         if not found:
             where = f"under `{root}`" if root else "(no report folder configured)"
-            return EvalView(message=f"No evaluation report {where} yet. Run `qrank eval --dataset ...` (it writes under "
-                            "QRANK_HOME/reports, where this tab looks; `qrank ui --report-dir DIR` looks elsewhere) "
-                            "and press *Refresh*.")
+            return EvalView(
+                message=f"No evaluation report {where} yet. Run `qrank eval --dataset ...` (it writes under "
+                "QRANK_HOME/reports, where this tab looks; `qrank ui --report-dir DIR` looks elsewhere) "
+                "and press *Refresh*."
+            )
         chosen = selected if selected in found else found[0]
         try:
             report = load_report(Path(chosen))
@@ -251,7 +262,9 @@ def _positive_or_none(value, field: str) -> int | None:
 
 
 def _search_rows(hits: list[Hit]) -> list[SearchRow]:
-    return [SearchRow(rank=i + 1, doc_id=h.doc_id, score=h.score, text=h.text, title=h.title) for i, h in enumerate(hits)]
+    return [
+        SearchRow(rank=i + 1, doc_id=h.doc_id, score=h.score, text=h.text, title=h.title) for i, h in enumerate(hits)
+    ]
 
 
 def _scores_in_input_order(results, n: int) -> list[float]:

@@ -3,8 +3,11 @@
 :func:`build_ui` makes the ``gr.Blocks``; :func:`launch_ui` serves it alone (``qrank ui``);
 :func:`mount_ui` adds it to an existing FastAPI app (``qrank serve --ui`` at ``/ui``).
 
->>> blocks = build_ui(LocalBackend.from_sources(Settings(), rerankers=["../shared/models/scifact-minilm-ce"]))  # doctest: +SKIP
->>> launch_ui(blocks, Settings())                                                                               # doctest: +SKIP
+>>> import tempfile
+>>> settings = Settings(home=tempfile.mkdtemp())
+>>> blocks = build_ui(LocalBackend.from_sources(settings, rerankers=["../shared/models/scifact-minilm-ce"]))
+
+``launch_ui(blocks, settings)`` serves it until interrupted (tests/integration/test_ui_browser.py).
 """
 
 from __future__ import annotations
@@ -79,16 +82,21 @@ class Bindings:
 
     def search(self, collection, query, k, candidates, hybrid, reranker, embedder, progress=None):
         say = None if progress is None else (lambda text: progress(None, desc=text))  # gr.Progress: text, no bar
-        view = handlers.search(self.backend, collection=collection, query=query, k=k, candidates=candidates, hybrid=hybrid,
-                               reranker=reranker, embedder=embedder, progress=say)
+        view = handlers.search(self.backend, collection=collection, query=query, k=k, candidates=candidates,
+                               hybrid=hybrid, reranker=reranker, embedder=embedder, progress=say)
         if view.error:
             box = render.error_box(view.error)
             return box, "", ""
         cols = []
-        for key, title in (("bm25", "BM25"), ("first_stage", _COLUMN_TITLES[view.first_stage]), ("reranked", f"{_COLUMN_TITLES[view.first_stage]} + rerank")):
+        for key, title in (("bm25", "BM25"), ("first_stage", _COLUMN_TITLES[view.first_stage]),
+                           ("reranked", f"{_COLUMN_TITLES[view.first_stage]} + rerank")):
             latency = view.latency_ms.get(key)
-            note = " · ".join(x for x in (f"{latency:.1f} ms" if latency is not None else "", view.notes.get(key, "")) if x)
-            cols.append(render.search_table(view.columns.get(key, []), table_id=f"search-{key}", title=title, note=note))
+            note = " · ".join(
+                x for x in (f"{latency:.1f} ms" if latency is not None else "", view.notes.get(key, "")) if x
+            )
+            cols.append(
+                render.search_table(view.columns.get(key, []), table_id=f"search-{key}", title=title, note=note)
+            )
         return tuple(cols)
 
     def models(self):
@@ -152,10 +160,15 @@ def _agreement_markdown(view) -> str:
     )
 
 
-def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"):
+def build_ui(
+    backend: UIBackend, *, report_dir: str | Path | None = None, max_documents: int = 1000, title: str = "qrank"
+):
     """The ``gr.Blocks`` of the whole page, calling ``backend`` for every answer.
 
-    >>> blocks = build_ui(backend, report_dir=Settings().home / "reports")   # doctest: +SKIP
+    >>> import tempfile
+    >>> settings = Settings(home=tempfile.mkdtemp())
+    >>> backend = LocalBackend(settings, rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+    >>> blocks = build_ui(backend, report_dir=tempfile.mkdtemp())
     """
     gr = _gradio()
     b = Bindings(backend, report_dir=Path(report_dir).expanduser() if report_dir else None, max_documents=max_documents)
@@ -181,7 +194,8 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
                     pg_top = gr.Number(value=0, precision=0, minimum=0, label="top_n (0 = all)", elem_id="pg-topn")
                     pg_long = gr.Dropdown(["default", "chunk", "truncate", "error"], value="default",
                                           label="Documents longer than the window", elem_id="pg-long")
-                    pg_file = gr.File(label="…or upload documents (.txt one per line, .jsonl with 'text')", file_types=[".txt", ".jsonl"], type="filepath", elem_id="pg-file")
+                    pg_file = gr.File(label="…or upload documents (.txt one per line, .jsonl with 'text')",
+                                      file_types=[".txt", ".jsonl"], type="filepath", elem_id="pg-file")
                     pg_run = gr.Button("Rerank", variant="primary", elem_id="pg-run")
             gr.Examples([[EXAMPLE_QUERY, EXAMPLE_DOCUMENTS]], inputs=[pg_query, pg_docs], label="Example")
             pg_status = gr.Markdown(elem_id="pg-status")
@@ -197,9 +211,18 @@ def build_ui(backend: UIBackend, *, report_dir: str | Path | None = None, max_do
                 s_coll = gr.Dropdown([], label="Collection", elem_id="s-collection", scale=2)
                 s_refresh = gr.Button("↻ Refresh", scale=0, min_width=90)
                 s_k = gr.Number(value=10, precision=0, minimum=1, maximum=1000, label="hits per column", scale=1)
-                s_cand = gr.Number(value=0, precision=0, minimum=0, maximum=10_000, label="candidates reranked (0 = default)",
-                                   scale=1, elem_id="s-candidates")
-                s_hybrid = gr.Checkbox(label="Hybrid first stage (embedding + BM25)", value=False, elem_id="s-hybrid", scale=1)
+                s_cand = gr.Number(
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                    maximum=10_000,
+                    label="candidates reranked (0 = default)",
+                    scale=1,
+                    elem_id="s-candidates",
+                )
+                s_hybrid = gr.Checkbox(
+                    label="Hybrid first stage (embedding + BM25)", value=False, elem_id="s-hybrid", scale=1
+                )
             with gr.Row():
                 s_query = gr.Textbox(label="Query", elem_id="s-query", scale=4)
                 s_rr = gr.Dropdown(rerankers, value=first, label="Reranker", scale=1)
@@ -308,7 +331,13 @@ def mount_ui(
     so that the page uses the models already in memory; with neither, ``settings.ui.server_url`` is
     called if set.
 
-    >>> mount_ui(app, settings, rerankers={"ce": reranker})   # doctest: +SKIP
+    >>> import tempfile
+    >>> from fastapi import FastAPI
+    >>> from qrank import Reranker
+    >>> reranker = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
+    >>> app = mount_ui(FastAPI(), Settings(home=tempfile.mkdtemp()), rerankers={"ce": reranker})
+    >>> "/ui" in {getattr(route, "path", None) for route in app.routes}
+    True
     """
     gr = _gradio()
     if backend is None:

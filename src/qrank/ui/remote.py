@@ -5,9 +5,16 @@ come from ``GET /v1/models``; search from the server's ``POST /v1/search`` when 
 connection set serves every model. A server that is down gives
 :class:`~qrank.models.remote.ServerUnavailable`, which the page shows as a sentence.
 
->>> backend = RemoteBackend("http://127.0.0.1:8000")                       # doctest: +SKIP
->>> backend.reranker_names()                                               # doctest: +SKIP
-['scifact-minilm-ce']
+>>> from qrank.server import create_app
+>>> from qrank.server.run import running_server
+>>> from qrank.settings import Settings
+>>> settings = Settings(server={"rerankers": ["../shared/models/scifact-minilm-ce"]})
+>>> with running_server(create_app(settings), settings) as server:
+...     backend = RemoteBackend(server.url)
+...     names = backend.reranker_names()
+...     backend.transport.close()
+>>> names
+['../shared/models/scifact-minilm-ce']
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def ranked_table(rows: Sequence[RankedRow], *, table_id: str = "ranked") -> str:
             f'<td class="qrank-doc">{html.escape(r.document)}{_scored_note(r.scored)}</td></tr>'
         )
     head = "<tr><th>rank</th><th>score</th><th></th><th>was</th><th>moved</th><th>document</th></tr>"
-    return f'<table class="qrank-table" id="{html.escape(table_id)}"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+    return (f'<table class="qrank-table" id="{html.escape(table_id)}"><thead>{head}</thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
 
 
 def search_table(rows: Sequence[SearchRow], *, table_id: str, title: str, note: str = "") -> str:
@@ -118,7 +119,8 @@ def search_table(rows: Sequence[SearchRow], *, table_id: str, title: str, note: 
         pct = max(0.0, min(1.0, w)) * 100
         body.append(
             f'<tr data-id="{html.escape(r.doc_id)}"><td class="qrank-num">{r.rank}</td>'
-            f'<td class="qrank-num">{r.score:.4f}<div class="qrank-bar qrank-mini"><div style="width:{pct:.1f}%"></div></div></td>{moved}'
+            f'<td class="qrank-num">{r.score:.4f}<div class="qrank-bar qrank-mini"><div '
+            f'style="width:{pct:.1f}%"></div></div></td>{moved}'
             f'<td class="qrank-doc" title="{html.escape(r.text)}"><code>{html.escape(r.doc_id)}</code> {title_html}'
             f'<span class="qrank-snippet">{html.escape(_clip(r.text, 160))}</span></td></tr>'
         )

@@ -91,7 +91,9 @@ def _summary(folder: Path) -> str:
     ds, cfg = raw.get("dataset") or {}, raw.get("config") or {}
     parts = [f"`{folder}`"]
     if ds.get("name"):
-        parts.append(f"data set **{ds['name']}** ({ds.get('documents', '?')} documents, {ds.get('queries', '?')} queries)")
+        parts.append(
+            f"data set **{ds['name']}** ({ds.get('documents', '?')} documents, {ds.get('queries', '?')} queries)"
+        )
     if cfg.get("embedder") or cfg.get("reranker"):
         parts.append(f"embedder `{cfg.get('embedder')}`, reranker `{cfg.get('reranker')}`")
     return " — ".join(parts)

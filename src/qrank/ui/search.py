@@ -3,9 +3,17 @@ from a local :class:`~qrank.pipeline.Pipeline` or from a qrank server's search r
 
 All ranking is the pipeline's (or the server's); this module only asks for the three lists and times them.
 
->>> res = local_search(backend, "scifact", "vitamin d", k=10, hybrid=False, reranker="ce", embedder=None)  # doctest: +SKIP
->>> [len(res.bm25), res.first_stage_name]                                                                 # doctest: +SKIP
-[10, 'dense']
+>>> import tempfile
+>>> from qrank import Pipeline
+>>> from qrank.settings import Settings
+>>> from qrank.ui.backend import LocalBackend
+>>> settings = Settings(home=tempfile.mkdtemp())
+>>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
+>>> _ = p.add(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"]); p.close()
+>>> backend = LocalBackend(settings, rerankers={"ce": "../shared/models/scifact-minilm-ce"})
+>>> res = local_search(backend, "docs", "how do I rotate keys?", k=1, reranker="ce")
+>>> [len(res.bm25), res.first_stage_name, res.reranked[0].doc_id]
+[1, 'dense', 'k']
 """
 
 from __future__ import annotations
@@ -129,8 +137,17 @@ def remote_collections(transport) -> list[str]:
     return [str(c["name"] if isinstance(c, dict) else c) for c in items or []]
 
 
-def remote_search(transport, collection: str, query: str, *, k: int, candidates: int | None = None, hybrid: bool = False,
-                  reranker: str | None = None, embedder: str | None = None) -> SearchResult:
+def remote_search(
+    transport,
+    collection: str,
+    query: str,
+    *,
+    k: int,
+    candidates: int | None = None,
+    hybrid: bool = False,
+    reranker: str | None = None,
+    embedder: str | None = None,
+) -> SearchResult:
     """The three rankings from the server's ``POST /v1/search`` (one call per column)."""
     if embedder:
         raise InvalidInput("embedder", "with --server the collection's own embedder is used")
@@ -149,7 +166,9 @@ def remote_search(transport, collection: str, query: str, *, k: int, candidates:
         rows = answer.get("results", answer.get("hits", answer.get("data"))) if isinstance(answer, dict) else None
         if not isinstance(rows, list):
             raise QrankError("the server's search answer has no list of results")
-        return [Hit(str(r.get("id")), float(r.get("score", 0.0)), r.get("text") or "", r.get("title") or "") for r in rows]
+        return [
+            Hit(str(r.get("id")), float(r.get("score", 0.0)), r.get("text") or "", r.get("title") or "") for r in rows
+        ]
 
     candidates = max(k, candidates or 100)
     bm25 = ask("bm25", k=k, mode="bm25", rerank=False)

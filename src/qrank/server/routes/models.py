@@ -42,8 +42,12 @@ async def list_models(request: Request) -> Response:
     return json_response(ModelList(data=cards))
 
 
-@router.get("/info", response_model=None, responses={200: {"model": TEIInfo}}, summary="Describe one model (text-embeddings-inference's /info)")
-async def info(request: Request, model: str | None = Query(None, description="served name (default: the first reranker, else the first embedder)")) -> Response:
+@router.get("/info", response_model=None, responses={200: {"model": TEIInfo}},
+            summary="Describe one model (text-embeddings-inference's /info)")
+async def info(
+    request: Request,
+    model: str | None = Query(None, description="served name (default: the first reranker, else the first embedder)"),
+) -> Response:
     """TEI clients read the model, its dtype and its input limit here. TEI serves one model; qrank
     describes the default reranker (or embedder), or the one ``?model=`` names."""
     state = state_of(request)
@@ -53,7 +57,11 @@ async def info(request: Request, model: str | None = Query(None, description="se
         served = state.pool.get(model, next((m.role for m in state.pool.models if m.name == model), "reranker"))
     info = served.info
     s = state.settings
-    kind = {"reranker": {"id2label": {"0": "LABEL_0"}}} if served.role == "reranker" else {"embedding": {"pooling": info.kind}}
+    kind = (
+        {"reranker": {"id2label": {"0": "LABEL_0"}}}
+        if served.role == "reranker"
+        else {"embedding": {"pooling": info.kind}}
+    )
     return json_response(TEIInfo(
         model_id=served.name,
         model_sha=info.revision or None,
