@@ -66,14 +66,61 @@ def legacy_query(info: ModelInfo, instruction: str | None, query_task: str | Non
     return (None, instruction) if query_keyword(info) == "query_prompt" else (instruction, None)
 
 
+def check_dim(info: ModelInfo, dim: object, field: str = "dim", name: str | None = None) -> int | None:
+    """The output width to ask ``info``'s model for: None for its full width, else ``dim`` (Matryoshka).
+
+    The one check of a requested dimension, for :meth:`Embedder.embed` and the server's ``dimensions``: an
+    integer from 1 to ``info.dim``; the full width is always accepted, any other only when the model was
+    trained to be cut (``info.supports_dims``), since a prefix of another model's vector is not an embedding.
+    ``name`` is the model's name in messages (default ``info.id``; the server gives its served name).
+
+    >>> info = ModelInfo(id="m", kind="st-embedder", role="embedder", max_length=8, dtype="f", device="cpu", dim=384)
+    >>> check_dim(info, 384) is None
+    True
+    >>> check_dim(info, 128)
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: dim: m does not support other dimensions than 384 (not a Matryoshka model)
+    """
+    if dim is None:
+        return None
+    full, name = int(info.dim or 0), name or info.id
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= full:
+        raise InvalidInput(field, f"must be an integer between 1 and {full} for {name}, got {dim!r}")
+    if dim == full:
+        return None
+    if not info.supports_dims:
+        raise InvalidInput(field, f"{name} does not support other dimensions than {full} (not a Matryoshka model)")
+    return dim
+
+
+def check_texts(texts: Sequence[str], field: str) -> None:
+    """Refuse a text that is not a string, or is empty or blank (it has nothing to embed), naming ``field[i]``.
+
+    >>> check_texts(["a", " "], "texts")
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: texts[1]: must not be empty or blank
+    """
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInput(f"{field}[{i}]", f"must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise InvalidInput(f"{field}[{i}]", "must not be empty or blank")
+
+
 class Embedder:
     """Embed texts with any embedding model qrank can load; rows are L2-normalised float32.
 
     >>> em = Embedder.from_pretrained("../shared/models/all-MiniLM-L6-v2")
     >>> em.embed(["first text", "second text"]).shape
     (2, 384)
-    >>> em.embed("a question", is_query=True, dim=128).shape
-    (128,)
+    >>> em.embed("a question", is_query=True).shape
+    (384,)
+
+    MiniLM was not trained with a Matryoshka loss, so a shorter ``dim`` is refused (Qwen3-Embedding takes one):
+
+    >>> em.embed("a question", dim=128)
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: dim: ...MiniLM-L6-v2 does not support other dimensions than 384 (not a Matryoshka model)
     """
 
     # a remote embedder leaves the upper bound of ``dim`` to its server, which names its own field
@@ -141,8 +188,9 @@ class Embedder:
 
         ``is_query`` applies the model's query instruction: its task (Qwen3-Embedding; ``query_task``
         replaces it for this call) or its query prompt (sentence-transformers; ``query_prompt`` replaces
-        it). ``dim`` truncates Matryoshka-style and renormalises. ``instruction`` is the deprecated
-        spelling of whichever of the two the model takes.
+        it). ``dim`` truncates Matryoshka-style and renormalises; a model not trained for it
+        (``info.supports_dims`` false) takes only its full width (:func:`check_dim`). Empty or blank texts
+        are refused. ``instruction`` is the deprecated spelling of whichever of the two the model takes.
         """
         if instruction is not None:
             warn_deprecated("Embedder.embed(instruction=...)",
@@ -155,13 +203,11 @@ class Embedder:
             raise InvalidInput("texts", f"must be a string or a list of strings, got {type(texts).__name__}")
         if len(batch) == 0:
             raise InvalidInput("texts", "must not be empty")
-        for i, t in enumerate(batch):
-            if not isinstance(t, str):
-                raise InvalidInput(f"texts[{i}]", f"must be a string, got {type(t).__name__}")
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1
-                                or (self._local_dim_bound and dim > self.dim)):
-            bound = f"between 1 and {self.dim}" if self._local_dim_bound else "a positive integer"
-            raise InvalidInput("dim", f"must be an integer {bound}, got {dim!r}")
+        check_texts(batch, "texts")
+        if self._local_dim_bound:
+            dim = check_dim(self.info, dim)
+        elif dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise InvalidInput("dim", f"must be a positive integer, got {dim!r}")
         raw = self.model.embed_batch(list(batch), is_query=is_query, instruction=backend_instruction, dim=dim)
         vectors = check_finite(check_vectors(raw, len(batch)))
         return vectors[0] if single else vectors

@@ -31,12 +31,23 @@ def test_rerank_table_is_readable(ce_dir, capsys):
     assert "BM25 is a ranking function" in out and "cats" not in out.split("document")[-1]
 
 
-def test_embed_json(minilm_dir, minilm, capsys):
-    rc = main(["embed", "-m", str(minilm_dir), "--query", "--dim", "64", "--json", "hello world"])
+def test_embed_json(qwen3_embedder_dir, qwen3_embedder, capsys):
+    # a Matryoshka model (Qwen3-Embedding, tiny random weights): --dim cuts and renormalises like the API
+    rc = main(["embed", "-m", str(qwen3_embedder_dir), "--dtype", "float32", "--query", "--dim", "16", "--json",
+               "hello world"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["dim"] == 64
-    assert out["embeddings"][0] == pytest.approx(minilm.embed("hello world", is_query=True, dim=64).tolist(), abs=1e-6)
+    assert out["dim"] == 16
+    expected = qwen3_embedder.embed("hello world", is_query=True, dim=16).tolist()
+    assert out["embeddings"][0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_embed_refuses_dim_and_blank_text_on_minilm(minilm_dir, capsys):
+    # MiniLM was not trained to be cut: a shorter --dim is one clear line, not a silently worse vector
+    assert main(["embed", "-m", str(minilm_dir), "--dim", "64", "hello world"]) == 2
+    assert "not a Matryoshka model" in capsys.readouterr().err
+    assert main(["embed", "-m", str(minilm_dir), "hello", "  "]) == 2
+    assert "texts[1]: must not be empty or blank" in capsys.readouterr().err
 
 
 def test_models_lists_kinds(shared, capsys):

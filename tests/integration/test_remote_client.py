@@ -81,9 +81,16 @@ def test_remote_embedder_matches_local(url, minilm):
     with RemoteEmbedder(url, model="minilm", api_key="k3y") as em:
         assert em.dim == minilm.dim
         np.testing.assert_allclose(em.embed(DOCS), minilm.embed(DOCS), atol=2e-5)
-        one = em.embed("a single query", is_query=True, dim=128)
-        assert one.shape == (128,)
-        np.testing.assert_allclose(one, minilm.embed("a single query", is_query=True, dim=128), atol=2e-5)
+        one = em.embed("a single query", is_query=True, dim=minilm.dim)  # the full width is always accepted
+        assert one.shape == (minilm.dim,)
+        np.testing.assert_allclose(one, minilm.embed("a single query", is_query=True), atol=2e-5)
+        assert em.info.supports_dims is False  # MiniLM was not trained to be cut: the server refuses a prefix
+        with pytest.raises(InvalidInput) as err:
+            em.embed("a single query", dim=128)
+        assert err.value.field == "dimensions" and "not a Matryoshka model" in str(err.value)
+        with pytest.raises(InvalidInput) as err:
+            em.embed(["ok", " "])
+        assert err.value.field == "texts[1]"
         np.testing.assert_allclose(em.embed_documents(DOCS[:1]), minilm.embed_documents(DOCS[:1]), atol=2e-5)
 
 

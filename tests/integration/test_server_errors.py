@@ -65,6 +65,9 @@ CASES = [
     ("/v1/embeddings", {"input": [[1, 2]]}, 422, "input[0]"),
     ("/v1/embeddings", {"input": "a", "dimensions": 0}, 422, "dimensions"),
     ("/v1/embeddings", {"input": "a", "dimensions": 10_000}, 422, "dimensions"),
+    ("/v1/embeddings", {"input": "a", "dimensions": 64}, 422, "dimensions"),  # MiniLM is not a Matryoshka model
+    ("/v1/embeddings", {"input": ""}, 422, "input[0]"),
+    ("/v1/embeddings", {"input": ["a", " \n\t"]}, 422, "input[1]"),
     ("/v1/embeddings", {"input": "a", "encoding_format": "int8"}, 422, "encoding_format"),
     ("/v1/embeddings", {"input": "a", "input_type": "passage"}, 422, "input_type"),
     ("/v1/embeddings", {"input": "a", "model": "ce"}, 404, "model"),
@@ -72,6 +75,9 @@ CASES = [
     ("/v1/embeddings", {"input": ["a", LONG_DOC], "truncate": False}, 413, "input[1]"),
     ("/embed", {"inputs": None}, 422, "inputs"),
     ("/embed", {"inputs": ["a", 3]}, 422, "inputs[1]"),
+    ("/embed", {"inputs": ""}, 422, "inputs[0]"),
+    ("/embed", {"inputs": ["a", "   "]}, 422, "inputs[1]"),
+    ("/embed", {"inputs": "a", "dimensions": 32}, 422, "dimensions"),
 ]
 
 

@@ -22,10 +22,9 @@ TOL = 2e-5  # batched with other requests, padding differs; the numbers must not
 
 
 @pytest.fixture(scope="module")
-def url(ce, minilm, qwen3_reranker):
-    with live_server(
-        server_settings(), rerankers={"ce": ce, "qwen3-tiny": qwen3_reranker}, embedders={"minilm": minilm}
-    ) as u:
+def url(ce, minilm, qwen3_reranker, qwen3_embedder):
+    embedders = {"minilm": minilm, "qwen3-emb": qwen3_embedder}  # qwen3-emb: a Matryoshka model
+    with live_server(server_settings(), rerankers={"ce": ce, "qwen3-tiny": qwen3_reranker}, embedders=embedders) as u:
         yield u
 
 
@@ -123,7 +122,7 @@ def test_vllm_score_one_to_many_and_one_to_one(http, ce):
     assert [d["score"] for d in r.json()["data"]] == pytest.approx(expected, abs=TOL)
 
 
-def test_openai_sdk_embeddings_equal_in_process(url, minilm):
+def test_openai_sdk_embeddings_equal_in_process(url, minilm, qwen3_embedder):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(api_key="unused", base_url=url + "/v1")
     texts = ["the first passage", "a second, longer passage about vitamin D", QUERY]
@@ -131,8 +130,10 @@ def test_openai_sdk_embeddings_equal_in_process(url, minilm):
     got = np.array([d.embedding for d in resp.data], dtype=np.float32)
     np.testing.assert_allclose(got, minilm.embed(texts), atol=TOL)
     assert resp.usage.total_tokens == sum(minilm.model.count_tokens(texts))
-    resp = client.embeddings.create(model="minilm", input="one text", dimensions=64, encoding_format="float")
-    np.testing.assert_allclose(np.array(resp.data[0].embedding), minilm.embed("one text", dim=64), atol=TOL)
+    resp = client.embeddings.create(model="qwen3-emb", input="one text", dimensions=16, encoding_format="float")
+    np.testing.assert_allclose(np.array(resp.data[0].embedding), qwen3_embedder.embed("one text", dim=16), atol=TOL)
+    with pytest.raises(openai.UnprocessableEntityError, match="not a Matryoshka model"):
+        client.embeddings.create(model="minilm", input="one text", dimensions=64)
 
 
 def test_embeddings_base64_and_query_type(http, minilm):
@@ -142,25 +143,34 @@ def test_embeddings_base64_and_query_type(http, minilm):
     np.testing.assert_allclose(vec, minilm.embed("x y z", is_query=True), atol=TOL)
 
 
-def test_tei_embed(http, minilm):
-    r = http.post("/embed", json={"inputs": "a single input", "dimensions": 32})
+def test_tei_embed(http, minilm, qwen3_embedder):
+    r = http.post("/embed", json={"inputs": "a single input", "model": "qwen3-emb", "dimensions": 32})
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(np.array(r.json()), minilm.embed(["a single input"], dim=32), atol=TOL)
+    np.testing.assert_allclose(np.array(r.json()), qwen3_embedder.embed(["a single input"], dim=32), atol=TOL)
+    r = http.post("/embed", json={"inputs": "a single input", "dimensions": minilm.dim})  # full width: always fine
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()), minilm.embed(["a single input"]), atol=TOL)
+    r = http.post("/embed", json={"inputs": "a single input", "dimensions": 32})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "dimensions"
+    assert "minilm does not support other dimensions than 384 (not a Matryoshka model)" in r.text
     r = http.post("/embed", json={"inputs": ["a", "b"], "normalize": False})
     assert r.status_code == 422 and r.json()["error"]["field"] == "normalize"
 
 
-def test_models_health_ready_metrics_docs(http, qwen3_reranker):
+def test_models_health_ready_metrics_docs(http, qwen3_reranker, qwen3_embedder):
     models = http.get("/v1/models").json()
-    assert [m["id"] for m in models["data"]] == ["ce", "qwen3-tiny", "minilm"]
+    assert [m["id"] for m in models["data"]] == ["ce", "qwen3-tiny", "minilm", "qwen3-emb"]
     roles = {m["id"]: m["qrank"]["role"] for m in models["data"]}
-    assert roles == {"ce": "reranker", "qwen3-tiny": "reranker", "minilm": "embedder"}
+    assert roles == {"ce": "reranker", "qwen3-tiny": "reranker", "minilm": "embedder", "qwen3-emb": "embedder"}
+    dims = {m["id"]: m["qrank"]["supports_dims"] for m in models["data"] if m["qrank"]["role"] == "embedder"}
+    assert dims == {"minilm": False, "qwen3-emb": True}
     engines = {m["id"]: m["qrank"]["engine"] for m in models["data"]}  # what each engine decided at load
-    assert engines == {"ce": None, "qwen3-tiny": qwen3_reranker.model.info.extra["engine"], "minilm": None}
+    assert engines == {"ce": None, "qwen3-tiny": qwen3_reranker.model.info.extra["engine"], "minilm": None,
+                       "qwen3-emb": qwen3_embedder.info.extra.get("engine")}
     assert engines["qwen3-tiny"]["engine"] == "reference"
     assert http.get("/health").json() == {"status": "ok"}
     ready = http.get("/ready")
-    assert ready.status_code == 200 and ready.json()["models"] == ["ce", "qwen3-tiny", "minilm"]
+    assert ready.status_code == 200 and ready.json()["models"] == ["ce", "qwen3-tiny", "minilm", "qwen3-emb"]
     metrics = http.get("/metrics").text
     for name in (
         "qrank_requests_total",

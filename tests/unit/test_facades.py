@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -92,10 +94,23 @@ def test_embedder_shapes_and_validation():
     assert em.embed("hello").shape == (32,)
     m = em.embed(["a b", "c"], dim=8)
     assert m.shape == (2, 8) and np.allclose(np.linalg.norm(m, axis=1), 1.0)
-    for bad, field in [([], "texts"), (["a", None], "texts[1]"), (42, "texts")]:
+    for bad, field in [([], "texts"), (["a", None], "texts[1]"), (42, "texts"), ([""], "texts[0]"),
+                       (["a", " \t\n"], "texts[1]"), ("   ", "texts[0]")]:
         with pytest.raises(InvalidInput) as err:
             em.embed(bad)
         assert err.value.field == field
     with pytest.raises(InvalidInput) as err:
         em.embed("a", dim=64)
     assert err.value.field == "dim"
+
+
+def test_embedder_takes_only_its_full_width_without_matryoshka():
+    model = HashEmbedder(dim=32)
+    model.info = dataclasses.replace(model.info, supports_dims=False)
+    em = Embedder(model)
+    np.testing.assert_array_equal(em.embed(["a b"], dim=32), em.embed(["a b"]))
+    for dim in (8, 31):
+        with pytest.raises(InvalidInput, match="fake-embedder does not support other dimensions than 32 "
+                                               r"\(not a Matryoshka model\)") as err:
+            em.embed("a", dim=dim)
+        assert err.value.field == "dim"

@@ -1,12 +1,15 @@
 """Sentence-transformers embedders (MiniLM, bge, e5, gte…): Transformer → Pooling (→ Normalize).
 
 Vectors equal ``SentenceTransformer.encode(..., normalize_embeddings=True)`` for the same folder. The
-folder's ``modules.json`` is read as data; a module qrank does not implement is refused by name.
+folder's ``modules.json`` is read as data; a module qrank does not implement is refused by name. Other
+dimensions than the full one (``dim``) are offered only when the folder declares Matryoshka training
+(:func:`declares_matryoshka`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +30,12 @@ from .hf_encoder import (
     tokenize_texts,
 )
 from .pooling import finish_embeddings, pool
+
+log = logging.getLogger(__name__)
+
+# model-card tags that say the vectors were trained to be cut: the hub's "matryoshka", and the ``loss:<class>`` tags
+# sentence-transformers' trainer writes into README.md (MatryoshkaLoss, Matryoshka2dLoss)
+MATRYOSHKA_TAGS = frozenset({"matryoshka", "loss:matryoshkaloss", "loss:matryoshka2dloss"})
 
 _POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -61,6 +70,33 @@ def read_st_layout(path: Path) -> dict:
     bert_cfg = _json(path / "sentence_bert_config.json")
     st_cfg = _json(path / "config_sentence_transformers.json")
     return {"pooling": mode, "max_seq_length": bert_cfg.get("max_seq_length"), "prompts": st_cfg.get("prompts") or {}}
+
+
+def declares_matryoshka(path: Path) -> bool:
+    """Whether a sentence-transformers folder says its vectors may be cut to a prefix (Matryoshka), from its files.
+
+    True when ``config_sentence_transformers.json`` has a ``truncate_dim`` (sentence-transformers saves the one its
+    author chose), or when the model card's metadata (``README.md``) carries a tag ``matryoshka`` or the
+    ``loss:MatryoshkaLoss`` / ``loss:Matryoshka2dLoss`` tag sentence-transformers' trainer writes. The model's
+    name is never read: a prefix of any other model's vector is a different, untrained embedding.
+
+    >>> declares_matryoshka(Path("../shared/models/all-MiniLM-L6-v2"))
+    False
+    """
+    if _json(path / "config_sentence_transformers.json").get("truncate_dim") is not None:
+        return True
+    card = path / "README.md"
+    if not card.is_file():
+        return False
+    from huggingface_hub import metadata_load
+
+    try:
+        tags = (metadata_load(card) or {}).get("tags") or []
+    except Exception as exc:  # a malformed card (YAML) declares nothing; it must not stop the model loading
+        log.warning("%s: model card metadata unreadable (%s); assuming no Matryoshka dimensions", card, exc)
+        return False
+    tags = [tags] if isinstance(tags, str) else tags
+    return any(isinstance(t, str) and t.lower() in MATRYOSHKA_TAGS for t in tags)
 
 
 def write_st_layout(path: Path, dim: int, pooling: str, max_seq_length: int = 512) -> Path:
@@ -132,7 +168,7 @@ class STEmbedder:
             device=str(device),
             revision=resolved.revision,
             dim=int(resolved.config["hidden_size"]),
-            supports_dims=True,
+            supports_dims=declares_matryoshka(resolved.path),
             default_instruction=settings.query_prompt or prompts.get("query") or None,
             extra={"pooling": layout["pooling"], "quantization": settings.quantization},
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.requests import Request
 
+from ..embedder import check_dim
 from ..errors import InvalidInput, TooLarge
 from ..long_documents import DocumentReport, LongDocuments, plan
 from ..reranker import rank_scores
@@ -231,13 +232,7 @@ class Inference:
         lim = self.limits
         check_count(len(texts), field, lim.max_inputs)
         info = served.info
-        if dim is not None:
-            if not 1 <= dim <= int(info.dim):
-                raise InvalidInput(dim_field, f"must be between 1 and {info.dim} for {served.name}, got {dim}")
-            if dim != info.dim and not info.supports_dims:
-                raise InvalidInput(dim_field, f"{served.name} does not support other dimensions than {info.dim}")
-            if dim == info.dim:
-                dim = None
+        dim = check_dim(info, dim, dim_field, served.name)
         if instruction is not None:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
         truncate = self._truncate(truncate)

@@ -20,12 +20,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import Instruction, ModelName, PositiveInt, ResponseModel, StrictModel, TextList, Usage
+from .common import Instruction, ModelName, PositiveInt, QueryList, ResponseModel, StrictModel, Usage
+
+# a blank input has nothing to embed: refused (422 naming input[i] / inputs[i]) like a blank query
+InputList = QueryList
 
 
 class EmbeddingRequest(StrictModel):
     model: ModelName | None = Field(None, description="served model name; default: the first embedder")
-    input: TextList = Field(description="a string or a list of strings (token-id arrays are not supported)")
+    input: InputList = Field(
+        description="a non-blank string or a list of them (token-id arrays are not supported)"
+    )
     dimensions: PositiveInt | None = Field(
         None, description="output dimension (Matryoshka truncation + renormalisation)"
     )
@@ -55,7 +60,7 @@ class EmbeddingResponse(ResponseModel):
 
 
 class TEIEmbedRequest(StrictModel):
-    inputs: TextList = Field(description="a string or a list of strings")
+    inputs: InputList = Field(description="a non-blank string or a list of them")
     model: ModelName | None = Field(None, description="qrank: served model name; default: the first embedder")
     truncate: bool | None = Field(None, description="truncate over-long inputs (default: the server's setting)")
     normalize: bool = Field(True, description="vectors are always L2-normalised; false is refused")
