@@ -145,7 +145,8 @@ def test_server_answers_calibrated_scores_and_raw_on_request(server, plain, path
     assert [r["raw_score"] for r in plain_results] == pytest.approx(
         [logit(r["relevance_score"]) for r in plain_results], abs=1e-4)
     # without the flag the protocols' answers carry no extra field
-    assert all("raw_score" not in r for r in server.post(path, json={**body, "return_raw_scores": False}).json()["results"])
+    bare = server.post(path, json={**body, "return_raw_scores": False}).json()["results"]
+    assert all("raw_score" not in r for r in bare)
 
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank", "/rerank"])
@@ -202,7 +203,8 @@ def test_server_stack_is_tokenized_once_and_calibrated(calibrated):
     from qrank.server.workers import ScoreJob, score_job, score_runner
 
     job, counts = score_job(calibrated.model, [(QUERY, d) for d in DOCS], None, raw=True)
-    assert isinstance(calibrated.model, PairEncoder) and job.encoded is not None and counts == [len(e) for e in job.encoded]
+    assert isinstance(calibrated.model, PairEncoder) and job.encoded is not None
+    assert counts == [len(e) for e in job.encoded]
     plain_job = ScoreJob(job.pairs, None, job.encoded)
     both, only = score_runner(calibrated.model)([job, plain_job])
     np.testing.assert_array_equal(both[0], only)  # one pass: the job that asked for raw got the same scores
