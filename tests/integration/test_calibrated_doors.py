@@ -209,3 +209,21 @@ def test_server_stack_is_tokenized_once_and_calibrated(calibrated):
     both, only = score_runner(calibrated.model)([job, plain_job])
     np.testing.assert_array_equal(both[0], only)  # one pass: the job that asked for raw got the same scores
     np.testing.assert_allclose(both[0], calibrated.model.calibration(both[1]), atol=1e-7)
+
+
+def test_server_search_reranks_with_calibrated_scores(calibrated, plain, minilm, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("faiss", reason="the index extra is not installed")
+    from _server_support import live_server, server_settings
+
+    raw = dict(enumerate(plain.score(QUERY, DOCS)))
+    models = {"rerankers": {"cal": calibrated}, "embedders": {"minilm": minilm}}
+    with live_server(server_settings(home=tmp_path), **models) as url:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            docs = [{"id": str(i), "text": d} for i, d in enumerate(DOCS)]
+            assert http.post("/v1/collections/c/documents", json={"documents": docs}).status_code == 200
+            hits = http.post("/v1/search", json={"collection": "c", "query": QUERY, "k": 4, "min_score": 0.0}).json()
+    expected = {str(i): by_hand(p) for i, p in raw.items()}
+    assert [h["id"] for h in hits["results"]] == sorted(expected, key=lambda i: -expected[i])
+    assert [h["rerank_score"] for h in hits["results"]] == pytest.approx([expected[h["id"]] for h in hits["results"]],
+                                                                         abs=1e-5)
