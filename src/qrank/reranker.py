@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-from .calibration import calibrated as calibrate, raw_scores, require_calibration
+from .calibration import calibrated as calibrate
+from .calibration import raw_scores, require_calibration
 from .errors import InvalidInput
 from .long_documents import DocumentReport, LongDocuments, as_policy, plan
 from .models.base import ScoringModel, check_finite, check_scores
