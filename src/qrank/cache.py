@@ -102,9 +102,15 @@ def embedding_key(info: ModelInfo, dim: int | None, instruction: str | None, is_
                      is_query=bool(is_query), text=text, **_quantized(info))
 
 
+def _calibrated(info: ModelInfo) -> dict:
+    # calibrated scores are keyed by their map: never mixed with raw ones, and a refitted map starts afresh
+    cal = (info.extra or {}).get("calibration")
+    return {"calibration": cal.get("digest")} if isinstance(cal, dict) else {}
+
+
 def score_key(info: ModelInfo, instruction: str | None, query: str, document: str) -> bytes:
     return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query,
-                     document=document, **_quantized(info))
+                     document=document, **_quantized(info), **_calibrated(info))
 
 
 class Cache:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,15 @@ class Calibration:
         """JSON-ready parameters (round-trips through :meth:`from_dict`)."""
         return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self), "x": list(self.x), "y": list(self.y)}
 
+    def digest(self) -> str:
+        """A short fingerprint of the map itself (not of how it was fitted): caches key calibrated scores by it.
+
+        >>> Calibration("platt", a=1.0, b=0.0).digest() == Calibration("platt", a=1.0, b=0.5).digest()
+        False
+        """
+        params = {k: v for k, v in self.to_dict().items() if k not in ("cv", "fitted_on")}
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -183,15 +193,17 @@ class Calibrated:
     """A scoring model whose scores are ``calibration`` applied to ``inner``'s: P(relevant) per pair.
 
     ``info`` says so (``score_activation="calibrated"`` where ModelInfo has that field, and
-    ``extra["calibration"]`` either way); token counts are ``inner``'s.
+    ``extra["calibration"]`` either way, with the map's ``digest`` so that caches key calibrated scores apart);
+    token counts and document layouts are ``inner``'s. Use :func:`calibrated` to build one: over a model that
+    tokenizes locally it keeps the tokenize-once pair (``encode_pairs`` / ``score_encoded``).
 
     >>> from qrank.types import ModelInfo
     >>> class Raw:  # a stand-in model whose raw scores are 0 and 1
     ...     info = ModelInfo("m", "k", "reranker", 8, "float32", "cpu")
     ...     def score_pairs(self, pairs, *, instruction=None): return np.array([0.0, 1.0], dtype=np.float32)
     >>> layer = Calibrated(Raw(), Calibration("platt", a=2.0, b=0.0))
-    >>> [round(float(p), 3) for p in layer.score_pairs([("q", "a"), ("q", "b")])], layer.info.extra["calibration"]
-    ([0.5, 0.881], {'method': 'platt', 'raw_activation': None})
+    >>> [round(float(p), 3) for p in layer.score_pairs([("q", "a"), ("q", "b")])], layer.info.score_activation
+    ([0.5, 0.881], 'calibrated')
     """
 
     def __init__(self, inner, calibration: Calibration) -> None:
@@ -209,7 +221,11 @@ class Calibrated:
 
     def score_and_raw(self, pairs, *, instruction: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated and raw scores of one pass: what a ``raw_score`` field on request would return."""
-        raw = np.asarray(self.inner.score_pairs(pairs, instruction=instruction), dtype=np.float32)
+        return self.apply(self.inner.score_pairs(pairs, instruction=instruction))
+
+    def apply(self, raw) -> tuple[np.ndarray, np.ndarray]:
+        """``(calibrated, raw)`` of raw scores the inner model gave."""
+        raw = np.asarray(raw, dtype=np.float32)
         if not np.all(np.isfinite(raw)):  # the map would turn an infinite score into a finite-looking probability
             raise QrankError("the model produced a non-finite score (NaN or inf); it cannot be calibrated")
         return self.calibration(raw), raw
@@ -217,10 +233,78 @@ class Calibrated:
     def count_tokens(self, pairs, *, instruction: str | None = None) -> list[int]:
         return self.inner.count_tokens(pairs, instruction=instruction)
 
+    def document_layouts(self, pairs, *, instruction: str | None = None):
+        # the map changes scores, never what the model sees: the inner model's layout is this layer's
+        from .models.base import Layer
+
+        return Layer.document_layouts(self, pairs, instruction=instruction)
+
+    def __repr__(self) -> str:
+        return f"Calibrated({self.inner!r}, {self.calibration.method})"
+
+
+class CalibratedEncoder(Calibrated):
+    """:class:`Calibrated` over a model that tokenizes locally: the server's door encodes once, the worker
+    calls :meth:`score_encoded` (or :meth:`score_encoded_and_raw` when a request asked for raw scores)."""
+
+    def encode_pairs(self, pairs, *, instruction: str | None = None):
+        return self.inner.encode_pairs(pairs, instruction=instruction)
+
+    def score_encoded(self, encoded) -> np.ndarray:
+        return self.score_encoded_and_raw(encoded)[0]
+
+    def score_encoded_and_raw(self, encoded) -> tuple[np.ndarray, np.ndarray]:
+        return self.apply(self.inner.score_encoded(encoded))
+
+
+def calibrated(inner, calibration: Calibration) -> Calibrated:
+    """``inner`` with ``calibration`` over it, keeping the tokenize-once pair when ``inner`` has it."""
+    from .models.base import PairEncoder
+
+    return (CalibratedEncoder if isinstance(inner, PairEncoder) else Calibrated)(inner, calibration)
+
+
+def require_calibration(settings, info) -> Calibration:
+    """The saved map of ``info``'s model, or an :class:`InvalidInput` naming ``calibrated`` and the path."""
+    cal = load_calibration(settings, info)
+    if cal is None:
+        raise InvalidInput(
+            "calibrated", f"no calibration for {info.id} (revision {info.revision or '-'}) at "
+            f"{calibration_path(settings, info)}; run qrank eval --calibrate with this model first"
+        )
+    return cal
+
+
+def logit(p: float) -> float:
+    """The raw score behind a probability (TEI's ``raw_scores``), clipped where float32 saturates.
+
+    >>> round(logit(0.5), 6), round(logit(1.0), 2)
+    (0.0, 16.64)
+    """
+    eps = 2.0**-24
+    p = min(max(float(p), eps), 1.0 - eps)
+    return math.log(p) - math.log1p(-p)
+
+
+def raw_scores(scores, activation: str | None, field: str = "return_raw_scores") -> list[float]:
+    """The model's raw output behind returned ``scores``: the logit of a sigmoid score, an identity (or tanh)
+    head's score as it is. A calibrated model's raw scores come from its pass (:meth:`Calibrated.score_and_raw`);
+    they cannot be recovered from the probabilities, so asking here is an error naming ``field``.
+
+    >>> [round(x, 3) for x in raw_scores([0.5, 0.881], "sigmoid")], raw_scores([2.5], "identity")
+    ([0.0, 2.0], [2.5])
+    """
+    if activation == "calibrated":
+        raise InvalidInput(field, "this model stack cannot return the raw scores behind its calibrated ones")
+    if activation == "sigmoid":
+        return [logit(s) for s in scores]
+    return [float(s) for s in scores]
+
 
 def _calibrated_info(info, cal: Calibration):
     raw_activation = getattr(info, "score_activation", None)
-    extra = {**info.extra, "calibration": {"method": cal.method, "raw_activation": raw_activation}}
+    extra = {**info.extra, "calibration": {"method": cal.method, "raw_activation": raw_activation,
+                                           "digest": cal.digest()}}
     if "score_activation" in {f.name for f in dataclasses.fields(info)}:  # the field arrives with the layers work
         return dataclasses.replace(info, extra=extra, score_activation="calibrated")
     return dataclasses.replace(info, extra=extra)

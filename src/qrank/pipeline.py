@@ -36,7 +36,7 @@ from .index.documents import Document, check_ids, doc_hash, indexed_text, to_doc
 from .index.fusion import rrf
 from .index.store import Passage, check_filter
 from .long_documents import LongDocuments
-from .reranker import check_query
+from .reranker import check_min_score, check_query
 from .settings import Settings
 from .types import RerankResult, Span
 
@@ -360,6 +360,7 @@ class Pipeline:
         query_prompt: str | None = None,
         instruction: str | None = None,
         long_documents: LongDocuments | str | None = None,
+        min_score: float | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best documents for ``query``.
 
@@ -375,6 +376,8 @@ class Pipeline:
         it fills every role not given by name. ``long_documents`` ("chunk", "truncate", "error" or a
         :class:`~qrank.long_documents.LongDocuments`) is what the reranker does with a passage longer than its
         window (default: the reranker's policy); hits say it in ``span``, ``chunks`` and ``truncated``.
+        ``min_score`` leaves out documents whose rerank score is below it (P(relevant) with a calibrated
+        reranker); it needs reranking.
 
         >>> import tempfile
         >>> from qrank.settings import Settings
@@ -404,6 +407,9 @@ class Pipeline:
             raise InvalidInput(
                 "reranker", f"collection {self.name!r} has no reranker; pass reranker= to Pipeline.open or rerank=False"
             )
+        min_score = check_min_score(min_score)
+        if min_score is not None and rr is None:  # dense and fused scores are no relevance a threshold could mean
+            raise InvalidInput("min_score", "filters on the rerank score, and this search does not rerank")
         store = self.collection.store
         qv = self.embedder.embed(query, is_query=True, query_task=query_task, query_prompt=query_prompt)
         dense = self._dense_candidates(qv, n_cand, norm)
@@ -432,7 +438,7 @@ class Pipeline:
             rerank_scores, best_passage, reports = self._rerank(rr, query, qv, cand, docs, reranker_instruction,
                                                                 long_documents)
             order = sorted(range(len(cand)), key=lambda i: (-rerank_scores[cand[i]], i))
-            cand = [cand[i] for i in order]
+            cand = [cand[i] for i in order if min_score is None or rerank_scores[cand[i]] >= min_score]
         hits = []
         for rank, d in enumerate(cand[:k], 1):
             passages = docs[d]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from .calibration import calibrated as calibrate
+from .calibration import raw_scores, require_calibration
 from .errors import InvalidInput
 from .long_documents import DocumentReport, LongDocuments, as_policy, plan
 from .models.base import ScoringModel, check_finite, check_scores
@@ -40,25 +43,41 @@ def check_top_n(top_n, n: int) -> int:
     return min(top_n, n)
 
 
+def check_min_score(min_score) -> float | None:
+    """None, or a finite number: results scoring below it are left out."""
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score):
+        raise InvalidInput("min_score", f"must be a finite number, got {min_score!r}")
+    return float(min_score)
+
+
 def rank_scores(scores: Sequence[float], documents: Sequence[str] | None, top_n: int,
-                reports: Sequence[DocumentReport | None] | None = None) -> list[RerankResult]:
-    """Sort by score, best first (ties keep the caller's order), and cut to ``top_n``; ``reports`` (from
-    :mod:`qrank.long_documents`) fill each result's span, chunks, tokens and truncated.
+                reports: Sequence[DocumentReport | None] | None = None, *, min_score: float | None = None,
+                raw: Sequence[float] | None = None) -> list[RerankResult]:
+    """Sort by score, best first (ties keep the caller's order), drop scores below ``min_score``, and cut to
+    ``top_n``; ``reports`` (from :mod:`qrank.long_documents`) fill each result's span, chunks, tokens and
+    truncated, ``raw`` each result's ``raw_score``.
 
     >>> [r.index for r in rank_scores([0.1, 0.9, 0.5], None, 2)]
     [1, 2]
+    >>> [r.index for r in rank_scores([0.1, 0.9, 0.5], None, 3, min_score=0.5)]
+    [1, 2]
     """
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_n]
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    if min_score is not None:  # filtered before the cut: top_n counts results that passed
+        order = [i for i in order if scores[i] >= min_score]
     return [result(i, float(scores[i]), documents[i] if documents is not None else None,
-                   reports[i] if reports else None) for i in order]
+                   reports[i] if reports else None, None if raw is None else float(raw[i])) for i in order[:top_n]]
 
 
-def result(index: int, score: float, document: str | None, report: DocumentReport | None) -> RerankResult:
+def result(index: int, score: float, document: str | None, report: DocumentReport | None,
+           raw_score: float | None = None) -> RerankResult:
     """One result, with what its long-document report says (None: the model gave no layout)."""
     if report is None:
-        return RerankResult(index=index, score=score, document=document)
+        return RerankResult(index=index, score=score, document=document, raw_score=raw_score)
     return RerankResult(index=index, score=score, document=document, span=Span(*report.span), chunks=report.chunks,
-                        tokens=report.tokens, truncated=report.truncated)
+                        tokens=report.tokens, truncated=report.truncated, raw_score=raw_score)
 
 
 class Reranker:
@@ -88,42 +107,65 @@ class Reranker:
         instruction: str | None = None,
         engine: str | None = None,
         quantization: str | None = None,
+        calibrated: bool | None = None,
     ) -> Reranker:
         """Load a Qwen3 reranker or a cross-encoder from a local folder or a hub id.
 
         ``instruction`` is the Qwen3 reranker's ``<Instruct>`` task (setting ``models.reranker_instruction``);
         cross-encoders take none. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked against
         bfloat16 at load (docs/quantization.md); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
+        ``calibrated=True`` (setting ``models.calibrated``) returns P(relevant) through the map that
+        ``qrank eval --calibrate`` saved for this model and revision (:mod:`qrank.calibration`); without one it
+        is an :class:`~qrank.errors.InvalidInput` naming ``calibrated`` and the expected path.
         """
         from .models.registry import load_model
 
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length,
-                                   reranker_instruction=instruction, engine=engine, quantization=quantization)
-        return cls(load_model(name, "reranker", settings.models, settings.engine), instruction=instruction,
-                   long_documents=LongDocuments.from_settings(settings.models))
+                                   reranker_instruction=instruction, engine=engine, quantization=quantization,
+                                   calibrated=calibrated)
+        model = load_model(name, "reranker", settings.models, settings.engine)
+        if settings.models.calibrated:
+            # directly over the backend: every layer and door above (caches, queues, the server) sees P(relevant)
+            model = calibrate(model, require_calibration(settings, model.info))
+        return cls(model, instruction=instruction, long_documents=LongDocuments.from_settings(settings.models))
 
     @property
     def info(self) -> ModelInfo:
         return self.model.info
 
     def _scores(self, pairs: list[tuple[str, str]], instruction: str | None) -> np.ndarray:
+        return self._scores_and_raw(pairs, instruction, False)[0]
+
+    def _scores_and_raw(self, pairs: list[tuple[str, str]], instruction: str | None,
+                        with_raw: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Checked scores, and with ``with_raw`` the model's raw output behind them (from the same pass)."""
         if instruction is not None and not isinstance(instruction, str):
             raise InvalidInput("instruction", "must be a string")
         if not pairs:
-            return np.zeros((0,), dtype=np.float32)
-        raw = self.model.score_pairs(pairs, instruction=instruction or self.instruction)
-        return check_finite(check_scores(raw, len(pairs)))
+            return np.zeros((0,), dtype=np.float32), (np.zeros((0,), dtype=np.float32) if with_raw else None)
+        instruction = instruction or self.instruction
+        both = getattr(self.model, "score_and_raw", None) if with_raw else None
+        if both is not None:  # a calibrated model: its raw scores cannot be recovered from the probabilities
+            scores, raw = both(pairs, instruction=instruction)
+            return check_finite(check_scores(scores, len(pairs))), check_scores(raw, len(pairs))
+        scores = check_finite(check_scores(self.model.score_pairs(pairs, instruction=instruction), len(pairs)))
+        if not with_raw:
+            return scores, None
+        return scores, np.asarray(raw_scores(scores.tolist(), self.info.score_activation), dtype=np.float32)
 
     def _document_scores(self, pairs: list[tuple[str, str]], instruction: str | None, long_documents,
-                         field: str) -> tuple[np.ndarray, list[DocumentReport | None]]:
-        """Scores of (query, document) pairs under the long-document policy, with each document's report."""
+                         field: str, with_raw: bool = False
+                         ) -> tuple[np.ndarray, list[DocumentReport | None], np.ndarray | None]:
+        """Scores of (query, document) pairs under the long-document policy, with each document's report and
+        (``with_raw``) its raw score, aggregated over chunks the same way."""
         if instruction is not None and not isinstance(instruction, str):
             raise InvalidInput("instruction", "must be a string")
         if not pairs:
-            return np.zeros((0,), dtype=np.float32), []
+            return np.zeros((0,), dtype=np.float32), [], None
         policy = as_policy(long_documents, self.long_documents)
         laid = plan(self.model, pairs, instruction=instruction or self.instruction, policy=policy, field=field)
-        return laid.fold(self._scores(laid.pairs, instruction))
+        scores, raw = self._scores_and_raw(laid.pairs, instruction, with_raw)
+        return (*laid.fold(scores), None if raw is None else laid.fold(raw)[0])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
                     long_documents: LongDocuments | str | None = None) -> np.ndarray:
@@ -154,7 +196,7 @@ class Reranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
-        scores, _ = self._document_scores([(query, d) for d in documents], instruction, long_documents, "documents")
+        scores = self._document_scores([(query, d) for d in documents], instruction, long_documents, "documents")[0]
         return [float(s) for s in scores]
 
     def score_documents(self, query: str, documents: Sequence[str], *, instruction: str | None = None,
@@ -163,8 +205,8 @@ class Reranker:
         e.g. ``rr.score_documents("q", ["short", long_text], long_documents="chunk")[1].span``."""
         query = check_query(query)
         documents = check_documents(documents)
-        scores, reports = self._document_scores([(query, d) for d in documents], instruction, long_documents,
-                                                "documents")
+        scores, reports, _ = self._document_scores([(query, d) for d in documents], instruction, long_documents,
+                                                   "documents")
         return [result(i, float(s), d, r) for i, (s, d, r) in enumerate(zip(scores.tolist(), documents, reports))]
 
     def rerank(
@@ -176,8 +218,14 @@ class Reranker:
         instruction: str | None = None,
         return_documents: bool = True,
         long_documents: LongDocuments | str | None = None,
+        min_score: float | None = None,
+        return_raw_scores: bool = False,
     ) -> list[RerankResult]:
         """Documents ordered best first, cut to ``top_n``; each result keeps its original ``index``.
+
+        ``min_score`` leaves out results scoring below it (before the ``top_n`` cut, on the returned score:
+        P(relevant) for a calibrated reranker). ``return_raw_scores`` fills each result's ``raw_score`` with the
+        model's raw output: the uncalibrated score of a calibrated reranker, else the logit behind a sigmoid score.
 
         ``long_documents`` ("chunk", "truncate", "error" or a :class:`~qrank.long_documents.LongDocuments`)
         overrides the reranker's policy for this call; results say which ``span`` scored and whether the
@@ -187,9 +235,11 @@ class Reranker:
         query = check_query(query)
         documents = check_documents(documents)
         n = check_top_n(top_n, len(documents))
-        scores, reports = self._document_scores([(query, d) for d in documents], instruction, long_documents,
-                                                "documents")
-        return rank_scores(scores.tolist(), documents if return_documents else None, n, reports)
+        min_score = check_min_score(min_score)
+        scores, reports, raw = self._document_scores([(query, d) for d in documents], instruction, long_documents,
+                                                     "documents", bool(return_raw_scores))
+        return rank_scores(scores.tolist(), documents if return_documents else None, n, reports, min_score=min_score,
+                           raw=None if raw is None else raw.tolist())
 
     def batch_rerank(
         self,
@@ -200,8 +250,11 @@ class Reranker:
         instruction: str | None = None,
         return_documents: bool = True,
         long_documents: LongDocuments | str | None = None,
+        min_score: float | None = None,
+        return_raw_scores: bool = False,
     ) -> list[list[RerankResult]]:
         """One ranking per query; all pairs go through the model in one pass (one engine schedule).
+        ``min_score`` and ``return_raw_scores`` work as in :meth:`rerank`.
 
         >>> rr = Reranker.from_pretrained("../shared/models/scifact-minilm-ce")
         >>> docs = ["Cats purr.", "BM25 ranks documents."]
@@ -220,15 +273,19 @@ class Reranker:
         checked = []
         for qi, (q, docs) in enumerate(zip(queries, documents_list)):
             checked.append((check_query(q, f"queries[{qi}]"), check_documents(docs, f"documents_list[{qi}]")))
+        min_score = check_min_score(min_score)
         pairs = [(q, d) for q, docs in checked for d in docs]
         # the chunks of every query go through the model in this one pass
-        scores, reports = self._document_scores(pairs, instruction, long_documents, "documents")
+        scores, reports, raw = self._document_scores(pairs, instruction, long_documents, "documents",
+                                                     bool(return_raw_scores))
         scores = scores.tolist()
+        raw = None if raw is None else raw.tolist()
         out, start = [], 0
         for q, docs in checked:
             end = start + len(docs)
             out.append(rank_scores(scores[start:end], docs if return_documents else None,
-                                   check_top_n(top_n, len(docs)), reports[start:end]))
+                                   check_top_n(top_n, len(docs)), reports[start:end], min_score=min_score,
+                                   raw=None if raw is None else raw[start:end]))
             start = end
         return out
 
@@ -237,7 +294,7 @@ class Reranker:
 
 
 _MODEL_OVERRIDES = ("device", "dtype", "max_length", "reranker_instruction", "query_task", "query_prompt",
-                    "quantization")
+                    "quantization", "calibrated")
 
 
 def _with_overrides(settings: Settings | None, **kw) -> Settings:

@@ -82,6 +82,10 @@ class ModelSettings(BaseModel):
         "checked against bfloat16 at load (docs/quantization.md); 'int8': dynamic int8 Linear layers for "
         "cross-encoders and ST embedders on the CPU (opt-in, not exact)"
     )
+    calibrated: bool = Field(
+        False, description="rerankers: return calibrated P(relevant), with the map `qrank eval --calibrate` saved "
+        "for the model and revision (an error naming the path when none was fitted)"
+    )
     quantization_check: bool = Field(True, description="refuse an FP8 model whose probe-set scores drift from bfloat16")
     quantization_min_tau: float = Field(0.8, ge=-1, le=1, description="FP8 gate: least mean Kendall tau per query")
     quantization_min_top1: float = Field(0.9, ge=0, le=1, description="FP8 gate: least top-1 agreement")

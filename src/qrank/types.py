@@ -22,6 +22,8 @@ class RerankResult:
     When the model lays documents out in its window (:mod:`qrank.long_documents`), ``span`` is the part
     that decided the score, ``chunks`` and ``tokens`` how many chunks and document tokens were scored, and
     ``truncated`` whether any of the document was left unscored; they stay None otherwise.
+    ``raw_score`` (on request) is the model's raw output: a calibrated reranker's uncalibrated score, else the
+    logit behind a sigmoid score (a raw head's score as it is).
 
     >>> r = RerankResult(index=2, score=0.9, document="x", span=Span(0, 1), chunks=1, tokens=1, truncated=False)
     >>> r.to_dict()["span"]
@@ -35,6 +37,7 @@ class RerankResult:
     chunks: int | None = None
     tokens: int | None = None
     truncated: bool | None = None
+    raw_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -111,3 +111,15 @@ def test_search_old_instruction_field_still_accepted(http, minilm):
                                         "query_prompt": "query: "})
     assert old.status_code == 200, old.text
     assert [h["score"] for h in old.json()["results"]] == pytest.approx([h["score"] for h in new.json()["results"]])
+
+
+def test_search_min_score_filters_on_the_rerank_score(http, ce):
+    scores = dict(zip([d["id"] for d in DOCS], ce.score(QUERY, [d["text"] for d in DOCS])))
+    cut = sorted(scores.values())[2]  # the best two stay
+    r = http.post("/v1/search", json={"collection": "notes", "query": QUERY, "k": 4, "min_score": cut})
+    assert r.status_code == 200, r.text
+    assert [h["id"] for h in r.json()["results"]] == sorted((i for i in scores if scores[i] >= cut),
+                                                           key=lambda i: -scores[i])
+    for body in ({"min_score": "0.5"}, {"min_score": 0.5, "rerank": False}, {"min_score": 0.5, "mode": "bm25"}):
+        r = http.post("/v1/search", json={"collection": "notes", "query": QUERY, **body})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "min_score", r.text

@@ -31,8 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("docs", nargs="*", metavar="DOC", help="documents given inline")
     p.add_argument("--top-n", "-n", type=int, default=None, help="keep the best N (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="leave out documents scoring below this (P(relevant) with --calibrated)")
+    p.add_argument("--raw-scores", action="store_true",
+                   help="also show each document's raw score (the uncalibrated score, or the logit of a probability)")
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction", "quantization",
-                                     "quantization_check"])
+                                     "quantization_check", "calibrated"])
     add_settings_flags(p, "models", LONG_DOCUMENT_FLAGS)
     # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
     p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
@@ -115,7 +119,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     docs = read_documents(args.documents, args.docs)
     rr = Reranker.from_pretrained(args.model, settings=settings)
-    results = rr.rerank(args.query, docs, top_n=args.top_n)
+    results = rr.rerank(args.query, docs, top_n=args.top_n, min_score=args.min_score, return_raw_scores=args.raw_scores)
     if args.json:
         print_json({"model": rr.info.id, "query": args.query, "results": [r.to_dict() for r in results]})
         return 0
@@ -125,13 +129,16 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     table = Table(title=f"{rr.info.id} ({rr.info.kind}) — {args.query}", title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    if args.raw_scores:
+        table.add_column("raw", justify="right")
     table.add_column("was", justify="right")
     table.add_column("moved", justify="right")
     table.add_column("scored", justify="right")  # never silent: a cut or a chunked document says so
     table.add_column("document", overflow="fold")
     for rank, r in enumerate(results):
         moved = r.index - rank
-        table.add_row(str(rank + 1), f"{r.score:.4f}", str(r.index + 1), f"{moved:+d}" if moved else "=",
+        raw = [f"{r.raw_score:.4f}"] if args.raw_scores else []
+        table.add_row(str(rank + 1), f"{r.score:.4f}", *raw, str(r.index + 1), f"{moved:+d}" if moved else "=",
                       scored_part(r), _clip(r.document or ""))
     Console().print(table)
     return 0

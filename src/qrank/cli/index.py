@@ -112,7 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--query-prompt", help="the sentence-transformers query prefix (default: the model's)")
     s.add_argument("--instruction", help="deprecated: one value for every role above that is not given")
     s.add_argument("--json", action="store_true", help="print a JSON list of hits")
+    s.add_argument("--min-score", type=float, default=None,
+                   help="leave out documents whose rerank score is below this (P(relevant) with --calibrated)")
     _common(s)
+    add_settings_flags(s, "models", ["calibrated"])
     add_settings_flags(s, "index", ["candidates", "rrf_k", "hnsw_ef_search", "rerank_passages", "milvus_uri"])
     s.set_defaults(func=_store_errors(cmd_search))
 
@@ -299,7 +302,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         rerank = False if args.no_rerank else None
         hits = p.search(args.query, k=args.k, rerank=rerank, hybrid=args.hybrid, filter=parse_filter(args.filter),
                         reranker_instruction=args.reranker_instruction, query_task=args.query_task,
-                        query_prompt=args.query_prompt, instruction=args.instruction)
+                        query_prompt=args.query_prompt, instruction=args.instruction, min_score=args.min_score)
         reranked = bool(hits) and hits[0].rerank_score is not None
     if args.json:
         print_json([h.to_dict() for h in hits])

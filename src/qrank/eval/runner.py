@@ -234,7 +234,8 @@ class Evaluation:
             from ..reranker import Reranker
 
             log.info("loading reranker %s", self.config.reranker)
-            self._reranker = Reranker.from_pretrained(self.config.reranker, settings=self.settings)
+            # raw scores always: --calibrate fits on them, and cached stages are keyed without any calibration
+            self._reranker = Reranker.from_pretrained(self.config.reranker, settings=self.settings, calibrated=False)
         return self._reranker
 
     # -------------------------------------------------------------------------------------- stages

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.requests import Request
 
+from ..calibration import raw_scores
 from ..embedder import check_dim
 from ..errors import InvalidInput, TooLarge
 from ..long_documents import DocumentReport, LongDocuments, plan
-from ..reranker import rank_scores
+from ..reranker import check_min_score, rank_scores
 from ..types import RerankResult
 from .errors import ClientGone
 from .state import ServedModel, ServerState
@@ -29,6 +30,7 @@ class Scored:
     scores: np.ndarray
     tokens: int
     reports: list[DocumentReport | None] | None = None
+    raw: np.ndarray | None = None  # the model's raw output behind ``scores``, when asked for
 
 
 @dataclass(frozen=True)
@@ -150,12 +152,15 @@ class Inference:
         field: str,
         query_field: str = "query",
         long_documents: dict | None = None,
+        raw_field: str | None = None,
     ) -> Scored:
         """Scores of (query, document) pairs in the caller's order; the fields name queries and documents.
 
         ``long_documents`` holds the request's qrank fields (``long_documents``, ``chunk_tokens``,
         ``chunk_overlap``, ``chunk_aggregate``, ``chunk_top_k``) and protocol knobs (``max_tokens_per_doc``,
         ``max_tokens_per_query``); documents are cut or chunked by :mod:`qrank.long_documents`.
+        ``raw_field`` (the request's field that asked for raw scores) fills ``Scored.raw``: a calibrated model's
+        uncalibrated scores of the same pass, else the logit behind a sigmoid score.
         """
         served = self.state.pool.get(model_name, "reranker")
         lim = self.limits
@@ -179,7 +184,7 @@ class Inference:
             laid = plan(served.model, pairs, instruction=instruction, policy=policy, field=field,
                         query_field=query_field, truncated_before=truncated_before, unlaid=("truncate", "error"),
                         refuse_as_too_large=refuse_413)
-            return (laid, *score_job(served.model, laid.pairs, instruction, laid.encoded))
+            return (laid, *score_job(served.model, laid.pairs, instruction, laid.encoded, raw=raw_field is not None))
 
         # a full queue answers 429 now, before the tokenizer: under overload the refusal takes milliseconds
         with served.batcher.place() as place:
@@ -189,9 +194,14 @@ class Inference:
                 check_tokens(counts, served.info.max_length, field)  # a model without layouts: refuse by its counts
             tokens = int(sum(counts))
             submitted = served.batcher.submit(job, cost=tokens, size=len(laid.pairs), place=place)
-            scores = await watched(self.request, submitted)
+            answer = await watched(self.request, submitted)
+        scores, raw = answer if isinstance(answer, tuple) else (answer, None)
         scores, reports = laid.fold(scores)
-        return Scored(served, scores, tokens, reports)
+        if raw is not None:  # chunks' raw scores aggregate as their scores do
+            raw = laid.fold(raw)[0]
+        elif raw_field is not None:
+            raw = np.asarray(raw_scores(scores.tolist(), served.info.score_activation, raw_field), dtype=np.float32)
+        return Scored(served, scores, tokens, reports, raw)
 
     async def rerank(
         self,
@@ -204,16 +214,22 @@ class Inference:
         truncate: bool | None,
         field: str = "documents",
         long_documents: dict | None = None,
+        min_score: float | None = None,
+        raw_field: str | None = None,
     ) -> Ranked:
-        """Documents best first, cut to ``top_n`` (which may not exceed ``max_documents``)."""
+        """Documents best first, without those scoring below ``min_score``, cut to ``top_n`` (which may not
+        exceed ``max_documents``); ``raw_field`` as in :meth:`score_pairs` fills each result's ``raw_score``."""
         if top_n is not None and top_n > self.limits.max_documents:
             raise InvalidInput("top_n", f"must be at most {self.limits.max_documents}, got {top_n}")
+        min_score = check_min_score(min_score)
         scored = await self.score_pairs(
             model_name, [(query, d) for d in documents], instruction=instruction, truncate=truncate, field=field,
-            long_documents=long_documents,
+            long_documents=long_documents, raw_field=raw_field,
         )
         n = len(documents) if top_n is None else min(top_n, len(documents))
-        return Ranked(scored.model, rank_scores(scored.scores.tolist(), documents, n, scored.reports), scored.tokens)
+        raw = None if scored.raw is None else scored.raw.tolist()
+        results = rank_scores(scored.scores.tolist(), documents, n, scored.reports, min_score=min_score, raw=raw)
+        return Ranked(scored.model, results, scored.tokens)
 
     async def embed(
         self,

@@ -34,6 +34,8 @@ class ScoreJob:
     pairs: list[tuple[str, str]]
     instruction: str | None = None
     encoded: list[Encoded] | None = None
+    # the request wants a calibrated model's raw scores too: the worker answers (scores, raw) of one pass
+    raw: bool = False
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -54,16 +56,18 @@ class EmbedJob:
 
 
 def score_job(model, pairs: list[tuple[str, str]], instruction: str | None,
-              known: Sequence[Encoded | None] | None = None) -> tuple[ScoreJob, list[int]]:
+              known: Sequence[Encoded | None] | None = None, *, raw: bool = False) -> tuple[ScoreJob, list[int]]:
     """The job for one request and its exact token counts; the pairs are tokenized here, once
-    (``known[i]``, when given, is pair i's encoding already made at the door, e.g. by laying documents out)."""
+    (``known[i]``, when given, is pair i's encoding already made at the door, e.g. by laying documents out).
+    ``raw``: the worker answers ``(scores, raw scores)`` when the model is calibrated."""
     if isinstance(model, PairEncoder):
         known = list(known) if known is not None else [None] * len(pairs)
         todo = [i for i, e in enumerate(known) if e is None]
         fresh = iter(model.encode_pairs([pairs[i] for i in todo], instruction=instruction) if todo else [])
         encoded = [e if e is not None else next(fresh) for e in known]
-        return ScoreJob(pairs, instruction, encoded), [len(e) for e in encoded]
-    return ScoreJob(pairs, instruction), [int(n) for n in model.count_tokens(pairs, instruction=instruction)]
+        return ScoreJob(pairs, instruction, encoded, raw), [len(e) for e in encoded]
+    counts = [int(n) for n in model.count_tokens(pairs, instruction=instruction)]
+    return ScoreJob(pairs, instruction, raw=raw), counts
 
 
 def embed_job(model, texts: list[str], *, is_query: bool, instruction: str | None,
@@ -83,16 +87,19 @@ def _grouped(jobs: Sequence, key: Callable[[object], Hashable]) -> dict[Hashable
     return groups
 
 
-def _split(values: np.ndarray, jobs: Sequence, idx: list[int], out: list) -> None:
-    """Each job's rows of one model answer, or its own NonFiniteOutput."""
+def _split(values: np.ndarray, jobs: Sequence, idx: list[int], out: list, raw: np.ndarray | None = None) -> None:
+    """Each job's rows of one model answer, or its own NonFiniteOutput; a job that asked for ``raw`` gets the
+    pair ``(rows, raw rows)`` when the model gave raw scores."""
     start = 0
     for i in idx:
-        part = values[start : start + len(jobs[i])]
-        start += len(jobs[i])
+        end = start + len(jobs[i])
         try:
-            out[i] = check_finite(part, error=NonFiniteOutput, context=" for this request")
+            out[i] = check_finite(values[start:end], error=NonFiniteOutput, context=" for this request")
+            if raw is not None and getattr(jobs[i], "raw", False):
+                out[i] = (out[i], raw[start:end])
         except NonFiniteOutput as exc:
             out[i] = exc
+        start = end
 
 
 def score_runner(model) -> Callable[[Sequence[ScoreJob]], list]:
@@ -102,11 +109,19 @@ def score_runner(model) -> Callable[[Sequence[ScoreJob]], list]:
         out: list = [None] * len(jobs)
         groups = _grouped(jobs, lambda j: ("encoded",) if j.encoded is not None else ("text", j.instruction))
         for key, idx in groups.items():
+            n = sum(len(jobs[i]) for i in idx)
+            # a calibrated model gives its raw scores of the same pass when some job of the batch asked for them
+            both = any(jobs[i].raw for i in idx)
             if key[0] == "encoded":
-                scores = model.score_encoded([e for i in idx for e in jobs[i].encoded])
+                encoded = [e for i in idx for e in jobs[i].encoded]
+                both = both and hasattr(model, "score_encoded_and_raw")
+                scores = model.score_encoded_and_raw(encoded) if both else model.score_encoded(encoded)
             else:
-                scores = model.score_pairs([p for i in idx for p in jobs[i].pairs], instruction=key[1])
-            _split(check_scores(scores, sum(len(jobs[i]) for i in idx)), jobs, idx, out)
+                pairs = [p for i in idx for p in jobs[i].pairs]
+                both = both and hasattr(model, "score_and_raw")
+                scores = (model.score_and_raw if both else model.score_pairs)(pairs, instruction=key[1])
+            scores, raw = scores if both else (scores, None)
+            _split(check_scores(scores, n), jobs, idx, out, None if raw is None else check_scores(raw, n))
         return out
 
     return run

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ...calibration import logit
 from ...errors import InvalidInput
 from ..inference import Inference, Ranked
 from ..schemas.common import Usage
@@ -36,6 +36,7 @@ def _standard(ranked: Ranked, return_documents: bool) -> RerankResponse:
                 index=r.index,
                 relevance_score=r.score,
                 document=RerankDocument(text=r.document) if return_documents else None,
+                raw_score=r.raw_score,
                 **LongDocumentReport.fields_of(r),
             )
             for r in ranked.results
@@ -44,7 +45,9 @@ def _standard(ranked: Ranked, return_documents: bool) -> RerankResponse:
     )
 
 
-async def _rerank(request: Request, body, documents: list[str], field: str) -> Ranked:
+async def _rerank(request: Request, body, documents: list[str], field: str, raw_field: str | None = None) -> Ranked:
+    if body.return_raw_scores:
+        raw_field = "return_raw_scores"
     return await Inference(state_of(request), request).rerank(
         body.model,
         body.query,
@@ -54,6 +57,8 @@ async def _rerank(request: Request, body, documents: list[str], field: str) -> R
         truncate=body.truncate,
         field=field,
         long_documents=body.long_document_options(),
+        min_score=body.min_score,
+        raw_field=raw_field,
     )
 
 
@@ -85,29 +90,20 @@ async def rerank_any(request: Request, body: AnyRerankRequest) -> Response:
             raise InvalidInput("documents", "is required (or 'texts' for the TEI protocol)")
         ranked = await _rerank(request, body, body.documents, "documents")
         return json_response(_standard(ranked, body.return_documents))
-    ranked = await _rerank(request, body, body.texts, "texts")
-    raw = body.raw_scores and _scores_are_probabilities(ranked)
+    ranked = await _rerank(request, body, body.texts, "texts", "raw_scores" if body.raw_scores else None)
     items = [
         TEIRerankItem(
-            index=r.index, score=_logit(r.score) if raw else r.score, text=r.document if body.return_text else None,
-            **LongDocumentReport.fields_of(r),
+            index=r.index, score=_tei_raw(ranked, r.raw_score) if body.raw_scores else r.score,
+            text=r.document if body.return_text else None, **LongDocumentReport.fields_of(r),
+            raw_score=r.raw_score if body.return_raw_scores else None,
         )
         for r in ranked.results
     ]
     return json_response(items)
 
 
-def _scores_are_probabilities(ranked: Ranked) -> bool:
-    # Qwen3 rerankers and sigmoid cross-encoders answer probabilities; identity/tanh heads are raw already
-    return ranked.model.info.score_activation == "sigmoid"
-
-
-def _logit(p: float) -> float:
-    """The raw score behind a probability (TEI's ``raw_scores``), clipped where float32 saturates.
-
-    >>> round(_logit(0.5), 6)
-    0.0
-    """
-    eps = 2.0**-24
-    p = min(max(p, eps), 1.0 - eps)
-    return math.log(p) - math.log1p(-p)
+def _tei_raw(ranked: Ranked, raw: float) -> float:
+    """TEI's ``raw_scores``: the logit, also under a calibration whose model answered sigmoid probabilities
+    (``raw`` is then that probability; otherwise it is the logit or a raw head's score already)."""
+    calibration = ranked.model.info.extra.get("calibration") or {}
+    return logit(raw) if calibration.get("raw_activation") == "sigmoid" else raw

@@ -39,6 +39,8 @@ async def search(request: Request, body: SearchRequest) -> Response:
         raise InvalidInput("candidates", f"must be at most {limits.max_documents}, got {body.candidates}")
     if body.mode == "bm25" and body.rerank:
         raise InvalidInput("rerank", "mode 'bm25' returns BM25 alone; leave rerank out")
+    if body.mode == "bm25" and body.min_score is not None:
+        raise InvalidInput("min_score", "filters on the rerank score; mode 'bm25' does not rerank")
     hits = await watched(request, asyncio.to_thread(_search, state, body))
     return json_response(SearchResponse(collection=body.collection, results=hits))
 
@@ -60,6 +62,7 @@ def _search(state, body: SearchRequest) -> list[SearchHitItem]:
         query_task=body.query_task,
         query_prompt=body.query_prompt,
         instruction=body.instruction,
+        min_score=body.min_score,
     )
     return [SearchHitItem(**h.to_dict()) for h in hits]
 

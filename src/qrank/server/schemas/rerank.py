@@ -5,6 +5,9 @@ vLLM / Jina / Cohere::
     {"model": "m", "query": "q", "documents": ["a", {"text": "b"}], "top_n": 1, "return_documents": true}
     → {"id", "model", "results": [{"index", "relevance_score", "document": {"text"}}], "usage": {"total_tokens"}}
 
+qrank adds ``min_score`` (leave out results scoring below it) and ``return_raw_scores`` (each result's
+``raw_score``: the model's raw output) to every body style.
+
 TEI (``/rerank`` with ``texts``)::
 
     {"query": "q", "texts": ["a", "b"], "raw_scores": false, "return_text": false, "truncate": true}
@@ -76,6 +79,14 @@ class _RerankFields(LongDocumentFields):
         None, description="TEI: false refuses (422) a document longer than the window unless long_documents says "
         "otherwise (default: the server's setting)"
     )
+    min_score: float | None = Field(
+        None, allow_inf_nan=False, description="qrank: leave out results whose score is below this (applied "
+        "before top_n; on the returned score, i.e. P(relevant) when the server runs calibrated models)"
+    )
+    return_raw_scores: bool = Field(
+        False, description="qrank: add each result's 'raw_score', the model's raw output from the same pass: a "
+        "calibrated model's uncalibrated score, otherwise the logit behind a sigmoid score (TEI's raw_scores)"
+    )
 
 
 class RerankRequest(_RerankFields):
@@ -137,6 +148,7 @@ class RerankResultItem(LongDocumentReport):
     index: int
     relevance_score: float
     document: RerankDocument | None = None
+    raw_score: float | None = Field(None, description="qrank, with return_raw_scores: the model's raw output")
 
 
 class RerankResponse(ResponseModel):
@@ -150,3 +162,4 @@ class TEIRerankItem(LongDocumentReport):
     index: int
     score: float
     text: str | None = None
+    raw_score: float | None = Field(None, description="qrank, with return_raw_scores: the model's raw output")

@@ -48,6 +48,10 @@ class SearchRequest(StrictModel):
         None, description="the raw query prefix of a sentence-transformers collection (default: models.query_prompt "
         "or the model's 'query' prompt)"
     )
+    min_score: float | None = Field(
+        None, allow_inf_nan=False, description="qrank: leave out documents whose rerank score is below this "
+        "(P(relevant) when the server runs calibrated rerankers); needs reranking"
+    )
     instruction: Instruction | None = Field(
         None, description="deprecated: one value for each of reranker_instruction and the query task/prompt not given",
         json_schema_extra={"deprecated": True},
