@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from qrank.errors import InvalidInput
+
 
 def _scifact_pairs(scifact_dir, n_queries=4, n_docs=6):
     corpus = []
@@ -43,9 +45,12 @@ def test_cross_encoder_equals_crossencoder_predict(request, which, pairs):
 def test_st_embedder_equals_sentence_transformer_encode(minilm, minilm_dir, pairs):
     from sentence_transformers import SentenceTransformer
 
-    texts = sorted({d for _, d in pairs} | {q for q, _ in pairs})
+    # an empty text is refused by the facade (issue 16.14: nothing to embed); a pair may still have an empty document
+    texts = sorted(t for t in {d for _, d in pairs} | {q for q, _ in pairs} if t.strip())
     ref = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, batch_size=5, normalize_embeddings=True)
     np.testing.assert_allclose(minilm.embed(texts), ref, atol=1e-5)
+    with pytest.raises(InvalidInput):
+        minilm.embed(["a text", ""])
 
 
 def test_real_cross_encoder_prefers_the_relevant_abstract(ce, scifact_dir):
