@@ -206,6 +206,12 @@ class Layer:
     def count_tokens(self, items, **kwargs) -> list[int]:
         return self.inner.count_tokens(items, **kwargs)
 
+    @property
+    def tokenizer(self):
+        """The tokenizer of the model underneath (None when it has none, e.g. a remote model): a collection's
+        chunker cuts text on its tokens, and a layer never changes what the model sees."""
+        return getattr(self.inner, "tokenizer", None)
+
     def document_layouts(self, pairs, *, instruction: str | None = None) -> list[DocumentLayout]:
         # a layer never changes what the model sees, so the inner model's layout is the layer's
         inner = getattr(self.inner, "document_layouts", None)
