@@ -14,6 +14,7 @@ Every skip is listed at the end of the run either way (``-rs`` is in the default
 from __future__ import annotations
 
 import os
+import secrets
 
 import pytest
 
@@ -24,6 +25,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tests start servers in threads and subprocesses beside the test process; on 2 cores, torch's
 # spinning worker threads oversubscribe the CPU and slow everything many times over
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Ray reads its auth settings when it is first imported, and collection imports it early (the doctests of
+# qrank.distributed.ray_serve, tests that use ray.exceptions); the Ray tests' own loopback cluster runs with
+# token auth as a real cluster would, so the setting and one token must be in place before any import
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 ALLOWED_SKIP_MARKERS = ("gpu", "slow")
 ALLOWED_SKIP_PREFIXES = ("platform:",)

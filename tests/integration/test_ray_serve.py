@@ -83,9 +83,10 @@ def _stop_own_cluster(temp: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    # set before Ray is first imported: it reads the auth settings once
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray reads the auth settings once, when first imported: the root conftest.py sets them before any import
+    # (collection imports Ray early); these only matter when this file runs without that conftest
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     pytest.importorskip("ray.serve", reason="needs the 'ray' extra")
     import ray
 
