@@ -133,3 +133,8 @@ def wait_until(predicate, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def rerank_body(query: str, *docs: str) -> dict:
+    """A ``/v1/rerank`` body: one query, its documents."""
+    return {"query": query, "documents": list(docs)}

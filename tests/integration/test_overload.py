@@ -18,14 +18,11 @@ from _server_support import (
     live_server,
     load_bench_module,
     queue_depth,
+    rerank_body,
     server_settings,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def rerank_body(query: str, *docs: str) -> dict:
-    return {"query": query, "documents": list(docs)}
 
 
 def _give_up(url: str, i: int) -> str:

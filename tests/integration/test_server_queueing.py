@@ -17,13 +17,10 @@ from _server_support import (
     live_server,
     load_bench_module,
     queue_depth,
+    rerank_body,
     server_settings,
     wait_until,
 )
-
-
-def rerank_body(query: str, *docs: str) -> dict:
-    return {"query": query, "documents": list(docs)}
 
 
 def test_queued_requests_share_one_model_call():
