@@ -51,7 +51,7 @@ def time_ms(fn, iters: int = 30) -> float:
 def main(argv=None) -> None:
     import torch
 
-    from qrank.engine.attention import TritonAttention, VarlenAttention
+    from qrank.engine.attention import TileShape, TritonAttention, VarlenAttention
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
@@ -86,10 +86,8 @@ def main(argv=None) -> None:
         for bm, bn, warps, stages in itertools.product(args.block_m, args.block_n, args.warps, args.stages):
             if bm // G < 16:
                 continue  # the engine raises a tile to 16 tokens: the same as a larger block_m
-            TritonAttention.block_m, TritonAttention.block_n = bm, bn
-            TritonAttention.num_warps, TritonAttention.num_stages = warps, stages
             try:
-                att = TritonAttention.for_layout(lay, "cuda", D**-0.5, TritonAttention.block_tokens(heads, kv))
+                att = TritonAttention.for_layout(lay, "cuda", D**-0.5, G, shape=TileShape(bm, bn, warps, stages))
                 diff = (att(q, k, v).float() - want).abs().max().item()
                 ms = time_ms(lambda: att(q, k, v))
             except Exception as exc:  # a shape Triton cannot fit (shared memory, registers): record and go on

@@ -225,7 +225,7 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
     outs = {}
     for kind in ("triton", "varlen", "sdpa", "sdpa-cudnn"):
         try:
-            att = make_attention(kind, lay, st.device, st.scale, block_t=qr.engine.config.block_t)
+            att = make_attention(kind, lay, st.device, st.scale, group=st.heads // st.kv_heads)
             outs[kind] = att(q, k, v)
             s, _, _ = timed(lambda: att(q, k, v), 20, warmup=3)
             notes.append(f"- {name} attention only ({kind}), one layer, {lay.num_tokens}-token pass: {s * 1e3:.3f} ms")

@@ -21,20 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_bench as gb  # noqa: E402
 
 log = logging.getLogger("longrow_bench")
-# (block_m, block_n, num_warps, num_stages) tried beside the shipped tile shape
+# (block_m, block_n, num_warps, num_stages) tried as the long-row tile shape beside the shipped one
 TILES = [(64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2)]
 
 
 def with_tiles(tile, shipped):
-    from qrank.engine.attention import TritonAttention
+    """Run ``fn`` with ``tile`` as the kernel's long-row shape (read when a pass runs or is captured)."""
+    from qrank.engine.attention import TileShape, TritonAttention
 
     def run(fn):
-        TritonAttention.block_m, TritonAttention.block_n, TritonAttention.num_warps, TritonAttention.num_stages = tile
+        TritonAttention.long = TileShape(*tile)
         try:
             return fn()
         finally:
-            (TritonAttention.block_m, TritonAttention.block_n, TritonAttention.num_warps,
-             TritonAttention.num_stages) = shipped
+            TritonAttention.long = shipped
 
     return run
 
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rep = gb.Report(torch.cuda.get_device_name())
     notes: list[str] = []
-    shipped = (TritonAttention.block_m, TritonAttention.block_n, TritonAttention.num_warps, TritonAttention.num_stages)
+    shipped = TritonAttention.long
     for size in args.sizes.split(","):
         bench_size(size, args, rep, notes, shipped)
         gc.collect()

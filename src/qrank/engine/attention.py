@@ -17,6 +17,7 @@ Three interchangeable kernels, chosen by measurement (see BENCHMARKS.md):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -89,52 +90,95 @@ def _flash_varlen(q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: float):
     return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, True, False, scale=scale)[0]
 
 
+@dataclass(frozen=True)
+class TileShape:
+    """A launch shape of the Triton kernel: ``block_m`` query rows (tokens x GQA heads) per tile, ``block_n``
+    keys per step, warps and pipeline stages.
+
+    >>> TileShape(64, 32, 4, 2).block_tokens(group=2), TileShape(64, 32, 4, 2).block_tokens(group=8)
+    (32, 16)
+    """
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    def block_tokens(self, group: int) -> int:
+        """Query tokens per tile: ``block_m`` rows shared by the ``group`` query heads of a key/value head, at
+        least 16 (``tl.dot`` needs 16 rows)."""
+        return max(self.block_m // group, 16)
+
+    def __str__(self) -> str:
+        return f"{self.block_m}x{self.block_n}/{self.num_warps}w{self.num_stages}s"
+
+
 class TritonAttention:
     """qrank's Triton kernel over one pass (:mod:`qrank.engine.triton_attention`).
 
     A tile holds ``block_m`` query rows: ``block_m // G`` tokens of one attention row times the G query
-    heads that share a key/value head. Tile shapes were chosen by measurement on an H200 (bench/
-    attention_bench.py; 0.6B and 8B head shapes: small tiles won, 64 x 32 with 4 warps ~1.9x FlashAttention-2
-    varlen, 128 x 64 or 128 x 128 tiles were 1.3-4x slower than that).
+    heads that share a key/value head. The tile shape is chosen per pass (:meth:`tile_shape`) by the
+    longest row's keys, both shapes by measurement on an H200 (bench/attention_bench.py): ``short`` for
+    the 50-450-token documents of a typical request (small tiles won there: 64 x 32 with 4 warps ~1.9x
+    FlashAttention-2 varlen, 128 x 64 or 128 x 128 tiles 1.3-4x slower), ``long`` once a row's keys reach
+    ``long_row_tokens`` (a tile then walks thousands of keys, and bigger tiles load each key block for more
+    queries; bench/logs/longrow_h200).
     """
 
-    block_m, block_n, num_warps, num_stages = 64, 32, 4, 2
+    short = TileShape(64, 32, 4, 2)
+    long = TileShape(64, 32, 4, 2)
+    long_row_tokens = 1024
 
-    def __init__(self, tiles, scale: float, block_t: int) -> None:
-        self.tiles, self.scale, self.block_t = tiles, scale, block_t
-
-    @classmethod
-    def block_tokens(cls, heads: int, kv_heads: int) -> int:
-        """Query tokens per tile: ``block_m`` rows shared by the G query heads of a key/value head, at least 16
-        (``tl.dot`` needs 16 rows)."""
-        return max(cls.block_m // (heads // kv_heads), 16)
+    def __init__(self, tiles, scale: float, shape: TileShape, group: int) -> None:
+        self.tiles, self.scale, self.shape, self.group = tiles, scale, shape, group
 
     @classmethod
-    def for_layout(cls, layout: PassLayout, device, scale: float, block_t: int) -> TritonAttention:
+    def tile_shape(cls, layout: PassLayout) -> TileShape:
+        """The pass's tile shape: ``long`` if any row sees ``long_row_tokens`` keys (prefix + own), else ``short``."""
+        if len(layout.q_len) and int((layout.q_len + layout.p_len).max()) >= cls.long_row_tokens:
+            return cls.long
+        return cls.short
+
+    @classmethod
+    def describe(cls) -> str:
+        """The tile rule, for the engine's config line."""
+        if cls.long == cls.short:
+            return str(cls.short)
+        return f"{cls.short}; rows >= {cls.long_row_tokens} keys: {cls.long}"
+
+    @classmethod
+    def for_layout(cls, layout: PassLayout, device, scale: float, group: int,
+                   shape: TileShape | None = None) -> TritonAttention:
+        """``group``: query heads per key/value head; ``shape``: a fixed tile shape (default :meth:`tile_shape`)."""
         from .triton_attention import tile_table
 
-        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t)
-        return cls(to_device([table], device)[0], scale, block_t)
+        shape = shape or cls.tile_shape(layout)
+        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, shape.block_tokens(group))
+        return cls(to_device([table], device)[0], scale, shape, group)
 
-    @staticmethod
-    def static_parts(layout: PassLayout, block_t: int) -> tuple[tuple[int, ...], list[tuple[np.ndarray, int, int]]]:
-        """For CUDA graphs: the tile count padded up the ladder (empty tiles do nothing) and the table."""
+    @classmethod
+    def static_parts(cls, layout: PassLayout, group: int) -> tuple[tuple[int, ...], list[tuple[np.ndarray, int, int]]]:
+        """For CUDA graphs: the tile count padded up the ladder (empty tiles do nothing), which tile shape,
+        and the table."""
         from .triton_attention import tile_table
 
+        shape = cls.tile_shape(layout)
+        block_t = shape.block_tokens(group)
         n = int((-(-layout.q_len // block_t)).sum())
         size = ladder(n, floor=64)  # 64 tiles: a small pass's graph shape, so tiny requests share one graph
         table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t, size=size)
-        return (size,), [(table, 5 * size, 0)]  # 5 parts per tile (tile_table)
+        return (size, int(shape != cls.short)), [(table, 5 * size, 0)]  # 5 parts per tile (tile_table)
 
     @classmethod
-    def from_static(cls, dims: tuple[int, ...], tensors: list, scale: float, block_t: int) -> TritonAttention:
-        return cls(tensors[0], scale, block_t)
+    def from_static(cls, dims: tuple[int, ...], tensors: list, scale: float, group: int) -> TritonAttention:
+        return cls(tensors[0], scale, cls.long if dims[1] else cls.short, group)
 
     def __call__(self, q, k, v):
         from .triton_attention import prefix_attention
 
-        return prefix_attention(q, k, v, self.tiles, self.scale, block_t=self.block_t, block_n=self.block_n,
-                                num_warps=self.num_warps, num_stages=self.num_stages)
+        s = self.shape
+        return prefix_attention(q, k, v, self.tiles, self.scale, block_t=s.block_tokens(self.group),
+                                block_n=s.block_n, num_warps=s.num_warps, num_stages=s.num_stages)
 
 
 class BucketedAttention:
@@ -250,8 +294,7 @@ def attention_works(kind: str, device, dtype, heads: int, kv_heads: int, head_di
         gen = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(5, h, head_dim, generator=gen).to(device, dtype) for h in (heads, kv_heads, kv_heads))
         try:
-            block_t = TritonAttention.block_tokens(heads, kv_heads)
-            got = make_attention(kind, lay, device, scale, block_t=block_t)(q, k, v)
+            got = make_attention(kind, lay, device, scale, group=heads // kv_heads)(q, k, v)
             want = BucketedAttention(lay, device, scale)(q, k, v)
             diff = (got.float() - want.float()).abs().max().item()
             why = None if diff < PROBE_TOLERANCE else f"wrong results on a small problem (max difference {diff:.3g})"
@@ -261,14 +304,14 @@ def attention_works(kind: str, device, dtype, heads: int, kv_heads: int, head_di
     return _PROBED[key]
 
 def make_attention(kind: str, layout: PassLayout, device, scale: float, *, bucket_tokens: int = 16384,
-                   block_t: int = 64):
+                   group: int = 1):
     """The attention callable of one pass for ``kind`` in :data:`ATTENTION_KINDS`.
 
-    ``block_t``: query tokens per tile of the ``triton`` kind (:meth:`TritonAttention.block_tokens`);
+    ``group``: query heads per key/value head (the ``triton`` kind's tiles stack them);
     ``bucket_tokens``: the ``sdpa`` kinds' padded batch size (the defaults: the pass budget's, ``block_m``).
     """
     if kind == "triton":
-        return TritonAttention.for_layout(layout, device, scale, block_t)
+        return TritonAttention.for_layout(layout, device, scale, group)
     if kind == "varlen":
         return VarlenAttention.for_layout(layout, device, scale)
     if kind in ("sdpa", "sdpa-cudnn"):

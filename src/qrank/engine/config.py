@@ -33,7 +33,7 @@ class EngineConfig:
     """The fast engine's resolved choices (``engine.config``); :meth:`describe` is its plain-dict form.
 
     >>> c = EngineConfig(attention="sdpa", compile=False, cuda_graphs=False, first_chunk_tokens=2048,
-    ...                  max_batch_tokens=16384, max_batch_size=256, prefix_sharing=True, block_t=32,
+    ...                  max_batch_tokens=16384, max_batch_size=256, prefix_sharing=True, triton_tiles="",
     ...                  small_model=True, flops_per_token=9e8, device="cpu", dtype="float32")
     >>> c.describe()["attention"], c.summary().split()[:3]
     ('sdpa', ['attention=sdpa', 'compile=off', 'cuda_graphs=off'])
@@ -46,7 +46,7 @@ class EngineConfig:
     max_batch_tokens: int  # computed tokens per pass
     max_batch_size: int  # sequences per pass
     prefix_sharing: bool
-    block_t: int  # query tokens per tile of the triton kernel
+    triton_tiles: str  # the triton kernel's tile shapes and when each is used ('' for other kinds)
     small_model: bool  # under SMALL_MODEL_FLOPS per token
     flops_per_token: float
     device: str
@@ -63,7 +63,8 @@ class EngineConfig:
         text = (f"attention={self.attention} compile={onoff(self.compile)} cuda_graphs={onoff(self.cuda_graphs)} "
                 f"first_chunk_tokens={self.first_chunk_tokens} max_batch_tokens={self.max_batch_tokens} "
                 f"max_batch_size={self.max_batch_size} prefix_sharing={onoff(self.prefix_sharing)} "
-                f"small_model={self.small_model} device={self.device} dtype={self.dtype}")
+                f"small_model={self.small_model} device={self.device} dtype={self.dtype}"
+                + (f" triton_tiles=[{self.triton_tiles}]" if self.triton_tiles else ""))
         return text + (f"; fallbacks: {'; '.join(self.fallbacks)}" if self.fallbacks else "")
 
 

@@ -122,7 +122,7 @@ class FastEngine:
             attention=kind, compile=compile == "on" or (compile == "auto" and on_cuda), cuda_graphs=graphs,
             first_chunk_tokens=first_chunk_tokens(small, int(max_batch_tokens)),
             max_batch_tokens=int(max_batch_tokens), max_batch_size=int(max_batch_size),
-            prefix_sharing=bool(prefix_sharing), block_t=TritonAttention.block_tokens(st.heads, st.kv_heads),
+            prefix_sharing=bool(prefix_sharing), triton_tiles=TritonAttention.describe() if kind == "triton" else "",
             small_model=small, flops_per_token=st.flops_per_token, device=str(st.device),
             dtype=str(st.dtype).replace("torch.", ""), fallbacks=tuple(fallbacks),
         )
@@ -237,9 +237,10 @@ class FastEngine:
 
     def _eager(self, layout):
         ids, pos, last = to_device([layout.input_ids, layout.positions, layout.last_index], self.device)
-        attend = make_attention(self.config.attention, layout, self.device, self.stack.scale,
-                                bucket_tokens=self.config.max_batch_tokens, block_t=self.config.block_t)
-        return self.stack.forward(ids, pos, attend, last, segments=self._segments)
+        st = self.stack
+        attend = make_attention(self.config.attention, layout, self.device, st.scale,
+                                bucket_tokens=self.config.max_batch_tokens, group=st.heads // st.kv_heads)
+        return st.forward(ids, pos, attend, last, segments=self._segments)
 
 
 class Pending:

@@ -88,9 +88,9 @@ class GraphRunner:
         self.stack = stack
         self.attention = attention
         if attention == "triton":
-            block_t = TritonAttention.block_tokens(stack.heads, stack.kv_heads)
-            self._static_parts = partial(TritonAttention.static_parts, block_t=block_t)
-            self._from_static = partial(TritonAttention.from_static, block_t=block_t)
+            group = stack.heads // stack.kv_heads
+            self._static_parts = partial(TritonAttention.static_parts, group=group)
+            self._from_static = partial(TritonAttention.from_static, group=group)
         else:
             self._static_parts, self._from_static = VarlenAttention.static_parts, VarlenAttention.from_static
         self.segments = segments
