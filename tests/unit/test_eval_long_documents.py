@@ -3,6 +3,8 @@ against the tokenizer directly, and chunk:max finding an answer that truncation 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from qrank import Reranker, Settings
@@ -20,8 +22,8 @@ FILLER = "The committee met on Tuesday and discussed the budget of the regional 
 
 
 def long_dataset() -> Dataset:
-    """Two queries; each has one relevant document whose answer (repeated, filling a window) sits after ~1,500 tokens of filler, and three
-    short distractors sharing a word with the query (so BM25 finds all four)."""
+    """Two queries; each has one relevant document whose answer (repeated, filling a window) sits after ~1,500
+    tokens of filler, and three short distractors sharing a word with the query (so BM25 finds all four)."""
     answers = {"q1": "Aspirin lowers the risk of stroke in adults over sixty.",
                "q2": "Statins reduce blood cholesterol levels in adults with heart disease."}
     queries = {"q1": "aspirin lowers the risk of stroke", "q2": "statins reduce cholesterol"}
@@ -55,7 +57,8 @@ def test_policies_are_systems_with_pairs_and_coverage(reranker, tmp_path):
     long_tokens = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds.doc_texts if len(t) > 1000]
     short_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds.doc_texts if len(t) <= 1000)
     total = sum(long_tokens) + short_tokens
-    trunc, chunk = systems["bm25+rerank[truncate]"]["long_documents"], systems["bm25+rerank[chunk:max]"]["long_documents"]
+    trunc = systems["bm25+rerank[truncate]"]["long_documents"]
+    chunk = systems["bm25+rerank[chunk:max]"]["long_documents"]
     assert trunc["tokens"] == chunk["tokens"] == total and trunc["documents"] == 8
     # each long document needs at least ceil(tokens / 512) windows of a 512-token model; short ones one pair
     assert trunc["pairs"] == 8 and chunk["pairs"] >= 6 + sum(-(-n // 512) for n in long_tokens)
@@ -92,3 +95,23 @@ def test_cli_bad_long_document_values_are_one_line(flags, says, tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and says in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_stage_keys_hold_the_policy_and_each_parameter(reranker, tmp_path):
+    ds = long_dataset()
+    config = EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4, sweep=[4], long_documents="chunk:max")
+    ev = Evaluation(ds, config, Settings(home=tmp_path), progress=False, reranker=reranker)
+    (_, system, policy), = ev.variants()
+    base = ev._rerank_ident(system, policy)
+    for change in [dict(chunk_tokens=128), dict(chunk_overlap=5), dict(aggregate="first"), dict(top_k=2),
+                   dict(max_tokens_per_doc=300)]:
+        assert ev._rerank_ident(system, replace(policy, **change)) != base, change
+    # a reranker whose own policy chunks is keyed apart from the default (truncate) one; the default keeps the
+    # key stages had before policies existed
+    plain = Evaluation(ds, EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4), Settings(home=tmp_path),
+                       progress=False, reranker=reranker)
+    chunking = Evaluation(ds, EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4),
+                          Settings(home=tmp_path), progress=False,
+                          reranker=Reranker(reranker.model, long_documents="chunk"))
+    assert "long_documents" not in plain._rerank_ident(system)
+    assert chunking._rerank_ident(system) != plain._rerank_ident(system)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..cache import cache_key
 from ..errors import InvalidInput
+from ..long_documents import LongDocuments
 from ..settings import Settings
 from . import stages
 from .cost import PeakMemory, Stopwatch, latency_summary
@@ -188,7 +189,7 @@ class Evaluation:
         """``{label: LongDocuments}`` compared by ``--long-documents`` (the settings give chunk sizes etc.)."""
         if self.config.long_documents is None:
             return {}
-        from ..long_documents import LongDocuments, parse_policies
+        from ..long_documents import parse_policies
 
         return parse_policies(self.config.long_documents, LongDocuments.from_settings(self.settings.models))
 
@@ -433,7 +434,10 @@ class Evaluation:
     def _rerank_ident(self, system: str, policy=None) -> dict:
         first_name = first_stage(system)
         ident = {"v": STAGE_VERSION, "first": self._key(first_name), "reranker": self._model_identity("reranker")}
-        if policy is not None:
+        if policy is None:  # the policy the reranker runs under: a passed-in one's, else the settings'
+            policy = (self._reranker.long_documents if self._reranker is not None
+                      else LongDocuments.from_settings(self.settings.models))
+        if policy != LongDocuments():  # left out for the default, so stages cached before policies stay valid
             # every setting of the policy changes scores (chunk size, overlap, aggregate, top_k, caps)
             ident["long_documents"] = asdict(policy)
         return ident
