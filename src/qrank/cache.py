@@ -109,8 +109,11 @@ def _calibrated(info: ModelInfo) -> dict:
 
 
 def score_key(info: ModelInfo, instruction: str | None, query: str, document: str) -> bytes:
+    # the window is part of a score: a pair longer than max_length is cut there (truncate), and a chunk made for
+    # one window would be cut by a smaller one; the policy itself needs no key, since a chunk is keyed by its text
+    # and an aggregate is never cached under a document's key (eval.stages._plain_policy)
     return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query,
-                     document=document, **_quantized(info), **_calibrated(info))
+                     document=document, max_length=info.max_length, **_quantized(info), **_calibrated(info))
 
 
 class Cache:

@@ -300,3 +300,52 @@ def scored_part(r) -> str:
     if r.chunks and r.chunks > 1:
         return f"chars {r.span.start}-{r.span.end} (best of {r.chunks} chunks)"
     return f"first {r.span.end} chars (cut)" if r.truncated else "all"
+
+
+def parse_policies(spec: str | Sequence[str], base: LongDocuments | None = None) -> dict[str, LongDocuments]:
+    """Named policies from ``truncate,chunk:max,chunk:mean_top_k,chunk:first`` (``qrank eval --long-documents``).
+
+    Each item is ``POLICY[:AGGREGATE]``; ``base`` gives every other setting (chunk_tokens, chunk_overlap, top_k).
+
+    >>> sorted(parse_policies("truncate, chunk:mean_top_k"))
+    ['chunk:mean_top_k', 'truncate']
+    >>> parse_policies("chunk:mean")
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: long_documents: 'chunk:mean': chunk_aggregate must be one of max, mean_top_k, first
+    """
+    base = base or LongDocuments()
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not items:
+        raise InvalidInput("long_documents", "name at least one policy, e.g. truncate,chunk:max")
+    out: dict[str, LongDocuments] = {}
+    for item in items:
+        name, _, how = item.partition(":")
+        if name not in POLICIES:
+            raise InvalidInput("long_documents", f"{item!r}: policy must be one of {', '.join(POLICIES)}")
+        if how and name != "chunk":
+            raise InvalidInput("long_documents", f"{item!r}: only chunk takes an aggregate (chunk:max)")
+        if how and how not in AGGREGATES:
+            raise InvalidInput("long_documents", f"{item!r}: chunk_aggregate must be one of {', '.join(AGGREGATES)}")
+        label = f"chunk:{how or base.aggregate}" if name == "chunk" else name
+        out[label] = replace(base, policy=name, aggregate=how or base.aggregate).check()
+    return out
+
+
+def coverage(model, pairs: list[tuple[str, str]], policy: LongDocuments, *,
+             instruction: str | None = None) -> tuple[int, int, int]:
+    """``(pairs scored, document tokens the model saw, document tokens)`` for ``pairs`` under ``policy``:
+    the share of each document's tokens inside some scored window (chunks cover all; a cut covers its budget)."""
+    laid = plan(model, pairs, instruction=instruction, policy=policy)
+    layouts = model.document_layouts(pairs, instruction=instruction)
+    seen = total = 0
+    for lay, folded in zip(layouts, laid.layouts):
+        n = len(lay.offsets)
+        total += n
+        if folded is None:
+            seen += n
+            continue
+        _, spans, tokens, _ = folded
+        cap = min(n, policy.max_tokens_per_doc or n)
+        # windows are contiguous and start at token 0, so they cover up to the last one's end
+        seen += min(cap, lay.budget) if len(spans) == 1 else cap
+    return len(laid.pairs), seen, total

@@ -67,3 +67,19 @@ def test_pipeline_search_long_passages(tmp_path, ce):
     assert hit.truncated is False and hit.chunks == want.chunks > 4 and hit.span == want.span
     assert hit.rerank_score == pytest.approx(want.score, abs=1e-6) and hit.to_dict()["span"] == want.span._asdict()
     assert chunked["short"].chunks == 1 and chunked["short"].truncated is False
+
+
+def test_score_cache_keys_hold_the_window(tmp_path, ce_dir, ce):
+    """A long pair cut at 128 tokens scores differently from one cut at 512: a cache shared by both windows
+    must give each its own score (each checked against the same model uncached)."""
+    from qrank.cache import Cache, CachedReranker
+
+    small = Reranker.from_pretrained(str(ce_dir), device="cpu", max_length=128)
+    cache = Cache(tmp_path / "cache.sqlite", max_bytes=10_000_000)
+    for policy in ("truncate", "chunk"):
+        wide = CachedReranker(ce, cache).score(QUERY, [LONG], long_documents=policy)[0]
+        narrow = CachedReranker(small, cache).score(QUERY, [LONG], long_documents=policy)[0]
+        assert wide == pytest.approx(ce.score(QUERY, [LONG], long_documents=policy)[0], abs=1e-6)
+        assert narrow == pytest.approx(small.score(QUERY, [LONG], long_documents=policy)[0], abs=1e-6)
+    assert CachedReranker(ce, cache).score(QUERY, [LONG])[0] != pytest.approx(
+        CachedReranker(small, cache).score(QUERY, [LONG])[0], abs=1e-4)

@@ -150,3 +150,36 @@ def test_overloaded_and_timeout():
             RemoteReranker(url, timeout=0.3).score("d", ["d"])
         assert "timed out" in str(err.value)
         model.gate.set()
+
+
+LONG = "".join(f"Sentence {i} is about dogs and parks. " if i != 170 else "Statins lower LDL cholesterol in the liver. "
+               for i in range(300))
+
+
+@pytest.mark.parametrize("protocol", ["v1", "tei"])
+def test_long_document_policy_is_forwarded(url, ce, protocol):
+    """The server applies the caller's policy and parameters: each result (score, span, chunks, tokens,
+    truncated) equals the local facade's under the same policy."""
+    from qrank.long_documents import LongDocuments
+
+    docs = [DOCS[0], LONG]
+    policies = [LongDocuments(policy="chunk", chunk_tokens=128, chunk_overlap=16, aggregate="mean_top_k", top_k=2),
+                LongDocuments(policy="chunk"), LongDocuments(), LongDocuments(max_tokens_per_doc=50)]
+    with RemoteReranker(url, model="ce", api_key="k3y", protocol=protocol) as rr:
+        for policy in policies:
+            local = {r.index: r for r in ce.rerank(QUERY, docs, long_documents=policy)}
+            remote = {r.index: r for r in rr.rerank(QUERY, docs, long_documents=policy)}
+            for i, want in local.items():
+                got = remote[i]
+                assert got.score == pytest.approx(want.score, abs=2e-5), policy
+                assert (got.span, got.chunks, got.tokens, got.truncated) == (
+                    want.span, want.chunks, want.tokens, want.truncated), policy
+        assert remote[1].truncated and remote[1].tokens == 50  # the cap reached the server
+        with pytest.raises((InvalidInput, TooLarge)) as err:
+            rr.score(QUERY, docs, long_documents="error")
+        assert ("texts[1]" if protocol == "tei" else "documents[1]") in str(err.value)  # the field as sent
+    # a reranker built with a policy sends it on every call
+    with RemoteReranker(url, model="ce", api_key="k3y", protocol=protocol, long_documents="chunk") as rr:
+        got = rr.rerank(QUERY, [LONG])[0]
+        want = ce.rerank(QUERY, [LONG], long_documents="chunk")[0]
+        assert got.chunks == want.chunks > 1 and got.span == want.span

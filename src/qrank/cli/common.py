@@ -9,7 +9,7 @@ import sys
 import typing
 from typing import Any
 
-from ..errors import QrankError
+from ..errors import InvalidInput, QrankError
 from ..settings import Settings
 
 
@@ -55,15 +55,35 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
         if "__" in key and value is not None:
             section, name = key.split("__", 1)
             overrides.setdefault(section, {})[name] = value
+    import pydantic
+
     base = Settings()
     update: dict[str, Any] = {}
     for section, values in overrides.items():
         current = getattr(base, section)
-        update[section] = type(current).model_validate({**current.model_dump(), **values})
+        try:
+            update[section] = type(current).model_validate({**current.model_dump(), **values})
+        except pydantic.ValidationError as exc:
+            # one line naming the flag (``--chunk-tokens: ...``), never a pydantic traceback
+            err = exc.errors()[0]
+            msg = err["msg"].removeprefix("Value error, ")
+            # a check across fields (overlap < chunk size) has no location: name the first flag its message names
+            name = str(err["loc"][0]) if err.get("loc") else next((k for k in values if msg.startswith(k)), section)
+            got = f", got {values[name]!r}" if err.get("loc") and name in values else ""
+            raise InvalidInput("--" + name.replace("_", "-"), f"{msg[0].lower()}{msg[1:]}{got}") from None
     if getattr(args, "home", None):
         update["home"] = args.home
     update.update(extra)
-    return base.model_copy(update=update)
+    settings = base.model_copy(update=update)
+    if "models" in overrides:
+        from ..long_documents import LongDocuments
+
+        try:  # fields that only make sense together (overlap < chunk size): checked before a model loads
+            LongDocuments.from_settings(settings.models)
+        except InvalidInput as exc:
+            field = exc.field or "long_documents"
+            raise InvalidInput("--" + field.replace("_", "-"), str(exc).split(": ", 1)[-1]) from None
+    return settings
 
 
 def add_verbose_anywhere(parser: argparse.ArgumentParser) -> None:

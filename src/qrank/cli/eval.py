@@ -94,6 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "queries, report its reliability on the other half, and save it under <home>/calibration/",
     )
     p.add_argument(
+        "--long-documents",
+        metavar="POLICIES",
+        default=None,
+        help="compare long-document policies on every +rerank system, comma-separated POLICY[:AGGREGATE]: "
+        "truncate, error, chunk:max, chunk:mean_top_k, chunk:first (e.g. truncate,chunk:max); each is a system "
+        "dense+rerank[chunk:max] with its pairs scored and coverage (share of document tokens the model saw). "
+        "Chunk sizes: --chunk-tokens, --chunk-overlap, --chunk-top-k",
+    )
+    p.add_argument(
         "--test",
         choices=["student", "fisher"],
         default="student",
@@ -111,7 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--json", action="store_true", help="print metrics.json to stdout instead of a table")
     p.add_argument("--home", type=Path, default=None, help="qrank data folder (default: $QRANK_HOME or ~/.qrank)")
-    add_settings_flags(p, "models", ["device", "dtype", "max_length", "quantization"])
+    add_settings_flags(p, "models", ["device", "dtype", "max_length", "quantization", "chunk_tokens",
+                                     "chunk_overlap", "chunk_top_k"])
     add_settings_flags(p, "engine", ["engine", "max_batch_tokens", "num_threads"])
     add_settings_flags(p, "index", ["rrf_k"])
     p.set_defaults(func=cmd_eval)
@@ -157,6 +167,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         bm25_stopwords=getattr(settings.index, "bm25_stopwords", "en"),
         calibrate=args.calibrate,
         calibration_seed=args.seed,
+        long_documents=args.long_documents,
     )
     dataset = load_dataset(args.dataset, split=args.split)
     if args.max_queries is not None or args.max_docs is not None:
@@ -213,7 +224,13 @@ def _print_table(result: dict, paths: dict) -> None:
     for col in ("p50 ms", "p99 ms", "QPS", "index s"):
         table.add_column(col, justify="right")
     table.add_column("cached")
+    long = any("long_documents" in v for v in result["systems"].values())
+    if long:  # what each long-document policy cost and showed the model
+        table.add_column("pairs", justify="right")
+        table.add_column("coverage", justify="right")
     for system, v in result["systems"].items():
+        ld = v.get("long_documents")
+        cells = ([f"{ld['pairs']:,}", f"{ld['coverage']:.0%}"] if ld else ["–", "–"]) if long else []
         table.add_row(
             system,
             *(f"{v[m]:.4f}" for m in names),
@@ -222,6 +239,7 @@ def _print_table(result: dict, paths: dict) -> None:
                 for c in ("latency_p50_ms", "latency_p99_ms", "throughput_qps", "index_time_s")
             ),
             "yes" if v["cached"] else "no",
+            *cells,
         )
     console = Console()
     console.print(table)

@@ -147,6 +147,7 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
             [f"`{system}`", *(_fmt(vals.get(m), 4) for m in names), *(_fmt(vals.get(c), 1) for c, _ in COST_COLUMNS)]
         )
     lines += _table(header, rows)
+    lines += _long_documents_table(result)
     lines += [
         "",
         "Latency is measured one query at a time (embed the query, search, rerank the candidates), as a "
@@ -226,6 +227,20 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _long_documents_table(result: dict) -> list[str]:
+    """Per long-document policy (``--long-documents``): documents, pairs scored, tokens seen, coverage."""
+    rows = [[f"`{system}`", str(ld["documents"]), f"{ld['pairs']:,}", f"{ld['tokens_seen']:,} / {ld['tokens']:,}",
+             f"{ld['coverage']:.1%}"]
+            for system, v in result["systems"].items() if (ld := v.get("long_documents"))]
+    if not rows:
+        return []
+    return ["", "### Long documents", "",
+            *_table(["system", "documents reranked", "pairs scored", "document tokens seen", "coverage"], rows), "",
+            "Pairs scored: (query, window) pairs the reranker scored for the top-depth candidates (a chunked "
+            "document is one pair per chunk). Coverage: the share of those documents' tokens inside some scored "
+            "window (truncate sees only the first window's worth)."]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..cache import cache_key
 from ..errors import InvalidInput
+from ..long_documents import LongDocuments
 from ..settings import Settings
 from . import stages
 from .cost import PeakMemory, Stopwatch, latency_summary
@@ -104,6 +105,9 @@ class EvalConfig:
     bm25_stopwords: str | None = "en"
     calibrate: bool = False  # fit the reranker's score → P(relevant) map on half the queries, judge it on the rest
     calibration_seed: int = 0
+    # policies compared on every +rerank system, e.g. "truncate,chunk:max" (qrank.long_documents.parse_policies):
+    # each makes a system ``dense+rerank[chunk:max]``; None reranks under the settings' policy alone
+    long_documents: str | None = None
 
     def __post_init__(self) -> None:
         self.systems = parse_systems(self.systems)
@@ -130,6 +134,12 @@ class EvalConfig:
             raise InvalidInput("reranker", "the +rerank systems need a reranker (--reranker)")
         if self.calibrate and not any(s.endswith(RERANK_SUFFIX) for s in self.systems):
             raise InvalidInput("calibrate", "calibration fits a reranker's scores: add a +rerank system")
+        if self.long_documents is not None:
+            from ..long_documents import parse_policies
+
+            parse_policies(self.long_documents)  # a bad spec fails before any model loads
+            if not self.reranked:
+                raise InvalidInput("long_documents", "policies apply to a reranker: add a +rerank system")
 
     @property
     def retrieve_depth(self) -> int:
@@ -173,6 +183,26 @@ class Evaluation:
         self._cache = False  # not opened yet
         self._stage_results: dict[str, dict] = {}
         self.cached: dict[str, bool] = {}
+        self.policies = self._policies()
+
+    def _policies(self) -> dict:
+        """``{label: LongDocuments}`` compared by ``--long-documents`` (the settings give chunk sizes etc.)."""
+        if self.config.long_documents is None:
+            return {}
+        from ..long_documents import parse_policies
+
+        return parse_policies(self.config.long_documents, LongDocuments.from_settings(self.settings.models))
+
+    def variants(self) -> list[tuple[str, str, object]]:
+        """``(name in the report, system, policy or None)`` for every system evaluated: each +rerank system once
+        per ``--long-documents`` policy (``dense+rerank[chunk:max]``)."""
+        out = []
+        for system in self.config.systems:
+            if system.endswith(RERANK_SUFFIX) and self.policies:
+                out += [(f"{system}[{label}]", system, p) for label, p in self.policies.items()]
+            else:
+                out.append((system, system, None))
+        return out
 
     # -------------------------------------------------------------------------------------- models
     def _model_identity(self, role: str) -> dict:
@@ -294,12 +324,25 @@ class Evaluation:
             self.ds, depth, self.stage("bm25"), self.stage("dense"), rrf_k=self.settings.index.rrf_k
         )
 
-    def rerank_system(self, system: str) -> dict:
-        """Timings and scores of a ``+rerank`` system: ``latency_ms`` (reranking at ``depth``, per timed
-        query), ``sweep_latency_ms`` ``{d: {qid: ms}}``, ``scores`` to the deepest depth, ``cached``."""
+    def _reranker_for(self, policy):
+        """The reranker (raw scores) under ``policy``, or as loaded when None."""
+        if policy is None:
+            return self.reranker
+        from ..reranker import Reranker
+
+        base = self.reranker
+        return Reranker(base.model, instruction=base.instruction, long_documents=policy)
+
+    def rerank_system(self, system: str, policy=None, name: str | None = None) -> dict:
+        """Timings and scores of a ``+rerank`` system (under a long-document ``policy``, when given):
+        ``latency_ms`` (reranking at ``depth``, per timed query), ``sweep_latency_ms`` ``{d: {qid: ms}}``,
+        ``scores`` to the deepest depth, ``cached``; with a policy also ``long_documents`` (pairs the policy
+        scores at ``depth`` and the share of document tokens the model saw)."""
         c, first_name = self.config, first_stage(system)
+        name = name or system
         first = self.stage(first_name)
-        ident = self._rerank_ident(system)
+        ident = self._rerank_ident(system, policy)
+        reranker = self._reranker_for(policy)
         known: dict = {}
         peaks: list[float] = [first["peak_rss_mb"]]
         timed_q, sweep_q = self._timed_queries()
@@ -317,7 +360,7 @@ class Evaluation:
                 latency = stages.time_reranking(
                     self.ds,
                     first,
-                    self.reranker,
+                    reranker,
                     self.cache,
                     depth,
                     qids,
@@ -339,11 +382,11 @@ class Evaluation:
             )
             return latency
 
-        latency = timings(c.depth, timed_q, system)
+        latency = timings(c.depth, timed_q, name)
         sweep_latency = {str(c.depth): {q: latency[q] for q in sweep_q if q in latency}}
         for d in c.sweep:
             if d != c.depth:
-                sweep_latency[str(d)] = timings(d, sweep_q, f"{system} sweep")
+                sweep_latency[str(d)] = timings(d, sweep_q, f"{name} sweep")
         key = {**ident, "scores_depth": c.retrieve_depth}
         saved = self.store.get(key)
         scored = 0
@@ -351,24 +394,53 @@ class Evaluation:
             # untimed: pairs measured above, or cached by any earlier run, cost nothing
             with PeakMemory() as mem:
                 scores, scored = stages.rerank_scores(
-                    self.ds, first, self.reranker, self.cache, c.retrieve_depth, known=known, desc=system,
+                    self.ds, first, reranker, self.cache, c.retrieve_depth, known=known, desc=name,
                     progress=self.progress,
                 )
             peaks.append(mem.peak_mb)
             saved = {"scores": scores}
             self.store.put(key, saved)
-        self.cached[system] = all_cached and scored == 0 and self.cached.get(first_name, False)
-        return {
+        self.cached[name] = all_cached and scored == 0 and self.cached.get(first_name, False)
+        out = {
             "latency_ms": latency,
             "sweep_latency_ms": sweep_latency,
             "scores": saved["scores"],
             "peak_rss_mb": max(peaks),
             "pairs_scored": scored,
         }
+        if policy is not None:
+            out["long_documents"] = self._coverage(first, policy, ident)
+        return out
 
-    def _rerank_ident(self, system: str) -> dict:
+    def _coverage(self, first: dict, policy, ident: dict) -> dict:
+        """Pairs ``policy`` scores for the top-``depth`` candidates, and the share of their tokens it shows the
+        model (cached: it needs only the tokenizer, but a cached run loads no model)."""
+        key = {**ident, "coverage_depth": self.config.depth}
+        saved = self.store.get(key)
+        if saved is None:
+            from ..long_documents import coverage
+
+            text_of = dict(zip(self.ds.doc_ids, self.ds.doc_texts, strict=False))
+            pairs = [(self.ds.queries[q], text_of[d]) for q in self.ds.queries
+                     for d, _ in first["ranking"][q][: self.config.depth]]
+            reranker = self.reranker
+            n, seen, total = coverage(reranker.model, pairs, policy,
+                                      instruction=reranker.instruction or reranker.info.default_instruction)
+            saved = {"documents": len(pairs), "pairs": n, "tokens_seen": seen, "tokens": total,
+                     "coverage": seen / total if total else 1.0}
+            self.store.put(key, saved)
+        return saved
+
+    def _rerank_ident(self, system: str, policy=None) -> dict:
         first_name = first_stage(system)
-        return {"v": STAGE_VERSION, "first": self._key(first_name), "reranker": self._model_identity("reranker")}
+        ident = {"v": STAGE_VERSION, "first": self._key(first_name), "reranker": self._model_identity("reranker")}
+        if policy is None:  # the policy the reranker runs under: a passed-in one's, else the settings'
+            policy = (self._reranker.long_documents if self._reranker is not None
+                      else LongDocuments.from_settings(self.settings.models))
+        if policy != LongDocuments():  # left out for the default, so stages cached before policies stay valid
+            # every setting of the policy changes scores (chunk size, overlap, aggregate, top_k, caps)
+            ident["long_documents"] = asdict(policy)
+        return ident
 
     def _timed_queries(self) -> tuple[list[str], list[str]]:
         """The queries timed at ``depth`` and those timed at each other sweep depth."""
@@ -391,10 +463,10 @@ class Evaluation:
                 embed = len(self.ds.doc_ids) + n_q
         timed = untimed = 0
         timed_q, sweep_q = self._timed_queries()
-        for system in c.systems:
+        for _, system, policy in self.variants():
             if not system.endswith(RERANK_SUFFIX):
                 continue
-            ident = self._rerank_ident(system)
+            ident = self._rerank_ident(system, policy)
             reach = dict.fromkeys(self.ds.queries, 0)  # per query: candidates scored by the timed passes
             for d, qids in [(c.depth, timed_q), *((d, sweep_q) for d in c.sweep if d != c.depth)]:
                 saved = self.store.get(_timing_key(ident, d, qids)) or {}
@@ -434,26 +506,29 @@ class Evaluation:
         names = metric_names(c.k, c.depth)
         systems, per_query, rankings, sweep = {}, {}, {}, {}
         reranked: dict[str, dict[str, float]] = {q: {} for q in ds.queries}  # {qid: {doc: raw score}}, to calibrate
-        for system in c.systems:
+        for name, system, policy in self.variants():
             first = self.stage(first_stage(system))
+            extra = {}
             if system.endswith(RERANK_SUFFIX):
-                rr = self.rerank_system(system)
+                rr = self.rerank_system(system, policy, name)
+                if "long_documents" in rr:
+                    extra = {"long_documents": rr["long_documents"]}
                 ranking = {
                     q: stages.reranked_ranking(first["ranking"][q], rr["scores"][q], c.depth, c.depth)
                     for q in ds.queries
                 }
                 latency = [first["latency_ms"][q] + ms for q, ms in rr["latency_ms"].items()]
                 peak = rr["peak_rss_mb"]
-                sweep[system] = self._sweep(first, rr, names)
+                sweep[name] = self._sweep(first, rr, names)
                 for q in ds.queries:
                     reranked[q].update((d, rr["scores"][q][d]) for d, _ in first["ranking"][q][: c.depth])
             else:
                 ranking = {q: first["ranking"][q][: c.depth] for q in ds.queries}
                 latency = [first["latency_ms"][q] for q in ds.queries]
                 peak = first["peak_rss_mb"]
-            cached = self.cached.get(system, False)
+            cached = self.cached.get(name, False)
             ev = evaluate_run(ds.qrels, run_from_ranking(ranking), names)
-            systems[system] = {
+            systems[name] = {
                 **ev["mean"],
                 **latency_summary(latency),
                 "index_time_s": first["index_time_s"],
@@ -461,9 +536,10 @@ class Evaluation:
                 "queries": len(ds.queries),
                 "latency_queries": len(latency),
                 "cached": cached,
+                **extra,
             }
-            per_query[system] = ev["per_query"]
-            rankings[system] = ranking
+            per_query[name] = ev["per_query"]
+            rankings[name] = ranking
         significance = compare_runs(
             ds.qrels, {s: run_from_ranking(r) for s, r in rankings.items()}, names, test=c.test, max_p=c.max_p
         )

@@ -41,8 +41,11 @@ import numpy as np
 
 from ..embedder import Embedder
 from ..errors import InvalidInput, ModelNotFound, Overloaded, QrankError, TooLarge, UnsupportedModel, require
+from ..calibration import raw_scores
+from ..long_documents import DocumentReport, LongDocuments, as_policy
 from ..reranker import Reranker
 from ..types import ModelInfo
+from .base import check_finite, check_scores
 
 log = logging.getLogger(__name__)
 
@@ -251,47 +254,59 @@ class RemoteScorer(_RemoteModel):
                          dtype=str(card.get("model_dtype", "unknown")), device=f"remote:{self.transport.base_url}",
                          revision=str(card.get("model_sha") or ""), score_activation=extra.get("score_activation"))
 
-    def _one_query(self, query: str, documents: list[str], instruction: str | None) -> list[float]:
-        """Scores of ``documents`` in their order, from one request."""
+    def _one_query(self, query: str, documents: list[str], instruction: str | None,
+                   fields: dict | None = None) -> list[tuple[float, DocumentReport | None]]:
+        """Scores of ``documents`` in their order, each with the server's report (span, chunks, tokens,
+        truncated; None when the server sends none), from one request carrying the long-document ``fields``."""
+        fields = fields or {}
         if self.protocol == "tei":
             if instruction is not None:
                 raise InvalidInput(
                     "instruction", "the TEI protocol has no instruction; use protocol='v1' (qrank, vLLM)"
                 )
-            body: dict[str, Any] = {"query": query, "texts": documents, "truncate": True, "raw_scores": False,
-                                    "return_text": False}
+            # TEI's own switch: truncate=false refuses an over-long input (the server names it); qrank's fields
+            # (long_documents='chunk' and its parameters) ride along for a qrank server
+            truncate = fields.get("long_documents") != "error"
+            body: dict[str, Any] = {"query": query, "texts": documents, "truncate": truncate, "raw_scores": False,
+                                    "return_text": False, **fields}
             answer = self.transport.request("POST", "/rerank", self._with_model(body))
             well_formed = isinstance(answer, list) and all(
                 isinstance(r, dict) and "index" in r and "score" in r for r in answer
             )
             if not well_formed:
                 raise ServerUnavailable("the server's TEI rerank answer is not a list of {index, score}")
-            results = [(r["index"], r["score"]) for r in answer]
+            results = [(r["index"], r["score"], r) for r in answer]
         else:
-            body = {"query": query, "documents": documents, "return_documents": False}
+            body = {"query": query, "documents": documents, "return_documents": False, **fields}
             if instruction is not None:
                 body["instruction"] = instruction
             answer = self.transport.request("POST", "/v1/rerank", self._with_model(body))
             listed = answer.get("results") if isinstance(answer, dict) else None
             if not isinstance(listed, list):
                 raise ServerUnavailable("the server's rerank answer has no 'results' list")
-            results = [(r["index"], r["relevance_score"]) for r in listed]
-        scores: list[float | None] = [None] * len(documents)
-        for i, s in results:
-            scores[int(i)] = float(s)
+            results = [(r["index"], r["relevance_score"], r) for r in listed]
+        scores: list[tuple[float, DocumentReport | None] | None] = [None] * len(documents)
+        for i, s, r in results:
+            scores[int(i)] = (float(s), _report(r))
         if any(s is None for s in scores):
             raise ServerUnavailable("the server returned fewer scores than documents")
         return scores  # type: ignore[return-value]
 
-    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+    def score_documents(self, pairs, *, instruction: str | None = None, policy: LongDocuments | None = None
+                        ) -> tuple[np.ndarray, list[DocumentReport | None]]:
+        """Scores of ``(query, document)`` pairs and the server's report of each, the long-document ``policy``
+        forwarded (:func:`policy_fields`): the server lays documents out by its model's own tokenizer."""
+        fields = policy_fields(policy) if policy is not None else {}
         by_query: dict[str, list[int]] = {}
         for i, (q, _) in enumerate(pairs):
             by_query.setdefault(q, []).append(i)
         out = np.empty(len(pairs), dtype=np.float32)
+        reports: list[DocumentReport | None] = [None] * len(pairs)
 
         def run(item):
             q, idx = item
-            out[idx] = self._one_query(q, [pairs[i][1] for i in idx], instruction)
+            for i, (score, report) in zip(idx, self._one_query(q, [pairs[i][1] for i in idx], instruction, fields)):
+                out[i], reports[i] = score, report
 
         if len(by_query) <= 1:
             for item in by_query.items():
@@ -299,7 +314,40 @@ class RemoteScorer(_RemoteModel):
         else:
             with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(by_query)))) as pool:
                 list(pool.map(run, by_query.items()))
-        return out
+        return out, reports
+
+    def score_pairs(self, pairs, *, instruction: str | None = None) -> np.ndarray:
+        return self.score_documents(pairs, instruction=instruction)[0]
+
+
+# LongDocuments attribute -> request field (qrank's, vLLM-style; Cohere v2 names max_tokens_per_doc the same)
+_POLICY_FIELDS = (("policy", "long_documents"), ("chunk_tokens", "chunk_tokens"),
+                  ("chunk_overlap", "chunk_overlap"), ("aggregate", "chunk_aggregate"), ("top_k", "chunk_top_k"),
+                  ("max_tokens_per_doc", "max_tokens_per_doc"), ("max_tokens_per_query", "max_tokens_per_query"))
+
+
+def policy_fields(policy: LongDocuments) -> dict:
+    """The request fields that carry ``policy``: every setting that differs from :class:`LongDocuments`' defaults,
+    ``long_documents`` always once any is sent (a plain default policy sends none, so a server that knows no
+    qrank fields gets the body it always got, and cuts as it always did).
+
+    >>> policy_fields(LongDocuments(policy="chunk", aggregate="mean_top_k", top_k=2))
+    {'long_documents': 'chunk', 'chunk_aggregate': 'mean_top_k', 'chunk_top_k': 2}
+    >>> policy_fields(LongDocuments())
+    {}
+    """
+    default = LongDocuments()
+    out = {name: getattr(policy, attr) for attr, name in _POLICY_FIELDS
+           if getattr(policy, attr) != getattr(default, attr)}
+    return {"long_documents": policy.policy, **out} if out else {}
+
+
+def _report(item: dict) -> DocumentReport | None:
+    span = item.get("span")
+    if not isinstance(span, dict) or "start" not in span or "end" not in span:
+        return None
+    return DocumentReport((int(span["start"]), int(span["end"])), int(item.get("chunks") or 1),
+                          int(item.get("tokens") or 0), bool(item.get("truncated")))
 
 
 class RemoteEmbeddingModel(_RemoteModel):
@@ -369,14 +417,30 @@ class RemoteReranker(_RemoteFacade, Reranker):
 
     def __init__(self, base_url: str | Sequence[str], model: str | None = None, api_key: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, *, protocol: str = "v1", transport=None,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, long_documents: LongDocuments | str | None = None) -> None:
         scorer = RemoteScorer(_transport(base_url, api_key, timeout, transport), model, protocol=protocol,
                               concurrency=concurrency)
-        super().__init__(scorer)
+        # forwarded to the server with every request (policy_fields); None: the server's own default
+        super().__init__(scorer, long_documents=long_documents)
 
     @property
     def protocol(self) -> str:
         return self.model.protocol
+
+    def _document_scores(self, pairs, instruction, long_documents, field, with_raw=False):
+        """The server applies the long-document policy (its fields forwarded, its tokenizer counting) and
+        reports each document's span, chunks, tokens and truncated; see :func:`policy_fields`."""
+        if instruction is not None and not isinstance(instruction, str):
+            raise InvalidInput("instruction", "must be a string")
+        if not pairs:
+            return np.zeros((0,), dtype=np.float32), [], None
+        policy = as_policy(long_documents, self.long_documents)
+        scores, reports = self.model.score_documents(pairs, instruction=instruction or self.instruction,
+                                                     policy=policy)
+        scores = check_finite(check_scores(scores, len(pairs)))
+        raw = (np.asarray(raw_scores(scores.tolist(), self.info.score_activation), dtype=np.float32)
+               if with_raw else None)
+        return scores, reports, raw
 
 
 class RemoteEmbedder(_RemoteFacade, Embedder):

@@ -1,0 +1,117 @@
+"""``qrank eval --long-documents``: each policy is a system of its own, with pairs scored and coverage checked
+against the tokenizer directly, and chunk:max finding an answer that truncation cuts off."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from qrank import Reranker, Settings
+from qrank.cli import main
+from qrank.errors import InvalidInput
+from qrank.eval.data import Dataset
+from qrank.eval.report import render_markdown
+from qrank.eval.runner import EvalConfig, Evaluation
+from qrank.long_documents import parse_policies
+
+pytest.importorskip("ranx")
+pytest.importorskip("bm25s")
+
+FILLER = "The committee met on Tuesday and discussed the budget of the regional library in some detail. "
+
+
+def long_dataset() -> Dataset:
+    """Two queries; each has one relevant document whose answer (repeated, filling a window) sits after ~1,500
+    tokens of filler, and three short distractors sharing a word with the query (so BM25 finds all four)."""
+    answers = {"q1": "Aspirin lowers the risk of stroke in adults over sixty.",
+               "q2": "Statins reduce blood cholesterol levels in adults with heart disease."}
+    queries = {"q1": "aspirin lowers the risk of stroke", "q2": "statins reduce cholesterol"}
+    topic = {"q1": "aspirin", "q2": "statins"}
+    ids, texts, qrels = [], [], {}
+    for q, answer in answers.items():
+        ids.append(f"{q}-long")
+        texts.append(FILLER * 80 + (answer + " ") * 15)
+        qrels[q] = {f"{q}-long": 1}
+        for j in range(3):
+            ids.append(f"{q}-d{j}")
+            texts.append(f"The packaging of {topic[q]} comes in many colours; catalogue page {j}.")
+    return Dataset("long-fake", ids, texts, queries, qrels)
+
+
+@pytest.fixture(scope="module")
+def reranker(ce_dir):
+    return Reranker.from_pretrained(str(ce_dir), device="cpu")
+
+
+def test_policies_are_systems_with_pairs_and_coverage(reranker, tmp_path):
+    ds = long_dataset()
+    config = EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4, sweep=[4],
+                        long_documents="truncate,chunk:max,chunk:first")
+    result = Evaluation(ds, config, Settings(home=tmp_path), progress=False, reranker=reranker).run()
+    systems = result["systems"]
+    assert list(systems) == ["bm25+rerank[truncate]", "bm25+rerank[chunk:max]", "bm25+rerank[chunk:first]"]
+
+    # independent reference: the tokenizer's own count of each long document's tokens
+    tok = reranker.model.tokenizer
+    long_tokens = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds.doc_texts if len(t) > 1000]
+    short_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds.doc_texts if len(t) <= 1000)
+    total = sum(long_tokens) + short_tokens
+    trunc = systems["bm25+rerank[truncate]"]["long_documents"]
+    chunk = systems["bm25+rerank[chunk:max]"]["long_documents"]
+    assert trunc["tokens"] == chunk["tokens"] == total and trunc["documents"] == 8
+    # each long document needs at least ceil(tokens / 512) windows of a 512-token model; short ones one pair
+    assert trunc["pairs"] == 8 and chunk["pairs"] >= 6 + sum(-(-n // 512) for n in long_tokens)
+    assert chunk["coverage"] == 1.0
+    assert 0.2 < trunc["coverage"] < 0.6  # the window (< 512 tokens) of each ~1,500-token document, plus the short
+    # the answer sits past the cut: only chunking with max (not the first chunk) ranks it first
+    assert systems["bm25+rerank[chunk:max]"]["ndcg@4"] == 1.0
+    assert systems["bm25+rerank[truncate]"]["ndcg@4"] < 1.0
+    assert systems["bm25+rerank[chunk:first]"]["ndcg@4"] == pytest.approx(systems["bm25+rerank[truncate]"]["ndcg@4"])
+    md = render_markdown(result)
+    assert "### Long documents" in md and "`bm25+rerank[chunk:max]`" in md
+
+
+def test_policy_spec_errors_name_the_item():
+    assert list(parse_policies("chunk:mean_top_k,truncate")) == ["chunk:mean_top_k", "truncate"]
+    for bad, says in [("chunk:avg", "chunk_aggregate"), ("cut", "policy must be one of"),
+                      ("truncate:max", "only chunk takes"), (" , ", "name at least one")]:
+        with pytest.raises(InvalidInput, match=says):
+            parse_policies(bad)
+    with pytest.raises(InvalidInput, match="add a \\+rerank system"):
+        EvalConfig(systems=["bm25"], long_documents="truncate")
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--long-documents", "chunk:mean"], "error: long_documents: 'chunk:mean'"),
+    (["--long-documents", "chunk", "--chunk-tokens", "0"], "error: --chunk-tokens: "),
+    (["--long-documents", "chunk", "--chunk-tokens", "64", "--chunk-overlap", "64"], "error: --chunk-overlap: "),
+])
+def test_cli_bad_long_document_values_are_one_line(flags, says, tmp_path, capsys):
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"query": "q", "relevant": ["d1"]}\n')
+    code = main(["eval", "-d", str(tmp_path), "-s", "bm25+rerank", "-r", "none", "--home", str(tmp_path / "h"),
+                 *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_stage_keys_hold_the_policy_and_each_parameter(reranker, tmp_path):
+    ds = long_dataset()
+    config = EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4, sweep=[4], long_documents="chunk:max")
+    ev = Evaluation(ds, config, Settings(home=tmp_path), progress=False, reranker=reranker)
+    (_, system, policy), = ev.variants()
+    base = ev._rerank_ident(system, policy)
+    for change in [dict(chunk_tokens=128), dict(chunk_overlap=5), dict(aggregate="first"), dict(top_k=2),
+                   dict(max_tokens_per_doc=300)]:
+        assert ev._rerank_ident(system, replace(policy, **change)) != base, change
+    # a reranker whose own policy chunks is keyed apart from the default (truncate) one; the default keeps the
+    # key stages had before policies existed
+    plain = Evaluation(ds, EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4), Settings(home=tmp_path),
+                       progress=False, reranker=reranker)
+    chunking = Evaluation(ds, EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4),
+                          Settings(home=tmp_path), progress=False,
+                          reranker=Reranker(reranker.model, long_documents="chunk"))
+    assert "long_documents" not in plain._rerank_ident(system)
+    assert chunking._rerank_ident(system) != plain._rerank_ident(system)
