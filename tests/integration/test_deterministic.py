@@ -116,7 +116,7 @@ def test_default_mode_is_unchanged(ce, det_ce):
     assert "deterministic" not in ce.info.extra and det_ce.info.extra["deterministic"] is True
 
 
-def test_server_batches_of_other_requests_do_not_move_a_score(det_ce):
+def test_server_batches_of_other_requests_do_not_move_a_score(det_ce, monkeypatch):
     """Concurrent requests merged into one model call (a long batcher wait) score as each pair alone."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     import httpx
@@ -126,6 +126,9 @@ def test_server_batches_of_other_requests_do_not_move_a_score(det_ce):
     alone = float(det_ce.model.score_pairs([(QUERY, TARGET)])[0])
     crowds = [_documents(20 + 7 * i, seed=10 + i) for i in range(6)]
     settings = server_settings(max_wait_ms=200.0)
+    calls: list[int] = []  # pairs per model call: proof that requests were merged
+    inner = det_ce.model.score_encoded
+    monkeypatch.setattr(det_ce.model, "score_encoded", lambda encoded: calls.append(len(encoded)) or inner(encoded))
     got: dict[int, float] = {}
     with live_server(settings, rerankers={"ce": det_ce}) as url:
 
@@ -142,6 +145,7 @@ def test_server_batches_of_other_requests_do_not_move_a_score(det_ce):
             t.join()
         models = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
     assert len(got) == len(crowds)
+    assert max(calls) > max(len(c) + 1 for c in crowds), calls  # some call held more than one request
     assert all(np.float32(v) == np.float32(alone) for v in got.values()), (alone, got)
     assert models[0]["qrank"]["deterministic"] is True
 
