@@ -192,7 +192,7 @@ def one_by_one(run, items: Sequence, empty: np.ndarray) -> np.ndarray:
     whatever the batch, and so does the post-processing, which matters too — a sigmoid or norm vectorized over
     a batch and run over one row can differ in the last bit (SIMD body against scalar tail).
 
-    >>> one_by_one(lambda rows: np.array([len(r[0]) for r in rows], np.float32), ["ab", "c"], np.zeros(0)).tolist()
+    >>> one_by_one(lambda rows: np.array([len(r) for r in rows], np.float32), ["ab", "c"], np.zeros(0)).tolist()
     [2.0, 1.0]
     """
     if not len(items):
