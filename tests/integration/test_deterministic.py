@@ -190,3 +190,15 @@ def test_models_verbose_shows_the_mode(ce_dir, capsys):
     assert main(["models", str(ce_dir), "-v", "--json", "--device", "cpu", "--deterministic"]) == 0
     out = capsys.readouterr().out
     assert '"deterministic": true' in out
+
+
+def test_calibrated_scores_are_the_alone_scores(det_ce):
+    """The calibration map runs row by row as well: a calibrated pair's bits do not depend on the call."""
+    from qrank.calibration import Calibration, calibrated
+
+    model = calibrated(det_ce.model, Calibration("platt", feature="logit", a=1.7, b=-0.3))
+    docs = _documents(60, seed=9)
+    alone = model.score_pairs([(QUERY, TARGET)])
+    for position in (0, 30, 60):
+        crowd = docs[:position] + [TARGET] + docs[position:]
+        assert np.array_equal(model.score_pairs([(QUERY, d) for d in crowd])[position : position + 1], alone)
