@@ -3,6 +3,7 @@
 #   bash bench/device_run.sh "attn tests bench" "0.6b,8b" "rerank,embed"
 # attn: bench/attention_bench.py (one layer's attention kernels); tests: tests/gpu; bench: bench/gpu_bench.py;
 # fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT)
+# stability: bench/score_stability.py --gpu --deterministic (STAB_SIZES, STAB_CLAIMS, STAB_TIMEOUT)
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
 set -o pipefail
 STEPS=${1:-"tests bench"}; SIZES=${2:-0.6b,4b,8b}; PARTS=${3:-rerank,embed}; EXTRA=${4:-}
@@ -36,6 +37,12 @@ if [[ $STEPS == *fp8* ]]; then  # bench/fp8_bench.py: fp8 vs bf16, 8B/4B/0.6B re
   timeout ${FP8_TIMEOUT:-330} python3 bench/fp8_bench.py --sizes "${FP8_SIZES:-8b,4b,0.6b}" --embed-sizes "${FP8_EMBED:-8b}" \
     --out "$OUT/fp8" 2>&1 | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/fp8_bench.log"
   grep -A12 "FP8 speed-ups" "$OUT/fp8_bench.log" || tail -n 40 "$OUT/fp8_bench.log"
+fi
+if [[ $STEPS == *stability* ]]; then  # bench/score_stability.py --gpu: batch effects on scores, both modes (issue 20)
+  timeout ${STAB_TIMEOUT:-540} python3 bench/score_stability.py --gpu --deterministic --sizes "${STAB_SIZES:-0.6b,8b}" \
+    --claims "${STAB_CLAIMS:-10}" --dataset "$QRANK_SHARED_DIR/datasets/scifact" --out "$OUT/stability" 2>&1 \
+    | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/stability.log"
+  tail -n 30 "$OUT/stability.log"
 fi
 tar czf /tmp/inductor.tgz -C /tmp inductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tgz)" -lt 15000000 ] && cp /tmp/inductor.tgz "$OUT/"
 ls -la "$OUT"

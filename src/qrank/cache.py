@@ -97,9 +97,15 @@ def _quantized(info: ModelInfo) -> dict:
     return {"quantization": q} if q not in (None, "none") else {}
 
 
+def _deterministic(info: ModelInfo) -> dict:
+    # deterministic mode's answers are one rounding among those batched runs give: their own keys, so a cached
+    # batched score never answers a deterministic request (no key added otherwise: old keys stay valid)
+    return {"deterministic": True} if (info.extra or {}).get("deterministic") else {}
+
+
 def embedding_key(info: ModelInfo, dim: int | None, instruction: str | None, is_query: bool, text: str) -> bytes:
     return cache_key(kind="embedding", model=info.id, revision=info.revision, dim=dim, instruction=instruction,
-                     is_query=bool(is_query), text=text, **_quantized(info))
+                     is_query=bool(is_query), text=text, **_quantized(info), **_deterministic(info))
 
 
 def _calibrated(info: ModelInfo) -> dict:
@@ -113,7 +119,8 @@ def score_key(info: ModelInfo, instruction: str | None, query: str, document: st
     # one window would be cut by a smaller one; the policy itself needs no key, since a chunk is keyed by its text
     # and an aggregate is never cached under a document's key (eval.stages._plain_policy)
     return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query,
-                     document=document, max_length=info.max_length, **_quantized(info), **_calibrated(info))
+                     document=document, max_length=info.max_length, **_quantized(info), **_calibrated(info),
+                     **_deterministic(info))
 
 
 class Cache:

@@ -228,6 +228,10 @@ class Calibrated:
         raw = np.asarray(raw, dtype=np.float32)
         if not np.all(np.isfinite(raw)):  # the map would turn an infinite score into a finite-looking probability
             raise QrankError("the model produced a non-finite score (NaN or inf); it cannot be calibrated")
+        if (self.info.extra or {}).get("deterministic"):  # the map row by row too: no SIMD body/tail difference
+            from .models.base import one_by_one
+
+            return one_by_one(self.calibration, raw, np.zeros((0,), dtype=np.float32)), raw
         return self.calibration(raw), raw
 
     def count_tokens(self, pairs, *, instruction: str | None = None) -> list[int]:

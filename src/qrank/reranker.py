@@ -108,6 +108,7 @@ class Reranker:
         engine: str | None = None,
         quantization: str | None = None,
         calibrated: bool | None = None,
+        deterministic: bool | None = None,
     ) -> Reranker:
         """Load a Qwen3 reranker or a cross-encoder from a local folder or a hub id.
 
@@ -117,12 +118,14 @@ class Reranker:
         ``calibrated=True`` (setting ``models.calibrated``) returns P(relevant) through the map that
         ``qrank eval --calibrate`` saved for this model and revision (:mod:`qrank.calibration`); without one it
         is an :class:`~qrank.errors.InvalidInput` naming ``calibrated`` and the expected path.
+        ``deterministic=True`` (setting ``engine.deterministic``): a pair's score is bit-identical whatever else is
+        in the request or batch (docs/deterministic.md).
         """
         from .models.registry import load_model
 
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length,
                                    reranker_instruction=instruction, engine=engine, quantization=quantization,
-                                   calibrated=calibrated)
+                                   calibrated=calibrated, deterministic=deterministic)
         model = load_model(name, "reranker", settings.models, settings.engine)
         if settings.models.calibrated:
             # directly over the backend: every layer and door above (caches, queues, the server) sees P(relevant)
@@ -302,6 +305,8 @@ def _with_overrides(settings: Settings | None, **kw) -> Settings:
     settings = settings or Settings()
     models = {k: v for k, v in kw.items() if k in _MODEL_OVERRIDES and v is not None}
     engine = {"engine": kw["engine"]} if kw.get("engine") else {}
+    if kw.get("deterministic") is not None:
+        engine["deterministic"] = bool(kw["deterministic"])
     # validate through the models so that an override out of range fails like a bad env var would
     return settings.model_copy(
         update={

@@ -155,6 +155,11 @@ class EngineSettings(BaseModel):
         "models, whose GPU otherwise waits on kernel launches; big ones are compute-bound and lose to the padding)"
     )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default)")
+    deterministic: bool = Field(
+        False, description="a pair's score (a text's vector) is bit-identical whatever else shares the batch or "
+        "request, on CPU and GPU: one input per forward pass, no shared prefix, post-processing row by row, "
+        "deterministic kernels (slower; docs/deterministic.md)"
+    )
 
 
 _NameList = Annotated[list[str], NoDecode]

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
     p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
                    help="same as --reranker-instruction")
-    add_settings_flags(p, "engine", ["engine", "max_batch_tokens"])
+    add_settings_flags(p, "engine", ["engine", "max_batch_tokens", "deterministic"])
     p.set_defaults(func=cmd_rerank)
 
     e = sub.add_parser("embed", help="embed texts", description="Print L2-normalised embeddings of the given texts.")
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("texts", nargs="+", metavar="TEXT")
     add_settings_flags(e, "models", ["device", "dtype", "max_length", "query_task", "query_prompt", "instruction",
                                      "quantization", "quantization_check"])
-    add_settings_flags(e, "engine", ["engine", "max_batch_tokens"])
+    add_settings_flags(e, "engine", ["engine", "max_batch_tokens", "deterministic"])
     e.set_defaults(func=cmd_embed)
 
     m = sub.add_parser(
@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--verbose", "-v", action="store_true", help="load each model (offline, with the settings below) "
                    "and show what its engine decided: attention, compile, CUDA graphs, first chunk, fallbacks")
     add_settings_flags(m, "models", ["device", "dtype"])
-    add_settings_flags(m, "engine", ["engine", "attention", "compile", "cuda_graphs", "max_batch_tokens"])
+    add_settings_flags(m, "engine", ["engine", "attention", "compile", "cuda_graphs", "max_batch_tokens",
+                                     "deterministic"])
     m.add_argument("--home", type=Path, default=None, help="qrank data folder (default: $QRANK_HOME or ~/.qrank)")
     m.set_defaults(func=cmd_models)
 
@@ -188,7 +189,10 @@ def _engine_of(found: dict, settings) -> dict | None:
     from ..models.registry import load_model
 
     models = settings.models.model_copy(update={"local_files_only": True})
-    return load_model(found["path"], found["role"], models, settings.engine).info.extra.get("engine")
+    extra = load_model(found["path"], found["role"], models, settings.engine).info.extra
+    if extra.get("deterministic"):  # a backend without an engine (encoders) still says so
+        return {**(extra.get("engine") or {}), "deterministic": True}
+    return extra.get("engine")
 
 
 def _engine_text(engine: dict | None) -> str:

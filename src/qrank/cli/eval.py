@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", type=Path, default=None, help="qrank data folder (default: $QRANK_HOME or ~/.qrank)")
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "quantization", "chunk_tokens",
                                      "chunk_overlap", "chunk_top_k"])
-    add_settings_flags(p, "engine", ["engine", "max_batch_tokens", "num_threads"])
+    add_settings_flags(p, "engine", ["engine", "max_batch_tokens", "num_threads", "deterministic"])
     add_settings_flags(p, "index", ["rrf_k"])
     p.set_defaults(func=cmd_eval)
 

@@ -184,6 +184,22 @@ def check_finite(values: np.ndarray, *, error: type[QrankError] = QrankError, co
     return values
 
 
+def one_by_one(run, items: Sequence, empty: np.ndarray) -> np.ndarray:
+    """``run([item])`` for each item alone, the rows stacked in order: deterministic mode
+    (``engine.deterministic``).
+
+    An item's answer then never depends on what else is in the call: each forward pass has the same shapes
+    whatever the batch, and so does the post-processing, which matters too — a sigmoid or norm vectorized over
+    a batch and run over one row can differ in the last bit (SIMD body against scalar tail).
+
+    >>> one_by_one(lambda rows: np.array([len(r) for r in rows], np.float32), ["ab", "c"], np.zeros(0)).tolist()
+    [2.0, 1.0]
+    """
+    if not len(items):
+        return empty
+    return np.concatenate([run(items[i : i + 1]) for i in range(len(items))])
+
+
 def require_count_tokens(model, name: str) -> None:
     """Refuse a model that cannot count its tokens (budgets and limits need exact counts)."""
     if not callable(getattr(model, "count_tokens", None)):

@@ -17,7 +17,16 @@ from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from . import packed_encoder
-from .base import DocumentLayout, Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .base import (
+    DocumentLayout,
+    Encoded,
+    ResolvedModel,
+    dtype_name,
+    load_tokenizer,
+    one_by_one,
+    pick_device,
+    pick_dtype,
+)
 from .hf_encoder import (
     check_quantization,
     max_input_length,
@@ -154,6 +163,9 @@ class CrossEncoderModel:
         return out
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        if self.engine_settings.deterministic:  # one pair per forward and per activation
+            return one_by_one(lambda rows: self._score_features(to_features(rows)), list(encoded),
+                              np.zeros((0,), dtype=np.float32))
         return self._score_features(to_features(encoded))
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:

@@ -10,7 +10,16 @@ import numpy as np
 from ..engine import pipelined_last_hidden
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype, text_tokenizer
+from .base import (
+    Encoded,
+    ResolvedModel,
+    dtype_name,
+    load_tokenizer,
+    one_by_one,
+    pick_device,
+    pick_dtype,
+    text_tokenizer,
+)
 from .pooling import finish_embeddings
 from .quantization import check_fp8_request, quantize_backend
 
@@ -67,6 +76,7 @@ class Qwen3Embedder:
         eos = eos[0] if isinstance(eos, list) else eos
         self.before, self.after = special_wrap(self.text_tok, eos if eos is not None else tokenizer.pad_token_id)
         engine_settings = engine_settings or EngineSettings()
+        self.deterministic = engine_settings.deterministic  # one text per pass and per norm (one_by_one)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.after or [0])[-1]
         self.engine = make_engine(
             getattr(model, "base_model", model), pad_id=pad_id, device=info.device, settings=engine_settings
@@ -128,7 +138,10 @@ class Qwen3Embedder:
         """Vectors of already encoded texts (the server tokenized them at its door)."""
         if not encoded:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
-        return finish_embeddings(self.engine.last_hidden([list(e.ids) for e in encoded]).numpy(), dim)
+        run = lambda rows: finish_embeddings(self.engine.last_hidden([list(e.ids) for e in rows]).numpy(), dim)  # noqa: E731
+        if self.deterministic:
+            return one_by_one(run, list(encoded), np.zeros((0, dim or self.info.dim), dtype=np.float32))
+        return run(encoded)
 
     def embed_batch(
         self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None, dim: int | None = None
@@ -136,6 +149,8 @@ class Qwen3Embedder:
         """``embed_encoded(encode_texts(texts))``, with each chunk's tokenizing overlapping the GPU's work."""
         if not texts:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        if self.deterministic:  # one text at a time: nothing to overlap
+            return self.embed_encoded(self.encode_texts(texts, is_query=is_query, instruction=instruction), dim=dim)
         encode = lambda chunk: self.encode(chunk, is_query=is_query, instruction=instruction)  # noqa: E731
         hidden = pipelined_last_hidden(self.engine, list(texts), encode)
         return finish_embeddings(hidden.numpy(), dim)

@@ -24,6 +24,7 @@ from .base import (
     ResolvedModel,
     dtype_name,
     load_tokenizer,
+    one_by_one,
     pick_device,
     pick_dtype,
     text_tokenizer,
@@ -139,6 +140,7 @@ class Qwen3Reranker:
         self.tokenizer = tokenizer
         self.info = info
         engine_settings = engine_settings or EngineSettings()
+        self.deterministic = engine_settings.deterministic  # one pair per pass and per sigmoid (one_by_one)
         self.encoder = Qwen3PromptEncoder(tokenizer, info.max_length)
         self.head = self._head_vector(model).to(torch.float32)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.encoder.suffix_ids[-1]
@@ -218,12 +220,19 @@ class Qwen3Reranker:
         """Scores of already encoded pairs (the server tokenized them at its door)."""
         if not encoded:
             return np.zeros((0,), dtype=np.float32)
+        if self.deterministic:
+            return one_by_one(self._score_rows, list(encoded), np.zeros((0,), dtype=np.float32))
+        return self._score_rows(encoded)
+
+    def _score_rows(self, encoded: Sequence[Encoded]) -> np.ndarray:
         return self._probabilities(self.engine.last_hidden([list(e.ids) for e in encoded]))
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> np.ndarray:
         """``score_encoded(encode_pairs(pairs))``, with each chunk's tokenizing overlapping the GPU's work."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
+        if self.deterministic:  # one pair at a time: nothing to overlap
+            return self.score_encoded(self.encode_pairs(pairs, instruction=instruction))
         hidden = pipelined_last_hidden(
             self.engine, list(pairs), lambda chunk: self.encode(chunk, instruction=instruction)
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UnsupportedModel
@@ -114,8 +114,13 @@ def load_model(name: str, role: str, settings: ModelSettings | None = None, engi
         raise UnsupportedModel(f"quantization='fp8' is for Qwen3 rerankers and embedders; {name} is a {kind.name} "
                                "model", field="quantization")
     log.info("loading %s as %s", name, kind.name)
-    set_torch_threads((engine or EngineSettings()).num_threads)
-    return kind.load(resolved, settings, engine)
+    engine = engine or EngineSettings()
+    set_torch_threads(engine.num_threads)
+    model = kind.load(resolved, settings, engine)
+    if engine.deterministic:
+        # shown in /v1/models and `qrank models -v`, and read by the cache keys: the two modes' scores never mix
+        model.info = replace(model.info, extra={**model.info.extra, "deterministic": True})
+    return model
 
 
 def list_local_models(roots: list[Path]) -> list[dict]:

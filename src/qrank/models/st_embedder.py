@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, pick_device, pick_dtype
+from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, one_by_one, pick_device, pick_dtype
 from . import packed_encoder
 from .hf_encoder import (
     check_quantization,
@@ -196,6 +196,12 @@ class STEmbedder:
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:
         if not encoded:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        if self.engine_settings.deterministic:  # one text per forward and per norm
+            return one_by_one(lambda rows: self._embed(rows, dim), list(encoded),
+                              np.zeros((0, dim or self.info.dim), dtype=np.float32))
+        return self._embed(encoded, dim)
+
+    def _embed(self, encoded: Sequence[Encoded], dim: int | None) -> np.ndarray:
         mode = self.layout["pooling"]
 
         def forward(batch):

@@ -36,6 +36,8 @@ async def list_models(request: Request) -> Response:
                     "engine": info.extra.get("engine"),  # what the engine decided at load (None: no local engine)
                     # the FP8 gate's agreement with bfloat16 on the probe set (absent when not quantized)
                     "quantization": info.extra.get("quantization"),
+                    # engine.deterministic: scores bit-identical whatever shares the batch (docs/deterministic.md)
+                    "deterministic": bool(info.extra.get("deterministic")),
                 },
             )
         )
