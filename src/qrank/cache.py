@@ -94,6 +94,10 @@ def text_tag(text: str) -> bytes:
 def _quantized(info: ModelInfo) -> dict:
     # int8 answers differ from the float ones: their own keys (none added otherwise, so old keys stay valid)
     q = (info.extra or {}).get("quantization")
+    if q == "int8":  # and the recipe's version: a changed int8 recipe never reads the older one's answers
+        from .models.hf_encoder import INT8_RECIPE
+
+        return {"quantization": q, "recipe": INT8_RECIPE}
     return {"quantization": q} if q not in (None, "none") else {}
 
 

@@ -210,6 +210,10 @@ class Evaluation:
         m = self.settings.models
         # int8 answers differ from the float ones (the key is left out otherwise: old stage caches stay valid)
         quant = {"quantization": m.quantization} if m.quantization != "none" else {}
+        if m.quantization == "int8":  # a changed int8 recipe must not reuse the older recipe's stage results
+            from ..models.hf_encoder import INT8_RECIPE
+
+            quant["recipe"] = INT8_RECIPE
         loaded = self._embedder_model if role == "embedder" else self._reranker
         if loaded is not None:
             info = loaded.info
