@@ -143,13 +143,15 @@ class Embedder:
         engine: str | None = None,
         instruction: str | None = None,
         quantization: str | None = None,
+        quantization_check: bool | None = None,
     ) -> Embedder:
         """Load a Qwen3-Embedding or sentence-transformers model from a local folder or a hub id.
 
         ``query_task`` (Qwen3-Embedding) or ``query_prompt`` (sentence-transformers) replaces the model's
         default query instruction (settings ``models.query_task`` / ``models.query_prompt``); ``instruction``
         is their deprecated one-for-all spelling. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked
-        against bfloat16 at load (docs/quantization.md).
+        against bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
+        thresholds).
         """
         from .models.registry import load_model
 
@@ -159,7 +161,8 @@ class Embedder:
             query_task = query_task if query_task is not None else instruction
             query_prompt = query_prompt if query_prompt is not None else instruction
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, query_task=query_task,
-                                   query_prompt=query_prompt, engine=engine, quantization=quantization)
+                                   query_prompt=query_prompt, engine=engine, quantization=quantization,
+                                   quantization_check=quantization_check)
         model = load_model(name, "embedder", settings.models, settings.engine)
         if instruction is None:  # a role the loaded kind does not take is the caller's mistake: say so
             query_instruction(model.info, query_task=query_task)
