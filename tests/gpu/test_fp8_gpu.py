@@ -86,17 +86,24 @@ def _relative(a, b) -> float:
 
 @pytest.mark.parametrize("kind, size", [("reranker", "0.6b"), ("reranker", "8b"), ("embedding", "0.6b")])
 def test_fp8_engine_matches_emulation_real_shapes(shared, monkeypatch, kind, size):
-    """The fast engine as it serves (compiled, ``torch._scaled_mm``, its attention kernel) on FP8 weights against
-    the same engine run eagerly with every product emulated in float32, on the real layer shapes.
+    """The fast engine's FP8 products (``torch._scaled_mm``) against the same engine with every product emulated
+    in float32, on the real layer shapes; and the engine as it serves (compiled) against both.
 
     Two layers of the real width: depth adds nothing to what is checked (every layer runs the same code) and
-    a random deep stack amplifies rounding chaotically. Tolerance: the kernel and the emulation multiply the
-    same e4m3 values with the same scales, so a product differs only by float32 summation order and its one
-    bfloat16 output rounding (2^-8 relative, ~0.4%); the next layer's per-token requantization can move an
-    element across an e4m3 rounding boundary (2^-4 of that element) and compiled element-wise code rounds
-    to bf16 less often than eager code. Together that is ~1% of the hidden state's norm; 3% is allowed. The
-    quantization error itself (fp8 vs bf16, per product ~2^-4 of the largest element) is several times
-    larger, so the second assertion tells "computes the quantized model" from "computes something else".
+    a random deep stack amplifies rounding chaotically.
+
+    Eager kernel vs eager emulation (asserted tightly): both multiply the same e4m3 values with the same
+    scales and round the float32 result once to bfloat16, so they differ only where float32 summation order
+    moves a result across a bf16 rounding boundary (a small fraction of elements, by 2^-8 relative); such an
+    element can then cross an e4m3 boundary when the next product requantizes it. 1% of the hidden state's
+    norm is allowed, and less than a quarter of the quantization error itself (fp8 vs bf16: per-token and
+    per-channel e4m3 rounding, ~2^-4 of an element, a few % of the norm), which tells "computes the quantized
+    model" from "computes something else" (wrong scales, a transposed operand: errors of 100% and more).
+
+    Compiled vs emulation (asserted loosely, printed): compiled element-wise code rounds to bf16 less often
+    than eager code, and each such difference can flip an e4m3 rounding at the next requantization (for about
+    1 element in 16, by 2^-3 relative), which puts this distance in the range of the quantization error
+    itself; what it must not be is broken.
     """
     from qrank.engine import qwen3_forward
     from qrank.engine.fast import FastEngine
@@ -108,19 +115,23 @@ def test_fp8_engine_matches_emulation_real_shapes(shared, monkeypatch, kind, siz
     seqs += [seqs[1][:200] + s for s in ([5, 6, 7], [8] * 40)]  # shared prefix: the prefix path too
     bf16 = FastEngine(body).last_hidden(seqs)
     quantize_body(body)
-    engine = FastEngine(body)
-    assert engine.config.compile, engine.config.fallbacks
-    got = engine.last_hidden(seqs)
+    served = FastEngine(body)
+    assert served.config.compile, served.config.fallbacks
+    got = served.last_hidden(seqs)
+    eager_kw = {"compile": "off", "cuda_graphs": "off", "attention": served.config.attention}
+    kernel = FastEngine(body, **eager_kw).last_hidden(seqs)
     with monkeypatch.context() as m:  # the eager path's products read ``linear`` from qwen3_forward
         m.setattr(qwen3_forward, "linear", _emulated_linear)
-        emu = FastEngine(body, compile="off", cuda_graphs="off", attention=engine.config.attention).last_hidden(seqs)
-    err, quant = _relative(got, emu), _relative(got, bf16)
-    rows = [_relative(got[i], emu[i]) for i in range(len(seqs))]
-    print(f"{kind} {size} (2 layers, {engine.config.attention}): |fp8 engine - float32 emulation| / |emulation| "
-          f"{err:.4f} (rows max {max(rows):.4f}); |fp8 - bf16| / |bf16| {quant:.4f}")
-    assert torch.isfinite(got).all()
-    assert err <= 0.03 and max(rows) <= 0.05
-    assert err < 0.5 * quant
+        emu = FastEngine(body, **eager_kw).last_hidden(seqs)
+    err, quant, served_err = _relative(kernel, emu), _relative(kernel, bf16), _relative(got, emu)
+    rows = max(_relative(kernel[i], emu[i]) for i in range(len(seqs)))
+    print(f"{kind} {size} (2 layers, {served.config.attention}), relative to the norm: eager fp8 kernel vs float32 "
+          f"emulation {err:.5f} (worst row {rows:.5f}); compiled (served) vs emulation {served_err:.5f}; "
+          f"fp8 vs bf16 {quant:.5f}")
+    assert torch.isfinite(got).all() and torch.isfinite(kernel).all()
+    assert err <= 0.01 and rows <= 0.02
+    assert err < 0.25 * quant
+    assert served_err <= 0.1
 
 
 @pytest.mark.parametrize("size", ["0.6b", "8b"])
