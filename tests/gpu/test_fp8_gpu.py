@@ -1,19 +1,25 @@
-"""FP8 on a CUDA GPU with FP8 units (sm89+): ``torch._scaled_mm`` against the float32 emulation, and fp8 scores
-against bf16 on the real 0.6B and 8B reranker shapes (random weights), the gate's numbers printed.
+"""FP8 on a CUDA GPU with FP8 units (sm89+): ``torch._scaled_mm`` and the fast engine's FP8 layers against a
+float32 emulation of the same quantization, on the real 0.6B/8B reranker and 0.6B embedder layer shapes (random
+weights); the load path's gate numbers (fp8 vs bf16) printed; ``from_pretrained(..., quantization="fp8")`` end to
+end without a dynamo recompile storm.
 
-Run on the device (``-m gpu -s``). Random weights lack real checkpoints' outlier channels, so these tests
-prove the kernels and the plumbing; whether a real checkpoint keeps its rankings is the gate's job at load.
+Run on the device: ``TESTS_K=fp8 TEST_TIMEOUT=300 bash bench/device_run.sh tests``. Random weights lack real
+checkpoints' outlier channels and their trained margins: how far fp8 scores move from bf16 on them is printed,
+not asserted (a random 36-layer stack amplifies any rounding, bf16's own included); what is asserted is that
+the kernels compute the quantized model the emulation defines. Whether a real checkpoint keeps its rankings
+is the gate's job at load.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
-from qrank.engine.fp8 import Fp8Linear, fp8_linear, fp8_supported, quantize_weight
+from qrank.engine.fp8 import Fp8Linear, Fp8Weight, fp8_linear, fp8_supported, quantize_body, quantize_weight
 from qrank.settings import EngineSettings, ModelSettings
 
 pytestmark = [
@@ -48,11 +54,13 @@ def test_scaled_mm_equals_emulation(m, k, n):
     torch.testing.assert_close(compiled(x, q).float(), got.float(), rtol=2**-7, atol=2**-7 * scale)
 
 
-def _random_model(shared, kind: str, size: str):
+def _random_model(shared, kind: str, size: str, layers: int | None = None):
     from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
     raw = json.loads((shared / "configs" / f"qwen3-{kind}-{size}.json").read_text())
     raw.pop("architectures", None), raw.pop("torch_dtype", None)
+    if layers is not None:
+        raw["num_hidden_layers"] = layers
     torch.manual_seed(0)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
@@ -63,9 +71,73 @@ def _random_model(shared, kind: str, size: str):
         torch.set_default_dtype(old)
 
 
+def _emulated_linear(x, weight, bias=None):
+    """The emulation the engine's products must follow: an :class:`Fp8Weight` product with both operands
+    dequantized to float32 (e4m3 values times their per-channel / per-token scales) and multiplied in
+    float32, rounded once to the activation dtype; plain weights as the engine multiplies them."""
+    if isinstance(weight, Fp8Weight):
+        return fp8_linear(x, weight, bias, emulate=True)
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def _relative(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.mark.parametrize("kind, size", [("reranker", "0.6b"), ("reranker", "8b"), ("embedding", "0.6b")])
+def test_fp8_engine_matches_emulation_real_shapes(shared, monkeypatch, kind, size):
+    """The fast engine's FP8 products (``torch._scaled_mm``) against the same engine with every product emulated
+    in float32, on the real layer shapes; and the engine as it serves (compiled) against both.
+
+    Two layers of the real width: depth adds nothing to what is checked (every layer runs the same code) and
+    a random deep stack amplifies rounding chaotically.
+
+    Eager kernel vs eager emulation (asserted tightly): both multiply the same e4m3 values with the same
+    scales and round the float32 result once to bfloat16, so they differ only where float32 summation order
+    moves a result across a bf16 rounding boundary (a small fraction of elements, by 2^-8 relative); such an
+    element can then cross an e4m3 boundary when the next product requantizes it. 1% of the hidden state's
+    norm is allowed, and less than a quarter of the quantization error itself (fp8 vs bf16: per-token and
+    per-channel e4m3 rounding, ~2^-4 of an element, a few % of the norm), which tells "computes the quantized
+    model" from "computes something else" (wrong scales, a transposed operand: errors of 100% and more).
+
+    Compiled vs emulation (asserted loosely, printed): compiled element-wise code rounds to bf16 less often
+    than eager code, and each such difference can flip an e4m3 rounding at the next requantization (for about
+    1 element in 16, by 2^-3 relative), which puts this distance in the range of the quantization error
+    itself; what it must not be is broken.
+    """
+    from qrank.engine import qwen3_forward
+    from qrank.engine.fast import FastEngine
+
+    model = _random_model(shared, kind, size, layers=2)
+    body = getattr(model, "model", model)
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(100, 50000, (n,), generator=g).tolist() for n in (37, 300, 1, 129)]
+    seqs += [seqs[1][:200] + s for s in ([5, 6, 7], [8] * 40)]  # shared prefix: the prefix path too
+    bf16 = FastEngine(body).last_hidden(seqs)
+    quantize_body(body)
+    served = FastEngine(body)
+    assert served.config.compile, served.config.fallbacks
+    got = served.last_hidden(seqs)
+    eager_kw = {"compile": "off", "cuda_graphs": "off", "attention": served.config.attention}
+    kernel = FastEngine(body, **eager_kw).last_hidden(seqs)
+    with monkeypatch.context() as m:  # the eager path's products read ``linear`` from qwen3_forward
+        m.setattr(qwen3_forward, "linear", _emulated_linear)
+        emu = FastEngine(body, **eager_kw).last_hidden(seqs)
+    err, quant, served_err = _relative(kernel, emu), _relative(kernel, bf16), _relative(got, emu)
+    rows = max(_relative(kernel[i], emu[i]) for i in range(len(seqs)))
+    print(f"{kind} {size} (2 layers, {served.config.attention}), relative to the norm: eager fp8 kernel vs float32 "
+          f"emulation {err:.5f} (worst row {rows:.5f}); compiled (served) vs emulation {served_err:.5f}; "
+          f"fp8 vs bf16 {quant:.5f}")
+    assert torch.isfinite(got).all() and torch.isfinite(kernel).all()
+    assert err <= 0.01 and rows <= 0.02
+    assert err < 0.25 * quant
+    assert served_err <= 0.1
+
+
 @pytest.mark.parametrize("size", ["0.6b", "8b"])
-def test_fp8_reranker_against_bf16_real_shapes(shared, size):
-    """The load path's gate (bf16 engine, quantize in place, FP8 engine) on the real shapes, numbers printed."""
+def test_fp8_gate_numbers_real_shapes(shared, size):
+    """The load path's gate (bf16 engine, quantize in place, FP8 engine) on the full real shapes: its numbers
+    printed, not asserted (random weights: near-tied scores and a chaotic deep stack, see the module doc)."""
     from transformers import AutoTokenizer
 
     from qrank.models import quantization as qz
@@ -80,13 +152,13 @@ def test_fp8_reranker_against_bf16_real_shapes(shared, size):
     torch.cuda.reset_peak_memory_stats()
     out = qz.quantize_backend(build, model.model, ModelSettings(quantization="fp8", quantization_check=False))
     q = out.info.extra["quantization"]
-    print(f"FP8 gate, Qwen3-Reranker-{size} shape (random weights): {q}; peak "
+    print(f"FP8 gate, Qwen3-Reranker-{size} shape (random weights; printed, not asserted): {q}; peak "
           f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     assert isinstance(model.model.layers[-1].mlp.down_proj, Fp8Linear)
-    assert q["layers_quantized"] == 7 * model.config.num_hidden_layers
-    assert q["max_abs_delta"] <= 0.1  # the gate's default: a collapse (0.5 / 1.0 / 0 everywhere) is far above
+    assert q["layers_quantized"] == 7 * model.config.num_hidden_layers and q["pairs"] == 80
+    assert out.info.extra["engine"]["compile"]  # the FP8 engine still compiles (no fallback to eager)
     scores = out.score_pairs([("what is fp8?", "FP8 is an 8-bit floating point format."), ("q", "d" * 50)])
-    assert np.all(np.isfinite(scores))
+    assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))
 
 
 def test_fp8_embedder_0_6b_shape(shared):
@@ -104,20 +176,39 @@ def test_fp8_embedder_0_6b_shape(shared):
     texts = ["a first text about fp8", "un deuxième texte", "第三个文本"]
     ref = build().embed_batch(texts)
     out = qz.quantize_backend(build, model, ModelSettings(quantization="fp8", quantization_check=False))
-    print(f"FP8 gate, Qwen3-Embedding-0.6B shape (random weights): {out.info.extra['quantization']}")
-    cos = np.sum(ref * out.embed_batch(texts), axis=1)
-    print(f"cosine(fp8, bf16) of three texts: {cos}")
-    assert cos.min() > 0.99
+    got = out.embed_batch(texts)
+    cos = np.sum(ref * got, axis=1)
+    print(f"FP8 gate, Qwen3-Embedding-0.6B shape (random weights; printed, not asserted): "
+          f"{out.info.extra['quantization']}; cosine(fp8, bf16) of three texts: {cos}")
+    assert np.all(np.isfinite(got)) and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-3)
 
 
-def test_from_pretrained_fp8_end_to_end(qwen3_reranker_dir):
-    """The public door on a tiny model: the device check passes, the gate runs, its numbers are in the info."""
+def test_from_pretrained_fp8_end_to_end(qwen3_reranker_dir, caplog):
+    """The public door: device check, bf16 probe engine, FP8 engine, gate, then requests of several sizes
+    (a one-row one too) — without dynamo hitting its recompile limit, which it did when every engine kind
+    shared one compiled code object (the FP8 engine then ran eagerly, with a warning)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
     from qrank import Reranker
-    from qrank.settings import Settings
+    from qrank.engine.qwen3_forward import layer_segments
 
-    settings = Settings(models={"quantization_check": False})  # tiny random weights: near-tied scores
-    rr = Reranker.from_pretrained(str(qwen3_reranker_dir), settings=settings, device="cuda", quantization="fp8")
+    dynamo_log = logging.getLogger("torch._dynamo")  # torch's loggers need not propagate to the root's capture
+    dynamo_log.addHandler(caplog.handler)
+    try:
+        # tiny random weights: near-tied scores, so the gate's verdict means nothing here; its plumbing does
+        rr = Reranker.from_pretrained(str(qwen3_reranker_dir), device="cuda", quantization="fp8",
+                                      quantization_check=False)
+        for docs in (["a", "b", "c"], ["only one"], [f"document {i} " * (i + 1) for i in range(40)]):
+            assert sorted(r.index for r in rr.rerank("q", docs)) == list(range(len(docs)))
+    finally:
+        dynamo_log.removeHandler(caplog.handler)
     q = rr.info.extra["quantization"]
     print(f"tiny reranker, fp8 through from_pretrained: {q}")
     assert rr.info.revision.endswith("+fp8") and q["method"] == "fp8" and q["check"] in ("passed", "failed, ignored")
-    assert sorted(r.index for r in rr.rerank("q", ["a", "b", "c"])) == [0, 1, 2]
+    engine = rr.model.engine
+    assert engine.config.compile, engine.config.fallbacks
+    entries = [len(_debug_get_cache_entry_list(f.__code__)) for f in layer_segments(engine.stack.compile_key)]
+    print(f"dynamo cache entries of the FP8 engine's layer halves: {entries}")
+    assert all(1 <= n <= 4 for n in entries)  # its general graph and few specialisations, not a pile
+    storm = [r.getMessage() for r in caplog.records if "recompile" in r.getMessage().lower()]
+    assert not storm, storm

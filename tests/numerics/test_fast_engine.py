@@ -366,7 +366,7 @@ def test_compile_failing_at_load_falls_back_to_eager(qwen3_reranker_dir, monkeyp
     from qrank.engine import fast
 
     state = {"broken": True}
-    monkeypatch.setattr(fast, "compiled_segments", lambda: _failing_segments(state))
+    monkeypatch.setattr(fast, "compiled_segments", lambda key: _failing_segments(state))
     body, ref, FastEngine = _engines(qwen3_reranker_dir)
     engine = FastEngine(body, compile="on")
     assert not engine.config.compile
@@ -384,7 +384,7 @@ def test_a_failure_after_load_raises_instead_of_switching(qwen3_reranker_dir, mo
     from qrank.engine import fast
 
     state = {"broken": False}
-    monkeypatch.setattr(fast, "compiled_segments", lambda: _failing_segments(state))
+    monkeypatch.setattr(fast, "compiled_segments", lambda key: _failing_segments(state))
     body, ref, FastEngine = _engines(qwen3_reranker_dir)
     engine = FastEngine(body, compile="on")
     assert engine.config.compile and engine.config.fallbacks == ()

@@ -153,6 +153,63 @@ def test_fast_engine_reads_fp8_weights_like_the_reference_engine(qwen3_reranker_
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_engine_kinds_compile_into_their_own_code_objects(qwen3_reranker_dir, monkeypatch):
+    """Regression (issue 18): a bf16-style engine and an FP8 engine of one model each get their own compiled
+    code, so neither adds guards to the other's; an engine of a kind already seen reuses its wrappers.
+
+    Dynamo keeps compiled entries on the code object it runs; when every engine shared ``attn_inputs``'s,
+    the load path's probe engine, the FP8 engine and one-row passes piled entries onto one code object until
+    dynamo's recompile limit (8) was hit on the GPU. The eager backend traces and guards exactly as inductor
+    would, without compiling kernels, so this runs on the CPU in seconds.
+    """
+    import copy
+
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from qrank.engine import fast
+    from qrank.engine.qwen3_forward import attn_inputs, attn_output_mlp, layer_segments
+
+    asked, wrappers = [], {}
+
+    def eager_segments(key):  # the engine's compiled_segments(key), on dynamo's eager backend, memoized likewise
+        asked.append(key)
+        if key not in wrappers:
+            wrappers[key] = tuple(torch.compile(f, backend="eager", dynamic=True, fullgraph=True)
+                                  for f in layer_segments(key))
+        return wrappers[key]
+
+    monkeypatch.setattr(fast, "compiled_segments", eager_segments)
+    torch._dynamo.reset()
+    body = _tiny_reranker(qwen3_reranker_dir).model.model
+    qbody = copy.deepcopy(body)
+    quantize_body(qbody)
+    seqs = [list(range(100, 140)), list(range(100, 120)) + [7, 8, 9], [5] * 3]
+    engines = {}
+    for name, b in (("plain", body), ("fp8", qbody)):
+        engines[name] = eng = fast.FastEngine(b, attention="sdpa", compile="on")
+        assert eng.config.compile and not eng.config.fallbacks
+        eager = fast.FastEngine(b, attention="sdpa", compile="off")
+        for batch in (seqs, seqs[:1], seqs[1:]):  # a one-row pass as well: dynamo specialises sizes 0 and 1
+            torch.testing.assert_close(eng.last_hidden(batch), eager.last_hidden(batch), rtol=1e-5, atol=1e-5)
+    k_plain, k_fp8 = engines["plain"].stack.compile_key, engines["fp8"].stack.compile_key
+    assert k_plain != k_fp8 and "plain" in k_plain and "fp8" in k_fp8
+    codes = {k: [f.__code__ for f in layer_segments(k)] for k in (k_plain, k_fp8)}
+    originals = [attn_inputs.__code__, attn_output_mlp.__code__]
+    assert all(c is not o for k in codes for c, o in zip(codes[k], originals))
+    assert all(a is not b for a, b in zip(codes[k_plain], codes[k_fp8]))
+    counts = {k: [len(_debug_get_cache_entry_list(c)) for c in codes[k]] for k in codes}
+    print("dynamo cache entries per code object:", counts)
+    assert [len(_debug_get_cache_entry_list(c)) for c in originals] == [0, 0]
+    # each kind's entries stay few (its general graph and a one-row specialisation), far under the limit of 8
+    assert all(1 <= n <= 3 for k in counts for n in counts[k])
+    again = fast.FastEngine(body, attention="sdpa", compile="on")  # a second engine of a kind already seen
+    again.last_hidden(seqs)
+    again.last_hidden(seqs[:1])
+    assert again.stack.compile_key == k_plain and again._segments is engines["plain"]._segments
+    assert [len(_debug_get_cache_entry_list(c)) for c in codes[k_plain]] == counts[k_plain]  # no recompilation
+    assert asked == [k_plain, k_fp8, k_plain]
+
+
 def test_kendall_tau_matches_scipy():
     from scipy.stats import kendalltau
 
@@ -245,7 +302,9 @@ def test_gate_refuses_wrong_scales(spread_reranker_dir):
         qz.quantize_backend(build, rr.model.model, ModelSettings(quantization="fp8"), quantize=_broken)
     msg = str(err.value)
     assert err.value.field == "quantization"
-    assert "Kendall tau" in msg and "top-1" in msg and "quantization_check=false" in msg
+    assert "Kendall tau" in msg and "top-1" in msg
+    for switch in ("quantization_check=False", "--no-quantization-check", "QRANK_MODELS__QUANTIZATION_CHECK=false"):
+        assert switch in msg  # the refusal says how to turn the check off, in each place it can be
     # the refusal carries the numbers (above); turning the check off serves the model and records them
     rr2 = _tiny_reranker(spread_reranker_dir)
     build2 = lambda: Qwen3Reranker(rr2.model, rr2.tokenizer, rr2.info, EngineSettings())  # noqa: E731

@@ -116,6 +116,9 @@ def configure_logging(verbosity: int) -> None:
     # progress lines (qrank.progress: only written when stderr is not a terminal) show at every verbosity, so
     # that a piped or logged run is never silent for minutes
     logging.getLogger("qrank.progress").setLevel(logging.INFO)
+    # the FP8 gate's verdict on a model loaded with --quantization fp8 (its agreement numbers with bfloat16), passed
+    # or not: who serves FP8 sees what it costs in ranking quality, not only a failure
+    logging.getLogger("qrank.models.quantization").setLevel(logging.INFO)
     if verbosity < 1:
         try:
             from transformers.utils import logging as hf_logging

@@ -30,7 +30,7 @@ from .config import SMALL_MODEL_FLOPS, EngineConfig, check_choice, first_chunk_t
 from .graphs import GraphCaptureError, GraphRunner
 from .packing import build_layout, plan_passes
 from .prefix import PrefixGroup, find_prefix_groups
-from .qwen3_forward import Qwen3Stack, attn_inputs, attn_output_mlp
+from .qwen3_forward import Qwen3Stack, layer_segments
 from .transfer import to_device
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,19 @@ def _check_sequences(tokens: int) -> tuple[list[list[int]], list[tuple[int, list
 
 
 @functools.cache
-def compiled_segments():
-    """The two layer halves under ``torch.compile``, one wrapper per process shared by every engine.
+def compiled_segments(key: tuple):
+    """The two layer halves under ``torch.compile`` for one kind of stack (:attr:`Qwen3Stack.compile_key`).
 
-    Dynamo keeps compiled code on the wrapped function's code object, so engines share it anyway; a wrapper
-    per engine would only add recompilations under dynamo's cache-size limit.
+    One wrapper per key, shared by every engine of that kind; each key compiles its own copies of the
+    functions (:func:`~qrank.engine.qwen3_forward.layer_segments`), because dynamo caches and counts
+    recompilations per code object: shared by every kind, the bf16 probe engine, the FP8 engine, one-row
+    passes and other models' shapes piled guards onto one entry until dynamo's recompile limit was hit.
     """
     import torch
 
-    return (torch.compile(attn_inputs, dynamic=True, fullgraph=True),
-            torch.compile(attn_output_mlp, dynamic=True, fullgraph=True))
+    seg_in, seg_out = layer_segments(key)
+    return (torch.compile(seg_in, dynamic=True, fullgraph=True),
+            torch.compile(seg_out, dynamic=True, fullgraph=True))
 
 
 class FastEngine:
@@ -138,7 +141,7 @@ class FastEngine:
         and made the 0.6B rerank-1x100 workload 11-17% slower on an H200: bench/logs/r100_ab_h200).
         """
         self.config = config  # the check pass runs with what is asked for
-        self._segments = compiled_segments() if config.compile else None
+        self._segments = compiled_segments(self.stack.compile_key) if config.compile else None
         self._graphs = (
             GraphRunner(self.stack, self._segments, attention=config.attention) if config.cuda_graphs else None
         )

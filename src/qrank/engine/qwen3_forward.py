@@ -11,15 +11,19 @@ to rounding. Two things differ on purpose:
 
 The two halves of a layer (``attn_inputs`` and ``attn_output_mlp``) are plain functions of tensors, so
 ``torch.compile`` can fuse their element-wise work around the matrix products once for every layer.
+:func:`layer_segments` gives each kind of stack (:attr:`Qwen3Stack.compile_key`) its own copies of them.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import types
 from dataclasses import dataclass
 
 from ..errors import UnsupportedModel
-from .fp8 import linear, projection_weight
+from .fp8 import Fp8Weight, linear, projection_weight
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,32 @@ def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float):
     x = x + linear(a, wo, bo)
     h = rms_norm(x, ln, eps)
     return x + linear(F.silu(linear(h, w_gate)) * linear(h, w_up), w_down)
+
+
+def _copy_function(fn, tag: str):
+    """``fn`` with a code object of its own (renamed ``<name>__<tag>``), same globals, defaults and behaviour."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}__{tag}", co_qualname=f"{fn.__qualname__}__{tag}")
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__, copy.__doc__, copy.__qualname__ = fn.__kwdefaults__, fn.__doc__, code.co_qualname
+    return copy
+
+
+@functools.cache
+def layer_segments(key: tuple) -> tuple:
+    """Copies of :func:`attn_inputs` and :func:`attn_output_mlp` for one ``key``, the same pair for the same key.
+
+    Dynamo keeps its compiled graphs, their guards and its recompile count on the *code object*: with one
+    code object for every engine, each new kind of stack (other shapes, dtype, FP8 or plain weights — the
+    bf16 probe engine and the FP8 engine of one load are two kinds) added guards to the same entries until
+    ``from_pretrained(..., quantization='fp8')`` hit dynamo's recompile limit (8) and fell back to eager.
+    A code object per :attr:`Qwen3Stack.compile_key` gives each kind its own cache and its own limit.
+
+    >>> a, b = layer_segments(("k", 1)), layer_segments(("k", 2))
+    >>> a is layer_segments(("k", 1)), a[0].__code__ is b[0].__code__, a[0].__code__ is attn_inputs.__code__
+    (True, False, False)
+    """
+    tag = hashlib.sha1(repr(key).encode()).hexdigest()[:10]
+    return _copy_function(attn_inputs, tag), _copy_function(attn_output_mlp, tag)
 
 
 @dataclass
@@ -151,6 +181,29 @@ class Qwen3Stack:
             w_up=projection_weight(mlp.up_proj),
             w_down=projection_weight(mlp.down_proj),
         )
+
+    @property
+    def compile_key(self) -> tuple:
+        """What makes this stack's traced layer graphs differ from another's (see :func:`layer_segments`).
+
+        Device, dtype, the shapes (hidden, heads, kv heads, head dim, MLP width, layers), the weight form
+        (plain, FP8, FP8 with fast accumulation) and which optional tensors exist (biases, q/k norms).
+
+        >>> from transformers import Qwen3Config, Qwen3Model
+        >>> body = Qwen3Model(Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        ...                               num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+        >>> Qwen3Stack(body).compile_key
+        ('cpu', 'torch.float32', 32, 2, 1, 16, 64, 1, 'plain', False, True)
+        """
+        w = self.layers[0] if self.layers else None
+        if w is None:
+            form, bias, qk_norm, mlp = "plain", False, False, 0
+        else:
+            form = ("fp8-fast" if w.wq.fast_accum else "fp8") if isinstance(w.wq, Fp8Weight) else "plain"
+            bias, qk_norm = w.bq is not None or w.bo is not None, w.q_norm is not None
+            mlp = int(w.w_gate.data.shape[0] if isinstance(w.w_gate, Fp8Weight) else w.w_gate.shape[0])
+        return (self.device.type, str(self.dtype), self.hidden, self.heads, self.kv_heads, self.head_dim, mlp,
+                len(self.layers), form, bias, qk_norm)
 
     @property
     def device(self):

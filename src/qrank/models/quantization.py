@@ -155,6 +155,11 @@ def probe_scores(backend, probes) -> list[np.ndarray]:
     return [docs[s : s + n] @ queries[i] for i, (s, n) in enumerate(zip(starts, sizes))]
 
 
+# every place the gate can be turned off, named in its refusal (a user meets it from any of them)
+CHECK_OFF_SWITCHES = ("from_pretrained(..., quantization_check=False), the --no-quantization-check flag, "
+                      "QRANK_MODELS__QUANTIZATION_CHECK=false or models.quantization_check = false in the settings")
+
+
 def check_fp8_request(settings: ModelSettings, device: str, dtype) -> None:
     """Refuse ``quantization`` values a Qwen3 backend cannot run here, before any weight is loaded.
 
@@ -216,8 +221,8 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     if failed and settings.quantization_check:
         raise UnsupportedModel(
             f"{info.id}: FP8 scores disagree with bfloat16 on the probe set ({'; '.join(failed)}; "
-            f"{agreement.summary()}); serve it with quantization='none', or set quantization_check=false to "
-            "serve FP8 anyway", field="quantization")
+            f"{agreement.summary()}); serve it with quantization='none', or turn the check off to serve FP8 "
+            f"anyway: {CHECK_OFF_SWITCHES}", field="quantization")
     level = logging.WARNING if failed else logging.INFO
     log.log(level, "%s: fp8 (%d projections) vs bfloat16 on the probe set: %s%s", info.id, replaced,
             agreement.summary(), " - BELOW THRESHOLDS, served because quantization_check=false" if failed else "")
