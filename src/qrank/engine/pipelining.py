@@ -1,6 +1,6 @@
 """Overlap tokenizing with the GPU: cut a request into chunks, submit each as soon as it is encoded.
 
-A request is tokenized in small slabs; encoded sequences gather into a chunk, and the chunk's forward
+A tokenizer thread encodes the request in slabs; encoded sequences gather into a chunk, and the chunk's forward
 passes are queued on the device (``engine.submit``) once its exact computed token count (a shared query
 prefix counted once per pass, :meth:`~qrank.engine.fast.FastEngine.computed_tokens`) fills the chunk's
 size, so the host tokenizes the next items while the GPU runs. The first chunk is small (the GPU idles
@@ -13,10 +13,11 @@ milliseconds sooner). No token count is guessed: every cut is made on encoded se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 
-# items encoded per tokenizer call before the first chunk is cut: small, so the first (small) chunk is not
-# held up by encoding items it will not take; later slabs are as large as the last chunk (the GPU is busy)
+# items in each of the tokenizer thread's first two slabs: small, so the first (small) chunk is not held up by
+# encoding items it will not take (slab_bounds)
 FIRST_SLAB_ITEMS = 8
 
 
@@ -88,21 +89,43 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
         return engine.last_hidden(encode(items))
     first = first_tokens or getattr(engine, "first_chunk_tokens", None)
     sizer = ChunkSizer(chunk_tokens or engine.max_batch_tokens, first)
-    pending, chunk, raw, start, slab = [], [], [0], 0, FIRST_SLAB_ITEMS
+    pending, chunk, raw = [], [], [0]
 
     def fits(k: int) -> bool:  # within the wanted size: exact, and counted only where the plain lengths exceed it
         return raw[k] <= sizer.want or engine.computed_tokens(chunk[:k]) <= sizer.want
 
-    while start < len(items):
-        known = len(chunk)  # the sequences carried over do not fill a chunk yet
-        chunk += encode(items[start : start + slab])
-        raw = list(accumulate((len(s) for s in chunk), initial=0))  # tokens without sharing: an upper bound
-        start += slab
-        while (k := sizer.cut(fits, known, len(chunk))) is not None:
-            pending.append(submit(chunk[:k]))  # returns at once: the GPU works while the next items encode
-            slab = max(slab, k)
-            chunk, known = chunk[k:], 0
-            raw = [n - raw[k] for n in raw[k:]]
+    # a tokenizer thread encodes slab after slab (the Rust tokenizer lets go of the GIL) while this thread cuts
+    # chunks and queues their passes: encoding no longer waits for a submit, nor a submit for the next slab
+    # (same-process variants on an H100: bench/logs/r100_2026-12-05)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="qrank-tokenize")
+    try:
+        slabs = [pool.submit(encode, items[a:b]) for a, b in slab_bounds(len(items))]
+        for slab in slabs:
+            known = len(chunk)  # the sequences carried over do not fill a chunk yet
+            chunk += slab.result()
+            raw = list(accumulate((len(s) for s in chunk), initial=0))  # tokens without sharing: an upper bound
+            while (k := sizer.cut(fits, known, len(chunk))) is not None:
+                pending.append(submit(chunk[:k]))  # returns at once: the GPU works while the next items encode
+                chunk, known = chunk[k:], 0
+                raw = [n - raw[k] for n in raw[k:]]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # an error or an interrupt leaves no encoding behind
     if chunk:
         pending.append(submit(chunk))
     return torch.cat([p.result() for p in pending])
+
+
+def slab_bounds(n: int, first: int = FIRST_SLAB_ITEMS) -> list[tuple[int, int]]:
+    """The item ranges the tokenizer thread encodes: two small slabs (the first chunk must not wait for
+    items it will not take), then each twice the one before (fewer calls once the GPU is busy).
+
+    >>> slab_bounds(50)
+    [(0, 8), (8, 16), (16, 32), (32, 50)]
+    """
+    bounds, start, size = [], 0, first
+    while start < n:
+        bounds.append((start, min(start + size, n)))
+        start += size
+        if len(bounds) > 1:
+            size *= 2
+    return bounds
