@@ -346,7 +346,8 @@ class Evaluation:
         name = name or system
         first = self.stage(first_name)
         ident = self._rerank_ident(system, policy)
-        reranker = self._reranker_for(policy)
+        # loaded only when a timing or score is not cached: a cached re-run loads no model
+        reranker = _Lazy(lambda: self._reranker_for(policy))
         known: dict = {}
         peaks: list[float] = [first["peak_rss_mb"]]
         timed_q, sweep_q = self._timed_queries()
@@ -630,3 +631,23 @@ class Evaluation:
 
 def _timing_key(ident: dict, depth: int, qids: list[str]) -> dict:
     return {**ident, "timing_depth": depth, "qids": cache_key(qids).hex()}
+
+
+class _Lazy:
+    """A value built on first attribute access (the reranker of a stage that may be all cached).
+
+    >>> made = []
+    >>> lazy = _Lazy(lambda: made.append(1) or "text")
+    >>> len(made)
+    0
+    >>> lazy.upper(), len(made)
+    ('TEXT', 1)
+    """
+
+    def __init__(self, build) -> None:
+        self._build, self._value = build, None
+
+    def __getattr__(self, name):
+        if self._value is None:
+            self._value = self._build()
+        return getattr(self._value, name)
