@@ -85,25 +85,21 @@ def _relative(a, b) -> float:
 
 
 @pytest.mark.parametrize("kind, size", [("reranker", "0.6b"), ("reranker", "8b"), ("embedding", "0.6b")])
-def test_fp8_engine_matches_emulation_real_shapes(shared, monkeypatch, kind, size):
-    """The fast engine's FP8 products (``torch._scaled_mm``) against the same engine with every product emulated
-    in float32, on the real layer shapes; and the engine as it serves (compiled) against both.
+def test_fp8_engine_matches_emulation_per_product_end_to_end_relaxed_after_h100(shared, monkeypatch, kind, size):
+    """The fast engine's FP8 products (``torch._scaled_mm``) against the float32 emulation, on the real layer
+    shapes and the activations that really flow through the engine; and the engine as it serves (compiled).
 
-    Two layers of the real width: depth adds nothing to what is checked (every layer runs the same code) and
-    a random deep stack amplifies rounding chaotically.
+    Per product (asserted tightly): every FP8 product of the eager engine is also emulated on the very same
+    input; both multiply the same e4m3 values with the same scales and round the float32 result once to
+    bfloat16, so they differ by float32 summation order and one bf16 rounding step (2^-8 relative; 2^-6 of
+    the product's norm is allowed). Wrong scales or a transposed operand give errors of 100% and more.
 
-    Eager kernel vs eager emulation (asserted tightly): both multiply the same e4m3 values with the same
-    scales and round the float32 result once to bfloat16, so they differ only where float32 summation order
-    moves a result across a bf16 rounding boundary (a small fraction of elements, by 2^-8 relative); such an
-    element can then cross an e4m3 boundary when the next product requantizes it. 1% of the hidden state's
-    norm is allowed, and less than a quarter of the quantization error itself (fp8 vs bf16: per-token and
-    per-channel e4m3 rounding, ~2^-4 of an element, a few % of the norm), which tells "computes the quantized
-    model" from "computes something else" (wrong scales, a transposed operand: errors of 100% and more).
-
-    Compiled vs emulation (asserted loosely, printed): compiled element-wise code rounds to bf16 less often
-    than eager code, and each such difference can flip an e4m3 rounding at the next requantization (for about
-    1 element in 16, by 2^-3 relative), which puts this distance in the range of the quantization error
-    itself; what it must not be is broken.
+    End to end (relaxed after it failed): the first version asserted that the eager kernel engine and an
+    all-emulated engine end within 1% of the hidden state's norm of each other. On an H100 (2026-12-05) they
+    ended 6.8-7.6% apart, with fp8 vs bf16 13-15% apart: one-ulp bf16 differences between the two paths flip
+    e4m3 roundings at each next requantization (1/8 relative for an element) and two random layers amplify
+    them (bench/logs/gpu_tests_2026-12-05). What is asserted end to end is what tells "the quantized model"
+    from "something else": both paths nearer each other than fp8 is to bf16, and finite.
     """
     from qrank.engine import qwen3_forward
     from qrank.engine.fast import FastEngine
@@ -119,19 +115,28 @@ def test_fp8_engine_matches_emulation_real_shapes(shared, monkeypatch, kind, siz
     assert served.config.compile, served.config.fallbacks
     got = served.last_hidden(seqs)
     eager_kw = {"compile": "off", "cuda_graphs": "off", "attention": served.config.attention}
-    kernel = FastEngine(body, **eager_kw).last_hidden(seqs)
+    kernel_linear, products = qwen3_forward.linear, []
+
+    def both(x, weight, bias=None):  # the kernel's product, and the emulation's on the same input
+        out = kernel_linear(x, weight, bias)
+        if isinstance(weight, Fp8Weight):
+            products.append(_relative(out, fp8_linear(x, weight, bias, emulate=True)))
+        return out
+
     with monkeypatch.context() as m:  # the eager path's products read ``linear`` from qwen3_forward
+        m.setattr(qwen3_forward, "linear", both)
+        kernel = FastEngine(body, **eager_kw).last_hidden(seqs)
+    with monkeypatch.context() as m:
         m.setattr(qwen3_forward, "linear", _emulated_linear)
         emu = FastEngine(body, **eager_kw).last_hidden(seqs)
     err, quant, served_err = _relative(kernel, emu), _relative(kernel, bf16), _relative(got, emu)
-    rows = max(_relative(kernel[i], emu[i]) for i in range(len(seqs)))
-    print(f"{kind} {size} (2 layers, {served.config.attention}), relative to the norm: eager fp8 kernel vs float32 "
-          f"emulation {err:.5f} (worst row {rows:.5f}); compiled (served) vs emulation {served_err:.5f}; "
-          f"fp8 vs bf16 {quant:.5f}")
+    print(f"{kind} {size} (2 layers, {served.config.attention}): {len(products)} fp8 products, worst kernel vs "
+          f"emulation on the same input {max(products):.2e} of the norm; end to end, relative to the norm: eager "
+          f"kernel vs emulation {err:.5f}, compiled (served) vs emulation {served_err:.5f}, fp8 vs bf16 {quant:.5f}")
+    assert len(products) >= 2 * 4  # every layer's projections went through the check
+    assert max(products) <= 2**-6
     assert torch.isfinite(got).all() and torch.isfinite(kernel).all()
-    assert err <= 0.01 and rows <= 0.02
-    assert err < 0.25 * quant
-    assert served_err <= 0.1
+    assert err < quant and served_err < quant
 
 
 @pytest.mark.parametrize("size", ["0.6b", "8b"])

@@ -59,8 +59,12 @@ class ChunkSizer:
                 lo = mid
             else:
                 hi = mid
-        self.want = min(int(self.want * self.growth), self.target)
+        self.grow()
         return max(lo, 1)
+
+    def grow(self) -> None:
+        """A chunk was cut: the next one wants ``growth`` times more, up to a pass."""
+        self.want = min(int(self.want * self.growth), self.target)
 
 
 def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], list], *,
@@ -100,10 +104,17 @@ def pipelined_last_hidden(engine, items: Sequence, encode: Callable[[Sequence], 
     pool = ThreadPoolExecutor(1, thread_name_prefix="qrank-tokenize")
     try:
         slabs = [pool.submit(encode, items[a:b]) for a, b in slab_bounds(len(items))]
-        for slab in slabs:
+        for i, slab in enumerate(slabs):
             known = len(chunk)  # the sequences carried over do not fill a chunk yet
             chunk += slab.result()
             raw = list(accumulate((len(s) for s in chunk), initial=0))  # tokens without sharing: an upper bound
+            if i == 0 and len(slabs) > 1 and fits(len(chunk)):
+                # the GPU idles until a first chunk comes: the first slab goes at once when it fits, rather than
+                # waiting for the second to show where the longest run within the first size ends
+                pending.append(submit(chunk))
+                sizer.grow()
+                chunk, raw = [], [0]
+                continue
             while (k := sizer.cut(fits, known, len(chunk))) is not None:
                 pending.append(submit(chunk[:k]))  # returns at once: the GPU works while the next items encode
                 chunk, known = chunk[k:], 0
