@@ -93,6 +93,18 @@ def qrank_reranker(model, tok, **engine):
     return Qwen3Reranker(model, tok, info, EngineSettings(engine="fast", **engine))
 
 
+def rerank_1x100(size: str = "0.6b"):
+    """The R100 workload of the diagnostics (bench/r100_*.py): a random Qwen3 reranker of ``size`` on the GPU,
+    one query with 100 documents; returns (model, tokenizer, pairs, qrank backend)."""
+    import gpu_systems as gs
+
+    model, _ = gs.build_model("reranker", size, "cuda")
+    tok = gs.tokenizer_for("reranker")
+    query = gs.queries_for(tok, 1, seed=1)[0]
+    pairs = [(query, d) for d in gs.documents(tok, 100, seed=10)]
+    return model, tok, pairs, qrank_reranker(model, tok)
+
+
 def qrank_embedder(model, tok, **engine):
     from qrank.models.qwen3_embedder import Qwen3Embedder
     from qrank.settings import EngineSettings

@@ -13,16 +13,10 @@ import sys
 import torch
 
 import gpu_bench as gb
-import gpu_systems as gs
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 size = sys.argv[1] if len(sys.argv) > 1 else "0.6b"
-model, cfg = gs.build_model("reranker", size, "cuda")
-tok = gs.tokenizer_for("reranker")
-queries = gs.queries_for(tok, 1, seed=1)
-docs = gs.documents(tok, 100, seed=10)
-one = [(queries[0], d) for d in docs]
-qr = gb.qrank_reranker(model, tok)
+model, tok, one, qr = gb.rerank_1x100(size)
 
 
 def all_first():

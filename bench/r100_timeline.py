@@ -16,16 +16,10 @@ import time
 import torch
 
 import gpu_bench as gb
-import gpu_systems as gs
 
 size = sys.argv[1] if len(sys.argv) > 1 else "0.6b"
 label = sys.argv[2] if len(sys.argv) > 2 else "tree"
-model, cfg = gs.build_model("reranker", size, "cuda")
-tok = gs.tokenizer_for("reranker")
-queries = gs.queries_for(tok, 1, seed=1)
-docs = gs.documents(tok, 100, seed=10)
-one = [(queries[0], d) for d in docs]
-qr = gb.qrank_reranker(model, tok)
+model, tok, one, qr = gb.rerank_1x100(size)
 events: list[tuple] = []
 base: dict = {}
 encode, submit = qr.encode, qr.engine.submit
