@@ -125,6 +125,25 @@ def test_int8_embedder_stays_close_to_fp32(minilm_dir, texts):
     assert np.median(cos) > 0.98 and np.min(cos) > 0.9
 
 
+def test_int8_uses_8_bit_activations_where_the_cpu_has_vnni(minilm_dir, texts):
+    """With VNNI, activations keep all 8 bits: the 10 abstracts' vectors sit closer to fp32 than torch's
+    7-bit default puts them (measured 2026-12-05: mean cosine 0.9977 vs 0.9925 over 400 abstracts)."""
+    from sentence_transformers import SentenceTransformer
+
+    from qrank import Embedder
+    from qrank.models.hf_encoder import INT8_RECIPE, full_range_int8
+
+    docs = texts[:10]
+    ref = SentenceTransformer(str(minilm_dir), device="cpu").encode(docs, normalize_embeddings=True)
+    got = Embedder.from_pretrained(str(minilm_dir), device="cpu", quantization="int8").model.embed_batch(docs)
+    cos = np.sum(got * ref, axis=1)
+    assert f"activations {8 if full_range_int8() else 7}-bit" in INT8_RECIPE  # and so in the cache keys
+    if full_range_int8():
+        assert np.mean(cos) > 0.996 and np.min(cos) > 0.993
+    else:  # fbgemm without VNNI would saturate 8-bit sums: torch's 7-bit default, looser
+        assert np.mean(cos) > 0.985
+
+
 def test_quantization_refusals(ce_dir):
     from qrank import Reranker
     from qrank.errors import UnsupportedModel

@@ -5,7 +5,9 @@ pre: tokenize without padding â†’ core: length-sorted batches padded per batch â
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ..engine.batching import plan_batches, restore_order
 from ..errors import UnsupportedModel
@@ -71,19 +73,55 @@ def _int8_spec(module) -> dict:
 
 
 def quantize_int8(module):
-    """A copy of ``module`` with dynamic int8 Linear layers (CPU; see :func:`_int8_spec` for which)."""
+    """A copy of ``module`` with dynamic int8 Linear layers (CPU; see :func:`_int8_spec` for which).
+
+    Activations use all 8 bits where the CPU multiplies with VNNI (:func:`full_range_int8`).
+    """
+    import types
     import warnings
 
     import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch.ao's deprecation notice: it still ships and works in this torch
         warnings.simplefilter("ignore")
-        return quantize_dynamic(module, _int8_spec(module), dtype=torch.qint8, inplace=False)
+        out = quantize_dynamic(module, _int8_spec(module), dtype=torch.qint8, inplace=False)
+    if full_range_int8():
+        for mod in out.modules():
+            if isinstance(mod, DynamicLinear) and mod._packed_params.dtype == torch.qint8:
+                mod.forward = types.MethodType(_full_range_forward, mod)
+    return out
+
+
+def _full_range_forward(self, x):
+    import torch
+
+    return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False).to(x.dtype)
+
+
+@functools.cache
+def full_range_int8() -> bool:
+    """Whether int8 activations may use all 8 bits: only where the CPU has AVX512-VNNI.
+
+    torch's dynamic Linear keeps activations to 7 bits (``reduce_range=True``) because without VNNI fbgemm adds
+    u8 x s8 products in saturating 16-bit pairs; VNNI adds them in 32 bits. On the shared MiniLM embedder (400
+    SciFact abstracts, 100 claims, 2 cores, 2026-12-05) 8 bits raised the mean cosine to fp32 from 0.9925 to
+    0.9977 and the top-10 overlap from 0.89 to 0.94, at the same speed.
+
+    >>> isinstance(full_range_int8(), bool)
+    True
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: keep torch's safe default
+        return False
+    return "avx512_vnni" in flags
 
 
 # Goes into the cache keys of int8 answers: a changed recipe must never mix its scores with cached older ones.
-INT8_RECIPE = "int8-v2: dynamic per-channel int8 Linear; packed feed-forward outputs bf16; heads float"
+INT8_RECIPE = ("int8-v3: dynamic per-channel int8 Linear; packed feed-forward outputs bf16; heads float; "
+               f"activations {8 if full_range_int8() else 7}-bit")
 
 
 class BFloat16Linear:
