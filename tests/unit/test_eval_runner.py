@@ -272,3 +272,13 @@ def test_plan_predicts_the_pairs_scored_and_then_nothing(settings):
     assert plan["cpu_seconds"] > 0
     again = evaluation(ds, settings, latency_queries=3, **cfg).plan()
     assert (again["texts_to_embed"], again["pairs_timed"], again["pairs_untimed"]) == (0, 0, 0)
+
+
+def test_deterministic_mode_keys_its_own_stages(settings):
+    """A deterministic run must not take the scores a batched run cached (they differ by rounding)."""
+    ds = fake_dataset()
+    det = settings.model_copy(update={"engine": settings.engine.model_copy(update={"deterministic": True})})
+    plain = evaluation(ds, settings, systems=["dense+rerank"], embed_model=BowModel(), scorer=OverlapScorer())
+    strict = evaluation(ds, det, systems=["dense+rerank"], embed_model=BowModel(), scorer=OverlapScorer())
+    for role in ("embedder", "reranker"):
+        assert strict._model_identity(role) == {**plain._model_identity(role), "deterministic": True}

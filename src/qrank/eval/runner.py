@@ -214,6 +214,8 @@ class Evaluation:
             from ..models.hf_encoder import INT8_RECIPE
 
             quant["recipe"] = INT8_RECIPE
+        if self.settings.engine.deterministic:  # batch-invariant scores must not come from batched runs' caches
+            quant["deterministic"] = True
         loaded = self._embedder_model if role == "embedder" else self._reranker
         if loaded is not None:
             info = loaded.info
