@@ -91,14 +91,22 @@ def text_tag(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
-def _quantized(info: ModelInfo) -> dict:
-    # int8 answers differ from the float ones: their own keys (none added otherwise, so old keys stay valid)
-    q = (info.extra or {}).get("quantization")
-    if q == "int8":  # and the recipe's version: a changed int8 recipe never reads the older one's answers
+def quantization_fields(q: str | None) -> dict:
+    """The cache-key fields of a quantization: none for float answers (so old keys stay valid), the method
+    otherwise, and for int8 the recipe's version (a changed recipe never reads the older one's answers).
+
+    >>> quantization_fields("none"), quantization_fields("fp8")
+    ({}, {'quantization': 'fp8'})
+    """
+    if q == "int8":
         from .models.hf_encoder import INT8_RECIPE
 
         return {"quantization": q, "recipe": INT8_RECIPE}
     return {"quantization": q} if q not in (None, "none") else {}
+
+
+def _quantized(info: ModelInfo) -> dict:
+    return quantization_fields((info.extra or {}).get("quantization"))
 
 
 def _deterministic(info: ModelInfo) -> dict:

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..cache import cache_key
+from ..cache import cache_key, quantization_fields
 from ..errors import InvalidInput
 from ..long_documents import LongDocuments
 from ..settings import Settings
@@ -208,12 +208,7 @@ class Evaluation:
     def _model_identity(self, role: str) -> dict:
         """What identifies a model's answers in cache keys, read without loading its weights."""
         m = self.settings.models
-        # int8 answers differ from the float ones (the key is left out otherwise: old stage caches stay valid)
-        quant = {"quantization": m.quantization} if m.quantization != "none" else {}
-        if m.quantization == "int8":  # a changed int8 recipe must not reuse the older recipe's stage results
-            from ..models.hf_encoder import INT8_RECIPE
-
-            quant["recipe"] = INT8_RECIPE
+        quant = quantization_fields(m.quantization)  # the score cache's fields: stages and scores keyed alike
         if self.settings.engine.deterministic:  # batch-invariant scores must not come from batched runs' caches
             quant["deterministic"] = True
         loaded = self._embedder_model if role == "embedder" else self._reranker
