@@ -137,8 +137,11 @@ def candidate_work(candidates: Path, corpus: Path, claims: int, depth: int) -> d
     return {ret: [(c["text"], [text_of[d] for d in c[ret][:depth]]) for c in rows] for ret in ("bm25", "dense")}
 
 
-def gpu_rows(args) -> list[dict]:
-    """Qwen3 reranker shapes (random bf16 weights) on the fast engine: each retriever's work in each mode."""
+def gpu_rows(args, on_row=None) -> list[dict]:
+    """Qwen3 reranker shapes (random bf16 weights) on the fast engine: each retriever's work in each mode, and
+    with ``--fp8`` the same model's FP8 copy (qrank.engine.fp8) too. ``on_row(rows)`` sees the rows so far
+    (the caller saves them: a run cut short by a time limit keeps what it measured)."""
+    import copy
     import gc
 
     import torch
@@ -157,19 +160,31 @@ def gpu_rows(args) -> list[dict]:
         model, _ = build_model("reranker", size, device=device, tiny=args.smoke)
         if args.smoke:
             model = model.float()
-        for det in modes:  # the default mode first: deterministic mode sets process-wide kernel switches
-            info = ModelInfo(id=f"random-{size}", kind="qwen3-reranker", role="reranker", max_length=args.max_length,
-                             dtype=str(model.dtype).replace("torch.", ""), device=device)
-            backend = Qwen3Reranker(model, tok, info, EngineSettings(engine="fast", deterministic=det))
-            for retriever, items in work.items():
-                log.info("%s %s %s: %d claims", size, "deterministic" if det else "default", retriever, len(items))
-                rows.append({"model": f"Qwen3-Reranker-{size} shape" + (" (tiny smoke)" if args.smoke else ""),
-                             "mode": "deterministic" if det else "default", "candidates": retriever,
-                             "claims": len(items), "pairs": sum(len(d) for _, d in items),
-                             "engine": backend.info.extra["engine"],
-                             **measure(backend.score_pairs, items, args.group)})
-            del backend
-        del model
+        variants = [("bf16" if not args.smoke else "fp32", model)]
+        if args.fp8:
+            from qrank.engine.fp8 import quantize_body
+
+            q = copy.deepcopy(model)
+            quantize_body(getattr(q, "base_model", q))
+            variants.append(("fp8", q))
+        for precision, m in variants:
+            for det in modes:  # the default mode first: deterministic mode sets process-wide kernel switches
+                info = ModelInfo(id=f"random-{size}", kind="qwen3-reranker", role="reranker",
+                                 max_length=args.max_length, dtype=str(model.dtype).replace("torch.", ""),
+                                 device=device)
+                backend = Qwen3Reranker(m, tok, info, EngineSettings(engine="fast", deterministic=det))
+                for retriever, items in work.items():
+                    log.info("%s %s %s %s: %d claims", size, precision, "deterministic" if det else "default",
+                             retriever, len(items))
+                    rows.append({"model": f"Qwen3-Reranker-{size} shape" + (" (tiny smoke)" if args.smoke else ""),
+                                 "precision": precision, "mode": "deterministic" if det else "default",
+                                 "candidates": retriever, "claims": len(items),
+                                 "pairs": sum(len(d) for _, d in items), "engine": backend.info.extra["engine"],
+                                 **measure(backend.score_pairs, items, args.group)})
+                    if on_row:
+                        on_row(rows)
+                del backend
+        del model, variants, m
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -196,7 +211,8 @@ def markdown(rows: list[dict]) -> str:
             d = c["max_abs_diff"]
             return f"{d:.1e} ({c['pairs_differing']}/{r['pairs']})" if d else f"0 (0/{r['pairs']})"
 
-        out.append(f"| {r['model']} | {r['mode']} | {r['candidates']} | {r['claims']} / {r['pairs']} | {diff(ra)} "
+        model = r["model"] + (f" {r['precision']}" if r.get("precision") else "")
+        out.append(f"| {model} | {r['mode']} | {r['candidates']} | {r['claims']} / {r['pairs']} | {diff(ra)} "
                    f"| {ra['claims_top10_changed']} | {diff(ma)} | {ma['claims_top10_changed']} "
                    f"| {r['seconds_per_request']['request']:.4f} | {r['seconds_per_request']['alone']:.4f} |")
     return "\n".join(out) + "\n"
@@ -215,6 +231,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--deterministic", action="store_true", help="measure deterministic mode too (and its cost)")
     ap.add_argument("--gpu", action="store_true", help="Qwen3 shapes with random bf16 weights on the fast engine")
     ap.add_argument("--smoke", action="store_true", help="--gpu's path with tiny shapes on the CPU")
+    ap.add_argument("--fp8", action="store_true", help="--gpu: each model's FP8 copy too (qrank.engine.fp8)")
     ap.add_argument("--sizes", default="0.6b,8b", help="--gpu: Qwen3-Reranker shapes")
     ap.add_argument("--max-length", type=int, default=1024, help="--gpu: tokens per pair (SciFact fits)")
     ap.add_argument("--candidates", default=str(CANDIDATES), help="--gpu: claims and top-100 ids (JSON)")
@@ -230,17 +247,20 @@ def main(argv=None) -> dict:
         import torch
         import transformers
 
-        rows = gpu_rows(args)
-        result = {"rows": rows, "torch": torch.__version__, "transformers": transformers.__version__,
-                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.smoke else "cpu",
-                  "depth": args.depth, "group": args.group, "max_length": args.max_length}
-        table = markdown(rows)
-        print(table)
-        if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "score_stability_gpu.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-            (out / "score_stability_gpu.md").write_text(table)
+        out = Path(args.out) if args.out else None
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.smoke else "cpu"
+
+        def save(rows: list[dict]) -> dict:
+            result = {"rows": rows, "torch": torch.__version__, "transformers": transformers.__version__,
+                      "device": device, "depth": args.depth, "group": args.group, "max_length": args.max_length}
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "score_stability_gpu.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+                (out / "score_stability_gpu.md").write_text(markdown(rows))
+            return result
+
+        result = save(gpu_rows(args, on_row=save))
+        print(markdown(result["rows"]))
         return result
     from qrank import Reranker
 
