@@ -267,27 +267,30 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     plan = [("scifact-minilm-ce", "reranker", None), ("bge-reranker-v2-m3-shape", "reranker", "random"),
             ("modernbert-base-shape", "reranker", "random"), ("bge-large-shape", "embedder", "random")]
+    date = dt.date.today().isoformat()
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = ""
     for name, role, kind in plan:
         if wanted and name not in wanted:
             continue
         path = SHARED / "models" / name if kind is None else build_random(
             name, work / name, role=role, dtype=dtype, device=device, tiny=args.smoke)
         bench = bench_reranker if role == "reranker" else bench_embedder
-        rows += bench(name, path, args, device, dtype)
+        new_rows = bench(name, path, args, device, dtype)
+        for r in new_rows:
+            r.update(device=device_name, date=date, dtype=str(dtype).replace("torch.", ""))
+        rows += new_rows
         gc.collect()  # the systems of one model go before the next model loads
         if device == "cuda":
             torch.cuda.empty_cache()
         log.info("%s done at %.0f s", name, time.perf_counter() - t0)
-    date = dt.date.today().isoformat()
-    for r in rows:
-        r.update(device=device_name, date=date, dtype=str(dtype).replace("torch.", ""))
-    versions = (f"torch {torch.__version__}, transformers {transformers.__version__}, sentence-transformers "
-                f"{sentence_transformers.__version__}; {args.rounds} interleaved rounds per workload, medians; "
-                f"floor at {PEAK_TFLOPS:.0f} TFLOP/s bf16; total {time.perf_counter() - t0:.0f} s.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "encoder_results.json").write_text(json.dumps(rows, indent=2))
-    text = report(rows, device_name, versions)
-    (args.out / "encoder_gpu.md").write_text(text)
+        # written after every model: a run cut short by a time limit keeps the models it measured
+        versions = (f"torch {torch.__version__}, transformers {transformers.__version__}, sentence-transformers "
+                    f"{sentence_transformers.__version__}; {args.rounds} interleaved rounds per workload, medians; "
+                    f"floor at {PEAK_TFLOPS:.0f} TFLOP/s bf16; total {time.perf_counter() - t0:.0f} s.")
+        (args.out / "encoder_results.json").write_text(json.dumps(rows, indent=2))
+        text = report(rows, device_name, versions)
+        (args.out / "encoder_gpu.md").write_text(text)
     print(text)
     if args.merge:
         old = json.loads(args.merge.read_text()) if args.merge.is_file() else []

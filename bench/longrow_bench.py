@@ -54,15 +54,16 @@ def main(argv=None) -> None:
     rep = gb.Report(torch.cuda.get_device_name())
     notes: list[str] = []
     shipped = TritonAttention.long
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes.split(","):
         bench_size(size, args, rep, notes, shipped)
         gc.collect()
         torch.cuda.empty_cache()
+        # written after every size: a run cut short by a time limit keeps the sizes it measured
+        (out / "longrow_results.json").write_text(json.dumps(rep.rows, indent=1))
+        (out / "longrow_notes.md").write_text("\n".join(notes) + "\n")
     print("\n".join(notes))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "longrow_results.json").write_text(json.dumps(rep.rows, indent=1))
-    (out / "longrow_notes.md").write_text("\n".join(notes) + "\n")
 
 
 def bench_size(size, args, rep, notes, shipped) -> None:
