@@ -1,20 +1,18 @@
-"""0.6B rerank 1x100: host-side variants of the pipelined path, same process, interleaved (a diagnostic).
+"""0.6B rerank 1x100: chunk-ramp variants of the pipelined path, same process, interleaved (a diagnostic).
 
-Variants (patched in here, so one process times them all on the same engine): ``head`` (as shipped),
-``fastenc`` (tokenize without offsets; offsets only for the rare over-long pair), ``thread`` (a tokenizer
-thread encodes slab after slab while the main thread cuts chunks and submits), ``thread+fastenc``, and
-``engine-only`` (the already tokenized request: the bound the pipelining aims at).
+Each variant is the shipped ``pipelined_last_hidden`` with one knob moved, so one process times them all on the
+same engine: ``head`` (as shipped), ``slab4`` / ``slab16`` (items in the tokenizer thread's first slabs),
+``first1024`` / ``first3072`` (computed tokens of the first chunk), ``growth3`` (each next chunk 3x the one
+before), ``one-chunk`` (no pipelining: encode everything, then one call) and ``engine-only`` (the already
+tokenized request: the bound the pipelining aims at). Each variant's chunk sizes are printed.
 
     PYTHONPATH=src:bench python bench/r100_variants.py 0.6b
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from itertools import accumulate
-
-import torch
 
 import gpu_bench as gb
 import qrank.models.qwen3_reranker as q3
@@ -22,79 +20,49 @@ from qrank.engine import pipelining as pl
 
 size = sys.argv[1] if len(sys.argv) > 1 else "0.6b"
 model, tok, one, qr = gb.rerank_1x100(size)
-enc = qr.encoder
-shipped_encode = enc.encode
-shipped_pipeline = q3.pipelined_last_hidden
+shipped = q3.pipelined_last_hidden
+shipped_bounds, shipped_sizer = pl.slab_bounds, pl.ChunkSizer
+chunks: list[int] = []
 
 
-def fast_encode(pairs, instruction):
-    budget = enc.max_length - len(enc.prefix_ids) - len(enc.suffix_ids)
-    texts = [q3.format_user_turn(instruction, q, d) for q, d in pairs]
-    fast = enc.text_tok.encode_batch_fast(texts, add_special_tokens=False)
-    out = [enc.prefix_ids + e.ids + enc.suffix_ids for e in fast]
-    long = [i for i, ids in enumerate(out) if len(ids) - len(enc.prefix_ids) - len(enc.suffix_ids) > budget]
-    if long:
-        for i, ids in zip(long, shipped_encode([pairs[i] for i in long], instruction)):
-            out[i] = ids
-    return out
+def variant(slab: int | None = None, first: int | None = None, growth: float | None = None, overlap=None):
+    def pipeline(engine, items, encode, **kw):
+        if first:
+            kw["first_tokens"] = first
+        return shipped(engine, items, encode, overlap=overlap, **kw)
 
-
-def threaded_pipeline(engine, items, encode, *, chunk_tokens=None, first_tokens=None, overlap=None):
-    first = first_tokens or getattr(engine, "first_chunk_tokens", None)
-    sizer = pl.ChunkSizer(chunk_tokens or engine.max_batch_tokens, first)
-    bounds, a, n = [], 0, pl.FIRST_SLAB_ITEMS
-    while a < len(items):
-        bounds.append((a, min(a + n, len(items))))
-        a, n = a + n, n * 2 if len(bounds) > 1 else n
-    pending, chunk, raw = [], [], [0]
-
-    def fits(k):
-        return raw[k] <= sizer.want or engine.computed_tokens(chunk[:k]) <= sizer.want
-
-    with ThreadPoolExecutor(1) as pool:
-        futures = [pool.submit(encode, items[a:b]) for a, b in bounds]
-        for fut in futures:
-            known = len(chunk)
-            chunk += fut.result()
-            raw = list(accumulate((len(s) for s in chunk), initial=0))
-            while (k := sizer.cut(fits, known, len(chunk))) is not None:
-                pending.append(engine.submit(chunk[:k]))
-                chunk, known = chunk[k:], 0
-                raw = [m - raw[k] for m in raw[k:]]
-    if chunk:
-        pending.append(engine.submit(chunk))
-    return torch.cat([p.result() for p in pending])
-
-
-def variant(encode, pipeline):
     def run():
-        enc.encode, q3.pipelined_last_hidden = encode, pipeline
+        if slab:
+            pl.slab_bounds = functools.partial(shipped_bounds, first=slab)
+        if growth:
+            pl.ChunkSizer = functools.partial(shipped_sizer, growth=growth)
+        q3.pipelined_last_hidden = pipeline
         try:
             return qr.score_pairs(one)
         finally:
-            enc.encode, q3.pipelined_last_hidden = shipped_encode, shipped_pipeline
+            q3.pipelined_last_hidden, pl.slab_bounds, pl.ChunkSizer = shipped, shipped_bounds, shipped_sizer
     return run
 
 
+submit = qr.engine.submit
+
+
+def counting_submit(seqs):
+    chunks.append(len(seqs))
+    return submit(seqs)
+
+
+qr.engine.submit = counting_submit
 seqs = qr.encode(one)
 ref = qr.score_pairs(one)
-systems = {"head": variant(shipped_encode, shipped_pipeline), "fastenc": variant(fast_encode, shipped_pipeline),
-           "thread": variant(shipped_encode, threaded_pipeline),
-           "thread+fastenc": variant(fast_encode, threaded_pipeline),
+systems = {"head": variant(), "slab4": variant(slab=4), "slab16": variant(slab=16), "first1024": variant(first=1024),
+           "first3072": variant(first=3072), "growth3": variant(growth=3.0), "one-chunk": variant(overlap=False),
            "engine-only": lambda: qr.engine.last_hidden(seqs)}
-for name in ("fastenc", "thread", "thread+fastenc"):
-    got = systems[name]()
-    print(f"{name}: max |score - head| {abs(got - ref).max():.2e}")
-print("fast_encode == encode:", fast_encode(one, q3.DEFAULT_INSTRUCTION) == seqs)
+for name, fn in systems.items():
+    chunks.clear()
+    got = fn()
+    diff = "" if name == "engine-only" else f" max |score - head| {abs(got - ref).max():.2e}"
+    print(f"{name}: chunks {list(chunks)}{diff}")
 for rnd in range(2):
     for name, (s, mem, ts) in gb.timed_rounds(systems, 9).items():
         print(f"round {rnd} {size} {name}: median {s * 1000:.2f} ms  runs {[round(t * 1000, 1) for t in ts]}")
-import time  # noqa: E402
-for name, fn in (("encode", lambda: shipped_encode(one, q3.DEFAULT_INSTRUCTION)),
-                 ("fast_encode", lambda: fast_encode(one, q3.DEFAULT_INSTRUCTION))):
-    ts = []
-    for _ in range(15):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    print(f"host {name}: median {sorted(ts)[7] * 1000:.2f} ms")
