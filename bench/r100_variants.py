@@ -2,8 +2,8 @@
 
 Each variant is the shipped ``pipelined_last_hidden`` with one knob moved, so one process times them all on the
 same engine: ``head`` (as shipped), ``slab4`` / ``slab16`` (items in the tokenizer thread's first slabs),
-``first1024`` / ``first3072`` (computed tokens of the first chunk), ``growth2`` (each next chunk 2x the one
-before; 3x is shipped), ``one-chunk`` (no pipelining: encode everything, then one call) and ``engine-only`` (the already
+``first1024`` / ``first3072`` (computed tokens of the first chunk), ``growth3`` (each next chunk 3x the one
+before; 2x is shipped), ``one-chunk`` (no pipelining: encode everything, then one call) and ``engine-only`` (the already
 tokenized request: the bound the pipelining aims at). Each variant's chunk sizes are printed.
 
     PYTHONPATH=src:bench python bench/r100_variants.py 0.6b
@@ -56,7 +56,7 @@ qr.engine.submit = counting_submit
 seqs = qr.encode(one)
 ref = qr.score_pairs(one)
 systems = {"head": variant(), "slab4": variant(slab=4), "slab16": variant(slab=16), "first1024": variant(first=1024),
-           "first3072": variant(first=3072), "growth2": variant(growth=2.0), "one-chunk": variant(overlap=False),
+           "first3072": variant(first=3072), "growth3": variant(growth=3.0), "one-chunk": variant(overlap=False),
            "engine-only": lambda: qr.engine.last_hidden(seqs)}
 for name, fn in systems.items():
     chunks.clear()

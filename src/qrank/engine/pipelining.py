@@ -35,14 +35,15 @@ class ChunkSizer:
     (500, None)
     """
 
-    def __init__(self, target_tokens: int, first_tokens: int | None = None, growth: float = 3.0) -> None:
+    def __init__(self, target_tokens: int, first_tokens: int | None = None, growth: float = 2.0) -> None:
         if target_tokens < 1 or growth < 1.0:
             raise ValueError("target_tokens >= 1 and growth >= 1 are required")
         self.target = int(target_tokens)
         self.want = min(first_tokens or self.target, self.target)
-        # 3: from a 1/8-pass first chunk the full pass size comes at the third chunk; fewer, bigger passes
-        # cost less GPU time and the tokenizer thread still keeps ahead (R100 on an H100, one process: growth 3
-        # 71.6 ms vs 2 75.1 ms; bench/logs/device_2026-12-05_h100; run 4a had measured 2 before the thread)
+        # 2: from a 1/8-pass first chunk the full pass size comes at the fourth chunk, and the host tokenizes
+        # each chunk while the GPU runs the previous, half-size one (the ramp measured in BENCHMARKS.md, run 4a).
+        # 3 was faster in one quiet H100 call (71.6 vs 75.1 ms) and not in a noisy one (bench/logs/
+        # device_2026-12-05_h100*): unconfirmed, so 2 stays (the engine the full GPU suite passed with)
         self.growth = growth
 
     def cut(self, fits: Callable[[int], bool], lo: int, hi: int) -> int | None:
