@@ -61,6 +61,8 @@ def cpu_name() -> str:
 
 
 def run(rounds: int, write: bool) -> None:
+    from qrank.models.packed_encoder import CPU_RUN_TOKENS
+
     import numpy as np
     import sentence_transformers
     import torch
@@ -105,7 +107,7 @@ def run(rounds: int, write: bool) -> None:
     rows = [
         dict(device=device, model="scifact-minilm-ce", system=s, workload="ce-100-scifact-pairs", date=date,
              tokens_per_s=round(tokens / t), ms_per_100_pairs=round(t / len(pairs) * 100 * 1000, 1),
-             pairs_per_s=round(len(pairs) / t, 1))
+             pairs_per_s=round(len(pairs) / t, 1), quantization="int8" if "int8" in s else "none")
         for s, t in (("sentence-transformers", med_st), ("qrank", med_q), ("qrank padded (engine=reference)", med_pad),
                      ("qrank int8 (quantization=int8)", med_8))
     ]
@@ -127,8 +129,9 @@ def run(rounds: int, write: bool) -> None:
         f"max |score difference| = {diff:.2e}. With `quantization=\"int8\"` (opt-in, not exact): "
         f"**{med_ratio8:.2f}x**, "
         f"max |score difference| = {diff8:.2e} (quality: nDCG@10 in BENCHMARKS.md).",
-        f"qrank packs the pairs without padding (chunks of at most {engine.max_batch_tokens} tokens; projections, "
-        "feed-forward and LayerNorm on the packed tokens, attention per pair: src/qrank/models/packed_encoder.py); "
+        f"qrank packs the pairs without padding (runs of at most {min(engine.max_batch_tokens, CPU_RUN_TOKENS)} "
+        "tokens; projections, feed-forward and LayerNorm on the packed tokens, attention per pair, the pairs shared "
+        "among the cores: src/qrank/models/packed_encoder.py); "
         "int8 = torch dynamic int8 Linear layers except each feed-forward output and the head (models/hf_encoder.py); "
         "`engine=reference` is qrank's padded path (length-sorted batches under the same token budget); "
         "sentence-transformers runs `predict(batch_size=32)` (batches of 32 sorted by characters). "
