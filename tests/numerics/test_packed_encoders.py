@@ -167,3 +167,12 @@ def test_int8_answers_have_their_own_cache_keys():
     assert score_key(info(quantization="none"), None, "q", "d") == score_key(info(), None, "q", "d")
     plain = embedding_key(info(), None, None, False, "t")
     assert embedding_key(info(quantization="int8"), None, None, False, "t") != plain
+
+
+def test_int8_recipe_names_the_cpu_run_size():
+    """A dynamic int8 activation scale is one per packed run, so the run size changes int8 scores: the recipe
+    (in every int8 cache key) must name the size the packed path uses."""
+    from qrank.models.hf_encoder import INT8_RECIPE
+    from qrank.models.packed_encoder import CPU_RUN_TOKENS
+
+    assert f"runs of at most {CPU_RUN_TOKENS} tokens" in INT8_RECIPE

@@ -120,8 +120,9 @@ def full_range_int8() -> bool:
 
 
 # Goes into the cache keys of int8 answers: a changed recipe must never mix its scores with cached older ones.
+# the packed run size is part of the recipe: a dynamic activation scale is one per run (packed_encoder.CPU_RUN_TOKENS)
 INT8_RECIPE = ("int8-v3: dynamic per-channel int8 Linear; packed feed-forward outputs bf16; heads float; "
-               f"activations {8 if full_range_int8() else 7}-bit")
+               f"activations {8 if full_range_int8() else 7}-bit; packed CPU runs of at most 2048 tokens")
 
 
 class BFloat16Linear:
