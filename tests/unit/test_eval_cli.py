@@ -147,3 +147,15 @@ def test_default_report_lives_under_home_and_the_ui_finds_it(tmp_path, capsys):
     # an explicit path (qrank ui --report-dir) may name one report folder itself
     one = handlers.evaluation(reports[0])
     assert one.selected == str(reports[0])
+
+
+def test_report_names_the_numerics_it_ran_with(tmp_path):
+    """An int8 report must not read as an fp32 one later: run_config and report.md carry the numerics."""
+    data = tiny_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    args = ["--dataset", str(data), "--systems", "bm25", "--sweep", "none", "--out", str(out),
+            "--quantization", "int8", "--dtype", "float32", "--deterministic"]
+    assert run(args, tmp_path) == 0
+    env = json.loads((out / "run_config.json").read_text())["environment"]
+    assert (env["quantization"], env["dtype"], env["deterministic"]) == ("int8", "float32", True)
+    assert "- numerics: dtype float32, quantization int8, deterministic True" in (out / "report.md").read_text()

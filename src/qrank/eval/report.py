@@ -136,6 +136,8 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         f"- machine: {env.get('device', '?')}, {env.get('cpu_count', '?')} CPU cores, torch threads "
         f"{env.get('torch_threads', '?')}, load average {env.get('load_average_1m', '?')} at the end; "
         f"qrank {env.get('qrank', '?')}",
+        f"- numerics: dtype {env.get('dtype', '?')}, quantization {env.get('quantization', '?')}, "
+        f"deterministic {env.get('deterministic', '?')}",
         "",
         "## Quality and cost",
         "",

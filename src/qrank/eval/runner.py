@@ -623,6 +623,10 @@ class Evaluation:
             "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU",
             # on a shared machine the other processes' load is part of every latency measured
             "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            # a report read later must say which numerics produced it (int8/fp8 scores are not fp32's)
+            "dtype": self.settings.models.dtype,
+            "quantization": self.settings.models.quantization,
+            "deterministic": self.settings.engine.deterministic,
         }
 
 
