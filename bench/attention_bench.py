@@ -1,7 +1,9 @@
-"""One layer's attention on the GPU: FlashAttention-2 varlen (keys gathered) vs qrank's Triton kernel.
+"""One layer's attention on the GPU: FlashAttention-2 varlen (keys gathered), length-bucketed SDPA (flash and
+cuDNN) and qrank's Triton kernel.
 
-Sweeps the Triton kernel's tile shapes on the issue's workload (one query: an ~80-token prefix, 100
-documents of 50-450 tokens + a 10-token suffix, packed as the engine packs it) for the Qwen3 0.6B and
+Sweeps the Triton kernel's tile shapes and tile orders (``--orders``: as packed, or heaviest tiles first) on
+the issue's workload (one query: an ~80-token prefix, 100 documents of 50-450 tokens + a 10-token suffix,
+packed as the engine packs it; ``--long``: 20 documents of 2,000-4,000 tokens) for the Qwen3 0.6B and
 4B/8B head shapes, and prints a table (also written to ``--out``/attention_bench.md).
 
     python bench/attention_bench.py --out /tmp/out
@@ -51,7 +53,7 @@ def time_ms(fn, iters: int = 30) -> float:
 def main(argv=None) -> None:
     import torch
 
-    from qrank.engine.attention import TileShape, TritonAttention, VarlenAttention
+    from qrank.engine.attention import BucketedAttention, TileShape, TritonAttention, VarlenAttention
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
@@ -60,6 +62,7 @@ def main(argv=None) -> None:
     ap.add_argument("--block-n", type=ints, default=[16, 32, 64])
     ap.add_argument("--warps", type=ints, default=[2, 4])
     ap.add_argument("--stages", type=ints, default=[2, 3])
+    ap.add_argument("--orders", default="packed,heavy", help="tile orders: packed (as shipped before), heavy (first)")
     ap.add_argument("--long", action="store_true", help="20 documents of 2,000-4,000 tokens (issue 17's long rows)")
     args = ap.parse_args(argv)
     lay = workload_layout(docs=20, lo=2000, hi=4000) if args.long else workload_layout()
@@ -82,26 +85,38 @@ def main(argv=None) -> None:
         ms = time_ms(lambda: var(q, k, v))
         lines.append(f"| {heads}/{kv} | FA2 varlen (+ key gathers) | | | | | {ms:.3f} | {flops / ms / 1e9:.0f} | 0 |")
         print(lines[-1], flush=True)
+        for label, cudnn in (("bucketed SDPA (flash, padded)", False),
+                             ("bucketed SDPA cuDNN (padded, k/v repeated)", True)):
+            try:
+                att = BucketedAttention(lay, "cuda", D**-0.5, max_tokens=16384, cudnn=cudnn)
+                diff = (att(q, k, v).float() - want).abs().max().item()
+                ms = time_ms(lambda: att(q, k, v))
+                lines.append(f"| {heads}/{kv} | {label} | | | | | {ms:.3f} | {flops / ms / 1e9:.0f} | {diff:.1e} |")
+            except Exception as exc:  # a backend this torch/GPU lacks: record and go on
+                lines.append(f"| {heads}/{kv} | {label} | | | | | failed: {type(exc).__name__} | | |")
+            print(lines[-1], flush=True)
         G = heads // kv
-        for bm, bn, warps, stages in itertools.product(args.block_m, args.block_n, args.warps, args.stages):
+        for order, bm, bn, warps, stages in itertools.product(args.orders.split(","), args.block_m, args.block_n,
+                                                              args.warps, args.stages):
             if bm // G < 16:
                 continue  # the engine raises a tile to 16 tokens: the same as a larger block_m
             try:
+                TritonAttention.heavy_first = order == "heavy"
                 att = TritonAttention.for_layout(lay, "cuda", D**-0.5, G, shape=TileShape(bm, bn, warps, stages))
                 diff = (att(q, k, v).float() - want).abs().max().item()
                 ms = time_ms(lambda: att(q, k, v))
             except Exception as exc:  # a shape Triton cannot fit (shared memory, registers): record and go on
-                lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} "
+                lines.append(f"| {heads}/{kv} | triton ({order}) | {bm} | {bn} | {warps} | {stages} "
                              f"| failed: {type(exc).__name__} | | |")
                 print(lines[-1], str(exc)[:200], flush=True)
                 continue
-            lines.append(f"| {heads}/{kv} | triton | {bm} | {bn} | {warps} | {stages} | {ms:.3f} "
+            lines.append(f"| {heads}/{kv} | triton ({order}) | {bm} | {bn} | {warps} | {stages} | {ms:.3f} "
                          f"| {flops / ms / 1e9:.0f} | {diff:.1e} |")
             print(lines[-1], flush=True)
             if diff < 2e-2 and ms < best.get((heads, kv), (1e9,))[0]:
-                best[(heads, kv)] = (ms, bm, bn, warps, stages)
+                best[(heads, kv)] = (ms, bm, bn, warps, stages, order)
     lines += ["", "Best: " + "; ".join(f"{h}/{kv}: {b[0]:.3f} ms at block_m {b[1]}, block_n {b[2]}, {b[3]} warps, "
-                                        f"{b[4]} stages" for (h, kv), b in best.items())]
+                                        f"{b[4]} stages, {b[5]} order" for (h, kv), b in best.items())]
     print(lines[-1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,20 @@ def with_tiles(tile, shipped):
     return run
 
 
+def with_order(heavy: bool):
+    """Run ``fn`` with the kernel's tiles in the other order (read when a pass runs or is captured)."""
+    from qrank.engine.attention import TritonAttention
+
+    def run(fn):
+        shipped, TritonAttention.heavy_first = TritonAttention.heavy_first, heavy
+        try:
+            return fn()
+        finally:
+            TritonAttention.heavy_first = shipped
+
+    return run
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -48,7 +62,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", default="0.6b,8b")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default="bench/out")
-    ap.add_argument("--variants", default="tiles,varlen", help="comma list: tiles, varlen, none")
+    ap.add_argument("--variants", default="tiles,varlen", help="comma list: tiles, varlen, cudnn, heavy, none")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rep = gb.Report(torch.cuda.get_device_name())
@@ -68,6 +82,8 @@ def main(argv=None) -> None:
 
 def bench_size(size, args, rep, notes, shipped) -> None:
     import gpu_systems as gs
+
+    from qrank.engine.attention import TritonAttention
 
     model, cfg = gs.build_model("reranker", size, "cuda")
     tok = gs.tokenizer_for("reranker")
@@ -103,10 +119,18 @@ def bench_size(size, args, rep, notes, shipped) -> None:
             keep.append(v)
             label = f"qrank[tiles {'x'.join(map(str, tile))}]"
             systems[label] = lambda v=v, run=run: run(lambda: v.score_pairs(pairs))
-    if "varlen" in variants:
-        v = gb.qrank_reranker(model, tok, attention="varlen")
+    if "heavy" in variants:  # the Triton kernel's tiles heaviest first (TritonAttention.heavy_first)
+        run = with_order(not TritonAttention.heavy_first)
+        v = run(lambda: gb.qrank_reranker(model, tok))
+        run(lambda v=v: v.score_pairs(pairs[:2]))
         keep.append(v)
-        systems["qrank[varlen]"] = lambda: v.score_pairs(pairs)
+        label = "qrank[heavy first]" if not TritonAttention.heavy_first else "qrank[packed order]"
+        systems[label] = lambda v=v, run=run: run(lambda: v.score_pairs(pairs))
+    for kind in ("varlen", "sdpa-cudnn"):
+        if kind.removeprefix("sdpa-") in variants:
+            v = gb.qrank_reranker(model, tok, attention=kind)
+            keep.append(v)
+            systems[f"qrank[{kind}]"] = lambda v=v: v.score_pairs(pairs)
     reps = args.repeats if size == "0.6b" else max(3, args.repeats // 2)
     for system, (s, mem, ts) in gb.timed_rounds(systems, reps).items():
         rep.add(name, system, "rerank-1x20-long", s, len(pairs), fed, floor, mem, times=ts)

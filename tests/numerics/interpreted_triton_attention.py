@@ -79,8 +79,9 @@ def test_kernel_equals_per_row_attention(kernel, dtype, tol, heads, kv_heads):
     k = torch.randn(T, kv_heads, D, generator=gen).to(dtype)
     v = torch.randn(T, kv_heads, D, generator=gen).to(dtype)
     want = _reference(layout, q, k, v, D**-0.5)
-    for block_t, block_n in ((16, 16), (8, 64)):
-        table = kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t)
+    for block_t, block_n, heavy_first in ((16, 16, False), (8, 64, False), (8, 16, True)):
+        table = kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t,
+                                  heavy_first=heavy_first)
         got = kernel.prefix_attention(q, k, v, torch.from_numpy(table), D**-0.5, block_t=block_t, block_n=block_n)
         assert got.dtype == dtype
         torch.testing.assert_close(got.float(), want, atol=tol, rtol=0)
@@ -92,7 +93,7 @@ def test_padded_tiles_do_nothing_and_strided_inputs_work(kernel):
     qkv = torch.randn(T, 4 + 2 + 2, D)  # q, k and v as views of one tensor, as a stacked projection gives them
     q, k, v = qkv[:, :4], qkv[:, 4:6], qkv[:, 6:]
     want = _reference(layout, q, k, v, 0.3)
-    table = kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, 16, size=64)
+    table = kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, 16, size=64, heavy_first=True)
     used = int((-(-layout.q_len // 16)).sum())
     assert used < 64 and (table.reshape(5, -1)[:, used:] == 0).all()  # room to spare: empty tiles
     got = kernel.prefix_attention(q, k, v, torch.from_numpy(table), 0.3, block_t=16, block_n=16)

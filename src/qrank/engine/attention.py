@@ -128,6 +128,9 @@ class TritonAttention:
     short = TileShape(64, 32, 4, 2)
     long = TileShape(64, 32, 4, 2)
     long_row_tokens = 1024
+    # tile order (:func:`~qrank.engine.triton_attention.tile_table`): heaviest first should shorten the kernel's
+    # tail on long rows; off until measured on a GPU (bench/attention_bench.py --orders, bench/gpu_notes.md)
+    heavy_first = False
 
     def __init__(self, tiles, scale: float, shape: TileShape, group: int) -> None:
         self.tiles, self.scale, self.shape, self.group = tiles, scale, shape, group
@@ -153,7 +156,8 @@ class TritonAttention:
         from .triton_attention import tile_table
 
         shape = shape or cls.tile_shape(layout)
-        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, shape.block_tokens(group))
+        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, shape.block_tokens(group),
+                           heavy_first=cls.heavy_first)
         return cls(to_device([table], device)[0], scale, shape, group)
 
     @classmethod
@@ -166,7 +170,8 @@ class TritonAttention:
         block_t = shape.block_tokens(group)
         n = int((-(-layout.q_len // block_t)).sum())
         size = ladder(n, floor=64)  # 64 tiles: a small pass's graph shape, so tiny requests share one graph
-        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t, size=size)
+        table = tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, block_t, size=size,
+                           heavy_first=cls.heavy_first)
         return (size, int(shape != cls.short)), [(table, 5 * size, 0)]  # 5 parts per tile (tile_table)
 
     @classmethod

@@ -102,13 +102,18 @@ def _prefix_attention_kernel(
                  out.to(Out.dtype.element_ty), mask=q_in[:, None])
 
 
-def tile_table(q_start, q_len, p_start, p_len, block_t: int, size: int | None = None) -> np.ndarray:
+def tile_table(q_start, q_len, p_start, p_len, block_t: int, size: int | None = None,
+               heavy_first: bool = False) -> np.ndarray:
     """The kernel's tiles as one int64 array of 5 parts: q0, q1, first own key, prefix start, prefix length.
 
     Each row's queries are cut into tiles of ``block_t`` tokens; ``size`` pads with empty tiles.
+    ``heavy_first`` orders the tiles by the keys they walk, most first (stable): the GPU starts programs
+    in grid order, so the last to start are then the shortest and the kernel's tail is short on long rows.
 
     >>> tile_table([0, 3], [3, 5], [0, 0], [0, 3], block_t=4).reshape(5, -1).tolist()
     [[0, 3, 7], [3, 7, 8], [0, 3, 3], [0, 0, 0], [0, 3, 3]]
+    >>> tile_table([0, 3], [3, 5], [0, 0], [0, 3], block_t=4, heavy_first=True).reshape(5, -1)[0].tolist()
+    [7, 3, 0]
     """
     q_start, q_len = np.asarray(q_start, np.int64), np.asarray(q_len, np.int64)
     per_row = -(-q_len // block_t)
@@ -118,6 +123,9 @@ def tile_table(q_start, q_len, p_start, p_len, block_t: int, size: int | None = 
     q0 = q_start[row] + within * block_t
     q1 = np.minimum(q0 + block_t, q_start[row] + q_len[row])
     parts = [q0, q1, q_start[row], np.asarray(p_start, np.int64)[row], np.asarray(p_len, np.int64)[row]]
+    if heavy_first:
+        order = np.argsort(-(parts[4] + q1 - parts[2]), kind="stable")  # keys walked: prefix + own up to q1
+        parts = [part[order] for part in parts]
     n = len(q0) if size is None else int(size)
     if n < len(q0):
         raise ValueError(f"{len(q0)} tiles do not fit in {n}")
