@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU device (see bench/gpu_bench.py): environment check, GPU tests, benchmark.
 #   bash bench/device_run.sh "attn tests bench" "0.6b,8b" "rerank,embed"
-# attn: bench/attention_bench.py (one layer's attention kernels); tests: tests/gpu; bench: bench/gpu_bench.py;
+# attn: bench/attention_bench.py (one layer's attention kernels); longkern: the same on long rows, with FA2 varlen,
+# bucketed cuDNN and both tile orders; r100ab: R100 timelines of HEAD and of the tree in .carry/v_old (59aea02),
+# alternating processes twice (bench/device_pending.sh says how to build it); tests: tests/gpu; bench: bench/gpu_bench.py;
 # fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT)
 # stability: bench/score_stability.py --gpu --deterministic (STAB_SIZES, STAB_CLAIMS, STAB_TIMEOUT)
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
@@ -24,6 +26,18 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", tr
 PY
 if [[ $STEPS == *attn* ]]; then
   timeout ${ATTN_TIMEOUT:-240} python3 bench/attention_bench.py --out "$OUT" 2>&1 | tail -n 80 | tee "$OUT/attention_bench.log"
+fi
+if [[ $STEPS == *longkern* ]]; then
+  timeout ${ATTN_TIMEOUT:-110} python3 bench/attention_bench.py --long --out "$OUT" --block-m 64,128 --block-n 32,64 \
+    --warps 4,8 --stages 2 2>&1 | tail -n 80 | tee "$OUT/attention_bench_long.log"
+fi
+if [[ $STEPS == *r100ab* ]]; then
+  for i in 1 2; do
+    timeout 100 python3 bench/r100_timeline.py 0.6b HEAD > "$OUT/timeline_head_$i.log" 2>&1
+    PYTHONPATH=/tmp/site:.carry/v_old/src:.carry/v_old/bench timeout 100 python3 .carry/v_old/bench/r100_timeline.py \
+      0.6b OLD > "$OUT/timeline_old_$i.log" 2>&1
+    grep -h -E "total median|GPU start" "$OUT"/timeline_*_$i.log
+  done
 fi
 if [[ $STEPS == *tests* ]]; then
   timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q tests/gpu -m gpu -s -p no:cacheprovider -o addopts="" ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/gpu_tests.log"

@@ -25,38 +25,26 @@ log = logging.getLogger("longrow_bench")
 TILES = [(64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2)]
 
 
-def with_tiles(tile, shipped):
-    """Run ``fn`` with ``tile`` as the kernel's long-row shape (read when a pass runs or is captured)."""
-    from qrank.engine.attention import TileShape, TritonAttention
-
-    def run(fn):
-        TritonAttention.long = TileShape(*tile)
-        try:
-            return fn()
-        finally:
-            TritonAttention.long = shipped
-
-    return run
-
-
-def with_order(heavy: bool):
-    """Run ``fn`` with the kernel's tiles in the other order (read when a pass runs or is captured)."""
+def with_kernel(**attrs):
+    """Run ``fn`` with ``TritonAttention``'s class attributes set to ``attrs`` (the tile shape, the tile order:
+    read when a pass runs or is captured), restored afterwards, so variants never see each other's settings."""
     from qrank.engine.attention import TritonAttention
 
     def run(fn):
-        shipped, TritonAttention.heavy_first = TritonAttention.heavy_first, heavy
+        shipped = {name: getattr(TritonAttention, name) for name in attrs}
+        for name, value in attrs.items():
+            setattr(TritonAttention, name, value)
         try:
             return fn()
         finally:
-            TritonAttention.heavy_first = shipped
+            for name, value in shipped.items():
+                setattr(TritonAttention, name, value)
 
     return run
 
 
 def main(argv=None) -> None:
     import torch
-
-    from qrank.engine.attention import TritonAttention
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="0.6b,8b")
@@ -67,11 +55,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rep = gb.Report(torch.cuda.get_device_name())
     notes: list[str] = []
-    shipped = TritonAttention.long
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes.split(","):
-        bench_size(size, args, rep, notes, shipped)
+        bench_size(size, args, rep, notes)
         gc.collect()
         torch.cuda.empty_cache()
         # written after every size: a run cut short by a time limit keeps the sizes it measured
@@ -80,10 +67,10 @@ def main(argv=None) -> None:
     print("\n".join(notes))
 
 
-def bench_size(size, args, rep, notes, shipped) -> None:
+def bench_size(size, args, rep, notes) -> None:
     import gpu_systems as gs
 
-    from qrank.engine.attention import TritonAttention
+    from qrank.engine.attention import TileShape, TritonAttention
 
     model, cfg = gs.build_model("reranker", size, "cuda")
     tok = gs.tokenizer_for("reranker")
@@ -109,7 +96,7 @@ def bench_size(size, args, rep, notes, shipped) -> None:
         for tile in TILES:
             # the kernel reads its tile shape from the class when a pass runs (or is captured): set it around
             # every call of this variant, so the variants never see each other's shape
-            run = with_tiles(tile, shipped)
+            run = with_kernel(long=TileShape(*tile))
             try:
                 v = run(lambda: gb.qrank_reranker(model, tok))
                 run(lambda v=v: v.score_pairs(pairs[:2]))
@@ -120,7 +107,7 @@ def bench_size(size, args, rep, notes, shipped) -> None:
             label = f"qrank[tiles {'x'.join(map(str, tile))}]"
             systems[label] = lambda v=v, run=run: run(lambda: v.score_pairs(pairs))
     if "heavy" in variants:  # the Triton kernel's tiles heaviest first (TritonAttention.heavy_first)
-        run = with_order(not TritonAttention.heavy_first)
+        run = with_kernel(heavy_first=not TritonAttention.heavy_first)
         v = run(lambda: gb.qrank_reranker(model, tok))
         run(lambda v=v: v.score_pairs(pairs[:2]))
         keep.append(v)
