@@ -147,6 +147,10 @@ class EngineSettings(BaseModel):
         "auto", description="fast engine attention: 'auto' = qrank's Triton kernel on CUDA (FlashAttention varlen "
         "without Triton), bucketed SDPA elsewhere"
     )
+    long_row_attention: Literal["same", "triton", "varlen", "sdpa", "sdpa-cudnn"] = Field(
+        "same", description="fast engine attention for passes where a row sees >= 1,024 keys (documents of ~1,000 "
+        "tokens or more); 'same' = attention's kind"
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="fast engine: fuse each layer's element-wise work with torch.compile ('auto' = on CUDA)"
     )

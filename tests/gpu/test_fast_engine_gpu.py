@@ -103,6 +103,28 @@ def test_every_attention_and_split_agrees_in_bf16(reranker_dir, reference, atten
     _check_rankings(got, reference, f"fast bf16 ({attention}, {engine or 'defaults'})")
 
 
+@pytest.mark.parametrize("long_kind", ["varlen", "sdpa-cudnn"])
+def test_long_rows_on_their_own_kind_agree_in_bf16(reranker_dir, long_kind):
+    """``long_row_attention``: documents of 1,100-1,600 tokens run on ``long_kind`` (varlen replays its own graphs,
+    cuDNN runs eager), the short ones on the Triton kernel's graphs; all within 1e-2 of the fp32 model card."""
+    long_docs = [" ".join(_WORDS[(5 * i + j) % len(_WORDS)] for j in range(1100 + 250 * i)) for i in range(3)]
+    pairs = [(q, d) for q in QUERIES[:2] for d in DOCS[:6] + long_docs]
+    reference = np.asarray(official_qwen3_rerank(str(reranker_dir), pairs), dtype=np.float64)
+    rr = _reranker(reranker_dir, "bfloat16", engine="fast", long_row_attention=long_kind, max_batch_tokens=4096)
+    eng = rr.model.engine
+    cfg = eng.config
+    assert (cfg.attention, cfg.long_row_attention, cfg.cuda_graphs, cfg.fallbacks) == ("triton", long_kind, True, ())
+    assert max(len(s) for s in rr.model.encode(pairs)) >= 1024, "no long row: the test would not test the switch"
+    got = rr.model.score_pairs(pairs)
+    np.testing.assert_allclose(got, reference, atol=1e-2)
+    assert len(eng._graphs.graphs) >= 1
+    assert (eng._long_graphs is not None) == (long_kind == "varlen")
+    if long_kind == "varlen":
+        assert len(eng._long_graphs.graphs) >= 1, "the long passes did not replay as CUDA graphs"
+    np.testing.assert_allclose(rr.model.score_pairs(pairs), got, atol=1e-6)  # replaying is deterministic
+    print(f"fast bf16 (triton, long rows {long_kind}): max diff {np.max(np.abs(got - reference)):.2e}")
+
+
 @pytest.mark.parametrize("compile", ["on", "off"])
 def test_fp32_on_the_gpu_within_1e4(reranker_dir, reference, compile):
     rr = _reranker(reranker_dir, "float32", engine="fast", compile=compile)

@@ -135,6 +135,33 @@ def test_engine_with_the_kernel_equals_the_official_recipe(kernel, qwen3_reranke
             torch.testing.assert_close(got, expected[layout.members], atol=1e-4, rtol=0)
 
 
+def test_long_rows_on_the_kernel_short_rows_on_sdpa_equal_the_official_recipe(kernel, qwen3_reranker_dir,
+                                                                              monkeypatch):
+    """``long_row_attention='triton'`` beside ``attention='sdpa'``: the passes with a long row (here: longer than
+    the request's middle length) run the kernel, the others bucketed SDPA, and every score equals the model card's."""
+    from qrank import Reranker, Settings
+    from qrank.engine import attention, fast
+
+    kinds: list[tuple[str, bool]] = []
+    real = fast.make_attention
+    monkeypatch.setattr(fast, "make_attention", lambda kind, layout, *a, **kw: kinds.append(
+        (kind, attention.has_long_rows(layout))) or real(kind, layout, *a, **kw))
+    queries = ["What is the capital of China?", "how do vaccines train the immune system"]
+    docs = ["The capital of China is Beijing.", "The immune system learns from a harmless piece. " * 5, "The"]
+    pairs = [(q, d) for q in queries for d in docs]
+    settings = Settings(engine={"engine": "fast", "attention": "sdpa", "long_row_attention": "triton",
+                                "max_batch_tokens": 128})
+    rr = Reranker.from_pretrained(str(qwen3_reranker_dir), settings=settings, device="cpu", dtype="float32")
+    config = rr.model.engine.config
+    assert (config.attention, config.long_row_attention, config.fallbacks) == ("sdpa", "triton", ())
+    lengths = sorted(len(s) for s in rr.model.encode(pairs))  # a row sees its whole sequence (prefix + own)
+    monkeypatch.setattr(attention, "LONG_ROW_KEYS", (lengths[0] + lengths[-1]) // 2)  # read at every pass
+    official = np.asarray(official_qwen3_rerank(str(qwen3_reranker_dir), pairs))
+    np.testing.assert_allclose(rr.model.score_pairs(pairs), official, atol=1e-4)
+    assert {long for _, long in kinds} == {True, False}, kinds
+    assert all(kind == ("triton" if long else "sdpa") for kind, long in kinds), kinds
+
+
 def test_the_kernel_needs_cuda_outside_the_interpreter(qwen3_reranker_dir, monkeypatch):
     """Outside the interpreter a CPU cannot run the kernel: the engine falls back at load and says why."""
     from transformers import AutoModelForCausalLM

@@ -400,3 +400,49 @@ def test_a_failure_after_load_raises_instead_of_switching(qwen3_reranker_dir, mo
     assert engine.config is before and engine.config.compile
     state["broken"] = False
     torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)
+
+
+def test_long_rows_run_their_own_attention_kind(qwen3_reranker_dir, monkeypatch):
+    """A pass with a row of LONG_ROW_KEYS keys or more runs ``long_row_attention``'s kind, every other pass
+    ``attention``'s, and the scores equal the reference engine's.
+
+    Only bucketed SDPA runs on a CPU, so 'sdpa-cudnn' is played here by plain bucketed SDPA behind a recorder
+    (this tests the dispatch); the real long-row kernels are compared with the model card under Triton's
+    interpreter (interpreted_triton_attention.py) and on the GPU (tests/gpu)."""
+    from qrank.engine import attention, fast
+
+    monkeypatch.setattr(attention, "LONG_ROW_KEYS", 300)
+    ran: list[tuple[str, bool]] = []
+    real = fast.make_attention
+
+    def recording(kind, layout, *args, **kwargs):
+        ran.append((kind, attention.has_long_rows(layout)))
+        return real("sdpa" if kind == "sdpa-cudnn" else kind, layout, *args, **kwargs)
+
+    monkeypatch.setattr(fast, "make_attention", recording)
+    monkeypatch.setattr(fast, "attention_works", lambda kind, *shape: (True, ""))
+    body, ref, FastEngine = _engines(qwen3_reranker_dir)
+    engine = FastEngine(body, attention="sdpa", long_row_attention="sdpa-cudnn", max_batch_tokens=400)
+    assert (engine.config.attention, engine.config.long_row_attention) == ("sdpa", "sdpa-cudnn")
+    assert "long_row_attention=sdpa-cudnn" in engine.config.summary()
+    assert ran == []  # check passes run at load only with compile or graphs on (CUDA; tests/gpu)
+    # a shared 10-token prefix; one member of 300 tokens (310 keys), others short: the passes split at 400 tokens
+    seqs = [[5] * 10 + [6 + i % 5] * n for i, n in enumerate([20, 300, 30, 7, 250, 12])]
+    torch.testing.assert_close(engine.last_hidden(seqs), ref.last_hidden(seqs), atol=1e-4, rtol=0)
+    assert {long for _, long in ran} == {True, False}, "the request should make both kinds of pass"
+    assert all(kind == ("sdpa-cudnn" if long else "sdpa") for kind, long in ran), ran
+
+
+def test_long_row_attention_falls_back_and_validates(qwen3_reranker_dir, monkeypatch):
+    """On a CPU the FlashAttention kinds cannot run: the long-row kind falls back at load like ``attention``,
+    under its own name, and ends equal to it (shown as ''); a kind that does not exist is refused."""
+    from qrank.engine import attention
+
+    monkeypatch.setattr(attention, "_PROBED", {})
+    body, ref, FastEngine = _engines(qwen3_reranker_dir)
+    config = FastEngine(body, long_row_attention="varlen").config
+    assert (config.attention, config.long_row_attention) == ("sdpa", "")
+    assert config.fallbacks == ("long_row_attention: varlen -> sdpa (needs a CUDA device)",)
+    assert FastEngine(body, long_row_attention="same").config.fallbacks == ()
+    with pytest.raises(ValueError, match="long_row_attention must be one of"):
+        FastEngine(body, long_row_attention="flash")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from qrank.engine import attention
 from qrank.engine.attention import TileShape, TritonAttention
 from qrank.engine.packing import build_layout
 
@@ -14,7 +15,7 @@ pytest.importorskip("triton", reason="Triton comes with the test extra")  # stat
 def long_shape(monkeypatch):
     shape = TileShape(128, 64, 8, 2)
     monkeypatch.setattr(TritonAttention, "long", shape)
-    monkeypatch.setattr(TritonAttention, "long_row_tokens", 100)
+    monkeypatch.setattr(attention, "LONG_ROW_KEYS", 100)
     return shape
 
 

@@ -70,8 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--verbose", "-v", action="store_true", help="load each model (offline, with the settings below) "
                    "and show what its engine decided: attention, compile, CUDA graphs, first chunk, fallbacks")
     add_settings_flags(m, "models", ["device", "dtype"])
-    add_settings_flags(m, "engine", ["engine", "attention", "compile", "cuda_graphs", "max_batch_tokens",
-                                     "deterministic"])
+    add_settings_flags(m, "engine", ["engine", "attention", "long_row_attention", "compile", "cuda_graphs",
+                                     "max_batch_tokens", "deterministic"])
     m.add_argument("--home", type=Path, default=None, help="qrank data folder (default: $QRANK_HOME or ~/.qrank)")
     m.set_defaults(func=cmd_models)
 

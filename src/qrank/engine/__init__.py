@@ -51,6 +51,7 @@ def make_engine(body, *, pad_id: int, device: str, settings: EngineSettings):
             attention=settings.attention,
             compile=settings.compile,
             cuda_graphs=settings.cuda_graphs,
+            long_row_attention=settings.long_row_attention,
         )
     return ReferenceEngine(body, pad_id=pad_id, max_batch_tokens=settings.max_batch_tokens, max_batch_size=batch_size)
 

@@ -27,6 +27,21 @@ from .transfer import to_device
 log = logging.getLogger(__name__)
 
 ATTENTION_KINDS = ("triton", "varlen", "sdpa", "sdpa-cudnn")
+# a pass is "long" once one of its rows sees this many keys (prefix + own tokens): a document of ~1,000 tokens
+# or more. The Triton kernel takes its long tile shape there and the engine its long-row attention kind
+# (EngineSettings.long_row_attention); below it every kind was measured on 50-450-token documents
+LONG_ROW_KEYS = 1024
+
+
+def has_long_rows(layout: PassLayout, keys: int | None = None) -> bool:
+    """Whether a row of the pass sees at least ``keys`` keys (its prefix's plus its own; default
+    :data:`LONG_ROW_KEYS`, read at call time).
+
+    >>> has_long_rows(_probe_layout()), has_long_rows(_probe_layout(), keys=5)
+    (False, True)
+    """
+    keys = LONG_ROW_KEYS if keys is None else keys
+    return bool(len(layout.q_len)) and int((layout.q_len + layout.p_len).max()) >= keys
 
 
 class VarlenAttention:
@@ -121,13 +136,12 @@ class TritonAttention:
     longest row's keys, both shapes by measurement on an H200 (bench/attention_bench.py): ``short`` for
     the 50-450-token documents of a typical request (small tiles won there: 64 x 32 with 4 warps ~1.9x
     FlashAttention-2 varlen, 128 x 64 or 128 x 128 tiles 1.3-4x slower), ``long`` once a row's keys reach
-    ``long_row_tokens`` (a tile then walks thousands of keys, and bigger tiles load each key block for more
+    :data:`LONG_ROW_KEYS` (a tile then walks thousands of keys, and bigger tiles load each key block for more
     queries; bench/logs/longrow_h200).
     """
 
     short = TileShape(64, 32, 4, 2)
     long = TileShape(64, 32, 4, 2)
-    long_row_tokens = 1024
     # tile order (:func:`~qrank.engine.triton_attention.tile_table`): heaviest first should shorten the kernel's
     # tail on long rows; off until measured on a GPU (bench/attention_bench.py --orders, bench/gpu_notes.md)
     heavy_first = False
@@ -137,8 +151,8 @@ class TritonAttention:
 
     @classmethod
     def tile_shape(cls, layout: PassLayout) -> TileShape:
-        """The pass's tile shape: ``long`` if any row sees ``long_row_tokens`` keys (prefix + own), else ``short``."""
-        if len(layout.q_len) and int((layout.q_len + layout.p_len).max()) >= cls.long_row_tokens:
+        """The pass's tile shape: ``long`` if a row sees :data:`LONG_ROW_KEYS` keys (prefix + own), else ``short``."""
+        if has_long_rows(layout):
             return cls.long
         return cls.short
 
@@ -147,7 +161,7 @@ class TritonAttention:
         """The tile rule, for the engine's config line."""
         if cls.long == cls.short:
             return str(cls.short)
-        return f"{cls.short}; rows >= {cls.long_row_tokens} keys: {cls.long}"
+        return f"{cls.short}; rows >= {LONG_ROW_KEYS} keys: {cls.long}"
 
     @classmethod
     def for_layout(cls, layout: PassLayout, device, scale: float, group: int,

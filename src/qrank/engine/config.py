@@ -4,10 +4,10 @@ Every choice (attention kernel, ``torch.compile``, CUDA graphs, the first chunk'
 is made here or in :meth:`qrank.engine.fast.FastEngine.__init__`'s load-time check, never at a later pass:
 what the config says is what runs, and a failure after load is an error, not a silent switch.
 
-Fallback chains: attention ``triton`` -> ``varlen`` -> ``sdpa`` and ``sdpa-cudnn`` -> ``sdpa`` (a kind
-whose probe fails on this device, dtype and head shape is replaced by the next); ``compile`` and
-``cuda_graphs`` -> off when the load-time check pass fails. Each fallback is recorded with its reason in
-:attr:`EngineConfig.fallbacks` and logged in the engine's one load line.
+Fallback chains (attention and long-row attention alike): ``triton`` -> ``varlen`` -> ``sdpa`` and
+``sdpa-cudnn`` -> ``sdpa`` (a kind whose probe fails on this device, dtype and head shape is replaced by the
+next); ``compile`` and ``cuda_graphs`` -> off when a load-time check pass fails. Each fallback is recorded with
+its reason in :attr:`EngineConfig.fallbacks` and logged in the engine's one load line.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class EngineConfig:
     device: str
     dtype: str
     fallbacks: tuple[str, ...] = ()  # 'what: asked -> used (why)', one per fallback taken at load
+    # the attention kind of passes with long rows (attention.LONG_ROW_KEYS keys or more); '' = ``attention``
+    long_row_attention: str = ""
 
     def describe(self) -> dict:
         """A JSON-ready dict (``ModelInfo.extra["engine"]``, ``qrank models -v``, ``/v1/models``)."""
@@ -64,7 +66,8 @@ class EngineConfig:
                 f"first_chunk_tokens={self.first_chunk_tokens} max_batch_tokens={self.max_batch_tokens} "
                 f"max_batch_size={self.max_batch_size} prefix_sharing={onoff(self.prefix_sharing)} "
                 f"small_model={self.small_model} device={self.device} dtype={self.dtype}"
-                + (f" triton_tiles=[{self.triton_tiles}]" if self.triton_tiles else ""))
+                + (f" triton_tiles=[{self.triton_tiles}]" if self.triton_tiles else "")
+                + (f" long_row_attention={self.long_row_attention}" if self.long_row_attention else ""))
         return text + (f"; fallbacks: {'; '.join(self.fallbacks)}" if self.fallbacks else "")
 
 
@@ -73,13 +76,17 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def resolve_attention(asked: str, on_cuda: bool, half: bool, works) -> tuple[str, list[str]]:
-    """The attention kind to run and the fallbacks taken: ``works(kind) -> (ok, reason)`` probes a kind.
+def resolve_attention(asked: str, on_cuda: bool, half: bool, works, *,
+                      name: str = "attention") -> tuple[str, list[str]]:
+    """The attention kind to run and the fallbacks taken: ``works(kind) -> (ok, reason)`` probes a kind;
+    ``name``: the setting the fallbacks are reported under.
 
     'auto' means triton (then varlen) on CUDA in fp16/bf16, where they were measured fastest, else sdpa.
 
     >>> resolve_attention("triton", False, False, lambda k: (False, "needs CUDA"))
     ('sdpa', ['attention: triton -> varlen (needs CUDA)', 'attention: varlen -> sdpa (needs CUDA)'])
+    >>> resolve_attention("sdpa-cudnn", True, True, lambda k: (False, "no cuDNN"), name="long_row_attention")
+    ('sdpa', ['long_row_attention: sdpa-cudnn -> sdpa (no cuDNN)'])
     """
     kind = "triton" if asked == "auto" and on_cuda and half else ("sdpa" if asked == "auto" else asked)
     fallbacks = []
@@ -87,7 +94,7 @@ def resolve_attention(asked: str, on_cuda: bool, half: bool, works) -> tuple[str
         ok, reason = works(kind)
         if ok:
             break
-        fallbacks.append(f"attention: {kind} -> {_NEXT_KIND[kind]} ({reason})")
+        fallbacks.append(f"{name}: {kind} -> {_NEXT_KIND[kind]} ({reason})")
         kind = _NEXT_KIND[kind]
     return kind, fallbacks
 

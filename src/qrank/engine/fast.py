@@ -25,7 +25,14 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import InvalidInput
-from .attention import ATTENTION_KINDS, TritonAttention, attention_works, make_attention
+from . import attention as _attention
+from .attention import (
+    ATTENTION_KINDS,
+    TritonAttention,
+    attention_works,
+    has_long_rows,
+    make_attention,
+)
 from .config import SMALL_MODEL_FLOPS, EngineConfig, check_choice, first_chunk_tokens, resolve_attention
 from .graphs import GraphCaptureError, GraphRunner
 from .packing import build_layout, plan_passes
@@ -83,6 +90,8 @@ class FastEngine:
     ``attention``: 'auto' (on CUDA in fp16/bf16 qrank's Triton kernel, else FlashAttention varlen, else
     bucketed SDPA; bucketed SDPA elsewhere), 'triton', 'varlen', 'sdpa' or 'sdpa-cudnn'; a kind that cannot
     run here falls back along ``triton -> varlen -> sdpa`` at load (:mod:`qrank.engine.config`).
+    ``long_row_attention``: the kind for passes where a row sees ``attention.LONG_ROW_KEYS`` keys or more ('same':
+    ``attention``'s); with another kind such passes replay their own graphs (triton/varlen) or run eager.
     ``compile``: 'auto' (on CUDA), 'on' or 'off'. ``cuda_graphs``: 'on' replays triton/varlen passes as
     CUDA graphs (:mod:`qrank.engine.graphs`), 'off' launches them, 'auto' replays them for small models
     only (``SMALL_MODEL_FLOPS``). Compilation and graph capture are checked by one pass at load; if it
@@ -103,20 +112,27 @@ class FastEngine:
         attention: str = "auto",
         compile: str = "auto",
         cuda_graphs: str = "auto",
+        long_row_attention: str = "same",
     ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1:
             raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
         check_choice("attention", attention, ("auto", *ATTENTION_KINDS))
         check_choice("compile", compile, ("auto", "on", "off"))
         check_choice("cuda_graphs", cuda_graphs, ("auto", "on", "off"))
+        check_choice("long_row_attention", long_row_attention, ("same", *ATTENTION_KINDS))
         self.stack = st = Qwen3Stack(body)
         on_cuda = st.device.type == "cuda"
         half = str(st.dtype) in ("torch.float16", "torch.bfloat16")
         shape = (st.device, st.dtype, st.heads, st.kv_heads, st.head_dim)
         kind, fallbacks = resolve_attention(attention, on_cuda, half, lambda k: attention_works(k, *shape))
+        long_kind = kind
+        if long_row_attention not in ("same", kind):
+            long_kind, more = resolve_attention(long_row_attention, on_cuda, half,
+                                                lambda k: attention_works(k, *shape), name="long_row_attention")
+            fallbacks += more
         small = st.flops_per_token < SMALL_MODEL_FLOPS
         graphs = cuda_graphs == "on" or (cuda_graphs == "auto" and small)
-        if graphs and not (on_cuda and kind in ("varlen", "triton")):
+        if graphs and not (on_cuda and kind in GraphRunner.KINDS):
             if cuda_graphs == "on":  # 'auto' asks for graphs only where they can run: no fallback to report
                 why = "needs CUDA" if not on_cuda else f"the {kind} attention has no static-shape form"
                 fallbacks.append(f"cuda_graphs: on -> off ({why})")
@@ -128,6 +144,7 @@ class FastEngine:
             prefix_sharing=bool(prefix_sharing), triton_tiles=TritonAttention.describe() if kind == "triton" else "",
             small_model=small, flops_per_token=st.flops_per_token, device=str(st.device),
             dtype=str(st.dtype).replace("torch.", ""), fallbacks=tuple(fallbacks),
+            long_row_attention=long_kind if long_kind != kind else "",
         )
         self._lock = threading.Lock()
         self.config = self._check_at_load(config)
@@ -142,36 +159,53 @@ class FastEngine:
         """
         self.config = config  # the check pass runs with what is asked for
         self._segments = compiled_segments(self.stack.compile_key) if config.compile else None
-        self._graphs = (
-            GraphRunner(self.stack, self._segments, attention=config.attention) if config.cuda_graphs else None
-        )
+        self._set_runners(config)
         if config.compile:
             try:
-                self._check_pass(graphs=self._graphs is not None)
+                self._check_passes()
             except _compile_errors() as exc:  # inductor/triton missing or failing here
                 why = f"{type(exc).__name__}: {str(exc)[:200]}"
                 self.config = config = dataclasses.replace(
                     config, compile=False, fallbacks=(*config.fallbacks, f"compile: on -> off ({why})"))
                 self._segments = None
-                if self._graphs is not None:
-                    self._graphs = GraphRunner(self.stack, None, attention=config.attention)
-        if self._graphs is not None:
+                self._set_runners(config)
+        if config.cuda_graphs:
             try:
-                self._check_pass(graphs=True)  # a replay if the compile check captured it already
+                self._check_passes()  # replays if the compile check captured them already
             except GraphCaptureError as exc:
-                config = dataclasses.replace(config, cuda_graphs=False,
-                                             fallbacks=(*config.fallbacks, f"cuda_graphs: on -> off ({exc})"))
-                self._graphs = None
+                self.config = config = dataclasses.replace(
+                    config, cuda_graphs=False, fallbacks=(*config.fallbacks, f"cuda_graphs: on -> off ({exc})"))
+                self._set_runners(config)
         return config
 
-    def _check_pass(self, graphs: bool) -> None:
+    def _set_runners(self, config: EngineConfig) -> None:
+        """The graph runners: one for the attention kind, one for the long-row kind where that differs and has
+        a static-shape form (otherwise long passes run eager)."""
+        graphs = lambda kind: GraphRunner(self.stack, self._segments, attention=kind)  # noqa: E731
+        self._graphs = graphs(config.attention) if config.cuda_graphs else None
+        long_kind = config.long_row_attention
+        self._long_graphs = (graphs(long_kind) if config.cuda_graphs and long_kind in GraphRunner.KINDS
+                             else None)
+
+    def _check_passes(self) -> None:
+        """One pass as configured, and one long-row pass if long rows take another attention kind."""
         import torch
 
-        seqs, plan = _check_sequences(min(self.config.first_chunk_tokens, self.config.max_batch_tokens))
-        layout = build_layout(seqs, plan)
+        layouts = [build_layout(*_check_sequences(min(self.config.first_chunk_tokens, self.config.max_batch_tokens)))]
+        if self.config.long_row_attention:
+            own = max(_attention.LONG_ROW_KEYS - _CHECK_PREFIX, 1)  # the row sees LONG_ROW_KEYS keys
+            layouts.append(build_layout([[1] * _CHECK_PREFIX + [2] * own], [(_CHECK_PREFIX, [0])]))
         with torch.inference_mode():
-            out = self._graphs.run(layout) if graphs else self._eager(layout)
-            out.float().cpu()  # waits: an asynchronous failure shows here, at load
+            for layout in layouts:
+                self._run(layout).float().cpu()  # waits: an asynchronous failure shows here, at load
+
+    def _run(self, layout):
+        """One pass: the long-row kind's runner for a pass with long rows (if that kind differs), else the
+        attention kind's; a graph replay where the runner exists, else eager."""
+        long_kind = self.config.long_row_attention
+        if long_kind and has_long_rows(layout):
+            return self._long_graphs.run(layout) if self._long_graphs is not None else self._eager(layout, long_kind)
+        return self._graphs.run(layout) if self._graphs is not None else self._eager(layout, self.config.attention)
 
     @property
     def device(self):
@@ -233,15 +267,15 @@ class FastEngine:
             for plan in self._plan(sequences, lengths):
                 # nothing here waits for the GPU, so the next pass is planned while this one runs
                 layout = build_layout(sequences, plan)
-                hidden.append(self._graphs.run(layout) if self._graphs is not None else self._eager(layout))
+                hidden.append(self._run(layout))
                 members.extend(layout.members)
                 computed += layout.num_tokens
         return Pending(hidden, members, self.stack.hidden, computed)
 
-    def _eager(self, layout):
+    def _eager(self, layout, kind: str):
         ids, pos, last = to_device([layout.input_ids, layout.positions, layout.last_index], self.device)
         st = self.stack
-        attend = make_attention(self.config.attention, layout, self.device, st.scale,
+        attend = make_attention(kind, layout, self.device, st.scale,
                                 bucket_tokens=self.config.max_batch_tokens, group=st.heads // st.kv_heads)
         return st.forward(ids, pos, attend, last, segments=self._segments)
 

@@ -82,8 +82,10 @@ class GraphRunner:
     checks one capture at load and turns graphs off there if it fails).
     """
 
+    KINDS = ("varlen", "triton")  # the attention kinds with a static-shape form
+
     def __init__(self, stack, segments=None, *, attention: str = "varlen", max_graphs: int = MAX_GRAPHS) -> None:
-        if attention not in ("varlen", "triton"):
+        if attention not in self.KINDS:
             raise ValueError(f"CUDA graphs replay the 'varlen' or 'triton' attention, not {attention!r}")
         self.stack = stack
         self.attention = attention
