@@ -115,9 +115,11 @@ def bench_size(size, args, rep, notes) -> None:
         systems[label] = lambda v=v, run=run: run(lambda: v.score_pairs(pairs))
     for kind in ("varlen", "sdpa-cudnn"):
         if kind.removeprefix("sdpa-") in variants:
-            v = gb.qrank_reranker(model, tok, attention=kind)
+            # through the engine's long-row switch, the path that would ship: every pass here has long rows
+            v = gb.qrank_reranker(model, tok, long_row_attention=kind)
+            assert v.engine.config.long_row_attention == kind, v.engine.config.fallbacks
             keep.append(v)
-            systems[f"qrank[{kind}]"] = lambda v=v: v.score_pairs(pairs)
+            systems[f"qrank[long rows {kind}]"] = lambda v=v: v.score_pairs(pairs)
     reps = args.repeats if size == "0.6b" else max(3, args.repeats // 2)
     for system, (s, mem, ts) in gb.timed_rounds(systems, reps).items():
         rep.add(name, system, "rerank-1x20-long", s, len(pairs), fed, floor, mem, times=ts)
