@@ -3,7 +3,8 @@
 #   bash bench/device_run.sh "attn tests bench" "0.6b,8b" "rerank,embed"
 # attn: bench/attention_bench.py (one layer's attention kernels); longkern: the same on long rows, with FA2 varlen,
 # bucketed cuDNN and both tile orders; r100ab: R100 timelines of HEAD and of the tree in .carry/v_old (59aea02),
-# alternating processes twice (bench/device_pending.sh says how to build it); tests: tests/gpu; bench: bench/gpu_bench.py;
+# alternating processes twice (bench/device_pending.sh says how to build it); longrow: bench/longrow_bench.py
+# (LONGROW_SIZES, LONGROW_VARIANTS, LONGROW_TIMEOUT); tests: tests/gpu; bench: bench/gpu_bench.py;
 # fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT)
 # stability: bench/score_stability.py --gpu --deterministic (STAB_SIZES, STAB_CLAIMS, STAB_TIMEOUT)
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
@@ -30,6 +31,12 @@ fi
 if [[ $STEPS == *longkern* ]]; then
   timeout ${ATTN_TIMEOUT:-110} python3 bench/attention_bench.py --long --out "$OUT" --block-m 64,128 --block-n 32,64 \
     --warps 4,8 --stages 2 2>&1 | tail -n 80 | tee "$OUT/attention_bench_long.log"
+fi
+if [[ $STEPS == *longrow* ]]; then  # bench/longrow_bench.py: 1 x 20 documents of 2-4k tokens, end to end
+  timeout ${LONGROW_TIMEOUT:-300} python3 bench/longrow_bench.py --sizes "${LONGROW_SIZES:-0.6b,8b}" --repeats 3 \
+    --variants "${LONGROW_VARIANTS:-heavy,varlen,cudnn}" --out "$OUT/longrow" 2>&1 \
+    | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/longrow_bench.log"
+  grep -E "^Qwen3|^- " "$OUT/longrow_bench.log" || tail -n 30 "$OUT/longrow_bench.log"
 fi
 if [[ $STEPS == *r100ab* ]]; then
   for i in 1 2; do
