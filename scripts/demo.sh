@@ -6,8 +6,6 @@
 # on stderr: a bar on a terminal, a line every 30 s in a log); a re-run embeds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "demo: creating .venv and installing qrank with its extras (a minute or two)…" >&2
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[all]'
+echo "demo: creating .venv and installing qrank with its extras (under a minute here)…" >&2
+bash scripts/install.sh all
 exec bash scripts/index_demo.sh
