@@ -55,7 +55,7 @@ if [[ $STEPS == *bench* ]]; then
   tail -n 60 "$OUT/gpu_bench.log"
 fi
 if [[ $STEPS == *fp8* ]]; then  # bench/fp8_bench.py: fp8 vs bf16, 8B/4B/0.6B rerankers and the 8B embedder
-  timeout ${FP8_TIMEOUT:-330} python3 bench/fp8_bench.py --sizes "${FP8_SIZES:-8b,4b,0.6b}" --embed-sizes "${FP8_EMBED:-8b}" \
+  timeout ${FP8_TIMEOUT:-330} python3 bench/fp8_bench.py --sizes "${FP8_SIZES:-8b,4b,0.6b}" --embed-sizes "${FP8_EMBED-8b}" \
     --out "$OUT/fp8" 2>&1 | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/fp8_bench.log"
   grep -A12 "FP8 speed-ups" "$OUT/fp8_bench.log" || tail -n 40 "$OUT/fp8_bench.log"
 fi

@@ -149,7 +149,7 @@ class EngineSettings(BaseModel):
     )
     long_row_attention: Literal["same", "triton", "varlen", "sdpa", "sdpa-cudnn"] = Field(
         "same", description="fast engine attention for passes where a row sees >= 1,024 keys (documents of ~1,000 "
-        "tokens or more); 'same' = attention's kind"
+        "tokens or more); 'same' = attention's kind (on an H100 the Triton kernel beat varlen and cuDNN there too)"
     )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="fast engine: fuse each layer's element-wise work with torch.compile ('auto' = on CUDA)"

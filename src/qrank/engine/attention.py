@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 ATTENTION_KINDS = ("triton", "varlen", "sdpa", "sdpa-cudnn")
 # a pass is "long" once one of its rows sees this many keys (prefix + own tokens): a document of ~1,000 tokens
 # or more. The Triton kernel takes its long tile shape there and the engine its long-row attention kind
-# (EngineSettings.long_row_attention); below it every kind was measured on 50-450-token documents
+# (EngineSettings.long_row_attention: by default the same kind, which beat FA2 varlen and cuDNN on long rows on an
+# H100, 2026-12-06, bench/gpu_notes.md)
 LONG_ROW_KEYS = 1024
 
 
@@ -142,8 +143,8 @@ class TritonAttention:
 
     short = TileShape(64, 32, 4, 2)
     long = TileShape(64, 32, 4, 2)
-    # tile order (:func:`~qrank.engine.triton_attention.tile_table`): heaviest first should shorten the kernel's
-    # tail on long rows; off until measured on a GPU (bench/attention_bench.py --orders, bench/gpu_notes.md)
+    # tile order (:func:`~qrank.engine.triton_attention.tile_table`): heaviest first was meant to shorten the
+    # kernel's tail on long rows; measured no faster on an H100 (2026-12-06, bench/gpu_notes.md), so off
     heavy_first = False
 
     def __init__(self, tiles, scale: float, shape: TileShape, group: int) -> None:
