@@ -14,7 +14,8 @@
 #           && cp bench/gpu_bench.py bench/gpu_systems.py bench/r100_timeline.py .carry/v_old/bench/
 #         carry: .whl .carry/shared .carry/v_old
 #   encoders: mkdir -p .carry/shared/models && cp -r ../shared/models/scifact-minilm-ce .carry/shared/models/ \
-#           && rsync -a --exclude model.safetensors ../shared/models/all-MiniLM-L6-v2 .carry/shared/models/
+#           && mkdir -p .carry/shared/models/all-MiniLM-L6-v2 && (cd ../shared/models/all-MiniLM-L6-v2 \
+#           && tar cf - --exclude model.safetensors .) | tar xf - -C .carry/shared/models/all-MiniLM-L6-v2
 #         (the tests take only MiniLM's tokenizer; its weights would pass the carry limit); carry: .whl .carry/shared
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
