@@ -24,6 +24,16 @@ DOCS = [" ".join(_WORDS[(7 * i + 3 * j) % len(_WORDS)] for j in range(1 + (37 * 
 PAIRS = [(q, d) for q in ("how do vaccines train immune cells", "sleep and memory") for d in DOCS]
 
 
+def _asset(shared: Path, name: str) -> Path:
+    """A model folder under ``shared/models``; a missing one fails with what to carry (it is not a skip: a GPU run
+    that silently tested less would look green). On 2026-12-06 the uncarried MiniLM gave an opaque hub error."""
+    path = shared / "models" / name
+    if not (path / "config.json").is_file():
+        pytest.fail(f"{path} is missing: carry ../shared/models/{name} to the device "
+                    "(bench/device_pending.sh encoders)")
+    return path
+
+
 def _reranker_pair(path: str):
     from sentence_transformers import CrossEncoder
 
@@ -40,10 +50,10 @@ def test_packed_cross_encoder_matches_st_in_bf16(tmp_path, shared, which):
         tok = tiny_models.build_xlmr_tokenizer(tmp_path / "tok")
         path = str(tiny_models.build_random_encoder(tmp_path / "ce", tok, "xlm-roberta", "reranker"))
     elif which == "modernbert":  # local window 16: FlashAttention's window_size must equal the transformers mask
-        path = str(tiny_models.build_random_encoder(tmp_path / "ce", shared / "models" / "all-MiniLM-L6-v2",
+        path = str(tiny_models.build_random_encoder(tmp_path / "ce", _asset(shared, "all-MiniLM-L6-v2"),
                                                     "modernbert", "reranker"))
     else:
-        path = str(shared / "models" / "scifact-minilm-ce")
+        path = str(_asset(shared, "scifact-minilm-ce"))
     st, rr = _reranker_pair(path)
     assert rr.model.packed is not None
     ref = st.predict(PAIRS)
@@ -59,7 +69,7 @@ def test_packed_embedder_matches_st_in_bf16(tmp_path, shared, model_type, poolin
     from qrank import Embedder
 
     tok = tiny_models.build_xlmr_tokenizer(tmp_path / "tok") if model_type == "xlm-roberta" else (
-        shared / "models" / "all-MiniLM-L6-v2")
+        _asset(shared, "all-MiniLM-L6-v2"))
     path = str(tiny_models.build_random_encoder(tmp_path / "emb", tok, model_type, "embedder", pooling=pooling))
     st = SentenceTransformer(path, device="cuda", model_kwargs={"dtype": torch.bfloat16})
     em = Embedder.from_pretrained(path, device="cuda", dtype="bfloat16")
