@@ -131,6 +131,47 @@ def test_fp8_linear_module_and_dispatch():
     assert (mod(x) - exact).abs().max() < 0.1 * exact.abs().max()
 
 
+def test_compiled_layers_quantize_each_distinct_input_once(monkeypatch):
+    """The GPU path (``torch._scaled_mm``) traced on meta tensors, as torch.compile's AOT stage sees it: q/k/v
+    share one input and gate/up another, and after AOT's common-subexpression pass (``functorch.config.cse``, on
+    by default) each distinct input is quantized once. So fusing the projections would not save quantizations
+    (issue 18: where FP8's time goes)."""
+    import torch._functorch.config as functorch_config
+    from torch._functorch.compile_utils import fx_graph_cse
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from qrank.engine import fp8, qwen3_forward
+
+    real = fp8.fp8_linear
+    monkeypatch.setattr(fp8, "fp8_linear", lambda x, w, b=None, **kw: real(x, w, b, emulate=False))
+    hidden, heads, kv, dim, inter, t = 64, 4, 2, 16, 96, 32
+
+    def meta(*shape, dtype=torch.bfloat16):
+        return torch.empty(*shape, dtype=dtype, device="meta")
+
+    def weight(n, k):
+        return Fp8Weight(meta(n, k, dtype=torch.float8_e4m3fn), meta(n, dtype=torch.float32))
+
+    wq, wk, wv, wo = weight(heads * dim, hidden), weight(kv * dim, hidden), weight(kv * dim, hidden), weight(
+        hidden, heads * dim)
+    w_gate, w_up, w_down = weight(inter, hidden), weight(inter, hidden), weight(hidden, inter)
+
+    def layer(x, ln, qn, cos, sin):
+        q, k, v = qwen3_forward.attn_inputs(x, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, 1e-6, heads, kv,
+                                            dim)
+        return qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, 1e-6)
+
+    graph = make_fx(layer)(meta(t, hidden), meta(hidden), meta(dim), meta(t, 1, dim), meta(t, 1, dim)).graph
+
+    def count(g, name):
+        return sum(1 for n in g.nodes if n.op == "call_function" and name in str(n.target))
+
+    assert functorch_config.cse
+    assert (count(graph, "_scaled_mm"), count(graph, "amax")) == (7, 7)  # one per projection as written
+    # after CSE: attention input (q/k/v), attention output, MLP input (gate/up), down-projection input
+    assert count(fx_graph_cse(graph), "amax") == 4
+
+
 def _tiny_reranker(path, **settings):
     from qrank.models.base import resolve_model
     from qrank.models.qwen3_reranker import Qwen3Reranker
