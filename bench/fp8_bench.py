@@ -117,6 +117,9 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         reps = args.repeats if workload == "rerank-1x100" else max(2, args.repeats - 2)
         _add_rows(rep, name, workload, gb.timed_rounds(fns, reps), len(pairs), fed, cfg, work, rows,
                   bf_gib, fp_gib, agreement)
+        if size in args.profile_sizes.split(",") and not args.smoke:  # where FP8's time goes (issue 18)
+            gb.profile(f"{name} {workload} bf16", qr, pairs, notes)
+            gb.profile(f"{name} {workload} fp8", q8, pairs, notes)
 
 
 def bench_embedder(size: str, rep: gb.Report, args, notes: list[str]) -> None:
@@ -170,6 +173,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-official", action="store_true", help="leave out the official recipe (saves ~30 s at 8B)")
     p.add_argument("--fast-accum", action="store_true",
                    help="also time qrank-fp8[fast_accum] (FP8 accumulation without float32 promotion; less exact)")
+    p.add_argument("--profile-sizes", default="8b", help="reranker sizes whose bf16 and FP8 passes get a kernel "
+                   "profile by kind (products, attention, element-wise, gaps) on each workload; '' for none")
     p.add_argument("--smoke", action="store_true",
                    help="tiny models on the CPU (FP8 products emulated), seconds: checks the script, measures nothing")
     args = p.parse_args(argv)
