@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device measurements still pending after 2026-12-06 (see bench/logs/device_2026-12-06_h100/README.md), as
 # bench/device_run.sh calls under 600 s each:
-#   bash bench/device_pending.sh encoders  # tests/gpu/test_encoders_gpu.py (needs the shared MiniLM models)
+#   bash bench/device_pending.sh encoders  # tests/gpu/test_encoders_gpu.py (needs the shared MiniLM models) and the
+#                                          # XLM-R-large shape's bench with a kernel profile (issue 19)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures), SciFact documents:
 #                                          # long rows (issue 17), FP8 8B/4B (issue 18), R100 A/B (issue 15)
 # Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all):
@@ -19,7 +20,8 @@
 #         (the tests take only MiniLM's tokenizer; its weights would pass the carry limit); carry: .whl .carry/shared
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
-  encoders) TESTS_K=encoders TEST_TIMEOUT=240 exec bash bench/device_run.sh tests ;;
+  encoders) TESTS_K=encoders TEST_TIMEOUT=200 ENC_ONLY=bge-reranker-v2-m3-shape ENC_TIMEOUT=300 \
+          exec bash bench/device_run.sh "tests encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
   *) echo "usage: $0 encoders|h200" >&2; exit 2 ;;

@@ -5,6 +5,7 @@
 # bucketed cuDNN and both tile orders; r100ab: R100 timelines of HEAD and of the tree in .carry/v_old (59aea02),
 # alternating processes twice (bench/device_pending.sh says how to build it); longrow: bench/longrow_bench.py
 # (LONGROW_SIZES, LONGROW_VARIANTS, LONGROW_TIMEOUT); tests: tests/gpu; bench: bench/gpu_bench.py;
+# encoders: bench/encoder_gpu_bench.py (ENC_ONLY, ENC_TIMEOUT; kernel profile of the XLM-R-large shape);
 # fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT)
 # stability: bench/score_stability.py --gpu --deterministic (STAB_SIZES, STAB_CLAIMS, STAB_TIMEOUT)
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
@@ -53,6 +54,11 @@ if [[ $STEPS == *bench* ]]; then
   timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_bench.py run --sizes "$SIZES" --parts "$PARTS" --out "$OUT" $EXTRA 2>&1 \
     | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/gpu_bench.log"
   tail -n 60 "$OUT/gpu_bench.log"
+fi
+if [[ $STEPS == *encoders* ]]; then  # bench/encoder_gpu_bench.py: cross-encoders and an embedder vs ST (issue 19)
+  timeout ${ENC_TIMEOUT:-300} python3 bench/encoder_gpu_bench.py --out "$OUT/enc" ${ENC_ONLY:+--only "$ENC_ONLY"} 2>&1 \
+    | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/encoder_bench.log"
+  tail -n 40 "$OUT/encoder_bench.log"
 fi
 if [[ $STEPS == *fp8* ]]; then  # bench/fp8_bench.py: fp8 vs bf16, 8B/4B/0.6B rerankers and the 8B embedder
   timeout ${FP8_TIMEOUT:-330} python3 bench/fp8_bench.py --sizes "${FP8_SIZES:-8b,4b,0.6b}" --embed-sizes "${FP8_EMBED-8b}" \

@@ -151,7 +151,16 @@ def padded_transformers(model, tok, pairs, batch_size: int = 32, max_length: int
     return out.cpu().numpy()
 
 
-def bench_reranker(name: str, path: Path, args, device: str, dtype) -> list[dict]:
+def profiled(name: str, workload: str, fn, args, device: str, notes: list[str]) -> None:
+    """Kernel time by kind (gpu_bench.kernel_breakdown) of qrank on one workload, for models in ``--profile``."""
+    if device != "cuda" or name not in args.profile.split(","):
+        return
+    import gpu_bench as gb
+
+    notes.extend(gb.breakdown_lines(f"{name} {workload} qrank", gb.kernel_breakdown(fn)))
+
+
+def bench_reranker(name: str, path: Path, args, device: str, dtype, notes: list[str]) -> list[dict]:
     import numpy as np
     import torch
     from sentence_transformers import CrossEncoder
@@ -182,6 +191,7 @@ def bench_reranker(name: str, path: Path, args, device: str, dtype) -> list[dict
             "qrank": lambda p=pairs: qr.model.score_pairs(p),
         }
         med = timed(systems, args.rounds if n_q == 1 else max(1, args.rounds - 2), sync)  # 32 x 100: fewer rounds
+        profiled(name, workload, lambda p=pairs: qr.model.score_pairs(p), args, device, notes)
         lengths = qr.model.count_tokens(pairs)
         floor = floor_seconds(hf.config, lengths)
         for system, sec in med.items():
@@ -195,7 +205,7 @@ def bench_reranker(name: str, path: Path, args, device: str, dtype) -> list[dict
     return rows
 
 
-def bench_embedder(name: str, path: Path, args, device: str, dtype) -> list[dict]:
+def bench_embedder(name: str, path: Path, args, device: str, dtype, notes: list[str]) -> list[dict]:
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -219,6 +229,7 @@ def bench_embedder(name: str, path: Path, args, device: str, dtype) -> list[dict
         "qrank": lambda: qe.model.embed_batch(texts),
     }
     med = timed(systems, args.rounds, sync)
+    profiled(name, f"embed {len(texts)}", lambda: qe.model.embed_batch(texts), args, device, notes)
     lengths = qe.model.count_tokens(texts)
     floor = floor_seconds(st[0].auto_model.config, lengths)
     rows = [dict(model=name, workload=f"embed {len(texts)} passages (50-450 tok)", system=s, ms=round(t * 1e3, 2),
@@ -229,7 +240,7 @@ def bench_embedder(name: str, path: Path, args, device: str, dtype) -> list[dict
     return rows
 
 
-def report(rows: list[dict], device_name: str, versions: str) -> str:
+def report(rows: list[dict], device_name: str, versions: str, notes: list[str]) -> str:
     lines = [f"## Encoders on {device_name} (bench/encoder_gpu_bench.py)", "", versions, "",
              "| model | workload | system | ms | items/s | x ST | floor fraction | max abs diff vs ST |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -237,6 +248,8 @@ def report(rows: list[dict], device_name: str, versions: str) -> str:
         diff = "" if r.get("max_abs_diff_vs_st") is None else f"{r['max_abs_diff_vs_st']:.1e}"
         lines.append(f"| {r['model']} | {r['workload']} | {r['system']} | {r['ms']} | {r['pairs_per_s']} | "
                      f"{r['speedup_vs_st']} | {r['floor_fraction']} | {diff} |")
+    if notes:
+        lines += ["", "Kernel profiles (qrank):", ""] + notes
     return "\n".join(lines) + "\n"
 
 
@@ -247,6 +260,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per workload (default 5; smoke 1)")
     p.add_argument("--only", default=None, help="comma-separated model names to run (default: all)")
     p.add_argument("--merge", type=Path, default=None, help="also merge the rows into this results.json")
+    p.add_argument("--profile", default="bge-reranker-v2-m3-shape",
+                   help="comma-separated model names whose qrank runs get a kernel profile by kind ('' for none)")
     p.add_argument("--work", type=Path, default=Path("/tmp/qrank-encoder-models"),
                    help="where the random models are saved (GBs: keep it out of --out)")
     args = p.parse_args(argv)
@@ -264,6 +279,7 @@ def main(argv=None) -> None:
     work = args.work
     wanted = set(args.only.split(",")) if args.only else None
     rows: list[dict] = []
+    notes: list[str] = []
     t0 = time.perf_counter()
     plan = [("scifact-minilm-ce", "reranker", None), ("bge-reranker-v2-m3-shape", "reranker", "random"),
             ("modernbert-base-shape", "reranker", "random"), ("bge-large-shape", "embedder", "random")]
@@ -276,7 +292,7 @@ def main(argv=None) -> None:
         path = SHARED / "models" / name if kind is None else build_random(
             name, work / name, role=role, dtype=dtype, device=device, tiny=args.smoke)
         bench = bench_reranker if role == "reranker" else bench_embedder
-        new_rows = bench(name, path, args, device, dtype)
+        new_rows = bench(name, path, args, device, dtype, notes)
         for r in new_rows:
             r.update(device=device_name, date=date, dtype=str(dtype).replace("torch.", ""))
         rows += new_rows
@@ -289,7 +305,7 @@ def main(argv=None) -> None:
                     f"{sentence_transformers.__version__}; {args.rounds} interleaved rounds per workload, medians; "
                     f"floor at {PEAK_TFLOPS:.0f} TFLOP/s bf16; total {time.perf_counter() - t0:.0f} s.")
         (args.out / "encoder_results.json").write_text(json.dumps(rows, indent=2))
-        text = report(rows, device_name, versions)
+        text = report(rows, device_name, versions, notes)
         (args.out / "encoder_gpu.md").write_text(text)
     print(text)
     if args.merge:

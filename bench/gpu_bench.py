@@ -248,33 +248,27 @@ def variants(name, model, tok, one, fed, floor, rep, reps, notes):
             notes.append(f"  - max |{kind} - varlen| = {(o.float() - outs['varlen'].float()).abs().max().item():.4f}")
 
 
-def profile(name, qr, one, notes):
-    """Kernel time by kind vs wall time, and the host-only preparation time."""
+KERNEL_KINDS = ("gemm", "attention", "fused element-wise (triton)", "other")
+
+
+def kernel_breakdown(fn) -> dict:
+    """Run ``fn`` once under the profiler (after one warm call): wall seconds, GPU kernel microseconds by kind
+    (:data:`KERNEL_KINDS`, from the kernel names), launches, and the kernels by time (the rest of wall time is
+    launch gaps and synchronisation)."""
     import torch
     from torch.profiler import ProfilerActivity, profile as tprofile
 
-    from qrank.engine.packing import build_layout, plan_passes, varlen_plan
-
-    eng = qr.engine
-    t = time.perf_counter()
-    seqs = qr.encode(one)
-    t_tok = time.perf_counter() - t
-    t = time.perf_counter()
-    lengths = [len(x) for x in seqs]
-    passes = plan_passes(eng.groups(seqs), lengths, eng.max_batch_tokens, eng.max_batch_size)
-    lays = [build_layout(seqs, p) for p in passes]
-    [varlen_plan(lay) for lay in lays]
-    t_plan = time.perf_counter() - t
-    qr.score_pairs(one)
-    torch.cuda.synchronize()
-    with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    cuda = torch.cuda.is_available()  # on a CPU (a smoke run) every kind stays 0 and all time is "gaps"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    fn()
+    sync()
+    with tprofile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         t = time.perf_counter()
-        qr.score_pairs(one)
-        torch.cuda.synchronize()
+        fn()
+        sync()
         wall = time.perf_counter() - t
-    cats = {"gemm": 0.0, "attention": 0.0, "fused element-wise (triton)": 0.0, "other": 0.0}
-    launches = 0
-    kernels = []
+    cats = dict.fromkeys(KERNEL_KINDS, 0.0)
+    launches, kernels = 0, []
     for e in prof.key_averages():
         dev = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
         if not dev or e.device_type != torch.autograd.DeviceType.CUDA:
@@ -290,16 +284,38 @@ def profile(name, qr, one, notes):
             cats["fused element-wise (triton)"] += dev
         else:
             cats["other"] += dev
-    kern = sum(cats.values()) / 1e6
-    parts = ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in cats.items())
-    notes.append(
-        f"- {name} profile (rerank-1x100, {len(passes)} pass(es)): wall {wall * 1e3:.1f} ms; GPU kernels "
-        f"{kern * 1e3:.1f} ms "
-        f"({parts}; {launches} launches) -> launch gaps/sync {max(wall - kern, 0) * 1e3:.1f} ms; host: tokenize "
-        f"{t_tok * 1e3:.1f} ms, grouping+packing {t_plan * 1e3:.1f} ms (overlaps the GPU except for the first pass)"
-    )
-    for dev, count, key in sorted(kernels, reverse=True)[:8]:
-        notes.append(f"  - {dev / 1e3:.2f} ms in {count} x `{key}`")
+    return {"wall": wall, "cats": cats, "launches": launches, "kernels": sorted(kernels, reverse=True)}
+
+
+def breakdown_lines(name: str, b: dict, top: int = 8) -> list[str]:
+    """Notes lines for :func:`kernel_breakdown`'s result: the kinds, the gaps, the ``top`` kernels."""
+    kern = sum(b["cats"].values()) / 1e6
+    parts = ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in b["cats"].items())
+    lines = [f"- {name}: wall {b['wall'] * 1e3:.1f} ms; GPU kernels {kern * 1e3:.1f} ms ({parts}; {b['launches']} "
+             f"launches) -> launch gaps/sync {max(b['wall'] - kern, 0) * 1e3:.1f} ms"]
+    return lines + [f"  - {dev / 1e3:.2f} ms in {count} x `{key}`" for dev, count, key in b["kernels"][:top]]
+
+
+def profile(name, qr, one, notes):
+    """Kernel time by kind vs wall time, and the host-only preparation time."""
+    import torch
+
+    from qrank.engine.packing import build_layout, plan_passes, varlen_plan
+
+    eng = qr.engine
+    t = time.perf_counter()
+    seqs = qr.encode(one)
+    t_tok = time.perf_counter() - t
+    t = time.perf_counter()
+    lengths = [len(x) for x in seqs]
+    passes = plan_passes(eng.groups(seqs), lengths, eng.max_batch_tokens, eng.max_batch_size)
+    lays = [build_layout(seqs, p) for p in passes]
+    [varlen_plan(lay) for lay in lays]
+    t_plan = time.perf_counter() - t
+    lines = breakdown_lines(f"{name} profile ({len(passes)} pass(es))", kernel_breakdown(lambda: qr.score_pairs(one)))
+    lines[0] += (f"; host: tokenize {t_tok * 1e3:.1f} ms, grouping+packing {t_plan * 1e3:.1f} ms (overlaps the GPU "
+                 "except for the first pass)")
+    notes.extend(lines)
     # the engine alone (pre-tokenized) timed by CUDA events: GPU time vs host-side time per request
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     ts = []
