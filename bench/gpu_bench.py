@@ -83,6 +83,24 @@ class Report:
         return row
 
 
+def with_kernel(**attrs):
+    """Run ``fn`` with ``TritonAttention``'s class attributes set to ``attrs`` (the tile shape, the tile order:
+    read when a pass runs or is captured), restored afterwards, so variants never see each other's settings."""
+    from qrank.engine.attention import TritonAttention
+
+    def run(fn):
+        shipped = {name: getattr(TritonAttention, name) for name in attrs}
+        for name, value in attrs.items():
+            setattr(TritonAttention, name, value)
+        try:
+            return fn()
+        finally:
+            for name, value in shipped.items():
+                setattr(TritonAttention, name, value)
+
+    return run
+
+
 def qrank_reranker(model, tok, **engine):
     from qrank.models.qwen3_reranker import Qwen3Reranker
     from qrank.settings import EngineSettings

@@ -25,24 +25,6 @@ log = logging.getLogger("longrow_bench")
 TILES = [(64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2)]
 
 
-def with_kernel(**attrs):
-    """Run ``fn`` with ``TritonAttention``'s class attributes set to ``attrs`` (the tile shape, the tile order:
-    read when a pass runs or is captured), restored afterwards, so variants never see each other's settings."""
-    from qrank.engine.attention import TritonAttention
-
-    def run(fn):
-        shipped = {name: getattr(TritonAttention, name) for name in attrs}
-        for name, value in attrs.items():
-            setattr(TritonAttention, name, value)
-        try:
-            return fn()
-        finally:
-            for name, value in shipped.items():
-                setattr(TritonAttention, name, value)
-
-    return run
-
-
 def main(argv=None) -> None:
     import torch
 
@@ -96,7 +78,7 @@ def bench_size(size, args, rep, notes) -> None:
         for tile in TILES:
             # the kernel reads its tile shape from the class when a pass runs (or is captured): set it around
             # every call of this variant, so the variants never see each other's shape
-            run = with_kernel(long=TileShape(*tile))
+            run = gb.with_kernel(long=TileShape(*tile))
             try:
                 v = run(lambda: gb.qrank_reranker(model, tok))
                 run(lambda v=v: v.score_pairs(pairs[:2]))
@@ -107,7 +89,7 @@ def bench_size(size, args, rep, notes) -> None:
             label = f"qrank[tiles {'x'.join(map(str, tile))}]"
             systems[label] = lambda v=v, run=run: run(lambda: v.score_pairs(pairs))
     if "heavy" in variants:  # the Triton kernel's tiles heaviest first (TritonAttention.heavy_first)
-        run = with_kernel(heavy_first=not TritonAttention.heavy_first)
+        run = gb.with_kernel(heavy_first=not TritonAttention.heavy_first)
         v = run(lambda: gb.qrank_reranker(model, tok))
         run(lambda v=v: v.score_pairs(pairs[:2]))
         keep.append(v)
