@@ -1,0 +1,105 @@
+"""One matrix product of each Qwen3-8B projection shape: bf16 vs FP8 (row-wise, tensor-wise, fast accumulation),
+and the per-token activation quantization on its own (issue 18: where does the FP8 path lose its 2x?).
+
+    python bench/fp8_gemm_bench.py --out DIR      # CUDA with FP8 units; about 30 s
+    python bench/fp8_gemm_bench.py --smoke        # CPU: checks the script runs (tiny shapes, emulated, untimed)
+
+Writes DIR/fp8_gemm.md: per shape and token count, milliseconds and TFLOP/s of each kernel, the quantization's
+milliseconds (eager and compiled) and what a layer would gain at that ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+# (name, N, K) of Qwen3-8B: hidden 4096, 32 q heads and 8 kv heads of 128, intermediate 12288
+SHAPES_8B = [("qkv", 4096 + 2 * 1024, 4096), ("o", 4096, 4096), ("gate+up", 2 * 12288, 4096), ("down", 4096, 12288)]
+SHAPES_06B = [("qkv", 2048 + 2 * 1024, 1024), ("o", 1024, 2048), ("gate+up", 2 * 3072, 1024), ("down", 1024, 3072)]
+
+
+def cuda_ms(fn, iters: int = 20) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def main() -> None:
+    import torch
+
+    from qrank.engine.fp8 import E4M3_MAX, quantize_rows, quantize_weight
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench/out/fp8_gemm")
+    p.add_argument("--tokens", default="4096,16384,32768")
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args()
+    if args.smoke:
+        from qrank.engine.fp8 import fp8_linear
+
+        x = torch.randn(16, 64)
+        w = quantize_weight(torch.randn(32, 64))
+        print("smoke: emulated product", tuple(fp8_linear(x, w).shape))
+        return
+    dev = torch.device("cuda")
+    lines = [f"# FP8 GEMM microbench: {torch.cuda.get_device_name()}, torch {torch.__version__}", "",
+             "| model | shape (N x K) | tokens | bf16 ms (TFLOP/s) | fp8 row ms (TFLOP/s) | fp8 row fast | "
+             "fp8 tensor | fp8 tensor fast | quantize eager / compiled ms | row+quant vs bf16 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    quant_c = torch.compile(quantize_rows, dynamic=False)
+    for model, shapes in (("8B", SHAPES_8B), ("0.6B", SHAPES_06B)):
+        for m in [int(t) for t in args.tokens.split(",")]:
+            for name, n, k in shapes:
+                torch.manual_seed(0)
+                x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+                wb = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
+                q = quantize_weight(wb)
+                x8, sx = quantize_rows(x)
+                ones_a = torch.ones((), device=dev)
+                x8t = (x.float() / (x.float().abs().amax() / E4M3_MAX)).to(torch.float8_e4m3fn)
+                flops = 2 * m * n * k
+
+                def tf(ms: float) -> str:
+                    return f"{ms:.3f} ({flops / ms / 1e9:.0f})"
+
+                res = {
+                    "bf16": cuda_ms(lambda: x @ wb.t()),
+                    "row": cuda_ms(lambda: torch._scaled_mm(x8, q.data.t(), scale_a=sx, scale_b=q.scale[None, :],
+                                                            out_dtype=torch.bfloat16)),
+                    "row_fast": cuda_ms(lambda: torch._scaled_mm(x8, q.data.t(), scale_a=sx,
+                                                                 scale_b=q.scale[None, :], out_dtype=torch.bfloat16,
+                                                                 use_fast_accum=True)),
+                    "tensor": cuda_ms(lambda: torch._scaled_mm(x8t, q.data.t(), scale_a=ones_a, scale_b=ones_a,
+                                                               out_dtype=torch.bfloat16)),
+                    "tensor_fast": cuda_ms(lambda: torch._scaled_mm(x8t, q.data.t(), scale_a=ones_a,
+                                                                    scale_b=ones_a, out_dtype=torch.bfloat16,
+                                                                    use_fast_accum=True)),
+                    "quant": cuda_ms(lambda: quantize_rows(x)),
+                    "quant_c": cuda_ms(lambda: quant_c(x)),
+                }
+                ratio = res["bf16"] / (res["row"] + res["quant_c"])
+                lines.append(f"| {model} | {name} {n} x {k} | {m} | {tf(res['bf16'])} | {tf(res['row'])} | "
+                             f"{tf(res['row_fast'])} | {tf(res['tensor'])} | {tf(res['tensor_fast'])} | "
+                             f"{res['quant']:.3f} / {res['quant_c']:.3f} | {ratio:.2f}x |")
+                print(lines[-1], flush=True)
+                del x, wb, q, x8, sx, x8t
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fp8_gemm.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
