@@ -6,7 +6,7 @@
 # alternating processes twice (bench/device_pending.sh says how to build it); longrow: bench/longrow_bench.py
 # (LONGROW_SIZES, LONGROW_VARIANTS, LONGROW_TIMEOUT); tests: tests/gpu; bench: bench/gpu_bench.py;
 # encoders: bench/encoder_gpu_bench.py (ENC_ONLY, ENC_TIMEOUT; kernel profile of the XLM-R-large shape);
-# fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT)
+# fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT, FP8_EXTRA e.g. --fast-accum)
 # gemm8: bench/fp8_gemm_bench.py (one product per 8B/0.6B projection shape: bf16 vs FP8 kernels, quantization cost)
 # stability: bench/score_stability.py --gpu --deterministic (STAB_SIZES, STAB_CLAIMS, STAB_TIMEOUT)
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
@@ -63,7 +63,7 @@ if [[ $STEPS == *encoders* ]]; then  # bench/encoder_gpu_bench.py: cross-encoder
 fi
 if [[ $STEPS == *fp8* ]]; then  # bench/fp8_bench.py: fp8 vs bf16, 8B/4B/0.6B rerankers and the 8B embedder
   timeout ${FP8_TIMEOUT:-330} python3 bench/fp8_bench.py --sizes "${FP8_SIZES:-8b,4b,0.6b}" --embed-sizes "${FP8_EMBED-8b}" \
-    --out "$OUT/fp8" 2>&1 | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/fp8_bench.log"
+    --out "$OUT/fp8" ${FP8_EXTRA:-} 2>&1 | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/fp8_bench.log"
   grep -A12 "FP8 speed-ups" "$OUT/fp8_bench.log" || tail -n 40 "$OUT/fp8_bench.log"
 fi
 if [[ $STEPS == *gemm8* ]]; then
@@ -75,5 +75,8 @@ if [[ $STEPS == *stability* ]]; then  # bench/score_stability.py --gpu: batch ef
     | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/stability.log"
   tail -n 30 "$OUT/stability.log"
 fi
+# at most 8 files come back from $OUT (the device README): the logs and reports travel as one archive
+(cd "$OUT" && find . -type f | sort > /tmp/files.txt && tar czf /tmp/results.tgz -T /tmp/files.txt \
+  && find . -mindepth 1 -delete && cp /tmp/results.tgz results.tgz; true)
 tar czf /tmp/inductor.tgz -C /tmp inductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tgz)" -lt 15000000 ] && cp /tmp/inductor.tgz "$OUT/"
-ls -la "$OUT"
+ls -la "$OUT"; tar tzvf "$OUT/results.tgz"

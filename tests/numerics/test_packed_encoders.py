@@ -176,3 +176,78 @@ def test_int8_recipe_names_the_cpu_run_size():
     from qrank.models.packed_encoder import CPU_RUN_TOKENS
 
     assert f"runs of at most {CPU_RUN_TOKENS} tokens" in INT8_RECIPE
+
+
+@pytest.mark.parametrize("model_type", ["xlm-roberta", "modernbert"])
+def test_pipelined_chunks_equal_crossencoder_predict(tmp_path, xlmr_tok, minilm_dir, pairs, model_type):
+    """The GPU's path (tokenize in slabs, queue each chunk as it is encoded) forced on the CPU: small first
+    chunks growing, every input's score still ST's."""
+    from sentence_transformers import CrossEncoder
+
+    from qrank import Reranker
+    from qrank.engine.pipelining import pipelined_last_hidden
+    from qrank.models.packed_encoder import PackedRows
+
+    tok = xlmr_tok if model_type == "xlm-roberta" else minilm_dir
+    path = str(tiny_models.build_random_encoder(tmp_path / "ce", tok, model_type, "reranker"))
+    ce = Reranker.from_pretrained(path, device="cpu").model
+    chunks = []
+
+    class Recording(PackedRows):
+        def submit(self, seqs):
+            chunks.append(len(seqs))
+            return super().submit(seqs)
+
+    rows = Recording(ce.packed, ce.packed.logits, 16384)
+    logits = pipelined_last_hidden(rows, pairs, ce.encode_pairs, overlap=True, first_tokens=40, chunk_tokens=400)
+    want = CrossEncoder(path, device="cpu", activation_fn=__import__("torch").nn.Identity()).predict(pairs)
+    np.testing.assert_allclose(logits[:, 0].numpy(), want, atol=1e-5)
+    assert len(chunks) > 2 and sum(chunks) == len(pairs)
+
+
+def test_pipelined_embedder_rows_equal_encode(tmp_path, xlmr_tok, texts):
+    from sentence_transformers import SentenceTransformer
+
+    from qrank import Embedder
+    from qrank.engine.pipelining import pipelined_last_hidden
+    from qrank.models.packed_encoder import PackedRows
+    from qrank.models.pooling import finish_embeddings
+
+    path = str(tiny_models.build_random_encoder(tmp_path / "emb", xlmr_tok, "xlm-roberta", "embedder", pooling="mean"))
+    em = Embedder.from_pretrained(path, device="cpu").model
+    rows = PackedRows(em.packed, em.packed.pooled("mean"), 16384)
+    got = finish_embeddings(pipelined_last_hidden(rows, texts, em.encode_texts, overlap=True, first_tokens=30,
+                                                  chunk_tokens=300).numpy())
+    want = SentenceTransformer(path, device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_compiled_add_norm_plumbing_and_its_fallback(ce_dir, pairs, caplog):
+    """compile_norms with stand-in compilers (inductor itself runs on the device: tests/gpu): a compiler that
+    keeps the function gives the same scores; one whose result fails as dynamo does leaves the eager pair on,
+    with a warning, and the scores unchanged."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    from qrank import Reranker
+
+    ce = Reranker.from_pretrained(str(ce_dir), device="cpu").model
+    want = ce.score_pairs(pairs)
+    seen = []
+
+    def keep(fn):
+        seen.append(fn.__code__.co_name)
+        return fn
+
+    assert ce.packed.compile_norms("test", compiler=keep)
+    assert seen and seen[0].startswith("_add_norm__")
+    np.testing.assert_allclose(ce.score_pairs(pairs), want, atol=1e-6)
+
+    def broken(fn):
+        def fails(*args):
+            raise TorchDynamoException("no inductor here")
+        return fails
+
+    with caplog.at_level(logging.WARNING):
+        assert not ce.packed.compile_norms("test", compiler=broken)
+    assert "fused add + LayerNorm off" in caplog.text and "no inductor here" in caplog.text
+    np.testing.assert_allclose(ce.score_pairs(pairs), want, atol=1e-6)

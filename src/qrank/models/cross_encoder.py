@@ -101,7 +101,7 @@ class CrossEncoderModel:
         # BERT / XLM-R pairs are packed, nothing padded (see packed_encoder); others keep the padded path
         quantization = check_quantization(quantization, info.device, info.id)
         self.packed = packed_encoder.packed_or_none(self.model, "classifier", self.engine_settings.engine, info.id,
-                                                    quantization)
+                                                    quantization, compile=self.engine_settings.compile)
         if self.packed is None:
             self.model = quantize_padded(self.model, quantization)
 
@@ -172,6 +172,13 @@ class CrossEncoderModel:
         """``score_encoded(encode_pairs(pairs))``."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
+        if self.packed is not None and self.packed.device.type == "cuda" and not self.engine_settings.deterministic:
+            # tokenizing overlaps the GPU's runs: each chunk is queued as soon as it is encoded
+            from ..engine.pipelining import pipelined_last_hidden
+
+            rows = packed_encoder.PackedRows(self.packed, self.packed.logits, self.engine_settings.max_batch_tokens)
+            logits = pipelined_last_hidden(rows, list(pairs), self.encode_pairs)[:, 0].numpy()
+            return apply_activation(logits.astype(np.float32), self.activation)
         return self.score_encoded(self.encode_pairs(pairs))
 
     def _score_features(self, features: dict) -> np.ndarray:

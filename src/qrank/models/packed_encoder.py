@@ -144,6 +144,23 @@ def single_thread():
                 torch.set_num_threads(_SINGLE["saved"])
 
 
+def _eager_add_norm(y, residual, ln):
+    return ln(y + residual)
+
+
+def _add_norm(y, residual, weight, bias, eps: float):
+    """``LayerNorm(y + residual)``: compiled, one kernel reads both and writes the normed sum."""
+    import torch.nn.functional as F
+
+    return F.layer_norm(y + residual, (y.shape[-1],), weight, bias, eps)
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    from ..engine.fast import _compile_errors as errors
+
+    return errors()
+
+
 def balanced_parts(spans: list, n: int) -> list[list]:
     """``spans`` (``(i, (start, end))``) dealt into at most ``n`` parts of about equal attention cost (the
     length squared), longest first; each part keeps the spans' order.
@@ -197,6 +214,35 @@ class PackedEncoder:
                 lin.bias.copy_(torch.cat([m.bias for m in (sa.query, sa.key, sa.value)]))
                 qkv.append(lin)
         self.qkv = torch.nn.ModuleList(qkv)
+        self.add_norm = _eager_add_norm
+
+    def compile_norms(self, what: str, compiler: Callable | None = None) -> bool:
+        """Fuse each residual add with the LayerNorm after it (one kernel instead of two) under ``torch.compile``.
+
+        For CUDA half-precision runs (the CPU path stays op for op ``transformers``'). A check pass runs at
+        once; if compiling fails here the eager pair stays, with a warning. ``compiler``: what compiles the
+        fused function (``torch.compile``, dynamic token count); tests pass others. Returns whether it is on.
+        """
+        import torch
+
+        from ..engine.qwen3_forward import _copy_function
+
+        compiler = compiler or (lambda fn: torch.compile(fn, dynamic=True, fullgraph=True))
+        cfg = self.model.config
+        # a code object per kind of encoder: dynamo counts recompilations per code object (engine/fast.py)
+        fused = compiler(_copy_function(_add_norm, f"{cfg.hidden_size}_{self.model.dtype}".replace(".", "_")))
+        self.add_norm = lambda y, residual, ln: fused(y, residual, ln.weight, ln.bias, ln.eps)
+        try:
+            with torch.inference_mode():
+                ids = [[5] * 7, [6] * 3]
+                self.run(ids, None, 64, self.pooled("cls") if self.head == "hidden" else self.logits)
+        except _compile_errors() as exc:
+            log.warning("%s: fused add + LayerNorm off (torch.compile failed here: %s: %s)", what,
+                        type(exc).__name__, str(exc)[:200])
+            self.add_norm = _eager_add_norm
+            return False
+        log.info("%s: residual add + LayerNorm fused by torch.compile", what)
+        return True
 
     def quantize_int8(self) -> PackedEncoder:
         """Dynamic int8 Linear layers (CPU): weights int8 per row, activations quantized per call."""
@@ -262,29 +308,29 @@ class PackedEncoder:
         emb = self.base.embeddings
         hidden = self.model.config.hidden_size
         device = input_ids.device
-        positions = torch.cat([torch.arange(self.offset, self.offset + n) for n in lengths]).to(device)
+        positions = to_device(_positions(lengths, self.offset), device)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         h = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
-        h = emb.LayerNorm(h + emb.position_embeddings(positions))
+        h = self.add_norm(h, emb.position_embeddings(positions), emb.LayerNorm)
         bounds = [0]
         for n in lengths:
             bounds.append(bounds[-1] + n)
         cu = None  # cumulative lengths on the device, copied once for all layers
         if device.type == "cuda" and _varlen_works(device, h.dtype, self.heads, self.dim):
-            cu = torch.tensor(bounds, dtype=torch.int32).to(device, non_blocking=True)
+            cu = to_device(torch.tensor(bounds, dtype=torch.int32), device)
         last = len(self.qkv) - 1
         for i, (layer, qkv) in enumerate(zip(self.base.encoder.layer, self.qkv)):
             q, k, v = qkv(h).view(-1, 3 * self.heads, self.dim).split(self.heads, dim=1)
             first_only = cls_only and i == last
             if first_only:  # a sixth of the work of a 6-layer model on SciFact pairs
-                starts = torch.as_tensor(bounds[:-1], device=device)
+                starts = to_device(torch.tensor(bounds[:-1]), device)
                 q, h = q[starts], h[starts]
             ctx = self._attention(q, k, v, bounds, cu, first_only).reshape(-1, hidden)
             out = layer.attention.output
-            h = out.LayerNorm(out.dense(ctx) + h)
+            h = self.add_norm(out.dense(ctx), h, out.LayerNorm)
             ffn = layer.output
-            h = ffn.LayerNorm(ffn.dense(self.act(layer.intermediate.dense(h))) + h)
+            h = self.add_norm(ffn.dense(self.act(layer.intermediate.dense(h))), h, ffn.LayerNorm)
         return h, bounds
 
     def logits(self, input_ids, token_type_ids, lengths: list[int]):
@@ -309,23 +355,50 @@ class PackedEncoder:
                 return self.hidden(input_ids, token_type_ids, lengths, cls_only=True)[0]
             h, bounds = self.hidden(input_ids, token_type_ids, lengths)
             if mode == "lasttoken":
-                return h[torch.as_tensor(bounds[1:], device=h.device) - 1]
-            # float32 sums like sentence-transformers' (sum of masked rows) / count
-            return torch.stack([h[a:b].sum(0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])])
+                return h[to_device(torch.tensor(bounds[1:]), h.device) - 1]
+            return segment_mean(h, bounds)
 
         return forward
 
-    def run(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None, max_tokens: int,
-            forward: Callable) -> list:
-        """``forward`` per chunk of at most ``max_tokens`` tokens (one input may exceed it alone); rows in order."""
+    @property
+    def device(self):
+        """Where the model's weights are (the CPU for a model without parameters)."""
         import torch
 
-        device = next(self.model.parameters()).device if list(self.model.parameters()) else torch.device("cpu")
-        if device.type == "cuda":  # no padding and no per-input loop: bigger runs only keep the GPU busier
-            max_tokens *= 4
-        else:  # a run's activations stay in the CPU's caches: the bias, GELU and LayerNorm passes are memory-bound
-            max_tokens = min(max_tokens, CPU_RUN_TOKENS)
-        out = []
+        return next((p.device for p in self.model.parameters()), torch.device("cpu"))
+
+    def run_tokens(self, max_tokens: int) -> int:
+        """Tokens of one packed run for a ``max_tokens`` (padded) batch budget, on this model's device.
+
+        >>> import torch
+        >>> enc = PackedEncoder.__new__(PackedEncoder); enc.model = torch.nn.Linear(2, 2)
+        >>> enc.run_tokens(16384)
+        2048
+        """
+        if self.device.type == "cuda":  # no padding and no per-input loop: bigger runs only keep the GPU busier
+            return max_tokens * 4
+        # a run's activations stay in the CPU's caches: the bias, GELU and LayerNorm passes are memory-bound
+        return min(max_tokens, CPU_RUN_TOKENS)
+
+    def submit(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None, forward: Callable):
+        """``forward`` on all of ``ids`` as ONE packed run; returns its rows on the device without waiting.
+
+        On CUDA the token ids travel from pinned memory and nothing in the forward reads a device value
+        back, so the call returns once the kernels are queued: the caller tokenizes the next chunk meanwhile.
+        """
+        used = sum(len(x) for x in ids)
+        flat = to_device(_flat(ids, used), self.device)
+        flat_types = None if types is None else to_device(_flat(types, used), self.device)
+        return forward(flat, flat_types, [len(x) for x in ids])
+
+    def run(self, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None, max_tokens: int,
+            forward: Callable) -> list:
+        """``forward`` per chunk of at most ``run_tokens(max_tokens)`` tokens (one input may exceed it alone);
+        rows in order, on the CPU, after one synchronisation."""
+        import torch
+
+        max_tokens = self.run_tokens(max_tokens)
+        parts = []
         start = 0
         with torch.inference_mode():
             while start < len(ids):
@@ -333,12 +406,70 @@ class PackedEncoder:
                 while end < len(ids) and (end == start or used + len(ids[end]) <= max_tokens):
                     used += len(ids[end])
                     end += 1
-                flat = _flat(ids[start:end], used).to(device, non_blocking=True)
-                flat_types = None if types is None else _flat(types[start:end], used).to(device, non_blocking=True)
-                rows = forward(flat, flat_types, [len(x) for x in ids[start:end]])
-                out.extend(rows.float().cpu())
+                parts.append(self.submit(ids[start:end], None if types is None else types[start:end], forward))
                 start = end
-        return out
+            return list(torch.cat(parts).float().cpu()) if parts else []
+
+
+class PackedRows:
+    """A packed encoder seen as an engine of :func:`qrank.engine.pipelining.pipelined_last_hidden`: items are
+    :class:`~qrank.models.base.Encoded`, a chunk's "hidden states" are ``forward``'s rows (logits, vectors).
+
+    On a GPU the tokenizing of each chunk then overlaps the runs of the chunks before it: measured on an
+    H100 (XLM-R-large shape, 1 x 100 SciFact pairs) the host's tokenizing and launching left the GPU idle
+    for 23 of 62 ms when everything was tokenized first.
+
+    >>> import torch
+    >>> from qrank.models.base import Encoded
+    >>> class Sum:  # a stand-in encoder: each input's row is the sum of its ids
+    ...     device = torch.device("cpu")
+    ...     def run_tokens(self, n): return n
+    ...     def submit(self, ids, types, forward): return forward(ids)
+    ...     def run(self, ids, types, max_tokens, forward): return list(forward(ids))
+    >>> rows = PackedRows(Sum(), lambda ids: torch.tensor([[float(sum(x))] for x in ids]), 16384)
+    >>> rows.last_hidden([Encoded((1, 2), None), Encoded((5,), None)]).flatten().tolist()
+    [3.0, 5.0]
+    """
+
+    def __init__(self, packed, forward: Callable, max_tokens: int) -> None:
+        from ..engine.config import first_chunk_tokens
+
+        self.packed, self.forward = packed, forward
+        self.device = packed.device
+        self.max_batch_tokens = packed.run_tokens(max_tokens)
+        # encoders are small models: the GPU starts after an eighth of the settings' pass (engine/config.py)
+        self.first_chunk_tokens = first_chunk_tokens(True, max_tokens)
+
+    @staticmethod
+    def computed_tokens(seqs) -> int:
+        return sum(len(s) for s in seqs)
+
+    def submit(self, seqs) -> _Pending:
+        import torch
+
+        types = None if any(s.type_ids is None for s in seqs) else [s.type_ids for s in seqs]
+        with torch.inference_mode():
+            return _Pending(self.packed.submit([s.ids for s in seqs], types, self.forward))
+
+    def last_hidden(self, seqs):
+        import torch
+
+        if not seqs:
+            return torch.zeros((0, 0), dtype=torch.float32)
+        types = None if any(s.type_ids is None for s in seqs) else [s.type_ids for s in seqs]
+        rows = self.packed.run([s.ids for s in seqs], types, self.max_batch_tokens, self.forward)
+        return torch.stack(rows)
+
+
+class _Pending:
+    def __init__(self, rows) -> None:
+        self.rows = rows
+
+    def result(self):
+        import torch
+
+        with torch.inference_mode():
+            return self.rows.float().cpu()
 
 
 def _flat(rows: Sequence[Sequence[int]], total: int):
@@ -351,8 +482,59 @@ def _flat(rows: Sequence[Sequence[int]], total: int):
     return torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total))
 
 
-def packed_or_none(model, head: str, engine: str, what: str, quantization: str = "none"):
-    """The packed path for ``model`` if it applies (logs why not otherwise), int8-quantized when asked."""
+def _positions(lengths: Sequence[int], offset: int):
+    """Each input's positions ``offset, offset + 1, ...`` one after another, as one int64 CPU tensor.
+
+    >>> _positions([2, 3], 2).tolist()
+    [2, 3, 2, 3, 4]
+    """
+    import numpy as np
+    import torch
+
+    if not lengths:
+        return torch.zeros(0, dtype=torch.int64)
+    return torch.from_numpy(np.concatenate([np.arange(offset, offset + n, dtype=np.int64) for n in lengths]))
+
+
+def segment_mean(h, bounds: list[int]):
+    """The mean of each input's rows ``h[a:b]`` (``bounds`` as :meth:`PackedEncoder.hidden` gives them).
+
+    On the CPU one sum per input, in ``h``'s dtype, like sentence-transformers' (sum of masked rows) / count;
+    on a GPU one float32 scatter-add for all inputs (a kernel per input would be thousands of launches).
+
+    >>> import torch
+    >>> segment_mean(torch.tensor([[1.0], [3.0], [5.0]]), [0, 2, 3]).flatten().tolist()
+    [2.0, 5.0]
+    """
+    import torch
+
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    if h.device.type != "cuda":
+        return torch.stack([h[a:b].sum(0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])])
+    seg = to_device(torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)), h.device)
+    sums = torch.zeros(len(lengths), h.shape[-1], device=h.device, dtype=torch.float32).index_add_(0, seg, h.float())
+    counts = to_device(torch.tensor(lengths, dtype=torch.float32), h.device)
+    return (sums / counts[:, None]).to(h.dtype)
+
+
+def to_device(t, device):
+    """``t`` (a CPU tensor) on ``device``; to a GPU through pinned memory, queued without waiting.
+
+    A copy from pageable memory makes the host wait for the GPU's queue, so every host-built index of a
+    run (ids, positions, cumulative lengths) goes through a pinned buffer.
+
+    >>> import torch
+    >>> to_device(torch.arange(3), torch.device("cpu")).tolist()
+    [0, 1, 2]
+    """
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def packed_or_none(model, head: str, engine: str, what: str, quantization: str = "none", compile: str = "auto"):
+    """The packed path for ``model`` if it applies (logs why not otherwise), int8-quantized when asked;
+    ``compile`` ('auto' = on for CUDA half precision, 'on', 'off'): :meth:`PackedEncoder.compile_norms`."""
     if engine == "reference":
         return None
     from .packed_modernbert import PackedModernBert, why_not_modernbert
@@ -367,6 +549,11 @@ def packed_or_none(model, head: str, engine: str, what: str, quantization: str =
     packed = PackedModernBert(model, head) if modern else PackedEncoder(model, head)
     if quantization == "int8":
         packed.quantize_int8()
+    import torch
+
+    half = model.dtype in (torch.float16, torch.bfloat16) and packed.device.type == "cuda"
+    if not modern and (compile == "on" or (compile == "auto" and half)):
+        packed.compile_norms(what)
     return packed
 
 

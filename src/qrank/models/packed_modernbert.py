@@ -9,7 +9,15 @@ call per layer with ``window_size=(w, w)`` on the local layers (``|i - j| <= w``
 
 from __future__ import annotations
 
-from .packed_encoder import PackedEncoder, _varlen_works, single_thread, varlen_attention
+from .packed_encoder import (
+    PackedEncoder,
+    _positions,
+    _varlen_works,
+    segment_mean,
+    single_thread,
+    to_device,
+    varlen_attention,
+)
 
 
 def why_not_modernbert(model, head: str) -> str | None:
@@ -87,14 +95,14 @@ class PackedModernBert(PackedEncoder):
         base, cfg = self.base, self.model.config
         device = input_ids.device
         h = base.embeddings.norm(base.embeddings.tok_embeddings(input_ids))
-        positions = torch.cat([torch.arange(n) for n in lengths]).to(device)
+        positions = to_device(_positions(lengths, 0), device)
         rope = {t: self._rotary(positions, t, h.dtype) for t in set(cfg.layer_types)}
         bounds = [0]
         for n in lengths:
             bounds.append(bounds[-1] + n)
         cu = None
         if device.type == "cuda" and _varlen_works(device, h.dtype, self.heads, self.dim):
-            cu = torch.tensor(bounds, dtype=torch.int32).to(device, non_blocking=True)
+            cu = to_device(torch.tensor(bounds, dtype=torch.int32), device)
         for layer, layer_type in zip(base.layers, cfg.layer_types):
             x = layer.attn_norm(h)
             q, k, v = layer.attn.Wqkv(x).view(-1, 3, self.heads, self.dim).unbind(1)
@@ -111,7 +119,7 @@ class PackedModernBert(PackedEncoder):
 
         h, bounds = self.hidden(input_ids, token_type_ids, lengths)
         if self.model.config.classifier_pooling == "cls":
-            pooled = h[torch.as_tensor(bounds[:-1], device=h.device)]
+            pooled = h[to_device(torch.tensor(bounds[:-1]), h.device)]
         else:
-            pooled = torch.stack([h[a:b].sum(0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])])
+            pooled = segment_mean(h, bounds)
         return self.model.classifier(self.model.head(pooled))

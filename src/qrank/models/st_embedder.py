@@ -139,7 +139,7 @@ class STEmbedder:
         self.packed = None
         if layout["pooling"] in packed_encoder.POOLING:  # BERT / XLM-R texts packed, nothing padded
             self.packed = packed_encoder.packed_or_none(self.model, "hidden", self.engine_settings.engine, info.id,
-                                                        quantization)
+                                                        quantization, compile=self.engine_settings.compile)
         else:
             packed_encoder.log.info("%s: pooling %r is not packed; using the padded transformers path", info.id,
                                     layout["pooling"])
@@ -222,4 +222,13 @@ class STEmbedder:
         """``embed_encoded(encode_texts(texts))``."""
         if not texts:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
+        if self.packed is not None and self.packed.device.type == "cuda" and not self.engine_settings.deterministic:
+            # tokenizing overlaps the GPU's runs: each chunk is queued as soon as it is encoded
+            from ..engine.pipelining import pipelined_last_hidden
+
+            rows = packed_encoder.PackedRows(self.packed, self.packed.pooled(self.layout["pooling"]),
+                                             self.engine_settings.max_batch_tokens)
+            vectors = pipelined_last_hidden(
+                rows, list(texts), lambda part: self.encode_texts(part, is_query=is_query, instruction=instruction))
+            return finish_embeddings(vectors.numpy(), dim)
         return self.embed_encoded(self.encode_texts(texts, is_query=is_query, instruction=instruction), dim=dim)
