@@ -57,7 +57,7 @@ if [[ $STEPS == *bench* ]]; then
   tail -n 60 "$OUT/gpu_bench.log"
 fi
 if [[ $STEPS == *encoders* ]]; then  # bench/encoder_gpu_bench.py: cross-encoders and an embedder vs ST (issue 19)
-  timeout ${ENC_TIMEOUT:-300} python3 bench/encoder_gpu_bench.py --out "$OUT/enc" ${ENC_ONLY:+--only "$ENC_ONLY"} 2>&1 \
+  timeout ${ENC_TIMEOUT:-300} python3 bench/encoder_gpu_bench.py --out "$OUT/enc" ${ENC_ONLY:+--only "$ENC_ONLY"} ${ENC_EXTRA:-} 2>&1 \
     | grep -v -E "Loading weights|Writing model|Batches:" > "$OUT/encoder_bench.log"
   tail -n 40 "$OUT/encoder_bench.log"
 fi

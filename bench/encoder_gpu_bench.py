@@ -190,6 +190,13 @@ def bench_reranker(name: str, path: Path, args, device: str, dtype, notes: list[
             "transformers": lambda p=pairs: padded_transformers(hf, tok, p, max_length=max_len),
             "qrank": lambda p=pairs: qr.model.score_pairs(p),
         }
+        if packed and args.variants:  # how the request is cut: tokenize everything first, or small first chunks
+            from qrank.engine.pipelining import pipelined_last_hidden
+            from qrank.models.packed_encoder import PackedRows
+
+            small = PackedRows(qr.model.packed, qr.model.packed.logits, 16384, first_tokens=2048)
+            systems["qrank[tokenize first]"] = lambda p=pairs: qr.model.score_encoded(qr.model.encode_pairs(p))
+            systems["qrank[first chunk 2048]"] = lambda p=pairs: pipelined_last_hidden(small, p, qr.model.encode_pairs)
         med = timed(systems, args.rounds if n_q == 1 else max(1, args.rounds - 2), sync)  # 32 x 100: fewer rounds
         profiled(name, workload, lambda p=pairs: qr.model.score_pairs(p), args, device, notes)
         lengths = qr.model.count_tokens(pairs)
@@ -258,6 +265,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, fp32: only checks that the script runs")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per workload (default 5; smoke 1)")
+    p.add_argument("--variants", action="store_true", help="also time qrank's packed path with other request cuts")
     p.add_argument("--only", default=None, help="comma-separated model names to run (default: all)")
     p.add_argument("--merge", type=Path, default=None, help="also merge the rows into this results.json")
     p.add_argument("--profile", default="bge-reranker-v2-m3-shape",

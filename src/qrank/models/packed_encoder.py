@@ -431,14 +431,14 @@ class PackedRows:
     [3.0, 5.0]
     """
 
-    def __init__(self, packed, forward: Callable, max_tokens: int) -> None:
-        from ..engine.config import first_chunk_tokens
-
+    def __init__(self, packed, forward: Callable, max_tokens: int, first_tokens: int | None = None) -> None:
         self.packed, self.forward = packed, forward
         self.device = packed.device
         self.max_batch_tokens = packed.run_tokens(max_tokens)
-        # encoders are small models: the GPU starts after an eighth of the settings' pass (engine/config.py)
-        self.first_chunk_tokens = first_chunk_tokens(True, max_tokens)
+        # the first chunk is the settings' pass: on an H100 an eighth of it (the decoders' small-model start)
+        # made 1 x 100 slower (XLM-R-large 56.7 -> 68.1 ms, MiniLM 19.3 -> 36.5): each chunk is a few hundred
+        # launches from Python, more than the tokenizing it hides (bench/logs/device_2026-12-06c_h100)
+        self.first_chunk_tokens = first_tokens or max_tokens
 
     @staticmethod
     def computed_tokens(seqs) -> int:
