@@ -21,6 +21,8 @@ export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-1}
 export PYTHONPATH=/tmp/site:src:bench QRANK_SHARED_DIR=.carry/shared PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   TRANSFORMERS_OFFLINE=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
 [ -f .carry/inductor.tgz ] && tar xzf .carry/inductor.tgz -C /tmp
+# shared assets carried compressed (the carry limit is 64 MiB), unpacked into .carry/shared
+[ -f .carry/shared_extra.tgz ] && tar xzf .carry/shared_extra.tgz -C .carry/shared
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/env.txt"
 python3 - <<'PY' 2>&1 | tee -a "$OUT/env.txt"
 import torch, transformers, importlib.util as u

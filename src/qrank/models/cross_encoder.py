@@ -172,7 +172,8 @@ class CrossEncoderModel:
         """``score_encoded(encode_pairs(pairs))``."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        if self.packed is not None and self.packed.device.type == "cuda" and not self.engine_settings.deterministic:
+        if self.packed is not None and packed_encoder.PackedRows.worth_it(self.packed, len(pairs),
+                                                                       self.engine_settings.deterministic):
             # tokenizing overlaps the GPU's runs: each chunk is queued as soon as it is encoded
             from ..engine.pipelining import pipelined_last_hidden
 

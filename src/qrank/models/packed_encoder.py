@@ -116,6 +116,9 @@ def _varlen_works(device, dtype, heads: int, dim: int) -> bool:
 # tokens per packed run on a CPU: 2,048 x 1,536 fp32 feed-forward activations are 12 MiB (measured on 2 cores,
 # MiniLM-L6 cross-encoder, 100 SciFact pairs: 16,384-token runs 5.26 s, 4,096 5.00 s, 2,048 4.73 s)
 CPU_RUN_TOKENS = 2048
+# requests of fewer inputs are tokenized first on a GPU too (PackedRows.worth_it); 32 x 100 pairs pipelined
+# beat tokenizing first by 18% (XLM-R-large), 4% (MiniLM), 10% (ModernBERT, 2,048-token first chunk) on an H100
+PIPELINE_MIN_ITEMS = 256
 
 _THREADS = threading.Lock()
 _SINGLE = {"active": 0, "saved": 1}
@@ -432,13 +435,30 @@ class PackedRows:
     """
 
     def __init__(self, packed, forward: Callable, max_tokens: int, first_tokens: int | None = None) -> None:
+        from ..engine.config import first_chunk_tokens
+
         self.packed, self.forward = packed, forward
         self.device = packed.device
         self.max_batch_tokens = packed.run_tokens(max_tokens)
-        # the first chunk is the settings' pass: on an H100 an eighth of it (the decoders' small-model start)
-        # made 1 x 100 slower (XLM-R-large 56.7 -> 68.1 ms, MiniLM 19.3 -> 36.5): each chunk is a few hundred
-        # launches from Python, more than the tokenizing it hides (bench/logs/device_2026-12-06c_h100)
-        self.first_chunk_tokens = first_tokens or max_tokens
+        # an eighth of the settings' pass, as for small decoders: best or within 3% of the best for 32 x 100
+        # on an H100 (ModernBERT 1,181 ms vs 1,362 with a 16,384-token first chunk; bench/logs/device_2026-12-06c_h100)
+        self.first_chunk_tokens = first_tokens or first_chunk_tokens(True, max_tokens)
+
+    @staticmethod
+    def worth_it(packed, n_items: int, deterministic: bool = False) -> bool:
+        """Whether a request of ``n_items`` goes through the overlapped path: on a GPU, and big enough.
+
+        Below :data:`PIPELINE_MIN_ITEMS` everything is tokenized first and runs as one packed run: each chunk
+        is a few hundred kernel launches from Python, more than the tokenizing it would hide (H100, 1 x 100:
+        XLM-R-large 47.9 ms tokenized first vs 52.9 / 61.0 ms pipelined from a 16,384 / 2,048-token first chunk;
+        ModernBERT 48.4 vs 65.5 / 66.2; MiniLM 23.2 vs 25.5 / 36.9).
+
+        >>> import torch
+        >>> class Cpu: device = torch.device("cpu")
+        >>> PackedRows.worth_it(Cpu(), 10_000)
+        False
+        """
+        return packed.device.type == "cuda" and not deterministic and n_items >= PIPELINE_MIN_ITEMS
 
     @staticmethod
     def computed_tokens(seqs) -> int:

@@ -222,7 +222,8 @@ class STEmbedder:
         """``embed_encoded(encode_texts(texts))``."""
         if not texts:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
-        if self.packed is not None and self.packed.device.type == "cuda" and not self.engine_settings.deterministic:
+        if self.packed is not None and packed_encoder.PackedRows.worth_it(self.packed, len(texts),
+                                                                       self.engine_settings.deterministic):
             # tokenizing overlaps the GPU's runs: each chunk is queued as soon as it is encoded
             from ..engine.pipelining import pipelined_last_hidden
 
