@@ -12,7 +12,10 @@ its reason in :attr:`EngineConfig.fallbacks` and logged in the engine's one load
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
+
+log = logging.getLogger(__name__)
 
 # matrix-product FLOPs per token below which a model counts as small (Qwen3 0.6B: ~0.9e9, 4B: ~7e9, 8B: ~14e9).
 # Measured on an H200 (BENCHMARKS.md): graphs made the 0.6B shape 1.6x faster (its GPU waited on kernel
@@ -108,3 +111,18 @@ def first_chunk_tokens(small: bool, max_batch_tokens: int) -> int:
     if not small:
         return max_batch_tokens
     return min(max(max_batch_tokens // FIRST_CHUNK_FRACTION, MIN_FIRST_CHUNK), max_batch_tokens)
+
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "compilation does not work here" (not a bug in the inputs or the kernels): what the
+    load-time checks of the fast engine and of the packed encoders turn into a fallback."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    errors: list[type[BaseException]] = [TorchDynamoException]
+    try:
+        from torch._inductor.exc import InductorError
+
+        errors.append(InductorError)
+    except ImportError:  # older torch: dynamo wraps inductor failures in BackendCompilerFailed
+        log.debug("torch._inductor.exc.InductorError not available")
+    return tuple(errors)

@@ -33,7 +33,14 @@ from .attention import (
     has_long_rows,
     make_attention,
 )
-from .config import SMALL_MODEL_FLOPS, EngineConfig, check_choice, first_chunk_tokens, resolve_attention
+from .config import (
+    SMALL_MODEL_FLOPS,
+    EngineConfig,
+    check_choice,
+    compile_errors,
+    first_chunk_tokens,
+    resolve_attention,
+)
 from .graphs import GraphCaptureError, GraphRunner
 from .packing import build_layout, plan_passes
 from .prefix import PrefixGroup, find_prefix_groups
@@ -163,7 +170,7 @@ class FastEngine:
         if config.compile:
             try:
                 self._check_passes()
-            except _compile_errors() as exc:  # inductor/triton missing or failing here
+            except compile_errors() as exc:  # inductor/triton missing or failing here
                 why = f"{type(exc).__name__}: {str(exc)[:200]}"
                 self.config = config = dataclasses.replace(
                     config, compile=False, fallbacks=(*config.fallbacks, f"compile: on -> off ({why})"))
@@ -300,17 +307,3 @@ class Pending:
         out = torch.empty_like(stacked)
         out[torch.as_tensor(self.members, dtype=torch.long)] = stacked
         return out
-
-
-def _compile_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "compilation does not work here" (not a bug in the inputs or the kernels)."""
-    from torch._dynamo.exc import TorchDynamoException
-
-    errors: list[type[BaseException]] = [TorchDynamoException]
-    try:
-        from torch._inductor.exc import InductorError
-
-        errors.append(InductorError)
-    except ImportError:  # older torch: dynamo wraps inductor failures in BackendCompilerFailed
-        log.debug("torch._inductor.exc.InductorError not available")
-    return tuple(errors)

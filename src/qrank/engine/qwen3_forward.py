@@ -69,7 +69,7 @@ def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float):
     return x + linear(F.silu(linear(h, w_gate)) * linear(h, w_up), w_down)
 
 
-def _copy_function(fn, tag: str):
+def copy_function(fn, tag: str):
     """``fn`` with a code object of its own (renamed ``<name>__<tag>``), same globals, defaults and behaviour."""
     code = fn.__code__.replace(co_name=f"{fn.__name__}__{tag}", co_qualname=f"{fn.__qualname__}__{tag}")
     copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
@@ -92,7 +92,7 @@ def layer_segments(key: tuple) -> tuple:
     (True, False, False)
     """
     tag = hashlib.sha1(repr(key).encode()).hexdigest()[:10]
-    return _copy_function(attn_inputs, tag), _copy_function(attn_output_mlp, tag)
+    return copy_function(attn_inputs, tag), copy_function(attn_output_mlp, tag)
 
 
 @dataclass

@@ -172,14 +172,10 @@ class CrossEncoderModel:
         """``score_encoded(encode_pairs(pairs))``."""
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
-        if self.packed is not None and packed_encoder.PackedRows.worth_it(self.packed, len(pairs),
-                                                                       self.engine_settings.deterministic):
-            # tokenizing overlaps the GPU's runs: each chunk is queued as soon as it is encoded
-            from ..engine.pipelining import pipelined_last_hidden
-
-            rows = packed_encoder.PackedRows(self.packed, self.packed.logits, self.engine_settings.max_batch_tokens)
-            logits = pipelined_last_hidden(rows, list(pairs), self.encode_pairs)[:, 0].numpy()
-            return apply_activation(logits.astype(np.float32), self.activation)
+        forward = self.packed.logits if self.packed is not None else None
+        rows = packed_encoder.overlapped_rows(self.packed, forward, pairs, self.encode_pairs, self.engine_settings)
+        if rows is not None:  # a big request on a GPU: tokenizing overlapped with the runs
+            return apply_activation(rows[:, 0].numpy(), self.activation)
         return self.score_encoded(self.encode_pairs(pairs))
 
     def _score_features(self, features: dict) -> np.ndarray:

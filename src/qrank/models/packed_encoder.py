@@ -158,12 +158,6 @@ def _add_norm(y, residual, weight, bias, eps: float):
     return F.layer_norm(y + residual, (y.shape[-1],), weight, bias, eps)
 
 
-def _compile_errors() -> tuple[type[BaseException], ...]:
-    from ..engine.fast import _compile_errors as errors
-
-    return errors()
-
-
 def balanced_parts(spans: list, n: int) -> list[list]:
     """``spans`` (``(i, (start, end))``) dealt into at most ``n`` parts of about equal attention cost (the
     length squared), longest first; each part keeps the spans' order.
@@ -228,18 +222,19 @@ class PackedEncoder:
         """
         import torch
 
-        from ..engine.qwen3_forward import _copy_function
+        from ..engine.config import compile_errors
+        from ..engine.qwen3_forward import copy_function
 
         compiler = compiler or (lambda fn: torch.compile(fn, dynamic=True, fullgraph=True))
         cfg = self.model.config
         # a code object per kind of encoder: dynamo counts recompilations per code object (engine/fast.py)
-        fused = compiler(_copy_function(_add_norm, f"{cfg.hidden_size}_{self.model.dtype}".replace(".", "_")))
+        fused = compiler(copy_function(_add_norm, f"{cfg.hidden_size}_{self.model.dtype}".replace(".", "_")))
         self.add_norm = lambda y, residual, ln: fused(y, residual, ln.weight, ln.bias, ln.eps)
         try:
             with torch.inference_mode():
                 ids = [[5] * 7, [6] * 3]
                 self.run(ids, None, 64, self.pooled("cls") if self.head == "hidden" else self.logits)
-        except _compile_errors() as exc:
+        except compile_errors() as exc:
             log.warning("%s: fused add + LayerNorm off (torch.compile failed here: %s: %s)", what,
                         type(exc).__name__, str(exc)[:200])
             self.add_norm = _eager_add_norm
@@ -467,18 +462,40 @@ class PackedRows:
     def submit(self, seqs) -> _Pending:
         import torch
 
-        types = None if any(s.type_ids is None for s in seqs) else [s.type_ids for s in seqs]
         with torch.inference_mode():
-            return _Pending(self.packed.submit([s.ids for s in seqs], types, self.forward))
+            return _Pending(self.packed.submit(*_ids_and_types(seqs), self.forward))
 
     def last_hidden(self, seqs):
         import torch
 
         if not seqs:
             return torch.zeros((0, 0), dtype=torch.float32)
-        types = None if any(s.type_ids is None for s in seqs) else [s.type_ids for s in seqs]
-        rows = self.packed.run([s.ids for s in seqs], types, self.max_batch_tokens, self.forward)
-        return torch.stack(rows)
+        return torch.stack(self.packed.run(*_ids_and_types(seqs), self.max_batch_tokens, self.forward))
+
+
+def overlapped_rows(packed, forward: Callable, items: Sequence, encode: Callable, settings):
+    """``forward``'s rows (CPU, float32) for ``items`` with their tokenizing overlapped with the GPU's runs, or
+    None where :meth:`PackedRows.worth_it` says the caller's tokenize-first path is the faster one.
+
+    ``settings``: the model's :class:`~qrank.settings.EngineSettings` (the pass budget, deterministic mode).
+
+    >>> import torch
+    >>> from qrank.settings import EngineSettings
+    >>> class Cpu: device = torch.device("cpu")
+    >>> overlapped_rows(Cpu(), None, ["a"] * 300, None, EngineSettings()) is None  # a CPU: tokenize first
+    True
+    """
+    if packed is None or not PackedRows.worth_it(packed, len(items), settings.deterministic):
+        return None
+    from ..engine.pipelining import pipelined_last_hidden
+
+    return pipelined_last_hidden(PackedRows(packed, forward, settings.max_batch_tokens), list(items), encode)
+
+
+def _ids_and_types(seqs) -> tuple[list, list | None]:
+    """Token ids and segment ids of :class:`~qrank.models.base.Encoded` items (None unless every item has them)."""
+    types = None if any(s.type_ids is None for s in seqs) else [s.type_ids for s in seqs]
+    return [s.ids for s in seqs], types
 
 
 class _Pending:
@@ -530,7 +547,7 @@ def segment_mean(h, bounds: list[int]):
 
     lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
     if h.device.type != "cuda":
-        return torch.stack([h[a:b].sum(0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:])])
+        return torch.stack([h[a:a + n].sum(0) / n for a, n in zip(bounds, lengths)])
     seg = to_device(torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)), h.device)
     sums = torch.zeros(len(lengths), h.shape[-1], device=h.device, dtype=torch.float32).index_add_(0, seg, h.float())
     counts = to_device(torch.tensor(lengths, dtype=torch.float32), h.device)

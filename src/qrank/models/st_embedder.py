@@ -222,14 +222,11 @@ class STEmbedder:
         """``embed_encoded(encode_texts(texts))``."""
         if not texts:
             return np.zeros((0, dim or self.info.dim), dtype=np.float32)
-        if self.packed is not None and packed_encoder.PackedRows.worth_it(self.packed, len(texts),
-                                                                       self.engine_settings.deterministic):
-            # tokenizing overlaps the GPU's runs: each chunk is queued as soon as it is encoded
-            from ..engine.pipelining import pipelined_last_hidden
+        def encode(part):
+            return self.encode_texts(part, is_query=is_query, instruction=instruction)
 
-            rows = packed_encoder.PackedRows(self.packed, self.packed.pooled(self.layout["pooling"]),
-                                             self.engine_settings.max_batch_tokens)
-            vectors = pipelined_last_hidden(
-                rows, list(texts), lambda part: self.encode_texts(part, is_query=is_query, instruction=instruction))
+        forward = self.packed.pooled(self.layout["pooling"]) if self.packed is not None else None
+        vectors = packed_encoder.overlapped_rows(self.packed, forward, texts, encode, self.engine_settings)
+        if vectors is not None:  # a big request on a GPU: tokenizing overlapped with the runs
             return finish_embeddings(vectors.numpy(), dim)
-        return self.embed_encoded(self.encode_texts(texts, is_query=is_query, instruction=instruction), dim=dim)
+        return self.embed_encoded(encode(texts), dim=dim)
