@@ -248,6 +248,54 @@ def test_engine_kinds_compile_into_their_own_code_objects(qwen3_reranker_dir, mo
     assert asked == [k_plain, k_fp8, k_plain]
 
 
+def test_fp8_weights_compile_with_static_shapes_and_dynamic_tokens(qwen3_reranker_dir):
+    """The engine compiles with ``dynamic=True`` (token counts vary); the FP8 weights the stack hands it are
+    marked static, so the traced graph has their sizes as constants and only the token count symbolic.
+    Symbolic weight sizes made inductor split every per-token quantization into two passes (6% of an 8B-shape
+    pass on an H100, bench/logs/fp8_fused_2026-12-06_h100.md). Control: the same weights unmarked trace
+    symbolic, so the assertion can fail."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    from qrank.engine.qwen3_forward import Qwen3Stack, layer_segments
+
+    body = _tiny_reranker(qwen3_reranker_dir).model.model
+    quantize_body(body)
+    w = Qwen3Stack(body).layers[0]
+    x = torch.randn(37, body.config.hidden_size)
+    a = torch.randn(37, body.config.num_attention_heads * body.config.head_dim)
+
+    def placeholder_shapes(weights):
+        graphs = []
+
+        def capture(gm, example_inputs):
+            graphs.append(gm)
+            return gm
+
+        torch._dynamo.reset()
+        seg = torch.compile(layer_segments(("static-shape-test", len(graphs)))[1], backend=capture, dynamic=True,
+                            fullgraph=True)
+        seg(a, x, weights["wo"], None, w.ln2, weights["w_gate"], weights["w_up"], weights["w_down"], 1e-6)
+        shapes = {}
+        for node in graphs[0].graph.nodes:
+            value = node.meta.get("example_value")
+            if node.op == "placeholder" and isinstance(value, torch.Tensor):
+                shapes[node.name] = [is_concrete_int(d) for d in value.shape]
+        return shapes
+
+    marked = placeholder_shapes({"wo": w.wo, "w_gate": w.w_gate, "w_up": w.w_up, "w_down": w.w_down})
+    fp8_data = {k: v for k, v in marked.items() if "data" in k or "scale" in k}
+    assert fp8_data and all(all(v) for v in fp8_data.values()), marked
+    tokens = [v for k, v in marked.items() if k.startswith(("l_a_", "l_x_"))]
+    assert tokens and all(v[0] is False for v in tokens), marked  # the token count stays symbolic
+
+    def unmarked(f):
+        return Fp8Weight(f.data.clone(), f.scale.clone(), f.fast_accum)
+
+    plain = placeholder_shapes({k: unmarked(getattr(w, k)) for k in ("wo", "w_gate", "w_up", "w_down")})
+    assert any(not all(v) for k, v in plain.items() if "data" in k), plain
+    torch._dynamo.reset()
+
+
 def test_kendall_tau_matches_scipy():
     from scipy.stats import kendalltau
 
