@@ -190,11 +190,14 @@ def check_fp8_request(settings: ModelSettings, device: str, dtype) -> None:
 
 
 def quantize_backend(build: Callable[[], object], body, settings: ModelSettings, *,
-                     quantize: Callable[[object], int] | None = None):
+                     quantize: Callable[[object], int] | None = None, source: dict | None = None):
     """Build the backend, quantize ``body`` to FP8, rebuild it, and gate it on the probe set.
 
     ``build()`` makes a backend over the (current) weights of ``body``; ``quantize(body)`` replaces its
     projections in place (default :func:`qrank.engine.fp8.quantize_body`; tests pass a broken one).
+    ``source``: for a pre-quantized checkpoint (:mod:`qrank.models.fp8_checkpoints`), whose ``body`` holds
+    the dequantized weights and whose ``quantize`` installs the checkpoint's own, the fields saying so
+    (``source``, ``weights``, ``reference``), added to the numbers and named in the refusal.
     Returns the FP8 backend, whose ``info.extra["quantization"]`` holds the agreement.
     """
     from ..engine.fp8 import quantize_body
@@ -214,17 +217,20 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     info = backend.info
     info.extra["quantization"] = {
         "method": "fp8", "weights": "e4m3 per output channel", "activations": "e4m3 per token, dynamic",
-        "layers_quantized": replaced, "check": "passed" if not failed else ("failed" if settings.quantization_check
-                                                                              else "failed, ignored"),
+        "layers_quantized": replaced, **(source or {}),
+        "check": "passed" if not failed else ("failed" if settings.quantization_check else "failed, ignored"),
         **agreement.to_dict(),
     }
+    reference = f"{source['reference']} ({source['source']})" if source else "bfloat16"
     if failed and settings.quantization_check:
+        fix = ("its scales or layout do not reproduce its own weights under qrank's FP8 kernels; serve its bfloat16 "
+               "original" if source else "serve it with quantization='none'")
         raise UnsupportedModel(
-            f"{info.id}: FP8 scores disagree with bfloat16 on the probe set ({'; '.join(failed)}; "
-            f"{agreement.summary()}); serve it with quantization='none', or turn the check off to serve FP8 "
-            f"anyway: {CHECK_OFF_SWITCHES}", field="quantization")
+            f"{info.id}: FP8 scores disagree with {reference} on the probe set ({'; '.join(failed)}; "
+            f"{agreement.summary()}); {fix}, or turn the check off to serve FP8 anyway: {CHECK_OFF_SWITCHES}",
+            field="quantization")
     level = logging.WARNING if failed else logging.INFO
-    log.log(level, "%s: fp8 (%d projections) vs bfloat16 on the probe set: %s%s", info.id, replaced,
+    log.log(level, "%s: fp8 (%d projections) vs %s on the probe set: %s%s", info.id, replaced, reference,
             agreement.summary(), " - BELOW THRESHOLDS, served because quantization_check=false" if failed else "")
     return backend
 

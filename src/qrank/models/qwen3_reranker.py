@@ -29,7 +29,8 @@ from .base import (
     pick_dtype,
     text_tokenizer,
 )
-from .quantization import check_fp8_request, quantize_backend
+from .fp8_checkpoints import open_fp8_checkpoint
+from .quantization import quantize_backend
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,9 @@ class Qwen3Reranker:
 
         device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, device)
-        check_fp8_request(settings, device, dtype)  # before minutes of loading weights
+        # check_fp8_request, before minutes of loading weights; a pre-quantized FP8 checkpoint loads in FP8
+        # whatever `quantization` says (docs/quantization.md)
+        checkpoint, settings = open_fp8_checkpoint(resolved, settings, device, dtype)
         tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
         archs = resolved.config.get("architectures") or []
         auto = (
@@ -180,7 +183,10 @@ class Qwen3Reranker:
             if any("SequenceClassification" in a for a in archs)
             else AutoModelForCausalLM
         )
-        model = auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        if checkpoint is not None:  # its projections dequantized: the gate's reference until `checkpoint.gate`
+            model = checkpoint.load_model(auto, dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        else:
+            model = auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
         model.to(device)
         model_max = int(resolved.config.get("max_position_embeddings") or 32768)
         info = ModelInfo(
@@ -196,6 +202,8 @@ class Qwen3Reranker:
             score_activation="sigmoid",
             extra={"architecture": archs[0] if archs else None},
         )
+        if checkpoint is not None:
+            return checkpoint.gate(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings)
         if settings.quantization == "fp8":
             return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings)
         return cls(model, tokenizer, info, engine_settings)
