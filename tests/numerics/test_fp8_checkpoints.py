@@ -19,102 +19,27 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from fp8_checkpoint_writer import (
+    E4M3_MAX,
+    is_projection,
+    write_checkpoint,
+    block_config,
+    ct_config,
+    dequantize_written_blocks,
+    quantize_blocks,
+    quantize_ct,
+)
+
 from qrank.engine.fp8 import Fp8Linear
 from qrank.errors import UnsupportedModel
 from qrank.models import quantization as qz
 from qrank.models.fp8_checkpoints import Fp8Checkpoint, detect_fp8_checkpoint
 from qrank.settings import EngineSettings, ModelSettings
 
-E4M3_MAX = 448.0
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PAIRS = [("what is bm25?", "BM25 is a ranking function used by search engines."),
          ("what is bm25?", "The capital of France is Paris."),
          ("高血压的症状", "高血压通常没有明显症状，但可能引起头痛。"),
          ("how do vaccines work", "Vaccines train the immune system to recognise a pathogen.")]
-
-
-# ---- the independent writer --------------------------------------------------------------------------------------
-
-def _is_projection(key: str) -> bool:
-    parts = key.split(".")
-    return parts[-1] == "weight" and parts[-2] in PROJECTIONS
-
-
-def ct_config(strategy="channel", weights=None, activations=None, **top) -> dict:
-    """A compressed-tensors quantization_config as llm-compressor writes FP8_DYNAMIC."""
-    w = {"num_bits": 8, "type": "float", "strategy": strategy, "symmetric": True, "dynamic": False, **(weights or {})}
-    a = {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": True, "dynamic": True, **(activations or {})}
-    return {"quant_method": "compressed-tensors", "format": "float-quantized", "quantization_status": "compressed",
-            "ignore": ["lm_head"], "config_groups": {"group_0": {"targets": ["Linear"], "weights": w,
-                                                                 "input_activations": a}}, **top}
-
-
-def block_config(block) -> dict:
-    return {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": list(block), "fmt": "e4m3"}
-
-
-def _write(src, dst, tensors: dict, qc: dict, shards: int = 1):
-    """``tensors`` as the checkpoint at ``dst`` (config with ``qc``, ``src``'s tokenizer); shards round-robin, so a
-    module's weight and its scale sit in different files."""
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.suffix != ".safetensors":
-            shutil.copy(f, dst / f.name)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["quantization_config"] = qc
-    (dst / "config.json").write_text(json.dumps(cfg))
-    if shards == 1:
-        save_file(tensors, dst / "model.safetensors")
-        return dst
-    names = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
-    weight_map = {k: names[i % shards] for i, k in enumerate(sorted(tensors))}
-    for name in names:
-        save_file({k: v for k, v in tensors.items() if weight_map[k] == name}, dst / name)
-    (dst / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return dst
-
-
-def quantize_ct(src, strategy="channel") -> dict:
-    """Every projection: scale = max|row| / 448 (or max|W| / 448), weight = e4m3(W / scale)."""
-    out = {}
-    for k, w in load_file(src / "model.safetensors").items():
-        if _is_projection(k):
-            w = w.float()
-            amax = w.abs().amax(dim=1, keepdim=True) if strategy == "channel" else w.abs().amax().reshape(1)
-            scale = amax / E4M3_MAX
-            out[k], out[k + "_scale"] = (w / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
-        else:
-            out[k] = w
-    return out
-
-
-def quantize_blocks(src, block) -> dict:
-    """Every projection in (bn, bk) blocks (the edges zero-padded): scale_inv = max|block| / 448."""
-    bn, bk = block
-    out = {}
-    for k, w in load_file(src / "model.safetensors").items():
-        if not _is_projection(k):
-            out[k] = w
-            continue
-        n, kk = w.shape
-        nb, kb = -(-n // bn), -(-kk // bk)
-        padded = torch.zeros(nb * bn, kb * bk)
-        padded[:n, :kk] = w.float()
-        blocks = padded.reshape(nb, bn, kb, bk)
-        scale = blocks.abs().amax(dim=(1, 3)) / E4M3_MAX
-        q = (blocks / scale[:, None, :, None]).clamp(-E4M3_MAX, E4M3_MAX).reshape(nb * bn, kb * bk)[:n, :kk]
-        out[k], out[k + "_scale_inv"] = q.contiguous().to(torch.float8_e4m3fn), scale
-    return out
-
-
-def dequantize_written_blocks(data, scale, block):
-    """The independent inverse: pad, multiply block by block, cut."""
-    bn, bk = block
-    n, k = data.shape
-    nb, kb = scale.shape
-    padded = torch.zeros(nb * bn, kb * bk)
-    padded[:n, :k] = data.float()
-    return (padded.reshape(nb, bn, kb, bk) * scale[:, None, :, None]).reshape(nb * bn, kb * bk)[:n, :k]
 
 
 # ---- fixtures and the load below the hardware check ----------------------------------------------------------------
@@ -213,7 +138,7 @@ def test_unsupported_schemes_are_named(qc, named):
 @pytest.mark.parametrize("shards", [1, 3])
 def test_compressed_tensors_loads_bit_exact(spread_dir, original, tmp_path, shards):
     written = quantize_ct(spread_dir)
-    folder = _write(spread_dir, tmp_path / "ct", written, ct_config(), shards=shards)
+    folder = write_checkpoint(spread_dir, tmp_path / "ct", written, ct_config(), shards=shards)
     _, fp8 = _load(folder, original, gate=False)
     loaded = _fp8_modules(fp8)
     assert len(loaded) == 7 * len(fp8.model.model.layers)
@@ -223,14 +148,14 @@ def test_compressed_tensors_loads_bit_exact(spread_dir, original, tmp_path, shar
         assert torch.equal(m.weight_scale, written[key + "_scale"][:, 0]), name
     # what was not quantized arrives as it was (the tied embeddings / LM head, the norms)
     for k, v in written.items():
-        if not _is_projection(k) and not k.endswith("_scale"):
+        if not is_projection(k) and not k.endswith("_scale"):
             assert torch.equal(fp8.model.get_parameter(k), v), k
 
 
 def test_compressed_tensors_scores_equal_qrank_quantizing_the_original(spread_dir, original, own_fp8, tmp_path):
     """The same recipe: the loaded checkpoint scores as qrank's own quantization of the original, and the gate
     (against the dequantized weights) passes with its numbers and the source in the model info."""
-    folder = _write(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
+    folder = write_checkpoint(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
     _, fp8 = _load(folder, original)
     np.testing.assert_allclose(fp8.score_pairs(PAIRS), own_fp8.score_pairs(PAIRS), rtol=1e-6, atol=1e-6)
     q = fp8.info.extra["quantization"]
@@ -242,7 +167,8 @@ def test_compressed_tensors_scores_equal_qrank_quantizing_the_original(spread_di
 
 def test_per_tensor_scales_broadcast_per_channel(spread_dir, original, tmp_path):
     written = quantize_ct(spread_dir, "tensor")
-    _, fp8 = _load(_write(spread_dir, tmp_path / "ct-tensor", written, ct_config("tensor")), original, gate=False)
+    folder = write_checkpoint(spread_dir, tmp_path / "ct-tensor", written, ct_config("tensor"))
+    _, fp8 = _load(folder, original, gate=False)
     for name, m in _fp8_modules(fp8).items():
         key = name + ".weight"
         assert torch.equal(m.weight_fp8.view(torch.uint8), written[key].view(torch.uint8))
@@ -257,7 +183,7 @@ def test_block_checkpoint_is_requantized_per_channel(spread_dir, original, own_f
     """Loaded: the written blocks dequantized and requantized per channel. Measured: the second rounding's weight
     error and score error against the original, beside qrank quantizing the original once (printed)."""
     written = quantize_blocks(spread_dir, block)
-    folder = _write(spread_dir, tmp_path / "blk", written, block_config(block))
+    folder = write_checkpoint(spread_dir, tmp_path / "blk", written, block_config(block))
     _, dequantized = _load(folder, original, install=False)
     _, fp8 = _load(folder, original)
     orig = load_file(spread_dir / "model.safetensors")
@@ -300,7 +226,7 @@ def test_gate_catches_a_scale_layout_bug(spread_dir, original, tmp_path, monkeyp
     row gets its neighbour's scale) is refused against the dequantized weights."""
     from qrank.engine.fp8 import Fp8Weight
 
-    folder = _write(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
+    folder = write_checkpoint(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
     real = Fp8Checkpoint.fp8_weight
 
     def misread(self, module):
@@ -325,7 +251,7 @@ def test_gate_catches_a_scale_layout_bug(spread_dir, original, tmp_path, monkeyp
 def test_corrupt_checkpoints_fail_clearly(spread_dir, original, tmp_path, corrupt, named):
     tensors = quantize_ct(spread_dir)
     corrupt(tensors, "model.layers.1.self_attn.q_proj.weight")
-    folder = _write(spread_dir, tmp_path / "bad", tensors, ct_config())
+    folder = write_checkpoint(spread_dir, tmp_path / "bad", tensors, ct_config())
     with pytest.raises(UnsupportedModel) as err:
         _load(folder, original)
     assert named in str(err.value) and "corrupt or mismatched FP8 checkpoint" in str(err.value), str(err.value)
@@ -335,8 +261,8 @@ def test_block_scale_shape_and_missing_shard(spread_dir, original, tmp_path):
     tensors = quantize_blocks(spread_dir, (48, 48))
     tensors["model.layers.0.mlp.down_proj.weight_scale_inv"] = torch.ones(2, 2)  # (64, 128): 2 x 3 blocks of 48
     with pytest.raises(UnsupportedModel, match=r"down_proj.weight_scale_inv is F32 \[2, 2\].*shape \[2, 3\]"):
-        _load(_write(spread_dir, tmp_path / "bad-blk", tensors, block_config((48, 48))), original)
-    sharded = _write(spread_dir, tmp_path / "shards", quantize_ct(spread_dir), ct_config(), shards=2)
+        _load(write_checkpoint(spread_dir, tmp_path / "bad-blk", tensors, block_config((48, 48))), original)
+    sharded = write_checkpoint(spread_dir, tmp_path / "shards", quantize_ct(spread_dir), ct_config(), shards=2)
     (sharded / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(UnsupportedModel, match="missing shards"):
         _open(sharded)
@@ -347,7 +273,7 @@ def test_block_scale_shape_and_missing_shard(spread_dir, original, tmp_path):
 def test_prequantized_checkpoint_on_the_cpu_is_refused_naming_it(spread_dir, tmp_path):
     from qrank import Reranker
 
-    folder = _write(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
+    folder = write_checkpoint(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
     with pytest.raises(UnsupportedModel) as err:
         Reranker.from_pretrained(str(folder), device="cpu")  # quantization='none' (the default)
     msg = str(err.value)
@@ -355,7 +281,7 @@ def test_prequantized_checkpoint_on_the_cpu_is_refused_naming_it(spread_dir, tmp
     assert "pre-quantized FP8 checkpoint (compressed-tensors FP8_DYNAMIC)" in msg and "compute capability" in msg
     assert "device 'cpu' is not a CUDA GPU" in msg and "bfloat16 original" in msg
     assert "use quantization='none'" not in msg  # 'none' loads this checkpoint in FP8 as well
-    unsupported = _write(spread_dir, tmp_path / "static", quantize_ct(spread_dir),
+    unsupported = write_checkpoint(spread_dir, tmp_path / "static", quantize_ct(spread_dir),
                          ct_config(activations={"dynamic": False, "strategy": "tensor"}))
     with pytest.raises(UnsupportedModel, match="static activation scales"):  # named before the hardware's refusal
         Reranker.from_pretrained(str(unsupported), device="cpu")
@@ -385,7 +311,7 @@ def test_reranker_from_pretrained_loads_fp8_with_quantization_none(spread_dir, t
     from qrank import Reranker
 
     src = _bf16_copy(spread_dir, tmp_path / "bf16")
-    folder = _write(src, tmp_path / "ct", quantize_ct(src), ct_config(), shards=2)
+    folder = write_checkpoint(src, tmp_path / "ct", quantize_ct(src), ct_config(), shards=2)
     with caplog.at_level(logging.INFO, logger="qrank.models.fp8_checkpoints"):
         rr = Reranker.from_pretrained(str(folder), device="cpu", dtype="bfloat16")
     assert any("pre-quantized FP8" in r.getMessage() and "quantization='none'" in r.getMessage()
@@ -408,7 +334,7 @@ def test_embedder_checkpoint_loads(qwen3_embedder_dir, tmp_path, cpu_as_fp8_gpu)
     src = _bf16_copy(qwen3_embedder_dir, tmp_path / "bf16")
     written = quantize_ct(src)
     assert written and not any(k.startswith("model.") for k in written)
-    folder = _write(src, tmp_path / "emb-ct", written, ct_config())
+    folder = write_checkpoint(src, tmp_path / "emb-ct", written, ct_config())
     # the tiny embedder's cosines crowd together, so near-ties may cost it top-1 under any rounding: no verdict here
     em = Embedder.from_pretrained(str(folder), device="cpu", dtype="bfloat16", quantization_check=False)
     q = em.info.extra["quantization"]
