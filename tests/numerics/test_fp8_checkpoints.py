@@ -163,6 +163,10 @@ def test_compressed_tensors_scores_equal_qrank_quantizing_the_original(spread_di
     assert q["source"] == "checkpoint (compressed-tensors FP8_DYNAMIC)" and "dequantized" in q["reference"]
     assert q["check"] == "passed" and q["layers_quantized"] == 14 and q["pairs"] == 80
     assert q["top1_agreement"] == 1.0 and q["max_abs_delta"] < 0.02
+    from qrank.cli.serve import _quantization_note
+
+    assert "fp8 from a checkpoint (compressed-tensors FP8_DYNAMIC), vs the checkpoint's weights dequantized" in \
+        _quantization_note(fp8.info)
 
 
 def test_per_tensor_scales_broadcast_per_channel(spread_dir, original, tmp_path):

@@ -72,7 +72,8 @@ def _quantization_note(info) -> str:
     q = info.extra.get("quantization")
     if not q:
         return ""
-    return (f", {q['method']}: check {q['check']}, Kendall tau mean {q['tau_mean']} (min {q['tau_min']}), "
+    source = f" from a {q['source']}, vs {q['reference']}" if q.get("source") else ""
+    return (f", {q['method']}{source}: check {q['check']}, Kendall tau mean {q['tau_mean']} (min {q['tau_min']}), "
             f"top-1 {q['top1_agreement']}, max |Δ score| {q['max_abs_delta']}")
 
 
