@@ -131,6 +131,24 @@ def test_fp8_linear_module_and_dispatch():
     assert (mod(x) - exact).abs().max() < 0.1 * exact.abs().max()
 
 
+
+def test_dtype_casts_of_a_model_leave_fp8_weights_alone():
+    """model.float() / .half() / .to(bfloat16) on a quantized body cast every floating buffer, float8 too (it
+    turned the matrix into unscaled float32); the FP8 matrix and its scales keep their dtypes and values."""
+    lin = torch.nn.Linear(32, 48, bias=True)
+    with torch.no_grad():
+        lin.weight.copy_(_weights())
+    body = torch.nn.Sequential(Fp8Linear.from_linear(lin))
+    data, scale = body[0].weight_fp8.clone(), body[0].weight_scale.clone()
+    x = torch.randn(4, 32)
+    for cast in (lambda m: m.float(), lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.double()):
+        cast(body)
+        assert body[0].weight_fp8.dtype == torch.float8_e4m3fn and body[0].weight_scale.dtype == torch.float32
+        assert torch.equal(body[0].weight_fp8.view(torch.uint8), data.view(torch.uint8))
+        assert torch.equal(body[0].weight_scale, scale)
+    body.float()  # the bias follows the model's casts as any parameter does (rounded by .half() on the way)
+    torch.testing.assert_close(body(x), fp8_linear(x, quantize_weight(lin.weight), body[0].bias))
+
 def test_traced_layer_quantizes_once_per_projection(monkeypatch):
     """The GPU path (``torch._scaled_mm``) traced on meta tensors: one per-token quantization (an amax) per
     projection, seven per layer, though q/k/v share one input and gate/up another. An earlier version of this

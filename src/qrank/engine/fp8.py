@@ -138,6 +138,17 @@ class Fp8Linear(torch.nn.Module):
     def fp8(self) -> Fp8Weight:
         return Fp8Weight(self.weight_fp8, self.weight_scale, self.fast_accum)
 
+    def _apply(self, fn, recurse=True):
+        # model.float() / .half() / .to(dtype) cast every floating buffer, float8 included: the matrix would
+        # arrive unscaled in float32 and the kernels would reject it. Only the device may change here.
+        kept = {"weight_fp8": self.weight_fp8, "weight_scale": self.weight_scale}
+        out = super()._apply(fn, recurse)
+        for name, old in kept.items():
+            new = self._buffers[name]
+            if new.dtype != old.dtype:
+                self._buffers[name] = old.to(new.device)
+        return out
+
     def forward(self, x):
         return fp8_linear(x, self.fp8, self.bias)
 
