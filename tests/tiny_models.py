@@ -37,13 +37,19 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy(f, dst / f.name)
 
 
-def build_qwen3_reranker(dst: Path, seed: int = 0) -> Path:
-    """A tiny Qwen3ForCausalLM with the real Qwen tokenizer, saved like the published checkpoint."""
+def build_qwen3_reranker(dst: Path, seed: int = 0, *, spread: float | None = None, dtype=None) -> Path:
+    """A tiny Qwen3ForCausalLM with the real Qwen tokenizer, saved like the published checkpoint.
+
+    ``spread``: the init's standard deviation (the FP8 tests take 0.05, 2.5x the default: the default's scores
+    crowd within ~0.01 of 0.5, so near-ties flip the top-1 under any rounding); ``dtype``: saved in it."""
     import torch
     from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(_qwen3_config("qwen3-reranker-0.6b.json")).eval()
+    extra = {"initializer_range": spread} if spread else {}
+    model = Qwen3ForCausalLM(_qwen3_config("qwen3-reranker-0.6b.json", **extra)).eval()
+    if dtype is not None:
+        model = model.to(dtype)
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
     _copy_tokenizer(shared_path("tokenizers", "qwen3"), dst)

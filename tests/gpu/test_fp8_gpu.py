@@ -219,24 +219,19 @@ def test_from_pretrained_fp8_end_to_end(qwen3_reranker_dir, caplog):
     assert not storm, storm
 
 
-def test_prequantized_checkpoints_on_the_scaled_mm_kernels(shared, tmp_path):
+def test_prequantized_checkpoints_on_the_scaled_mm_kernels(tmp_path):
     """Pre-quantized checkpoints through the public door on the GPU (quantization left at 'none': the checkpoint's
     own wins): a compressed-tensors FP8_DYNAMIC one, written by tests/fp8_checkpoint_writer.py from the same
     recipe qrank quantizes with, scores exactly as qrank quantizing the original itself; a Qwen 128x128-block
     one, requantized per channel, stays within a few hundredths of it (tiny random weights: numerics only)."""
     import tiny_models
     from fp8_checkpoint_writer import block_config, ct_config, quantize_blocks, quantize_ct, write_checkpoint
-    from transformers import Qwen3ForCausalLM
 
     from qrank import Reranker
 
-    torch.manual_seed(0)
-    original = tmp_path / "orig"
     # saved in bfloat16, so the writer (float32 from the file) and qrank (float32 from the bf16 model) quantize
     # the same numbers
-    Qwen3ForCausalLM(tiny_models._qwen3_config("qwen3-reranker-0.6b.json", initializer_range=0.05)
-                     ).to(torch.bfloat16).save_pretrained(original)
-    tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", original)
+    original = tiny_models.build_qwen3_reranker(tmp_path / "orig", spread=0.05, dtype=torch.bfloat16)
     ct = write_checkpoint(original, tmp_path / "ct", quantize_ct(original), ct_config())
     blocks = write_checkpoint(original, tmp_path / "blocks", quantize_blocks(original, (128, 128)),
                               block_config((128, 128)))

@@ -348,17 +348,11 @@ def _broken(body) -> int:
 
 
 @pytest.fixture(scope="module")
-def spread_reranker_dir(tmp_path_factory, shared):
-    """The tiny Qwen3 reranker of tests/tiny_models.py initialised with 2.5x the default spread (0.05): the
-    default's scores crowd within ~0.01 of 0.5, so near-ties flip its top-1 under any rounding at all."""
+def spread_reranker_dir(tmp_path_factory):
+    """The tiny Qwen3 reranker of tests/tiny_models.py initialised with 2.5x the default spread (0.05)."""
     import tiny_models
-    from transformers import Qwen3ForCausalLM
 
-    torch.manual_seed(0)
-    dst = tmp_path_factory.mktemp("fp8-reranker")
-    Qwen3ForCausalLM(tiny_models._qwen3_config("qwen3-reranker-0.6b.json", initializer_range=0.05)).save_pretrained(dst)
-    tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", dst)
-    return dst
+    return tiny_models.build_qwen3_reranker(tmp_path_factory.mktemp("fp8-reranker"), spread=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -46,16 +46,10 @@ PAIRS = [("what is bm25?", "BM25 is a ranking function used by search engines.")
 
 @pytest.fixture(scope="module")
 def spread_dir(tmp_path_factory, shared):
-    """The suite's tiny Qwen3 reranker (tests/tiny_models.py) with 2.5x the default init spread, as in test_fp8.py:
-    the default's scores crowd within ~0.01 of 0.5, so near-ties would flip the gate's top-1 under any rounding."""
+    """The suite's tiny Qwen3 reranker with 2.5x the default init spread, as in test_fp8.py."""
     import tiny_models
-    from transformers import Qwen3ForCausalLM
 
-    torch.manual_seed(0)
-    dst = tmp_path_factory.mktemp("fp8ckpt-orig")
-    Qwen3ForCausalLM(tiny_models._qwen3_config("qwen3-reranker-0.6b.json", initializer_range=0.05)).save_pretrained(dst)
-    tiny_models._copy_tokenizer(shared / "tokenizers" / "qwen3", dst)
-    return dst
+    return tiny_models.build_qwen3_reranker(tmp_path_factory.mktemp("fp8ckpt-orig"), spread=0.05)
 
 
 @pytest.fixture(scope="module")
