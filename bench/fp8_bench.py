@@ -97,6 +97,9 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         qfast = gb.qrank_reranker(qmodel, tok)
         set_fast_accum(qmodel, False)
         systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
+    if args.graphs:  # big models run without CUDA graphs (their launch gaps were small in bf16); FP8's are not
+        qgraphs = gb.qrank_reranker(qmodel, tok, cuda_graphs="on")
+        systems["qrank-fp8[graphs]"] = lambda w: qgraphs.score_pairs(w)
     sysm = gs.RerankSystems(model, tok)
     query = gs.queries_for(tok, 1, seed=1)[0]
     workloads = {
@@ -173,6 +176,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-official", action="store_true", help="leave out the official recipe (saves ~30 s at 8B)")
     p.add_argument("--fast-accum", action="store_true",
                    help="also time qrank-fp8[fast_accum] (FP8 accumulation without float32 promotion; less exact)")
+    p.add_argument("--graphs", action="store_true",
+                   help="also time qrank-fp8[graphs]: the FP8 engine with cuda_graphs='on' (auto: off for 4B/8B)")
     p.add_argument("--profile-sizes", default="8b", help="reranker sizes whose bf16 and FP8 passes get a kernel "
                    "profile by kind (products, attention, element-wise, gaps) on each workload; '' for none")
     p.add_argument("--smoke", action="store_true",
