@@ -219,16 +219,21 @@ def test_from_pretrained_fp8_end_to_end(qwen3_reranker_dir, caplog):
     assert not storm, storm
 
 
-def test_prequantized_checkpoints_on_the_scaled_mm_kernels(tmp_path):
+def test_prequantized_checkpoints_on_the_scaled_mm_kernels_relaxed_after_h100(tmp_path):
     """Pre-quantized checkpoints through the public door on the GPU (quantization left at 'none': the checkpoint's
-    own wins): a compressed-tensors FP8_DYNAMIC one, written by tests/fp8_checkpoint_writer.py from the same
-    recipe qrank quantizes with, scores exactly as qrank quantizing the original itself; a Qwen 128x128-block
-    one, requantized per channel, stays within a few hundredths of it (tiny random weights: numerics only)."""
+    own wins). The checkpoint's FP8 matrices and scales reach the GPU bit-exact; qrank quantizing the same bf16
+    original on the GPU gives the same matrices up to the last bit of a few scales (the writer divided on the CPU).
+
+    Relaxed after an H100 run (2026-12-06, bench/logs/device_2026-12-06g_h100): scores of the checkpoint and of
+    qrank's own quantization were asserted equal to 1e-5 and differed by 1.0e-2 to 1.5e-2 on every engine path
+    (reference, fast, graphs off, compile off) and in either load order. This tiny model, initialised with 2.5x
+    the default spread, is that sensitive: the fast and the reference engine on the *same* weights differ by
+    2e-2 on it. The weights are now compared directly and the scores within that noise."""
     import tiny_models
     from fp8_checkpoint_writer import block_config, ct_config, quantize_blocks, quantize_ct, write_checkpoint
+    from safetensors.torch import load_file
 
     from qrank import Reranker
-    from qrank.settings import Settings
 
     # saved in bfloat16, so the writer (float32 from the file) and qrank (float32 from the bf16 model) quantize
     # the same numbers
@@ -238,30 +243,33 @@ def test_prequantized_checkpoints_on_the_scaled_mm_kernels(tmp_path):
                               block_config((128, 128)))
     docs = [f"document {i}: " + "a longer passage about retrieval " * (i % 7 + 1) for i in range(24)]
 
-    def scores(path, engine=None, **kw):
-        settings = Settings(engine=engine or {})
-        rr = Reranker.from_pretrained(str(path), settings=settings, device="cuda", quantization_check=False, **kw)
+    def load(path, **kw):
+        rr = Reranker.from_pretrained(str(path), device="cuda", quantization_check=False, **kw)
         got = {r.index: r.score for r in rr.rerank("what is reranking?", docs)}
-        return rr.info.extra["quantization"], np.array([got[i] for i in range(len(docs))])
+        fp8 = {name: m for name, m in rr.model.model.named_modules() if isinstance(m, Fp8Linear)}
+        return rr.info.extra["quantization"], np.array([got[i] for i in range(len(docs))]), fp8
 
-    # each engine path, the checkpoint loaded before and after qrank's own quantization (one process, as a
-    # server holding two models): the eager reference engine reads Fp8Linear.forward, the fast one the weights
-    runs = {"reference": {"engine": "reference"}, "fast": {}, "fast, cuda_graphs off": {"cuda_graphs": "off"},
-            "fast, compile off": {"compile": "off"}}
-    got = {}
-    for label, engine in runs.items():
-        q_ct, ct_first = scores(ct, engine)
-        _, own = scores(original, engine, quantization="fp8")
-        _, ct_after = scores(ct, engine)
-        got[label] = own, ct_first, ct_after
-        print(f"{label}: max |ct - own| loaded first {np.abs(ct_first - own).max():.2e}, after "
-              f"{np.abs(ct_after - own).max():.2e}; own vs the reference engine's "
-              f"{np.abs(own - got['reference'][0]).max():.2e}")
-    q_blocks, from_blocks = scores(blocks)
-    print(f"compressed-tensors: {q_ct}\nblocks: {q_blocks}\nmax |blocks - own| "
-          f"{np.abs(from_blocks - got['fast'][0]).max():.2e}")
+    _, own, own_fp8 = load(original, quantization="fp8")
+    q_ct, from_ct, ct_fp8 = load(ct)
+    q_blocks, from_blocks, _ = load(blocks)
+    written = load_file(ct / "model.safetensors")
+    assert sorted(ct_fp8) == sorted(own_fp8) and len(ct_fp8) == 14
+    scale_ulps, flipped, total = 0, 0, 0
+    for name, m in ct_fp8.items():
+        data, scale = written[name + ".weight"], written[name + ".weight_scale"].reshape(-1)
+        assert torch.equal(m.weight_fp8.cpu().view(torch.uint8), data.view(torch.uint8)), name
+        assert torch.equal(m.weight_scale.cpu(), scale), name
+        mine = own_fp8[name]
+        torch.testing.assert_close(mine.weight_scale.cpu(), scale, rtol=2.5e-7, atol=0)  # a last bit at most
+        scale_ulps += int((mine.weight_scale.cpu() != scale).sum())
+        flipped += int((mine.weight_fp8.cpu().view(torch.uint8) != data.view(torch.uint8)).sum())
+        total += data.numel()
+    print(f"qrank's own quantization on the GPU vs the checkpoint: {scale_ulps} scales differ in the last bit, "
+          f"{flipped} of {total} FP8 elements differ\ncompressed-tensors: {q_ct}\nblocks: {q_blocks}\n"
+          f"scores: max |ct - own| {np.abs(from_ct - own).max():.2e}, max |blocks - own| "
+          f"{np.abs(from_blocks - own).max():.2e}")
+    assert flipped <= total * 1e-3
     assert q_ct["source"].startswith("checkpoint (compressed-tensors") and q_blocks["weights"].endswith("blocks)")
-    for label, (own, ct_first, ct_after) in got.items():
-        np.testing.assert_allclose(ct_first, own, atol=1e-5, err_msg=label)
-        np.testing.assert_allclose(ct_after, own, atol=1e-5, err_msg=label)
-    np.testing.assert_allclose(from_blocks, got["fast"][0], atol=0.05)
+    assert q_ct["check"] == q_blocks["check"] == "passed"
+    np.testing.assert_allclose(from_ct, own, atol=0.05)
+    np.testing.assert_allclose(from_blocks, own, atol=0.05)
