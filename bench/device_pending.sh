@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The device measurements still pending after session 9 (2026-12-06; see bench/logs/device_2026-12-06c_h100/README.md),
+# The device measurements still pending after session 10 (2026-12-06; the H100 logs device_2026-12-06{e,f,g}_h100),
 # as bench/device_run.sh calls under 600 s each:
-#   bash bench/device_pending.sh suite     # the whole GPU suite at HEAD (tests/gpu; the encoder tests changed since
-#                                          # their last run: big requests' path is now called explicitly)
+#   bash bench/device_pending.sh suite     # the whole GPU suite at HEAD (tests/gpu): the pre-quantized FP8 checkpoint
+#                                          # test, relaxed after its first H100 run, has not run since (300 s was too
+#                                          # short for the suite on 2026-12-06: 39 passed, then the timeout)
+#   bash bench/device_pending.sh fp8kernels  # FP8 8B with inductor's multi-kernel reductions (persistent vs looped,
+#                                          # picked at run time) against the default, two processes in one call: the
+#                                          # per-token quantizations of 4,096- and 12,288-wide rows run as looped
+#                                          # reductions that read their input twice (93 ms of a 418 ms pass)
 #   bash bench/device_pending.sh encoders  # the encoder bench at HEAD with its request cuts (--variants): re-time the
 #                                          # cut the code takes (tokenize first < 256 inputs, else first chunk 2,048)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
@@ -24,8 +29,12 @@
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
   suite) TEST_TIMEOUT=420 exec bash bench/device_run.sh "tests" ;;
+  fp8kernels) for mk in 0 1; do
+      OUT=$OUT/multi_kernel_$mk TORCHINDUCTOR_MULTI_KERNEL=$mk FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=250 \
+        FP8_EXTRA="--repeats 3 --no-official --profile-sizes 8b" bash bench/device_run.sh "fp8"
+    done ;;
   encoders) ENC_EXTRA=--variants ENC_TIMEOUT=400 exec bash bench/device_run.sh "encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite|encoders|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite|fp8kernels|encoders|h200" >&2; exit 2 ;;
 esac
