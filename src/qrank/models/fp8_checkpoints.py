@@ -291,14 +291,20 @@ def open_fp8_checkpoint(resolved, settings: ModelSettings, device: str, dtype):
              "dequantized weights)" if scheme.block else "")
     if settings.quantization == "none":
         settings = settings.model_copy(update={"quantization": "fp8"})
-    try:
-        check_fp8_request(settings, device, dtype)
-    except UnsupportedModel as exc:  # its advice, quantization='none', would load this checkpoint in FP8 again
-        why = exc.message.replace("; use quantization='none'", "")
+    try:  # the usual advice, quantization='none', would load this checkpoint in FP8 again
+        check_fp8_request(settings, device, dtype, fix="load its bfloat16 original instead")
+    except UnsupportedModel as exc:
         raise UnsupportedModel(f"{resolved.name} is a pre-quantized FP8 {scheme.source}, which runs only in FP8: "
-                               f"{why}; load its bfloat16 original instead", field=exc.field) from exc
+                               f"{exc.message}", field=exc.field) from exc
     return Fp8Checkpoint(resolved.path, scheme), settings
 
+
+def load_transformers_model(auto, resolved, checkpoint: Fp8Checkpoint | None, *, dtype, trust_remote_code: bool):
+    """``auto.from_pretrained`` of the folder, or for a pre-quantized checkpoint :meth:`Fp8Checkpoint.load_model`
+    (its projections dequantized: the gate's reference until :meth:`Fp8Checkpoint.gate` installs the FP8 ones)."""
+    if checkpoint is not None:
+        return checkpoint.load_model(auto, dtype=dtype, trust_remote_code=trust_remote_code)
+    return auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=trust_remote_code)
 
 def _weight_files(path: Path) -> dict[str, Path]:
     """Tensor name → safetensors file, from ``model.safetensors.index.json`` or the one ``model.safetensors``."""

@@ -160,8 +160,10 @@ CHECK_OFF_SWITCHES = ("from_pretrained(..., quantization_check=False), the --no-
                       "QRANK_MODELS__QUANTIZATION_CHECK=false or models.quantization_check = false in the settings")
 
 
-def check_fp8_request(settings: ModelSettings, device: str, dtype) -> None:
+def check_fp8_request(settings: ModelSettings, device: str, dtype, *, fix: str = "use quantization='none'") -> None:
     """Refuse ``quantization`` values a Qwen3 backend cannot run here, before any weight is loaded.
+
+    ``fix``: the advice that ends the refusal on hardware without FP8 units.
 
     >>> import torch
     >>> try:
@@ -181,12 +183,23 @@ def check_fp8_request(settings: ModelSettings, device: str, dtype) -> None:
     ok, why = fp8_supported(device)
     if not ok:
         raise UnsupportedModel(f"quantization='fp8' needs a CUDA GPU with FP8 matrix units (compute capability "
-                               f"8.9+: L4, L40, H100, H200...): {why}; use quantization='none'", field="quantization")
+                               f"8.9+: L4, L40, H100, H200...): {why}; {fix}", field="quantization")
     import torch
 
     if dtype != torch.bfloat16:  # the FP8 products return bfloat16 (torch._scaled_mm's row-wise kernels)
         raise InvalidInput("dtype", f"quantization='fp8' runs the rest of the model in bfloat16, not {dtype}; "
                                     "use dtype='bfloat16' or 'auto'")
+
+
+def gated_backend(build: Callable[[], object], body, settings: ModelSettings, checkpoint=None):
+    """The backend a Qwen3 loader returns: over a pre-quantized checkpoint's FP8 weights (``checkpoint``, from
+    :func:`~qrank.models.fp8_checkpoints.open_fp8_checkpoint`) or qrank's own FP8 weights, each gated on the probe
+    set; else ``build()`` as it is."""
+    if checkpoint is not None:
+        return checkpoint.gate(build, body, settings)
+    if settings.quantization == "fp8":
+        return quantize_backend(build, body, settings)
+    return build()
 
 
 def quantize_backend(build: Callable[[], object], body, settings: ModelSettings, *,

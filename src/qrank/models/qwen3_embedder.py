@@ -20,9 +20,9 @@ from .base import (
     pick_dtype,
     text_tokenizer,
 )
-from .fp8_checkpoints import open_fp8_checkpoint
+from .fp8_checkpoints import load_transformers_model, open_fp8_checkpoint
 from .pooling import finish_embeddings
-from .quantization import quantize_backend
+from .quantization import gated_backend
 
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -94,11 +94,8 @@ class Qwen3Embedder:
         # whatever `quantization` says (docs/quantization.md)
         checkpoint, settings = open_fp8_checkpoint(resolved, settings, device, dtype)
         tokenizer = load_tokenizer(resolved.path, padding_side="left", trust_remote_code=settings.trust_remote_code)
-        if checkpoint is not None:  # its projections dequantized: the gate's reference until `checkpoint.gate`
-            model = checkpoint.load_model(AutoModel, dtype=dtype, trust_remote_code=settings.trust_remote_code)
-        else:
-            model = AutoModel.from_pretrained(str(resolved.path), dtype=dtype,
-                                              trust_remote_code=settings.trust_remote_code)
+        model = load_transformers_model(AutoModel, resolved, checkpoint, dtype=dtype,
+                                        trust_remote_code=settings.trust_remote_code)
         model.to(device)
         model_max = int(resolved.config.get("max_position_embeddings") or 32768)
         info = ModelInfo(
@@ -114,12 +111,8 @@ class Qwen3Embedder:
             supports_dims=True,
             default_instruction=settings.query_task or DEFAULT_TASK,
         )
-        body = getattr(model, "base_model", model)
-        if checkpoint is not None:
-            return checkpoint.gate(lambda: cls(model, tokenizer, info, engine_settings), body, settings)
-        if settings.quantization == "fp8":
-            return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), body, settings)
-        return cls(model, tokenizer, info, engine_settings)
+        return gated_backend(lambda: cls(model, tokenizer, info, engine_settings),
+                             getattr(model, "base_model", model), settings, checkpoint)
 
     def encode(
         self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None

@@ -29,8 +29,8 @@ from .base import (
     pick_dtype,
     text_tokenizer,
 )
-from .fp8_checkpoints import open_fp8_checkpoint
-from .quantization import quantize_backend
+from .fp8_checkpoints import load_transformers_model, open_fp8_checkpoint
+from .quantization import gated_backend
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,8 @@ class Qwen3Reranker:
             if any("SequenceClassification" in a for a in archs)
             else AutoModelForCausalLM
         )
-        if checkpoint is not None:  # its projections dequantized: the gate's reference until `checkpoint.gate`
-            model = checkpoint.load_model(auto, dtype=dtype, trust_remote_code=settings.trust_remote_code)
-        else:
-            model = auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        model = load_transformers_model(auto, resolved, checkpoint, dtype=dtype,
+                                        trust_remote_code=settings.trust_remote_code)
         model.to(device)
         model_max = int(resolved.config.get("max_position_embeddings") or 32768)
         info = ModelInfo(
@@ -202,11 +200,8 @@ class Qwen3Reranker:
             score_activation="sigmoid",
             extra={"architecture": archs[0] if archs else None},
         )
-        if checkpoint is not None:
-            return checkpoint.gate(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings)
-        if settings.quantization == "fp8":
-            return quantize_backend(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings)
-        return cls(model, tokenizer, info, engine_settings)
+        return gated_backend(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings,
+                             checkpoint)
 
     def encode(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[list[int]]:
         """Model-ready token ids per pair (the template with the instruction, the document truncated)."""
