@@ -4,10 +4,10 @@
 #   bash bench/device_pending.sh suite     # the whole GPU suite at HEAD (tests/gpu): the pre-quantized FP8 checkpoint
 #                                          # test, relaxed after its first H100 run, has not run since (300 s was too
 #                                          # short for the suite on 2026-12-06: 39 passed, then the timeout)
-#   bash bench/device_pending.sh fp8kernels  # FP8 8B with inductor's multi-kernel reductions (persistent vs looped,
-#                                          # picked at run time) against the default, two processes in one call: the
-#                                          # per-token quantizations of 4,096- and 12,288-wide rows run as looped
-#                                          # reductions that read their input twice (93 ms of a 418 ms pass)
+#   bash bench/device_pending.sh fp8kernels  # FP8 8B and 4B with the fused quantization kernels (qrank.engine.
+#                                          # fp8_kernels, one read per row) against the reference ops that inductor
+#                                          # compiled into looped reductions reading rows twice (93 ms of a 418 ms
+#                                          # 8B pass), same process, interleaved; an 8B kernel profile
 #   bash bench/device_pending.sh encoders  # the encoder bench at HEAD with its request cuts (--variants): re-time the
 #                                          # cut the code takes (tokenize first < 256 inputs, else first chunk 2,048)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
@@ -29,10 +29,8 @@
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
   suite) TEST_TIMEOUT=420 exec bash bench/device_run.sh "tests" ;;
-  fp8kernels) for mk in 0 1; do
-      OUT=$OUT/multi_kernel_$mk TORCHINDUCTOR_MULTI_KERNEL=$mk FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=250 \
-        FP8_EXTRA="--repeats 3 --no-official --profile-sizes 8b" bash bench/device_run.sh "fp8"
-    done ;;
+  fp8kernels) FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=420 FP8_EXTRA="--kernels-ab --repeats 5 --no-official \
+      --profile-sizes 8b" exec bash bench/device_run.sh "fp8" ;;
   encoders) ENC_EXTRA=--variants ENC_TIMEOUT=400 exec bash bench/device_run.sh "encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;

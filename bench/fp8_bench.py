@@ -97,6 +97,15 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         qfast = gb.qrank_reranker(qmodel, tok)
         set_fast_accum(qmodel, False)
         systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
+    if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead
+        from qrank.engine.qwen3_forward import Qwen3Stack
+
+        Qwen3Stack.fp8_kernels = False
+        try:
+            qref = gb.qrank_reranker(qmodel, tok)
+        finally:
+            Qwen3Stack.fp8_kernels = True
+        systems["qrank-fp8[reference quant]"] = lambda w: qref.score_pairs(w)
     if args.graphs:  # big models run without CUDA graphs (their launch gaps were small in bf16); FP8's are not
         qgraphs = gb.qrank_reranker(qmodel, tok, cuda_graphs="on")
         systems["qrank-fp8[graphs]"] = lambda w: qgraphs.score_pairs(w)
@@ -178,6 +187,9 @@ def main(argv=None) -> None:
                    help="also time qrank-fp8[fast_accum] (FP8 accumulation without float32 promotion; less exact)")
     p.add_argument("--graphs", action="store_true",
                    help="also time qrank-fp8[graphs]: the FP8 engine with cuda_graphs='on' (auto: off for 4B/8B)")
+    p.add_argument("--kernels-ab", action="store_true",
+                   help="also time qrank-fp8[reference quant]: FP8 inputs quantized by the reference ops that "
+                   "torch.compile fuses, instead of qrank's fused kernels (qrank.engine.fp8_kernels)")
     p.add_argument("--profile-sizes", default="8b", help="reranker sizes whose bf16 and FP8 passes get a kernel "
                    "profile by kind (products, attention, element-wise, gaps) on each workload; '' for none")
     p.add_argument("--smoke", action="store_true",

@@ -10,8 +10,10 @@ import pytest
 
 # the offline environment and the skip accounting live in the repository's root conftest.py
 
-# collected only inside test_triton_attention.py's subprocess, where Triton's interpreter is on
-collect_ignore = [] if os.environ.get("TRITON_INTERPRET") == "1" else ["numerics/interpreted_triton_attention.py"]
+# collected only inside the subprocesses of test_triton_attention.py and test_fp8_kernels.py, where Triton's
+# interpreter is on
+collect_ignore = [] if os.environ.get("TRITON_INTERPRET") == "1" else [
+    "numerics/interpreted_triton_attention.py", "numerics/interpreted_fp8_kernels.py"]
 
 sys.path.insert(0, str(Path(__file__).parent))
 

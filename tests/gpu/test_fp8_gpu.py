@@ -84,6 +84,49 @@ def _relative(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
+@pytest.mark.parametrize("kind", ["plain", "rms_norm", "silu_mul", "add_rms_norm"])
+@pytest.mark.parametrize("m, n, strided", [(1000, 4096, False), (333, 12288, True), (4100, 9728, False),
+                                           (17, 2560, True), (1, 1024, False)])
+def test_fused_quantization_kernels_equal_the_reference_ops(kind, m, n, strided):
+    """The fused kernels (qrank.engine.fp8_kernels) on the hardware, with its float8 cast, against the eager
+    producer then :func:`~qrank.engine.fp8.fp8_rows` (tests/fp8_kernel_cases.py), on the real widths (8B: 4,096
+    and 12,288; 4B: 2,560 and 9,728; 0.6B: 1,024)."""
+    from fp8_kernel_cases import check
+
+    from qrank.engine import fp8_kernels
+
+    fraction = check(fp8_kernels, kind, m, n, strided=strided, device="cuda")
+    print(f"fused {kind} {m}x{n}: {fraction:.2e} of the e4m3 codes one step off the reference ops")
+
+
+@pytest.mark.parametrize("size", ["0.6b", "8b"])
+def test_engine_with_fused_kernels_equals_reference_ops(shared, monkeypatch, size):
+    """The served (compiled) FP8 engine with the fused quantization kernels against the same engine quantizing
+    with the reference ops: nearer each other than fp8 is to bf16 (see the test below for why a random stack
+    keeps them from being equal), finite, and each under its own compile key."""
+    from qrank.engine.fast import FastEngine
+    from qrank.engine.qwen3_forward import Qwen3Stack
+
+    model = _random_model(shared, "reranker", size, layers=2)
+    body = model.model
+    g = torch.Generator().manual_seed(2)
+    seqs = [torch.randint(100, 50000, (n,), generator=g).tolist() for n in (37, 300, 1, 129, 700)]
+    seqs += [seqs[1][:200] + s for s in ([5, 6, 7], [8] * 40)]
+    bf16 = FastEngine(body).last_hidden(seqs)
+    quantize_body(body)
+    fused = FastEngine(body)
+    with monkeypatch.context() as m:
+        m.setattr(Qwen3Stack, "fp8_kernels", False)
+        plain = FastEngine(body)
+    assert fused.stack.fp8_kernels and not plain.stack.fp8_kernels
+    assert fused.stack.compile_key != plain.stack.compile_key
+    assert fused.config.compile and plain.config.compile
+    got, want = fused.last_hidden(seqs), plain.last_hidden(seqs)
+    err, quant = _relative(got, want), _relative(want, bf16)
+    print(f"{size} (2 layers): fused kernels vs reference ops {err:.5f} of the norm; fp8 vs bf16 {quant:.5f}")
+    assert torch.isfinite(got).all() and err < quant
+
+
 @pytest.mark.parametrize("kind, size", [("reranker", "0.6b"), ("reranker", "8b"), ("embedding", "0.6b")])
 def test_fp8_engine_matches_emulation_per_product_end_to_end_relaxed_after_h100(shared, monkeypatch, kind, size):
     """The fast engine's FP8 products (``torch._scaled_mm``) against the float32 emulation, on the real layer

@@ -149,17 +149,20 @@ def test_dtype_casts_of_a_model_leave_fp8_weights_alone():
     body.float()  # the bias follows the model's casts as any parameter does (rounded by .half() on the way)
     torch.testing.assert_close(body(x), fp8_linear(x, quantize_weight(lin.weight), body[0].bias))
 
-def test_traced_layer_quantizes_once_per_projection(monkeypatch):
-    """The GPU path (``torch._scaled_mm``) traced on meta tensors: one per-token quantization (an amax) per
-    projection, seven per layer, though q/k/v share one input and gate/up another. An earlier version of this
-    test applied AOT's common-subexpression pass by hand and concluded that compiled inference quantizes each
-    input once; that pass runs only when training graphs are partitioned, so it proved nothing. What merges
-    the work is inductor's scheduler (one amax kernel per input in the H100 profile), and fusing the
-    projections' weights was measured 5% slower (bench/logs/fp8_fused_2026-12-06_h100.md)."""
+@pytest.mark.parametrize("kernels", [False, True], ids=["reference-ops", "fused-kernels"])
+def test_traced_layer_quantizes_each_input_once(monkeypatch, kernels):
+    """The GPU path (``torch._scaled_mm``) traced on meta tensors: seven FP8 products per layer and four
+    per-token quantizations, one per distinct input (q/k/v share the normed input, gate/up the post-attention
+    one). With the fused kernels (:mod:`qrank.engine.fp8_kernels`) those four are the ``qrank::`` ops and no
+    amax is left to the compiler; with the reference ops they are four amax reductions. (Before 2026-12-06 the
+    layer quantized per projection, seven times, and left the merging to inductor's scheduler.)"""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from qrank.engine import fp8, qwen3_forward
 
+    if kernels:
+        pytest.importorskip("triton", reason="Triton comes with the test extra")
+        from qrank.engine import fp8_kernels  # noqa: F401  (registers the ops and their meta functions)
     real = fp8.fp8_linear
     monkeypatch.setattr(fp8, "fp8_linear", lambda x, w, b=None, **kw: real(x, w, b, emulate=False))
     hidden, heads, kv, dim, inter, t = 64, 4, 2, 16, 96, 32
@@ -176,15 +179,19 @@ def test_traced_layer_quantizes_once_per_projection(monkeypatch):
 
     def layer(x, ln, qn, cos, sin):
         q, k, v = qwen3_forward.attn_inputs(x, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, 1e-6, heads, kv,
-                                            dim)
-        return qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, 1e-6)
+                                            dim, kernels)
+        return qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, 1e-6,
+                                             kernels)
 
     graph = make_fx(layer)(meta(t, hidden), meta(hidden), meta(dim), meta(t, 1, dim), meta(t, 1, dim)).graph
 
     def count(g, name):
         return sum(1 for n in g.nodes if n.op == "call_function" and name in str(n.target))
 
-    assert (count(graph, "_scaled_mm"), count(graph, "amax")) == (7, 7)  # one per projection as written
+    ops = count(graph, "qrank.fp8_")
+    assert (count(graph, "_scaled_mm"), count(graph, "amax"), ops) == ((7, 0, 4) if kernels else (7, 4, 0))
+    out = layer(meta(t, hidden), meta(hidden), meta(dim), meta(t, 1, dim), meta(t, 1, dim))
+    assert out.shape == (t, hidden) and out.dtype == torch.bfloat16
 
 
 def _tiny_reranker(path, **settings):

@@ -78,29 +78,60 @@ def quantize_rows(x):
     return (xf / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
 
 
-def fp8_linear(x, weight: Fp8Weight, bias=None, *, emulate: bool | None = None):
-    """``x @ W.T (+ bias)`` with ``W`` in FP8 and ``x`` quantized per token; output in ``x.dtype``.
+class Fp8Rows(NamedTuple):
+    """Activations quantized per token, ready for :func:`fp8_linear`; several products may share them.
 
-    ``emulate``: None = ``torch._scaled_mm`` on CUDA, the float32 emulation elsewhere.
+    ``data`` (R, K) float8_e4m3fn and ``scale`` (R, 1) float32 hold ``rows`` real rows, then zero padding
+    (R is a multiple of 16 on CUDA); ``dtype`` is what the products return.
+    """
+
+    data: Any
+    scale: Any
+    rows: Any
+    dtype: Any
+
+
+def fp8_rows(x, *, pad: bool | None = None) -> Fp8Rows:
+    """The per-token quantization of a 2-D ``x`` (:func:`quantize_rows`), padded to 16 rows on CUDA.
+
+    >>> r = fp8_rows(torch.tensor([[1.0, -2.0], [0.5, 0.25]]))
+    >>> r.data.float().tolist(), r.scale.flatten().tolist(), r.rows
+    ([[224.0, -448.0], [448.0, 224.0]], [0.004464285913854837, 0.0011160714784637094], 2)
     """
     import torch.nn.functional as F
 
-    shape = x.shape
-    x2 = x.reshape(-1, shape[-1])
-    if emulate is None:
-        emulate = not x2.is_cuda
-    if emulate:
-        x8, sx = quantize_rows(x2)
-        y = ((x8.to(torch.float32) * sx) @ weight.dequantize().t()).to(x.dtype)
-    else:
-        m = x2.shape[0]
+    m = x.shape[0]
+    if x.is_cuda if pad is None else pad:
         # zero rows quantize to zeros (their scale is MIN_SCALE); unconditional so a compiled graph with a
         # dynamic row count never specialises on m % 16
-        x2 = F.pad(x2, (0, 0, 0, (-m) % ROW_MULTIPLE))
-        x8, sx = quantize_rows(x2)
+        x = F.pad(x, (0, 0, 0, (-m) % ROW_MULTIPLE))
+    x8, scale = quantize_rows(x)
+    return Fp8Rows(x8, scale, m, x.dtype)
+
+
+def fp8_linear(x, weight: Fp8Weight, bias=None, *, emulate: bool | None = None):
+    """``x @ W.T (+ bias)`` with ``W`` in FP8 and ``x`` quantized per token; output in ``x.dtype``.
+
+    ``x`` is a tensor (quantized here) or :class:`Fp8Rows` already quantized. ``emulate``: None =
+    ``torch._scaled_mm`` on CUDA, the float32 emulation elsewhere.
+    """
+    if isinstance(x, Fp8Rows):
+        rows, shape = x, (x.rows, x.data.shape[1])
+        on_cuda = x.data.is_cuda
+    else:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        on_cuda = x2.is_cuda
+        rows = fp8_rows(x2, pad=on_cuda and not emulate)
+    emulate = not on_cuda if emulate is None else emulate
+    m = rows.rows
+    if emulate:
+        xf = rows.data[:m].to(torch.float32) * rows.scale[:m]
+        y = (xf @ weight.dequantize().t()).to(rows.dtype)
+    else:
         # mat2 must be column-major: the transpose of the row-major (N, K) weight is exactly that
-        y = torch._scaled_mm(x8, weight.data.t(), scale_a=sx, scale_b=weight.scale[None, :],
-                             out_dtype=torch.bfloat16, use_fast_accum=weight.fast_accum)[:m].to(x.dtype)
+        y = torch._scaled_mm(rows.data, weight.data.t(), scale_a=rows.scale, scale_b=weight.scale[None, :],
+                             out_dtype=torch.bfloat16, use_fast_accum=weight.fast_accum)[:m].to(rows.dtype)
     if bias is not None:
         y = y + bias
     return y.reshape(*shape[:-1], y.shape[-1])

@@ -23,7 +23,7 @@ import types
 from dataclasses import dataclass
 
 from ..errors import UnsupportedModel
-from .fp8 import Fp8Weight, linear, projection_weight
+from .fp8 import Fp8Rows, Fp8Weight, fp8_rows, linear, projection_weight
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,64 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
+def _fp8(*weights) -> bool:
+    return all(isinstance(w, Fp8Weight) for w in weights)
+
+
+def _rows(data_scale, like) -> Fp8Rows:
+    return Fp8Rows(data_scale[0], data_scale[1], like.shape[0], like.dtype)
+
+
+def norm_input(x, ln, eps: float, weights, kernels: bool):
+    """RMSNorm(x) as the projections by ``weights`` take it: a tensor, or :class:`Fp8Rows` shared by FP8 ones.
+
+    ``kernels``: the FP8 rows come from one fused kernel (:mod:`qrank.engine.fp8_kernels`, CUDA) instead of
+    the reference ops.
+    """
+    import torch
+
+    if not _fp8(*weights):
+        return rms_norm(x, ln, eps)
+    if kernels:
+        return _rows(torch.ops.qrank.fp8_quantize_rows(x, "rms_norm", None, ln, eps), x)
+    return fp8_rows(rms_norm(x, ln, eps))
+
+
+def add_norm_input(x, r, ln, eps: float, weights, kernels: bool):
+    """The residual stream ``x + r`` and its RMSNorm as :func:`norm_input` gives it: (x + r, normed)."""
+    import torch
+
+    if _fp8(*weights) and kernels:
+        data, scale, x = torch.ops.qrank.fp8_add_rms_norm_quantize(x, r, ln, eps)
+        return x, Fp8Rows(data, scale, x.shape[0], x.dtype)
+    x = x + r
+    return x, norm_input(x, ln, eps, weights, False)
+
+
+def gated_input(g, u, weight, kernels: bool):
+    """SiLU(g) * u as the down projection takes it (a tensor, or :class:`Fp8Rows` for an FP8 weight)."""
+    import torch
+    import torch.nn.functional as F
+
+    if _fp8(weight) and kernels:
+        return _rows(torch.ops.qrank.fp8_quantize_rows(g, "silu_mul", u), g)
+    y = F.silu(g) * u
+    return fp8_rows(y) if _fp8(weight) else y
+
+
+def plain_input(a, weight, kernels: bool):
+    """``a`` as the projection by ``weight`` takes it (a tensor, or :class:`Fp8Rows` for an FP8 weight)."""
+    import torch
+
+    if _fp8(weight) and kernels:
+        return _rows(torch.ops.qrank.fp8_quantize_rows(a, "plain"), a)
+    return a
+
+
 def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
-                head_dim: int):
+                head_dim: int, kernels: bool = False):
     """Input norm, q/k/v projections, per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim)."""
-    h = rms_norm(x, ln, eps)
+    h = norm_input(x, ln, eps, (wq, wk, wv), kernels)
     q, k, v = linear(h, wq, bq), linear(h, wk, bk), linear(h, wv, bv)
     q = q.reshape(-1, heads, head_dim)
     k = k.reshape(-1, kv_heads, head_dim)
@@ -60,13 +114,13 @@ def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: fl
     return q, k, v
 
 
-def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float):
-    """Output projection + residual, post-attention norm, SiLU-gated MLP + residual."""
-    import torch.nn.functional as F
+def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float, kernels: bool = False):
+    """Output projection + residual, post-attention norm, SiLU-gated MLP + residual.
 
-    x = x + linear(a, wo, bo)
-    h = rms_norm(x, ln, eps)
-    return x + linear(F.silu(linear(h, w_gate)) * linear(h, w_up), w_down)
+    With FP8 weights each product's input is quantized once, by its producer (``kernels``: fused kernels).
+    """
+    x, h = add_norm_input(x, linear(plain_input(a, wo, kernels), wo, bo), ln, eps, (w_gate, w_up), kernels)
+    return x + linear(gated_input(linear(h, w_gate), linear(h, w_up), w_down, kernels), w_down)
 
 
 def copy_function(fn, tag: str):
@@ -126,7 +180,13 @@ class Qwen3Stack:
 
     The engines call :meth:`forward` with their attention; tests/numerics/test_fast_engine.py checks the
     result against :class:`~qrank.engine.reference.ReferenceEngine`.
+
+    ``fp8_kernels`` (FP8 weights on CUDA): the products' inputs are quantized by the fused kernels of
+    :mod:`qrank.engine.fp8_kernels`; off, by the reference ops (which ``torch.compile`` fuses as it can).
+    The class attribute is the default, a knob for benchmarks (bench/fp8_bench.py ``--variants``).
     """
+
+    fp8_kernels = True
 
     def __init__(self, body) -> None:
         cfg = getattr(body, "config", None)
@@ -150,6 +210,19 @@ class Qwen3Stack:
         self.rotary = body.rotary_emb
         self.norm = body.norm.weight
         self.layers = [self._layer(layer) for layer in layers[: cfg.num_hidden_layers]]
+        self.fp8_kernels = self._fp8_kernels_here()
+
+    def _fp8_kernels_here(self) -> bool:
+        """Whether this stack's FP8 inputs come from the fused kernels: asked for, FP8 weights, CUDA, Triton."""
+        if not (type(self).fp8_kernels and self.layers and isinstance(self.layers[0].wq, Fp8Weight)
+                and self.device.type == "cuda"):
+            return False
+        try:
+            from . import fp8_kernels  # noqa: F401  (registers the qrank:: ops the layer halves call)
+        except ImportError as exc:  # a CUDA torch without Triton: the reference ops, said once
+            log.warning("FP8 without the fused quantization kernels (%s); the reference ops quantize", exc)
+            return False
+        return True
 
     @property
     def flops_per_token(self) -> float:
@@ -187,7 +260,8 @@ class Qwen3Stack:
         """What makes this stack's traced layer graphs differ from another's (see :func:`layer_segments`).
 
         Device, dtype, the shapes (hidden, heads, kv heads, head dim, MLP width, layers), the weight form
-        (plain, FP8, FP8 with fast accumulation) and which optional tensors exist (biases, q/k norms).
+        (plain, FP8, FP8 with fast accumulation; "+kernels" where the fused quantization kernels run) and
+        which optional tensors exist (biases, q/k norms).
 
         >>> from transformers import Qwen3Config, Qwen3Model
         >>> body = Qwen3Model(Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -202,6 +276,8 @@ class Qwen3Stack:
             form = ("fp8-fast" if w.wq.fast_accum else "fp8") if isinstance(w.wq, Fp8Weight) else "plain"
             bias, qk_norm = w.bq is not None or w.bo is not None, w.q_norm is not None
             mlp = int(w.w_gate.data.shape[0] if isinstance(w.w_gate, Fp8Weight) else w.w_gate.shape[0])
+        if form != "plain" and self.fp8_kernels:
+            form += "+kernels"
         return (self.device.type, str(self.dtype), self.hidden, self.heads, self.kv_heads, self.head_dim, mlp,
                 len(self.layers), form, bias, qk_norm)
 
@@ -229,10 +305,10 @@ class Qwen3Stack:
         for i, w in enumerate(self.layers):
             q, k, v = seg_in(
                 x, w.ln1, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, cos, sin,
-                self.eps, self.heads, self.kv_heads, self.head_dim,
+                self.eps, self.heads, self.kv_heads, self.head_dim, self.fp8_kernels,
             )
             a = attend(q, k, v).reshape(q.shape[0], self.heads * self.head_dim)
             if i == last:  # only the returned rows need the rest of the last layer
                 a, x = a[last_index], x[last_index]
-            x = seg_out(a, x, w.wo, w.bo, w.ln2, w.w_gate, w.w_up, w.w_down, self.eps)
+            x = seg_out(a, x, w.wo, w.bo, w.ln2, w.w_gate, w.w_up, w.w_down, self.eps, self.fp8_kernels)
         return rms_norm(x, self.norm, self.eps)

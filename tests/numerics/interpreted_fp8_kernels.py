@@ -1,0 +1,89 @@
+"""qrank's fused FP8 quantization kernels (:mod:`qrank.engine.fp8_kernels`) run on the CPU by Triton's interpreter.
+
+Collected only through :func:`test_fp8_kernels.test_the_kernels_under_the_interpreter`, which runs this file in a
+fresh pytest process with ``TRITON_INTERPRET=1`` (the interpreter must be on before Triton is first imported).
+
+The reference is independent of the kernels (tests/fp8_kernel_cases.py): the eager ops the layer uses without
+them, then :func:`qrank.engine.fp8.fp8_rows`. The interpreter runs the
+kernels' own code (row indexing, masks, padding rows, strides, the producers' float32 math and roundings)
+with numpy. Its float casts are not the GPU's: it truncates float32 to bfloat16 and rounds float8 half-up
+without carrying into the exponent (Triton 3.6, ``interpreter._convert_float``), where the GPU's ``cvt.rn``
+rounds to nearest even like torch. The fixture swaps in torch's casts, so the kernels are checked with
+the GPU's rounding; tests/gpu/test_fp8_gpu.py checks them on the hardware.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from fp8_kernel_cases import EPS, KINDS, check
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("run by test_fp8_kernels.py with TRITON_INTERPRET=1", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """The kernel module under the interpreter, with round-to-nearest-even float casts (see the docstring)."""
+    import triton.language as tl
+    import triton.runtime.interpreter as interpreter
+
+    torch_types = {tl.float32: (torch.float32, np.float32), tl.bfloat16: (torch.bfloat16, np.uint16),
+                   tl.float16: (torch.float16, np.float16), tl.float8e4nv: (torch.float8_e4m3fn, np.uint8)}
+    storage = {np.uint16: torch.uint16, np.uint8: torch.uint8, np.float32: torch.float32, np.float16: torch.float16}
+    original = interpreter._convert_float
+
+    def convert(values, in_type, out_type, rounding_mode):
+        (t_in, np_in), (t_out, np_out) = torch_types[in_type], torch_types[out_type]
+        raw = torch.from_numpy(np.ascontiguousarray(values).view(np_in).copy())
+        out = raw.view(storage[np_in]).view(t_in).to(t_out)
+        return out.view(storage[np_out]).numpy().view(np_out)
+
+    interpreter._convert_float = convert
+    from qrank.engine import fp8_kernels
+
+    assert type(fp8_kernels._rows_quant_kernel).__name__ == "InterpretedFunction"
+    yield fp8_kernels
+    interpreter._convert_float = original
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("m, n, strided", [(37, 3000, False), (16, 512, True), (1, 4096, False), (5, 12288, True)])
+def test_kernel_equals_eager_producer_then_quantize_rows(kernels, kind, m, n, strided):
+    check(kernels, kind, m, n, strided=strided)
+
+
+def test_layer_halves_with_kernels_equal_the_reference_ops(kernels):
+    """The wiring: both layer halves of a small FP8 layer on the CPU, with the kernels' ops and with the
+    reference ops; products emulated (the same :func:`qrank.engine.fp8.fp8_linear` either way)."""
+    from qrank.engine import qwen3_forward
+    from qrank.engine.fp8 import quantize_weight
+
+    g = torch.Generator().manual_seed(3)
+    hidden, heads, kv, dim, inter, t = 256, 4, 2, 64, 768, 21
+
+    def rand(*shape, spread=1.0):
+        return (torch.randn(*shape, generator=g) * spread).to(torch.bfloat16)
+
+    def weight(n, k):
+        return quantize_weight(rand(n, k, spread=k**-0.5))
+
+    wq, wk, wv, wo = weight(heads * dim, hidden), weight(kv * dim, hidden), weight(kv * dim, hidden), weight(
+        hidden, heads * dim)
+    w_gate, w_up, w_down = weight(inter, hidden), weight(inter, hidden), weight(hidden, inter)
+    x, ln, qn = rand(t, hidden), (torch.rand(hidden, generator=g) + 0.5).to(torch.bfloat16), rand(dim)
+    cos, sin = rand(t, 1, dim), rand(t, 1, dim)
+    got, want = {}, {}
+    for fused, out in ((True, got), (False, want)):
+        q, k, v = qwen3_forward.attn_inputs(x, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, EPS, heads, kv,
+                                            dim, fused)
+        out["qkv"] = torch.cat([q.flatten(1), k.flatten(1), v.flatten(1)], 1).float()
+        out["layer"] = qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, EPS,
+                                                     fused).float()
+    for name in got:
+        err = ((got[name] - want[name]).norm() / want[name].norm()).item()
+        assert err < 1e-2, f"{name}: {err:.2e} of the norm"
+    assert not torch.equal(got["layer"], x.float())  # the halves did something
