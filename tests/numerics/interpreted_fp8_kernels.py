@@ -74,16 +74,20 @@ def test_layer_halves_with_kernels_equal_the_reference_ops(kernels):
     wq, wk, wv, wo = weight(heads * dim, hidden), weight(kv * dim, hidden), weight(kv * dim, hidden), weight(
         hidden, heads * dim)
     w_gate, w_up, w_down = weight(inter, hidden), weight(inter, hidden), weight(hidden, inter)
-    x, ln, qn = rand(t, hidden), (torch.rand(hidden, generator=g) + 0.5).to(torch.bfloat16), rand(dim)
+    x, r, qn = rand(t, hidden), rand(t, hidden), rand(dim)
+    ln = (torch.rand(hidden, generator=g) + 0.5).to(torch.bfloat16)
     cos, sin = rand(t, 1, dim), rand(t, 1, dim)
     got, want = {}, {}
     for fused, out in ((True, got), (False, want)):
-        q, k, v = qwen3_forward.attn_inputs(x, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, EPS, heads, kv,
-                                            dim, fused)
+        q, k, v, x1 = qwen3_forward.attn_inputs(x, r, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, EPS, heads,
+                                                kv, dim, fused)
         out["qkv"] = torch.cat([q.flatten(1), k.flatten(1), v.flatten(1)], 1).float()
-        out["layer"] = qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, EPS,
-                                                     fused).float()
+        out["stream"] = x1.float()
+        x2, r2 = qwen3_forward.attn_output_mlp(q.reshape(t, -1), x1, wo, None, ln, w_gate, w_up, w_down, EPS, fused)
+        assert (r2 is not None) == fused
+        out["layer"] = (x2 if r2 is None else x2 + r2).float()
+    assert torch.equal(got["stream"], want["stream"])  # x + r, rounded once to bfloat16 either way
     for name in got:
         err = ((got[name] - want[name]).norm() / want[name].norm()).item()
         assert err < 1e-2, f"{name}: {err:.2e} of the norm"
-    assert not torch.equal(got["layer"], x.float())  # the halves did something
+    assert not torch.equal(got["layer"], got["stream"])  # the second half did something

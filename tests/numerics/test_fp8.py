@@ -177,20 +177,22 @@ def test_traced_layer_quantizes_each_input_once(monkeypatch, kernels):
         hidden, heads * dim)
     w_gate, w_up, w_down = weight(inter, hidden), weight(inter, hidden), weight(hidden, inter)
 
-    def layer(x, ln, qn, cos, sin):
-        q, k, v = qwen3_forward.attn_inputs(x, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, 1e-6, heads, kv,
-                                            dim, kernels)
-        return qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, 1e-6,
-                                             kernels)
+    def layer(x, r, ln, qn, cos, sin):  # r: the previous layer's MLP output, added by this layer's norm
+        q, k, v, x = qwen3_forward.attn_inputs(x, r, ln, wq, wk, wv, None, None, None, qn, qn, cos, sin, 1e-6, heads,
+                                               kv, dim, kernels)
+        x, r = qwen3_forward.attn_output_mlp(q.reshape(t, -1), x, wo, None, ln, w_gate, w_up, w_down, 1e-6, kernels)
+        assert (r is not None) == kernels  # the fused path leaves the residual add to the next layer's norm
+        return x if r is None else x + r
 
-    graph = make_fx(layer)(meta(t, hidden), meta(hidden), meta(dim), meta(t, 1, dim), meta(t, 1, dim)).graph
+    args = (meta(t, hidden), meta(t, hidden), meta(hidden), meta(dim), meta(t, 1, dim), meta(t, 1, dim))
+    graph = make_fx(layer)(*args).graph
 
     def count(g, name):
         return sum(1 for n in g.nodes if n.op == "call_function" and name in str(n.target))
 
     ops = count(graph, "qrank.fp8_")
     assert (count(graph, "_scaled_mm"), count(graph, "amax"), ops) == ((7, 0, 4) if kernels else (7, 4, 0))
-    out = layer(meta(t, hidden), meta(hidden), meta(dim), meta(t, 1, dim), meta(t, 1, dim))
+    out = layer(*args)
     assert out.shape == (t, hidden) and out.dtype == torch.bfloat16
 
 

@@ -98,10 +98,14 @@ def plain_input(a, weight, kernels: bool):
     return a
 
 
-def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
+def attn_inputs(x, r, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
                 head_dim: int, kernels: bool = False):
-    """Input norm, q/k/v projections, per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim)."""
-    h = norm_input(x, ln, eps, (wq, wk, wv), kernels)
+    """Residual add (``r``: the previous layer's MLP output not yet added, or None), input norm, q/k/v projections,
+    per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim) and the residual stream x (+ r)."""
+    if r is None:
+        h = norm_input(x, ln, eps, (wq, wk, wv), kernels)
+    else:
+        x, h = add_norm_input(x, r, ln, eps, (wq, wk, wv), kernels)
     q, k, v = linear(h, wq, bq), linear(h, wk, bk), linear(h, wv, bv)
     q = q.reshape(-1, heads, head_dim)
     k = k.reshape(-1, kv_heads, head_dim)
@@ -111,16 +115,19 @@ def attn_inputs(x, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: fl
         k = rms_norm(k, k_norm, eps)
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
-    return q, k, v
+    return q, k, v, x
 
 
 def attn_output_mlp(a, x, wo, bo, ln, w_gate, w_up, w_down, eps: float, kernels: bool = False):
-    """Output projection + residual, post-attention norm, SiLU-gated MLP + residual.
+    """Output projection + residual, post-attention norm, SiLU-gated MLP: (x, r), the residual stream and the MLP's
+    output. With the fused FP8 kernels ``r`` is left for the next layer's norm kernel to add (one pass over the
+    stream instead of two); otherwise it is added here and ``r`` is None.
 
     With FP8 weights each product's input is quantized once, by its producer (``kernels``: fused kernels).
     """
     x, h = add_norm_input(x, linear(plain_input(a, wo, kernels), wo, bo), ln, eps, (w_gate, w_up), kernels)
-    return x + linear(gated_input(linear(h, w_gate), linear(h, w_up), w_down, kernels), w_down)
+    r = linear(gated_input(linear(h, w_gate), linear(h, w_up), w_down, kernels), w_down)
+    return (x, r) if kernels and _fp8(w_down) else (x + r, None)
 
 
 def copy_function(fn, tag: str):
@@ -301,14 +308,14 @@ class Qwen3Stack:
         x = F.embedding(input_ids, self.embed)
         cos, sin = self.rotary(x, positions[None])
         cos, sin = cos[0, :, None, :], sin[0, :, None, :]
-        last = len(self.layers) - 1
+        last, r = len(self.layers) - 1, None
         for i, w in enumerate(self.layers):
-            q, k, v = seg_in(
-                x, w.ln1, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, cos, sin,
+            q, k, v, x = seg_in(
+                x, r, w.ln1, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, cos, sin,
                 self.eps, self.heads, self.kv_heads, self.head_dim, self.fp8_kernels,
             )
             a = attend(q, k, v).reshape(q.shape[0], self.heads * self.head_dim)
             if i == last:  # only the returned rows need the rest of the last layer
                 a, x = a[last_index], x[last_index]
-            x = seg_out(a, x, w.wo, w.bo, w.ln2, w.w_gate, w.w_up, w.w_down, self.eps, self.fp8_kernels)
-        return rms_norm(x, self.norm, self.eps)
+            x, r = seg_out(a, x, w.wo, w.bo, w.ln2, w.w_gate, w.w_up, w.w_down, self.eps, self.fp8_kernels)
+        return rms_norm(x if r is None else x + r, self.norm, self.eps)
