@@ -7,7 +7,9 @@
 #   bash bench/device_pending.sh fp8kernels  # FP8 8B and 4B with the fused quantization kernels (qrank.engine.
 #                                          # fp8_kernels, one read per row) against the reference ops that inductor
 #                                          # compiled into looped reductions reading rows twice (93 ms of a 418 ms
-#                                          # 8B pass), same process, interleaved; an 8B kernel profile
+#                                          # 8B pass), same process, interleaved; also FP8 with fast accumulation
+#                                          # (cuBLAS without float32 promotion, as vLLM's cutlass FP8 kernels run);
+#                                          # an 8B kernel profile; first the FP8 GPU tests
 #   bash bench/device_pending.sh encoders  # the encoder bench at HEAD with its request cuts (--variants): re-time the
 #                                          # cut the code takes (tokenize first < 256 inputs, else first chunk 2,048)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
@@ -29,8 +31,8 @@
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
   suite) TEST_TIMEOUT=420 exec bash bench/device_run.sh "tests" ;;
-  fp8kernels) FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=420 FP8_EXTRA="--kernels-ab --repeats 5 --no-official \
-      --profile-sizes 8b" exec bash bench/device_run.sh "fp8" ;;
+  fp8kernels) TESTS_K=fp8 TEST_TIMEOUT=220 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=330 FP8_EXTRA="--kernels-ab \
+      --fast-accum --repeats 5 --no-official --profile-sizes 8b" exec bash bench/device_run.sh "tests fp8" ;;
   encoders) ENC_EXTRA=--variants ENC_TIMEOUT=400 exec bash bench/device_run.sh "encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;

@@ -97,6 +97,7 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         qfast = gb.qrank_reranker(qmodel, tok)
         set_fast_accum(qmodel, False)
         systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
+        notes.append(f"- {name} fast_accum: the gate vs bf16 {gate(qr, qfast)} (default accumulation: {agreement})")
     if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead
         from qrank.engine.qwen3_forward import Qwen3Stack
 
