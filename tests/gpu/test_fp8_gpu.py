@@ -99,6 +99,25 @@ def test_fused_quantization_kernels_equal_the_reference_ops(kind, m, n, strided)
     print(f"fused {kind} {m}x{n}: {fraction:.2e} of the e4m3 codes one step off the reference ops")
 
 
+_SHAPES = {"1-row": {"ROWS": 1, "CHUNK": 0, "num_warps": 16}, "4-rows": {"ROWS": 4, "CHUNK": 0, "num_warps": 4},
+           "chunks": {"ROWS": 1, "CHUNK": 2048, "num_warps": 4}}
+# the shapes the autotuner is offered (fp8_kernels._prune): 4 rows of 4,096 fit, 4 of 12,288 do not; no chunks for
+# RMSNorm
+_OFFERED = [("silu_mul", 12288, "1-row"), ("silu_mul", 12288, "chunks"), ("plain", 4096, "1-row"),
+            ("plain", 4096, "4-rows"), ("plain", 4096, "chunks"), ("add_rms_norm", 4096, "1-row"),
+            ("add_rms_norm", 4096, "4-rows")]
+
+
+@pytest.mark.parametrize("kind, n, shape", _OFFERED)
+def test_each_launch_shape_on_the_gpu(kind, n, shape):
+    """Every shape the autotuner may pick computes the reference's rows (the test above takes the one it picked)."""
+    from fp8_kernel_cases import check
+
+    from qrank.engine import fp8_kernels
+
+    check(fp8_kernels, kind, 333, n, strided=True, device="cuda", config=_SHAPES[shape])
+
+
 @pytest.mark.parametrize("size", ["0.6b", "8b"])
 def test_engine_with_fused_kernels_equals_reference_ops(shared, monkeypatch, size):
     """The served (compiled) FP8 engine with the fused quantization kernels against the same engine quantizing

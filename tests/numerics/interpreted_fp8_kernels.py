@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from fp8_kernel_cases import EPS, KINDS, check
+from triton_interpreter import mend_scalar_index
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_fp8_kernels.py with TRITON_INTERPRET=1", allow_module_level=True)
@@ -43,17 +44,31 @@ def kernels():
         return out.view(storage[np_out]).numpy().view(np_out)
 
     interpreter._convert_float = convert
+    undo = mend_scalar_index()  # the chunked shapes loop over the row's width, a runtime bound
     from qrank.engine import fp8_kernels
 
-    assert type(fp8_kernels._rows_quant_kernel).__name__ == "InterpretedFunction"
+    assert type(fp8_kernels._rows_quant_kernel.fn).__name__ == "InterpretedFunction"
     yield fp8_kernels
     interpreter._convert_float = original
+    undo()
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("m, n, strided", [(37, 3000, False), (16, 512, True), (1, 4096, False), (5, 12288, True)])
 def test_kernel_equals_eager_producer_then_quantize_rows(kernels, kind, m, n, strided):
     check(kernels, kind, m, n, strided=strided)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("config", [{"ROWS": 2, "CHUNK": 0}, {"ROWS": 4, "CHUNK": 0}, {"ROWS": 1, "CHUNK": 1024}],
+                         ids=["2-rows", "4-rows", "chunks"])
+def test_every_launch_shape_the_autotuner_may_pick(kernels, kind, config):
+    """Each shape the GPU's autotuner chooses from computes the same rows (chunks serve the element-wise
+    producers only: RMSNorm needs its whole row, and the autotuner is never offered chunks for it)."""
+    if config["CHUNK"] and kind in ("rms_norm", "add_rms_norm"):
+        assert not kernels._prune(kernels._configs(), {}, BLOCK=4096, KIND=kernels.KINDS[kind])[-1].kwargs["CHUNK"]
+        return
+    check(kernels, kind, 37, 2500, strided=True, config=config)
 
 
 def test_layer_halves_with_kernels_equal_the_reference_ops(kernels):

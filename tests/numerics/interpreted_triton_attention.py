@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from official_recipes import official_qwen3_rerank
+from triton_interpreter import mend_scalar_index
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_triton_attention.py with TRITON_INTERPRET=1", allow_module_level=True)
@@ -26,23 +27,13 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 
 @pytest.fixture(scope="module")
 def kernel():
-    """The kernel module under the interpreter."""
-    import triton.runtime.interpreter as interpreter
-
-    # Triton 3.6's interpreter turns a scalar into an index with int() of a 1-element array, which
-    # numpy >= 2.4 refuses; the kernel's loops over loaded bounds need it, so the test mends it.
-    patch_tensor = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interpreter._patch_lang_tensor = patched
+    """The kernel module under the interpreter (its loops over loaded bounds need the mended index)."""
+    undo = mend_scalar_index()
     from qrank.engine import triton_attention
 
     assert type(triton_attention._prefix_attention_kernel).__name__ == "InterpretedFunction"
     yield triton_attention
-    interpreter._patch_lang_tensor = patch_tensor
+    undo()
 
 
 def _layout(seed: int):

@@ -25,3 +25,18 @@ def run_interpreted(filename: str) -> str:
     summary = proc.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "skipped" not in summary and "failed" not in summary, tail
     return summary
+
+
+def mend_scalar_index():
+    """Triton 3.6's interpreter turns a scalar into an index with int() of a 1-element array, which numpy >= 2.4
+    refuses; kernels' loops over loaded or runtime bounds need it. Mends it; returns the undo."""
+    import triton.runtime.interpreter as interpreter
+
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+    return lambda: setattr(interpreter, "_patch_lang_tensor", patch_tensor)

@@ -20,6 +20,8 @@ scale is the minimum, as the reference's zero padding gives.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -28,52 +30,133 @@ from .fp8 import E4M3_MAX, MIN_SCALE, ROW_MULTIPLE
 
 KINDS = {"plain": 0, "rms_norm": 1, "add_rms_norm": 2, "silu_mul": 3}
 _E4M3_MAX: tl.constexpr = tl.constexpr(E4M3_MAX)
+# torch on CUDA divides by a scalar as a multiplication by its float32 reciprocal: the scale is amax * (1 / 448)
+# to the last bit (seen on an H200, bench/logs/device_2026-12-06h_h200/gpu_tests.log)
+_INV_E4M3_MAX: tl.constexpr = tl.constexpr(1.0 / E4M3_MAX)
 _MIN_SCALE: tl.constexpr = tl.constexpr(MIN_SCALE)
+MAX_PERSISTENT = 16384  # elements of a program's rows held in registers at once
+
+
+def _configs():
+    """Launch shapes the autotuner picks from per (width, kind): whole rows in registers (1, 2 or 4 rows a
+    program) or, for the element-wise producers, chunks of a row read twice (the second time from L2)."""
+    out = [triton.Config({"ROWS": r, "CHUNK": 0}, num_warps=w) for r in (1, 2, 4) for w in (4, 8, 16)
+           if not (r > 1 and w == 16)]
+    return out + [triton.Config({"ROWS": 1, "CHUNK": c}, num_warps=w) for c in (2048, 4096) for w in (4, 8)]
+
+
+def _prune(configs, named_args, **kwargs):
+    block, kind = kwargs["BLOCK"], kwargs["KIND"]
+    keep = []
+    for c in configs:
+        rows, chunk = c.kwargs["ROWS"], c.kwargs["CHUNK"]
+        if chunk == 0 and rows * block <= MAX_PERSISTENT:
+            keep.append(c)
+        elif chunk and kind in (0, 3) and chunk < block:  # RMSNorm needs its whole row: no chunks
+            keep.append(c)
+    return keep
 
 
 @triton.jit
-def _rows_quant_kernel(A, B, W, Res, Out, Scale, m, n, stride_a, stride_b, stride_res, stride_out, eps,
-                       KIND: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)  # rows x 12,288 passes 2**31 on long passes
-    offs = tl.arange(0, BLOCK)
-    inside = offs < n
-    live = inside & (row < m)  # rows past m are the padding: zeros, as the reference pads
-    a = tl.load(A + row * stride_a + offs, mask=live, other=0.0).to(tl.float32)
-    if KIND == 1 or KIND == 2:  # RMSNorm (after the residual add for KIND 2), as transformers computes it
-        if KIND == 2:
-            b = tl.load(B + row * stride_b + offs, mask=live, other=0.0).to(tl.float32)
-            a = (a + b).to(A.dtype.element_ty)
-            tl.store(Res + row * stride_res + offs, a, mask=live)
-            a = a.to(tl.float32)
-        var = tl.sum(a * a, axis=0) / n
-        h = (a * tl.math.rsqrt(var + eps)).to(A.dtype.element_ty).to(tl.float32)
-        w = tl.load(W + offs, mask=inside, other=0.0).to(tl.float32)
-        a = (w * h).to(A.dtype.element_ty).to(tl.float32)
-    elif KIND == 3:  # SiLU(gate) * up, each rounded to the activations' dtype as the eager ops are
-        b = tl.load(B + row * stride_b + offs, mask=live, other=0.0).to(tl.float32)
-        s = tl.math.div_rn(a, 1.0 + tl.exp(-a)).to(A.dtype.element_ty).to(tl.float32)
+def _elementwise(A, B, rows, offs, live, stride_a, stride_b, KIND: tl.constexpr):
+    """float32 (ROWS, len(offs)) of the element-wise producers: ``a`` as it is, or SiLU(a) * b rounded as eager."""
+    a = tl.load(A + rows[:, None] * stride_a + offs[None, :], mask=live, other=0.0).to(tl.float32)
+    if KIND == 3:  # SiLU(gate) * up, each rounded to the activations' dtype as the eager ops are
+        b = tl.load(B + rows[:, None] * stride_b + offs[None, :], mask=live, other=0.0).to(tl.float32)
+        # an approximate quotient (two instructions, not the ~8 of IEEE division): the bfloat16 rounding that
+        # follows absorbs its last-bit error except at rare ties (tests: at most 0.2% of codes, one step)
+        s = tl.fdiv(a, 1.0 + tl.exp(-a)).to(A.dtype.element_ty).to(tl.float32)
         a = (s * b).to(A.dtype.element_ty).to(tl.float32)
-    amax = tl.max(tl.where(inside, tl.abs(a), 0.0), axis=0)
-    scale = tl.maximum(tl.math.div_rn(amax, _E4M3_MAX), _MIN_SCALE)
-    q = tl.minimum(tl.maximum(tl.math.div_rn(a, scale), -_E4M3_MAX), _E4M3_MAX)
-    tl.store(Out + row * stride_out + offs, q.to(tl.float8e4nv), mask=inside)
-    tl.store(Scale + row, scale)
+    return a
 
 
-def _launch(kind: str, a, b=None, w=None, eps: float = 0.0):
-    """Run the kernel over ``a`` (M, N) (and ``b``, ``w`` as ``kind`` needs): (e4m3 (M16, N), scale (M16, 1)[, sum])."""
+@triton.jit
+def _store(y, inv_scale, rows, offs, inside, Out, stride_out):
+    # y * (1 / scale), the reciprocal exact once per row: y / scale within a last bit, which moves an e4m3
+    # rounding only where the quotient lies within that bit of a tie
+    q = tl.minimum(tl.maximum(y * inv_scale[:, None], -_E4M3_MAX), _E4M3_MAX)
+    tl.store(Out + rows[:, None] * stride_out + offs[None, :], q.to(tl.float8e4nv), mask=inside[None, :])
+
+
+@triton.autotune(configs=_configs(), key=["n", "KIND"], prune_configs_by={"early_config_prune": _prune})
+@triton.jit
+def _rows_quant_kernel(A, B, W, Res, Out, Scale, m, n, stride_a, stride_b, stride_res, stride_out, eps,
+                       KIND: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr):
+    # rows x 12,288 passes 2**31 on long passes: int64 offsets. The grid covers the rows padded to 16, a
+    # multiple of ROWS; rows past m are the padding: read as zeros, stored as zeros with the minimum scale.
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    real = rows < m
+    if CHUNK == 0:
+        offs = tl.arange(0, BLOCK)
+        inside = offs < n
+        live = real[:, None] & inside[None, :]
+        if KIND == 1 or KIND == 2:  # RMSNorm (after the residual add for KIND 2), as transformers computes it
+            a = tl.load(A + rows[:, None] * stride_a + offs[None, :], mask=live, other=0.0).to(tl.float32)
+            if KIND == 2:
+                b = tl.load(B + rows[:, None] * stride_b + offs[None, :], mask=live, other=0.0).to(tl.float32)
+                a = (a + b).to(A.dtype.element_ty)
+                tl.store(Res + rows[:, None] * stride_res + offs[None, :], a, mask=live)
+                a = a.to(tl.float32)
+            var = tl.sum(a * a, axis=1) / n
+            h = (a * tl.math.rsqrt(var + eps)[:, None]).to(A.dtype.element_ty).to(tl.float32)
+            w = tl.load(W + offs, mask=inside, other=0.0).to(tl.float32)
+            y = (w[None, :] * h).to(A.dtype.element_ty).to(tl.float32)
+        else:
+            y = _elementwise(A, B, rows, offs, live, stride_a, stride_b, KIND)
+        amax = tl.max(tl.where(inside[None, :], tl.abs(y), 0.0), axis=1)
+        scale = tl.maximum(amax * _INV_E4M3_MAX, _MIN_SCALE)
+        _store(y, tl.math.div_rn(1.0, scale), rows, offs, inside, Out, stride_out)
+    else:  # the element-wise producers in chunks: the amax pass, then the cast pass (re-reading from L2)
+        amax = tl.zeros([ROWS], dtype=tl.float32)
+        for start in range(0, n, CHUNK):
+            offs = start + tl.arange(0, CHUNK)
+            inside = offs < n
+            y = _elementwise(A, B, rows, offs, real[:, None] & inside[None, :], stride_a, stride_b, KIND)
+            amax = tl.maximum(amax, tl.max(tl.where(inside[None, :], tl.abs(y), 0.0), axis=1))
+        scale = tl.maximum(amax * _INV_E4M3_MAX, _MIN_SCALE)
+        inv_scale = tl.math.div_rn(1.0, scale)
+        for start in range(0, n, CHUNK):
+            offs = start + tl.arange(0, CHUNK)
+            inside = offs < n
+            y = _elementwise(A, B, rows, offs, real[:, None] & inside[None, :], stride_a, stride_b, KIND)
+            _store(y, inv_scale, rows, offs, inside, Out, stride_out)
+    tl.store(Scale + rows, scale)
+
+
+def _launch(kind: str, a, b=None, w=None, eps: float = 0.0, *, config: dict | None = None):
+    """Run the kernel over ``a`` (M, N) (and ``b``, ``w`` as ``kind`` needs): (e4m3 (M16, N), scale (M16, 1)[, sum]).
+
+    ``config`` (``ROWS``, ``CHUNK``, ``num_warps``) launches one shape instead of the autotuned one; Triton's
+    interpreter, which cannot time candidates, takes whole rows one at a time unless told otherwise.
+    """
     m, n = a.shape
     rows = -(-m // ROW_MULTIPLE) * ROW_MULTIPLE
     out = torch.empty((rows, n), dtype=torch.float8_e4m3fn, device=a.device)
     scale = torch.empty((rows, 1), dtype=torch.float32, device=a.device)
     res = torch.empty_like(a) if kind == "add_rms_norm" else None
-    block = triton.next_power_of_2(n)
+    if config is None and os.environ.get("TRITON_INTERPRET") == "1":
+        config = {"ROWS": 1, "CHUNK": 0}
+    kernel = _rows_quant_kernel if config is None else _rows_quant_kernel.fn
     if rows:
-        _rows_quant_kernel[(rows,)](
+        kernel[lambda meta: (rows // meta["ROWS"],)](
             a, a if b is None else b, a if w is None else w, a if res is None else res, out, scale, m, n,
             a.stride(0), 0 if b is None else b.stride(0), 0 if res is None else res.stride(0), out.stride(0),
-            float(eps), KIND=KINDS[kind], BLOCK=block, num_warps=min(16, max(4, block // 1024)))
+            float(eps), KIND=KINDS[kind], BLOCK=triton.next_power_of_2(n), **(config or {}))
     return (out, scale) if res is None else (out, scale, res)
+
+
+def tune(widths: dict, device, dtype, rows: int = 8192) -> dict:
+    """Pick each kernel's launch shape now (the autotuner times its candidates on ``rows`` rows of zeros), so no
+    tuning runs later inside a captured CUDA graph or a timed pass. ``widths``: kind -> row width.
+    Returns kind -> the chosen config (as text)."""
+    chosen = {}
+    for kind, n in widths.items():
+        a = torch.zeros((rows, n), dtype=dtype, device=device)
+        w = torch.ones(n, dtype=dtype, device=device)
+        _launch(kind, a, a if kind in ("silu_mul", "add_rms_norm") else None, w, 1e-6)
+        best = [c for key, c in _rows_quant_kernel.cache.items() if tuple(key[:2]) == (n, KINDS[kind])]
+        chosen[kind] = f"{n} wide: {best[0] if best else 'not tuned'}"
+    return chosen
 
 
 def _check(name: str, t) -> None:

@@ -225,10 +225,15 @@ class Qwen3Stack:
                 and self.device.type == "cuda"):
             return False
         try:
-            from . import fp8_kernels  # noqa: F401  (registers the qrank:: ops the layer halves call)
+            from . import fp8_kernels  # registers the qrank:: ops the layer halves call
         except ImportError as exc:  # a CUDA torch without Triton: the reference ops, said once
             log.warning("FP8 without the fused quantization kernels (%s); the reference ops quantize", exc)
             return False
+        # tuned now, not in the first pass: that one may be captured into a CUDA graph
+        widths = {"rms_norm": self.hidden, "add_rms_norm": self.hidden, "plain": self.heads * self.head_dim,
+                  "silu_mul": int(self.layers[0].w_gate.data.shape[0])}
+        log.info("FP8 quantization kernels, launch shapes: %s",
+                 fp8_kernels.tune(widths, self.device, self.dtype))
         return True
 
     @property
