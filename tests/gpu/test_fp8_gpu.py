@@ -95,7 +95,10 @@ def test_fused_quantization_kernels_equal_the_reference_ops(kind, m, n, strided)
 
     from qrank.engine import fp8_kernels
 
-    fraction = check(fp8_kernels, kind, m, n, strided=strided, device="cuda")
+    # up to 5e-3 of codes one step off: a row whose largest element rounds the other way in bfloat16 (another
+    # rsqrt, another sum order) gets another scale, and a share of its codes flip together; the first H200 run
+    # saw 1.8e-3 on a 12,288-wide RMSNorm, near the CPU's 2e-3 (bench/logs/device_2026-12-06h_h200)
+    fraction = check(fp8_kernels, kind, m, n, strided=strided, device="cuda", max_differ=5e-3)
     print(f"fused {kind} {m}x{n}: {fraction:.2e} of the e4m3 codes one step off the reference ops")
 
 
@@ -115,7 +118,7 @@ def test_each_launch_shape_on_the_gpu(kind, n, shape):
 
     from qrank.engine import fp8_kernels
 
-    check(fp8_kernels, kind, 333, n, strided=True, device="cuda", config=_SHAPES[shape])
+    check(fp8_kernels, kind, 333, n, strided=True, device="cuda", config=_SHAPES[shape], max_differ=5e-3)
 
 
 @pytest.mark.parametrize("size", ["0.6b", "8b"])
