@@ -145,6 +145,7 @@ class Embedder:
         quantization: str | None = None,
         deterministic: bool | None = None,
         quantization_check: bool | None = None,
+        quantization_fast_accumulation: bool | None = None,
     ) -> Embedder:
         """Load a Qwen3-Embedding or sentence-transformers model from a local folder or a hub id.
 
@@ -152,7 +153,8 @@ class Embedder:
         default query instruction (settings ``models.query_task`` / ``models.query_prompt``); ``instruction``
         is their deprecated one-for-all spelling. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked
         against bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
-        thresholds). ``deterministic=True`` (setting ``engine.deterministic``): a text's vector is bit-identical
+        thresholds; ``quantization_fast_accumulation=True``: FP8 products without float32 promotion, faster and a
+        little less exact). ``deterministic=True`` (setting ``engine.deterministic``): a text's vector is bit-identical
         whatever else is in the call or batch (docs/deterministic.md).
         """
         from .models.registry import load_model
@@ -164,7 +166,8 @@ class Embedder:
             query_prompt = query_prompt if query_prompt is not None else instruction
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, query_task=query_task,
                                    query_prompt=query_prompt, engine=engine, quantization=quantization,
-                                   deterministic=deterministic, quantization_check=quantization_check)
+                                   deterministic=deterministic, quantization_check=quantization_check,
+                                   quantization_fast_accumulation=quantization_fast_accumulation)
         model = load_model(name, "embedder", settings.models, settings.engine)
         if instruction is None:  # a role the loaded kind does not take is the caller's mistake: say so
             query_instruction(model.info, query_task=query_task)

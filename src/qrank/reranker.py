@@ -108,6 +108,7 @@ class Reranker:
         engine: str | None = None,
         quantization: str | None = None,
         quantization_check: bool | None = None,
+        quantization_fast_accumulation: bool | None = None,
         calibrated: bool | None = None,
         deterministic: bool | None = None,
     ) -> Reranker:
@@ -116,7 +117,8 @@ class Reranker:
         ``instruction`` is the Qwen3 reranker's ``<Instruct>`` task (setting ``models.reranker_instruction``);
         cross-encoders take none. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked against
         bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
-        thresholds); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
+        thresholds; ``quantization_fast_accumulation=True``: FP8 products without float32 promotion, faster and a
+        little less exact); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
         ``calibrated=True`` (setting ``models.calibrated``) returns P(relevant) through the map that
         ``qrank eval --calibrate`` saved for this model and revision (:mod:`qrank.calibration`); without one it
         is an :class:`~qrank.errors.InvalidInput` naming ``calibrated`` and the expected path.
@@ -127,8 +129,9 @@ class Reranker:
 
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length,
                                    reranker_instruction=instruction, engine=engine, quantization=quantization,
-                                   quantization_check=quantization_check, calibrated=calibrated,
-                                   deterministic=deterministic)
+                                   quantization_check=quantization_check,
+                                   quantization_fast_accumulation=quantization_fast_accumulation,
+                                   calibrated=calibrated, deterministic=deterministic)
         model = load_model(name, "reranker", settings.models, settings.engine)
         if settings.models.calibrated:
             # directly over the backend: every layer and door above (caches, queues, the server) sees P(relevant)
@@ -300,7 +303,7 @@ class Reranker:
 
 
 _MODEL_OVERRIDES = ("device", "dtype", "max_length", "reranker_instruction", "query_task", "query_prompt",
-                    "quantization", "quantization_check", "calibrated")
+                    "quantization", "quantization_check", "quantization_fast_accumulation", "calibrated")
 
 
 def _with_overrides(settings: Settings | None, **kw) -> Settings:

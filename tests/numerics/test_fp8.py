@@ -448,3 +448,33 @@ def test_quantization_flag_reaches_the_settings():
     assert s.models.quantization == "fp8" and s.models.quantization_check is False
     with pytest.raises(SystemExit):
         parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp4"])
+
+
+def test_fast_accumulation_setting_reaches_every_product_and_the_caches(spread_reranker_dir):
+    """``quantization_fast_accumulation``: every FP8 projection carries the flag before the FP8 engine is built
+    (so its compiled code is its own kind), the model card says so, and the revision differs from exact FP8's,
+    so no cache serves one for the other. What the flag does to speed and error is measured on the GPU
+    (docs/quantization.md; tests/gpu/test_fp8_gpu.py prints the product error); the CPU emulation ignores it."""
+    import argparse
+
+    from qrank.cli import core
+    from qrank.cli.common import settings_from_args
+    from qrank.models.qwen3_reranker import Qwen3Reranker
+    from qrank.reranker import _with_overrides
+
+    rr = _tiny_reranker(spread_reranker_dir)
+    build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings(engine="fast"))  # noqa: E731
+    settings = ModelSettings(quantization="fp8", quantization_fast_accumulation=True)
+    backend = qz.quantize_backend(build, rr.model.model, settings)
+    modules = [m for m in rr.model.model.modules() if isinstance(m, Fp8Linear)]
+    assert len(modules) == 14 and all(m.fast_accum for m in modules)
+    assert backend.engine.stack.compile_key[8] == "fp8-fast"
+    assert backend.info.extra["quantization"]["accumulation"] == "fast"
+    assert qz.revision_suffix(settings) == "+fp8-fastacc" != qz.revision_suffix(ModelSettings(quantization="fp8"))
+
+    parser = argparse.ArgumentParser()
+    core.register(parser.add_subparsers())
+    args = parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp8",
+                              "--quantization-fast-accumulation"])
+    assert settings_from_args(args).models.quantization_fast_accumulation is True
+    assert _with_overrides(None, quantization_fast_accumulation=True).models.quantization_fast_accumulation is True

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", default=None, help="qrank data directory (collections, eval reports); default QRANK_HOME")
     add_settings_flags(p, "ui", ["host", "port", "report_dir", "max_documents"])
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction", "query_task",
-                                     "query_prompt", "instruction", "quantization", "quantization_check", "calibrated"])
+                                     "query_prompt", "instruction", "quantization", "quantization_check",
+                                     "quantization_fast_accumulation", "calibrated"])
     add_settings_flags(p, "engine", ["engine", "max_batch_tokens"])
     p.set_defaults(func=cmd_ui)
 

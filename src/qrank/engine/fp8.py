@@ -207,6 +207,21 @@ def quantize_body(body, *, fast_accum: bool = False) -> int:
     return replaced
 
 
+def set_fast_accumulation(model, on: bool) -> int:
+    """Turn fast accumulation on or off for every :class:`Fp8Linear` of ``model``; returns how many.
+
+    Engines read the flag when they are built (it is part of their compile key), so build them after.
+
+    >>> body = torch.nn.Sequential(Fp8Linear.from_linear(torch.nn.Linear(4, 2)), torch.nn.ReLU())
+    >>> set_fast_accumulation(body, True), body[0].fp8.fast_accum
+    (1, True)
+    """
+    modules = [m for m in model.modules() if isinstance(m, Fp8Linear)]
+    for m in modules:
+        m.fast_accum = bool(on)
+    return len(modules)
+
+
 def projection_weight(module):
     """What the fast engine multiplies by: the FP8 weight of an :class:`Fp8Linear`, else ``module.weight``.
 

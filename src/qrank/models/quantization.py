@@ -191,6 +191,19 @@ def check_fp8_request(settings: ModelSettings, device: str, dtype, *, fix: str =
                                     "use dtype='bfloat16' or 'auto'")
 
 
+def revision_suffix(settings: ModelSettings) -> str:
+    """What a quantized model adds to its revision, so caches never serve one form's scores for another's.
+
+    >>> revision_suffix(ModelSettings()), revision_suffix(ModelSettings(quantization="fp8"))
+    ('', '+fp8')
+    >>> revision_suffix(ModelSettings(quantization="fp8", quantization_fast_accumulation=True))
+    '+fp8-fastacc'
+    """
+    if settings.quantization != "fp8":
+        return ""
+    return "+fp8-fastacc" if settings.quantization_fast_accumulation else "+fp8"
+
+
 def gated_backend(build: Callable[[], object], body, settings: ModelSettings, checkpoint=None):
     """The backend a Qwen3 loader returns: over a pre-quantized checkpoint's FP8 weights (``checkpoint``, from
     :func:`~qrank.models.fp8_checkpoints.open_fp8_checkpoint`) or qrank's own FP8 weights, each gated on the probe
@@ -213,7 +226,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     (``source``, ``weights``, ``reference``), added to the numbers and named in the refusal.
     Returns the FP8 backend, whose ``info.extra["quantization"]`` holds the agreement.
     """
-    from ..engine.fp8 import quantize_body
+    from ..engine.fp8 import quantize_body, set_fast_accumulation
 
     quantize = quantize or quantize_body
     probes = load_probes()
@@ -223,6 +236,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     gc.collect()
     _empty_cuda_cache()
     replaced = quantize(body)
+    set_fast_accumulation(body, settings.quantization_fast_accumulation)
     _empty_cuda_cache()
     backend = build()
     agreement = compare(reference, probe_scores(backend, probes))
@@ -230,6 +244,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     info = backend.info
     info.extra["quantization"] = {
         "method": "fp8", "weights": "e4m3 per output channel", "activations": "e4m3 per token, dynamic",
+        "accumulation": "fast" if settings.quantization_fast_accumulation else "float32",
         "layers_quantized": replaced, **(source or {}),
         "check": "passed" if not failed else ("failed" if settings.quantization_check else "failed, ignored"),
         **agreement.to_dict(),

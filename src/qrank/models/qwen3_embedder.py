@@ -22,7 +22,7 @@ from .base import (
 )
 from .fp8_checkpoints import load_transformers_model, open_fp8_checkpoint
 from .pooling import finish_embeddings
-from .quantization import gated_backend
+from .quantization import gated_backend, revision_suffix
 
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -106,7 +106,7 @@ class Qwen3Embedder:
             dtype=dtype_name(dtype),
             device=str(device),
             # FP8 scores differ from bfloat16 ones: caches must not mix them
-            revision=resolved.revision + ("+fp8" if settings.quantization == "fp8" else ""),
+            revision=resolved.revision + revision_suffix(settings),
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
             default_instruction=settings.query_task or DEFAULT_TASK,

@@ -30,7 +30,7 @@ from .base import (
     text_tokenizer,
 )
 from .fp8_checkpoints import load_transformers_model, open_fp8_checkpoint
-from .quantization import gated_backend
+from .quantization import gated_backend, revision_suffix
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Qwen3Reranker:
             dtype=dtype_name(dtype),
             device=str(device),
             # FP8 scores differ from bfloat16 ones: caches must not mix them
-            revision=resolved.revision + ("+fp8" if settings.quantization == "fp8" else ""),
+            revision=resolved.revision + revision_suffix(settings),
             default_instruction=settings.reranker_instruction or DEFAULT_INSTRUCTION,
             score_activation="sigmoid",
             extra={"architecture": archs[0] if archs else None},
