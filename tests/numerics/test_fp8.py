@@ -459,6 +459,7 @@ def test_fast_accumulation_setting_reaches_every_product_and_the_caches(spread_r
 
     from qrank.cli import core
     from qrank.cli.common import settings_from_args
+    from qrank.cli.serve import _quantization_note
     from qrank.models.qwen3_reranker import Qwen3Reranker
     from qrank.reranker import _with_overrides
 
@@ -470,6 +471,7 @@ def test_fast_accumulation_setting_reaches_every_product_and_the_caches(spread_r
     assert len(modules) == 14 and all(m.fast_accum for m in modules)
     assert backend.engine.stack.compile_key[8] == "fp8-fast"
     assert backend.info.extra["quantization"]["accumulation"] == "fast"
+    assert "fp8 (fast accumulation): check" in _quantization_note(backend.info)
     assert qz.revision_suffix(settings) == "+fp8-fastacc" != qz.revision_suffix(ModelSettings(quantization="fp8"))
 
     parser = argparse.ArgumentParser()
