@@ -49,8 +49,8 @@ def run_kernel(kernels, kind: str, a, b, w, config=None):
         return got if kind == "add_rms_norm" else (*got, None)
     if kind == "add_rms_norm":
         return kernels.add_rms_norm_quantize(a, b, w, EPS)
-    data, scale = kernels.quantize_rows(a, kind, b if kind == "silu_mul" else None, w if kind == "rms_norm" else None,
-                                        EPS)
+    b, w = (b if kind == "silu_mul" else None), (w if kind == "rms_norm" else None)
+    data, scale = kernels.fused_quantize_rows(a, kind, b, w, EPS)
     return data, scale, None
 
 

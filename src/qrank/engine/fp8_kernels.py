@@ -171,8 +171,8 @@ def _check(name: str, t) -> None:
 
 
 @torch.library.custom_op("qrank::fp8_quantize_rows", mutates_args=())
-def quantize_rows(a: torch.Tensor, kind: str, b: torch.Tensor | None = None, w: torch.Tensor | None = None,
-                  eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_quantize_rows(a: torch.Tensor, kind: str, b: torch.Tensor | None = None, w: torch.Tensor | None = None,
+                        eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token e4m3 of ``producer(a[, b])``: 'plain' a, 'rms_norm' RMSNorm(a) * w, 'silu_mul' SiLU(a) * b.
 
     Returns (e4m3 (M16, N), scale (M16, 1) float32), rows padded to a multiple of 16.
@@ -183,7 +183,7 @@ def quantize_rows(a: torch.Tensor, kind: str, b: torch.Tensor | None = None, w: 
     return _launch(kind, a, b, w, eps)
 
 
-@quantize_rows.register_fake
+@fused_quantize_rows.register_fake
 def _(a, kind, b=None, w=None, eps=0.0):
     rows = (a.shape[0] + ROW_MULTIPLE - 1) // ROW_MULTIPLE * ROW_MULTIPLE
     return a.new_empty((rows, a.shape[1]), dtype=torch.float8_e4m3fn), a.new_empty((rows, 1), dtype=torch.float32)
