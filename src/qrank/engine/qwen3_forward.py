@@ -12,6 +12,11 @@ to rounding. Two things differ on purpose:
 The two halves of a layer (``attn_inputs`` and ``attn_output_mlp``) are plain functions of tensors, so
 ``torch.compile`` can fuse their element-wise work around the matrix products once for every layer.
 :func:`layer_segments` gives each kind of stack (:attr:`Qwen3Stack.compile_key`) its own copies of them.
+
+With FP8 weights each product's input is quantized once, by the op that produces it (:func:`norm_input`,
+:func:`add_norm_input`, :func:`gated_input`, :func:`plain_input`; on CUDA fused kernels,
+:mod:`qrank.engine.fp8_kernels`), and with those kernels the MLP's residual add is left to the next layer's
+norm kernel: the halves carry it as ``r``.
 """
 
 from __future__ import annotations
