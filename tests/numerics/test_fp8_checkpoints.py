@@ -324,6 +324,21 @@ def test_reranker_from_pretrained_loads_fp8_with_quantization_none(spread_dir, t
                                own.score([q for q, _ in PAIRS][0], [d for _, d in PAIRS]), atol=1e-6)
 
 
+def test_checkpoint_with_fast_accumulation(spread_dir, tmp_path, cpu_as_fp8_gpu):
+    """``quantization_fast_accumulation`` reaches a checkpoint's installed FP8 weights too (set after install, as after
+    qrank's own quantization), and its revision and card say so."""
+    from qrank import Reranker
+    from qrank.engine.fp8 import Fp8Linear
+
+    folder = write_checkpoint(spread_dir, tmp_path / "ct", quantize_ct(spread_dir), ct_config())
+    rr = Reranker.from_pretrained(str(folder), device="cpu", dtype="bfloat16", quantization_fast_accumulation=True)
+    modules = [m for m in rr.model.model.modules() if isinstance(m, Fp8Linear)]
+    assert len(modules) == 14 and all(m.fast_accum for m in modules)
+    assert rr.info.revision.endswith("+fp8-fastacc")
+    q = rr.info.extra["quantization"]
+    assert q["accumulation"] == "fast" and q["source"] == "checkpoint (compressed-tensors FP8_DYNAMIC)"
+
+
 def test_embedder_checkpoint_loads(qwen3_embedder_dir, tmp_path, cpu_as_fp8_gpu):
     """A Qwen3-Embedding checkpoint (``Qwen3Model``: keys without the ``model.`` prefix) through the embedder's
     load path: the same vectors as qrank quantizing the bfloat16 original."""
