@@ -57,14 +57,6 @@ def fp8_copy(model):
     return q
 
 
-def set_fast_accum(model, on: bool) -> None:
-    from qrank.engine.fp8 import Fp8Linear
-
-    for m in model.modules():
-        if isinstance(m, Fp8Linear):
-            m.fast_accum = on
-
-
 def gate(ref_backend, fp8_backend) -> dict:
     from qrank.models import quantization as qz
 
@@ -93,9 +85,11 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
                  f"stay bf16); FP8 gate on the probe set (random weights): {agreement}")
     systems = {"qrank": lambda w: qr.score_pairs(w), "qrank-fp8": lambda w: q8.score_pairs(w)}
     if args.fast_accum:  # the same FP8 tensors; the engine's weights carry the flag (read when it is built)
-        set_fast_accum(qmodel, True)
+        from qrank.engine.fp8 import set_fast_accumulation
+
+        set_fast_accumulation(qmodel, True)
         qfast = gb.qrank_reranker(qmodel, tok)
-        set_fast_accum(qmodel, False)
+        set_fast_accumulation(qmodel, False)
         systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
         notes.append(f"- {name} fast_accum: the gate vs bf16 {gate(qr, qfast)} (default accumulation: {agreement})")
     if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead

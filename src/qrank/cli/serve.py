@@ -72,9 +72,9 @@ def _quantization_note(info) -> str:
     q = info.extra.get("quantization")
     if not q:
         return ""
-    source = f" from a {q['source']}, vs {q['reference']}" if q.get("source") else ""
-    source += " (fast accumulation)" if q.get("accumulation") == "fast" else ""
-    return (f", {q['method']}{source}: check {q['check']}, Kendall tau mean {q['tau_mean']} (min {q['tau_min']}), "
+    detail = f" from a {q['source']}, vs {q['reference']}" if q.get("source") else ""
+    detail += " (fast accumulation)" if q.get("accumulation") == "fast" else ""
+    return (f", {q['method']}{detail}: check {q['check']}, Kendall tau mean {q['tau_mean']} (min {q['tau_min']}), "
             f"top-1 {q['top1_agreement']}, max |Δ score| {q['max_abs_delta']}")
 
 

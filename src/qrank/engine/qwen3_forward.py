@@ -78,7 +78,7 @@ def add_norm_input(x, r, ln, eps: float, weights, kernels: bool):
 
     if _fp8(*weights) and kernels:
         data, scale, x = torch.ops.qrank.fp8_add_rms_norm_quantize(x, r, ln, eps)
-        return x, Fp8Rows(data, scale, x.shape[0], x.dtype)
+        return x, _rows((data, scale), x)
     x = x + r
     return x, norm_input(x, ln, eps, weights, False)
 

@@ -249,16 +249,16 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
         "check": "passed" if not failed else ("failed" if settings.quantization_check else "failed, ignored"),
         **agreement.to_dict(),
     }
-    reference = f"{source['reference']} ({source['source']})" if source else "bfloat16"
+    against = f"{source['reference']} ({source['source']})" if source else "bfloat16"
     if failed and settings.quantization_check:
         fix = ("its scales or layout do not reproduce its own weights under qrank's FP8 kernels; serve its bfloat16 "
                "original" if source else "serve it with quantization='none'")
         raise UnsupportedModel(
-            f"{info.id}: FP8 scores disagree with {reference} on the probe set ({'; '.join(failed)}; "
+            f"{info.id}: FP8 scores disagree with {against} on the probe set ({'; '.join(failed)}; "
             f"{agreement.summary()}); {fix}, or turn the check off to serve FP8 anyway: {CHECK_OFF_SWITCHES}",
             field="quantization")
     level = logging.WARNING if failed else logging.INFO
-    log.log(level, "%s: fp8 (%d projections) vs %s on the probe set: %s%s", info.id, replaced, reference,
+    log.log(level, "%s: fp8 (%d projections) vs %s on the probe set: %s%s", info.id, replaced, against,
             agreement.summary(), " - BELOW THRESHOLDS, served because quantization_check=false" if failed else "")
     return backend
 
