@@ -31,9 +31,10 @@
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
   suite) TEST_TIMEOUT=420 exec bash bench/device_run.sh "tests" ;;
-  fp8kernels) FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=560 FP8_EXTRA="--kernels-ab --fast-accum --repeats 4 \
-      --profile-sizes 8b" exec bash bench/device_run.sh "fp8" ;;
-  encoders) ENC_EXTRA=--variants ENC_TIMEOUT=400 exec bash bench/device_run.sh "encoders" ;;
+  fp8kernels) FP8_SIZES=${FP8_SIZES:-8b,4b} FP8_EMBED=${FP8_EMBED-8b} FP8_TIMEOUT=560 FP8_EXTRA="--kernels-ab \
+      --fast-accum --graphs --repeats 4 --profile-sizes 8b" exec bash bench/device_run.sh "fp8" ;;
+  encoders) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape,modernbert-base-shape} \
+      ENC_EXTRA=--variants ENC_TIMEOUT=300 exec bash bench/device_run.sh "encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
   *) echo "usage: $0 suite|fp8kernels|encoders|h200" >&2; exit 2 ;;
