@@ -235,7 +235,13 @@ class Fp8Checkpoint:
         state = _read(self.files, [k for k in self.files if k not in fp8])  # each FP8 matrix read once, below
         for m in self.modules:
             state[m + ".weight"] = self.dequantized(m, dtype)
-        model_class = auto._model_mapping[type(config)]
+        # the class ``auto`` picks for this config, found through public API only: an instance built on the meta
+        # device (no memory, no initialisation); transformers takes ``state_dict`` with no checkpoint name only
+        # from a model class, not from an auto class
+        import torch
+
+        with torch.device("meta"):
+            model_class = type(auto.from_config(config, trust_remote_code=trust_remote_code))
         return model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
 
     def install(self, body) -> int:
