@@ -6,6 +6,9 @@
 #                                          # real_0_6b or embedder_bf16" at 74fc0e3 (h_h200); the rest of the suite
 #                                          # (every attention kind, long rows, deterministic bits, encoders) has not
 #                                          # run since the layer halves began carrying the pending residual (74fc0e3)
+#   bash bench/device_pending.sh suite+graphs  # the suite, then (same call, under 600 s) the FP8 8B with CUDA graphs
+#                                          # on vs the default (graphs off for 4B/8B) and fast accumulation, no
+#                                          # official recipe: whether the fused kernels left FP8 launch-bound
 #   bash bench/device_pending.sh fp8kernels  # FP8 8B and 4B, fused kernels vs the reference ops and with fast
 #                                          # accumulation, same process, interleaved, with the official recipe: the
 #                                          # 4B, the x-official ratios and a second machine for the 1.47x / 1.60x of
@@ -31,11 +34,13 @@
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
   suite) TEST_TIMEOUT=420 exec bash bench/device_run.sh "tests" ;;
+  suite+graphs) TEST_TIMEOUT=390 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=160 FP8_EXTRA="--graphs --fast-accum \
+      --no-official --repeats 4 --profile-sizes none" exec bash bench/device_run.sh "tests fp8" ;;
   fp8kernels) FP8_SIZES=${FP8_SIZES:-8b,4b} FP8_EMBED=${FP8_EMBED-8b} FP8_TIMEOUT=560 FP8_EXTRA="--kernels-ab \
       --fast-accum --graphs --repeats 4 --profile-sizes 8b" exec bash bench/device_run.sh "fp8" ;;
   encoders) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape,modernbert-base-shape} \
       ENC_EXTRA=--variants ENC_TIMEOUT=300 exec bash bench/device_run.sh "encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite|fp8kernels|encoders|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite|suite+graphs|fp8kernels|encoders|h200" >&2; exit 2 ;;
 esac
