@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device measurements still pending after sessions 12 and 13 (2026-12-06/07; logs
-# device_2026-12-06{h_h200,i_h100}; session 13 got no machine: eleven starts refused), as bench/device_run.sh calls
+# device_2026-12-06{h_h200,i_h100}; session 13 got no machine in fourteen calls), as bench/device_run.sh calls
 # under 600 s each. Start with suite+graphs (it needs no H200), then encoders and fp8kernels on an H200 if one comes:
 #   bash bench/device_pending.sh suite     # the whole GPU suite at HEAD (tests/gpu). The FP8 tests passed at c0ce2bb
 #                                          # (i_h100) and the bf16 engine tests of TESTS_K "auto_engine or fp32 or
