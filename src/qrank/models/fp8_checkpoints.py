@@ -312,6 +312,7 @@ def load_transformers_model(auto, resolved, checkpoint: Fp8Checkpoint | None, *,
         return checkpoint.load_model(auto, dtype=dtype, trust_remote_code=trust_remote_code)
     return auto.from_pretrained(str(resolved.path), dtype=dtype, trust_remote_code=trust_remote_code)
 
+
 def _weight_files(path: Path) -> dict[str, Path]:
     """Tensor name → safetensors file, from ``model.safetensors.index.json`` or the one ``model.safetensors``."""
     from safetensors import safe_open
