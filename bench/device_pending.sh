@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The device measurements still pending after sessions 12 and 13 (2026-12-06/07; logs
-# device_2026-12-06{h_h200,i_h100}; session 13 got no machine in fourteen calls), as bench/device_run.sh calls
+# The device measurements still pending after sessions 12-14 (2026-12-06/07; logs
+# device_2026-12-06{h_h200,i_h100}; sessions 13 and 14 got no machine to run on: fourteen calls each, one machine
+# taken back before the command ran), as bench/device_run.sh calls
 # under 600 s each. Start with suite+graphs (it needs no H200), then encoders and fp8kernels on an H200 if one comes:
 #   bash bench/device_pending.sh suite     # the whole GPU suite at HEAD (tests/gpu). The FP8 tests passed at c0ce2bb
 #                                          # (i_h100) and the bf16 engine tests of TESTS_K "auto_engine or fp32 or
 #                                          # real_0_6b or embedder_bf16" at 74fc0e3 (h_h200); the rest of the suite
 #                                          # (every attention kind, long rows, deterministic bits, encoders) has not
 #                                          # run since the layer halves began carrying the pending residual (74fc0e3)
+#   bash bench/device_pending.sh unrun     # when little device time is left (< 500 s): only the GPU tests that
+#                                          # have not run since 74fc0e3 (attention kinds, long rows, deterministic
+#                                          # bits, packed encoders), under 300 s
 #   bash bench/device_pending.sh suite+graphs  # the suite, then (same call, under 600 s) the FP8 8B with CUDA graphs
 #                                          # on vs the default (graphs off for 4B/8B) and fast accumulation, no
 #                                          # official recipe: whether the fused kernels left FP8 launch-bound
@@ -35,6 +39,8 @@
 cd "$(dirname "$0")/.." || exit 1
 case ${1:-h200} in
   suite) TEST_TIMEOUT=420 exec bash bench/device_run.sh "tests" ;;
+  unrun) TEST_TIMEOUT=280 TESTS_K="deterministic or packed or every_attention or long_rows or triton_kernel \
+      or default_mode" exec bash bench/device_run.sh "tests" ;;
   suite+graphs) TEST_TIMEOUT=390 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=160 FP8_EXTRA="--graphs --fast-accum \
       --no-official --repeats 4 --profile-sizes none" exec bash bench/device_run.sh "tests fp8" ;;
   fp8kernels) FP8_SIZES=${FP8_SIZES:-8b,4b} FP8_EMBED=${FP8_EMBED-8b} FP8_TIMEOUT=560 FP8_EXTRA="--kernels-ab \
@@ -43,5 +49,5 @@ case ${1:-h200} in
       ENC_EXTRA=--variants ENC_TIMEOUT=300 exec bash bench/device_run.sh "encoders" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite|suite+graphs|fp8kernels|encoders|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite|unrun|suite+graphs|fp8kernels|encoders|h200" >&2; exit 2 ;;
 esac
