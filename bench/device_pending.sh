@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The device measurements still pending after sessions 12-14 (2026-12-06/07; logs
-# device_2026-12-06{h_h200,i_h100}; sessions 13 and 14 got no machine to run on: fourteen calls each, one machine
-# taken back before the command ran), as bench/device_run.sh calls
-# under 600 s each. Start with suite+graphs (it needs no H200), then encoders and fp8kernels on an H200 if one comes:
+# The device measurements still pending after sessions 12-14 (2026-12-06/07; logs device_2026-12-06{h_h200,i_h100};
+# sessions 13 and 14 got no machine to run on: 14 and 15 calls, one machine taken back before the command
+# ran), as bench/device_run.sh calls under 600 s each. Start with suite+graphs (it needs no H200), then encoders
+# and fp8kernels on an H200 if one comes:
 #   bash bench/device_pending.sh suite     # the whole GPU suite at HEAD (tests/gpu). The FP8 tests passed at c0ce2bb
 #                                          # (i_h100) and the bf16 engine tests of TESTS_K "auto_engine or fp32 or
 #                                          # real_0_6b or embedder_bf16" at 74fc0e3 (h_h200); the rest of the suite
