@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from qrank.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from qrank.index.faiss_store import build_index, flat_search, search_params  # noqa: E402
+from qrank.index.faiss_index import build_index, flat_search, search_params  # noqa: E402
 from qrank.index.store import Passage  # noqa: E402
 from qrank.settings import IndexSettings  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 
 from qrank.errors import InvalidInput
 from qrank.eval.data import Dataset, load_dataset, subset
-from qrank.eval.runner import EvalConfig, parse_systems
+from qrank.eval.config import EvalConfig, parse_systems
 
 
 def write_jsonl(path, rows):

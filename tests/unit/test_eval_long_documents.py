@@ -12,7 +12,8 @@ from qrank.cli import main
 from qrank.errors import InvalidInput
 from qrank.eval.data import Dataset
 from qrank.eval.report import render_markdown
-from qrank.eval.runner import EvalConfig, Evaluation
+from qrank.eval.config import EvalConfig
+from qrank.eval.runner import Evaluation
 from qrank.long_documents import parse_policies
 
 pytest.importorskip("ranx")

@@ -14,7 +14,8 @@ from index_fakes import TOPICS, BowModel, OverlapScorer, bow_vectors, corpus
 from qrank import Embedder, Reranker, Settings
 from qrank.eval.data import Dataset, doc_text
 from qrank.eval.report import write_report
-from qrank.eval.runner import EvalConfig, Evaluation
+from qrank.eval.config import EvalConfig
+from qrank.eval.runner import Evaluation
 from qrank.types import ModelInfo
 
 pytest.importorskip("ranx")

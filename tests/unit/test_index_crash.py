@@ -17,7 +17,7 @@ import pytest
 from index_fakes import BowModel, bow_vectors
 
 from qrank import Embedder, Settings
-from qrank.index.faiss_store import faiss_ids
+from qrank.index.faiss_index import faiss_ids
 from qrank.pipeline import Pipeline
 
 pytest.importorskip("faiss")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..eval.runner import DEFAULT_DEPTH
+from ..eval.config import DEFAULT_DEPTH
 from .common import add_settings_flags, print_json, settings_from_args
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ def parse_sweep(text: str) -> list[int]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval.data import load_dataset, subset
     from ..eval.report import new_report_dir, write_report
-    from ..eval.runner import EvalConfig, Evaluation
+    from ..eval.config import EvalConfig
+    from ..eval.runner import Evaluation
 
     settings = settings_from_args(args)
     if settings.engine.num_threads:

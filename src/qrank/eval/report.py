@@ -2,7 +2,8 @@
 
 >>> import tempfile
 >>> from qrank.eval.data import load_dataset
->>> from qrank.eval.runner import EvalConfig, Evaluation
+>>> from qrank.eval.config import EvalConfig
+>>> from qrank.eval.runner import Evaluation
 >>> from qrank.settings import Settings
 >>> d = Path(tempfile.mkdtemp())
 >>> _ = (d / "corpus.jsonl").write_text('{"_id": "d1", "text": "BM25 ranks documents"}\\n'
@@ -68,7 +69,7 @@ def new_report_dir(home: Path, dataset: str, when: float | None = None) -> Path:
 def write_report(result: dict, out: Path) -> dict[str, str]:
     """Write every output file of an evaluation into ``out`` and return their paths by kind.
 
-    ``result`` is what :func:`qrank.eval.runner.run_eval` returns: ``config``, ``dataset``,
+    ``result`` is what :meth:`qrank.eval.runner.Evaluation.run` returns: ``config``, ``dataset``,
     ``metric_names``, ``systems`` ({name: metrics + costs}), ``per_query``, ``rankings``, ``sweep``,
     ``significance``.
     """

@@ -3,7 +3,7 @@
 * ``bm25``   — :class:`qrank.index.bm25.BM25Index` (bm25s, English stopwords) over ``title + " " + text``
 * ``dense``  — one vector per document (truncated at the embedder's max length: the MTEB protocol),
   through the persistent embedding cache (:mod:`qrank.cache`), in an exact inner-product FAISS index
-  (:func:`qrank.index.faiss_store.build_index`); each query is embedded then searched
+  (:func:`qrank.index.faiss_index.build_index`); each query is embedded then searched
 * ``hybrid`` — reciprocal rank fusion (:func:`qrank.index.fusion.rrf`) of the two rankings above
 * ``rerank`` — the reranker scores a first stage's top candidates: timed one query at a time on the model
   (:func:`time_reranking`), and for quality through the score cache (:func:`rerank_scores`)
@@ -88,7 +88,7 @@ def dense_stage(
     ``corpus_vectors()`` returns the ``(n_docs, dim)`` matrix and the seconds its encoding took.
     Queries go to the model directly (never the cache) so that their latency is real.
     """
-    from ..index.faiss_store import build_index
+    from ..index.faiss_index import build_index
     from ..settings import IndexSettings
 
     tqdm = _tqdm(progress)

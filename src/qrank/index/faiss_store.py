@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInput, QrankError, require
+from ..errors import InvalidInput, QrankError
 from ..fileio import atomic_write
 from ..settings import IndexSettings
+from .faiss_index import build_index, faiss_ids, flat_search, load_faiss, index_kind, search_params
 from .store import CorruptStore, Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
@@ -61,72 +62,6 @@ _FIELDS = "doc_id, chunk, start, text, title, metadata, hash"
 _IN_CHUNK = 900  # stay far below SQLite's bound-parameter limit
 _EXACT_SUBSET = 10_000  # filtered searches over at most this many passages are scored exactly
 _REBUILD_DEAD_FRACTION = 0.2  # deleted vectors stay in the index as dead ids; past 20% they cost more than a rebuild
-
-
-def _faiss():
-    return require("faiss", "index")
-
-
-def build_index(dim: int, kind: str, settings: IndexSettings):
-    """An empty ``IndexIDMap2`` over an exact (``flat``) or ``hnsw`` inner-product index.
-
-    >>> build_index(8, "flat", IndexSettings()).ntotal
-    0
-    """
-    faiss = _faiss()
-    if kind == "hnsw":
-        base = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = settings.hnsw_ef_construction
-        base.hnsw.efSearch = settings.hnsw_ef_search
-    elif kind == "flat":
-        base = faiss.IndexFlatIP(dim)
-    else:
-        raise ValueError(f"unknown FAISS index kind {kind!r}")
-    return faiss.IndexIDMap2(base)
-
-
-def faiss_ids(index) -> np.ndarray:
-    """The external ids held by an ``IndexIDMap2``."""
-    return _faiss().vector_to_array(index.id_map).astype(np.int64)
-
-
-def index_kind(index) -> str:
-    """'hnsw' or 'flat' for an index made by :func:`build_index`."""
-    faiss = _faiss()
-    return "hnsw" if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW) else "flat"
-
-
-def search_params(kind: str, k: int, settings: IndexSettings, sel=None):
-    """FAISS search parameters: HNSW beam width at least ``k``, and an optional id selector."""
-    faiss = _faiss()
-    if kind == "hnsw":
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(settings.hnsw_ef_search, k)
-    else:
-        params = faiss.SearchParameters()
-    if sel is not None:
-        params.sel = sel
-    return params
-
-
-def flat_search(index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of one query on an ID-mapped ``IndexFlatIP``: ``(scores, ids)``, best first.
-
-    FAISS scores a single query on one thread; a matrix-vector product over the index's own vector
-    storage (a view, no copy) uses the multi-threaded BLAS and is several times faster.
-    """
-    faiss = _faiss()
-    base = faiss.downcast_index(index.index)
-    n = base.ntotal
-    if n == 0 or k < 1:
-        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-    xb = faiss.rev_swig_ptr(base.get_xb(), n * base.d).reshape(n, base.d)
-    scores = xb @ np.ascontiguousarray(query, dtype=np.float32)
-    k = min(k, n)
-    top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
-    top = top[np.lexsort((top, -scores[top]))]
-    ids = faiss.rev_swig_ptr(index.id_map.data(), n)
-    return scores[top], np.asarray(ids[top], dtype=np.int64)
 
 
 def _chunks(items: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
@@ -184,7 +119,7 @@ class FaissStore:
 
     def __init__(self, path: Path, dim: int, settings: IndexSettings, *, existing: bool = False,
                  name: str | None = None) -> None:
-        _faiss()
+        load_faiss()
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
@@ -356,7 +291,7 @@ class FaissStore:
 
     def _load_file(self, base: int, gen: int) -> bool:
         """Load the newest ``faiss.<g>.index`` with ``base <= g <= gen`` (the journal covers the rest)."""
-        faiss = _faiss()
+        faiss = load_faiss()
         files = []
         for f in self.dir.glob("faiss.*.index"):
             g = f.name.split(".")[1]
@@ -373,7 +308,7 @@ class FaissStore:
             self._index, self._gen, self._kind = index, g, index_kind(index)
             self._dead, self._dead_sel, self._dirty = set(), None, False
             if self._kind == "hnsw":  # tombstones are not saved: they are the ids SQLite no longer has
-                ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+                ids = faiss_ids(index)
                 live = np.fromiter((r[0] for r in self._db.execute("SELECT pid FROM passages")), dtype=np.int64)
                 self._dead = set(np.setdiff1d(ids, live).tolist())
             log.info("loaded %s (%d vectors)", path.name, index.ntotal)
@@ -450,7 +385,7 @@ class FaissStore:
                 self._kind, self._dead, self._dead_sel, self._dirty = index_kind(self._index), set(), None, True
             path = self._file(self._gen)
             if self._dirty or not path.is_file():
-                atomic_write(path, lambda tmp: _faiss().write_index(self._index, tmp))
+                atomic_write(path, lambda tmp: load_faiss().write_index(self._index, tmp))
                 self._dirty = False
             with self._write():
                 base = max(int(self._meta("journal_base") or 0), self._gen)
@@ -466,7 +401,7 @@ class FaissStore:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInput("k", f"must be a positive integer, got {k!r}")
         norm = check_filter(filter)
-        faiss = _faiss()
+        faiss = load_faiss()
         with self._lock:
             self._ensure_index()
             if norm:
