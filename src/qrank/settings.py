@@ -161,7 +161,8 @@ class EngineSettings(BaseModel):
     )
     cuda_graphs: Literal["auto", "on", "off"] = Field(
         "auto", description="fast engine: replay each varlen pass as a CUDA graph ('auto' = on CUDA for small "
-        "models, whose GPU otherwise waits on kernel launches; big ones are compute-bound and lose to the padding)"
+        "models and FP8 ones, whose GPU otherwise waits on kernel launches; big bf16 ones are compute-bound and lose "
+        "to the padding)"
     )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default)")
     deterministic: bool = Field(

@@ -227,6 +227,8 @@ def test_fp8_gate_numbers_real_shapes(shared, size):
     assert isinstance(model.model.layers[-1].mlp.down_proj, Fp8Linear)
     assert q["layers_quantized"] == 7 * model.config.num_hidden_layers and q["pairs"] == 80
     assert out.info.extra["engine"]["compile"]  # the FP8 engine still compiles (no fallback to eager)
+    # 'auto' replays FP8 passes as CUDA graphs at every size (engine.config.graphs_by_default), 8B included
+    assert out.info.extra["engine"]["cuda_graphs"], out.info.extra["engine"]
     scores = out.score_pairs([("what is fp8?", "FP8 is an 8-bit floating point format."), ("q", "d" * 50)])
     assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))
 

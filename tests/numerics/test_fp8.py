@@ -208,12 +208,18 @@ def test_fast_engine_reads_fp8_weights_like_the_reference_engine(qwen3_reranker_
     from qrank.engine.fast import FastEngine
     from qrank.engine.reference import ReferenceEngine
 
+    from qrank.engine.qwen3_forward import Qwen3Stack
+
     rr = _tiny_reranker(qwen3_reranker_dir)
     body = rr.model.model
+    assert not Qwen3Stack(body).fp8
     assert quantize_body(body) == 7 * len(body.layers)
     assert quantize_body(body) == 0  # idempotent
+    assert Qwen3Stack(body).fp8  # what makes cuda_graphs='auto' replay passes on CUDA (graphs_by_default)
     seqs = [list(range(100, 140)), list(range(100, 120)) + [7, 8, 9], [5] * 3]
-    fast = FastEngine(body, attention="sdpa", compile="off").last_hidden(seqs)
+    engine = FastEngine(body, attention="sdpa", compile="off")
+    assert not engine.config.cuda_graphs and not engine.config.fallbacks  # 'auto' asks for none off CUDA
+    fast = engine.last_hidden(seqs)
     ref = ReferenceEngine(body, pad_id=0).last_hidden(seqs)  # transformers' modules calling Fp8Linear.forward
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
 

@@ -39,6 +39,7 @@ from .config import (
     check_choice,
     compile_errors,
     first_chunk_tokens,
+    graphs_by_default,
     resolve_attention,
 )
 from .graphs import GraphCaptureError, GraphRunner
@@ -101,8 +102,9 @@ class FastEngine:
     ``attention``'s); with another kind such passes replay their own graphs (triton/varlen) or run eager.
     ``compile``: 'auto' (on CUDA), 'on' or 'off'. ``cuda_graphs``: 'on' replays triton/varlen passes as
     CUDA graphs (:mod:`qrank.engine.graphs`), 'off' launches them, 'auto' replays them for small models
-    only (``SMALL_MODEL_FLOPS``). Compilation and graph capture are checked by one pass at load; if it
-    fails they are off for this engine, and a failure in a later pass raises.
+    (``SMALL_MODEL_FLOPS``) and FP8 stacks (:func:`~qrank.engine.config.graphs_by_default`). Compilation
+    and graph capture are checked by one pass at load; if it fails they are off for this engine, and a failure
+    in a later pass raises.
     ``max_batch_tokens`` counts computed tokens (a shared prefix once per pass), not padded ones; the
     defaults are :class:`~qrank.settings.EngineSettings`'.
     """
@@ -138,7 +140,7 @@ class FastEngine:
                                                 lambda k: attention_works(k, *shape), name="long_row_attention")
             fallbacks += more
         small = st.flops_per_token < SMALL_MODEL_FLOPS
-        graphs = cuda_graphs == "on" or (cuda_graphs == "auto" and small)
+        graphs = cuda_graphs == "on" or (cuda_graphs == "auto" and graphs_by_default(small, st.fp8))
         if graphs and not (on_cuda and kind in GraphRunner.KINDS):
             if cuda_graphs == "on":  # 'auto' asks for graphs only where they can run: no fallback to report
                 why = "needs CUDA" if not on_cuda else f"the {kind} attention has no static-shape form"

@@ -226,8 +226,7 @@ class Qwen3Stack:
 
     def _fp8_kernels_here(self) -> bool:
         """Whether this stack's FP8 inputs come from the fused kernels: asked for, FP8 weights, CUDA, Triton."""
-        if not (type(self).fp8_kernels and self.layers and isinstance(self.layers[0].wq, Fp8Weight)
-                and self.device.type == "cuda"):
+        if not (type(self).fp8_kernels and self.fp8 and self.device.type == "cuda"):
             return False
         try:
             from . import fp8_kernels  # registers the qrank:: ops the layer halves call
@@ -240,6 +239,11 @@ class Qwen3Stack:
         log.info("FP8 quantization kernels, launch shapes: %s",
                  fp8_kernels.tune(widths, self.device, self.dtype))
         return True
+
+    @property
+    def fp8(self) -> bool:
+        """Whether the projections hold FP8 weights (``quantize_body`` quantizes every layer or none)."""
+        return bool(self.layers) and isinstance(self.layers[0].wq, Fp8Weight)
 
     @property
     def flops_per_token(self) -> float:
