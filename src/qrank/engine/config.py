@@ -109,7 +109,8 @@ def graphs_by_default(small: bool, fp8: bool) -> bool:
     each adds a quantization kernel. Measured on an H100 (bench/logs/device_2026-12-07_h100.md, 100 documents
     of 50-450 tokens, graphs vs none in the same run): the 8B FP8 went from 1.44x to 1.51x bf16 (1.40x to 1.56x
     in a second run), the 4B from 1.23x to 1.57x (1.17x to 1.62x); on 20 documents of 2,000-4,000 tokens
-    graphs changed neither by more than 1%, and they lowered the peak memory (8B: 10.6 to 9.0 GiB).
+    they cost 0-3% (4B: 708 vs 687 ms, then 699 vs 702 ms), and they lowered the peak memory (8B: 10.6 to
+    9.0 GiB).
 
     >>> graphs_by_default(small=True, fp8=False), graphs_by_default(False, True), graphs_by_default(False, False)
     (True, True, False)

@@ -48,6 +48,11 @@ def default_sweep(depth: int) -> list[int]:
 
 
 def first_stage(system: str) -> str:
+    """The first stage a system's candidates come from.
+
+    >>> first_stage("hybrid+rerank"), first_stage("bm25")
+    ('hybrid', 'bm25')
+    """
     return system[: -len(RERANK_SUFFIX)] if system.endswith(RERANK_SUFFIX) else system
 
 

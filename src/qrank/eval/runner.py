@@ -4,7 +4,7 @@ Systems are ``bm25``, ``dense``, ``hybrid`` and any of them followed by ``+reran
 (``dense+rerank``, ``bm25+rerank``, ``hybrid+rerank``). Each first stage retrieves
 ``max(depth, largest sweep depth)`` candidates once; a reranked system reranks the first ``depth`` of
 them, and the sweep reuses those scores (scoring only the deeper candidates) to show where quality
-stops improving. Unless a sweep is given, it stops at ``depth`` (:func:`default_sweep`): going deeper
+stops improving. Unless a sweep is given, it stops at ``depth`` (:func:`~qrank.eval.config.default_sweep`): going deeper
 costs reranking work nobody asked for. :meth:`Evaluation.plan` says what a run will compute before it starts.
 
 A two-document collection, BM25 only (``qrank eval`` on SciFact is the same call with more systems):
