@@ -206,9 +206,8 @@ def _tiny_reranker(path, **settings):
 
 def test_fast_engine_reads_fp8_weights_like_the_reference_engine(qwen3_reranker_dir):
     from qrank.engine.fast import FastEngine
-    from qrank.engine.reference import ReferenceEngine
-
     from qrank.engine.qwen3_forward import Qwen3Stack
+    from qrank.engine.reference import ReferenceEngine
 
     rr = _tiny_reranker(qwen3_reranker_dir)
     body = rr.model.model

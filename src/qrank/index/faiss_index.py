@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import require
 from ..settings import IndexSettings
 
+
 def load_faiss():
     """The ``faiss`` module, or an error naming the extra that installs it (``pip install qrank[index]``)."""
     return require("faiss", "index")

@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import InvalidInput, QrankError
 from ..fileio import atomic_write
 from ..settings import IndexSettings
-from .faiss_index import build_index, faiss_ids, flat_search, load_faiss, index_kind, search_params
+from .faiss_index import build_index, faiss_ids, flat_search, index_kind, load_faiss, search_params
 from .store import CorruptStore, Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
