@@ -60,11 +60,11 @@ def chunk_spans(
         if j == n:
             return spans
         nxt = max(j - overlap, i + 1)
-        for k in range(nxt, max(i, nxt - reach), -1):  # start earlier (a little more overlap) at a word start
-            if word_start(k):
-                nxt = k
-                break
-        i = nxt
+        # start earlier (a little more overlap) at a word start, else later (a little less) rather than inside a
+        # word: near the previous start there may be no earlier word start that still moves forward
+        earlier = range(nxt, max(i, nxt - reach), -1)
+        later = range(nxt + 1, min(j, nxt + reach))
+        i = next((k for k in (*earlier, *later) if word_start(k)), nxt)
 
 
 class Chunker:
