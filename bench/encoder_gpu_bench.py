@@ -192,7 +192,7 @@ def bench_reranker(name: str, path: Path, args, device: str, dtype, notes: list[
         }
         if packed and args.variants:  # how the request is cut: tokenize everything first, or small first chunks
             from qrank.engine.pipelining import pipelined_last_hidden
-            from qrank.models.packed_encoder import PackedRows
+            from qrank.models.packed_runs import PackedRows
 
             small = PackedRows(qr.model.packed, qr.model.packed.logits, 16384, first_tokens=2048)
             systems["qrank[tokenize first]"] = lambda p=pairs: qr.model.score_encoded(qr.model.encode_pairs(p))

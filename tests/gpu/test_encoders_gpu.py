@@ -67,7 +67,7 @@ def test_packed_cross_encoder_matches_st_in_bf16(tmp_path, shared, which):
     # the path of big requests: tokenizing overlapped with the GPU, chunks growing from 512 tokens
     from qrank.engine.pipelining import pipelined_last_hidden
     from qrank.models.cross_encoder import apply_activation
-    from qrank.models.packed_encoder import PackedRows
+    from qrank.models.packed_runs import PackedRows
 
     rows = PackedRows(rr.model.packed, rr.model.packed.logits, 16384, first_tokens=512)
     piped = apply_activation(pipelined_last_hidden(rows, PAIRS, rr.model.encode_pairs)[:, 0].numpy(),

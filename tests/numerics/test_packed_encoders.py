@@ -186,7 +186,7 @@ def test_pipelined_chunks_equal_crossencoder_predict(tmp_path, xlmr_tok, minilm_
 
     from qrank import Reranker
     from qrank.engine.pipelining import pipelined_last_hidden
-    from qrank.models.packed_encoder import PackedRows
+    from qrank.models.packed_runs import PackedRows
 
     tok = xlmr_tok if model_type == "xlm-roberta" else minilm_dir
     path = str(tiny_models.build_random_encoder(tmp_path / "ce", tok, model_type, "reranker"))
@@ -210,7 +210,7 @@ def test_pipelined_embedder_rows_equal_encode(tmp_path, xlmr_tok, texts):
 
     from qrank import Embedder
     from qrank.engine.pipelining import pipelined_last_hidden
-    from qrank.models.packed_encoder import PackedRows
+    from qrank.models.packed_runs import PackedRows
     from qrank.models.pooling import finish_embeddings
 
     path = str(tiny_models.build_random_encoder(tmp_path / "emb", xlmr_tok, "xlm-roberta", "embedder", pooling="mean"))

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
-from . import packed_encoder
+from . import packed_encoder, packed_runs
 from .base import (
     DocumentLayout,
     Encoded,
@@ -173,7 +173,7 @@ class CrossEncoderModel:
         if not pairs:
             return np.zeros((0,), dtype=np.float32)
         forward = self.packed.logits if self.packed is not None else None
-        rows = packed_encoder.overlapped_rows(self.packed, forward, pairs, self.encode_pairs, self.engine_settings)
+        rows = packed_runs.overlapped_rows(self.packed, forward, pairs, self.encode_pairs, self.engine_settings)
         if rows is not None:  # a big request on a GPU: tokenizing overlapped with the runs
             return apply_activation(rows[:, 0].numpy(), self.activation)
         return self.score_encoded(self.encode_pairs(pairs))

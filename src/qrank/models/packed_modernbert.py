@@ -14,10 +14,9 @@ from .packed_encoder import (
     _positions,
     _varlen_works,
     segment_mean,
-    single_thread,
-    to_device,
     varlen_attention,
 )
+from .packed_runs import single_thread, to_device
 
 
 def why_not_modernbert(model, head: str) -> str | None:
@@ -79,7 +78,7 @@ class PackedModernBert(PackedEncoder):
             longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
             return varlen_attention()(q, k, v, cu, cu, longest, longest, window_size=(w, w))
         ctx = torch.empty_like(q)
-        with single_thread():  # many small kernels: see packed_encoder.single_thread
+        with single_thread():  # many small kernels: see packed_runs.single_thread
             for a, b in zip(bounds[:-1], bounds[1:]):
                 mask = None
                 if local:

@@ -19,7 +19,7 @@ from ..errors import UnsupportedModel
 from ..settings import EngineSettings, ModelSettings
 from ..types import ModelInfo
 from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, one_by_one, pick_device, pick_dtype
-from . import packed_encoder
+from . import packed_encoder, packed_runs
 from .hf_encoder import (
     check_quantization,
     max_input_length,
@@ -226,7 +226,7 @@ class STEmbedder:
             return self.encode_texts(part, is_query=is_query, instruction=instruction)
 
         forward = self.packed.pooled(self.layout["pooling"]) if self.packed is not None else None
-        vectors = packed_encoder.overlapped_rows(self.packed, forward, texts, encode, self.engine_settings)
+        vectors = packed_runs.overlapped_rows(self.packed, forward, texts, encode, self.engine_settings)
         if vectors is not None:  # a big request on a GPU: tokenizing overlapped with the runs
             return finish_embeddings(vectors.numpy(), dim)
         return self.embed_encoded(encode(texts), dim=dim)
