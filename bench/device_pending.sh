@@ -13,9 +13,12 @@
 #                                          # ops, fast accumulation, graphs off; then the 8B embedder
 #   bash bench/device_pending.sh encoders  # the encoder bench at HEAD with its request cuts (--variants): issue 19's
 #                                          # XLM-R-large target is 3x its H200 figure, so run it on an H200
-#   bash bench/device_pending.sh encoders+fp8  # on an H200, one call: issue 19's MiniLM and XLM-R-large encoder
-#                                          # bench, then FP8 8B and 4B as served with the official recipe and fast
-#                                          # accumulation (issue 18's targets are H200 figures), under 600 s
+#   bash bench/device_pending.sh encoders+fp8  # on an H200, one call: the encoder GPU tests (packed_runs.py split
+#                                          # out of packed_encoder.py after the last GPU run), issue 19's MiniLM and
+#                                          # XLM-R-large bench, then FP8 8B and 4B as served with the official recipe
+#                                          # and fast accumulation (issue 18's targets are H200 figures), < 600 s
+#   bash bench/device_pending.sh h100fp8   # the same on an H100 without the encoder bench (H100 figures exist):
+#                                          # encoder GPU tests, FP8 8B/4B with the official recipe, a 4B profile
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
 #                                          # FP8 8B/4B (issue 18), R100 A/B (issue 15)
 # Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all with the tracked ~4.5 MiB):
@@ -42,10 +45,12 @@ case ${1:-h200} in
       --kernels-ab --fast-accum --graphs-ab --repeats 4 --profile-sizes 8b" exec bash bench/device_run.sh "fp8" ;;
   encoders) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape,modernbert-base-shape} \
       ENC_EXTRA=--variants ENC_TIMEOUT=300 exec bash bench/device_run.sh "encoders" ;;
-  encoders+fp8) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants ENC_TIMEOUT=200 \
-      FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=330 FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes none" \
-      exec bash bench/device_run.sh "encoders fp8" ;;
+  encoders+fp8) TESTS_K=encoders TEST_TIMEOUT=100 ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} \
+      ENC_EXTRA=--variants ENC_TIMEOUT=170 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=290 \
+      FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes none" exec bash bench/device_run.sh "tests encoders fp8" ;;
+  h100fp8) TESTS_K=encoders TEST_TIMEOUT=100 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=420 \
+      FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes 4b" exec bash bench/device_run.sh "tests fp8" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|fp8tests|fp8kernels|encoders|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|h100fp8|fp8tests|fp8kernels|encoders|h200" >&2; exit 2 ;;
 esac
