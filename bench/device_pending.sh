@@ -19,6 +19,9 @@
 #                                          # and fast accumulation (issue 18's targets are H200 figures), < 600 s
 #   bash bench/device_pending.sh h100fp8   # the same on an H100 without the encoder bench (H100 figures exist):
 #                                          # encoder GPU tests, FP8 8B/4B with the official recipe, a 4B profile
+#   bash bench/device_pending.sh autotune  # either card, ~200 s: the engine's 8B FP8 products, CUTLASS row-wise (what
+#                                          # torch._scaled_mm runs) vs inductor's max-autotune kernels (issue 18's long
+#                                          # rows are FP8-product-bound at ~0.63 of the FP8 peak)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
 #                                          # FP8 8B/4B (issue 18), R100 A/B (issue 15)
 # Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all with the tracked ~4.5 MiB):
@@ -50,7 +53,9 @@ case ${1:-h200} in
       FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes none" exec bash bench/device_run.sh "tests encoders fp8" ;;
   h100fp8) TESTS_K=encoders TEST_TIMEOUT=100 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=420 \
       FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes 4b" exec bash bench/device_run.sh "tests fp8" ;;
+  autotune) GEMM8_TIMEOUT=${GEMM8_TIMEOUT:-300} GEMM8_EXTRA="--autotune --tokens ${GEMM8_TOKENS:-16384}" \
+      exec bash bench/device_run.sh "gemm8" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|h100fp8|fp8tests|fp8kernels|encoders|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
 esac

@@ -7,7 +7,8 @@
 # (LONGROW_SIZES, LONGROW_VARIANTS, LONGROW_TIMEOUT); tests: tests/gpu; bench: bench/gpu_bench.py;
 # encoders: bench/encoder_gpu_bench.py (ENC_ONLY, ENC_TIMEOUT; kernel profile of the XLM-R-large shape);
 # fp8: bench/fp8_bench.py (FP8 vs bf16; FP8_SIZES, FP8_EMBED, FP8_TIMEOUT, FP8_EXTRA e.g. --fast-accum)
-# gemm8: bench/fp8_gemm_bench.py (one product per 8B/0.6B projection shape: bf16 vs FP8 kernels, quantization cost)
+# gemm8: bench/fp8_gemm_bench.py (one product per 8B/0.6B projection shape: bf16 vs FP8 kernels, quantization cost;
+#   GEMM8_EXTRA="--autotune --tokens 16384": CUTLASS row-wise vs inductor's max-autotune FP8 kernels)
 # stability: bench/score_stability.py --gpu --deterministic (STAB_SIZES, STAB_CLAIMS, STAB_TIMEOUT)
 # Needs .whl (pydantic & co, cp312) and .carry/shared (tokenizers, configs, SciFact) carried along.
 set -o pipefail
@@ -69,7 +70,7 @@ if [[ $STEPS == *fp8* ]]; then  # bench/fp8_bench.py: fp8 vs bf16, 8B/4B/0.6B re
   grep -A12 "FP8 speed-ups" "$OUT/fp8_bench.log" || tail -n 40 "$OUT/fp8_bench.log"
 fi
 if [[ $STEPS == *gemm8* ]]; then
-  timeout ${GEMM8_TIMEOUT:-120} python3 bench/fp8_gemm_bench.py --out "$OUT/fp8_gemm" 2>&1 | tee "$OUT/fp8_gemm.log" | tail -n 30
+  timeout ${GEMM8_TIMEOUT:-120} python3 bench/fp8_gemm_bench.py --out "$OUT/fp8_gemm" ${GEMM8_EXTRA:-} 2>&1 | tee "$OUT/fp8_gemm.log" | tail -n 30
 fi
 if [[ $STEPS == *stability* ]]; then  # bench/score_stability.py --gpu: batch effects on scores, both modes (issue 20)
   timeout ${STAB_TIMEOUT:-540} python3 bench/score_stability.py --gpu --deterministic --sizes "${STAB_SIZES:-0.6b,8b}" \

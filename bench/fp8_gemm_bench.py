@@ -3,6 +3,9 @@ and the per-token activation quantization on its own (issue 18: where does the F
 
     python bench/fp8_gemm_bench.py --out DIR      # CUDA with FP8 units; about 30 s
     python bench/fp8_gemm_bench.py --smoke        # CPU: checks the script runs (tiny shapes, emulated, untimed)
+    python bench/fp8_gemm_bench.py --autotune --tokens 16384 --out DIR   # the engine's separate 8B products:
+        # torch._scaled_mm row-wise as the engine calls it vs the same call compiled with max-autotune (inductor's
+        # Triton FP8 templates, with and without persistent TMA), precise and fast accumulation; a few minutes
 
 Writes DIR/fp8_gemm.md: per shape and token count, milliseconds and TFLOP/s of each kernel, the quantization's
 milliseconds (eager and compiled) and what a layer would gain at that ratio.
@@ -17,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+# the products the engine runs (separate q/k/v and gate/up: fused ones measured 5% slower, device_2026-12-06c_h100)
+SHAPES_8B_ENGINE = [("q", 4096, 4096), ("k|v", 1024, 4096), ("o", 4096, 4096), ("gate|up", 12288, 4096),
+                    ("down", 4096, 12288)]
 # (name, N, K) of Qwen3-8B: hidden 4096, 32 q heads and 8 kv heads of 128, intermediate 12288
 SHAPES_8B = [("qkv", 4096 + 2 * 1024, 4096), ("o", 4096, 4096), ("gate+up", 2 * 12288, 4096), ("down", 4096, 12288)]
 SHAPES_06B = [("qkv", 2048 + 2 * 1024, 1024), ("o", 1024, 2048), ("gate+up", 2 * 3072, 1024), ("down", 1024, 3072)]
@@ -46,7 +52,10 @@ def main() -> None:
     p.add_argument("--out", default="bench/out/fp8_gemm")
     p.add_argument("--tokens", default="4096,16384,32768")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--autotune", action="store_true", help="row-wise eager vs compiled with max-autotune")
     args = p.parse_args()
+    if args.autotune and not args.smoke:
+        return autotune(args)
     if args.smoke:
         from qrank.engine.fp8 import fp8_linear
 
@@ -99,6 +108,58 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fp8_gemm.md").write_text("\n".join(lines) + "\n")
+
+
+def autotune(args) -> None:
+    """Whether inductor's autotuned FP8 kernels beat the CUTLASS row-wise kernel ``torch._scaled_mm`` picks."""
+    import torch
+    import torch._inductor.config as ind
+
+    from qrank.engine.fp8 import quantize_rows, quantize_weight
+
+    dev = torch.device("cuda")
+    lines = [f"# FP8 GEMM autotune: {torch.cuda.get_device_name()}, torch {torch.__version__}", "",
+             "TFLOP/s; eager = torch._scaled_mm row-wise as the engine calls it; max-autotune = the same call under "
+             "torch.compile(mode='max-autotune-no-cudagraphs'), best of ATen and inductor's Triton templates; "
+             "+TMA = persistent TMA templates allowed too.", "",
+             "| shape (N x K) | tokens | bf16 | eager | eager fast | max-autotune | +TMA |",
+             "|---|---|---|---|---|---|---|"]
+
+    def scaled(a, b, sa, sb, fast: bool):
+        return torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16, use_fast_accum=fast)
+
+    for m in [int(t) for t in args.tokens.split(",")]:
+        for name, n, k in SHAPES_8B_ENGINE:
+            torch.manual_seed(0)
+            x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            wb = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
+            q = quantize_weight(wb)
+            x8, sx = quantize_rows(x)
+            b, sb = q.data.t(), q.scale[None, :]
+            flops = 2 * m * n * k
+            cells = [cuda_ms(lambda: x @ wb.t())]
+            ref = scaled(x8, b, sx, sb, False).float()
+            for fast in (False, True):
+                cells.append(cuda_ms(lambda: scaled(x8, b, sx, sb, fast)))
+            for tma in (False, True):
+                ind.triton.enable_persistent_tma_matmul = tma
+                for fast in (False,):  # the default path; fast accumulation's own gap is in the eager columns
+                    torch._dynamo.reset()
+                    fn = torch.compile(lambda a, bb, s1, s2: scaled(a, bb, s1, s2, fast), dynamic=False,
+                                       mode="max-autotune-no-cudagraphs")
+                    try:
+                        got = fn(x8, b, sx, sb).float()
+                        err = (got - ref).abs().max().item() / ref.abs().max().item()
+                        cells.append(cuda_ms(lambda: fn(x8, b, sx, sb)))
+                        print(f"{name} {m} tma={tma} fast={fast}: max rel diff vs eager precise {err:.2e}", flush=True)
+                    except Exception as e:  # an autotune failure is a result here, not a crash of the whole table
+                        print(f"{name} {m} tma={tma} fast={fast}: {type(e).__name__}: {e}"[:300], flush=True)
+                        cells.append(float("nan"))
+            lines.append(f"| {name} {n} x {k} | {m} | " + " | ".join(f"{flops / c / 1e9:.0f}" for c in cells) + " |")
+            print(lines[-1], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fp8_autotune.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
