@@ -43,6 +43,18 @@ def cuda_ms(fn, iters: int = 20) -> float:
     return start.elapsed_time(end) / iters
 
 
+def operands(m: int, n: int, k: int):
+    """bf16 activations (m, k) and weight (n, k), the weight quantized per channel, the activations per row."""
+    import torch
+
+    from qrank.engine.fp8 import quantize_rows, quantize_weight
+
+    torch.manual_seed(0)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+    return x, wb, quantize_weight(wb), *quantize_rows(x)
+
+
 def main() -> None:
     import torch
 
@@ -73,11 +85,7 @@ def main() -> None:
     for model, shapes in (("8B", SHAPES_8B), ("0.6B", SHAPES_06B)):
         for m in [int(t) for t in args.tokens.split(",")]:
             for name, n, k in shapes:
-                torch.manual_seed(0)
-                x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
-                wb = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
-                q = quantize_weight(wb)
-                x8, sx = quantize_rows(x)
+                x, wb, q, x8, sx = operands(m, n, k)
                 ones_a = torch.ones((), device=dev)
                 x8t = (x.float() / (x.float().abs().amax() / E4M3_MAX)).to(torch.float8_e4m3fn)
                 flops = 2 * m * n * k
@@ -115,9 +123,6 @@ def autotune(args) -> None:
     import torch
     import torch._inductor.config as ind
 
-    from qrank.engine.fp8 import quantize_rows, quantize_weight
-
-    dev = torch.device("cuda")
     lines = [f"# FP8 GEMM autotune: {torch.cuda.get_device_name()}, torch {torch.__version__}", "",
              "TFLOP/s; eager = torch._scaled_mm row-wise as the engine calls it; max-autotune = the same call under "
              "torch.compile(mode='max-autotune-no-cudagraphs'), best of ATen and inductor's Triton templates; "
@@ -130,31 +135,26 @@ def autotune(args) -> None:
 
     for m in [int(t) for t in args.tokens.split(",")]:
         for name, n, k in SHAPES_8B_ENGINE:
-            torch.manual_seed(0)
-            x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
-            wb = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
-            q = quantize_weight(wb)
-            x8, sx = quantize_rows(x)
+            x, wb, q, x8, sx = operands(m, n, k)
             b, sb = q.data.t(), q.scale[None, :]
             flops = 2 * m * n * k
             cells = [cuda_ms(lambda: x @ wb.t())]
             ref = scaled(x8, b, sx, sb, False).float()
             for fast in (False, True):
                 cells.append(cuda_ms(lambda: scaled(x8, b, sx, sb, fast)))
-            for tma in (False, True):
+            for tma in (False, True):  # precise accumulation, the default; fast accumulation's gap is eager's
                 ind.triton.enable_persistent_tma_matmul = tma
-                for fast in (False,):  # the default path; fast accumulation's own gap is in the eager columns
-                    torch._dynamo.reset()
-                    fn = torch.compile(lambda a, bb, s1, s2: scaled(a, bb, s1, s2, fast), dynamic=False,
-                                       mode="max-autotune-no-cudagraphs")
-                    try:
-                        got = fn(x8, b, sx, sb).float()
-                        err = (got - ref).abs().max().item() / ref.abs().max().item()
-                        cells.append(cuda_ms(lambda: fn(x8, b, sx, sb)))
-                        print(f"{name} {m} tma={tma} fast={fast}: max rel diff vs eager precise {err:.2e}", flush=True)
-                    except Exception as e:  # an autotune failure is a result here, not a crash of the whole table
-                        print(f"{name} {m} tma={tma} fast={fast}: {type(e).__name__}: {e}"[:300], flush=True)
-                        cells.append(float("nan"))
+                torch._dynamo.reset()
+                fn = torch.compile(lambda a, bb, s1, s2: scaled(a, bb, s1, s2, False), dynamic=False,
+                                   mode="max-autotune-no-cudagraphs")
+                try:
+                    got = fn(x8, b, sx, sb).float()
+                    err = (got - ref).abs().max().item() / ref.abs().max().item()
+                    cells.append(cuda_ms(lambda: fn(x8, b, sx, sb)))
+                    print(f"{name} {m} tma={tma}: max rel diff vs eager {err:.2e}", flush=True)
+                except Exception as e:  # an autotune failure is a result here, not a crash of the whole table
+                    print(f"{name} {m} tma={tma}: {type(e).__name__}: {e}"[:300], flush=True)
+                    cells.append(float("nan"))
             lines.append(f"| {name} {n} x {k} | {m} | " + " | ".join(f"{flops / c / 1e9:.0f}" for c in cells) + " |")
             print(lines[-1], flush=True)
     out = Path(args.out)
