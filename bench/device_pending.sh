@@ -17,6 +17,8 @@
 #                                          # out of packed_encoder.py after the last GPU run), issue 19's MiniLM and
 #                                          # XLM-R-large bench, then FP8 8B and 4B as served with the official recipe
 #                                          # and fast accumulation (issue 18's targets are H200 figures), < 600 s
+#   bash bench/device_pending.sh h200short # on an H200 with < 700 s of budget: issue 19's MiniLM and XLM-R-large bench
+#                                          # (--variants), then FP8 8B with the official recipe, 2 rounds (~400 s)
 #   bash bench/device_pending.sh h100fp8   # the same on an H100 without the encoder bench (H100 figures exist):
 #                                          # encoder GPU tests, FP8 8B/4B with the official recipe, a 4B profile
 #   bash bench/device_pending.sh autotune  # either card, ~200 s: the engine's 8B FP8 products, CUTLASS row-wise (what
@@ -51,11 +53,14 @@ case ${1:-h200} in
   encoders+fp8) TESTS_K=encoders TEST_TIMEOUT=100 ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} \
       ENC_EXTRA=--variants ENC_TIMEOUT=170 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=290 \
       FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes none" exec bash bench/device_run.sh "tests encoders fp8" ;;
+  h200short) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants ENC_TIMEOUT=170 \
+      FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=200 FP8_EXTRA="--fast-accum --repeats 2 --profile-sizes none" \
+      exec bash bench/device_run.sh "encoders fp8" ;;
   h100fp8) TESTS_K=encoders TEST_TIMEOUT=100 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=420 \
       FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes 4b" exec bash bench/device_run.sh "tests fp8" ;;
   autotune) GEMM8_TIMEOUT=${GEMM8_TIMEOUT:-300} GEMM8_EXTRA="--autotune --tokens ${GEMM8_TOKENS:-16384}" \
       exec bash bench/device_run.sh "gemm8" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
 esac
