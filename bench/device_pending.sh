@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The device measurements still pending after session 15 (2026-12-07; its runs: bench/logs/device_2026-12-07_h100.md),
-# as bench/device_run.sh calls under 600 s each. Start with suite+fp8 (either card), then encoders and h200 on an
-# H200 if one comes:
+# Device calls as bench/device_run.sh runs under 600 s each. What is still pending after session 17 (2026-12-07; the
+# GPU suite passed at 4fba08d, the encoder tests again after the packed_runs split at e38b041: device_2026-12-07e/f):
+# an H200 for the issues' targets: encoders+fp8 with a full budget, h200short with less than 700 s left. The modes:
 #   bash bench/device_pending.sh suite+fp8 # the whole GPU suite at HEAD (tests/gpu; it passed in full at b1cae18,
 #                                          # before 'auto' turned CUDA graphs on for FP8 stacks), then FP8 8B and 4B
 #                                          # as now served (graphs) vs graphs off, and graphs with fast accumulation
