@@ -13,17 +13,18 @@
 #                                          # ops, fast accumulation, graphs off; then the 8B embedder
 #   bash bench/device_pending.sh encoders  # the encoder bench at HEAD with its request cuts (--variants): issue 19's
 #                                          # XLM-R-large target is 3x its H200 figure, so run it on an H200
-#   bash bench/device_pending.sh encoders+fp8  # on an H200, one call: the encoder GPU tests (packed_runs.py split
-#                                          # out of packed_encoder.py after the last GPU run), issue 19's MiniLM and
+#   bash bench/device_pending.sh encoders+fp8  # on an H200, one call: the encoder GPU tests (they passed after the
+#                                          # packed_runs split, device_2026-12-07f_h100), issue 19's MiniLM and
 #                                          # XLM-R-large bench, then FP8 8B and 4B as served with the official recipe
 #                                          # and fast accumulation (issue 18's targets are H200 figures), < 600 s
 #   bash bench/device_pending.sh h200short # on an H200 with < 700 s of budget: issue 19's MiniLM and XLM-R-large bench
 #                                          # (--variants), then FP8 8B with the official recipe, 2 rounds (~400 s)
 #   bash bench/device_pending.sh h100fp8   # the same on an H100 without the encoder bench (H100 figures exist):
 #                                          # encoder GPU tests, FP8 8B/4B with the official recipe, a 4B profile
-#   bash bench/device_pending.sh autotune  # either card, ~200 s: the engine's 8B FP8 products, CUTLASS row-wise (what
-#                                          # torch._scaled_mm runs) vs inductor's max-autotune kernels (issue 18's long
-#                                          # rows are FP8-product-bound at ~0.63 of the FP8 peak)
+#   bash bench/device_pending.sh autotune  # either card: the engine's 8B FP8 products, CUTLASS row-wise (what
+#                                          # torch._scaled_mm runs) vs inductor's max-autotune kernels; ~55 s of
+#                                          # autotuning per shape and TMA setting, so 300 s reach q, k/v and o (done on
+#                                          # an H100: device_2026-12-07g_h100; GEMM8_TIMEOUT=560 for gate/up and down)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
 #                                          # FP8 8B/4B (issue 18), R100 A/B (issue 15)
 # Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all with the tracked ~4.5 MiB):
