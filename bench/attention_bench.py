@@ -4,9 +4,13 @@ cuDNN) and qrank's Triton kernel.
 Sweeps the Triton kernel's tile shapes and tile orders (``--orders``: as packed, or heaviest tiles first) on
 the issue's workload (one query: an ~80-token prefix, 100 documents of 50-450 tokens + a 10-token suffix,
 packed as the engine packs it; ``--long``: 20 documents of 2,000-4,000 tokens) for the Qwen3 0.6B and
-4B/8B head shapes, and prints a table (also written to ``--out``/attention_bench.md).
+4B/8B head shapes, and prints a table (also written to ``--out``/attention_bench.md). ``--fp8``: the kernel's
+FP8 form (:func:`qrank.engine.triton_attention.prefix_attention_fp8`) against its bf16 form at the shipped tile
+shape: time, the compiled quantization of q/k/v, and the error of each against FlashAttention-2 on the same
+bf16 inputs (``attention_bench_fp8[_long].md``).
 
     python bench/attention_bench.py --out /tmp/out
+    python bench/attention_bench.py --long --fp8 --out /tmp/out
 """
 
 from __future__ import annotations
@@ -69,8 +73,11 @@ def main(argv=None) -> None:
     ap.add_argument("--stages", type=ints, default=[2, 3])
     ap.add_argument("--orders", default="packed,heavy", help="tile orders: packed (as shipped before), heavy (first)")
     ap.add_argument("--long", action="store_true", help="20 documents of 2,000-4,000 tokens (issue 17's long rows)")
+    ap.add_argument("--fp8", action="store_true", help="the kernel's FP8 form vs its bf16 form (see the docstring)")
     args = ap.parse_args(argv)
     lay = workload_layout(docs=20, lo=2000, hi=4000) if args.long else workload_layout()
+    if args.fp8:
+        return fp8_table(lay, args)
     lines = [
         f"Device: {torch.cuda.get_device_name()}; torch {torch.__version__}; one layer, {lay.num_tokens}-token pass "
         f"(1 query prefix + {len(lay.members)} documents), bf16, head size 128, median of 30 (CUDA events).",
@@ -129,6 +136,65 @@ def main(argv=None) -> None:
     from qrank.fileio import atomic_write_text
 
     atomic_write_text(out / ("attention_bench_long.md" if args.long else "attention_bench.md"), "\n".join(lines) + "\n")
+
+
+def fp8_table(lay, args) -> None:
+    """The FP8 kernel over a sweep of tile shapes vs the bf16 kernel as shipped, on one layer of ``lay``."""
+    import torch
+
+    from qrank.engine.attention import TileShape, TritonAttention, VarlenAttention
+    from qrank.engine.fp8_attention import quantize_attention_inputs
+    from qrank.engine.triton_attention import prefix_attention_fp8, tile_table
+    from qrank.fileio import atomic_write_text
+
+    rel = lambda got, want: ((got.float() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()).item()  # noqa: E731
+    quantize = torch.compile(quantize_attention_inputs, dynamic=True)
+    lines = [
+        f"Device: {torch.cuda.get_device_name()}; torch {torch.__version__}; one layer, {lay.num_tokens}-token pass "
+        f"(1 query prefix + {len(lay.members)} documents), head size 128, median of 30 (CUDA events); inputs "
+        "N(0,1) bf16 (q/k scaled by measured maxima); error: RMS of the difference / RMS of FlashAttention-2 "
+        "varlen's output on the same bf16 inputs.",
+        "",
+        "| heads/kv | kernel | tile | ms | TFLOP/s | rel. RMS error | speed-up |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for heads, kv in ((16, 8), (32, 8)):
+        T, D, G = lay.num_tokens, 128, heads // kv
+        q = torch.randn(T, heads, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(T, kv, D, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(T, kv, D, device="cuda", dtype=torch.bfloat16)
+        flops = attention_flops(lay, heads, D)
+        want = VarlenAttention.for_layout(lay, "cuda", D**-0.5)(q, k, v).float()
+        att = TritonAttention.for_layout(lay, "cuda", D**-0.5, G)
+        base = time_ms(lambda: att(q, k, v))
+        lines.append(f"| {heads}/{kv} | bf16 (shipped) | {att.shape} | {base:.3f} | {flops / base / 1e9:.0f} "
+                     f"| {rel(att(q, k, v), want):.2e} | 1.00 |")
+        print(lines[-1], flush=True)
+        q8, k8, fv = quantize(q, k, v)
+        ms = time_ms(lambda: quantize(q, k, v))
+        lines.append(f"| {heads}/{kv} | quantize q, k, v (compiled) | | {ms:.3f} | | | |")
+        print(lines[-1], flush=True)
+        for bm, bn, warps, stages in itertools.product(args.block_m, args.block_n, args.warps, args.stages):
+            shape = TileShape(bm, bn, warps, stages)
+            bt = shape.block_tokens(G)
+            tiles = torch.from_numpy(tile_table(lay.q_start, lay.q_len, lay.p_start, lay.p_len, bt)).cuda()
+            run = lambda: prefix_attention_fp8(q8, k8, fv.vt, fv.scales, tiles, D**-0.5,  # noqa: E731
+                                               out_dtype=torch.bfloat16, block_t=bt, block_n=bn,
+                                               num_warps=warps, num_stages=stages)
+            try:
+                err = rel(run(), want)
+                ms = time_ms(run)
+            except Exception as exc:  # a shape Triton cannot fit (shared memory, registers): record and go on
+                lines.append(f"| {heads}/{kv} | fp8 | {shape} | failed: {type(exc).__name__} | | | |")
+                print(lines[-1], str(exc)[:300], flush=True)
+                continue
+            lines.append(f"| {heads}/{kv} | fp8 | {shape} | {ms:.3f} | {flops / ms / 1e9:.0f} | {err:.2e} "
+                         f"| {base / ms:.2f} |")
+            print(lines[-1], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / ("attention_bench_fp8_long.md" if args.long else "attention_bench_fp8.md"),
+                      "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

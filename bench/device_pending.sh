@@ -25,6 +25,14 @@
 #                                          # torch._scaled_mm runs) vs inductor's max-autotune kernels; ~55 s of
 #                                          # autotuning per shape and TMA setting, so 300 s reach q, k/v and o (done on
 #                                          # an H100: device_2026-12-07g_h100; GEMM8_TIMEOUT=560 for gate/up and down)
+#   bash bench/device_pending.sh attn8     # either card: the attention kernel's FP8 form vs bf16, one layer, a tile
+#                                          # sweep on long rows and on the 100-document request (~300 s)
+#   bash bench/device_pending.sh encoders+attn8  # on an H200: issue 19's encoder bench, then attn8 (< 600 s)
+#   bash bench/device_pending.sh fp8attn   # either card: FP8 attention (issue 18's long rows): the kernel on long
+#                                          # rows (tile sweep), its GPU tests, then FP8 8B with and without it (and
+#                                          # with fast accumulation), no official recipe (< 600 s)
+#   bash bench/device_pending.sh encoders+fp8attn  # on an H200: issue 19's encoder bench, then fp8attn's tests and
+#                                          # 8B bench (< 600 s)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
 #                                          # FP8 8B/4B (issue 18), R100 A/B (issue 15)
 # Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all with the tracked ~4.5 MiB):
@@ -61,7 +69,17 @@ case ${1:-h200} in
       FP8_EXTRA="--fast-accum --repeats 3 --profile-sizes 4b" exec bash bench/device_run.sh "tests fp8" ;;
   autotune) GEMM8_TIMEOUT=${GEMM8_TIMEOUT:-300} GEMM8_EXTRA="--autotune --tokens ${GEMM8_TOKENS:-16384}" \
       exec bash bench/device_run.sh "gemm8" ;;
+  attn8) exec bash bench/device_run.sh "attn8" ;;
+  fp8attn) ATTN8_RUNS=long ATTN8_BLOCK_N=32,64 ATTN8_TIMEOUT=100 TESTS_K="fp8_kernel_against or with_fp8_attention" \
+      TEST_TIMEOUT=150 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=280 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
+      --repeats 3 --profile-sizes none" exec bash bench/device_run.sh "attn8 tests fp8" ;;
+  encoders+fp8attn) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants \
+      ENC_TIMEOUT=160 TESTS_K="fp8_kernel_against or with_fp8_attention" TEST_TIMEOUT=130 FP8_SIZES=8b FP8_EMBED= \
+      FP8_TIMEOUT=260 FP8_EXTRA="--fp8-attention --fast-accum --no-official --repeats 3 --profile-sizes none" \
+      exec bash bench/device_run.sh "encoders tests fp8" ;;
+  encoders+attn8) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants \
+      ENC_TIMEOUT=170 exec bash bench/device_run.sh "encoders attn8" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|attn8|encoders+attn8|fp8attn|encoders+fp8attn|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU device (see bench/gpu_bench.py): environment check, GPU tests, benchmark.
 #   bash bench/device_run.sh "attn tests bench" "0.6b,8b" "rerank,embed"
-# attn: bench/attention_bench.py (one layer's attention kernels); longkern: the same on long rows, with FA2 varlen,
+# attn: bench/attention_bench.py (one layer's attention kernels); attn8: its --fp8 table (ATTN8_TIMEOUT);
+# longkern: the same on long rows, with FA2 varlen,
 # bucketed cuDNN and both tile orders; r100ab: R100 timelines of HEAD and of the tree in .carry/v_old (59aea02),
 # alternating processes twice (bench/device_pending.sh says how to build it); longrow: bench/longrow_bench.py
 # (LONGROW_SIZES, LONGROW_VARIANTS, LONGROW_TIMEOUT); tests: tests/gpu; bench: bench/gpu_bench.py;
@@ -30,12 +31,19 @@ import torch, transformers, importlib.util as u
 print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__,
       "varlen module", u.find_spec("torch.nn.attention.varlen") is not None, torch.cuda.get_device_name())
 PY
-if [[ $STEPS == *attn* ]]; then
+if [[ " $STEPS " == *" attn "* ]]; then
   timeout ${ATTN_TIMEOUT:-240} python3 bench/attention_bench.py --out "$OUT" 2>&1 | tail -n 80 | tee "$OUT/attention_bench.log"
 fi
 if [[ $STEPS == *longkern* ]]; then
   timeout ${ATTN_TIMEOUT:-110} python3 bench/attention_bench.py --long --out "$OUT" --block-m 64,128 --block-n 32,64 \
     --warps 4,8 --stages 2 2>&1 | tail -n 80 | tee "$OUT/attention_bench_long.log"
+fi
+if [[ $STEPS == *attn8* ]]; then  # the kernel's FP8 form vs bf16 (ATTN8_RUNS: long rows, the 100-document request)
+  for run in ${ATTN8_RUNS:-long short}; do
+    timeout ${ATTN8_TIMEOUT:-150} python3 bench/attention_bench.py --fp8 $([ "$run" = long ] && echo --long) \
+      --out "$OUT" --block-m 64,128 --block-n ${ATTN8_BLOCK_N:-32,64,128} --warps 4,8 --stages 2,3 2>&1 \
+      | tail -n 60 | tee -a "$OUT/attention_bench_fp8.log"
+  done
 fi
 if [[ $STEPS == *longrow* ]]; then  # bench/longrow_bench.py: 1 x 20 documents of 2-4k tokens, end to end
   timeout ${LONGROW_TIMEOUT:-300} python3 bench/longrow_bench.py --sizes "${LONGROW_SIZES:-0.6b,8b}" --repeats 3 \

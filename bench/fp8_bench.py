@@ -9,8 +9,9 @@ the systems are timed in interleaved rounds in one process (a drift of the machi
 ``official[batch 8]`` and ``official[one batch]`` (the model card's recipe as written, batches of 8, and every
 pair in one batch: the speed-ups are against the faster of the two), ``qrank`` (bf16), ``qrank-fp8`` and, with
 ``--fast-accum``, ``qrank-fp8[fast_accum]`` (Hopper's FP8 accumulation without float32 promotion: opt-in, it
-is less exact over long K). Workloads: ``rerank-1x100`` (one query, 100 documents of 50-450
-tokens), ``rerank-1x20-long`` (20 documents of 2,000-4,000 tokens), ``embed-500`` (500 passages of
+is less exact over long K), with ``--fp8-attention`` ``qrank-fp8[fp8 attention]`` (attention's two products in
+FP8 as well: opt-in; with ``--fast-accum`` also both together). Workloads: ``rerank-1x100`` (one query, 100
+documents of 50-450 tokens), ``rerank-1x20-long`` (20 documents of 2,000-4,000 tokens), ``embed-500`` (500 passages of
 50-450 tokens). Peak memory is the process's peak less the resident weights of the other copy.
 fp8 rows' floor: the projections at 1,580 TFLOP/s (H200 dense FP8) plus attention at 800 (it stays bf16);
 bf16 rows keep gpu_bench's floor (everything at 800). The FP8 gate's numbers on the probe set go with the
@@ -92,6 +93,22 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         set_fast_accumulation(qmodel, False)
         systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
         notes.append(f"- {name} fast_accum: the gate vs bf16 {gate(qr, qfast)} (default accumulation: {agreement})")
+    if args.fp8_attention:  # the same FP8 tensors; the body carries the mark (read when the engine is built)
+        from qrank.engine.fp8 import set_fast_accumulation
+        from qrank.engine.fp8_attention import set_fp8_attention
+
+        body = getattr(qmodel, "base_model", qmodel)
+        for label, fast in (("fp8 attention", False), ("fast_accum+fp8 attention", True)):
+            if fast and not args.fast_accum:
+                continue
+            set_fp8_attention(body, True)
+            set_fast_accumulation(qmodel, fast)
+            variant = gb.qrank_reranker(qmodel, tok)
+            set_fp8_attention(body, False)
+            set_fast_accumulation(qmodel, False)
+            assert variant.engine.config.fp8_attention, variant.engine.config.fallbacks
+            systems[f"qrank-fp8[{label}]"] = lambda w, b=variant: b.score_pairs(w)
+            notes.append(f"- {name} {label}: the gate vs bf16 {gate(qr, variant)} (default: {agreement})")
     if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead
         from qrank.engine.qwen3_forward import Qwen3Stack
 
@@ -118,9 +135,13 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         if not args.no_official:  # the recipe as written (batches of 8) and all pairs at once: the faster counts
             fns = {"official[batch 8]": lambda: sysm.official(pairs),
                    "official[one batch]": lambda: sysm.official(pairs, batch_size=len(pairs)), **fns}
-        ref, got = np.asarray(qr.score_pairs(pairs)), np.asarray(q8.score_pairs(pairs))
-        notes.append(f"- {name} {workload}: {fed} tokens fed ({work} computed); max |fp8 - bf16| score "
-                     f"{np.max(np.abs(ref - got)):.4f}, top-1 same: {int(np.argmax(ref) == np.argmax(got))}")
+        ref = np.asarray(qr.score_pairs(pairs))
+        for system, f in systems.items():
+            if system.startswith("qrank-fp8") and "graphs" not in system and "reference" not in system:
+                got = np.asarray(f(pairs))
+                same = int(np.argmax(ref) == np.argmax(got))
+                notes.append(f"- {name} {workload} {system}: {fed} tokens fed ({work} computed); max |fp8 - bf16| "
+                             f"score {np.max(np.abs(ref - got)):.4f}, top-1 same: {same}")
         reps = args.repeats if workload == "rerank-1x100" else max(2, args.repeats - 2)
         _add_rows(rep, name, workload, gb.timed_rounds(fns, reps), len(pairs), fed, cfg, work, rows,
                   bf_gib, fp_gib, agreement)
@@ -180,6 +201,9 @@ def main(argv=None) -> None:
     p.add_argument("--no-official", action="store_true", help="leave out the official recipe (saves ~30 s at 8B)")
     p.add_argument("--fast-accum", action="store_true",
                    help="also time qrank-fp8[fast_accum] (FP8 accumulation without float32 promotion; less exact)")
+    p.add_argument("--fp8-attention", action="store_true",
+                   help="also time qrank-fp8[fp8 attention] (attention's products in FP8 too; with --fast-accum also "
+                   "combined with fast accumulation)")
     p.add_argument("--graphs-ab", action="store_true",
                    help="also time qrank-fp8[no graphs]: the FP8 engine with cuda_graphs='off' (auto: on for FP8)")
     p.add_argument("--kernels-ab", action="store_true",

@@ -146,6 +146,7 @@ class Embedder:
         deterministic: bool | None = None,
         quantization_check: bool | None = None,
         quantization_fast_accumulation: bool | None = None,
+        quantization_fp8_attention: bool | None = None,
     ) -> Embedder:
         """Load a Qwen3-Embedding or sentence-transformers model from a local folder or a hub id.
 
@@ -154,7 +155,8 @@ class Embedder:
         is their deprecated one-for-all spelling. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked
         against bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
         thresholds; ``quantization_fast_accumulation=True``: FP8 products without float32 promotion, faster and a
-        little less exact). ``deterministic=True`` (setting ``engine.deterministic``): a text's vector is bit-identical
+        little less exact; ``quantization_fp8_attention=True``: attention's products in FP8 too, faster on long texts
+        and less exact). ``deterministic=True`` (setting ``engine.deterministic``): a text's vector is bit-identical
         whatever else is in the call or batch (docs/deterministic.md).
         """
         from .models.registry import load_model
@@ -167,7 +169,8 @@ class Embedder:
         settings = _with_overrides(settings, device=device, dtype=dtype, max_length=max_length, query_task=query_task,
                                    query_prompt=query_prompt, engine=engine, quantization=quantization,
                                    deterministic=deterministic, quantization_check=quantization_check,
-                                   quantization_fast_accumulation=quantization_fast_accumulation)
+                                   quantization_fast_accumulation=quantization_fast_accumulation,
+                                   quantization_fp8_attention=quantization_fp8_attention)
         model = load_model(name, "embedder", settings.models, settings.engine)
         if instruction is None:  # a role the loaded kind does not take is the caller's mistake: say so
             query_instruction(model.info, query_task=query_task)

@@ -109,6 +109,7 @@ class Reranker:
         quantization: str | None = None,
         quantization_check: bool | None = None,
         quantization_fast_accumulation: bool | None = None,
+        quantization_fp8_attention: bool | None = None,
         calibrated: bool | None = None,
         deterministic: bool | None = None,
     ) -> Reranker:
@@ -118,7 +119,8 @@ class Reranker:
         cross-encoders take none. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked against
         bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
         thresholds; ``quantization_fast_accumulation=True``: FP8 products without float32 promotion, faster and a
-        little less exact); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
+        little less exact; ``quantization_fp8_attention=True``: attention's products in FP8 too, faster on long
+        documents and less exact); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
         ``calibrated=True`` (setting ``models.calibrated``) returns P(relevant) through the map that
         ``qrank eval --calibrate`` saved for this model and revision (:mod:`qrank.calibration`); without one it
         is an :class:`~qrank.errors.InvalidInput` naming ``calibrated`` and the expected path.
@@ -131,6 +133,7 @@ class Reranker:
                                    reranker_instruction=instruction, engine=engine, quantization=quantization,
                                    quantization_check=quantization_check,
                                    quantization_fast_accumulation=quantization_fast_accumulation,
+                                   quantization_fp8_attention=quantization_fp8_attention,
                                    calibrated=calibrated, deterministic=deterministic)
         model = load_model(name, "reranker", settings.models, settings.engine)
         if settings.models.calibrated:
@@ -303,7 +306,8 @@ class Reranker:
 
 
 _MODEL_OVERRIDES = ("device", "dtype", "max_length", "reranker_instruction", "query_task", "query_prompt",
-                    "quantization", "quantization_check", "quantization_fast_accumulation", "calibrated")
+                    "quantization", "quantization_check", "quantization_fast_accumulation",
+                    "quantization_fp8_attention", "calibrated")
 
 
 def _with_overrides(settings: Settings | None, **kw) -> Settings:

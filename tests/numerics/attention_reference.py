@@ -21,7 +21,7 @@ def varlen_reference(q, k, v, cu_q, cu_k, max_q, max_k, scale):
         if q1 == q0:
             continue
         nq, nk = q1 - q0, k1 - k0
-        mask = torch.ones(nq, nk, dtype=torch.bool).tril(diagonal=nk - nq)
+        mask = torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril(diagonal=nk - nq)
         o = F.scaled_dot_product_attention(
             q[q0:q1].transpose(0, 1), k[k0:k1].transpose(0, 1), v[k0:k1].transpose(0, 1),
             attn_mask=mask, scale=scale, enable_gqa=kv_heads != heads,

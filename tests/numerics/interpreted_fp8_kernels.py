@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 from fp8_kernel_cases import EPS, KINDS, check
-from triton_interpreter import mend_scalar_index
+from triton_interpreter import gpu_float_casts, mend_scalar_index
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_fp8_kernels.py with TRITON_INTERPRET=1", allow_module_level=True)
@@ -29,27 +28,13 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 @pytest.fixture(scope="module")
 def kernels():
     """The kernel module under the interpreter, with round-to-nearest-even float casts (see the docstring)."""
-    import triton.language as tl
-    import triton.runtime.interpreter as interpreter
-
-    torch_types = {tl.float32: (torch.float32, np.float32), tl.bfloat16: (torch.bfloat16, np.uint16),
-                   tl.float16: (torch.float16, np.float16), tl.float8e4nv: (torch.float8_e4m3fn, np.uint8)}
-    storage = {np.uint16: torch.uint16, np.uint8: torch.uint8, np.float32: torch.float32, np.float16: torch.float16}
-    original = interpreter._convert_float
-
-    def convert(values, in_type, out_type, rounding_mode):
-        (t_in, np_in), (t_out, np_out) = torch_types[in_type], torch_types[out_type]
-        raw = torch.from_numpy(np.ascontiguousarray(values).view(np_in).copy())
-        out = raw.view(storage[np_in]).view(t_in).to(t_out)
-        return out.view(storage[np_out]).numpy().view(np_out)
-
-    interpreter._convert_float = convert
+    undo_casts = gpu_float_casts()
     undo = mend_scalar_index()  # the chunked shapes loop over the row's width, a runtime bound
     from qrank.engine import fp8_kernels
 
     assert type(fp8_kernels._rows_quant_kernel.fn).__name__ == "InterpretedFunction"
     yield fp8_kernels
-    interpreter._convert_float = original
+    undo_casts()
     undo()
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from official_recipes import official_qwen3_rerank
-from triton_interpreter import mend_scalar_index
+from triton_interpreter import gpu_float_casts, mend_scalar_index
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_triton_attention.py with TRITON_INTERPRET=1", allow_module_level=True)
@@ -27,12 +27,15 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 
 @pytest.fixture(scope="module")
 def kernel():
-    """The kernel module under the interpreter (its loops over loaded bounds need the mended index)."""
+    """The kernel module under the interpreter (its loops over loaded bounds need the mended index), with the
+    GPU's float casts (:func:`~triton_interpreter.gpu_float_casts`: the FP8 form rounds its probabilities)."""
     undo = mend_scalar_index()
+    undo_casts = gpu_float_casts()
     from qrank.engine import triton_attention
 
     assert type(triton_attention._prefix_attention_kernel).__name__ == "InterpretedFunction"
     yield triton_attention
+    undo_casts()
     undo()
 
 
@@ -167,3 +170,109 @@ def test_the_kernel_needs_cuda_outside_the_interpreter(qwen3_reranker_dir, monke
     assert config.attention == "sdpa"
     assert config.fallbacks[0] == "attention: triton -> varlen (needs a CUDA device (or TRITON_INTERPRET=1))"
     assert FastEngine(body).config.attention == "sdpa"  # 'auto' on the CPU
+
+
+def _fp8_inputs(layout, heads, kv_heads, D, seed):
+    from qrank.engine.fp8_attention import quantize_attention_inputs
+
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(layout.num_tokens, h, D, generator=gen) for h in (heads, kv_heads, kv_heads))
+    return (q, k, v), quantize_attention_inputs(q, k, v)
+
+
+def _emulated_fp8_attention(layout, q8, k8, fv, scale):
+    """The FP8 kernel's arithmetic when a key block holds a row's whole prefix or whole own part, written row by
+    row in torch: scores from the e4m3 values, the prefix's keys first, then the row's own (causal) with the
+    running maximum and the rescale the online softmax does, probabilities scaled by 2^8 and rounded to e4m3 for
+    ``p @ v``, the row sum from the unrounded ones. Independent of the kernel's tiling, loops and pointer
+    arithmetic (the parts tested)."""
+    sq, sk, sv = (float(x) for x in fv.scales)
+    qf, kf, vf = q8.double(), k8.double(), fv.vt.double().permute(2, 0, 1)
+    group = qf.shape[1] // kf.shape[1]
+    out = torch.zeros(qf.shape, dtype=torch.float64)
+    for q0, ql, p0, pl in zip(layout.q_start, layout.q_len, layout.p_start, layout.p_len):
+        own = torch.arange(ql)
+        for h in range(qf.shape[1]):
+            q, kh = qf[q0:q0 + ql, h], h // group
+            m = torch.full((ql, 1), float("-inf"), dtype=torch.float64)
+            acc, total = torch.zeros(ql, qf.shape[2], dtype=torch.float64), torch.zeros(ql, 1, dtype=torch.float64)
+            blocks = [(slice(p0, p0 + pl), None)] if pl else []
+            blocks.append((slice(q0, q0 + ql), own[None, :] <= own[:, None]))
+            for keys, causal in blocks:
+                s = q @ kf[keys, kh].T * (scale * sq * sk * 1.4426950408889634)
+                if causal is not None:
+                    s = s.masked_fill(~causal, float("-inf"))
+                m_new = torch.maximum(m, s.amax(1, keepdim=True))
+                alpha = torch.exp2(m - m_new)
+                p = torch.exp2(s - m_new + 8.0)
+                p8 = p.float().to(torch.float8_e4m3fn).double()
+                acc = acc * alpha + p8 @ vf[keys, kh]
+                total = total * alpha + p.sum(1, keepdim=True)
+                m = m_new
+            out[q0:q0 + ql, h] = acc / total * sv
+    return out.float()
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (2, 2)])
+def test_fp8_kernel_equals_its_arithmetic_emulated_row_by_row(kernel, heads, kv_heads):
+    """Key blocks (block_n 256) that hold a row's whole prefix or whole own part, so the emulation rounds the same
+    probabilities as the kernel; q/k/v scales, the transposed v, the prefix and the masks are what is checked."""
+    layout = _layout(0)
+    D = 16
+    _, (q8, k8, fv) = _fp8_inputs(layout, heads, kv_heads, D, seed=heads)
+    want = _emulated_fp8_attention(layout, q8, k8, fv, D**-0.5)
+    assert int((layout.p_len + layout.q_len).max()) <= 256
+    for block_t in (16, 8):
+        table = torch.from_numpy(kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len,
+                                                   block_t))
+        got = kernel.prefix_attention_fp8(q8, k8, fv.vt, fv.scales, table, D**-0.5, out_dtype=torch.float32,
+                                          block_t=block_t, block_n=256)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)
+
+
+def test_fp8_kernel_error_against_exact_attention_and_a_wrong_scale(kernel):
+    """Across key blocks (block_n 16: rows of up to 13 blocks) against exact float64 attention of the unquantized
+    inputs: the error is e4m3's (3 mantissa bits on q, k, v and the probabilities), and a v scale off by 2x is
+    caught by the same measure."""
+    layout = _layout(3)
+    D = 16
+    (q, k, v), (q8, k8, fv) = _fp8_inputs(layout, 4, 2, D, seed=7)
+    exact = _reference(layout, q.double(), k.double(), v.double(), D**-0.5)
+    table = torch.from_numpy(kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, 16))
+    run = lambda scales: kernel.prefix_attention_fp8(q8, k8, fv.vt, scales, table, D**-0.5,  # noqa: E731
+                                                     out_dtype=torch.bfloat16, block_t=16, block_n=16).float()
+    rel = lambda got: float((got - exact).pow(2).mean().sqrt() / exact.pow(2).mean().sqrt())  # noqa: E731
+    err = rel(run(fv.scales))
+    print(f"FP8 attention, relative RMS error against exact attention: {err:.4f}")
+    assert err < 0.08
+    assert rel(run(fv.scales * torch.tensor([1.0, 1.0, 2.0]))) > 0.5
+    with pytest.raises(ValueError, match="unit stride on T"):
+        kernel.prefix_attention_fp8(q8, k8, fv.vt.transpose(1, 2), fv.scales, table, D**-0.5,
+                                    out_dtype=torch.bfloat16, block_t=16)
+
+
+def test_fp8_attention_engine_equals_the_kernel_path_it_replaces(kernel, qwen3_reranker_dir):
+    """The fast engine on a tiny Qwen3 body with FP8 products (emulated on the CPU) and the body marked for FP8
+    attention (what ``quantization_fp8_attention=True`` does at load): the engine runs the kernel's FP8 form, under
+    its own compile key, and its hidden states stay near those of the same engine with bf16 attention."""
+    from transformers import AutoModelForCausalLM
+
+    from qrank.engine.fast import FastEngine
+    from qrank.engine.fp8 import quantize_body
+    from qrank.engine.fp8_attention import set_fp8_attention
+
+    body = AutoModelForCausalLM.from_pretrained(str(qwen3_reranker_dir), dtype=torch.float32).eval().model
+    quantize_body(body)
+    rng = np.random.default_rng(4)
+    head = rng.integers(100, 5000, 30).tolist()
+    seqs = [head + rng.integers(100, 5000, n).tolist() for n in (3, 40, 90)] + [rng.integers(100, 5000, 17).tolist()]
+    plain = FastEngine(body, attention="triton", max_batch_tokens=256)
+    set_fp8_attention(body, True)
+    fp8 = FastEngine(body, attention="triton", max_batch_tokens=256)
+    assert (fp8.config.attention, fp8.config.fp8_attention, fp8.config.fallbacks) == ("triton", True, ())
+    assert not plain.config.fp8_attention and "+attention" in fp8.stack.compile_key[8]
+    got, want = fp8.last_hidden(seqs), plain.last_hidden(seqs)
+    err = float((got - want).norm() / want.norm())
+    print(f"tiny Qwen3 body, FP8 attention vs bf16 attention (FP8 products both): {err:.4f} of the norm")
+    assert torch.isfinite(got).all() and 0 < err < 0.05

@@ -485,3 +485,40 @@ def test_fast_accumulation_setting_reaches_every_product_and_the_caches(spread_r
                               "--quantization-fast-accumulation"])
     assert settings_from_args(args).models.quantization_fast_accumulation is True
     assert _with_overrides(None, quantization_fast_accumulation=True).models.quantization_fast_accumulation is True
+
+
+def test_fp8_attention_setting_reaches_the_engine_the_card_and_the_caches(spread_reranker_dir):
+    """``quantization_fp8_attention``: the quantizer marks the body before the FP8 engine is built; an engine whose
+    attention has no FP8 form (here bucketed SDPA: the CPU has no Triton kernel outside the interpreter) records the
+    fallback and runs bf16 attention, and the model card says which ran; the revision differs from plain FP8's, so no
+    cache serves one for the other; the flag and the facade's keyword reach the setting. The kernel's FP8 form is
+    checked under the interpreter (tests/numerics/interpreted_triton_attention.py) and on the GPU."""
+    import argparse
+
+    from qrank.cli import core
+    from qrank.cli.common import settings_from_args
+    from qrank.engine.fp8_attention import fp8_attention_marked
+    from qrank.models.qwen3_reranker import Qwen3Reranker
+    from qrank.reranker import _with_overrides
+
+    rr = _tiny_reranker(spread_reranker_dir)
+    build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings(engine="fast"))  # noqa: E731
+    settings = ModelSettings(quantization="fp8", quantization_fp8_attention=True)
+    backend = qz.quantize_backend(build, rr.model.model, settings)
+    assert fp8_attention_marked(rr.model.model)
+    config = backend.engine.config
+    assert config.attention == "sdpa" and not config.fp8_attention
+    assert config.fallbacks == ("fp8_attention: on -> off (only the triton attention has an FP8 form; this engine "
+                                "runs sdpa)",)
+    q = backend.info.extra["quantization"]
+    assert q["attention"] == "bfloat16" and q["check"] == "passed"
+    assert qz.revision_suffix(settings) == "+fp8-fp8attn"
+    assert qz.revision_suffix(settings.model_copy(update={"quantization_fast_accumulation": True})) == \
+        "+fp8-fastacc-fp8attn"
+
+    parser = argparse.ArgumentParser()
+    core.register(parser.add_subparsers())
+    args = parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp8",
+                              "--quantization-fp8-attention"])
+    assert settings_from_args(args).models.quantization_fp8_attention is True
+    assert _with_overrides(None, quantization_fp8_attention=True).models.quantization_fp8_attention is True

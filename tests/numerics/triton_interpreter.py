@@ -40,3 +40,27 @@ def mend_scalar_index():
 
     interpreter._patch_lang_tensor = patched
     return lambda: setattr(interpreter, "_patch_lang_tensor", patch_tensor)
+
+
+def gpu_float_casts():
+    """Triton 3.6's interpreter truncates float32 to bfloat16 and rounds float8 half-up without carrying into the
+    exponent (``interpreter._convert_float``), where the GPU's ``cvt.rn`` rounds to nearest even like torch.
+    Swaps in torch's casts, so kernels are checked with the GPU's rounding; returns the undo."""
+    import numpy as np
+    import torch
+    import triton.language as tl
+    import triton.runtime.interpreter as interpreter
+
+    torch_types = {tl.float32: (torch.float32, np.float32), tl.bfloat16: (torch.bfloat16, np.uint16),
+                   tl.float16: (torch.float16, np.float16), tl.float8e4nv: (torch.float8_e4m3fn, np.uint8)}
+    storage = {np.uint16: torch.uint16, np.uint8: torch.uint8, np.float32: torch.float32, np.float16: torch.float16}
+    original = interpreter._convert_float
+
+    def convert(values, in_type, out_type, rounding_mode):
+        (t_in, np_in), (t_out, np_out) = torch_types[in_type], torch_types[out_type]
+        raw = torch.from_numpy(np.ascontiguousarray(values).view(np_in).copy())
+        out = raw.view(storage[np_in]).view(t_in).to(t_out)
+        return out.view(storage[np_out]).numpy().view(np_out)
+
+    interpreter._convert_float = convert
+    return lambda: setattr(interpreter, "_convert_float", original)

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw-scores", action="store_true",
                    help="also show each document's raw score (the uncalibrated score, or the logit of a probability)")
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction", "quantization",
-                                     "quantization_check", "quantization_fast_accumulation", "calibrated"])
+                                     "quantization_check", "quantization_fast_accumulation",
+                                     "quantization_fp8_attention", "calibrated"])
     add_settings_flags(p, "models", LONG_DOCUMENT_FLAGS)
     # on this command the old flag can only mean the reranker's instruction, so it stays as a plain alias
     p.add_argument("--instruction", dest="models__reranker_instruction", metavar="RERANKER_INSTRUCTION",
@@ -54,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print the full vectors as JSON")
     e.add_argument("texts", nargs="+", metavar="TEXT")
     add_settings_flags(e, "models", ["device", "dtype", "max_length", "query_task", "query_prompt", "instruction",
-                                     "quantization", "quantization_check", "quantization_fast_accumulation"])
+                                     "quantization", "quantization_check", "quantization_fast_accumulation",
+                                     "quantization_fp8_attention"])
     add_settings_flags(e, "engine", ["engine", "max_batch_tokens", "deterministic"])
     e.set_defaults(func=cmd_embed)
 

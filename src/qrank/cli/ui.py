@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_flags(p, "ui", ["host", "port", "report_dir", "max_documents"])
     add_settings_flags(p, "models", ["device", "dtype", "max_length", "reranker_instruction", "query_task",
                                      "query_prompt", "instruction", "quantization", "quantization_check",
-                                     "quantization_fast_accumulation", "calibrated"])
+                                     "quantization_fast_accumulation",
+                                     "quantization_fp8_attention", "calibrated"])
     add_settings_flags(p, "engine", ["engine", "max_batch_tokens"])
     p.set_defaults(func=cmd_ui)
 

@@ -194,11 +194,19 @@ class TritonAttention:
         return cls(tensors[0], scale, cls.long if dims[1] else cls.short, group)
 
     def __call__(self, q, k, v):
-        from .triton_attention import prefix_attention
+        """bf16/fp16/fp32 q, k, v; or FP8 ones as :func:`~qrank.engine.fp8_attention.quantize_attention_inputs`
+        gives them (``v`` an ``Fp8Values``), whose output is bfloat16."""
+        from .triton_attention import prefix_attention, prefix_attention_fp8
 
         s = self.shape
-        return prefix_attention(q, k, v, self.tiles, self.scale, block_t=s.block_tokens(self.group),
-                                block_n=s.block_n, num_warps=s.num_warps, num_stages=s.num_stages)
+        launch = dict(block_t=s.block_tokens(self.group), block_n=s.block_n, num_warps=s.num_warps,
+                      num_stages=s.num_stages)
+        if isinstance(v, tuple):  # Fp8Values
+            import torch
+
+            return prefix_attention_fp8(q, k, v.vt, v.scales, self.tiles, self.scale, out_dtype=torch.bfloat16,
+                                        **launch)
+        return prefix_attention(q, k, v, self.tiles, self.scale, **launch)
 
 
 class BucketedAttention:

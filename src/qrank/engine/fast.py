@@ -139,6 +139,13 @@ class FastEngine:
             long_kind, more = resolve_attention(long_row_attention, on_cuda, half,
                                                 lambda k: attention_works(k, *shape), name="long_row_attention")
             fallbacks += more
+        if st.fp8_attention and not (kind == "triton" and long_kind == "triton"):
+            # the quantizer asked for FP8 attention (ModelSettings.quantization_fp8_attention): only the Triton kernel
+            # has an FP8 form; the gate then checks the model as it runs
+            used = kind if long_kind == kind else f"{kind}, long rows {long_kind}"
+            fallbacks.append(f"fp8_attention: on -> off (only the triton attention has an FP8 form; this engine "
+                             f"runs {used})")
+            st.use_fp8_attention(False)
         small = st.flops_per_token < SMALL_MODEL_FLOPS
         graphs = cuda_graphs == "on" or (cuda_graphs == "auto" and graphs_by_default(small, st.fp8))
         if graphs and not (on_cuda and kind in GraphRunner.KINDS):
@@ -153,7 +160,7 @@ class FastEngine:
             prefix_sharing=bool(prefix_sharing), triton_tiles=TritonAttention.describe() if kind == "triton" else "",
             small_model=small, flops_per_token=st.flops_per_token, device=str(st.device),
             dtype=str(st.dtype).replace("torch.", ""), fallbacks=tuple(fallbacks),
-            long_row_attention=long_kind if long_kind != kind else "",
+            long_row_attention=long_kind if long_kind != kind else "", fp8_attention=st.fp8_attention,
         )
         self._lock = threading.Lock()
         self.config = self._check_at_load(config)

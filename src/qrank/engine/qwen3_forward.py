@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from ..errors import UnsupportedModel
 from .fp8 import Fp8Rows, Fp8Weight, fp8_rows, linear, projection_weight
+from .fp8_attention import fp8_attention_marked, quantize_attention_inputs
+from .fp8_attention import qk_scales as static_qk_scales
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +106,14 @@ def plain_input(a, weight, kernels: bool):
 
 
 def attn_inputs(x, r, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
-                head_dim: int, kernels: bool = False):
+                head_dim: int, kernels: bool = False, fp8_attention: bool = False, qk_scales=None):
     """Residual add (``r``: the previous layer's MLP output not yet added, or None), input norm, q/k/v projections,
-    per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim) and the residual stream x (+ r)."""
+    per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim) and the residual stream x (+ r).
+
+    ``fp8_attention``: q, k and v come out as the FP8 kernel takes them (q8, k8, :class:`Fp8Values`), quantized
+    here so that ``torch.compile`` fuses the casts into the norm and RoPE; ``qk_scales``: q's and k's static scales
+    (:func:`~qrank.engine.fp8_attention.qk_scales`; None measures them).
+    """
     if r is None:
         h = norm_input(x, ln, eps, (wq, wk, wv), kernels)
     else:
@@ -120,6 +127,8 @@ def attn_inputs(x, r, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps:
         k = rms_norm(k, k_norm, eps)
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
+    if fp8_attention:
+        return (*quantize_attention_inputs(q, k, v, qk_scales), x)
     return q, k, v, x
 
 
@@ -223,6 +232,17 @@ class Qwen3Stack:
         self.norm = body.norm.weight
         self.layers = [self._layer(layer) for layer in layers[: cfg.num_hidden_layers]]
         self.fp8_kernels = self._fp8_kernels_here()
+        self.fp8_attention = False
+        self.qk_scales = [None] * len(self.layers)
+        if self.fp8 and fp8_attention_marked(body):
+            self.use_fp8_attention(True)
+
+    def use_fp8_attention(self, on: bool) -> None:
+        """Attention's inputs in FP8 (the FP8 form of the Triton kernel takes them), or not; the engine turns it
+        off where its attention kind has no FP8 form. Part of :attr:`compile_key`: set it before compiling."""
+        self.fp8_attention = bool(on)
+        self.qk_scales = [static_qk_scales(w.q_norm, w.k_norm, self.head_dim)
+                          if on and w.q_norm is not None else None for w in self.layers]
 
     def _fp8_kernels_here(self) -> bool:
         """Whether this stack's FP8 inputs come from the fused kernels: asked for, FP8 weights, CUDA, Triton."""
@@ -299,6 +319,8 @@ class Qwen3Stack:
             mlp = int(w.w_gate.data.shape[0] if isinstance(w.w_gate, Fp8Weight) else w.w_gate.shape[0])
         if form != "plain" and self.fp8_kernels:
             form += "+kernels"
+        if self.fp8_attention:
+            form += "+attention"
         return (self.device.type, str(self.dtype), self.hidden, self.heads, self.kv_heads, self.head_dim, mlp,
                 len(self.layers), form, bias, qk_norm)
 
@@ -326,9 +348,12 @@ class Qwen3Stack:
         for i, w in enumerate(self.layers):
             q, k, v, x = seg_in(
                 x, r, w.ln1, w.wq, w.wk, w.wv, w.bq, w.bk, w.bv, w.q_norm, w.k_norm, cos, sin,
-                self.eps, self.heads, self.kv_heads, self.head_dim, self.fp8_kernels,
+                self.eps, self.heads, self.kv_heads, self.head_dim, self.fp8_kernels, self.fp8_attention,
+                self.qk_scales[i],
             )
             a = attend(q, k, v).reshape(q.shape[0], self.heads * self.head_dim)
+            if a.dtype != x.dtype:  # FP8 attention writes bfloat16 (a float32 stack: the interpreter's CPU tests)
+                a = a.to(x.dtype)
             if i == last:  # only the returned rows need the rest of the last layer
                 a, x = a[last_index], x[last_index]
             x, r = seg_out(a, x, w.wo, w.bo, w.ln2, w.w_gate, w.w_up, w.w_down, self.eps, self.fp8_kernels)

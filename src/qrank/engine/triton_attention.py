@@ -21,15 +21,17 @@ LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)): the kernel uses the ch
 
 
 @triton.jit
-def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, stride_vt, stride_vh, qk_scale,
-                  key_end, offs_d, CAUSAL: tl.constexpr, BOUNDED: tl.constexpr):
+def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, stride_vt, stride_vh, stride_vd, qk_scale,
+                  key_end, offs_d, CAUSAL: tl.constexpr, BOUNDED: tl.constexpr, FP8: tl.constexpr):
     """Online-softmax update of one tile with the key block ``kt`` (packed key indices).
 
     The key block is loaded as (D, keys), ready for ``q @ k`` (measured no slower than loading rows and
-    transposing them: bench/logs/attn_run3_h200).
+    transposing them: bench/logs/attn_run3_h200). With ``FP8`` the probabilities are scaled by 2^8 (the
+    scale cancels in ``acc / l``) and cast to float8 e4m3 for the ``p @ v`` product: small ones stay normal
+    numbers instead of flushing to zero.
     """
     kptr = K + kt[None, :] * stride_kt + kh * stride_kh + offs_d[:, None]
-    vptr = V + kt[:, None] * stride_vt + kh * stride_vh + offs_d[None, :]
+    vptr = V + kt[:, None] * stride_vt + kh * stride_vh + offs_d[None, :] * stride_vd
     if BOUNDED:
         inside = kt < key_end
         k = tl.load(kptr, mask=inside[None, :], other=0.0)
@@ -46,7 +48,10 @@ def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, str
         s = tl.where(visible, s, -1.0e30)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s - m_new[:, None])
+    if FP8:
+        p = tl.math.exp2(s - m_new[:, None] + 8.0)
+    else:
+        p = tl.math.exp2(s - m_new[:, None])
     if CAUSAL or BOUNDED:
         p = tl.where(visible, p, 0.0)
     l_i = l_i * alpha + tl.sum(p, 1)
@@ -56,9 +61,9 @@ def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, str
 
 @triton.jit
 def _prefix_attention_kernel(
-    Q, K, V, Out, Tiles, n_tiles, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    Q, K, V, Out, Tiles, Scales, n_tiles, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_vd,
     stride_ot, stride_oh, qk_scale,
-    G: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
+    G: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, FP8: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kh = tl.program_id(1)
@@ -81,23 +86,27 @@ def _prefix_attention_kernel(
         m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
+        if FP8:  # q and k carry a scale each: fold both into the softmax's
+            qk_scale = qk_scale * tl.load(Scales) * tl.load(Scales + 1)
         # the shared prefix: every key visible; whole blocks first, then the ragged end
         p_full = p0 + (pl // BLOCK_N) * BLOCK_N
         for start in range(p0, p_full, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, p0 + pl, offs_d, False, False)
+                                          stride_vt, stride_vh, stride_vd, qk_scale, p0 + pl, offs_d, False, False, FP8)
         if p_full < p0 + pl:
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, p_full + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, p0 + pl, offs_d, False, True)
+                                          stride_vt, stride_vh, stride_vd, qk_scale, p0 + pl, offs_d, False, True, FP8)
         # the row's own keys: blocks wholly before the tile's first query need no mask
         o_full = k0 + ((q0 - k0 + 1) // BLOCK_N) * BLOCK_N
         for start in range(k0, o_full, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, q1, offs_d, False, False)
+                                          stride_vt, stride_vh, stride_vd, qk_scale, q1, offs_d, False, False, FP8)
         for start in range(o_full, q1, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
-                                          stride_vt, stride_vh, qk_scale, q1, offs_d, True, True)
+                                          stride_vt, stride_vh, stride_vd, qk_scale, q1, offs_d, True, True, FP8)
         out = acc / l_i[:, None]
+        if FP8:
+            out = out * tl.load(Scales + 2)
         tl.store(Out + tok[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
                  out.to(Out.dtype.element_ty), mask=q_in[:, None])
 
@@ -143,23 +152,58 @@ def prefix_attention(q, k, v, tiles, scale: float, *, block_t: int, block_n: int
     (on q's device) with the same ``block_t``. Returns (T, heads, D); tokens in no tile are left undefined
     (CUDA-graph padding: computed, never read).
     """
+    _check_shapes(q, k, v.shape[1])
+    if v.stride(-1) != 1:
+        raise ValueError("v needs unit stride on the head dimension")
+    return _launch(q, k, v, (v.stride(0), v.stride(1), 1), None, tiles, scale, q.dtype, block_t, block_n, num_warps,
+                   num_stages)
+
+
+def prefix_attention_fp8(q, k, vt, scales, tiles, scale: float, *, out_dtype, block_t: int, block_n: int = 32,
+                         num_warps: int = 4, num_stages: int = 2):
+    """:func:`prefix_attention` on float8 e4m3 inputs, both products on FP8 tensor cores.
+
+    q (T, heads, D) and k (T, kv_heads, D) with unit stride on D, v *transposed*: ``vt`` (kv_heads, D, T) with
+    unit stride on T, since Hopper's FP8 products take their second operand along the reduced dimension (here
+    the keys). ``scales`` (3 float32 on q's device): the dequantization scales of q, k and v (real = stored x
+    scale). The output (T, heads, D) is ``out_dtype``.
+    """
+    _check_shapes(q, k, vt.shape[0])
+    if vt.stride(-1) != 1 or vt.shape[1] != q.shape[2] or vt.shape[2] != k.shape[0]:
+        raise ValueError(f"vt must be (kv_heads, D, T) with unit stride on T, got {tuple(vt.shape)}")
+    if scales.numel() != 3 or scales.dtype != _torch().float32:
+        raise ValueError("scales must hold 3 float32 values (q, k, v)")
+    return _launch(q, k, vt, (vt.stride(2), vt.stride(0), vt.stride(1)), scales, tiles, scale, out_dtype, block_t,
+                   block_n, num_warps, num_stages)
+
+
+def _torch():
     import torch
 
+    return torch
+
+
+def _check_shapes(q, k, kv_heads: int) -> None:
     T, heads, dim = q.shape
-    kv_heads = k.shape[1]
-    if heads % kv_heads or dim & (dim - 1) or dim < 16:
+    if heads % kv_heads or k.shape[1] != kv_heads or dim & (dim - 1) or dim < 16:
         raise ValueError(f"unsupported attention shape: {heads} heads, {kv_heads} kv heads, head size {dim}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
+    for name, t in (("q", q), ("k", k)):
         if t.stride(-1) != 1:
             raise ValueError(f"{name} needs unit stride on the head dimension")
-    out = torch.empty_like(q)
+
+
+def _launch(q, k, v, v_strides, scales, tiles, scale, out_dtype, block_t, block_n, num_warps, num_stages):
+    T, heads, dim = q.shape
+    kv_heads = k.shape[1]
+    out = _torch().empty(q.shape, dtype=out_dtype, device=q.device)
     n_tiles = tiles.numel() // 5
     if n_tiles == 0 or T == 0:
         return out
+    stride_vt, stride_vh, stride_vd = v_strides
     _prefix_attention_kernel[(n_tiles, kv_heads)](
-        q, k, v, out, tiles, n_tiles, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        out.stride(0), out.stride(1), float(scale) * LOG2E,
-        G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim,
+        q, k, v, out, tiles, tiles if scales is None else scales, n_tiles, q.stride(0), q.stride(1), k.stride(0),
+        k.stride(1), stride_vt, stride_vh, stride_vd, out.stride(0), out.stride(1), float(scale) * LOG2E,
+        G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim, FP8=scales is not None,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

@@ -198,10 +198,13 @@ def revision_suffix(settings: ModelSettings) -> str:
     ('', '+fp8')
     >>> revision_suffix(ModelSettings(quantization="fp8", quantization_fast_accumulation=True))
     '+fp8-fastacc'
+    >>> revision_suffix(ModelSettings(quantization="fp8", quantization_fp8_attention=True))
+    '+fp8-fp8attn'
     """
     if settings.quantization != "fp8":
         return ""
-    return "+fp8-fastacc" if settings.quantization_fast_accumulation else "+fp8"
+    return ("+fp8" + ("-fastacc" if settings.quantization_fast_accumulation else "")
+            + ("-fp8attn" if settings.quantization_fp8_attention else ""))
 
 
 def gated_backend(build: Callable[[], object], body, settings: ModelSettings, checkpoint=None):
@@ -227,6 +230,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     Returns the FP8 backend, whose ``info.extra["quantization"]`` holds the agreement.
     """
     from ..engine.fp8 import quantize_body, set_fast_accumulation
+    from ..engine.fp8_attention import set_fp8_attention
 
     quantize = quantize or quantize_body
     probes = load_probes()
@@ -237,6 +241,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     _empty_cuda_cache()
     replaced = quantize(body)
     set_fast_accumulation(body, settings.quantization_fast_accumulation)
+    set_fp8_attention(body, settings.quantization_fp8_attention)
     _empty_cuda_cache()
     backend = build()
     agreement = compare(reference, probe_scores(backend, probes))
@@ -245,6 +250,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     info.extra["quantization"] = {
         "method": "fp8", "weights": "e4m3 per output channel", "activations": "e4m3 per token, dynamic",
         "accumulation": "fast" if settings.quantization_fast_accumulation else "float32",
+        "attention": _attention_form(backend),
         "layers_quantized": replaced, **(source or {}),
         "check": "passed" if not failed else ("failed" if settings.quantization_check else "failed, ignored"),
         **agreement.to_dict(),
@@ -261,6 +267,15 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     log.log(level, "%s: fp8 (%d projections) vs %s on the probe set: %s%s", info.id, replaced, against,
             agreement.summary(), " - BELOW THRESHOLDS, served because quantization_check=false" if failed else "")
     return backend
+
+
+def _attention_form(backend) -> str:
+    """What the engine runs attention in: FP8 only where it was asked for and the engine has an FP8 form."""
+    engine = getattr(backend, "engine", None)
+    config = getattr(engine, "config", None)
+    if getattr(config, "fp8_attention", False):
+        return "e4m3 (q, k: static bound of their norms; v: per pass)"
+    return "bfloat16"
 
 
 def _empty_cuda_cache() -> None:

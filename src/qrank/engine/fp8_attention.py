@@ -1,0 +1,90 @@
+"""Attention's inputs in float8 e4m3 for the Triton kernel's FP8 form
+(:func:`~qrank.engine.triton_attention.prefix_attention_fp8`).
+
+Both attention products then run on FP8 tensor cores. The scales, one per tensor and layer:
+
+* q and k: a static bound where the model has q/k norms (Qwen3). RMSNorm makes a head's squared entries sum
+  to ``D`` times at most ``max|w|^2``, and RoPE only rotates pairs of entries, so no entry exceeds
+  ``sqrt(D) * max|w|``: that maps to 448 (with 1% room for bfloat16 rounding), nothing is measured per pass
+  and nothing can overflow. e4m3 is floating point, so the loose bound costs range, not precision: a
+  typical entry (about ``|w|``) lands near 40, far above the smallest normal number (2^-6).
+* v: dynamic, its largest magnitude in the pass maps to 448 (one reduction over v, fused by
+  ``torch.compile`` with the cast and the transposition the kernel needs).
+
+Opt-in, for FP8 models (``ModelSettings.quantization_fp8_attention``): the quantizer marks the decoder body
+(:func:`set_fp8_attention`) and the fast engine, built after, reads the mark; docs/quantization.md has the
+measured speed and error, and the load-time gate checks the model with it, as served.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+E4M3_MAX = 448.0
+MIN_SCALE = 1e-12
+BOUND_ROOM = 1.01  # bfloat16 rounding of the normed, rotated entries
+
+
+MARK = "qrank_fp8_attention"  # the body attribute the fast engine reads
+
+
+def set_fp8_attention(body, on: bool) -> None:
+    """Mark a decoder ``body`` whose attention should run in FP8 (read when an engine is built, so build it after).
+
+    >>> import torch
+    >>> body = torch.nn.Linear(2, 2)
+    >>> fp8_attention_marked(body), (set_fp8_attention(body, True), fp8_attention_marked(body))[1]
+    (False, True)
+    """
+    setattr(body, MARK, bool(on))
+
+
+def fp8_attention_marked(body) -> bool:
+    """Whether :func:`set_fp8_attention` marked ``body``."""
+    return bool(getattr(body, MARK, False))
+
+
+class Fp8Values(NamedTuple):
+    """v transposed to (kv_heads, D, T) in e4m3 and the dequantization scales of q, k and v (3 float32)."""
+
+    vt: object
+    scales: object
+
+
+def qk_scales(q_norm, k_norm, head_dim: int):
+    """The static dequantization scales of q and k (a float32 tensor of 2) from the q/k norms' weights.
+
+    >>> import torch
+    >>> qk_scales(torch.full((4,), 2.0), torch.tensor([1.0, -3.0, 0.5, 0.0]), 4).tolist()  # bound / 448
+    [0.00902, 0.01353]
+    """
+    import torch
+
+    bound = torch.stack([q_norm.detach().abs().max(), k_norm.detach().abs().max()]).float()
+    return (bound * (math.sqrt(head_dim) * BOUND_ROOM / E4M3_MAX)).clamp(min=MIN_SCALE)
+
+
+def quantize_attention_inputs(q, k, v, scales=None):
+    """(q8, k8, :class:`Fp8Values`): q (T, heads, D), k and v (T, kv_heads, D) as the FP8 kernel takes them.
+
+    ``scales``: q's and k's from :func:`qk_scales`; None measures them (models without q/k norms).
+
+    >>> import torch
+    >>> q, k, v = torch.randn(5, 4, 16), torch.randn(5, 2, 16), torch.randn(5, 2, 16)
+    >>> q8, k8, fv = quantize_attention_inputs(q, k, v)
+    >>> q8.dtype, tuple(fv.vt.shape), fv.vt.stride()[-1], tuple(fv.scales.shape)
+    (torch.float8_e4m3fn, (2, 16, 5), 1, (3,))
+    >>> bool(((fv.vt.float() * fv.scales[2]).permute(2, 0, 1) - v).abs().max() < 0.07 * v.abs().max())
+    True
+    """
+    import torch
+
+    e4m3 = torch.float8_e4m3fn
+    if scales is None:
+        scales = torch.stack([q.abs().amax(), k.abs().amax()]).float().div(E4M3_MAX).clamp(min=MIN_SCALE)
+    sv = (v.abs().amax().float() / E4M3_MAX).clamp(min=MIN_SCALE)
+    q8 = (q.float() / scales[0]).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3)
+    k8 = (k.float() / scales[1]).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3)
+    vt = (v.float() / sv).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3).permute(1, 2, 0).contiguous()
+    return q8, k8, Fp8Values(vt, torch.cat([scales, sv[None]]))
