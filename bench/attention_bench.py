@@ -174,21 +174,23 @@ def fp8_table(lay, args) -> None:
         ms = time_ms(lambda: quantize(q, k, v))
         lines.append(f"| {heads}/{kv} | quantize q, k, v (compiled) | | {ms:.3f} | | | |")
         print(lines[-1], flush=True)
-        for bm, bn, warps, stages in itertools.product(args.block_m, args.block_n, args.warps, args.stages):
+        for fast, bm, bn, warps, stages in itertools.product((False, True), args.block_m, args.block_n, args.warps,
+                                                             args.stages):
             shape = TileShape(bm, bn, warps, stages)
             bt = shape.block_tokens(G)
             tiles = torch.from_numpy(tile_table(lay.q_start, lay.q_len, lay.p_start, lay.p_len, bt)).cuda()
             run = lambda: prefix_attention_fp8(q8, k8, fv.vt, fv.scales, tiles, D**-0.5,  # noqa: E731
                                                out_dtype=torch.bfloat16, block_t=bt, block_n=bn,
-                                               num_warps=warps, num_stages=stages)
+                                               num_warps=warps, num_stages=stages, fast_exp=fast)
+            label = "fp8, f16 exp" if fast else "fp8"
             try:
                 err = rel(run(), want)
                 ms = time_ms(run)
             except Exception as exc:  # a shape Triton cannot fit (shared memory, registers): record and go on
-                lines.append(f"| {heads}/{kv} | fp8 | {shape} | failed: {type(exc).__name__} | | | |")
+                lines.append(f"| {heads}/{kv} | {label} | {shape} | failed: {type(exc).__name__} | | | |")
                 print(lines[-1], str(exc)[:300], flush=True)
                 continue
-            lines.append(f"| {heads}/{kv} | fp8 | {shape} | {ms:.3f} | {flops / ms / 1e9:.0f} | {err:.2e} "
+            lines.append(f"| {heads}/{kv} | {label} | {shape} | {ms:.3f} | {flops / ms / 1e9:.0f} | {err:.2e} "
                          f"| {base / ms:.2f} |")
             print(lines[-1], flush=True)
     out = Path(args.out)

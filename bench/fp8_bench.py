@@ -127,7 +127,8 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         "rerank-1x100": [(query, d) for d in gs.documents(tok, 100, seed=10)],
         "rerank-1x20-long": [(query, d) for d in gs.documents(tok, 20, seed=11, lo=2000, hi=4000)],
     }
-    for workload, pairs in workloads.items():
+    for workload in args.workloads.split(","):
+        pairs = workloads[workload]
         seqs = qr.encode(pairs)
         work, rows = gb.min_work(qr.engine, seqs)
         fed = sysm.fed_tokens(pairs)
@@ -143,8 +144,10 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
                 notes.append(f"- {name} {workload} {system}: {fed} tokens fed ({work} computed); max |fp8 - bf16| "
                              f"score {np.max(np.abs(ref - got)):.4f}, top-1 same: {same}")
         reps = args.repeats if workload == "rerank-1x100" else max(2, args.repeats - 2)
-        _add_rows(rep, name, workload, gb.timed_rounds(fns, reps), len(pairs), fed, cfg, work, rows,
-                  bf_gib, fp_gib, agreement)
+        timed = gb.timed_rounds(fns, reps)
+        # printed as it comes: a step's time limit may cut the run before the tables are written
+        print(f"{name} {workload}: " + ", ".join(f"{k} {v[0] * 1e3:.1f} ms" for k, v in timed.items()), flush=True)
+        _add_rows(rep, name, workload, timed, len(pairs), fed, cfg, work, rows, bf_gib, fp_gib, agreement)
         if size in args.profile_sizes.split(",") and not args.smoke:  # where FP8's time goes (issue 18)
             gb.profile(f"{name} {workload} bf16", qr, pairs, notes)
             gb.profile(f"{name} {workload} fp8", q8, pairs, notes)
@@ -201,6 +204,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-official", action="store_true", help="leave out the official recipe (saves ~30 s at 8B)")
     p.add_argument("--fast-accum", action="store_true",
                    help="also time qrank-fp8[fast_accum] (FP8 accumulation without float32 promotion; less exact)")
+    p.add_argument("--workloads", default="rerank-1x100,rerank-1x20-long",
+                   help="the rerankers' workloads, in the order they run")
     p.add_argument("--fp8-attention", action="store_true",
                    help="also time qrank-fp8[fp8 attention] (attention's products in FP8 too; with --fast-accum also "
                    "combined with fast accumulation)")
