@@ -143,6 +143,7 @@ def fp8_table(lay, args) -> None:
     import torch
 
     from qrank.engine.attention import TileShape, TritonAttention, VarlenAttention
+    from qrank.engine import fp8_attention as fa
     from qrank.engine.fp8_attention import quantize_attention_inputs
     from qrank.engine.triton_attention import prefix_attention_fp8, tile_table
     from qrank.fileio import atomic_write_text
@@ -174,15 +175,15 @@ def fp8_table(lay, args) -> None:
         ms = time_ms(lambda: quantize(q, k, v))
         lines.append(f"| {heads}/{kv} | quantize q, k, v (compiled) | | {ms:.3f} | | | |")
         print(lines[-1], flush=True)
-        for fast, bm, bn, warps, stages in itertools.product((False, True), args.block_m, args.block_n, args.warps,
-                                                             args.stages):
+        qk8 = q8, k8, fa.Fp8Values(v, torch.cat([fv.scales[:2], fv.scales.new_ones(1)]))
+        for (label, (qa, ka, va)), bm, bn, warps, stages in itertools.product(
+                (("fp8", (q8, k8, fv)), ("fp8 q k only", qk8)), args.block_m, args.block_n, args.warps, args.stages):
             shape = TileShape(bm, bn, warps, stages)
             bt = shape.block_tokens(G)
             tiles = torch.from_numpy(tile_table(lay.q_start, lay.q_len, lay.p_start, lay.p_len, bt)).cuda()
-            run = lambda: prefix_attention_fp8(q8, k8, fv.vt, fv.scales, tiles, D**-0.5,  # noqa: E731
+            run = lambda: prefix_attention_fp8(qa, ka, va.vt, va.scales, tiles, D**-0.5,  # noqa: E731
                                                out_dtype=torch.bfloat16, block_t=bt, block_n=bn,
-                                               num_warps=warps, num_stages=stages, fast_exp=fast)
-            label = "fp8, f16 exp" if fast else "fp8"
+                                               num_warps=warps, num_stages=stages)
             try:
                 err = rel(run(), want)
                 ms = time_ms(run)

@@ -70,8 +70,8 @@ case ${1:-h200} in
   autotune) GEMM8_TIMEOUT=${GEMM8_TIMEOUT:-300} GEMM8_EXTRA="--autotune --tokens ${GEMM8_TOKENS:-16384}" \
       exec bash bench/device_run.sh "gemm8" ;;
   attn8) exec bash bench/device_run.sh "attn8" ;;
-  fp8attn) ATTN8_RUNS=long ATTN8_BLOCK_N=32,64 ATTN8_TIMEOUT=140 \
-      TESTS_K="fp8_kernel_against or fp8_engine_with_fp8_attention" TEST_TIMEOUT=100 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=280 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
+  fp8attn) ATTN8_RUNS=long ATTN8_BLOCK_N=32,64 ATTN8_STAGES=3 ATTN8_TIMEOUT=120 \
+      TESTS_K="fp8_kernel_against or fp8_engine_with_fp8_attention" TEST_TIMEOUT=130 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=280 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
       --repeats 3 --profile-sizes none --workloads rerank-1x20-long,rerank-1x100" exec bash bench/device_run.sh "attn8 tests fp8" ;;
   encoders+fp8attn) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants \
       ENC_TIMEOUT=160 TESTS_K="fp8_kernel_against or fp8_engine_with_fp8_attention" TEST_TIMEOUT=100 FP8_SIZES=8b FP8_EMBED= \

@@ -41,7 +41,7 @@ fi
 if [[ $STEPS == *attn8* ]]; then  # the kernel's FP8 form vs bf16 (ATTN8_RUNS: long rows, the 100-document request)
   for run in ${ATTN8_RUNS:-long short}; do
     timeout ${ATTN8_TIMEOUT:-150} python3 bench/attention_bench.py --fp8 $([ "$run" = long ] && echo --long) \
-      --out "$OUT" --block-m 64,128 --block-n ${ATTN8_BLOCK_N:-32,64,128} --warps 4,8 --stages 2,3 2>&1 \
+      --out "$OUT" --block-m 64,128 --block-n ${ATTN8_BLOCK_N:-32,64,128} --warps 4,8 --stages ${ATTN8_STAGES:-2,3} 2>&1 \
       | tail -n 60 | tee -a "$OUT/attention_bench_fp8.log"
   done
 fi

@@ -9,10 +9,11 @@ the systems are timed in interleaved rounds in one process (a drift of the machi
 ``official[batch 8]`` and ``official[one batch]`` (the model card's recipe as written, batches of 8, and every
 pair in one batch: the speed-ups are against the faster of the two), ``qrank`` (bf16), ``qrank-fp8`` and, with
 ``--fast-accum``, ``qrank-fp8[fast_accum]`` (Hopper's FP8 accumulation without float32 promotion: opt-in, it
-is less exact over long K), with ``--fp8-attention`` ``qrank-fp8[fp8 attention]`` (attention's two products in
-FP8 as well: opt-in; with ``--fast-accum`` also both together). Workloads: ``rerank-1x100`` (one query, 100
-documents of 50-450 tokens), ``rerank-1x20-long`` (20 documents of 2,000-4,000 tokens), ``embed-500`` (500 passages of
-50-450 tokens). Peak memory is the process's peak less the resident weights of the other copy.
+is less exact over long K), with ``--fp8-attention`` ``qrank-fp8[fp8 attention q k only]`` (``q k^T`` in FP8 as
+well; with ``--fast-accum`` also with fast accumulation; ``--fp8-attention all``: also both products in FP8).
+Workloads: ``rerank-1x100`` (one query, 100 documents of 50-450 tokens), ``rerank-1x20-long`` (20 documents of
+2,000-4,000 tokens), ``embed-500`` (500 passages of 50-450 tokens). Peak memory is the process's peak less the
+resident weights of the other copy.
 fp8 rows' floor: the projections at 1,580 TFLOP/s (H200 dense FP8) plus attention at 800 (it stays bf16);
 bf16 rows keep gpu_bench's floor (everything at 800). The FP8 gate's numbers on the probe set go with the
 fp8 rows (on random weights: their scores sit near 0.5 and many probe documents are near-tied, so tau is
@@ -98,15 +99,18 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         from qrank.engine.fp8_attention import set_fp8_attention
 
         body = getattr(qmodel, "base_model", qmodel)
-        for label, fast in (("fp8 attention", False), ("fast_accum+fp8 attention", True)):
+        # both products in FP8 ran slower than bf16 attention on an H100 (bench/logs/device_2026-12-07h_h100)
+        variants = [("fp8 attention", False, True)] if args.fp8_attention == "all" else []
+        variants += [("fp8 attention q k only", False, False), ("fast_accum+fp8 attention q k only", True, False)]
+        for label, fast, values in variants:
             if fast and not args.fast_accum:
                 continue
-            set_fp8_attention(body, True)
+            set_fp8_attention(body, True, values=values)
             set_fast_accumulation(qmodel, fast)
             variant = gb.qrank_reranker(qmodel, tok)
             set_fp8_attention(body, False)
             set_fast_accumulation(qmodel, False)
-            assert variant.engine.config.fp8_attention, variant.engine.config.fallbacks
+            assert variant.engine.stack.fp8_attention == ("all" if values else "qk"), variant.engine.config.fallbacks
             systems[f"qrank-fp8[{label}]"] = lambda w, b=variant: b.score_pairs(w)
             notes.append(f"- {name} {label}: the gate vs bf16 {gate(qr, variant)} (default: {agreement})")
     if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead
@@ -206,9 +210,9 @@ def main(argv=None) -> None:
                    help="also time qrank-fp8[fast_accum] (FP8 accumulation without float32 promotion; less exact)")
     p.add_argument("--workloads", default="rerank-1x100,rerank-1x20-long",
                    help="the rerankers' workloads, in the order they run")
-    p.add_argument("--fp8-attention", action="store_true",
-                   help="also time qrank-fp8[fp8 attention] (attention's products in FP8 too; with --fast-accum also "
-                   "combined with fast accumulation)")
+    p.add_argument("--fp8-attention", nargs="?", const="qk", default="", choices=["qk", "all"],
+                   help="also time FP8 attention: q k^T in FP8 ('qk', the default; with --fast-accum also combined "
+                   "with fast accumulation), 'all' adds both products in FP8")
     p.add_argument("--graphs-ab", action="store_true",
                    help="also time qrank-fp8[no graphs]: the FP8 engine with cuda_graphs='off' (auto: on for FP8)")
     p.add_argument("--kernels-ab", action="store_true",

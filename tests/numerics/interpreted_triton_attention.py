@@ -231,6 +231,23 @@ def test_fp8_kernel_equals_its_arithmetic_emulated_row_by_row(kernel, heads, kv_
         torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)
 
 
+def test_fp8_kernel_with_q_and_k_only_equals_attention_of_the_dequantized_q_and_k(kernel):
+    """v left as it is (float32 here: ``p @ v`` unrounded): the kernel is exact attention of the e4m3 q and k."""
+    from qrank.engine.fp8_attention import quantize_attention_inputs
+
+    layout = _layout(4)
+    D = 16
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = (torch.randn(layout.num_tokens, h, D, generator=gen) for h in (4, 2, 2))
+    q8, k8, fv = quantize_attention_inputs(q, k, v, values=False)
+    assert fv.vt is v and fv.scales[2] == 1
+    want = _reference(layout, q8.float() * fv.scales[0], k8.float() * fv.scales[1], v, D**-0.5)
+    table = torch.from_numpy(kernel.tile_table(layout.q_start, layout.q_len, layout.p_start, layout.p_len, 16))
+    got = kernel.prefix_attention_fp8(q8, k8, v, fv.scales, table, D**-0.5, out_dtype=torch.float32, block_t=16,
+                                      block_n=16)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_fp8_kernel_error_against_exact_attention_and_a_wrong_scale(kernel):
     """Across key blocks (block_n 16: rows of up to 13 blocks) against exact float64 attention of the unquantized
     inputs: the error is e4m3's (3 mantissa bits on q, k, v and the probabilities), and a v scale off by 2x is
@@ -270,7 +287,7 @@ def test_fp8_attention_engine_equals_the_kernel_path_it_replaces(kernel, qwen3_r
     plain = FastEngine(body, attention="triton", max_batch_tokens=256)
     set_fp8_attention(body, True)
     fp8 = FastEngine(body, attention="triton", max_batch_tokens=256)
-    assert (fp8.config.attention, fp8.config.fp8_attention, fp8.config.fallbacks) == ("triton", True, ())
+    assert (fp8.config.attention, fp8.config.fp8_attention, fp8.config.fallbacks) == ("triton", "all", ())
     assert not plain.config.fp8_attention and "+attention" in fp8.stack.compile_key[8]
     got, want = fp8.last_hidden(seqs), plain.last_hidden(seqs)
     err = float((got - want).norm() / want.norm())

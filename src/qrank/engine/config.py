@@ -57,7 +57,8 @@ class EngineConfig:
     fallbacks: tuple[str, ...] = ()  # 'what: asked -> used (why)', one per fallback taken at load
     # the attention kind of passes with long rows (attention.LONG_ROW_KEYS keys or more); '' = ``attention``
     long_row_attention: str = ""
-    fp8_attention: bool = False  # attention's products in FP8 (an FP8 model whose quantizer asked for it)
+    # attention's products in FP8 (an FP8 model whose quantizer asked for it): 'all', 'qk' (q k^T only) or ''
+    fp8_attention: str = ""
 
     def describe(self) -> dict:
         """A JSON-ready dict (``ModelInfo.extra["engine"]``, ``qrank models -v``, ``/v1/models``)."""
@@ -72,7 +73,7 @@ class EngineConfig:
                 f"small_model={self.small_model} device={self.device} dtype={self.dtype}"
                 + (f" triton_tiles=[{self.triton_tiles}]" if self.triton_tiles else "")
                 + (f" long_row_attention={self.long_row_attention}" if self.long_row_attention else "")
-                + (" fp8_attention=on" if self.fp8_attention else ""))
+                + (f" fp8_attention={self.fp8_attention}" if self.fp8_attention else ""))
         return text + (f"; fallbacks: {'; '.join(self.fallbacks)}" if self.fallbacks else "")
 
 

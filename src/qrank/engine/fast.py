@@ -145,7 +145,7 @@ class FastEngine:
             used = kind if long_kind == kind else f"{kind}, long rows {long_kind}"
             fallbacks.append(f"fp8_attention: on -> off (only the triton attention has an FP8 form; this engine "
                              f"runs {used})")
-            st.use_fp8_attention(False)
+            st.use_fp8_attention("")
         small = st.flops_per_token < SMALL_MODEL_FLOPS
         graphs = cuda_graphs == "on" or (cuda_graphs == "auto" and graphs_by_default(small, st.fp8))
         if graphs and not (on_cuda and kind in GraphRunner.KINDS):

@@ -29,20 +29,22 @@ BOUND_ROOM = 1.01  # bfloat16 rounding of the normed, rotated entries
 MARK = "qrank_fp8_attention"  # the body attribute the fast engine reads
 
 
-def set_fp8_attention(body, on: bool) -> None:
+def set_fp8_attention(body, on: bool, *, values: bool = True) -> None:
     """Mark a decoder ``body`` whose attention should run in FP8 (read when an engine is built, so build it after).
+
+    ``values=False``: only ``q k^T`` in FP8, ``p @ v`` in bf16 (a variant for benchmarks).
 
     >>> import torch
     >>> body = torch.nn.Linear(2, 2)
     >>> fp8_attention_marked(body), (set_fp8_attention(body, True), fp8_attention_marked(body))[1]
-    (False, True)
+    ('', 'all')
     """
-    setattr(body, MARK, bool(on))
+    setattr(body, MARK, ("all" if values else "qk") if on else "")
 
 
-def fp8_attention_marked(body) -> bool:
-    """Whether :func:`set_fp8_attention` marked ``body``."""
-    return bool(getattr(body, MARK, False))
+def fp8_attention_marked(body) -> str:
+    """How :func:`set_fp8_attention` marked ``body``: 'all', 'qk' (q and k only) or '' (not)."""
+    return getattr(body, MARK, "") or ""
 
 
 class Fp8Values(NamedTuple):
@@ -65,10 +67,11 @@ def qk_scales(q_norm, k_norm, head_dim: int):
     return (bound * (math.sqrt(head_dim) * BOUND_ROOM / E4M3_MAX)).clamp(min=MIN_SCALE)
 
 
-def quantize_attention_inputs(q, k, v, scales=None):
+def quantize_attention_inputs(q, k, v, scales=None, *, values: bool = True):
     """(q8, k8, :class:`Fp8Values`): q (T, heads, D), k and v (T, kv_heads, D) as the FP8 kernel takes them.
 
-    ``scales``: q's and k's from :func:`qk_scales`; None measures them (models without q/k norms).
+    ``scales``: q's and k's from :func:`qk_scales`; None measures them (models without q/k norms). With
+    ``values=False`` v is passed on as it is (only ``q k^T`` runs in FP8) with a v scale of 1.
 
     >>> import torch
     >>> q, k, v = torch.randn(5, 4, 16), torch.randn(5, 2, 16), torch.randn(5, 2, 16)
@@ -83,8 +86,10 @@ def quantize_attention_inputs(q, k, v, scales=None):
     e4m3 = torch.float8_e4m3fn
     if scales is None:
         scales = torch.stack([q.abs().amax(), k.abs().amax()]).float().div(E4M3_MAX).clamp(min=MIN_SCALE)
-    sv = (v.abs().amax().float() / E4M3_MAX).clamp(min=MIN_SCALE)
     q8 = (q.float() / scales[0]).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3)
     k8 = (k.float() / scales[1]).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3)
+    if not values:
+        return q8, k8, Fp8Values(v, torch.cat([scales, scales.new_ones(1)]))
+    sv = (v.abs().amax().float() / E4M3_MAX).clamp(min=MIN_SCALE)
     vt = (v.float() / sv).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3).permute(1, 2, 0).contiguous()
     return q8, k8, Fp8Values(vt, torch.cat([scales, sv[None]]))

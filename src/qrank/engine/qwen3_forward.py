@@ -106,13 +106,13 @@ def plain_input(a, weight, kernels: bool):
 
 
 def attn_inputs(x, r, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int,
-                head_dim: int, kernels: bool = False, fp8_attention: bool = False, qk_scales=None):
+                head_dim: int, kernels: bool = False, fp8_attention: str = "", qk_scales=None):
     """Residual add (``r``: the previous layer's MLP output not yet added, or None), input norm, q/k/v projections,
     per-head q/k norm and RoPE: (T, hidden) -> q, k, v (T, heads, dim) and the residual stream x (+ r).
 
-    ``fp8_attention``: q, k and v come out as the FP8 kernel takes them (q8, k8, :class:`Fp8Values`), quantized
-    here so that ``torch.compile`` fuses the casts into the norm and RoPE; ``qk_scales``: q's and k's static scales
-    (:func:`~qrank.engine.fp8_attention.qk_scales`; None measures them).
+    ``fp8_attention`` ('all', or 'qk' for q and k only; '' off): q, k and v come out as the FP8 kernel takes them
+    (q8, k8, :class:`Fp8Values`), quantized here so that ``torch.compile`` fuses the casts into the norm and RoPE;
+    ``qk_scales``: q's and k's static scales (:func:`~qrank.engine.fp8_attention.qk_scales`; None measures them).
     """
     if r is None:
         h = norm_input(x, ln, eps, (wq, wk, wv), kernels)
@@ -128,7 +128,7 @@ def attn_inputs(x, r, ln, wq, wk, wv, bq, bk, bv, q_norm, k_norm, cos, sin, eps:
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
     if fp8_attention:
-        return (*quantize_attention_inputs(q, k, v, qk_scales), x)
+        return (*quantize_attention_inputs(q, k, v, qk_scales, values=fp8_attention == "all"), x)
     return q, k, v, x
 
 
@@ -232,17 +232,18 @@ class Qwen3Stack:
         self.norm = body.norm.weight
         self.layers = [self._layer(layer) for layer in layers[: cfg.num_hidden_layers]]
         self.fp8_kernels = self._fp8_kernels_here()
-        self.fp8_attention = False
+        self.fp8_attention = ""
         self.qk_scales = [None] * len(self.layers)
-        if self.fp8 and fp8_attention_marked(body):
-            self.use_fp8_attention(True)
+        if self.fp8:
+            self.use_fp8_attention(fp8_attention_marked(body))
 
-    def use_fp8_attention(self, on: bool) -> None:
-        """Attention's inputs in FP8 (the FP8 form of the Triton kernel takes them), or not; the engine turns it
-        off where its attention kind has no FP8 form. Part of :attr:`compile_key`: set it before compiling."""
-        self.fp8_attention = bool(on)
+    def use_fp8_attention(self, form: str) -> None:
+        """Attention's inputs in FP8 for the FP8 form of the Triton kernel: 'all' (q, k and v), 'qk' (q and k) or
+        '' (off); the engine turns it off where its attention kind has no FP8 form. Part of :attr:`compile_key`:
+        set it before compiling."""
+        self.fp8_attention = form
         self.qk_scales = [static_qk_scales(w.q_norm, w.k_norm, self.head_dim)
-                          if on and w.q_norm is not None else None for w in self.layers]
+                          if form and w.q_norm is not None else None for w in self.layers]
 
     def _fp8_kernels_here(self) -> bool:
         """Whether this stack's FP8 inputs come from the fused kernels: asked for, FP8 weights, CUDA, Triton."""
@@ -320,7 +321,7 @@ class Qwen3Stack:
         if form != "plain" and self.fp8_kernels:
             form += "+kernels"
         if self.fp8_attention:
-            form += "+attention"
+            form += "+attention" + ("" if self.fp8_attention == "all" else f"-{self.fp8_attention}")
         return (self.device.type, str(self.dtype), self.hidden, self.heads, self.kv_heads, self.head_dim, mlp,
                 len(self.layers), form, bias, qk_norm)
 

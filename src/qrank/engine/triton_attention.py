@@ -22,15 +22,13 @@ LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)): the kernel uses the ch
 
 @triton.jit
 def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, stride_vt, stride_vh, stride_vd, qk_scale,
-                  key_end, offs_d, CAUSAL: tl.constexpr, BOUNDED: tl.constexpr, FP8: tl.constexpr,
-                  FAST_EXP: tl.constexpr):
+                  key_end, offs_d, CAUSAL: tl.constexpr, BOUNDED: tl.constexpr, PV_FP8: tl.constexpr):
     """Online-softmax update of one tile with the key block ``kt`` (packed key indices).
 
     The key block is loaded as (D, keys), ready for ``q @ k`` (measured no slower than loading rows and
-    transposing them: bench/logs/attn_run3_h200). With ``FP8`` the probabilities are scaled by 2^8 (the
-    scale cancels in ``acc / l``) and cast to float8 e4m3 for the ``p @ v`` product: small ones stay normal
-    numbers instead of flushing to zero. ``FAST_EXP`` (FP8 only, CUDA only, a benchmark knob): the exponentials
-    in float16 pairs (``ex2.approx.f16x2``, twice the rate of float32 ones), which the e4m3 cast rounds anyway.
+    transposing them: bench/logs/attn_run3_h200). With ``PV_FP8`` (v in e4m3) the probabilities are scaled by
+    2^8 (the scale cancels in ``acc / l``) and cast to e4m3 for the ``p @ v`` product: small ones stay normal
+    numbers instead of flushing to zero.
     """
     kptr = K + kt[None, :] * stride_kt + kh * stride_kh + offs_d[:, None]
     vptr = V + kt[:, None] * stride_vt + kh * stride_vh + offs_d[None, :] * stride_vd
@@ -50,10 +48,7 @@ def _attend_block(acc, l_i, m_i, q, K, V, kt, kh, tok, stride_kt, stride_kh, str
         s = tl.where(visible, s, -1.0e30)
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.math.exp2(m_i - m_new)
-    if FAST_EXP:
-        p = tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [(s - m_new[:, None] + 8.0).to(tl.float16)],
-                                      dtype=tl.float16, is_pure=True, pack=2).to(tl.float32)
-    elif FP8:
+    if PV_FP8:
         p = tl.math.exp2(s - m_new[:, None] + 8.0)
     else:
         p = tl.math.exp2(s - m_new[:, None])
@@ -69,7 +64,7 @@ def _prefix_attention_kernel(
     Q, K, V, Out, Tiles, Scales, n_tiles, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_vd,
     stride_ot, stride_oh, qk_scale,
     G: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, FP8: tl.constexpr,
-    FAST_EXP: tl.constexpr,
+    PV_FP8: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kh = tl.program_id(1)
@@ -99,21 +94,21 @@ def _prefix_attention_kernel(
         for start in range(p0, p_full, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
                                           stride_vt, stride_vh, stride_vd, qk_scale, p0 + pl, offs_d, False, False,
-                                          FP8, FAST_EXP)
+                                          PV_FP8)
         if p_full < p0 + pl:
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, p_full + offs_n, kh, tok, stride_kt, stride_kh,
                                           stride_vt, stride_vh, stride_vd, qk_scale, p0 + pl, offs_d, False, True,
-                                          FP8, FAST_EXP)
+                                          PV_FP8)
         # the row's own keys: blocks wholly before the tile's first query need no mask
         o_full = k0 + ((q0 - k0 + 1) // BLOCK_N) * BLOCK_N
         for start in range(k0, o_full, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
                                           stride_vt, stride_vh, stride_vd, qk_scale, q1, offs_d, False, False,
-                                          FP8, FAST_EXP)
+                                          PV_FP8)
         for start in range(o_full, q1, BLOCK_N):
             acc, l_i, m_i = _attend_block(acc, l_i, m_i, q, K, V, start + offs_n, kh, tok, stride_kt, stride_kh,
                                           stride_vt, stride_vh, stride_vd, qk_scale, q1, offs_d, True, True,
-                                          FP8, FAST_EXP)
+                                          PV_FP8)
         out = acc / l_i[:, None]
         if FP8:
             out = out * tl.load(Scales + 2)
@@ -169,22 +164,32 @@ def prefix_attention(q, k, v, tiles, scale: float, *, block_t: int, block_n: int
                    num_stages)
 
 
-def prefix_attention_fp8(q, k, vt, scales, tiles, scale: float, *, out_dtype, block_t: int, block_n: int = 32,
-                         num_warps: int = 4, num_stages: int = 2, fast_exp: bool = False):
-    """:func:`prefix_attention` on float8 e4m3 inputs, both products on FP8 tensor cores.
+def prefix_attention_fp8(q, k, v, scales, tiles, scale: float, *, out_dtype, block_t: int, block_n: int = 32,
+                         num_warps: int = 4, num_stages: int = 2):
+    """:func:`prefix_attention` with float8 e4m3 q and k: ``q @ k^T`` on FP8 tensor cores, and ``p @ v`` too when
+    v is e4m3.
 
-    q (T, heads, D) and k (T, kv_heads, D) with unit stride on D, v *transposed*: ``vt`` (kv_heads, D, T) with
-    unit stride on T, since Hopper's FP8 products take their second operand along the reduced dimension (here
-    the keys). ``scales`` (3 float32 on q's device): the dequantization scales of q, k and v (real = stored x
-    scale). The output (T, heads, D) is ``out_dtype``. ``fast_exp``: float16 exponentials (CUDA; benchmarks).
+    q (T, heads, D) and k (T, kv_heads, D) with unit stride on D. ``v``: e4m3 and *transposed*, (kv_heads, D, T)
+    with unit stride on T, since Hopper's FP8 products take their second operand along the reduced dimension
+    (here the keys); or (T, kv_heads, D) in bf16/fp16 with unit stride on D (``p @ v`` then stays in that type).
+    ``scales`` (3 float32 on q's device): the dequantization scales of q, k and v (real = stored x scale; v's is
+    1 when v is not e4m3). The output (T, heads, D) is ``out_dtype``.
     """
-    _check_shapes(q, k, vt.shape[0])
-    if vt.stride(-1) != 1 or vt.shape[1] != q.shape[2] or vt.shape[2] != k.shape[0]:
-        raise ValueError(f"vt must be (kv_heads, D, T) with unit stride on T, got {tuple(vt.shape)}")
-    if scales.numel() != 3 or scales.dtype != _torch().float32:
+    import torch
+
+    if scales.numel() != 3 or scales.dtype != torch.float32:
         raise ValueError("scales must hold 3 float32 values (q, k, v)")
-    return _launch(q, k, vt, (vt.stride(2), vt.stride(0), vt.stride(1)), scales, tiles, scale, out_dtype, block_t,
-                   block_n, num_warps, num_stages, fast_exp)
+    if v.dtype != torch.float8_e4m3fn:
+        _check_shapes(q, k, v.shape[1])
+        if v.stride(-1) != 1:
+            raise ValueError("v needs unit stride on the head dimension")
+        return _launch(q, k, v, (v.stride(0), v.stride(1), 1), scales, tiles, scale, out_dtype, block_t, block_n,
+                       num_warps, num_stages)
+    _check_shapes(q, k, v.shape[0])
+    if v.stride(-1) != 1 or v.shape[1] != q.shape[2] or v.shape[2] != k.shape[0]:
+        raise ValueError(f"an e4m3 v must be (kv_heads, D, T) with unit stride on T, got {tuple(v.shape)}")
+    return _launch(q, k, v, (v.stride(2), v.stride(0), v.stride(1)), scales, tiles, scale, out_dtype, block_t,
+                   block_n, num_warps, num_stages)
 
 
 def _torch():
@@ -202,8 +207,7 @@ def _check_shapes(q, k, kv_heads: int) -> None:
             raise ValueError(f"{name} needs unit stride on the head dimension")
 
 
-def _launch(q, k, v, v_strides, scales, tiles, scale, out_dtype, block_t, block_n, num_warps, num_stages,
-            fast_exp=False):
+def _launch(q, k, v, v_strides, scales, tiles, scale, out_dtype, block_t, block_n, num_warps, num_stages):
     T, heads, dim = q.shape
     kv_heads = k.shape[1]
     out = _torch().empty(q.shape, dtype=out_dtype, device=q.device)
@@ -215,7 +219,7 @@ def _launch(q, k, v, v_strides, scales, tiles, scale, out_dtype, block_t, block_
         q, k, v, out, tiles, tiles if scales is None else scales, n_tiles, q.stride(0), q.stride(1), k.stride(0),
         k.stride(1), stride_vt, stride_vh, stride_vd, out.stride(0), out.stride(1), float(scale) * LOG2E,
         G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim, FP8=scales is not None,
-        FAST_EXP=bool(fast_exp) and scales is not None,
+        PV_FP8=v.dtype == _torch().float8_e4m3fn,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out

@@ -273,8 +273,11 @@ def _attention_form(backend) -> str:
     """What the engine runs attention in: FP8 only where it was asked for and the engine has an FP8 form."""
     engine = getattr(backend, "engine", None)
     config = getattr(engine, "config", None)
-    if getattr(config, "fp8_attention", False):
+    form = getattr(config, "fp8_attention", "")
+    if form == "all":
         return "e4m3 (q, k: static bound of their norms; v: per pass)"
+    if form == "qk":
+        return "q, k e4m3 (static bound of their norms); p, v bfloat16"
     return "bfloat16"
 
 
