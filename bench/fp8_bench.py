@@ -105,10 +105,10 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         for label, fast, values in variants:
             if fast and not args.fast_accum:
                 continue
-            set_fp8_attention(body, True, values=values)
+            set_fp8_attention(body, "all" if values else "qk")
             set_fast_accumulation(qmodel, fast)
             variant = gb.qrank_reranker(qmodel, tok)
-            set_fp8_attention(body, False)
+            set_fp8_attention(body, "")
             set_fast_accumulation(qmodel, False)
             assert variant.engine.stack.fp8_attention == ("all" if values else "qk"), variant.engine.config.fallbacks
             systems[f"qrank-fp8[{label}]"] = lambda w, b=variant: b.score_pairs(w)

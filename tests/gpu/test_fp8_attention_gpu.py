@@ -73,10 +73,10 @@ def test_fp8_engine_with_fp8_attention(shared, size):
     bf16 = FastEngine(body).last_hidden(seqs)
     quantize_body(body)
     plain = FastEngine(body)
-    set_fp8_attention(body, True)
+    set_fp8_attention(body, "qk")
     fp8attn = FastEngine(body)
     c = fp8attn.config
-    assert c.fp8_attention == "all" and c.compile and c.cuda_graphs and not c.fallbacks, c
+    assert c.fp8_attention == "qk" and c.compile and c.cuda_graphs and not c.fallbacks, c
     assert not plain.config.fp8_attention and plain.stack.compile_key != fp8attn.stack.compile_key
     got, want = fp8attn.last_hidden(seqs), plain.last_hidden(seqs)
     err, quant = _relative(got, want), _relative(want, bf16)
@@ -104,4 +104,4 @@ def test_fp8_gate_numbers_8b_with_fp8_attention(shared):
                                                                  quantization_fp8_attention=True))
     q = out.info.extra["quantization"]
     print(f"FP8 gate with FP8 attention, Qwen3-Reranker-8B shape (random weights; printed, not asserted): {q}")
-    assert q["attention"].startswith("e4m3") and out.engine.config.fp8_attention
+    assert q["attention"].startswith("q, k e4m3") and out.engine.config.fp8_attention == "qk"

@@ -271,8 +271,8 @@ def test_fp8_kernel_error_against_exact_attention_and_a_wrong_scale(kernel):
 
 def test_fp8_attention_engine_equals_the_kernel_path_it_replaces(kernel, qwen3_reranker_dir):
     """The fast engine on a tiny Qwen3 body with FP8 products (emulated on the CPU) and the body marked for FP8
-    attention (what ``quantization_fp8_attention=True`` does at load): the engine runs the kernel's FP8 form, under
-    its own compile key, and its hidden states stay near those of the same engine with bf16 attention."""
+    attention ('qk': what ``quantization_fp8_attention=True`` does at load; 'all'): the engine runs the kernel's
+    FP8 form, each under its own compile key, and its hidden states stay near those with bf16 attention."""
     from transformers import AutoModelForCausalLM
 
     from qrank.engine.fast import FastEngine
@@ -285,11 +285,15 @@ def test_fp8_attention_engine_equals_the_kernel_path_it_replaces(kernel, qwen3_r
     head = rng.integers(100, 5000, 30).tolist()
     seqs = [head + rng.integers(100, 5000, n).tolist() for n in (3, 40, 90)] + [rng.integers(100, 5000, 17).tolist()]
     plain = FastEngine(body, attention="triton", max_batch_tokens=256)
-    set_fp8_attention(body, True)
-    fp8 = FastEngine(body, attention="triton", max_batch_tokens=256)
-    assert (fp8.config.attention, fp8.config.fp8_attention, fp8.config.fallbacks) == ("triton", "all", ())
-    assert not plain.config.fp8_attention and "+attention" in fp8.stack.compile_key[8]
-    got, want = fp8.last_hidden(seqs), plain.last_hidden(seqs)
-    err = float((got - want).norm() / want.norm())
-    print(f"tiny Qwen3 body, FP8 attention vs bf16 attention (FP8 products both): {err:.4f} of the norm")
-    assert torch.isfinite(got).all() and 0 < err < 0.05
+    want = plain.last_hidden(seqs)
+    keys = set()
+    for form in ("qk", "all"):
+        set_fp8_attention(body, form)
+        fp8 = FastEngine(body, attention="triton", max_batch_tokens=256)
+        assert (fp8.config.attention, fp8.config.fp8_attention, fp8.config.fallbacks) == ("triton", form, ())
+        keys.add(fp8.stack.compile_key)
+        got = fp8.last_hidden(seqs)
+        err = float((got - want).norm() / want.norm())
+        print(f"tiny Qwen3 body, FP8 attention ({form}) vs bf16 attention (FP8 products both): {err:.4f} of the norm")
+        assert torch.isfinite(got).all() and 0 < err < 0.05
+    assert not plain.config.fp8_attention and len(keys | {plain.stack.compile_key}) == 3

@@ -1,19 +1,21 @@
 """Attention's inputs in float8 e4m3 for the Triton kernel's FP8 form
 (:func:`~qrank.engine.triton_attention.prefix_attention_fp8`).
 
-Both attention products then run on FP8 tensor cores. The scales, one per tensor and layer:
+The attention products then run on FP8 tensor cores. The scales, one per tensor and layer:
 
 * q and k: a static bound where the model has q/k norms (Qwen3). RMSNorm makes a head's squared entries sum
   to ``D`` times at most ``max|w|^2``, and RoPE only rotates pairs of entries, so no entry exceeds
   ``sqrt(D) * max|w|``: that maps to 448 (with 1% room for bfloat16 rounding), nothing is measured per pass
   and nothing can overflow. e4m3 is floating point, so the loose bound costs range, not precision: a
   typical entry (about ``|w|``) lands near 40, far above the smallest normal number (2^-6).
-* v: dynamic, its largest magnitude in the pass maps to 448 (one reduction over v, fused by
+* v (form 'all' only): dynamic, its largest magnitude in the pass maps to 448 (one reduction over v, fused by
   ``torch.compile`` with the cast and the transposition the kernel needs).
 
 Opt-in, for FP8 models (``ModelSettings.quantization_fp8_attention``): the quantizer marks the decoder body
-(:func:`set_fp8_attention`) and the fast engine, built after, reads the mark; docs/quantization.md has the
-measured speed and error, and the load-time gate checks the model with it, as served.
+(:func:`set_fp8_attention`, form 'qk': ``q k^T`` in FP8, ``p @ v`` in bf16) and the fast engine, built after,
+reads the mark. Both products in FP8 (form 'all') ran slower than bf16 attention in Triton on an H100 and is
+kept for benchmarks only; docs/quantization.md has the measured speed and error, and the load-time gate checks
+the model with it, as served.
 """
 
 from __future__ import annotations
@@ -29,21 +31,23 @@ BOUND_ROOM = 1.01  # bfloat16 rounding of the normed, rotated entries
 MARK = "qrank_fp8_attention"  # the body attribute the fast engine reads
 
 
-def set_fp8_attention(body, on: bool, *, values: bool = True) -> None:
-    """Mark a decoder ``body`` whose attention should run in FP8 (read when an engine is built, so build it after).
-
-    ``values=False``: only ``q k^T`` in FP8, ``p @ v`` in bf16 (a variant for benchmarks).
+def set_fp8_attention(body, form: str) -> None:
+    """Mark a decoder ``body`` whose attention should run in FP8 (read when an engine is built, so build it after):
+    'qk' (``q k^T`` in FP8, ``p @ v`` in bf16: what ``quantization_fp8_attention`` asks for), 'all' (both
+    products; slower on an H100, kept for benchmarks: docs/quantization.md) or '' (off).
 
     >>> import torch
     >>> body = torch.nn.Linear(2, 2)
-    >>> fp8_attention_marked(body), (set_fp8_attention(body, True), fp8_attention_marked(body))[1]
-    ('', 'all')
+    >>> fp8_attention_marked(body), (set_fp8_attention(body, "qk"), fp8_attention_marked(body))[1]
+    ('', 'qk')
     """
-    setattr(body, MARK, ("all" if values else "qk") if on else "")
+    if form not in ("", "qk", "all"):
+        raise ValueError(f"FP8 attention form must be '', 'qk' or 'all', got {form!r}")
+    setattr(body, MARK, form)
 
 
 def fp8_attention_marked(body) -> str:
-    """How :func:`set_fp8_attention` marked ``body``: 'all', 'qk' (q and k only) or '' (not)."""
+    """How :func:`set_fp8_attention` marked ``body``: 'qk', 'all' or '' (not)."""
     return getattr(body, MARK, "") or ""
 
 

@@ -241,7 +241,7 @@ def quantize_backend(build: Callable[[], object], body, settings: ModelSettings,
     _empty_cuda_cache()
     replaced = quantize(body)
     set_fast_accumulation(body, settings.quantization_fast_accumulation)
-    set_fp8_attention(body, settings.quantization_fp8_attention)
+    set_fp8_attention(body, "qk" if settings.quantization_fp8_attention else "")
     _empty_cuda_cache()
     backend = build()
     agreement = compare(reference, probe_scores(backend, probes))
