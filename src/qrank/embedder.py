@@ -155,9 +155,9 @@ class Embedder:
         is their deprecated one-for-all spelling. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked
         against bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
         thresholds; ``quantization_fast_accumulation=True``: FP8 products without float32 promotion, faster and a
-        little less exact; ``quantization_fp8_attention=True``: attention's products in FP8 too, faster on long texts
-        and less exact). ``deterministic=True`` (setting ``engine.deterministic``): a text's vector is bit-identical
-        whatever else is in the call or batch (docs/deterministic.md).
+        little less exact; ``quantization_fp8_attention=True``: attention's ``q k^T`` in FP8 too, faster on long
+        texts and less exact). ``deterministic=True`` (setting ``engine.deterministic``): a text's vector is
+        bit-identical whatever else is in the call or batch (docs/deterministic.md).
         """
         from .models.registry import load_model
 

@@ -119,7 +119,7 @@ class Reranker:
         cross-encoders take none. ``quantization="fp8"`` (Qwen3, GPUs with FP8 units) is checked against
         bfloat16 at load (docs/quantization.md; ``quantization_check=False`` serves it even below the gate's
         thresholds; ``quantization_fast_accumulation=True``: FP8 products without float32 promotion, faster and a
-        little less exact; ``quantization_fp8_attention=True``: attention's products in FP8 too, faster on long
+        little less exact; ``quantization_fp8_attention=True``: attention's ``q k^T`` in FP8 too, faster on long
         documents and less exact); ``quantization="int8"``: cross-encoders on the CPU (opt-in, not exact).
         ``calibrated=True`` (setting ``models.calibrated``) returns P(relevant) through the map that
         ``qrank eval --calibrate`` saved for this model and revision (:mod:`qrank.calibration`); without one it
