@@ -7,6 +7,10 @@ head, and walks first the row's prefix keys (all visible, read from where the pr
 and then its own keys up to the tile's last query (causal). The query heads that share a key/value head
 (GQA) are stacked into the tile's rows, so each key block is loaded once for all of them.
 
+:func:`prefix_attention_fp8` is the same kernel with e4m3 q and k (``q k^T`` on FP8 tensor cores; the scales of
+:mod:`qrank.engine.fp8_attention`), and optionally an e4m3 v for ``p v`` as well (measured slower in Triton on
+an H100, so the engine's opt-in uses q and k only: docs/quantization.md).
+
 Imported only when the ``triton`` attention kind is asked for (Triton ships with CUDA builds of torch);
 with ``TRITON_INTERPRET=1`` set before the import it runs on the CPU (how CI checks its indexing).
 """
