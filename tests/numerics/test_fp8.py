@@ -460,13 +460,9 @@ def test_fast_accumulation_setting_reaches_every_product_and_the_caches(spread_r
     (so its compiled code is its own kind), the model card says so, and the revision differs from exact FP8's,
     so no cache serves one for the other. What the flag does to speed and error is measured on the GPU
     (docs/quantization.md; tests/gpu/test_fp8_gpu.py prints the product error); the CPU emulation ignores it."""
-    import argparse
 
-    from qrank.cli import core
-    from qrank.cli.common import settings_from_args
     from qrank.cli.serve import _quantization_note
     from qrank.models.qwen3_reranker import Qwen3Reranker
-    from qrank.reranker import _with_overrides
 
     rr = _tiny_reranker(spread_reranker_dir)
     build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings(engine="fast"))  # noqa: E731
@@ -479,12 +475,23 @@ def test_fast_accumulation_setting_reaches_every_product_and_the_caches(spread_r
     assert "fp8 (fast accumulation): check" in _quantization_note(backend.info)
     assert qz.revision_suffix(settings) == "+fp8-fastacc" != qz.revision_suffix(ModelSettings(quantization="fp8"))
 
+    _flag_and_keyword_reach_the_setting("quantization_fast_accumulation")
+
+
+def _flag_and_keyword_reach_the_setting(field: str) -> None:
+    """``--<field>`` on ``qrank rerank`` and ``from_pretrained(<field>=True)`` set ``models.<field>``."""
+    import argparse
+
+    from qrank.cli import core
+    from qrank.cli.common import settings_from_args
+    from qrank.reranker import _with_overrides
+
     parser = argparse.ArgumentParser()
     core.register(parser.add_subparsers())
     args = parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp8",
-                              "--quantization-fast-accumulation"])
-    assert settings_from_args(args).models.quantization_fast_accumulation is True
-    assert _with_overrides(None, quantization_fast_accumulation=True).models.quantization_fast_accumulation is True
+                              "--" + field.replace("_", "-")])
+    assert getattr(settings_from_args(args).models, field) is True
+    assert getattr(_with_overrides(None, **{field: True}).models, field) is True
 
 
 def test_fp8_attention_setting_reaches_the_engine_the_card_and_the_caches(spread_reranker_dir):
@@ -493,13 +500,9 @@ def test_fp8_attention_setting_reaches_the_engine_the_card_and_the_caches(spread
     fallback and runs bf16 attention, and the model card says which ran; the revision differs from plain FP8's, so no
     cache serves one for the other; the flag and the facade's keyword reach the setting. The kernel's FP8 form is
     checked under the interpreter (tests/numerics/interpreted_triton_attention.py) and on the GPU."""
-    import argparse
 
-    from qrank.cli import core
-    from qrank.cli.common import settings_from_args
     from qrank.engine.fp8_attention import fp8_attention_marked
     from qrank.models.qwen3_reranker import Qwen3Reranker
-    from qrank.reranker import _with_overrides
 
     rr = _tiny_reranker(spread_reranker_dir)
     build = lambda: Qwen3Reranker(rr.model, rr.tokenizer, rr.info, EngineSettings(engine="fast"))  # noqa: E731
@@ -515,10 +518,4 @@ def test_fp8_attention_setting_reaches_the_engine_the_card_and_the_caches(spread
     assert qz.revision_suffix(settings) == "+fp8-fp8attn"
     assert qz.revision_suffix(settings.model_copy(update={"quantization_fast_accumulation": True})) == \
         "+fp8-fastacc-fp8attn"
-
-    parser = argparse.ArgumentParser()
-    core.register(parser.add_subparsers())
-    args = parser.parse_args(["rerank", "-m", "x", "-q", "q", "d", "--quantization", "fp8",
-                              "--quantization-fp8-attention"])
-    assert settings_from_args(args).models.quantization_fp8_attention is True
-    assert _with_overrides(None, quantization_fp8_attention=True).models.quantization_fp8_attention is True
+    _flag_and_keyword_reach_the_setting("quantization_fp8_attention")
