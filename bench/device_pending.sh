@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Device calls as bench/device_run.sh runs under 600 s each. What is still pending after session 17 (2026-12-07; the
-# GPU suite passed at 4fba08d, the encoder tests again after the packed_runs split at e38b041: device_2026-12-07e/f):
-# an H200 for the issues' targets: encoders+fp8 with a full budget, h200short with less than 700 s left. The modes:
+# Device calls as bench/device_run.sh runs under 600 s each. What is still pending after session 18 (2026-12-07; FP8
+# attention's q k^T landed, measured on the 8B shape: device_2026-12-07h/i/j; the GPU suite passed at 4fba08d, the
+# encoder tests at e38b041, the FP8 attention tests at 0587f78): FP8 attention on the 4B shape with the official
+# recipe (fp8attn-4b, either card); an H200 for the issues' targets: encoders+fp8 with a full budget, h200short with
+# less than 700 s left. The modes:
 #   bash bench/device_pending.sh suite+fp8 # the whole GPU suite at HEAD (tests/gpu; it passed in full at b1cae18,
 #                                          # before 'auto' turned CUDA graphs on for FP8 stacks), then FP8 8B and 4B
 #                                          # as now served (graphs) vs graphs off, and graphs with fast accumulation
@@ -31,6 +33,8 @@
 #   bash bench/device_pending.sh fp8attn   # either card: FP8 attention (issue 18's long rows): the kernel on long
 #                                          # rows (tile sweep), its GPU tests, then FP8 8B with and without it (and
 #                                          # with fast accumulation), no official recipe (< 600 s)
+#   bash bench/device_pending.sh fp8attn-4b  # either card: FP8 4B and 8B with FP8 attention's q k^T, fast
+#                                          # accumulation and both, with the official recipe (< 600 s)
 #   bash bench/device_pending.sh encoders+fp8attn  # on an H200: issue 19's encoder bench, then fp8attn's tests and
 #                                          # 8B bench (< 600 s)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
@@ -73,6 +77,8 @@ case ${1:-h200} in
   fp8attn) ATTN8_RUNS=long ATTN8_BLOCK_N=32,64 ATTN8_STAGES=3 ATTN8_TIMEOUT=120 \
       TESTS_K="fp8_kernel_against or fp8_engine_with_fp8_attention" TEST_TIMEOUT=130 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=280 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
       --repeats 3 --profile-sizes none --workloads rerank-1x20-long,rerank-1x100" exec bash bench/device_run.sh "attn8 tests fp8" ;;
+  fp8attn-4b) FP8_SIZES=4b,8b FP8_EMBED= FP8_TIMEOUT=560 FP8_EXTRA="--fp8-attention --fast-accum --repeats 3 \
+      --profile-sizes none --workloads rerank-1x20-long,rerank-1x100" exec bash bench/device_run.sh "fp8" ;;
   encoders+fp8attn) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants \
       ENC_TIMEOUT=160 TESTS_K="fp8_kernel_against or fp8_engine_with_fp8_attention" TEST_TIMEOUT=100 FP8_SIZES=8b FP8_EMBED= \
       FP8_TIMEOUT=290 FP8_EXTRA="--fp8-attention --fast-accum --no-official --repeats 3 --profile-sizes none \
@@ -82,5 +88,5 @@ case ${1:-h200} in
       ENC_TIMEOUT=170 exec bash bench/device_run.sh "encoders attn8" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|attn8|encoders+attn8|fp8attn|encoders+fp8attn|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 suite+fp8|suite|encoders+fp8|attn8|encoders+attn8|fp8attn|fp8attn-4b|encoders+fp8attn|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
 esac
