@@ -143,7 +143,6 @@ def fp8_table(lay, args) -> None:
     import torch
 
     from qrank.engine.attention import TileShape, TritonAttention, VarlenAttention
-    from qrank.engine import fp8_attention as fa
     from qrank.engine.fp8_attention import quantize_attention_inputs
     from qrank.engine.triton_attention import prefix_attention_fp8, tile_table
     from qrank.fileio import atomic_write_text
@@ -175,7 +174,7 @@ def fp8_table(lay, args) -> None:
         ms = time_ms(lambda: quantize(q, k, v))
         lines.append(f"| {heads}/{kv} | quantize q, k, v (compiled) | | {ms:.3f} | | | |")
         print(lines[-1], flush=True)
-        qk8 = q8, k8, fa.Fp8Values(v, torch.cat([fv.scales[:2], fv.scales.new_ones(1)]))
+        qk8 = quantize_attention_inputs(q, k, v, values=False)
         for (label, (qa, ka, va)), bm, bn, warps, stages in itertools.product(
                 (("fp8", (q8, k8, fv)), ("fp8 q k only", qk8)), args.block_m, args.block_n, args.warps, args.stages):
             shape = TileShape(bm, bn, warps, stages)

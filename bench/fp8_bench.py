@@ -100,17 +100,17 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
 
         body = getattr(qmodel, "base_model", qmodel)
         # both products in FP8 ran slower than bf16 attention on an H100 (bench/logs/device_2026-12-07h_h100)
-        variants = [("fp8 attention", False, True)] if args.fp8_attention == "all" else []
-        variants += [("fp8 attention q k only", False, False), ("fast_accum+fp8 attention q k only", True, False)]
-        for label, fast, values in variants:
+        variants = [("fp8 attention", False, "all")] if args.fp8_attention == "all" else []
+        variants += [("fp8 attention q k only", False, "qk"), ("fast_accum+fp8 attention q k only", True, "qk")]
+        for label, fast, form in variants:
             if fast and not args.fast_accum:
                 continue
-            set_fp8_attention(body, "all" if values else "qk")
+            set_fp8_attention(body, form)
             set_fast_accumulation(qmodel, fast)
             variant = gb.qrank_reranker(qmodel, tok)
             set_fp8_attention(body, "")
             set_fast_accumulation(qmodel, False)
-            assert variant.engine.stack.fp8_attention == ("all" if values else "qk"), variant.engine.config.fallbacks
+            assert variant.engine.stack.fp8_attention == form, variant.engine.config.fallbacks
             systems[f"qrank-fp8[{label}]"] = lambda w, b=variant: b.score_pairs(w)
             notes.append(f"- {name} {label}: the gate vs bf16 {gate(qr, variant)} (default: {agreement})")
     if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-E4M3_MAX = 448.0
-MIN_SCALE = 1e-12
+from .fp8 import E4M3_MAX, MIN_SCALE
+
 BOUND_ROOM = 1.01  # bfloat16 rounding of the normed, rotated entries
 
 

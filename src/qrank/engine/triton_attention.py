@@ -161,10 +161,7 @@ def prefix_attention(q, k, v, tiles, scale: float, *, block_t: int, block_n: int
     (on q's device) with the same ``block_t``. Returns (T, heads, D); tokens in no tile are left undefined
     (CUDA-graph padding: computed, never read).
     """
-    _check_shapes(q, k, v.shape[1])
-    if v.stride(-1) != 1:
-        raise ValueError("v needs unit stride on the head dimension")
-    return _launch(q, k, v, (v.stride(0), v.stride(1), 1), None, tiles, scale, q.dtype, block_t, block_n, num_warps,
+    return _launch(q, k, v, _plain_v_strides(q, k, v), None, tiles, scale, q.dtype, block_t, block_n, num_warps,
                    num_stages)
 
 
@@ -184,10 +181,7 @@ def prefix_attention_fp8(q, k, v, scales, tiles, scale: float, *, out_dtype, blo
     if scales.numel() != 3 or scales.dtype != torch.float32:
         raise ValueError("scales must hold 3 float32 values (q, k, v)")
     if v.dtype != torch.float8_e4m3fn:
-        _check_shapes(q, k, v.shape[1])
-        if v.stride(-1) != 1:
-            raise ValueError("v needs unit stride on the head dimension")
-        return _launch(q, k, v, (v.stride(0), v.stride(1), 1), scales, tiles, scale, out_dtype, block_t, block_n,
+        return _launch(q, k, v, _plain_v_strides(q, k, v), scales, tiles, scale, out_dtype, block_t, block_n,
                        num_warps, num_stages)
     _check_shapes(q, k, v.shape[0])
     if v.stride(-1) != 1 or v.shape[1] != q.shape[2] or v.shape[2] != k.shape[0]:
@@ -196,10 +190,12 @@ def prefix_attention_fp8(q, k, v, scales, tiles, scale: float, *, out_dtype, blo
                    block_n, num_warps, num_stages)
 
 
-def _torch():
-    import torch
-
-    return torch
+def _plain_v_strides(q, k, v) -> tuple[int, int, int]:
+    """The kernel's (token, head, dim) strides of a (T, kv_heads, D) v, after checking the shapes."""
+    _check_shapes(q, k, v.shape[1])
+    if v.stride(-1) != 1:
+        raise ValueError("v needs unit stride on the head dimension")
+    return v.stride(0), v.stride(1), 1
 
 
 def _check_shapes(q, k, kv_heads: int) -> None:
@@ -212,9 +208,11 @@ def _check_shapes(q, k, kv_heads: int) -> None:
 
 
 def _launch(q, k, v, v_strides, scales, tiles, scale, out_dtype, block_t, block_n, num_warps, num_stages):
+    import torch
+
     T, heads, dim = q.shape
     kv_heads = k.shape[1]
-    out = _torch().empty(q.shape, dtype=out_dtype, device=q.device)
+    out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
     n_tiles = tiles.numel() // 5
     if n_tiles == 0 or T == 0:
         return out
@@ -223,7 +221,7 @@ def _launch(q, k, v, v_strides, scales, tiles, scale, out_dtype, block_t, block_
         q, k, v, out, tiles, tiles if scales is None else scales, n_tiles, q.stride(0), q.stride(1), k.stride(0),
         k.stride(1), stride_vt, stride_vh, stride_vd, out.stride(0), out.stride(1), float(scale) * LOG2E,
         G=heads // kv_heads, BLOCK_T=block_t, BLOCK_N=block_n, D=dim, FP8=scales is not None,
-        PV_FP8=v.dtype == _torch().float8_e4m3fn,
+        PV_FP8=v.dtype == torch.float8_e4m3fn,
         num_warps=num_warps, num_stages=num_stages,
     )
     return out
