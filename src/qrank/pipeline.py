@@ -18,71 +18,29 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .cache import Cache, CachedEmbedder, CachedReranker
 from .deprecation import warn_deprecated
 from .embedder import legacy_query
-from .engine.batching import plan_batches
 from .errors import CollectionNotFound, InvalidInput
 from .index.chunking import Chunker
 from .index.collection import Collection, CollectionSummary, Manifest, check_name, drop_collection
 from .index.collection import list_collections as _list_collections
-from .index.documents import Document, check_ids, doc_hash, indexed_text, to_documents
-from .index.fusion import rrf
-from .index.store import Passage, check_filter
+from .index.documents import Document, check_ids, to_documents
+from .index.store import check_filter
+from .ingest import Indexer
 from .long_documents import LongDocuments
 from .reranker import check_min_score, check_query
+from .retrieval import Query, Retriever, SearchHit
 from .settings import Settings
-from .types import RerankResult, Span
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "SearchHit", "delete_collection", "list_collections"]
 
 _MAX_K = 10_000  # k and candidates are for ranking, not export: a larger value is a mistake, said as a 4xx
-_MAX_FETCH = 16_384  # passages fetched per first-stage pass: Milvus's per-call result cap
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One document found by :meth:`Pipeline.search`.
-
-    ``score`` is what the ranking used: the rerank score when reranked, else the fusion score (hybrid),
-    else the dense score. ``dense_score`` is the best passage's cosine similarity to the query;
-    ``passage`` is the passage that scored best when the document has several.
-    """
-
-    id: str
-    score: float
-    text: str
-    title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    dense_score: float | None = None
-    rerank_score: float | None = None
-    bm25_score: float | None = None
-    fusion_score: float | None = None
-    passage: str | None = None
-    rank: int = 0
-    # how the reranker scored the best passage (qrank.long_documents): ``span`` is character offsets into that
-    # passage (``passage``, or the document's only one), ``chunks`` and ``truncated`` as in RerankResult
-    span: Span | None = None
-    chunks: int | None = None
-    truncated: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.span is not None:
-            out["span"] = self.span._asdict()
-        return out
-
-
-def _report_fields(r: RerankResult | None) -> dict[str, Any]:
-    return {} if r is None else {"span": r.span, "chunks": r.chunks, "truncated": r.truncated}
 
 
 def _source_name(src: Any) -> str:
@@ -268,69 +226,10 @@ class Pipeline:
         >>> p.close()
         """
         with self.collection.writing():  # a concurrent add of the same collection waits, then finds our work done
-            return self._add_locked(documents, ids=ids, metadata=metadata, progress=progress)
-
-    def _add_locked(self, documents, *, ids, metadata, progress) -> dict[str, int]:
-        from .progress import progress as progress_bar
-
-        docs = to_documents(documents, ids=ids, metadata=metadata)
-        em = self.embedder
-        chunker = self.chunker()
-        chunking = (chunker.max_tokens, chunker.overlap)
-        store = self.collection.store
-        report = {"documents": len(docs), "added": 0, "replaced": 0, "unchanged": 0, "passages": 0, "embedded": 0}
-        embedded_before = em.embedded
-        window = self.settings.index.ingest_window
-        with progress_bar(total=len(docs), desc=f"indexing {self.name}", unit="doc", enabled=progress) as bar:
-            for start in range(0, len(docs), window):
-                part = docs[start : start + window]
-                known = store.hashes([d.id for d in part])
-                todo = []
-                for d in part:
-                    h = doc_hash(d, chunking)
-                    if known.get(d.id) == h:
-                        report["unchanged"] += 1
-                    else:
-                        todo.append((d, h))
-                        report["replaced" if d.id in known else "added"] += 1
-                bar.update(len(part) - len(todo))
-                if todo:
-                    report["passages"] += self._ingest(todo, chunker, bar)
-        store.persist()
-        report["embedded"] = em.embedded - embedded_before
-        report["count"] = store.count()
-        log.info("collection %s: %s", self.name, report)
-        return report
-
-    def _ingest(self, todo: list[tuple[Document, str]], chunker: Chunker, bar) -> int:
-        """Chunk, embed in token-budget batches, and commit each document as soon as all its passages are embedded."""
-        texts = [indexed_text(d) for d, _ in todo]
-        passages: list[Passage] = []
-        lengths: list[int] = []
-        owner: list[int] = []
-        first: list[int] = []
-        for di, ((doc, h), text, spans) in enumerate(zip(todo, texts, chunker.split(texts))):
-            first.append(len(passages))
-            for ci, (s, e, n) in enumerate(spans):
-                passages.append(Passage(doc.id, ci, s, text[s:e], doc.title, doc.metadata, h))
-                lengths.append(n + chunker.specials)
-                owner.append(di)
-        counts = [b - a for a, b in zip(first, first[1:] + [len(passages)])]
-        remaining = list(counts)
-        vectors = np.zeros((len(passages), self.collection.manifest.dim), dtype=np.float32)
-        eng = self.settings.engine
-        for batch in plan_batches(lengths, eng.max_batch_tokens, eng.max_batch_size):
-            vectors[batch] = self.embedder.embed([passages[i].text for i in batch])
-            done = []
-            for i in batch:
-                remaining[owner[i]] -= 1
-                if remaining[owner[i]] == 0:
-                    done.append(owner[i])
-            if done:
-                rows = [j for di in sorted(done) for j in range(first[di], first[di] + counts[di])]
-                self.collection.store.add([passages[j] for j in rows], vectors[rows])
-                bar.update(len(done))
-        return len(passages)
+            docs = to_documents(documents, ids=ids, metadata=metadata)
+            report = Indexer(self.collection, self.embedder, self.chunker(), self.settings).add(docs, progress)
+            log.info("collection %s: %s", self.name, report)
+            return report
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents from the vector store, BM25 (rebuilt on the next hybrid search) and the cache
@@ -410,51 +309,10 @@ class Pipeline:
         min_score = check_min_score(min_score)
         if min_score is not None and rr is None:  # dense and fused scores are no relevance a threshold could mean
             raise InvalidInput("min_score", "filters on the rerank score, and this search does not rerank")
-        store = self.collection.store
         qv = self.embedder.embed(query, is_query=True, query_task=query_task, query_prompt=query_prompt)
-        dense = self._dense_candidates(qv, n_cand, norm)
-        bm25: dict[str, float] = {}
-        fused: dict[str, float] = {}
-        if hybrid:
-            allowed = store.matching(norm) if norm else None
-            bm25 = dict(self.collection.bm25_search(query, n_cand, allowed))
-            fused = dict(rrf([list(dense), list(bm25)], k=self.settings.index.rrf_k)[:n_cand])
-            cand = list(fused)
-        else:
-            cand = list(dense)[:n_cand]
-        if not cand:
-            return []
-        docs = store.get(cand)
-        cand = [d for d in cand if d in docs]  # deleted meanwhile
-        dense_scores = {d: dense[d][0] for d in cand if d in dense}
-        missing = [d for d in cand if d not in dense_scores]
-        if missing:  # BM25-only candidates still get their true dense score
-            for d, vecs in store.vectors(missing).items():
-                dense_scores[d] = float(np.max(vecs @ qv))
-        best_passage = {d: dense[d][1] for d in cand if d in dense}
-        rerank_scores: dict[str, float] = {}
-        reports: dict[str, RerankResult] = {}
-        if rr is not None:
-            rerank_scores, best_passage, reports = self._rerank(rr, query, qv, cand, docs, reranker_instruction,
-                                                                long_documents)
-            order = sorted(range(len(cand)), key=lambda i: (-rerank_scores[cand[i]], i))
-            cand = [cand[i] for i in order if min_score is None or rerank_scores[cand[i]] >= min_score]
-        hits = []
-        for rank, d in enumerate(cand[:k], 1):
-            passages = docs[d]
-            chunk = best_passage.get(d)
-            hits.append(self._hit(
-                d, passages, rank,
-                score=rerank_scores[d] if rr is not None else (fused[d] if hybrid else dense_scores[d]),
-                dense_score=dense_scores.get(d),
-                rerank_score=rerank_scores.get(d),
-                bm25_score=bm25.get(d) if hybrid else None,
-                fusion_score=fused.get(d) if hybrid else None,
-                passage=(passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages)
-                         else None),
-                **_report_fields(reports.get(d)),
-            ))
-        return hits
+        q = Query(query, qv, k, n_cand, norm, hybrid=hybrid, reranker_instruction=reranker_instruction,
+                  long_documents=long_documents, min_score=min_score)
+        return Retriever(self.collection, self.settings.index).search(q, reranker=rr)
 
     def lexical_search(self, query: str, k: int = 10, *, filter: Mapping[str, Any] | None = None) -> list[SearchHit]:
         """The ``k`` best documents for ``query`` by BM25 alone (no model runs): the baseline a user compares
@@ -472,62 +330,7 @@ class Pipeline:
         query = check_query(query)
         k = _check_positive(k, "k")
         norm = check_filter(filter)
-        store = self.collection.store
-        pairs = self.collection.bm25_search(query, k, store.matching(norm) if norm else None)
-        docs = store.get([d for d, _ in pairs])
-        hits = []
-        for d, score in pairs:
-            if d not in docs:  # deleted meanwhile
-                continue
-            hits.append(self._hit(d, docs[d], len(hits) + 1, score=float(score), bm25_score=float(score)))
-        return hits
-
-    def _hit(self, doc_id: str, passages: list[Passage], rank: int, **scores: Any) -> SearchHit:
-        """A result with the document as the caller gave it (text, title, metadata) and the given scores."""
-        text, title = self.collection.document_text(passages)
-        return SearchHit(id=doc_id, text=text, title=title, metadata=dict(passages[0].metadata), rank=rank, **scores)
-
-    def _dense_candidates(self, qv: np.ndarray, n_cand: int, norm: Mapping[str, list]) -> dict[str, tuple[float, int]]:
-        """Up to ``n_cand`` documents by their best passage: ``{doc_id: (score, chunk)}``, best first.
-
-        Passages are fetched in growing rounds until enough distinct documents are found."""
-        store = self.collection.store
-        fetch = min(n_cand * 2, _MAX_FETCH)
-        while True:
-            hits = store.search(qv, fetch, norm or None)
-            docs: dict[str, tuple[float, int]] = {}
-            for h in hits:
-                if h.doc_id not in docs:
-                    docs[h.doc_id] = (h.score, h.passage.chunk)
-            if len(docs) >= n_cand or len(hits) < fetch or fetch >= _MAX_FETCH:
-                return dict(list(docs.items())[:n_cand])
-            fetch = min(fetch * 4, _MAX_FETCH)
-
-    def _rerank(self, rr: CachedReranker, query: str, qv: np.ndarray, cand: list[str], docs: dict[str, list[Passage]],
-                reranker_instruction: str | None, long_documents=None,
-                ) -> tuple[dict[str, float], dict[str, int], dict[str, RerankResult]]:
-        """Max-passage reranking: score each candidate's best passages, keep each document's maximum."""
-        limit = self.settings.index.rerank_passages
-        long_docs = [d for d in cand if len(docs[d]) > limit]
-        vecs = self.collection.store.vectors(long_docs) if long_docs else {}
-        pairs: list[tuple[str, str]] = []
-        owners: list[tuple[str, int]] = []
-        for d in cand:
-            chunks = range(len(docs[d]))
-            if d in vecs:  # the passages closest to the query are the likeliest to hold the answer
-                chunks = sorted(np.argsort(-(vecs[d] @ qv))[:limit].tolist())
-            for c in chunks:
-                pairs.append((query, docs[d][c].text))
-                owners.append((d, c))
-        scored = rr.score_documents(query, [p for _, p in pairs], instruction=reranker_instruction,
-                                    long_documents=long_documents)
-        best: dict[str, float] = {}
-        best_chunk: dict[str, int] = {}
-        reports: dict[str, RerankResult] = {}
-        for (d, c), r in zip(owners, scored):
-            if d not in best or r.score > best[d]:
-                best[d], best_chunk[d], reports[d] = r.score, c, r
-        return best, best_chunk, reports
+        return Retriever(self.collection, self.settings.index).lexical(query, k, norm)
 
     # --- describing -----------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

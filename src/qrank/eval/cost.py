@@ -1,4 +1,5 @@
-"""Measuring what a system costs: wall time per query, percentiles, throughput and peak memory.
+"""Measuring what a system costs: wall time per query, percentiles, throughput and peak memory, and the
+machine they were measured on (:func:`environment`).
 
 >>> with PeakMemory() as mem:
 ...     data = bytearray(10 * 1024 * 1024)
@@ -9,13 +10,18 @@ True
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float | None]:
@@ -105,3 +111,27 @@ class Stopwatch:
     @property
     def ms(self) -> float:
         return self.s * 1000.0
+
+
+def environment(settings: Settings) -> dict:
+    """What the costs were measured on: versions, machine, device, load and the numerics ``settings`` choose."""
+    import torch
+
+    from .. import __version__
+    from ..models.base import pick_device
+
+    device = pick_device(settings.models.device)
+    return {
+        "qrank": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU",
+        # on a shared machine the other processes' load is part of every latency measured
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # a report read later must say which numerics produced it (int8/fp8 scores are not fp32's)
+        "dtype": settings.models.dtype,
+        "quantization": settings.models.quantization,
+        "deterministic": settings.engine.deterministic,
+    }

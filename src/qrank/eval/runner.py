@@ -2,10 +2,11 @@
 
 Systems are ``bm25``, ``dense``, ``hybrid`` and any of them followed by ``+rerank``
 (``dense+rerank``, ``bm25+rerank``, ``hybrid+rerank``). Each first stage retrieves
-``max(depth, largest sweep depth)`` candidates once; a reranked system reranks the first ``depth`` of
-them, and the sweep reuses those scores (scoring only the deeper candidates) to show where quality
-stops improving. Unless a sweep is given, it stops at ``depth`` (:func:`~qrank.eval.config.default_sweep`): going deeper
-costs reranking work nobody asked for. :meth:`Evaluation.plan` says what a run will compute before it starts.
+``max(depth, largest sweep depth)`` candidates once; a reranked system (:mod:`~qrank.eval.rerank_stage`)
+reranks the first ``depth`` of them, and the sweep reuses those scores (scoring only the deeper candidates)
+to show where quality stops improving. Unless a sweep is given, it stops at ``depth``
+(:func:`~qrank.eval.config.default_sweep`): going deeper costs reranking work nobody asked for.
+:meth:`Evaluation.plan` says what a run will compute before it starts.
 
 A two-document collection, BM25 only (``qrank eval`` on SciFact is the same call with more systems):
 
@@ -24,8 +25,6 @@ A two-document collection, BM25 only (``qrank eval`` on SciFact is the same call
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict
@@ -35,10 +34,11 @@ from ..cache import cache_key, quantization_fields
 from ..long_documents import LongDocuments
 from ..settings import Settings
 from . import stages
-from .cost import PeakMemory, Stopwatch, latency_summary
+from .cost import Stopwatch, environment, latency_summary
 from .config import RERANK_SUFFIX, EvalConfig, first_stage
 from .data import Dataset
 from .metrics import compare_runs, evaluate_run, metric_names, run_from_ranking
+from .rerank_stage import RerankStage
 from .store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class Evaluation:
         self._stage_results: dict[str, dict] = {}
         self.cached: dict[str, bool] = {}
         self.policies = self._policies()
+        self._reranking = RerankStage(dataset, config, self.store, lambda: self.cache, progress=progress)
 
     def _policies(self) -> dict:
         """``{label: LongDocuments}`` compared by ``--long-documents`` (the settings give chunk sizes etc.)."""
@@ -235,101 +236,18 @@ class Evaluation:
     def rerank_system(self, system: str, policy=None, name: str | None = None) -> dict:
         """Timings and scores of a ``+rerank`` system (under a long-document ``policy``, when given):
         ``latency_ms`` (reranking at ``depth``, per timed query), ``sweep_latency_ms`` ``{d: {qid: ms}}``,
-        ``scores`` to the deepest depth, ``cached``; with a policy also ``long_documents`` (pairs the policy
-        scores at ``depth`` and the share of document tokens the model saw)."""
-        c, first_name = self.config, first_stage(system)
+        ``scores`` to the deepest depth (whether they came from the store: ``self.cached[name]``); with a
+        policy also ``long_documents`` (pairs the policy scores at ``depth`` and the share of document tokens
+        the model saw)."""
+        first_name = first_stage(system)
         name = name or system
         first = self.stage(first_name)
         ident = self._rerank_ident(system, policy)
-        # loaded only when a timing or score is not cached: a cached re-run loads no model
-        reranker = _Lazy(lambda: self._reranker_for(policy))
-        known: dict = {}
-        peaks: list[float] = [first["peak_rss_mb"]]
-        timed_q, sweep_q = self._timed_queries()
-        all_cached = True
-
-        def timings(depth: int, qids: list[str], label: str) -> dict[str, float]:
-            nonlocal all_cached
-            key = _timing_key(ident, depth, qids)
-            saved = self.store.get(key) or {}
-            if saved.get("complete"):
-                peaks.append(saved.get("peak_rss_mb", 0.0))
-                return saved["latency_ms"]
-            all_cached = False
-            with PeakMemory() as mem:
-                latency = stages.time_reranking(
-                    self.ds,
-                    first,
-                    reranker,
-                    self.cache,
-                    depth,
-                    qids,
-                    done=saved.get("latency_ms"),
-                    known=known,
-                    checkpoint=lambda lat: self.store.put(key, {"latency_ms": lat, "complete": False}),
-                    desc=label,
-                    progress=self.progress,
-                )
-            peaks.append(mem.peak_mb)
-            self.store.put(
-                key,
-                {
-                    "latency_ms": latency,
-                    "complete": True,
-                    "peak_rss_mb": mem.peak_mb,
-                    "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                },
-            )
-            return latency
-
-        latency = timings(c.depth, timed_q, name)
-        sweep_latency = {str(c.depth): {q: latency[q] for q in sweep_q if q in latency}}
-        for d in c.sweep:
-            if d != c.depth:
-                sweep_latency[str(d)] = timings(d, sweep_q, f"{name} sweep")
-        key = {**ident, "scores_depth": c.retrieve_depth}
-        saved = self.store.get(key)
-        scored = 0
-        if saved is None:
-            # untimed: pairs measured above, or cached by any earlier run, cost nothing
-            with PeakMemory() as mem:
-                scores, scored = stages.rerank_scores(
-                    self.ds, first, reranker, self.cache, c.retrieve_depth, known=known, desc=name,
-                    progress=self.progress,
-                )
-            peaks.append(mem.peak_mb)
-            saved = {"scores": scores}
-            self.store.put(key, saved)
-        self.cached[name] = all_cached and scored == 0 and self.cached.get(first_name, False)
-        out = {
-            "latency_ms": latency,
-            "sweep_latency_ms": sweep_latency,
-            "scores": saved["scores"],
-            "peak_rss_mb": max(peaks),
-            "pairs_scored": scored,
-        }
+        out, all_cached = self._reranking.run(first, ident, lambda: self._reranker_for(policy), name)
+        self.cached[name] = all_cached and self.cached.get(first_name, False)
         if policy is not None:
-            out["long_documents"] = self._coverage(first, policy, ident)
+            out["long_documents"] = self._reranking.coverage(first, policy, ident, lambda: self.reranker)
         return out
-
-    def _coverage(self, first: dict, policy, ident: dict) -> dict:
-        """Pairs ``policy`` scores for the top-``depth`` candidates, and the share of their tokens it shows the
-        model (cached: it needs only the tokenizer, but a cached run loads no model)."""
-        key = {**ident, "coverage_depth": self.config.depth}
-        saved = self.store.get(key)
-        if saved is None:
-            from ..long_documents import coverage
-
-            text_of = dict(zip(self.ds.doc_ids, self.ds.doc_texts, strict=False))
-            pairs = [(self.ds.queries[q], text_of[d]) for q in self.ds.queries
-                     for d, _ in first["ranking"][q][: self.config.depth]]
-            reranker = self.reranker
-            n, seen, total = coverage(reranker.model, pairs, policy,
-                                      instruction=reranker.instruction or reranker.info.default_instruction)
-            saved = {"documents": len(pairs), "pairs": n, "tokens_seen": seen, "tokens": total,
-                     "coverage": seen / total if total else 1.0}
-            self.store.put(key, saved)
-        return saved
 
     def _rerank_ident(self, system: str, policy=None) -> dict:
         first_name = first_stage(system)
@@ -342,17 +260,11 @@ class Evaluation:
             ident["long_documents"] = asdict(policy)
         return ident
 
-    def _timed_queries(self) -> tuple[list[str], list[str]]:
-        """The queries timed at ``depth`` and those timed at each other sweep depth."""
-        qids = list(self.ds.queries)
-        return qids[: self.config.latency_queries], qids[: self.config.sweep_queries]
-
     def plan(self) -> dict:
         """What :meth:`run` will compute, read from the stage cache without loading a model: texts to embed,
         pairs to score (timed, then untimed; upper bounds, since qrank's score cache may hold some), and the
         time they take at the CPU rates measured here (``*_per_s``; a GPU is much faster)."""
         c, n_q = self.config, len(self.ds.queries)
-        depth_cap = min(c.retrieve_depth, len(self.ds.doc_ids))
         needed = {first_stage(s) for s in c.systems}
         if "hybrid" in needed:
             needed |= {"bm25", "dense"}
@@ -362,20 +274,10 @@ class Evaluation:
             if saved is None or saved.get("depth", 0) < c.retrieve_depth:
                 embed = len(self.ds.doc_ids) + n_q
         timed = untimed = 0
-        timed_q, sweep_q = self._timed_queries()
         for _, system, policy in self.variants():
-            if not system.endswith(RERANK_SUFFIX):
-                continue
-            ident = self._rerank_ident(system, policy)
-            reach = dict.fromkeys(self.ds.queries, 0)  # per query: candidates scored by the timed passes
-            for d, qids in [(c.depth, timed_q), *((d, sweep_q) for d in c.sweep if d != c.depth)]:
-                saved = self.store.get(_timing_key(ident, d, qids)) or {}
-                if not saved.get("complete"):
-                    timed += min(d, depth_cap) * (len(qids) - len(saved.get("latency_ms") or {}))
-                for q in qids:
-                    reach[q] = max(reach[q], min(d, depth_cap))
-            if self.store.get({**ident, "scores_depth": c.retrieve_depth}) is None:
-                untimed += sum(depth_cap - r for r in reach.values())
+            if system.endswith(RERANK_SUFFIX):
+                t, u = self._reranking.pending(self._rerank_ident(system, policy))
+                timed, untimed = timed + t, untimed + u
         seconds = embed / CPU_EMBED_TEXTS_PER_S + (timed + untimed) / CPU_RERANK_PAIRS_PER_S
         return {"texts_to_embed": embed, "pairs_timed": timed, "pairs_untimed": untimed,
                 "embed_per_s": CPU_EMBED_TEXTS_PER_S, "rerank_per_s": CPU_RERANK_PAIRS_PER_S, "cpu_seconds": seconds}
@@ -419,7 +321,7 @@ class Evaluation:
                 }
                 latency = [first["latency_ms"][q] + ms for q, ms in rr["latency_ms"].items()]
                 peak = rr["peak_rss_mb"]
-                sweep[name] = self._sweep(first, rr, names)
+                sweep[name] = self._reranking.sweep(first, rr, names)
                 for q in ds.queries:
                     reranked[q].update((d, rr["scores"][q][d]) for d, _ in first["ranking"][q][: c.depth])
             else:
@@ -452,7 +354,7 @@ class Evaluation:
             "rankings": rankings,
             "sweep": sweep,
             "significance": significance,
-            "environment": self._environment(),
+            "environment": environment(self.settings),
             "cache": {"dir": str(self.store.root), "stages": dict(self.cached)},
         }
         if c.calibrate:
@@ -483,70 +385,3 @@ class Evaluation:
         )
         systems = [s for s in self.config.systems if s.endswith(RERANK_SUFFIX)]
         return {**section, "systems": systems, "path": str(calibration_path(self.settings, model))}
-
-    def _sweep(self, first: dict, rr: dict, names: list[str]) -> list[dict]:
-        c, ds = self.config, self.ds
-        points = []
-        for d in c.sweep:
-            if str(d) not in rr["sweep_latency_ms"]:
-                continue
-            ranking = {q: stages.reranked_ranking(first["ranking"][q], rr["scores"][q], d, c.depth) for q in ds.queries}
-            mean = evaluate_run(ds.qrels, run_from_ranking(ranking), names)["mean"]
-            timed = rr["sweep_latency_ms"][str(d)]
-            lat = latency_summary([first["latency_ms"][q] + ms for q, ms in timed.items()])
-            points.append(
-                {
-                    "depth": d,
-                    **mean,
-                    "latency_p50_ms": lat["latency_p50_ms"],
-                    "latency_p99_ms": lat["latency_p99_ms"],
-                    "latency_queries": len(timed),
-                }
-            )
-        return points
-
-    def _environment(self) -> dict:
-        import torch
-
-        from .. import __version__
-        from ..models.base import pick_device
-
-        device = pick_device(self.settings.models.device)
-        return {
-            "qrank": __version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU",
-            # on a shared machine the other processes' load is part of every latency measured
-            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            # a report read later must say which numerics produced it (int8/fp8 scores are not fp32's)
-            "dtype": self.settings.models.dtype,
-            "quantization": self.settings.models.quantization,
-            "deterministic": self.settings.engine.deterministic,
-        }
-
-
-def _timing_key(ident: dict, depth: int, qids: list[str]) -> dict:
-    return {**ident, "timing_depth": depth, "qids": cache_key(qids).hex()}
-
-
-class _Lazy:
-    """A value built on first attribute access (the reranker of a stage that may be all cached).
-
-    >>> made = []
-    >>> lazy = _Lazy(lambda: made.append(1) or "text")
-    >>> len(made)
-    0
-    >>> lazy.upper(), len(made)
-    ('TEXT', 1)
-    """
-
-    def __init__(self, build) -> None:
-        self._build, self._value = build, None
-
-    def __getattr__(self, name):
-        if self._value is None:
-            self._value = self._build()
-        return getattr(self._value, name)

@@ -22,7 +22,6 @@ excluded at search time until the next rebuild.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -37,61 +36,15 @@ from ..errors import InvalidInput, QrankError
 from ..fileio import atomic_write
 from ..settings import IndexSettings
 from .faiss_index import build_index, faiss_ids, flat_search, index_kind, load_faiss, search_params
-from .store import CorruptStore, Hit, Passage, check_filter, check_vectors
+from .sqlite_passages import (WriteTxn, delete_docs, docs_where, exact_top_k, filter_sql, filtered_pids, hashes_of,
+                              insert_passages, open_db, passages_by_pid, passages_of, read_meta, row_passage,
+                              rows_after, vector_blobs, vectors_by_pid)
+from .store import Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS passages (
-    pid INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc_id TEXT NOT NULL,
-    chunk INTEGER NOT NULL,
-    start INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    title TEXT,
-    metadata TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    UNIQUE (doc_id, chunk)
-);
-CREATE TABLE IF NOT EXISTS changes (gen INTEGER NOT NULL, added INTEGER NOT NULL, pid INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS changes_gen ON changes (gen);
-"""
-_FIELDS = "doc_id, chunk, start, text, title, metadata, hash"
-_IN_CHUNK = 900  # stay far below SQLite's bound-parameter limit
 _EXACT_SUBSET = 10_000  # filtered searches over at most this many passages are scored exactly
 _REBUILD_DEAD_FRACTION = 0.2  # deleted vectors stay in the index as dead ids; past 20% they cost more than a rebuild
-
-
-def _chunks(items: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def stored_metadata(doc_id: str, raw: str) -> dict[str, Any]:
-    """A row's metadata; a row written before NaN was refused at ingest (or edited by hand) reads as ``{}``
-    with a warning instead of failing every answer that includes it (``qrank index check`` lists them).
-
-    >>> stored_metadata("d", '{"a": 1}'), stored_metadata("d", '{"a": NaN}')
-    ({'a': 1}, {})
-    """
-    try:
-        value = json.loads(raw, parse_constant=_refuse_constant)
-    except (TypeError, ValueError) as exc:
-        log.warning("document %r has unreadable metadata (%s); shown as {} (see `qrank index check`)", doc_id, exc)
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _row_passage(row) -> Passage:
-    doc_id, chunk, start, text, title, metadata, hash_ = row
-    return Passage(doc_id=doc_id, chunk=int(chunk), start=int(start), text=text, title=title,
-                   metadata=stored_metadata(doc_id, metadata), hash=hash_)
 
 
 def _written_by_live_process(path: Path) -> bool:
@@ -125,32 +78,7 @@ class FaissStore:
         self.dim = int(dim)
         self.settings = settings
         self._lock = threading.RLock()
-        name = name or self.dir.name
-        db_file = self.dir / "store.sqlite"
-        if existing:
-            # SQLite would silently make a new empty database here; an existing collection always has a
-            # non-empty file (WAL mode writes its header when the store is created)
-            if not db_file.is_file():
-                raise CorruptStore(name, f"{db_file.name} is missing")
-            if db_file.stat().st_size == 0:
-                raise CorruptStore(name, f"{db_file.name} is empty (0 bytes)")
-        self._db = sqlite3.connect(db_file, timeout=60, check_same_thread=False, isolation_level=None)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged batch survives power loss too
-            has_schema = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'changes'").fetchone() is not None
-            if existing and not has_schema:
-                raise CorruptStore(name, f"{db_file.name} holds no qrank tables")
-            if not has_schema:
-                self._db.executescript(_SCHEMA)  # a new store (readers of an existing one take no write lock)
-            stored = self._meta("dim")
-        except sqlite3.DatabaseError as exc:  # garbage bytes: "file is not a database", "malformed"
-            self._db.close()
-            raise CorruptStore(name, f"{db_file.name} is unreadable ({exc})") from exc
-        except CorruptStore:
-            self._db.close()
-            raise
+        self._db, stored = open_db(self.dir / "store.sqlite", name or self.dir.name, existing)
         if stored is None:
             with self._write():
                 self._db.execute(
@@ -169,25 +97,10 @@ class FaissStore:
 
     # --- SQLite helpers -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        return read_meta(self._db, key)
 
-    def _write(self):
-        store = self
-
-        class _Txn:
-            def __enter__(self):
-                store._lock.acquire()
-                store._db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type, exc, tb):
-                try:
-                    store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-                finally:
-                    store._lock.release()
-                return False
-
-        return _Txn()
+    def _write(self) -> WriteTxn:
+        return WriteTxn(self._db, self._lock)
 
     def generation(self) -> int:
         with self._lock:
@@ -204,20 +117,12 @@ class FaissStore:
         if not passages:
             return
         doc_ids = list(dict.fromkeys(p.doc_id for p in passages))
-        new_pids: list[int] = []
         with self._lock:
             try:
                 with self._write():
                     gen = self._bump()
                     old = self._remove_docs(doc_ids, gen + 1)
-                    for p, v in zip(passages, vectors):
-                        cur = self._db.execute(
-                            f"INSERT INTO passages ({_FIELDS}, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (p.doc_id, p.chunk, p.start, p.text, p.title,
-                             json.dumps(p.metadata, ensure_ascii=False, allow_nan=False), p.hash,
-                             v.astype("<f4").tobytes()),
-                        )
-                        new_pids.append(int(cur.lastrowid))
+                    new_pids = insert_passages(self._db, passages, vectors)
                     self._db.executemany("INSERT INTO changes VALUES (?, 1, ?)", [(gen + 1, pid) for pid in new_pids])
             except sqlite3.IntegrityError as exc:
                 raise InvalidInput("passages", f"two passages share a (document id, chunk) pair: {exc}") from exc
@@ -239,11 +144,7 @@ class FaissStore:
 
     def _remove_docs(self, doc_ids: Sequence[str], gen: int) -> list[int]:
         """Delete the passages of ``doc_ids`` (inside a write transaction) and journal their row ids."""
-        out: list[int] = []
-        for part in _chunks(doc_ids):
-            marks = ",".join("?" * len(part))
-            out += [r[0] for r in self._db.execute(f"SELECT pid FROM passages WHERE doc_id IN ({marks})", part)]
-            self._db.execute(f"DELETE FROM passages WHERE doc_id IN ({marks})", part)
+        out = delete_docs(self._db, doc_ids)
         self._db.executemany("INSERT INTO changes VALUES (?, 0, ?)", [(gen, pid) for pid in out])
         return out
 
@@ -326,20 +227,12 @@ class FaissStore:
                                     (self._gen, gen)).fetchall()
             removed = [pid for added, pid in rows if not added]
             added = [pid for added, pid in rows if added]
-            pids, mats = [], []
-            for part in _chunks(added):
-                found = self._db.execute(
-                    f"SELECT pid, vector FROM passages WHERE pid IN ({','.join('?' * len(part))})", part
-                ).fetchall()
-                pids += [r[0] for r in found]
-                mats.append(np.frombuffer(b"".join(r[1] for r in found), dtype="<f4").reshape(len(found), self.dim))
+            pids, vecs = vectors_by_pid(self._db, added, self.dim)
         finally:
             self._db.execute("COMMIT")
         self._drop_ids(removed)  # ids the index never had are ignored by FAISS and harmless as tombstones
         if pids:
-            self._index.add_with_ids(
-                np.ascontiguousarray(np.concatenate(mats), dtype=np.float32), np.asarray(pids, dtype=np.int64)
-            )
+            self._index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), np.asarray(pids, dtype=np.int64))
         log.debug("FAISS index caught up from generation %d to %d (+%d, -%d)", self._gen, gen, len(pids), len(removed))
         self._gen, self._dirty = gen, True
 
@@ -405,11 +298,11 @@ class FaissStore:
         with self._lock:
             self._ensure_index()
             if norm:
-                allowed = self._filtered_pids(norm)
+                allowed = filtered_pids(self._db, norm)
                 if not allowed:
                     return []
                 if len(allowed) <= _EXACT_SUBSET:
-                    scores, pids = self._exact(query[0], allowed, k)
+                    scores, pids = exact_top_k(self._db, query[0], allowed, k, self.dim)
                     return self._hits(pids, scores)
                 sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
             elif self._dead:
@@ -429,51 +322,17 @@ class FaissStore:
             keep = labels[0] >= 0
             return self._hits(labels[0][keep].tolist(), scores[0][keep].tolist())
 
-    def _exact(self, query: np.ndarray, pids: list[int], k: int) -> tuple[list[float], list[int]]:
-        got_ids, mats = [], []
-        for part in _chunks(pids):
-            rows = self._db.execute(
-                f"SELECT pid, vector FROM passages WHERE pid IN ({','.join('?' * len(part))})", part
-            ).fetchall()
-            got_ids += [r[0] for r in rows]
-            mats.append(np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim))
-        scores = np.concatenate(mats) @ query
-        order = np.lexsort((np.asarray(got_ids), -scores))[:k]
-        return scores[order].tolist(), [got_ids[i] for i in order]
-
     def _hits(self, pids: list[int], scores: list[float]) -> list[Hit]:
-        found: dict[int, Passage] = {}
-        for part in _chunks(pids):
-            q = f"SELECT pid, {_FIELDS} FROM passages WHERE pid IN ({','.join('?' * len(part))})"
-            for row in self._db.execute(q, part):
-                found[row[0]] = _row_passage(row[1:])
+        found = passages_by_pid(self._db, pids)
         return [Hit(found[p], float(s)) for p, s in zip(pids, scores) if p in found]
-
-    def _filter_sql(self, norm: Mapping[str, list]) -> tuple[str, list]:
-        conds, params = [], []
-        for key, values in norm.items():
-            # a row whose metadata is not valid JSON (NaN written by an older version) matches nothing
-            # instead of failing the whole query with "malformed JSON"
-            conds.append(
-                f"json_extract(CASE WHEN json_valid(metadata) THEN metadata END, ?) IN ({','.join('?' * len(values))})"
-            )
-            params += [f'$."{key}"', *values]
-        return " AND ".join(conds), params
-
-    def _filtered_pids(self, norm: Mapping[str, list]) -> list[int]:
-        where, params = self._filter_sql(norm)
-        return [r[0] for r in self._db.execute(f"SELECT pid FROM passages WHERE {where}", params)]
 
     def matching(self, filter: Mapping[str, Any]) -> set[str]:
         norm = check_filter(filter)
         if not norm:
             raise InvalidInput("filter", "must name at least one metadata key")
-        where, params = self._filter_sql(norm)
+        where, params = filter_sql(norm)
         with self._lock:
-            return {
-                r[0]
-                for r in self._db.execute(f"SELECT DISTINCT doc_id FROM passages WHERE chunk = 0 AND {where}", params)
-            }
+            return docs_where(self._db, where, params)
 
     def count(self) -> int:
         with self._lock:
@@ -484,48 +343,30 @@ class FaissStore:
             return int(self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0])
 
     def get(self, doc_ids: Sequence[str]) -> dict[str, list[Passage]]:
-        out: dict[str, list[Passage]] = {}
         with self._lock:
-            for part in _chunks(list(doc_ids)):
-                q = (f"SELECT {_FIELDS} FROM passages WHERE doc_id IN ({','.join('?' * len(part))}) "
-                     "ORDER BY doc_id, chunk")
-                for row in self._db.execute(q, part):
-                    out.setdefault(row[0], []).append(_row_passage(row))
-        return out
+            return passages_of(self._db, doc_ids)
 
     def vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        rows: dict[str, list[bytes]] = {}
         with self._lock:
-            for part in _chunks(list(doc_ids)):
-                q = (f"SELECT doc_id, vector FROM passages WHERE doc_id IN ({','.join('?' * len(part))}) "
-                     "ORDER BY doc_id, chunk")
-                for doc_id, blob in self._db.execute(q, part):
-                    rows.setdefault(doc_id, []).append(blob)
+            rows = vector_blobs(self._db, doc_ids)
         return {
             d: np.frombuffer(b"".join(b), dtype="<f4").reshape(len(b), self.dim).astype(np.float32)
             for d, b in rows.items()
         }
 
     def hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
         with self._lock:
-            for part in _chunks(list(doc_ids)):
-                q = f"SELECT doc_id, hash FROM passages WHERE chunk = 0 AND doc_id IN ({','.join('?' * len(part))})"
-                out.update(dict(self._db.execute(q, part).fetchall()))
-        return out
+            return hashes_of(self._db, doc_ids)
 
     def iter_passages(self) -> Iterator[Passage]:
         last = ("", -1)
         while True:
             with self._lock:
-                rows = self._db.execute(
-                    f"SELECT {_FIELDS} FROM passages WHERE (doc_id, chunk) > (?, ?) ORDER BY doc_id, chunk LIMIT 5000",
-                    last,
-                ).fetchall()
+                rows = rows_after(self._db, last)
             if not rows:
                 return
             for row in rows:
-                yield _row_passage(row)
+                yield row_passage(row)
             last = (rows[-1][0], rows[-1][1])
 
     def stats(self) -> dict[str, Any]:
