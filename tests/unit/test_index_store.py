@@ -114,6 +114,32 @@ def test_other_writer_and_stale_files_are_caught_up(tmp_path, caplog):
     assert "unusable" in caplog.text
 
 
+def test_a_write_that_finds_the_database_locked_fails_and_frees_the_store(tmp_path):
+    """Another process holding SQLite's write lock past the busy timeout fails this write with SQLite's error;
+    the store's own lock must not stay taken, or every later write from any thread would hang."""
+    import sqlite3
+    import threading
+
+    V = unit(4, 8)
+    store = FaissStore(tmp_path, 8, IndexSettings())
+    store.add(passages_for(2), V[:2])
+    store._db.execute("PRAGMA busy_timeout = 50")
+    (db_file,) = [f for f in tmp_path.iterdir() if f.suffix in (".db", ".sqlite", ".sqlite3")]
+    other = sqlite3.connect(db_file, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.add([Passage("d2", 0, 0, "text 2")], V[2:3])
+    other.execute("ROLLBACK")
+    other.close()
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (store.add([Passage("d3", 0, 0, "text 3")], V[3:4]), done.set()),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert done.is_set(), "the store stayed locked after the failed write"
+    assert sorted(store.get(["d0", "d1", "d2", "d3"])) == ["d0", "d1", "d3"]  # nothing lost, nothing half-written
+
+
 def test_store_rejects_wrong_dimension(tmp_path):
     store = FaissStore(tmp_path, 8, IndexSettings())
     with pytest.raises(InvalidInput) as e:

@@ -129,7 +129,13 @@ class WriteTxn:
 
     def __enter__(self):
         self.lock.acquire()
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            # "database is locked" after the busy timeout: keeping the lock would shut every other thread of
+            # this store out for good
+            self.lock.release()
+            raise
 
     def __exit__(self, exc_type, exc, tb):
         try:
