@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from qrank.errors import InvalidInput
+from qrank.errors import InvalidInput, Overloaded
 from qrank.index.chunking import chunk_spans
 from qrank.index.documents import read_paths, to_documents
 from qrank.index.faiss_store import FaissStore
@@ -115,8 +115,9 @@ def test_other_writer_and_stale_files_are_caught_up(tmp_path, caplog):
 
 
 def test_a_write_that_finds_the_database_locked_fails_and_frees_the_store(tmp_path):
-    """Another process holding SQLite's write lock past the busy timeout fails this write with SQLite's error;
-    the store's own lock must not stay taken, or every later write from any thread would hang."""
+    """Another process holding SQLite's write lock past the busy timeout fails this write as Overloaded (a 429
+    with Retry-After at the server); the store's own lock must not stay taken, or every later write from any
+    thread would hang."""
     import sqlite3
     import threading
 
@@ -127,8 +128,9 @@ def test_a_write_that_finds_the_database_locked_fails_and_frees_the_store(tmp_pa
     (db_file,) = [f for f in tmp_path.iterdir() if f.suffix in (".db", ".sqlite", ".sqlite3")]
     other = sqlite3.connect(db_file, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(Overloaded, match="locked by another writer") as caught:
         store.add([Passage("d2", 0, 0, "text 2")], V[2:3])
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError) and caught.value.retry_after > 0
     other.execute("ROLLBACK")
     other.close()
     done = threading.Event()

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import Overloaded
 from .store import CorruptStore, Passage
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,13 @@ class WriteTxn:
         self.lock.acquire()
         try:
             self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            # "database is locked" after the busy timeout: keeping the lock would shut every other thread of
-            # this store out for good
+        except BaseException as e:
+            # keeping the lock would shut every other thread of this store out for good
             self.lock.release()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                # another process held SQLite's write lock past the busy timeout: busy, not broken (a 429)
+                raise Overloaded("the collection's database stayed locked by another writer; try again when it "
+                                 "finishes", retry_after=30.0) from e
             raise
 
     def __exit__(self, exc_type, exc, tb):
