@@ -106,18 +106,17 @@ class Retriever:
     def search(self, q: Query, reranker: CachedReranker | None) -> list[SearchHit]:
         """The ``q.k`` best documents for ``q``, reranked by ``reranker`` unless it is None (see
         :meth:`~qrank.pipeline.Pipeline.search`)."""
-        query, qv, n_cand, norm, hybrid, rr = q.text, q.vector, q.candidates, q.filter, q.hybrid, reranker
         store = self.collection.store
-        dense = self._dense_candidates(qv, n_cand, norm)
+        dense = self._dense_candidates(q.vector, q.candidates, q.filter)
         bm25: dict[str, float] = {}
         fused: dict[str, float] = {}
-        if hybrid:
-            allowed = store.matching(norm) if norm else None
-            bm25 = dict(self.collection.bm25_search(query, n_cand, allowed))
-            fused = dict(rrf([list(dense), list(bm25)], k=self.index.rrf_k)[:n_cand])
+        if q.hybrid:
+            allowed = store.matching(q.filter) if q.filter else None
+            bm25 = dict(self.collection.bm25_search(q.text, q.candidates, allowed))
+            fused = dict(rrf([list(dense), list(bm25)], k=self.index.rrf_k)[:q.candidates])
             cand = list(fused)
         else:
-            cand = list(dense)[:n_cand]
+            cand = list(dense)[:q.candidates]
         if not cand:
             return []
         docs = store.get(cand)
@@ -126,13 +125,12 @@ class Retriever:
         missing = [d for d in cand if d not in dense_scores]
         if missing:  # BM25-only candidates still get their true dense score
             for d, vecs in store.vectors(missing).items():
-                dense_scores[d] = float(np.max(vecs @ qv))
+                dense_scores[d] = float(np.max(vecs @ q.vector))
         best_passage = {d: dense[d][1] for d in cand if d in dense}
         rerank_scores: dict[str, float] = {}
         reports: dict[str, RerankResult] = {}
-        if rr is not None:
-            rerank_scores, best_passage, reports = self._rerank(rr, query, qv, cand, docs, q.reranker_instruction,
-                                                                q.long_documents)
+        if reranker is not None:
+            rerank_scores, best_passage, reports = self._rerank(reranker, q, cand, docs)
             order = sorted(range(len(cand)), key=lambda i: (-rerank_scores[cand[i]], i))
             cand = [cand[i] for i in order if q.min_score is None or rerank_scores[cand[i]] >= q.min_score]
         hits = []
@@ -141,11 +139,11 @@ class Retriever:
             chunk = best_passage.get(d)
             hits.append(self._hit(
                 d, passages, rank,
-                score=rerank_scores[d] if rr is not None else (fused[d] if hybrid else dense_scores[d]),
+                score=rerank_scores[d] if reranker is not None else (fused[d] if q.hybrid else dense_scores[d]),
                 dense_score=dense_scores.get(d),
                 rerank_score=rerank_scores.get(d),
-                bm25_score=bm25.get(d) if hybrid else None,
-                fusion_score=fused.get(d) if hybrid else None,
+                bm25_score=bm25.get(d) if q.hybrid else None,
+                fusion_score=fused.get(d) if q.hybrid else None,
                 passage=(passages[chunk].text if len(passages) > 1 and chunk is not None and chunk < len(passages)
                          else None),
                 **_report_fields(reports.get(d)),
@@ -186,10 +184,10 @@ class Retriever:
                 return dict(list(docs.items())[:n_cand])
             fetch = min(fetch * 4, _MAX_FETCH)
 
-    def _rerank(self, rr: CachedReranker, query: str, qv: np.ndarray, cand: list[str], docs: dict[str, list[Passage]],
-                reranker_instruction: str | None, long_documents=None,
+    def _rerank(self, rr: CachedReranker, q: Query, cand: list[str], docs: dict[str, list[Passage]],
                 ) -> tuple[dict[str, float], dict[str, int], dict[str, RerankResult]]:
         """Max-passage reranking: score each candidate's best passages, keep each document's maximum."""
+        query, qv = q.text, q.vector
         limit = self.index.rerank_passages
         long_docs = [d for d in cand if len(docs[d]) > limit]
         vecs = self.collection.store.vectors(long_docs) if long_docs else {}
@@ -202,8 +200,8 @@ class Retriever:
             for c in chunks:
                 pairs.append((query, docs[d][c].text))
                 owners.append((d, c))
-        scored = rr.score_documents(query, [p for _, p in pairs], instruction=reranker_instruction,
-                                    long_documents=long_documents)
+        scored = rr.score_documents(query, [p for _, p in pairs], instruction=q.reranker_instruction,
+                                    long_documents=q.long_documents)
         best: dict[str, float] = {}
         best_chunk: dict[str, int] = {}
         reports: dict[str, RerankResult] = {}

@@ -125,8 +125,7 @@ def test_a_write_that_finds_the_database_locked_fails_and_frees_the_store(tmp_pa
     store = FaissStore(tmp_path, 8, IndexSettings())
     store.add(passages_for(2), V[:2])
     store._db.execute("PRAGMA busy_timeout = 50")
-    (db_file,) = [f for f in tmp_path.iterdir() if f.suffix in (".db", ".sqlite", ".sqlite3")]
-    other = sqlite3.connect(db_file, isolation_level=None)
+    other = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(Overloaded, match="locked by another writer") as caught:
         store.add([Passage("d2", 0, 0, "text 2")], V[2:3])
