@@ -36,6 +36,9 @@
 #                                          # with fast accumulation), no official recipe (< 600 s)
 #   bash bench/device_pending.sh fp8attn-4b  # either card: FP8 4B and 8B with FP8 attention's q k^T, fast
 #                                          # accumulation and both, with the official recipe (< 600 s)
+#   bash bench/device_pending.sh fp8attn-profile  # either card: FP8 4B on 1 x 100, timed and profiled by kernel kind
+#                                          # for bf16, FP8, fast accumulation and each FP8-attention variant (why FP8
+#                                          # attention alone ran slower than FP8 there: device_2026-12-07l/m), < 450 s
 #   bash bench/device_pending.sh encoders+fp8attn  # on an H200: issue 19's encoder bench, then fp8attn's tests and
 #                                          # 8B bench (< 600 s)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
@@ -81,6 +84,8 @@ case ${1:-h200} in
       --repeats 3 --profile-sizes none --workloads rerank-1x20-long,rerank-1x100" exec bash bench/device_run.sh "attn8 tests fp8" ;;
   fp8attn-4b) FP8_SIZES=4b,8b FP8_EMBED= FP8_TIMEOUT=560 FP8_EXTRA="--fp8-attention --fast-accum --repeats 3 \
       --profile-sizes none --workloads rerank-1x20-long,rerank-1x100" exec bash bench/device_run.sh "fp8" ;;
+  fp8attn-profile) FP8_SIZES=4b FP8_EMBED= FP8_TIMEOUT=420 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
+      --repeats 5 --profile-sizes 4b --workloads rerank-1x100" exec bash bench/device_run.sh "fp8" ;;
   encoders+fp8attn) ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} ENC_EXTRA=--variants \
       ENC_TIMEOUT=160 TESTS_K="fp8_kernel_against or fp8_engine_with_fp8_attention" TEST_TIMEOUT=100 FP8_SIZES=8b FP8_EMBED= \
       FP8_TIMEOUT=290 FP8_EXTRA="--fp8-attention --fast-accum --no-official --repeats 3 --profile-sizes none \

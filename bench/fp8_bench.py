@@ -86,6 +86,7 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
     notes.append(f"- {name}: weights resident {bf_gib:.2f} GiB bf16 vs {fp_gib:.2f} GiB fp8 (embeddings and LM head "
                  f"stay bf16); FP8 gate on the probe set (random weights): {agreement}")
     systems = {"qrank": lambda w: qr.score_pairs(w), "qrank-fp8": lambda w: q8.score_pairs(w)}
+    profiled = {"bf16": qr, "fp8": q8}  # what --profile-sizes profiles, in this order
     if args.fast_accum:  # the same FP8 tensors; the engine's weights carry the flag (read when it is built)
         from qrank.engine.fp8 import set_fast_accumulation
 
@@ -93,6 +94,7 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         qfast = gb.qrank_reranker(qmodel, tok)
         set_fast_accumulation(qmodel, False)
         systems["qrank-fp8[fast_accum]"] = lambda w: qfast.score_pairs(w)
+        profiled["fp8 fast_accum"] = qfast
         notes.append(f"- {name} fast_accum: the gate vs bf16 {gate(qr, qfast)} (default accumulation: {agreement})")
     if args.fp8_attention:  # the same FP8 tensors; the body carries the mark (read when the engine is built)
         from qrank.engine.fp8 import set_fast_accumulation
@@ -112,6 +114,7 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
             set_fast_accumulation(qmodel, False)
             assert variant.engine.stack.fp8_attention == form, variant.engine.config.fallbacks
             systems[f"qrank-fp8[{label}]"] = lambda w, b=variant: b.score_pairs(w)
+            profiled[f"fp8 {label}"] = variant
             notes.append(f"- {name} {label}: the gate vs bf16 {gate(qr, variant)} (default: {agreement})")
     if args.kernels_ab:  # the same FP8 tensors, inputs quantized by the reference ops (compiled) instead
         from qrank.engine.qwen3_forward import Qwen3Stack
@@ -153,8 +156,8 @@ def bench_reranker(size: str, rep: gb.Report, args, notes: list[str]) -> None:
         print(f"{name} {workload}: " + ", ".join(f"{k} {v[0] * 1e3:.1f} ms" for k, v in timed.items()), flush=True)
         _add_rows(rep, name, workload, timed, len(pairs), fed, cfg, work, rows, bf_gib, fp_gib, agreement)
         if size in args.profile_sizes.split(",") and not args.smoke:  # where FP8's time goes (issue 18)
-            gb.profile(f"{name} {workload} bf16", qr, pairs, notes)
-            gb.profile(f"{name} {workload} fp8", q8, pairs, notes)
+            for label, reranker in profiled.items():  # FP8 attention's variants too (the 4B 1 x 100 puzzle)
+                gb.profile(f"{name} {workload} {label}", reranker, pairs, notes)
 
 
 def bench_embedder(size: str, rep: gb.Report, args, notes: list[str]) -> None:
