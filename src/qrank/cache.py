@@ -91,18 +91,36 @@ def text_tag(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
-def quantization_fields(q: str | None) -> dict:
-    """The cache-key fields of a quantization: none for float answers (so old keys stay valid), the method
-    otherwise, and for int8 the recipe's version (a changed recipe never reads the older one's answers).
+def quantization_fields(q: str | dict | None) -> dict:
+    """The cache-key fields of a quantization (a setting's name, or ``ModelInfo.extra["quantization"]``): none for
+    float answers (so old keys stay valid), the method otherwise, for int8 the recipe's version (a changed recipe
+    never reads the older one's answers), and for FP8 whatever changes its scores (fast accumulation, FP8
+    attention, a pre-quantized checkpoint's source) but never the gate's numbers, which differ between machines.
 
     >>> quantization_fields("none"), quantization_fields("fp8")
     ({}, {'quantization': 'fp8'})
+    >>> quantization_fields({"method": "fp8", "accumulation": "fast", "attention": "bfloat16", "tau_mean": 0.98})
+    {'quantization': 'fp8', 'accumulation': 'fast'}
+    >>> quantization_fields({"method": "fp8", "attention": "q, k e4m3 (static bound of their norms); p, v bfloat16"})
+    {'quantization': 'fp8', 'attention': 'qk'}
     """
-    if q == "int8":
+    entry = q if isinstance(q, dict) else {"method": q}
+    method = entry.get("method")
+    if method == "int8":
         from .models.hf_encoder import INT8_RECIPE
 
-        return {"quantization": q, "recipe": INT8_RECIPE}
-    return {"quantization": q} if q not in (None, "none") else {}
+        return {"quantization": method, "recipe": INT8_RECIPE}
+    if method in (None, "none"):
+        return {}
+    out = {"quantization": method}
+    if entry.get("accumulation") == "fast":
+        out["accumulation"] = "fast"
+    attention = entry.get("attention")
+    if attention not in (None, "", "bfloat16"):  # the gate's words ('q, k e4m3 (...)') or the setting's form
+        out["attention"] = "qk" if attention in ("qk", True) or attention.startswith("q, k") else "all"
+    if entry.get("source"):
+        out["source"] = entry["source"]
+    return out
 
 
 def _quantized(info: ModelInfo) -> dict:

@@ -68,10 +68,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _quantization_note(info) -> str:
-    """The FP8 gate's numbers for the banner ('' for a model that is not quantized)."""
+    """The banner's words on a quantized model: the FP8 gate's numbers, int8's recipe ('' in float).
+
+    >>> from qrank.types import ModelInfo
+    >>> _quantization_note(ModelInfo("m", "cross-encoder", "reranker", 512, "float32", "cpu"))
+    ''
+    >>> _quantization_note(ModelInfo("m", "cross-encoder", "reranker", 512, "float32", "cpu",
+    ...                              extra={"quantization": {"method": "int8", "weights": "int8 per output channel",
+    ...                                                      "activations": "int8, dynamic"}}))
+    ', int8: weights int8 per output channel, activations int8, dynamic'
+    """
     q = info.extra.get("quantization")
     if not q:
         return ""
+    if "check" not in q:  # int8 on the CPU: no gate (its quality is measured in docs/quantization.md)
+        return f", {q['method']}: weights {q['weights']}, activations {q['activations']}"
     detail = f" from a {q['source']}, vs {q['reference']}" if q.get("source") else ""
     detail += " (fast accumulation)" if q.get("accumulation") == "fast" else ""
     return (f", {q['method']}{detail}: check {q['check']}, Kendall tau mean {q['tau_mean']} (min {q['tau_min']}), "

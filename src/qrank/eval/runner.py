@@ -107,7 +107,10 @@ class Evaluation:
     def _model_identity(self, role: str) -> dict:
         """What identifies a model's answers in cache keys, read without loading its weights."""
         m = self.settings.models
-        quant = quantization_fields(m.quantization)  # the score cache's fields: stages and scores keyed alike
+        # the score cache's fields: stages and scores keyed alike (read from the settings, loaded or not)
+        quant = quantization_fields({"method": m.quantization,
+                                     "accumulation": "fast" if m.quantization_fast_accumulation else "float32",
+                                     "attention": "qk" if m.quantization_fp8_attention else "bfloat16"})
         if self.settings.engine.deterministic:  # batch-invariant scores must not come from batched runs' caches
             quant["deterministic"] = True
         loaded = self._embedder_model if role == "embedder" else self._reranker

@@ -29,6 +29,7 @@ from .base import (
 )
 from .hf_encoder import (
     check_quantization,
+    quantization_info,
     max_input_length,
     quantize_padded,
     run_encoder_batches,
@@ -132,7 +133,7 @@ class CrossEncoderModel:
             revision=resolved.revision,
             score_activation=activation,
             extra={"architecture": (resolved.config.get("architectures") or [None])[0],
-                   "quantization": settings.quantization},
+                   **quantization_info(settings.quantization)},
         )
         return cls(model, tokenizer, info, activation, engine_settings, settings.quantization)
 

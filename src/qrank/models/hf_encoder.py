@@ -125,6 +125,22 @@ INT8_RECIPE = ("int8-v3: dynamic per-channel int8 Linear; packed feed-forward ou
                f"activations {8 if full_range_int8() else 7}-bit; packed CPU runs of at most 2048 tokens")
 
 
+def quantization_info(quantization: str) -> dict:
+    """What ``ModelInfo.extra`` says of a classic encoder's quantization: nothing when it runs in float, else
+    ``{"quantization": {...}}`` shaped like the FP8 gate's entry (``method`` first), for ``/v1/models``, the serve
+    banner and the cache keys (:func:`qrank.cache.quantization_fields`).
+
+    >>> quantization_info("none")
+    {}
+    >>> quantization_info("int8")["quantization"]["method"]
+    'int8'
+    """
+    if quantization in (None, "none"):
+        return {}
+    return {"quantization": {"method": quantization, "weights": "int8 per output channel",
+                             "activations": "int8, one dynamic scale per run", "recipe": INT8_RECIPE}}
+
+
 class BFloat16Linear:
     """A Linear run in bfloat16 (weights stored bf16, input rounded to bf16, output back to float32).
 

@@ -22,6 +22,7 @@ from .base import Encoded, ResolvedModel, dtype_name, load_tokenizer, one_by_one
 from . import packed_encoder, packed_runs
 from .hf_encoder import (
     check_quantization,
+    quantization_info,
     max_input_length,
     quantize_padded,
     run_encoder_batches,
@@ -170,7 +171,7 @@ class STEmbedder:
             dim=int(resolved.config["hidden_size"]),
             supports_dims=declares_matryoshka(resolved.path),
             default_instruction=settings.query_prompt or prompts.get("query") or None,
-            extra={"pooling": layout["pooling"], "quantization": settings.quantization},
+            extra={"pooling": layout["pooling"], **quantization_info(settings.quantization)},
         )
         return cls(model, tokenizer, info, layout, engine_settings, settings.quantization)
 
