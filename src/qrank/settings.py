@@ -200,6 +200,15 @@ class ServerSettings(BaseModel):
         20.0, gt=0, le=3600, description="seconds a request body may take to arrive in full (else 408, and the "
         "connection is closed): a slow or stalled client never keeps one of max_concurrent's slots for long"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="seconds a request's line and headers may take to arrive (else 408, and "
+        "the connection is closed; an idle connection is closed silently): a client that trickles header bytes "
+        "never holds a connection for long"
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000, description="open HTTP connections at once; one more is answered 503 and closed "
+        "(keep it under the process's file-descriptor limit, `ulimit -n`)"
+    )
     truncate: bool = Field(True, description="truncate long inputs (else answer 413)")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long the batcher waits to fill a batch")
     batch_workers: int | None = Field(

@@ -191,6 +191,28 @@ def test_http_filtered_search_over_bad_row_and_huge_filter_never_500(bow_server)
     assert json.loads(client.get("/health").text) == {"status": "ok"}
 
 
+def test_bm25_over_documents_without_an_indexable_word_finds_nothing_instead_of_500(bow_server):
+    """bm25s cannot index a corpus whose every word is a stopword or one letter ('a', 'the'): the search was a
+    500 (found 2026-12-07). BM25 finds nothing, dense and hybrid search still work, and a restart (the index
+    read back from disk) behaves the same."""
+    from qrank.index.bm25 import BM25Index
+
+    client, home = bow_server
+    r = client.post("/v1/collections/stop/documents", json={"documents": [{"id": "a", "text": "a"},
+                                                                          {"id": "b", "text": "the"}]})
+    assert r.status_code == 200, r.text
+    for mode in ("bm25", "hybrid", "dense"):
+        r = client.post("/v1/search", json={"collection": "stop", "query": "hello the", "mode": mode, "rerank": False})
+        assert r.status_code == 200, (mode, r.text)
+        if mode == "bm25":
+            assert r.json()["results"] == []
+    reread = BM25Index(home / "collections" / "stop")
+    folders = sorted((home / "collections" / "stop").glob("bm25.*"))
+    assert folders, "no BM25 index was saved"
+    reread.ensure(int(folders[-1].name.split(".")[1]), lambda: pytest.fail("rebuilt instead of read back"))
+    assert reread.search("the", 5) == []
+
+
 # --- 6. corrupt stores, names, concurrent writers ------------------------------------------------------
 def _cli(capsys, *argv):
     from qrank.cli import main

@@ -3,6 +3,7 @@ admission, and the allocator's arena limit. Every loop here is bounded in count 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -155,6 +156,67 @@ def test_slow_bodies_time_out_with_408_and_free_their_slots_and_ready_tells_the_
         assert _metric(client, "qrank_request_slots_used") == 0
         assert client.post("/v1/rerank", json=rerank_body("a", "a")).status_code == 200
         assert client.get("/ready").status_code == 200
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _json_answer(raw: bytes, status: int) -> dict:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d" % status), raw[:300]
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower(), head
+    return json.loads(body)["error"]
+
+
+def test_slow_headers_time_out_with_408_and_idle_connections_are_closed():
+    """The slowloris on headers: a few header bytes now and then held a connection forever (uvicorn has no
+    header deadline), and 20,000 such connections used every file descriptor (found 2026-12-07)."""
+    settings = server_settings(header_timeout_s=1.0)
+    with live_server(settings, rerankers={"gated": as_reranker(GatedScorer())}) as url, \
+            httpx.Client(base_url=url) as client:
+        started = time.monotonic()
+        trickle, idle = _connect(url), _connect(url)
+        trickle.sendall(b"GET /health HTTP/1.1\r\nHo")
+        error = _json_answer(_read_to_close(trickle), 408)
+        assert error["type"] == "Timeout" and "header_timeout_s" in error["message"]
+        assert _read_to_close(idle) == b""  # nothing was asked: closed without an answer
+        assert time.monotonic() - started < 5
+        # headers that arrive in pieces within the deadline are served; so is a keep-alive request after a pause
+        ok = _connect(url)
+        for piece in (b"GET /health HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
+            ok.sendall(piece)
+            time.sleep(0.3)
+        assert ok.recv(65536).startswith(b"HTTP/1.1 200"), "split headers were not served"
+        ok.sendall(b"GET /health HTTP/1.1\r\nHo")  # the next request on the same connection trickles
+        raw = _read_to_close(ok)
+        assert b"HTTP/1.1 408" in raw, raw[:300]
+        for sock in (trickle, idle, ok):
+            sock.close()
+        assert client.get("/health").status_code == 200
+
+
+def test_connections_past_max_connections_get_503_and_the_server_recovers():
+    settings = server_settings(max_connections=3, header_timeout_s=30)
+    with live_server(settings, rerankers={"gated": as_reranker(GatedScorer())}) as url:
+        held = [_connect(url) for _ in range(3)]
+        time.sleep(0.2)  # the server has accepted them
+        extra = _connect(url)
+        error = _json_answer(_read_to_close(extra), 503)
+        assert error["type"] == "Overloaded" and "max_connections" in error["message"]
+        for sock in [*held, extra]:
+            sock.close()
+        wait_until(lambda: httpx.get(url + "/health").status_code == 200, timeout=5)
+
+
+def test_a_request_h11_cannot_parse_gets_the_json_error_body():
+    with live_server(server_settings(), rerankers={"gated": as_reranker(GatedScorer())}) as url:
+        sock = _connect(url)
+        sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n")
+        error = _json_answer(_read_to_close(sock), 400)
+        sock.close()
+        assert error["type"] == "MalformedRequest" and error["code"] == 400
 
 
 # runs `qrank serve` up to its model load (which fails: no such model), then lets 8 threads allocate at once

@@ -168,6 +168,14 @@ def test_models_health_ready_metrics_docs(http, qwen3_reranker, qwen3_embedder):
     assert engines == {"ce": None, "qwen3-tiny": qwen3_reranker.model.info.extra["engine"], "minilm": None,
                        "qwen3-emb": qwen3_embedder.info.extra.get("engine")}
     assert engines["qwen3-tiny"]["engine"] == "reference"
+    for card in models["data"]:  # OpenAI's retrieve: the listed card, by name
+        assert http.get(f"/v1/models/{card['id']}").json() == card
+    for missing in ("nope", "", "ce/extra"):
+        r = http.get(f"/v1/models/{missing}")
+        assert r.status_code == 404 and r.json()["error"]["field"] == "model", (missing, r.text)
+    pooling = {name: http.get("/info", params={"model": name}).json()["model_type"]["embedding"]["pooling"]
+               for name in ("minilm", "qwen3-emb")}
+    assert pooling == {"minilm": "mean", "qwen3-emb": "last_token"}  # TEI's names (it said the model kind)
     assert http.get("/health").json() == {"status": "ok"}
     ready = http.get("/ready")
     assert ready.status_code == 200 and ready.json()["models"] == ["ce", "qwen3-tiny", "minilm", "qwen3-emb"]

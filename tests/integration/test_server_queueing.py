@@ -145,6 +145,19 @@ def test_one_bad_request_never_fails_its_batch():
         assert client.get("/ready").status_code == 200  # the server is fine afterwards
 
 
+def test_an_unexpected_error_closes_its_connection_so_the_clients_next_request_is_served():
+    """After an unexpected 500 uvicorn drops the keep-alive connection; without `Connection: close` a pooled
+    client sent its next, unrelated request down the dead connection and got a reset (found 2026-12-07)."""
+    with (
+        live_server(server_settings(max_wait_ms=0), rerankers={"poison": as_reranker(PoisonScorer())}) as url,
+        httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1)) as client,
+    ):
+        for _ in range(3):
+            c = client.post("/v1/rerank", json=rerank_body("c", "CRASH here"))
+            assert c.status_code == 500 and c.headers["connection"] == "close"
+            assert client.get("/v1/models").status_code == 200
+
+
 def test_graceful_shutdown_finishes_in_flight_and_refuses_new():
     model = GatedScorer()
     settings = server_settings(shutdown_timeout_s=20)

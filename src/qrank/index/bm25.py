@@ -10,6 +10,9 @@ bm25s indexes are static, so the index is rebuilt from the store when the store'
 >>> idx.ensure(0, lambda: [("a", "cats purr softly"), ("b", "dogs bark loudly")])
 >>> [doc_id for doc_id, _ in idx.search("cats", 1)]
 ['a']
+>>> idx.ensure(1, lambda: [("c", "a"), ("d", "the")])  # no indexable word: nothing found, no error
+>>> idx.search("the cats", 5)
+[]
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ class BM25Index:
             if (path / "ids.json").is_file():
                 try:
                     ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
-                    retriever = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False) if ids else None
+                    # ids without bm25s's files: documents without a single indexable word (see _build)
+                    indexed = ids and (path / "params.index.json").is_file()
+                    retriever = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False) if indexed else None
                 except (OSError, ValueError) as exc:
                     log.warning("BM25 index %s unreadable (%s); rebuilding", path, exc)
                     ids = None
@@ -83,8 +88,12 @@ class BM25Index:
             texts.append(text)
         if not ids:
             return None, []
+        tokenized = self._tokenize(texts)
+        if not tokenized.vocab:  # only stopwords and one-letter words: nothing to match (bm25s would fail)
+            log.info("BM25 index over %d documents has no indexable word; BM25 finds nothing", len(ids))
+            return None, ids
         retriever = bm25s.BM25()
-        retriever.index(self._tokenize(texts), show_progress=False)
+        retriever.index(tokenized, show_progress=False)
         log.info("built BM25 index over %d documents", len(ids))
         return retriever, ids
 

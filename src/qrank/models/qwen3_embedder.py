@@ -110,6 +110,7 @@ class Qwen3Embedder:
             dim=int(resolved.config["hidden_size"]),
             supports_dims=True,
             default_instruction=settings.query_task or DEFAULT_TASK,
+            extra={"pooling": "lasttoken"},  # sentence-transformers' name, as classic embedders say theirs
         )
         return gated_backend(lambda: cls(model, tokenizer, info, engine_settings),
                              getattr(model, "base_model", model), settings, checkpoint)

@@ -231,7 +231,10 @@ def install_error_handlers(app: FastAPI, settings=None) -> None:
 
     async def on_unexpected(request: Request, exc: Exception):
         log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(500, "InternalError", "internal server error (logged)", None), status_code=500)
+        # Starlette re-raises after this answer and uvicorn then drops the connection: say so, or a pooled
+        # client (httpx, the SDKs) sends its next request down a dead connection and fails it too
+        return JSONResponse(error_body(500, "InternalError", "internal server error (logged)", None), status_code=500,
+                            headers={"connection": "close"})
 
     app.add_exception_handler(QrankError, on_qrank_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

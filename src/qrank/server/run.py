@@ -1,4 +1,5 @@
-"""Running the app under uvicorn with qrank's limits: header size, graceful shutdown, no proxy trust.
+"""Running the app under uvicorn with qrank's limits: header size and time, open connections (``connections``),
+graceful shutdown, no proxy trust.
 
 ``serve(app, settings)`` runs until SIGINT/SIGTERM (``qrank serve``); tests and examples run one in a thread:
 
@@ -24,6 +25,7 @@ import uvicorn
 
 from ..errors import QrankError
 from ..settings import Settings
+from .connections import protocol_class
 
 
 def uvicorn_config(app, settings: Settings, **overrides) -> uvicorn.Config:
@@ -32,7 +34,9 @@ def uvicorn_config(app, settings: Settings, **overrides) -> uvicorn.Config:
     options = dict(
         host=s.host,
         port=s.port,
-        http="h11",  # h11 enforces max_header_bytes (the incomplete-event limit)
+        # h11 enforces max_header_bytes (the incomplete-event limit); qrank's subclass the header deadline and the
+        # connection cap
+        http=protocol_class(s),
         h11_max_incomplete_event_size=s.max_header_bytes,
         timeout_graceful_shutdown=math.ceil(s.shutdown_timeout_s),
         proxy_headers=False,  # never take the client address or scheme from a header
