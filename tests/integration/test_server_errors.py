@@ -98,6 +98,21 @@ def test_bad_input_names_the_field(http, path, body, status, field):
     assert err["message"] and r.json()["message"] == err["message"]
 
 
+def test_null_for_an_optional_field_means_its_default(http):
+    """Clients that send explicit nulls for unset options got 422 on some fields and not others (2026-12-07)."""
+    nulls = {"encoding_format": None, "input_type": None, "dimensions": None, "user": None, "model": None}
+    r = http.post("/v1/embeddings", json={"input": ["a"], **nulls})
+    assert r.status_code == 200 and isinstance(r.json()["data"][0]["embedding"], list), r.text
+    for path in ("/v1/rerank", "/rerank", "/v2/rerank"):
+        r = http.post(path, json={"query": "q", "documents": ["a", "b"], "return_documents": None, "top_n": None,
+                                  "max_tokens_per_doc": None, "long_documents": None})
+        assert r.status_code == 200 and r.json()["results"][0]["document"] is not None, (path, r.text)
+    r = http.post("/v1/rerank", json={"query": None, "documents": ["a"]})  # a required field stays required
+    assert r.status_code == 422 and r.json()["error"]["field"] == "query", r.text
+    schema = http.get("/openapi.json").json()["components"]["schemas"]["EmbeddingRequest"]["properties"]
+    assert {"type": "null"} in schema["encoding_format"]["anyOf"]  # and the published schema says so
+
+
 def test_malformed_bodies(http):
     def post(content: bytes, ctype: str | None = "application/json"):
         headers = {"content-type": ctype} if ctype else {}

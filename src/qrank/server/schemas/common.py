@@ -7,17 +7,55 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 # hard ceilings of the schema; the configurable limits (settings.server) are checked by the door
 MAX_INT = 2**31 - 1  # int32: what clients in other languages (and the OpenAPI int32 format) can hold
 
 
-class StrictModel(BaseModel):
-    """Request bodies: strict types, unknown fields ignored (clients send protocol extras)."""
+def _allows_null(prop: dict) -> bool:
+    kinds = prop.get("type")
+    return (kinds == "null" or (isinstance(kinds, list) and "null" in kinds)
+            or any(_allows_null(p) for p in prop.get("anyOf", []) + prop.get("oneOf", [])))
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+
+def nullable_optionals(schema: dict, model=None) -> None:
+    # the published schema says what StrictModel accepts: null for every optional field
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        if name in required or _allows_null(prop):
+            continue
+        meta = {k: prop.pop(k) for k in ("title", "description", "default", "examples") if k in prop}
+        inner = dict(prop)
+        prop.clear()
+        prop.update(anyOf=[inner, {"type": "null"}], **meta)
+
+
+class StrictModel(BaseModel):
+    """Request bodies: strict types, unknown fields ignored (clients send protocol extras), and an explicit
+    ``null`` for an optional field means its default (clients in many languages send nulls for options they
+    leave unset; a null for a required field is still refused, naming it).
+
+    >>> class Body(StrictModel):
+    ...     query: str
+    ...     encoding_format: str = "float"
+    >>> Body.model_validate({"query": "q", "encoding_format": None}).encoding_format
+    'float'
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore", json_schema_extra=nullable_optionals)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data):
+        if not isinstance(data, dict):
+            return data
+        optional = set()
+        for name, field in cls.model_fields.items():
+            if not field.is_required():
+                optional.update(n for n in (name, field.alias, field.validation_alias) if isinstance(n, str))
+        return {k: v for k, v in data.items() if v is not None or k not in optional}
 
 
 class ResponseModel(BaseModel):

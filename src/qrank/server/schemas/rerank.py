@@ -28,6 +28,7 @@ from .common import (
     QueryText,
     ResponseModel,
     StrictModel,
+    nullable_optionals,
     Text,
     Usage,
 )
@@ -97,18 +98,19 @@ class RerankRequest(_RerankFields):
     )
 
 
+def _one_list_required(schema: dict) -> None:
+    nullable_optionals(schema)
+    schema["anyOf"] = [
+        {"required": ["documents"], "properties": {"documents": {"type": "array"}}},
+        {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+    ]
+
+
 class AnyRerankRequest(_RerankFields):
     """``/rerank``: the vLLM/Jina/Cohere body, or TEI's (``texts`` instead of ``documents``)."""
 
     # one of the two lists is required: published so that clients (and schemathesis) know it
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["documents"], "properties": {"documents": {"type": "array"}}},
-                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=lambda schema, model: _one_list_required(schema))
 
     documents: Annotated[list[DocumentText], Field(min_length=1)] | None = Field(
         None, description="vLLM/Jina/Cohere: strings or objects with a 'text' field"
