@@ -133,8 +133,14 @@ def _deterministic(info: ModelInfo) -> dict:
     return {"deterministic": True} if (info.extra or {}).get("deterministic") else {}
 
 
+def _model(info: ModelInfo) -> str:
+    # a local folder's fingerprint is its content (models.base._local_revision): a copy of the folder elsewhere
+    # is the same model and shares its answers; a hub model is its name at a commit
+    return "local" if info.revision.startswith("local-") else info.id
+
+
 def embedding_key(info: ModelInfo, dim: int | None, instruction: str | None, is_query: bool, text: str) -> bytes:
-    return cache_key(kind="embedding", model=info.id, revision=info.revision, dim=dim, instruction=instruction,
+    return cache_key(kind="embedding", model=_model(info), revision=info.revision, dim=dim, instruction=instruction,
                      is_query=bool(is_query), text=text, **_quantized(info), **_deterministic(info))
 
 
@@ -148,7 +154,7 @@ def score_key(info: ModelInfo, instruction: str | None, query: str, document: st
     # the window is part of a score: a pair longer than max_length is cut there (truncate), and a chunk made for
     # one window would be cut by a smaller one; the policy itself needs no key, since a chunk is keyed by its text
     # and an aggregate is never cached under a document's key (eval.stages._plain_policy)
-    return cache_key(kind="score", model=info.id, revision=info.revision, instruction=instruction, query=query,
+    return cache_key(kind="score", model=_model(info), revision=info.revision, instruction=instruction, query=query,
                      document=document, max_length=info.max_length, **_quantized(info), **_calibrated(info),
                      **_deterministic(info))
 

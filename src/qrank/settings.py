@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -102,6 +103,14 @@ class ModelSettings(BaseModel):
     quantization_max_delta: float = Field(0.1, ge=0, description="FP8 gate: largest |score difference| allowed")
     trust_remote_code: bool = False
     local_files_only: bool = Field(False, description="never contact the hub")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        # torch's own error for 'gpu' is a traceback from deep in the load; say what is accepted, up front
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value.strip().lower()):
+            raise ValueError(f"{value!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return value.strip().lower()
 
     @model_validator(mode="after")
     def _check_chunks(self) -> ModelSettings:

@@ -50,8 +50,8 @@ class RerankResult:
 class ModelInfo:
     """What a loaded model is: enough for `/v1/models`, caches and the CLI.
 
-    ``revision`` is a content fingerprint (hub commit or a hash of the local config/weights
-    metadata) so that caches never mix answers of different weights under one name.
+    ``revision`` is a content fingerprint (hub commit, or a hash of a local folder's config and samples of its
+    weight files' bytes) so that caches never mix answers of different weights under one name.
     ``score_activation`` tells doors how to read a reranker's scores (TEI's ``raw_scores`` needs the logit).
     """
 

@@ -104,6 +104,26 @@ def test_dimension_mismatch_leaves_the_collection_intact(sci, qwen3_embedder):
     assert p.search("how do I rotate keys?", k=1)[0].id == "planted-keys"
 
 
+def test_a_copy_of_the_embedder_folder_opens_the_collection_and_reads_its_cache(sci, minilm_dir, tmp_path, caplog):
+    """A byte-identical copy of the model (another path, a rebuilt image) was refused by the collection built with
+    the original, and missed every cached vector: its fingerprint hashed file times (found 2026-12-07)."""
+    import shutil
+
+    from qrank import Embedder
+    from qrank.cache import embedding_key
+
+    p, _, _ = sci
+    copy = shutil.copytree(minilm_dir, tmp_path / "minilm-elsewhere")
+    em = Embedder.from_pretrained(str(copy), device="cpu")
+    assert em.info.revision == p.embedder.info.revision
+    with caplog.at_level("WARNING", logger="qrank.pipeline"):
+        q = Pipeline.open("scifact", embedder=em, settings=p.settings)
+    assert "changed" not in caplog.text
+    assert q.search("how do I rotate keys?", k=1, rerank=False)[0].id == "planted-keys"
+    key = embedding_key(em.info, None, None, False, f"{PLANTED['title']} {PLANTED['text']}")
+    assert key == embedding_key(p.embedder.info, None, None, False, f"{PLANTED['title']} {PLANTED['text']}")
+
+
 def test_cli_end_to_end(tmp_path, monkeypatch, capsys, scifact_dir, minilm_dir, ce_dir, shared_cache):
     monkeypatch.setenv("QRANK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("QRANK_CACHE__PATH", str(shared_cache))

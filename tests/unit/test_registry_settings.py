@@ -95,3 +95,29 @@ def test_engine_num_threads_applies_where_models_load(ce_dir):
         assert torch.get_num_threads() == want
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", ""])
+def test_an_unknown_device_is_refused_by_the_settings(device):
+    """'gpu' reached torch and came back as a traceback from deep in the load (found 2026-12-07)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="is not a device: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        Settings(models={"device": device})
+    assert Settings(models={"device": " CUDA:1 "}).models.device == "cuda:1"
+
+
+def test_a_cuda_device_that_is_not_there_is_a_clear_error(ce_dir):
+    import torch
+
+    from qrank import Reranker
+    from qrank.errors import InvalidInput
+    from qrank.models.base import pick_device
+
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last visible GPU (cuda:0 on a CPU machine)
+    with pytest.raises(InvalidInput) as err:
+        pick_device(missing)
+    assert err.value.field == "device" and "is not available here" in str(err.value)
+    with pytest.raises(InvalidInput) as err:
+        Reranker.from_pretrained(str(ce_dir), device=missing)
+    assert err.value.field == "device"

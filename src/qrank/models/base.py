@@ -334,29 +334,66 @@ def _read_json(path: Path) -> dict:
         raise ModelNotFound(f"{path}: unreadable ({exc})") from exc
 
 
+_SAMPLE_BYTES = 1 << 20  # read at each end of a weight file, and spread over the middle
+
+
 def _local_revision(path: Path) -> str:
-    """A fingerprint of a local model: config text plus weight file names and sizes."""
+    """A fingerprint of a local model folder, from its contents alone: ``config.json`` plus, for each weight file,
+    its name, size and samples of its bytes (the first and last MiB and 32 blocks of 32 KiB spread between).
+
+    A copy of the folder (another path, a rebuilt image, a re-extracted archive) has the same fingerprint, so its
+    collections and cached answers stay valid (the file times used until 2026-12-07 changed with every copy);
+    re-trained weights of the same shape differ in every sample. About 3 MiB read per weight file.
+
+    >>> import tempfile
+    >>> a, b = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    >>> for d in (a, b):
+    ...     _ = (d / "model.safetensors").write_bytes(bytes(range(256)) * 20000)
+    >>> _local_revision(a) == _local_revision(b)
+    True
+    >>> _ = (b / "model.safetensors").write_bytes(bytes(range(255, -1, -1)) * 20000)  # same size, other weights
+    >>> _local_revision(a) == _local_revision(b)
+    False
+    """
     h = hashlib.sha256()
     cfg = path / "config.json"
     if cfg.is_file():
         h.update(cfg.read_bytes())
     for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            if size <= 3 * _SAMPLE_BYTES:
+                h.update(fh.read())
+                continue
+            block = _SAMPLE_BYTES // 32
+            starts = [0, *(_SAMPLE_BYTES + i * (size - 3 * _SAMPLE_BYTES) // 31 for i in range(32)),
+                      size - _SAMPLE_BYTES]
+            for start, n in zip(starts, [_SAMPLE_BYTES, *[block] * 32, _SAMPLE_BYTES]):
+                fh.seek(start)
+                h.update(fh.read(n))
     return "local-" + h.hexdigest()[:16]
 
 
 def pick_device(device: str = "auto") -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'.
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; a device asked for by name must be there.
 
     >>> pick_device("cpu")
     'cpu'
     """
-    if device != "auto":
-        return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            seen = f"{count} CUDA device(s) are visible" if count else "no CUDA GPU is visible to torch"
+            raise InvalidInput("device", f"{device!r} is not available here: {seen} (use 'auto' or 'cpu')")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInput("device", "'mps' is not available here (use 'auto' or 'cpu')")
+    return device
 
 
 def pick_dtype(dtype: str, device: str):
