@@ -172,9 +172,11 @@ class Embedder:
                                    quantization_fast_accumulation=quantization_fast_accumulation,
                                    quantization_fp8_attention=quantization_fp8_attention)
         model = load_model(name, "embedder", settings.models, settings.engine)
-        if instruction is None:  # a role the loaded kind does not take is the caller's mistake: say so
-            query_instruction(model.info, query_task=query_task)
-            query_instruction(model.info, query_prompt=query_prompt)
+        # one role given by name (keyword, setting, flag or env var) that the loaded kind does not take is the
+        # caller's mistake: say so (with both given, each model kind takes its own, as a server of several does)
+        task, prompt = settings.models.named_query_instruction()
+        if instruction is None and (task is None) != (prompt is None):
+            query_instruction(model.info, query_task=task, query_prompt=prompt)
         return cls(model)
 
     @property

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .deprecation import warn_deprecated
@@ -29,6 +29,9 @@ def _default_home() -> Path:
 
 class ModelSettings(BaseModel):
     """How models are loaded."""
+
+    # the roles the deprecated ``instruction`` filled (set by its validator): not the caller's choice of role
+    _filled_by_instruction: frozenset = PrivateAttr(default_factory=frozenset)
 
     device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'…")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -126,11 +129,23 @@ class ModelSettings(BaseModel):
         if self.instruction is not None:
             warn_deprecated("models.instruction (QRANK_MODELS__INSTRUCTION, --instruction)",
                             "models.reranker_instruction, models.query_task or models.query_prompt", stacklevel=2)
+            filled = []
             for role in ("reranker_instruction", "query_task", "query_prompt"):
                 if getattr(self, role) is None:
                     setattr(self, role, self.instruction)
+                    filled.append(role)
+            self._filled_by_instruction = frozenset(filled)
             self.instruction = None
         return self
+
+    def named_query_instruction(self) -> tuple[str | None, str | None]:
+        """``(query_task, query_prompt)`` as set by name (a role filled by the deprecated ``instruction`` is None).
+
+        >>> ModelSettings(query_task="Find the law").named_query_instruction()
+        ('Find the law', None)
+        """
+        old = self._filled_by_instruction
+        return (None if "query_task" in old else self.query_task, None if "query_prompt" in old else self.query_prompt)
 
     def instruction_for(self, kind: str) -> str | None:
         """The configured instruction of a model ``kind`` (None: the model's own default, or a kind that takes none).

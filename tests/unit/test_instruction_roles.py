@@ -113,6 +113,28 @@ def test_from_pretrained_per_role_and_old_keyword(qwen3_embedder_dir, minilm_dir
         Embedder.from_pretrained(str(minilm_dir), device="cpu", query_task=TASK)
 
 
+def test_a_role_from_settings_that_the_model_does_not_take_is_refused(minilm_dir, monkeypatch, capsys):
+    """`qrank embed --query-task` (or QRANK_MODELS__QUERY_TASK) on a sentence-transformers embedder was dropped
+    without a word, while the keyword was refused (found 2026-12-07)."""
+    from qrank.cli import main
+
+    for var in ("INSTRUCTION", "RERANKER_INSTRUCTION", "QUERY_TASK", "QUERY_PROMPT"):
+        monkeypatch.delenv(f"QRANK_MODELS__{var}", raising=False)
+    with pytest.raises(InvalidInput, match="use query_prompt") as err:
+        Embedder.from_pretrained(str(minilm_dir), settings=Settings(models={"device": "cpu", "query_task": TASK}))
+    assert err.value.field == "query_task"
+    assert main(["embed", "-m", str(minilm_dir), "--device", "cpu", "--query", "--query-task", TASK, "hello"]) == 2
+    assert "query_task" in capsys.readouterr().err
+    monkeypatch.setenv("QRANK_MODELS__QUERY_TASK", TASK)
+    assert main(["embed", "-m", str(minilm_dir), "--device", "cpu", "--query", "hello"]) == 2
+    # both roles given: each model kind takes its own (a server of a Qwen3 and a MiniLM embedder)
+    both = Settings(models={"device": "cpu", "query_task": TASK, "query_prompt": "query: "})
+    assert Embedder.from_pretrained(str(minilm_dir), settings=both).info.default_instruction == "query: "
+    with pytest.warns(DeprecationWarning):  # the old one-for-all setting fills both: never refused
+        old = Settings(models={"device": "cpu", "instruction": "query: "})
+    assert Embedder.from_pretrained(str(minilm_dir), settings=old).info.default_instruction == "query: "
+
+
 def test_reranker_from_pretrained_instruction_keeps_its_meaning(qwen3_reranker_dir, qwen3_reranker):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
