@@ -311,6 +311,13 @@ class IndexSettings(BaseModel):
     )
     bm25_stopwords: str | None = Field("en", description="bm25s stopword list ('en') or None")
 
+    @model_validator(mode="after")
+    def _check_chunks(self) -> IndexSettings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                             f"({self.chunk_tokens})")
+        return self
+
 
 class UISettings(BaseModel):
     """Web UI (`qrank ui`, `qrank serve --ui`); see docs/ui.md."""

@@ -121,3 +121,12 @@ def test_a_cuda_device_that_is_not_there_is_a_clear_error(ce_dir):
     with pytest.raises(InvalidInput) as err:
         Reranker.from_pretrained(str(ce_dir), device=missing)
     assert err.value.field == "device"
+
+
+def test_index_chunk_overlap_must_be_smaller_than_the_window():
+    """QRANK_INDEX__CHUNK_TOKENS=32 (default overlap 64) was accepted and shown by `index info` as used."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"chunk_overlap \(64\) must be smaller than chunk_tokens \(32\)"):
+        Settings(index={"chunk_tokens": 32})
+    assert Settings(index={"chunk_tokens": 32, "chunk_overlap": 8}).index.chunk_overlap == 8
