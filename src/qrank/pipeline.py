@@ -369,8 +369,10 @@ def _load_embedder(src: Any, settings: Settings):
     return src
 
 
-def list_collections(settings: Settings | None = None) -> list[CollectionSummary]:
-    """Every collection under ``settings.home`` (name, backend, count, dim, embedder, reranker, path).
+def list_collections(settings: Settings | None = None, *, include_broken: bool = False) -> list[CollectionSummary]:
+    """Every collection under ``settings.home`` (name, backend, count, dim, embedder, reranker, path, status,
+    reason). A collection that cannot be opened is left out (a warning in the log), or with ``include_broken``
+    listed with ``status`` "corrupt" (or "unavailable") and the ``reason``.
 
     >>> import tempfile
     >>> from qrank.index.collection import Collection, Manifest
@@ -380,7 +382,7 @@ def list_collections(settings: Settings | None = None) -> list[CollectionSummary
     >>> [c.name for c in list_collections(settings)]
     ['docs', 'scifact']
     """
-    return _list_collections(settings)
+    return _list_collections(settings, include_broken=include_broken)
 
 
 def delete_collection(name: str, settings: Settings | None = None) -> None:

@@ -67,3 +67,66 @@ def test_parse_filter():
     assert parse_filter(["lang=en", "year=2020", "flag=true", "lang=de", "q=a=b"]) == {
         "lang": ["en", "de"], "year": [2020], "flag": [True], "q": ["a=b"]}
     assert parse_filter([]) is None
+
+
+def test_list_shows_a_corrupt_collection_as_corrupt_with_the_reason(home, capsys):
+    (home / "collections" / "notes" / "store.sqlite").write_bytes(b"\x00garbage, not a database\xff" * 64)
+    rc, out, _ = run(capsys, "index", "list", "--json", "--home", str(home))
+    (listed,) = json.loads(out)
+    assert rc == 0 and listed["name"] == "notes" and listed["status"] == "corrupt" and listed["count"] is None
+    assert "store.sqlite" in listed["reason"]
+    rc, out, _ = run(capsys, "index", "list", "--home", str(home))
+    assert rc == 0 and "corrupt" in out and "notes: corrupt: store.sqlite" in " ".join(out.split())
+    rc, out, _ = run(capsys, "index", "check", "notes", "--home", str(home))
+    assert rc == 1 and "None" not in out and "notes: NOT ok: store.sqlite is unreadable" in out
+
+
+def test_check_repair_on_a_healthy_collection_keeps_its_index(home, capsys):
+    folder = home / "collections" / "notes"
+    index_files = sorted(f.name for f in folder.glob("faiss.*.index"))
+    assert index_files
+    rc, out, _ = run(capsys, "index", "check", "notes", "--repair", "--home", str(home))
+    assert rc == 0 and "repaired" not in out and "notes: ok (6 documents)" in out
+    assert sorted(f.name for f in folder.glob("faiss.*.index")) == index_files
+    (folder / "faiss.0.index.tmp-999999999").write_bytes(b"half written")  # left by a writer that died
+    rc, out, _ = run(capsys, "index", "check", "notes", "--repair", "--home", str(home))
+    assert rc == 0 and "faiss.0.index.tmp-999999999" in out and "leftover" in out
+    assert sorted(f.name for f in folder.glob("faiss.*.index*")) == index_files
+
+
+def _fake_embedder_by_name(monkeypatch, **kw):
+    from qrank.embedder import Embedder as EmbedderClass
+
+    monkeypatch.setattr(EmbedderClass, "from_pretrained", classmethod(lambda cls, name, **_: Embedder(BowModel(**kw))))
+
+
+def test_interrupted_add_says_what_was_kept_and_how_to_continue(home, capsys, tmp_path, monkeypatch):
+    _fake_embedder_by_name(monkeypatch, interrupt_after=3)  # Ctrl-C during the fourth model call
+    docs = tmp_path / "long.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"l{i}", "text": " ".join(["word"] * 50) + f" doc{i}"}) + "\n"
+                            for i in range(8)))
+    # one 51-word document per 64-token batch, so each document is committed on its own
+    rc, _, err = run(capsys, "index", "add", "-c", "long", "-e", "fake", str(docs), "--max-batch-tokens", "64",
+                     "--home", str(home))
+    assert rc == 130 and "interrupted" in err
+    assert "long has 3 documents (+3 by this run" in err and "run the same command again to continue" in err
+    _fake_embedder_by_name(monkeypatch)
+    rc, out, _ = run(capsys, "index", "add", "-c", "long", "-e", "fake", str(docs), "--max-batch-tokens", "64",
+                     "--home", str(home))
+    assert rc == 0 and "5 added" in out and "3 unchanged" in out
+
+
+@pytest.mark.parametrize("reranker, says", [
+    ("embedder", "is a st-embedder model (embedder), not a reranker"),
+    ("/nonexistent/model", "/nonexistent/model: no such local model directory"),
+    ("qrank-tests/no-such-reranker", "qrank-tests/no-such-reranker: not a local directory"),  # a hub id
+])
+def test_add_refuses_a_reranker_that_is_not_one(home, capsys, tmp_path, monkeypatch, minilm_dir, reranker, says):
+    if reranker == "embedder":
+        reranker = str(minilm_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # the hub id is in no cache
+    (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    rc, _, err = run(capsys, "index", "add", "-c", "new", "-e", "fake", "-r", reranker, str(tmp_path / "a.jsonl"),
+                     "--home", str(home))
+    assert rc == 2 and err.startswith("error: --reranker: ") and says in err and "Traceback" not in err
+    assert not (home / "collections" / "new").exists()  # nothing stored that every later search would trip on

@@ -82,3 +82,62 @@ def test_empty_documents_file_is_said_to_be_empty(tmp_path, capsys):
     assert main(["rerank", "--model", str(tmp_path / "no-model"), "--query", "q", "--documents", str(empty)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"documents: {empty} is empty" in err and "give documents with" not in err
+
+
+@pytest.mark.parametrize("var, value, says", [
+    ("QRANK_MODELS__DTYPE", "fp16", "QRANK_MODELS__DTYPE: input should be 'auto', 'float32', 'bfloat16' or 'float16', "
+                                    "got 'fp16'"),
+    ("QRANK_ENGINE__MAX_BATCH_TOKENS", "abc", "QRANK_ENGINE__MAX_BATCH_TOKENS: input should be a valid integer, "
+                                              "got 'abc'"),
+    ("QRANK_SERVER__PORT", "99999", "QRANK_SERVER__PORT: input should be less than or equal to 65535"),
+])
+def test_a_bad_env_var_is_one_line_naming_it_for_every_command(tmp_path, capsys, monkeypatch, var, value, says):
+    monkeypatch.setenv(var, value)
+    for argv in (["index", "list", "--home", str(tmp_path)],  # a command that never reads the setting fails too
+                 ["rerank", "-m", str(tmp_path / "no-model"), "-q", "q", "a doc"]):
+        assert main(argv) == 2, argv
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), lines
+
+
+def test_jsonl_document_with_a_title_that_is_not_a_string_is_one_line(tmp_path, capsys):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "vitamin d", "title": "Vitamins"}\n{"text": "vitamin d", "title": 5}\n')
+    assert main(["rerank", "--model", str(tmp_path / "no-model"), "--query", "q", "--documents", str(docs)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"documents: {docs}:2 has a 'title' that is not a string" in err and "Traceback" not in err
+
+
+def test_output_to_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    # the reader goes away before the first byte is written, as `qrank index list --json | head -0` would
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-c", "import sys; from qrank.cli import main; sys.exit(main())",
+                               "index", "list", "--json", "--home", str(tmp_path)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == "", done.stderr
+
+
+def _help(capsys, *argv) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_each_default_once_and_each_group_once(capsys):
+    serve = _help(capsys, "serve")
+    assert "PydanticUndefined" not in serve
+    assert "(default: None)" not in serve.split("--batch-workers")[1].split("--max-queue")[0]
+    assert "--allowed-hosts ALLOWED_HOSTS Host header names" in serve
+    assert "any otherwise; '*' = any --malloc-arena-max" in serve  # no default appended to a list of names
+    for verb in (["rerank"], ["search"]):
+        assert _help(capsys, *verb).count("models settings (env QRANK_MODELS__<NAME>)") == 1, verb
+    for verb in (["index", "list"], ["index", "info"], ["index", "delete"], ["models"]):
+        text = _help(capsys, *verb)
+        assert "--json print" in text, verb

@@ -159,3 +159,19 @@ def test_report_names_the_numerics_it_ran_with(tmp_path):
     env = json.loads((out / "run_config.json").read_text())["environment"]
     assert (env["quantization"], env["dtype"], env["deterministic"]) == ("int8", "float32", True)
     assert "- numerics: dtype float32, quantization int8, deterministic True" in (out / "report.md").read_text()
+
+
+def test_plan_of_a_short_run_says_under_a_minute(tmp_path, capsys):
+    import os
+    from pathlib import Path
+
+    shared = Path(os.environ.get("QRANK_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
+    embedder = shared / "models" / "all-MiniLM-L6-v2"
+    if not (embedder / "config.json").is_file():
+        pytest.skip("no shared MiniLM embedder")
+    data = tiny_dataset(tmp_path / "data")
+    args = ["--dataset", str(data), "--systems", "dense", "--embedder", str(embedder), "--depth", "2", "--k", "1",
+            "--out", str(tmp_path / "out")]
+    assert run(args, tmp_path) == 0
+    plan = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("plan:"))
+    assert "under a minute" in plan and "about 0 min" not in plan

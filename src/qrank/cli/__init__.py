@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -55,12 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     # Python hides DeprecationWarning outside __main__; a user of a deprecated flag or env var must see it
     warnings.simplefilter("default", QrankDeprecationWarning)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away (`| head -1`) is caught below
+        return status
     except QrankError as exc:
         return fail(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of stdout closed the pipe (``qrank index list --json | head -1``): stop quietly, as a
+    SIGPIPE'd Unix tool does (status 141 = 128 + SIGPIPE)."""
+    # what is still buffered would fail again when Python flushes stdout at exit; send it nowhere
+    # (the recipe of the Python docs' note on SIGPIPE)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests): nothing to redirect
+        pass
+    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,10 +7,13 @@ import json
 import logging
 import sys
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, QrankError
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: list[str] | None = None) -> None:
@@ -20,13 +23,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: li
     the default in charge; the help text comes from the field's description.
     """
     model = Settings.model_fields[section].annotation
-    group = parser.add_argument_group(f"{section} settings (env QRANK_{section.upper()}__<NAME>)")
+    title = f"{section} settings (env QRANK_{section.upper()}__<NAME>)"
+    # a verb that adds a section's flags in two calls shows them under one heading
+    group = next((g for g in parser._action_groups if g.title == title), None) or parser.add_argument_group(title)
     for name, field in model.model_fields.items():
         if fields is not None and name not in fields:
             continue
         # a section's on/off switch is named after the section: --cache/--no-cache, not --enabled/--no-enabled
         flag = "--" + (section if name == "enabled" else name).replace("_", "-")
-        help_text = f"{field.description or name} (default: {field.default})"
+        help_text = (field.description or name) + _default_text(field)
         ann = field.annotation
         origin_args = typing.get_args(ann)
         if ann is bool:
@@ -48,6 +53,20 @@ def add_settings_flags(parser: argparse.ArgumentParser, section: str, fields: li
         )
 
 
+def _default_text(field: Any) -> str:
+    """`` (default: X)`` for a flag's help, or nothing: when the description states its default itself, or the
+    default is an empty list.
+
+    >>> from qrank.settings import ServerSettings
+    >>> [_default_text(ServerSettings.model_fields[f]) for f in ("port", "rerankers", "batch_workers")]
+    [' (default: 8000)', '', '']
+    """
+    if "default:" in (field.description or "").lower():
+        return ""
+    default = field.get_default(call_default_factory=True)
+    return "" if default in ([], {}, ()) else f" (default: {default})"
+
+
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings from env/defaults, overridden by the flags the user actually gave."""
     overrides: dict[str, dict[str, Any]] = {}
@@ -56,8 +75,15 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
             section, name = key.split("__", 1)
             overrides.setdefault(section, {})[name] = value
     import pydantic
+    from pydantic_settings import SettingsError
 
-    base = Settings()
+    try:
+        base = Settings()
+    except pydantic.ValidationError as exc:
+        raise env_error(exc) from None
+    except SettingsError as exc:  # a whole section given as JSON that does not parse (QRANK_MODELS='{…')
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "<SECTION>"
+        raise InvalidInput(f"QRANK_{field.upper()}", "is not valid JSON") from None
     update: dict[str, Any] = {}
     for section, values in overrides.items():
         current = getattr(base, section)
@@ -84,6 +110,33 @@ def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
             field = exc.field or "long_documents"
             raise InvalidInput("--" + field.replace("_", "-"), str(exc).split(": ", 1)[-1]) from None
     return settings
+
+
+def env_error(exc: pydantic.ValidationError) -> InvalidInput:
+    """The first error of a ``Settings()`` that the environment broke, as one line naming the env var.
+
+    >>> import os, pydantic
+    >>> os.environ["QRANK_ENGINE__MAX_BATCH_TOKENS"] = "abc"
+    >>> try:
+    ...     Settings()
+    ... except pydantic.ValidationError as exc:
+    ...     print(env_error(exc))
+    QRANK_ENGINE__MAX_BATCH_TOKENS: input should be a valid integer, got 'abc'
+    >>> del os.environ["QRANK_ENGINE__MAX_BATCH_TOKENS"]
+    """
+    err = exc.errors()[0]
+    # list items add an index to the location; the env var is the list's
+    loc = [str(part) for part in err.get("loc", ()) if not isinstance(part, int)]
+    msg = err["msg"].removeprefix("Value error, ").split(", unable to parse")[0]
+    section = Settings.model_fields.get(loc[0]) if len(loc) == 1 else None
+    if section is not None and hasattr(section.annotation, "model_fields"):
+        # a check across fields (overlap < chunk size) is located at its section: name the field it names first
+        named = next((f for f in section.annotation.model_fields if msg.startswith(f)), None)
+        loc += [named] if named else []
+    var = "QRANK_" + "__".join(part.upper() for part in loc) if loc else "QRANK_* environment"
+    value = err.get("input")
+    got = f", got {value!r}" if isinstance(value, (str, int, float)) else ""
+    return InvalidInput(var, f"{msg[:1].lower()}{msg[1:]}{got}")
 
 
 def add_verbose_anywhere(parser: argparse.ArgumentParser) -> None:

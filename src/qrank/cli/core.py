@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(QRANK_SERVER__RERANKERS / __EMBEDDERS), the Hugging Face cache, and any PATH given) with their kind.",
     )
     m.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="extra folders to search")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     m.add_argument("--verbose", "-v", action="store_true", help="load each model (offline, with the settings below) "
                    "and show what its engine decided: attention, compile, CUDA graphs, first chunk, fallbacks")
     add_settings_flags(m, "models", ["device", "dtype"])
@@ -79,7 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_documents(path: str | None, inline: list[str]) -> list[str]:
-    """Documents from a file (lines or JSONL 'text') plus inline ones; blank lines are skipped."""
+    """Documents from a file (lines, or JSONL: 'text' and an optional string 'title') plus inline ones; blank
+    lines are skipped.
+
+    >>> read_documents(None, ["vitamin d", "cats"])
+    ['vitamin d', 'cats']
+    """
     docs: list[str] = []
     from_file = 0
     if path:
@@ -103,6 +108,10 @@ def read_documents(path: str | None, inline: list[str]) -> list[str]:
                     raise InvalidInput("documents", f"{path}:{n} is not valid JSON") from exc
                 if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                     raise InvalidInput("documents", f"{path}:{n} has no string 'text' field")
+                title = obj.get("title")
+                if title is not None and not isinstance(title, str):
+                    raise InvalidInput("documents", f"{path}:{n} has a 'title' that is not a string "
+                                       f"(got {type(title).__name__} {_clip(json.dumps(title), 40)})")
                 docs.append(((obj.get("title") or "") + " " + obj["text"]).strip())
             else:
                 docs.append(line)

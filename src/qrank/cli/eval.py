@@ -203,9 +203,10 @@ def _print_plan(plan: dict) -> None:
         text = "plan: nothing to embed or rerank (no model stage, or all of it cached)"
     else:
         minutes = plan["cpu_seconds"] / 60
+        duration = "under a minute" if minutes < 1 else f"about {minutes:.0f} min"
         text = (
             f"plan: embed {plan['texts_to_embed']:,} texts, rerank up to {pairs:,} (query, document) pairs "
-            f"({plan['pairs_timed']:,} timed); about {minutes:.0f} min on 2 CPU cores at "
+            f"({plan['pairs_timed']:,} timed); {duration} on 2 CPU cores at "
             f"{plan['embed_per_s']:.0f} texts/s and {plan['rerank_per_s']:.0f} pairs/s (the shared MiniLM models; "
             "larger models are slower, a GPU much faster). Smaller: --depth, --max-queries; cached stages cost nothing."
         )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import sqlite3
+import sys
 from pathlib import Path
 
 from ..errors import InvalidInput
 from .common import add_settings_flags, print_json, settings_from_args
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,20 +41,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_store_errors(cmd_add))
 
     ls = verbs.add_parser("list", help="list collections")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print a JSON list (corrupt collections too, with "
+                    "'status' and 'reason')")
     _common(ls, models=False)
     ls.set_defaults(func=cmd_list)
 
     info = verbs.add_parser("info", help="describe a collection")
     info.add_argument("collection")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
     _common(info, models=False)
     info.set_defaults(func=_store_errors(cmd_info))
 
     rm = verbs.add_parser("delete", help="delete documents from a collection")
     rm.add_argument("collection")
     rm.add_argument("--ids", nargs="+", required=True, metavar="ID", help="document ids to delete")
-    rm.add_argument("--json", action="store_true")
+    rm.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(rm, models=False)
     rm.set_defaults(func=_store_errors(cmd_delete))
 
@@ -62,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     chk = verbs.add_parser("check", help="check a collection's files (and --repair what can be repaired)",
                            description="Check the manifest, the store (SQLite quick_check) and every document's "
                            "metadata. --repair rewrites metadata that is not JSON (NaN/Infinity from older versions "
-                           "become null) and removes the FAISS files so the index is rebuilt. A store that is not a "
-                           "database cannot be repaired: `qrank index drop NAME` and add the documents again.")
+                           "become null) and then removes the FAISS files so the index is rebuilt; on a healthy "
+                           "collection it removes only leftover FAISS files (stale or temporary). A store that is "
+                           "not a database cannot be repaired: `qrank index drop NAME` and add the documents again.")
     chk.add_argument("collection")
     chk.add_argument("--repair", action="store_true", help="fix what can be fixed in place")
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -171,6 +177,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("limit", "must be a positive integer")
+    if args.reranker:
+        check_reranker(args.reranker, settings)
     docs = read_paths(args.paths, limit=args.limit)
     if not docs:
         raise InvalidInput("paths", f"no documents found (supported files: {', '.join(SUFFIXES)})")
@@ -181,7 +189,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     with Pipeline.open(args.collection, embedder=args.embedder, settings=settings) as p:
         if args.reranker:
             p.set_default_reranker(args.reranker)
-        report = p.add(docs)
+        before = p.collection.store.count()
+        try:
+            report = p.add(docs)
+        except KeyboardInterrupt:
+            _say_interrupted(p, before)
+            return 130
         report["collection"] = p.name
     if args.json:
         print_json(report)
@@ -195,10 +208,47 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_interrupted(p, before: int) -> None:
+    """What an interrupted add kept: every document committed before Ctrl-C stays, and a re-run continues."""
+    try:
+        count = p.collection.store.count()
+        kept = f"{p.name} has {count} documents ({count - before:+d} by this run; finished ones are kept)"
+    except Exception as exc:  # noqa: BLE001 - a count is a courtesy here; the message must still come
+        log.debug("cannot count %s after the interrupt: %s", p.name, exc)
+        kept = f"{p.name} keeps the documents finished before the interrupt"
+    print(f"interrupted: {kept}; run the same command again to continue (finished documents are not embedded "
+          "again)", file=sys.stderr)
+
+
+def check_reranker(name: str, settings) -> None:
+    """Refuse an ``index add --reranker`` that is not a loadable reranker, before it is stored as the
+    collection's default (else every later search fails): its folder or hub id is resolved and its kind
+    read from config.json, without loading weights.
+
+    >>> check_reranker("/no/such/model", None)  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: --reranker: /no/such/model: no such local model directory
+    """
+    from ..errors import QrankError
+    from ..models.base import resolve_model
+    from ..models.registry import detect_kind
+
+    try:
+        resolved = resolve_model(name, settings.models if settings else None)
+        kind = detect_kind(resolved.config, resolved.path)
+    except QrankError as exc:
+        # the hub's reasons span lines; the user gets one
+        raise InvalidInput("--reranker", " ".join(str(exc).split())) from None
+    if kind.role != "reranker":
+        raise InvalidInput("--reranker", f"{name} is a {kind.name} model ({kind.role}), not a reranker: give a "
+                           "reranker (a cross-encoder or a Qwen3 reranker)")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from ..pipeline import list_collections
 
-    found = list_collections(settings_from_args(args))
+    # a corrupt collection is listed as such, never left out or shown as empty (docs/index.md)
+    found = list_collections(settings_from_args(args), include_broken=True)
     if args.json:
         print_json([c.to_dict() for c in found])
         return 0
@@ -206,12 +256,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no collections yet: create one with `qrank index add --collection NAME --embedder MODEL FILES`")
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table("collection", "documents", "backend", "dim", "embedder", "reranker")
+    table = Table("collection", "documents", "backend", "dim", "embedder", "reranker", "status")
     for c in found:
-        table.add_row(c.name, str(c.count), c.backend, str(c.dim), c.embedder, c.reranker or "-")
-    Console().print(table)
+        status = "ok" if c.status == "ok" else f"[bold red]{c.status}[/]"
+        table.add_row(escape(c.name), "-" if c.count is None else str(c.count), c.backend,
+                      "-" if c.dim is None else str(c.dim), escape(c.embedder), escape(c.reranker or "-"), status)
+    console = Console()
+    console.print(table)
+    for c in found:
+        if c.status != "ok":  # the whole reason, unclipped, and what to do
+            console.print(f"{c.name}: {c.status}: {c.reason}; see `qrank index check {c.name}`", markup=False,
+                          highlight=False, soft_wrap=True)
     return 0
 
 
@@ -268,6 +326,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
+        if report["documents"] is None and report["problems"]:
+            # unreadable: there is no document count to show, only why
+            print(f"{args.collection}: NOT ok: {'; '.join(report['problems'])}")
+            return 1
         for line in report["problems"]:
             print(f"problem: {line}")
         for line in report["repairs"]:

@@ -4,7 +4,9 @@ Checks the manifest, the store (SQLite's own ``quick_check`` for FAISS collectio
 metadata (JSON that SQLite can filter on: NaN and infinity written by older versions are not).
 ``repair=True`` fixes what can be fixed in place: unreadable metadata is rewritten (non-finite numbers
 become ``null``; unparseable text becomes ``{}``) and the FAISS files are removed so the index is rebuilt
-from SQLite. A store that is not a database cannot be repaired: drop the collection and add it again.
+from SQLite; a healthy collection keeps its index and loses only leftover FAISS files no search reads (older
+than the journal, or temporary files of a writer that died). A store that is not a database cannot be
+repaired: drop the collection and add it again.
 
 >>> import tempfile
 >>> from qrank.index.collection import Collection, Manifest
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from ..errors import CollectionNotFound
@@ -78,15 +81,48 @@ def _check_faiss(path, repair: bool) -> tuple[list[str], list[str]]:
                                [(_repaired_metadata(meta), pid) for pid, _, meta in bad])
                 db.execute("COMMIT")
                 repairs.append(f"rewrote the metadata of {len(bad)} passages (non-finite numbers became null)")
+        base = _meta(db, "journal_base")
     finally:
         db.close()
-    if repair:
+    if repair and repairs:
+        # the store was rewritten: its derived index goes too, rebuilt from SQLite on the next search
         removed = list(path.glob("faiss.*.index*"))
         for f in removed:
             f.unlink(missing_ok=True)
         if removed:
             repairs.append(f"removed {len(removed)} FAISS files (rebuilt from SQLite on the next search)")
+    elif repair:
+        # a healthy store keeps its index; only files no reader opens again go (an index older than the
+        # journal, a temporary file left by a writer that died)
+        leftovers = [f for f in sorted(path.glob("faiss.*.index*")) if _is_leftover(f, base)]
+        for f in leftovers:
+            f.unlink(missing_ok=True)
+        if leftovers:
+            repairs.append(f"removed {len(leftovers)} leftover FAISS files no search reads "
+                           f"({', '.join(f.name for f in leftovers)})")
     return problems, repairs
+
+
+def _meta(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _is_leftover(f: Path, base: int) -> bool:
+    """A FAISS file that no reader loads: older than the journal (generation below ``base``; a newer one may be
+    being written right now), or a temporary file whose writer is gone.
+
+    >>> [_is_leftover(Path(n), 2) for n in ("faiss.3.index", "faiss.1.index", "faiss.6.index.tmp-999999999")]
+    [False, True, True]
+    """
+    from .faiss_store import _written_by_live_process
+
+    if ".tmp-" in f.name:
+        return not _written_by_live_process(f)
+    parts = f.name.split(".")
+    if len(parts) != 3 or parts[2] != "index" or not parts[1].isdigit():
+        return False  # not a name qrank writes: not ours to delete
+    return int(parts[1]) < base
 
 
 def check_collection(settings: Settings, name: str, *, repair: bool = False) -> dict[str, Any]:
@@ -115,8 +151,10 @@ def check_collection(settings: Settings, name: str, *, repair: bool = False) -> 
         col.close()
     if manifest.backend == "faiss":
         problems, repairs = _check_faiss(path, repair)
-        report["problems"], report["repairs"] = problems, repairs
+        report["problems"] += problems
+        report["repairs"] += repairs
         if repair and repairs:
             problems, _ = _check_faiss(path, False)  # what is left after the repair
-    report["ok"] = not problems if manifest.backend == "faiss" else True
+    # a store whose documents cannot be counted is not ok, whatever SQLite's own check says
+    report["ok"] = (not problems if manifest.backend == "faiss" else True) and report["documents"] is not None
     return report

@@ -30,7 +30,7 @@ from ..fileio import atomic_write_json
 from ..settings import IndexSettings, Settings
 from .bm25 import BM25Index
 from .documents import strip_title
-from .store import VectorStore, by_document, join_passages, open_store
+from .store import CorruptStore, VectorStore, by_document, join_passages, open_store
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,14 @@ class CollectionSummary:
     name: str
     backend: str
     count: int | None
-    dim: int
+    dim: int | None
     embedder: str
     reranker: str | None
     path: str
+    # "ok"; "corrupt" (its store or manifest cannot be read) or "unavailable" (its store could not be opened,
+    # e.g. a Milvus cluster that does not answer), with ``reason`` saying why and ``count`` None
+    status: str = "ok"
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,8 +265,11 @@ def iter_collection_dirs(settings: Settings) -> Iterator[Path]:
                 yield p
 
 
-def list_collections(settings: Settings | None = None) -> list[CollectionSummary]:
+def list_collections(settings: Settings | None = None, *, include_broken: bool = False) -> list[CollectionSummary]:
     """Every collection under ``settings.home``, with its document count.
+
+    A collection that cannot be opened is left out with a warning in the log, or, with ``include_broken``,
+    listed with ``status`` "corrupt" or "unavailable" and the ``reason`` (never as an empty collection).
 
     >>> list_collections(Settings(home="/nonexistent"))
     []
@@ -273,13 +280,28 @@ def list_collections(settings: Settings | None = None) -> list[CollectionSummary
         try:
             col = Collection.open(settings, path.name)
         except Exception as exc:  # one broken collection must not hide the others; say which and why
-            log.warning("cannot open collection %s: %s", path.name, exc)
+            if not include_broken:
+                log.warning("cannot open collection %s: %s", path.name, exc)
+                continue
+            corrupt = isinstance(exc, (CorruptStore, CollectionNotFound))  # the latter: an unreadable manifest
+            reason = exc.reason if isinstance(exc, CorruptStore) else str(exc)
+            out.append(_broken_summary(path, "corrupt" if corrupt else "unavailable", reason))
             continue
         try:
             out.append(col.summary())
         finally:
             col.close()
     return out
+
+
+def _broken_summary(path: Path, status: str, reason: str) -> CollectionSummary:
+    """The line of a collection that cannot be opened: what its manifest still says, if it can be read."""
+    try:
+        m = Manifest.load(path)
+    except CollectionNotFound:
+        return CollectionSummary(path.name, "?", None, None, "?", None, str(path), status, reason)
+    return CollectionSummary(path.name, m.backend, None, m.dim, m.embedder.get("name") or m.embedder.get("id", ""),
+                             m.reranker, str(path), status, reason)
 
 
 def drop_collection(settings: Settings, name: str) -> None:
