@@ -175,3 +175,15 @@ def test_plan_of_a_short_run_says_under_a_minute(tmp_path, capsys):
     assert run(args, tmp_path) == 0
     plan = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("plan:"))
     assert "under a minute" in plan and "about 0 min" not in plan
+
+
+def test_the_table_in_a_log_is_not_clipped_to_80_columns(tmp_path, capsys, monkeypatch):
+    """Off a terminal rich assumed 80 columns: a CI log showed `0.83…` and `syst…` (found 2026-12-07)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    data = tiny_dataset(tmp_path / "data")
+    assert run(["--dataset", str(data), "--systems", "bm25", "--depth", "10", "--sweep", "none",
+                "--out", str(tmp_path / "out")], tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out, out
+    for column in ("ndcg@10", "recall@10", "mrr@10", "p50 ms", "index s", "cached"):
+        assert column in out, out

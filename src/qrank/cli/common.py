@@ -187,6 +187,28 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+LOG_WIDTH = 200  # columns of a table written to a file or a CI log (rich assumes 80 off a terminal)
+
+
+def table_console(stderr: bool = False):
+    """A rich Console for tables: the terminal's width on a terminal; off one (a file, a pipe, a CI log) a wide
+    fixed width, so numbers are not clipped to ``0.83…`` at rich's default of 80 columns; ``COLUMNS`` wins.
+
+    >>> import contextlib, io, os
+    >>> with contextlib.redirect_stdout(io.StringIO()):
+    ...     width = table_console().width
+    >>> width == LOG_WIDTH or "COLUMNS" in os.environ
+    True
+    """
+    import os
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    on_terminal = hasattr(stream, "isatty") and stream.isatty()
+    return Console(stderr=stderr, width=None if on_terminal or os.environ.get("COLUMNS") else LOG_WIDTH)
+
+
 def fail(exc: QrankError) -> int:
     """Print a one-line error (no traceback) and return the exit status."""
     from rich.console import Console

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..long_documents import scored_part
-from .common import add_settings_flags, print_json, settings_from_args
+from .common import add_settings_flags, print_json, settings_from_args, table_console
 
 # the long-document settings (qrank.long_documents) as flags: --long-documents chunk --chunk-tokens 256 …
 LONG_DOCUMENT_FLAGS = ["long_documents", "chunk_tokens", "chunk_overlap", "chunk_aggregate", "chunk_top_k",
@@ -135,7 +135,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"model": rr.info.id, "query": args.query, "results": [r.to_dict() for r in results]})
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{rr.info.id} ({rr.info.kind}) — {args.query}", title_justify="left")
@@ -152,7 +151,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         raw = [f"{r.raw_score:.4f}"] if args.raw_scores else []
         table.add_row(str(rank + 1), f"{r.score:.4f}", *raw, str(r.index + 1), f"{moved:+d}" if moved else "=",
                       scored_part(r), _clip(r.document or ""))
-    Console().print(table)
+    table_console().print(table)
     return 0
 
 
@@ -185,13 +184,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not found:
         print("no local models found (searched: " + ", ".join(map(str, roots)) + " and the Hugging Face cache)")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("kind", "role", "model", *(["engine"] if args.verbose else []))
     for m in found:
         table.add_row(m["kind"], m["role"], m["path"], *([_engine_text(m["engine"])] if args.verbose else []))
-    Console().print(table)
+    table_console().print(table)
     return 0
 
 

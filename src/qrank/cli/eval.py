@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 from ..eval.config import DEFAULT_DEPTH
-from .common import add_settings_flags, print_json, settings_from_args
+from .common import add_settings_flags, print_json, settings_from_args, table_console
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,6 @@ def _print_plan(plan: dict) -> None:
 
 
 def _print_table(result: dict, paths: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     names = result["metric_names"]
@@ -243,7 +242,7 @@ def _print_table(result: dict, paths: dict) -> None:
             "yes" if v["cached"] else "no",
             *cells,
         )
-    console = Console()
+    console = table_console()
     console.print(table)
     console.print(f"report: {paths['report']}  metrics: {paths['metrics']}  plot: {paths['plot']}")
     if result.get("calibration"):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInput
-from .common import add_settings_flags, print_json, settings_from_args
+from .common import add_settings_flags, print_json, settings_from_args, table_console
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not found:
         print("no collections yet: create one with `qrank index add --collection NAME --embedder MODEL FILES`")
         return 0
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -264,7 +263,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         status = "ok" if c.status == "ok" else f"[bold red]{c.status}[/]"
         table.add_row(escape(c.name), "-" if c.count is None else str(c.count), c.backend,
                       "-" if c.dim is None else str(c.dim), escape(c.embedder), escape(c.reranker or "-"), status)
-    console = Console()
+    console = table_console()
     console.print(table)
     for c in found:
         if c.status != "ok":  # the whole reason, unclipped, and what to do
@@ -372,10 +371,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no results")
         return 0
-    from rich.console import Console
 
     from .tables import hits_table
 
     stage = ("hybrid" if args.hybrid else "dense") + (" → reranked" if reranked else "")
-    Console().print(hits_table(hits, title=f"{args.collection}: {args.query}  ({stage})"))
+    table_console().print(hits_table(hits, title=f"{args.collection}: {args.query}  ({stage})"))
     return 0
