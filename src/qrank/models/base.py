@@ -381,6 +381,8 @@ def pick_device(device: str = "auto") -> str:
     >>> pick_device("cpu")
     'cpu'
     """
+    if device == "cpu":  # no torch import for what needs no check
+        return device
     import torch
 
     if device == "auto":
