@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Device calls as bench/device_run.sh runs under 600 s each. What is still pending after session 19 (2026-12-07; the
-# whole GPU suite passed at 5ecd87e, 81 tests in 551 s: device_2026-12-07k; FP8 attention on the 4B shape measured
-# without the official recipe: device_2026-12-07l/m): an H200 for the issues' targets: encoders+fp8 with a full
-# budget, h200short with less than 700 s left. The modes:
+# Device calls as bench/device_run.sh runs under 600 s each. What is still pending after session 20 (2026-12-07; the
+# whole GPU suite passed at 92dd684 in two calls, 35 + 46 tests: device_2026-12-07n; the 4B FP8-attention puzzle
+# profiled there): an H200 for the issues' targets: encoders+fp8 with a full budget, h200short with less than 700 s
+# left. A cold start cost about 390 s of budget in session 20. The modes:
 #   bash bench/device_pending.sh suite+fp8 # the whole GPU suite at HEAD (tests/gpu; it passed in full at b1cae18,
 #                                          # before 'auto' turned CUDA graphs on for FP8 stacks), then FP8 8B and 4B
 #                                          # as now served (graphs) vs graphs off, and graphs with fast accumulation
