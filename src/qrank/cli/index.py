@@ -230,18 +230,13 @@ def check_reranker(name: str, settings) -> None:
     qrank.errors.InvalidInput: --reranker: /no/such/model: no such local model directory
     """
     from ..errors import QrankError
-    from ..models.base import resolve_model
-    from ..models.registry import detect_kind
+    from ..models.registry import model_kind
 
     try:
-        resolved = resolve_model(name, settings.models if settings else None)
-        kind = detect_kind(resolved.config, resolved.path)
+        model_kind(name, "reranker", settings.models if settings else None)
     except QrankError as exc:
         # the hub's reasons span lines; the user gets one
         raise InvalidInput("--reranker", " ".join(str(exc).split())) from None
-    if kind.role != "reranker":
-        raise InvalidInput("--reranker", f"{name} is a {kind.name} model ({kind.role}), not a reranker: give a "
-                           "reranker (a cross-encoder or a Qwen3 reranker)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import CollectionNotFound
 from ..settings import Settings
 from .collection import MANIFEST, Collection, Manifest, collection_dir
+from .sqlite_passages import read_meta
 from .store import CorruptStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _check_faiss(path, repair: bool) -> tuple[list[str], list[str]]:
                                [(_repaired_metadata(meta), pid) for pid, _, meta in bad])
                 db.execute("COMMIT")
                 repairs.append(f"rewrote the metadata of {len(bad)} passages (non-finite numbers became null)")
-        base = _meta(db, "journal_base")
+        base = int(read_meta(db, "journal_base") or 0)
     finally:
         db.close()
     if repair and repairs:
@@ -101,11 +102,6 @@ def _check_faiss(path, repair: bool) -> tuple[list[str], list[str]]:
             repairs.append(f"removed {len(leftovers)} leftover FAISS files no search reads "
                            f"({', '.join(f.name for f in leftovers)})")
     return problems, repairs
-
-
-def _meta(db: sqlite3.Connection, key: str) -> int:
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _is_leftover(f: Path, base: int) -> bool:

@@ -102,20 +102,23 @@ def detect_kind(config: dict, path: Path) -> Kind:
     )
 
 
-_A = {"embedder": "an embedder", "reranker": "a reranker"}
-
-
-def load_model(name: str, role: str, settings: ModelSettings | None = None, engine: EngineSettings | None = None):
-    """Resolve ``name`` (local folder or hub id), check its role and load its backend."""
-    settings = settings or ModelSettings()
-    resolved = resolve_model(name, settings)
+def model_kind(name: str, role: str, settings: ModelSettings | None = None):
+    """``(resolved, kind)`` of ``name`` (local folder or hub id) without loading weights; a model of another role
+    is refused here, for every door (``load_model``, ``qrank index add --reranker``)."""
+    resolved = resolve_model(name, settings or ModelSettings())
     kind = detect_kind(resolved.config, resolved.path)
     if kind.role != role:
         # every door reaches here: name the way each one spells the other role
         use = ("Embedder in Python, --embedder or `qrank embed` on the command line" if kind.role == "embedder"
                else "Reranker in Python, --reranker or `qrank rerank` on the command line")
-        raise UnsupportedModel(f"{name} is a {kind.name} model, {_A[kind.role]} and not {_A[role]}: use it as one "
-                               f"({use})")
+        raise UnsupportedModel(f"{name} is a {kind.name} model ({kind.role}), not a {role}: use it as one ({use})")
+    return resolved, kind
+
+
+def load_model(name: str, role: str, settings: ModelSettings | None = None, engine: EngineSettings | None = None):
+    """Resolve ``name`` (local folder or hub id), check its role and load its backend."""
+    settings = settings or ModelSettings()
+    resolved, kind = model_kind(name, role, settings)
     if settings.quantization == "fp8" and not kind.name.startswith("qwen3"):
         raise UnsupportedModel(f"quantization='fp8' is for Qwen3 rerankers and embedders; {name} is a {kind.name} "
                                "model", field="quantization")

@@ -109,6 +109,13 @@ class ModelPool:
             raise ModelNotFound(f"model {name!r} is {_A[m.role]}, not {_A[role]}; use it with {_ROUTE_OF[m.role]}")
         return m
 
+    def named(self, name: str) -> ServedModel:
+        """The model called ``name``, whatever its role; a 404 naming ``model`` that lists what is served."""
+        m = self._by_name.get(name)
+        if m is None:
+            raise ModelNotFound(f"model {name!r} is not served here; available: {self._listing()}")
+        return m
+
     def _listing(self) -> str:
         return ", ".join(f"{m.name} ({m.role})" for m in self.models) or "nothing"
 

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ... import __version__
-from ...errors import ModelNotFound
 from ..schemas.models import ModelCard, ModelList, TEIInfo
 from . import json_response, state_of
 
@@ -50,10 +49,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request, model_id: str) -> Response:
     """The card ``/v1/models`` lists for ``model_id`` (a hub name's ``/`` included); 404 naming ``model``."""
     state = state_of(request)
-    served = next((m for m in state.pool.models if m.name == model_id), None)
-    if served is None:
-        listing = ", ".join(m.name for m in state.pool.models)
-        raise ModelNotFound(f"model {model_id!r} is not served here; available: {listing}")
+    served = state.pool.named(model_id)
     return json_response(_card(state, served))
 
 
@@ -69,7 +65,7 @@ async def info(
     if model is None:
         served = next((m for m in state.pool.models if m.role == "reranker"), state.pool.models[0])
     else:
-        served = state.pool.get(model, next((m.role for m in state.pool.models if m.name == model), "reranker"))
+        served = state.pool.named(model)
     info = served.info
     s = state.settings
     kind = (

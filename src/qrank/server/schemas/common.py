@@ -5,6 +5,7 @@ Strict means ``"top_n": "3"`` or ``true`` is a type error naming ``top_n``, not 
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -51,11 +52,18 @@ class StrictModel(BaseModel):
     def _null_is_the_default(cls, data):
         if not isinstance(data, dict):
             return data
-        optional = set()
-        for name, field in cls.model_fields.items():
-            if not field.is_required():
-                optional.update(n for n in (name, field.alias, field.validation_alias) if isinstance(n, str))
+        optional = _optional_keys(cls)
         return {k: v for k, v in data.items() if v is not None or k not in optional}
+
+
+@functools.cache
+def _optional_keys(model: type[BaseModel]) -> frozenset[str]:
+    # once per request model, not per request
+    keys = set()
+    for name, field in model.model_fields.items():
+        if not field.is_required():
+            keys.update(n for n in (name, field.alias, field.validation_alias) if isinstance(n, str))
+    return frozenset(keys)
 
 
 class ResponseModel(BaseModel):
