@@ -519,3 +519,25 @@ def test_fp8_attention_setting_reaches_the_engine_the_card_and_the_caches(spread
     assert qz.revision_suffix(settings.model_copy(update={"quantization_fast_accumulation": True})) == \
         "+fp8-fastacc-fp8attn"
     _flag_and_keyword_reach_the_setting("quantization_fp8_attention")
+
+
+def test_static_qk_scales_go_to_the_kernel_as_built():
+    """The 'qk' form's scale vector (q, k, and 1 for v) is built once per layer with the engine and handed to the
+    kernel as it is: rebuilding it in each pass cost a kernel launch per layer on an H100 (device_2026-12-07n).
+    The casts use those scales: dequantized q and k are within e4m3's rounding of the originals."""
+    from qrank.engine.fp8_attention import qk_scales, quantize_attention_inputs
+
+    gen = torch.Generator().manual_seed(3)
+    q_norm, k_norm = torch.rand(16, generator=gen) + 0.5, torch.rand(16, generator=gen) + 0.5
+    q = torch.nn.functional.rms_norm(torch.randn(7, 4, 16, generator=gen), (16,), q_norm)
+    k = torch.nn.functional.rms_norm(torch.randn(7, 2, 16, generator=gen), (16,), k_norm)
+    v = torch.randn(7, 2, 16, generator=gen)
+    scales = qk_scales(q_norm, k_norm, 16)
+    assert scales.dtype == torch.float32 and scales[2] == 1
+    q8, k8, fv = quantize_attention_inputs(q, k, v, scales, values=False)
+    assert fv.scales is scales and fv.vt is v
+    for x8, x, s in ((q8, q, scales[0]), (k8, k, scales[1])):
+        assert x8.dtype == torch.float8_e4m3fn
+        torch.testing.assert_close(x8.float() * s, x, atol=float(s) * 2 ** -6, rtol=2 ** -3)
+    _, _, fv_all = quantize_attention_inputs(q, k, v, scales)  # 'all' measures v per pass
+    assert fv_all.scales[:2].tolist() == scales[:2].tolist() and fv_all.scales[2] != 1

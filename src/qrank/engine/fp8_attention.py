@@ -59,23 +59,27 @@ class Fp8Values(NamedTuple):
 
 
 def qk_scales(q_norm, k_norm, head_dim: int):
-    """The static dequantization scales of q and k (a float32 tensor of 2) from the q/k norms' weights.
+    """The static dequantization scales of q and k from the q/k norms' weights, and 1 for a v left in bf16: the
+    float32 tensor of 3 the kernel's 'qk' form takes, built once per layer when the engine is built (rebuilding
+    it in each pass cost a kernel launch per layer: device_2026-12-07n).
 
     >>> import torch
     >>> qk_scales(torch.full((4,), 2.0), torch.tensor([1.0, -3.0, 0.5, 0.0]), 4).tolist()  # bound / 448
-    [0.00902, 0.01353]
+    [0.00902, 0.01353, 1.0]
     """
     import torch
 
     bound = torch.stack([q_norm.detach().abs().max(), k_norm.detach().abs().max()]).float()
-    return (bound * (math.sqrt(head_dim) * BOUND_ROOM / E4M3_MAX)).clamp(min=MIN_SCALE)
+    qk = (bound * (math.sqrt(head_dim) * BOUND_ROOM / E4M3_MAX)).clamp(min=MIN_SCALE)
+    return torch.cat([qk, qk.new_ones(1)])
 
 
 def quantize_attention_inputs(q, k, v, scales=None, *, values: bool = True):
     """(q8, k8, :class:`Fp8Values`): q (T, heads, D), k and v (T, kv_heads, D) as the FP8 kernel takes them.
 
-    ``scales``: q's and k's from :func:`qk_scales`; None measures them (models without q/k norms). With
-    ``values=False`` v is passed on as it is (only ``q k^T`` runs in FP8) with a v scale of 1.
+    ``scales``: q's, k's (and a v scale of 1) from :func:`qk_scales`; None measures them (models without q/k
+    norms). With ``values=False`` v is passed on as it is (only ``q k^T`` runs in FP8) with a v scale of 1, and
+    static ``scales`` go to the kernel as they are: nothing but the two casts runs per pass.
 
     >>> import torch
     >>> q, k, v = torch.randn(5, 4, 16), torch.randn(5, 2, 16), torch.randn(5, 2, 16)
@@ -89,11 +93,13 @@ def quantize_attention_inputs(q, k, v, scales=None, *, values: bool = True):
 
     e4m3 = torch.float8_e4m3fn
     if scales is None:
-        scales = torch.stack([q.abs().amax(), k.abs().amax()]).float().div(E4M3_MAX).clamp(min=MIN_SCALE)
+        one = q.new_ones((), dtype=torch.float32)
+        scales = torch.stack([q.abs().amax().float().div(E4M3_MAX), k.abs().amax().float().div(E4M3_MAX), one])
+        scales = scales.clamp(min=MIN_SCALE)
     q8 = (q.float() / scales[0]).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3)
     k8 = (k.float() / scales[1]).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3)
     if not values:
-        return q8, k8, Fp8Values(v, torch.cat([scales, scales.new_ones(1)]))
+        return q8, k8, Fp8Values(v, scales)
     sv = (v.abs().amax().float() / E4M3_MAX).clamp(min=MIN_SCALE)
     vt = (v.float() / sv).clamp(-E4M3_MAX, E4M3_MAX).to(e4m3).permute(1, 2, 0).contiguous()
-    return q8, k8, Fp8Values(vt, torch.cat([scales, sv[None]]))
+    return q8, k8, Fp8Values(vt, torch.cat([scales[:2], sv[None]]))
