@@ -173,7 +173,7 @@ class Pipeline:
                 f"from {built.get('id')}, but {em.info.id} gives {em.dim}; open it with its own "
                 f"embedder or index into a new collection",
             )
-        if em.info.revision != built.get("revision"):
+        if em.info.revision != built.get("revision") and not self._restamp_legacy(em):
             if em.info.id in (built.get("id"), built.get("name")) or _source_name(em) == built.get("name"):
                 log.warning("the files of %s changed since collection %s was built; stored vectors may differ",
                             em.info.id, self.name)
@@ -184,6 +184,28 @@ class Pipeline:
                     f"{built.get('revision')}), not {em.info.id} (revision {em.info.revision}): "
                     f"vectors of different models are not comparable",
                 )
+
+    def _restamp_legacy(self, em) -> bool:
+        """A collection built before 2026-12-07 holds its local embedder's file-time fingerprint: when the folder
+        still gives that one (the same files, untouched), store its content fingerprint instead, once, rather than
+        warning at every open."""
+        built = self.collection.manifest.embedder
+        folder = Path(_source_name(em))
+        if not em.info.revision.startswith("local-") or not folder.is_dir():
+            return False
+        from .models.base import legacy_local_revision
+
+        if legacy_local_revision(folder) != built.get("revision"):
+            return False
+        self.collection.manifest.embedder = {**built, "revision": em.info.revision}
+        try:
+            self.collection.manifest.save(self.collection.path)
+        except OSError as exc:  # a read-only collection: the files are the same, so it serves; it re-checks next time
+            log.info("collection %s: could not store its embedder's new fingerprint (%s)", self.name, exc)
+            return True
+        log.info("collection %s: its embedder's fingerprint is now content-based (%s, was the file-time %s)",
+                 self.name, em.info.revision, built.get("revision"))
+        return True
 
     def set_default_reranker(self, reranker: str | None) -> None:
         """Remember a reranker (a loadable name) for later searches of this collection."""

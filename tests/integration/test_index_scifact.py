@@ -124,6 +124,48 @@ def test_a_copy_of_the_embedder_folder_opens_the_collection_and_reads_its_cache(
     assert key == embedding_key(p.embedder.info, None, None, False, f"{PLANTED['title']} {PLANTED['text']}")
 
 
+def test_a_collection_stamped_with_the_old_file_time_fingerprint_is_restamped_once(sci, minilm_dir, tmp_path,
+                                                                                     caplog):
+    """Collections built before 2026-12-07 hold the file-time fingerprint: opened with the same untouched folder
+    they logged "the files ... changed" at every open (the demo did, twice). Now the manifest takes the content
+    fingerprint once, silently; a folder whose files did change still warns."""
+    import os
+    import shutil
+    from dataclasses import replace
+
+    from qrank import Embedder
+    from qrank.errors import InvalidInput
+    from qrank.index.collection import Manifest
+    from qrank.models.base import legacy_local_revision
+
+    p, _, _ = sci
+    path = p.collection.path
+    current = Manifest.load(path)
+    old = legacy_local_revision(Path(minilm_dir))
+    assert old != current.embedder["revision"]
+    try:
+        replace(current, embedder={**current.embedder, "revision": old}).save(path)
+        with caplog.at_level("INFO", logger="qrank.pipeline"):
+            q = Pipeline.open("scifact", settings=p.settings)
+            assert q.search("how do I rotate keys?", k=1, rerank=False)[0].id == "planted-keys"
+        assert "changed" not in caplog.text and "content-based" in caplog.text
+        assert Manifest.load(path).embedder["revision"] == current.embedder["revision"]
+
+        # a copy whose weights were rewritten (new file times, same bytes) is not the folder that built it
+        copy = Path(shutil.copytree(minilm_dir, tmp_path / "minilm-touched"))
+        weights = next(copy.glob("*.safetensors"))
+        os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 3600))
+        replace(current, embedder={**current.embedder, "revision": old}).save(path)
+        caplog.clear()
+        em = Embedder.from_pretrained(str(copy), device="cpu")
+        assert legacy_local_revision(copy) != old
+        with pytest.raises(InvalidInput) as e:
+            Pipeline.open("scifact", embedder=em, settings=p.settings).embedder  # noqa: B018
+        assert e.value.field == "embedder" and Manifest.load(path).embedder["revision"] == old
+    finally:
+        current.save(path)
+
+
 def test_cli_end_to_end(tmp_path, monkeypatch, capsys, scifact_dir, minilm_dir, ce_dir, shared_cache):
     monkeypatch.setenv("QRANK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("QRANK_CACHE__PATH", str(shared_cache))

@@ -375,6 +375,27 @@ def _local_revision(path: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
+def legacy_local_revision(path: Path) -> str:
+    """The fingerprint local folders had until 2026-12-07 (config text, weight file names, sizes and file times),
+    kept only to recognise collections built then: their manifests hold it, and the pipeline re-stamps them with
+    :func:`_local_revision` when this folder still gives the same one (the same files, untouched).
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "model.safetensors").write_bytes(b"w" * 64)
+    >>> legacy_local_revision(d) == legacy_local_revision(d), legacy_local_revision(d) == _local_revision(d)
+    (True, False)
+    """
+    h = hashlib.sha256()
+    cfg = path / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return "local-" + h.hexdigest()[:16]
+
+
 def pick_device(device: str = "auto") -> str:
     """'auto' → 'cuda' when a GPU is visible, else 'cpu'; a device asked for by name must be there.
 
