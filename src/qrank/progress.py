@@ -39,10 +39,27 @@ class _NullFile:
 
 
 class LogProgress(tqdm):
-    """A tqdm bar that reports through ``logging`` (one line per ``mininterval`` seconds) instead of drawing."""
+    """A tqdm bar that reports through ``logging`` (one line per ``mininterval`` seconds) instead of drawing.
+
+    Its rate counts from the first finished unit, not from the start: the first unit carries the warm-up (a
+    model loaded, kernels compiled, a first window of documents embedded whole), and averaged over the start it
+    made the early ETAs several times too long."""
+
+    _first: tuple[float, float] | None = None  # (n, time) at the first update that finished something
+
+    def update(self, n: float | None = 1) -> bool | None:
+        out = super().update(n)
+        if self._first is None and self.n > 0:
+            self._first = (self.n, self._time())
+        return out
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        line = progress_line(self.format_dict)
+        d = self.format_dict
+        if self._first is not None:
+            n0, t0 = self._first
+            if self.n > n0 and self._time() > t0:
+                d = {**d, "steady_rate": (self.n - n0) / (self._time() - t0)}
+        line = progress_line(d)
         # close() displays once more: a finished bar whose last update was just logged says "done" once
         if not (self.total and self.n >= self.total and getattr(self, "_logged_n", None) == self.n):
             log.info("%s", line)
@@ -51,7 +68,8 @@ class LogProgress(tqdm):
 
 
 def progress_line(d: dict[str, Any]) -> str:
-    """One log line from a tqdm ``format_dict``: count, share, rate, elapsed and time left.
+    """One log line from a tqdm ``format_dict``: count, share, rate, elapsed and time left. A ``steady_rate``
+    (:class:`LogProgress`: the rate since the first finished unit) wins over the average since the start.
 
     >>> progress_line({"desc": "indexing", "n": 50, "total": 200, "elapsed": 10.0, "unit": "doc", "rate": None})
     'indexing: 50/200 docs (25%), 5.0 docs/s, elapsed 10s, ETA 30s'
@@ -62,7 +80,7 @@ def progress_line(d: dict[str, Any]) -> str:
     unit = (d.get("unit") or "it") + "s"
     # the average since the start: lines are far apart and work comes in bursts (a window committed at a
     # time), so tqdm's smoothed recent rate swings the ETA by 2x between lines
-    rate = n / elapsed if elapsed > 0 and n else d.get("rate")
+    rate = d.get("steady_rate") or (n / elapsed if elapsed > 0 and n else d.get("rate"))
     parts = [f"{n}/{total} {unit} ({100 * n / total:.0f}%)" if total else f"{n} {unit}"]
     if rate:
         parts.append(f"{rate:.1f} {unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{unit[:-1]}")

@@ -95,3 +95,23 @@ def test_a_finished_bar_says_done_once(caplog):
             bar.update(1)
     lines = [r.getMessage() for r in caplog.records if r.name == "qrank.progress"]
     assert [line for line in lines if line.endswith("done")] == [lines[-1]] and lines[-1].startswith("x: 3/3 docs")
+
+
+def test_eta_counts_from_the_first_finished_unit_not_the_warm_up(caplog):
+    """A first window that takes 60 s (model load, compile), then 10 units a second: at 110 of 200 the ETA is 9 s
+    for the 90 left, not the 57 s the average since the start (110 in 70 s) gave; early lines were worse still
+    (at 20 of 200: 9 minutes for 18 s of work)."""
+    clock = [0.0]
+    with caplog.at_level(logging.INFO, logger="qrank.progress"):
+        bar = progress(total=200, desc="w", unit="doc", stream=io.StringIO(), log_interval=0)
+        bar._time = lambda: clock[0]
+        bar.start_t = bar.last_print_t = 0.0
+        clock[0] = 60.0
+        bar.update(10)  # the warm-up window
+        for _ in range(10):
+            clock[0] += 1.0
+            bar.update(10)
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "qrank.progress"]
+    last = [line for line in lines if line.startswith("w: 110/200 docs")][0]
+    assert "10.0 docs/s" in last and "ETA 9s" in last and "elapsed 1m10s" in last
