@@ -60,7 +60,9 @@ if [[ $STEPS == *r100ab* ]]; then
   done
 fi
 if [[ $STEPS == *tests* ]]; then
-  timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q tests/gpu -m gpu -s -p no:cacheprovider -o addopts="" ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/gpu_tests.log"
+  # --timeout: one hung test fails alone and the rest still run (the call's own limit would lose them all)
+  timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q tests/gpu -m gpu -s -p no:cacheprovider -o addopts="" \
+    --timeout ${TEST_EACH_TIMEOUT:-200} ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/gpu_tests.log"
 fi
 if [[ $STEPS == *bench* ]]; then
   timeout ${BENCH_TIMEOUT:-420} python3 bench/gpu_bench.py run --sizes "$SIZES" --parts "$PARTS" --out "$OUT" $EXTRA 2>&1 \
