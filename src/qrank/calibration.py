@@ -251,8 +251,10 @@ class CalibratedEncoder(Calibrated):
     """:class:`Calibrated` over a model that tokenizes locally: the server's door encodes once, the worker
     calls :meth:`score_encoded` (or :meth:`score_encoded_and_raw` when a request asked for raw scores)."""
 
-    def encode_pairs(self, pairs, *, instruction: str | None = None):
-        return self.inner.encode_pairs(pairs, instruction=instruction)
+    def encode_pairs(self, pairs, *, instruction: str | None = None, max_length: int | None = None):
+        # max_length (where the encoding cuts) only when asked: an inner encoder need not know it otherwise
+        cut = {} if max_length is None else {"max_length": max_length}
+        return self.inner.encode_pairs(pairs, instruction=instruction, **cut)
 
     def score_encoded(self, encoded) -> np.ndarray:
         return self.score_encoded_and_raw(encoded)[0]

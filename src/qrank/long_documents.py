@@ -192,13 +192,17 @@ def _span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int
 
 def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy: LongDocuments,
          field: str = "documents", query_field: str = "query", truncated_before: Sequence[bool] = (),
-         unlaid: Sequence[str] = ("truncate",), refuse_as_too_large: bool = False) -> Plan:
+         unlaid: Sequence[str] = ("truncate",), refuse_as_too_large: bool = False,
+         max_prompt_tokens: int | None = None) -> Plan:
     """The pairs ``model`` should score under ``policy``; ``truncated_before[i]`` marks a document a door cut
     already (by characters). Raises InvalidInput / TooLarge naming ``field[i]`` or the setting at fault.
 
     A model that cannot lay documents out (a remote one) is scored as is under the policies in ``unlaid`` (the
     server checks 'error' by its exact token counts); other policies and token limits need a layout.
-    ``refuse_as_too_large`` makes 'error' a TooLarge (413, what ``truncate: false`` has always answered)."""
+    ``refuse_as_too_large`` makes 'error' a TooLarge (413, what ``truncate: false`` has always answered).
+    ``max_prompt_tokens`` (vLLM's ``truncate_prompt_tokens``, at most the window) caps each whole pair: what is
+    left beside the template and query is the document's cap, cut as ``max_tokens_per_doc`` cuts (the query is
+    never cut: a pair whose template and query alone exceed it is refused, naming the field)."""
     for i, (_, doc) in enumerate(pairs):
         if len(doc) > policy.max_chars_per_document:
             raise TooLarge(f"{field}[{i}]: {len(doc)} characters, more than max_chars_per_document="
@@ -208,12 +212,14 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
     try:
         layouts: list[DocumentLayout] = model.document_layouts(pairs, instruction=instruction)
     except (AttributeError, UnsupportedModel):
-        plain = policy.policy in unlaid and policy.max_tokens_per_doc is None and policy.max_tokens_per_query is None
+        plain = (policy.policy in unlaid and policy.max_tokens_per_doc is None and policy.max_tokens_per_query is None
+                 and max_prompt_tokens is None)
         if not plain:
             # the request asks for what this model cannot do: a 422 naming the request's field, like any
             # other valid-looking value the model refuses
             asked = ("max_tokens_per_doc" if policy.max_tokens_per_doc is not None else
-                     "max_tokens_per_query" if policy.max_tokens_per_query is not None else "long_documents")
+                     "max_tokens_per_query" if policy.max_tokens_per_query is not None else
+                     "truncate_prompt_tokens" if max_prompt_tokens is not None else "long_documents")
             raise InvalidInput(asked, f"{type(model).__name__} cannot lay documents out in its window, so "
                                       f"long_documents={policy.policy!r} and the token limits are not available "
                                       "for it") from None
@@ -233,9 +239,17 @@ def plan(model, pairs: list[tuple[str, str]], *, instruction: str | None, policy
         n = len(offsets)
         whole = lay.encoded
         cut_early = bool(truncated_before[i]) if i < len(truncated_before) else False
-        if policy.max_tokens_per_doc is not None and n > policy.max_tokens_per_doc:
-            # the caller's own cap (Cohere's max_tokens_per_doc): the document part alone is cut, by its tokens
-            n, cut_early, whole = policy.max_tokens_per_doc, True, None
+        cap = policy.max_tokens_per_doc
+        if max_prompt_tokens is not None:
+            room = max_prompt_tokens - lay.overhead
+            if room < (1 if n else 0):
+                raise InvalidInput("truncate_prompt_tokens", f"{max_prompt_tokens} tokens leave none for {name}: the "
+                                   f"template and {query_field} take {lay.overhead}; send a larger value or -1")
+            cap = room if cap is None else min(cap, room)
+        if cap is not None and n > cap:
+            # the caller's own cap (Cohere's max_tokens_per_doc, vLLM's truncate_prompt_tokens): the document part
+            # alone is cut, by its tokens
+            n, cut_early, whole = cap, True, None
             doc = doc[: offsets[n - 1][1]]
         first = len(out_pairs)
         if n <= lay.budget:

@@ -43,6 +43,27 @@ def server_settings(home=None, **server) -> Settings:
     return Settings(home=home or tempfile.mkdtemp(prefix="qrank-test-home-"), server={"access_log": False, **server})
 
 
+class WithoutLayouts:
+    """A real scorer that cannot lay documents out (what a Ray-served model looks like to the door): the door then
+    refuses over-long pairs by their token counts."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.info = inner.info
+
+    def encode_pairs(self, pairs, **kwargs):
+        return self.inner.encode_pairs(pairs, **kwargs)
+
+    def score_encoded(self, encoded):
+        return self.inner.score_encoded(encoded)
+
+    def score_pairs(self, pairs, *, instruction=None):
+        return self.inner.score_pairs(pairs, instruction=instruction)
+
+    def count_tokens(self, pairs, **kwargs):
+        return self.inner.count_tokens(pairs, **kwargs)
+
+
 class GatedScorer:
     """Scores by word overlap, but each forward pass waits until the test opens the gate.
 

@@ -159,6 +159,24 @@ def test_two_replicas_answer_like_the_single_process_core(served, ce):
     assert len(calls) == 2 and all(n > 0 for n in calls.values()), calls
 
 
+def test_truncate_false_serves_a_pair_filling_the_window_and_refuses_one_token_more(served, ce, ce_dir):
+    """A Ray-served reranker cannot lay documents out, so the door refuses by the replica's token counts; a pair
+    of exactly the window's tokens (counted by the checkpoint's own tokenizer) must be served, not refused."""
+    import httpx
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ce_dir))
+    count = lambda d: len(tok(QUERY, d)["input_ids"])  # noqa: E731
+    docs = {count(d): d for d in (" ".join(["word"] * k) for k in range(480, 520))}
+    window = ce.info.max_length  # 512
+    body = {"query": QUERY, "truncate": False}
+    r = httpx.post(f"{served}/v1/rerank", json={**body, "documents": [docs[window]]}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["relevance_score"] == pytest.approx(ce.score(QUERY, [docs[window]])[0], abs=1e-5)
+    r = httpx.post(f"{served}/v1/rerank", json={**body, "documents": [docs[window + 1]]}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["field"] == "documents[0]", r.text
+
+
 def test_killing_a_replica_under_load_loses_no_request(served, ce):
     import httpx
     import ray

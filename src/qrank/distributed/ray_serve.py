@@ -221,8 +221,9 @@ class RayEncodingScorer(RayScorer):
     """A :class:`RayScorer` over a model that tokenizes locally: a request is tokenized once on a replica
     (``encode_pairs``, also its exact token count) and its token ids are scored (``score_encoded``)."""
 
-    def encode_pairs(self, pairs, *, instruction: str | None = None) -> list[Encoded]:
-        return self._call("encode", [tuple(p) for p in pairs], {"instruction": instruction})
+    def encode_pairs(self, pairs, *, instruction: str | None = None, max_length: int | None = None) -> list[Encoded]:
+        cut = {} if max_length is None else {"max_length": max_length}  # see qrank.server.workers.score_job
+        return self._call("encode", [tuple(p) for p in pairs], {"instruction": instruction, **cut})
 
     def score_encoded(self, encoded) -> np.ndarray:
         return np.asarray(self._call("score_encoded", list(encoded)), dtype=np.float32)
@@ -231,8 +232,10 @@ class RayEncodingScorer(RayScorer):
 class RayEncodingEmbeddingModel(RayEmbeddingModel):
     """A :class:`RayEmbeddingModel` over a model that tokenizes locally (see :class:`RayEncodingScorer`)."""
 
-    def encode_texts(self, texts, *, is_query: bool = False, instruction: str | None = None) -> list[Encoded]:
-        return self._call("encode", list(texts), {"is_query": is_query, "instruction": instruction})
+    def encode_texts(self, texts, *, is_query: bool = False, instruction: str | None = None,
+                     max_length: int | None = None) -> list[Encoded]:
+        cut = {} if max_length is None else {"max_length": max_length}  # see qrank.server.workers.embed_job
+        return self._call("encode", list(texts), {"is_query": is_query, "instruction": instruction, **cut})
 
     def embed_encoded(self, encoded, *, dim: int | None = None) -> np.ndarray:
         return np.asarray(self._call("embed_encoded", list(encoded), dim), dtype=np.float32)

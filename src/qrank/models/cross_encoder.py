@@ -137,12 +137,16 @@ class CrossEncoderModel:
         )
         return cls(model, tokenizer, info, activation, engine_settings, settings.quantization)
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]:
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                     max_length: int | None = None) -> list[Encoded]:
+        """Token ids per pair, cut (longest first) at ``max_length`` tokens: default the model's window; the server
+        asks for one more when it refuses over-long pairs, to tell a pair that fills the window from a cut one."""
         # cross-encoders take no instruction; it is accepted so that callers need not care
-        return to_encoded(tokenize_pairs(self.tokenizer, pairs, self.info.max_length))
+        return to_encoded(tokenize_pairs(self.tokenizer, pairs, max_length or self.info.max_length))
 
-    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
-        return [len(e) for e in self.encode_pairs(pairs)]
+    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                     max_length: int | None = None) -> list[int]:
+        return [len(e) for e in self.encode_pairs(pairs, max_length=max_length)]
 
     def document_layouts(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None):
         """Per pair, the document's tokens and its budget: ``max_length`` minus special tokens and the query."""

@@ -116,26 +116,32 @@ class Qwen3Embedder:
                              getattr(model, "base_model", model), settings, checkpoint)
 
     def encode(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None,
+        max_length: int | None = None,
     ) -> list[list[int]]:
-        """Token ids per text (a query gets the task instruction), truncated to ``max_length`` with the
-        end-of-text token kept."""
+        """Token ids per text (a query gets the task instruction), truncated to ``max_length`` (default: the
+        model's) with the end-of-text token kept. The server asks for one token more than the window when it
+        refuses over-long inputs, so that an input filling the window exactly is told from one that was cut."""
         if is_query:
             task = instruction or self.info.default_instruction or DEFAULT_TASK
             texts = [format_query(task, t) for t in texts]
-        room = self.info.max_length - len(self.before) - len(self.after)
+        room = (max_length or self.info.max_length) - len(self.before) - len(self.after)
         encs = self.text_tok.encode_batch(list(texts), add_special_tokens=False)
         return [self.before + e.ids[:room] + self.after for e in encs]
 
     def encode_texts(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None,
+        max_length: int | None = None,
     ) -> list[Encoded]:
-        return [Encoded(tuple(ids)) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
+        encoded = self.encode(texts, is_query=is_query, instruction=instruction, max_length=max_length)
+        return [Encoded(tuple(ids)) for ids in encoded]
 
     def count_tokens(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None,
+        max_length: int | None = None,
     ) -> list[int]:
-        return [len(ids) for ids in self.encode(texts, is_query=is_query, instruction=instruction)]
+        return [len(ids) for ids in self.encode(texts, is_query=is_query, instruction=instruction,
+                                                max_length=max_length)]
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:
         """Vectors of already encoded texts (the server tokenized them at its door)."""

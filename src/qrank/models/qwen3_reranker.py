@@ -69,9 +69,14 @@ class Qwen3PromptEncoder:
         if max_length <= len(self.prefix_ids) + len(self.suffix_ids) + 8:
             raise InvalidInput("max_length", f"{max_length} leaves no room for the Qwen3 reranker template")
 
-    def encode(self, pairs: Sequence[tuple[str, str]], instruction: str) -> list[list[int]]:
-        """Token ids per pair: prefix + user turn (document truncated) + suffix."""
-        budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+    def encode(self, pairs: Sequence[tuple[str, str]], instruction: str,
+               max_length: int | None = None) -> list[list[int]]:
+        """Token ids per pair: prefix + user turn (document truncated) + suffix, at most ``max_length`` tokens
+        (default: the window; the server asks for one more when it refuses over-long pairs, to tell a pair that
+        fills the window from a cut one). The query must fit the window itself either way."""
+        fixed = len(self.prefix_ids) + len(self.suffix_ids)
+        own = self.max_length - fixed
+        budget = (max_length or self.max_length) - fixed
         texts = [format_user_turn(instruction, q, d) for q, d in pairs]
         # without offsets (a third less host time on rerank 1x100: bench/logs/r100_variants): only a pair over
         # the budget needs them, to find where its document starts, and it is encoded again with them
@@ -79,11 +84,11 @@ class Qwen3PromptEncoder:
         out = []
         for (_, doc), text, enc in zip(pairs, texts, encodings):
             ids = enc.ids
-            if len(ids) > budget:
+            if len(ids) > min(budget, own):
                 enc = self.text_tok.encode(text, add_special_tokens=False)
                 doc_start = len(text) - len(doc)
                 head = sum(1 for start, _ in enc.offsets if start < doc_start)
-                if head > budget:
+                if head > own:
                     raise InvalidInput(
                         "query",
                         f"query and instruction take {head} tokens, more than max_length={self.max_length} "
@@ -203,15 +208,20 @@ class Qwen3Reranker:
         return gated_backend(lambda: cls(model, tokenizer, info, engine_settings), model.base_model, settings,
                              checkpoint)
 
-    def encode(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[list[int]]:
-        """Model-ready token ids per pair (the template with the instruction, the document truncated)."""
-        return self.encoder.encode(pairs, instruction or self.info.default_instruction or DEFAULT_INSTRUCTION)
+    def encode(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+               max_length: int | None = None) -> list[list[int]]:
+        """Model-ready token ids per pair (the template with the instruction, the document truncated to fit
+        ``max_length``, default the window: see :meth:`Qwen3PromptEncoder.encode`)."""
+        return self.encoder.encode(pairs, instruction or self.info.default_instruction or DEFAULT_INSTRUCTION,
+                                   max_length)
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]:
-        return [Encoded(tuple(ids)) for ids in self.encode(pairs, instruction=instruction)]
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                     max_length: int | None = None) -> list[Encoded]:
+        return [Encoded(tuple(ids)) for ids in self.encode(pairs, instruction=instruction, max_length=max_length)]
 
-    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
-        return [len(ids) for ids in self.encode(pairs, instruction=instruction)]
+    def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                     max_length: int | None = None) -> list[int]:
+        return [len(ids) for ids in self.encode(pairs, instruction=instruction, max_length=max_length)]
 
     def document_layouts(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None):
         """Per pair, the document's tokens and its budget in the window (see :class:`DocumentLayout`)."""

@@ -184,15 +184,20 @@ class STEmbedder:
         return [prefix + t for t in texts] if prefix else list(texts)
 
     def encode_texts(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None,
+        max_length: int | None = None,
     ) -> list[Encoded]:
+        """Token ids per text, cut at ``max_length`` tokens (default: the model's window; the server asks for one
+        more when it refuses over-long inputs, to tell an input that fills the window from one that was cut)."""
         prompted = self._prompted(texts, is_query, instruction)
-        return to_encoded(tokenize_texts(self.tokenizer, prompted, self.info.max_length))
+        return to_encoded(tokenize_texts(self.tokenizer, prompted, max_length or self.info.max_length))
 
     def count_tokens(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None,
+        max_length: int | None = None,
     ) -> list[int]:
-        return [len(e) for e in self.encode_texts(texts, is_query=is_query, instruction=instruction)]
+        return [len(e) for e in self.encode_texts(texts, is_query=is_query, instruction=instruction,
+                                                  max_length=max_length)]
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray:
         if not encoded:

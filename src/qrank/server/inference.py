@@ -17,6 +17,7 @@ from ..calibration import raw_scores
 from ..embedder import check_dim
 from ..errors import InvalidInput, TooLarge
 from ..long_documents import DocumentReport, LongDocuments, plan
+from ..models.base import TextEncoder
 from ..reranker import check_min_score, rank_scores
 from ..types import RerankResult
 from .errors import ClientGone
@@ -76,14 +77,46 @@ def check_query_chars(text: str, field: str, limit: int) -> None:
 
 
 def check_tokens(counts: Sequence[int], max_length: int, field: str) -> None:
-    """With truncation off, an input that reaches the model's max_length would have been cut: refuse it."""
+    """With truncation off, refuse an input longer than the model's max_length; one that fills it exactly is
+    served. The counts must see past the window: the door encodes with one token to spare (``max_length + 1``,
+    see :func:`~qrank.server.workers.score_job`), since a count cut at the window reads the same for an input
+    that fits exactly and one that was cut; a model that only counts gives its inputs' whole counts.
+
+    >>> check_tokens([3, 4], 4, "input")
+    >>> check_tokens([3, 5], 4, "input")
+    Traceback (most recent call last):
+    qrank.errors.TooLarge: input[1]: longer than the model's max_length of 4 tokens; ...
+    """
     for i, n in enumerate(counts):
-        if n >= max_length:
+        if n > max_length:
             raise TooLarge(
-                f"{field}[{i}]: reaches the model's max_length of {max_length} tokens; "
+                f"{field}[{i}]: longer than the model's max_length of {max_length} tokens; "
                 "shorten it or send truncate=true",
                 field=f"{field}[{i}]",
             )
+
+
+def prompt_tokens(value: int | None, max_length: int) -> int | None:
+    """vLLM's ``truncate_prompt_tokens`` as a number of tokens: -1 is the model's max_length; more than the window
+    is refused, as vLLM refuses it (a cap the model cannot reach would be silently meaningless).
+
+    >>> prompt_tokens(-1, 512), prompt_tokens(100, 512), prompt_tokens(None, 512)
+    (512, 100, None)
+    >>> prompt_tokens(600, 512)
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: truncate_prompt_tokens: 600 is more than the model's max_length of 512 tokens; ...
+    """
+    if value is None:
+        return None
+    if value == -1:
+        return max_length
+    if value < 1:
+        raise InvalidInput("truncate_prompt_tokens", f"must be a positive number of tokens, or -1 for the model's "
+                           f"max_length, got {value}")
+    if value > max_length:
+        raise InvalidInput("truncate_prompt_tokens", f"{value} is more than the model's max_length of {max_length} "
+                           f"tokens; send at most {max_length}, or -1 for the whole window")
+    return value
 
 
 async def until_disconnected(request: Request) -> None:
@@ -158,7 +191,8 @@ class Inference:
 
         ``long_documents`` holds the request's qrank fields (``long_documents``, ``chunk_tokens``,
         ``chunk_overlap``, ``chunk_aggregate``, ``chunk_top_k``) and protocol knobs (``max_tokens_per_doc``,
-        ``max_tokens_per_query``); documents are cut or chunked by :mod:`qrank.long_documents`.
+        ``max_tokens_per_query``, vLLM's ``truncate_prompt_tokens``); documents are cut or chunked by
+        :mod:`qrank.long_documents`.
         ``raw_field`` (the request's field that asked for raw scores) fills ``Scored.raw``: a calibrated model's
         uncalibrated scores of the same pass, else the logit behind a sigmoid score.
         """
@@ -167,8 +201,12 @@ class Inference:
         check_count(len(pairs), field, lim.max_documents)
         if instruction is not None:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
+        options = dict(long_documents or {})
+        # vLLM's cap on the whole prompt (template, query and document): plan() cuts each document to what is left
+        # of it beside the template and query, as it cuts for max_tokens_per_doc
+        prompt_cap = prompt_tokens(options.pop("truncate_prompt_tokens", None), served.info.max_length)
         # 'truncate: false' keeps its 413; a long_documents='error' is a 422 like any invalid input
-        policy, refuse_413 = self._policy(served, truncate, long_documents)
+        policy, refuse_413 = self._policy(served, truncate, options)
         seen_queries: set[str] = set()
         for q, _ in pairs:
             if q not in seen_queries:
@@ -183,15 +221,20 @@ class Inference:
         def prepare():
             laid = plan(served.model, pairs, instruction=instruction, policy=policy, field=field,
                         query_field=query_field, truncated_before=truncated_before, unlaid=("truncate", "error"),
-                        refuse_as_too_large=refuse_413)
-            return (laid, *score_job(served.model, laid.pairs, instruction, laid.encoded, raw=raw_field is not None))
+                        refuse_as_too_large=refuse_413, max_prompt_tokens=prompt_cap)
+            # a model without layouts is refused by its counts ('error'), so its pairs are encoded one token past the
+            # window: a pair that fills the window exactly is served, a longer one refused (see check_tokens)
+            by_counts = policy.policy != "truncate" and bool(laid.layouts) and laid.layouts[0] is None
+            limit = served.info.max_length + 1 if by_counts else None
+            return (laid, by_counts, *score_job(served.model, laid.pairs, instruction, laid.encoded,
+                                                raw=raw_field is not None, max_length=limit))
 
         # a full queue answers 429 now, before the tokenizer: under overload the refusal takes milliseconds
         with served.batcher.place() as place:
             # laid out and tokenized once, here, off the event loop: the counts are exact and the worker gets the ids
-            laid, job, counts = await asyncio.to_thread(prepare)
-            if policy.policy != "truncate" and laid.layouts and laid.layouts[0] is None:
-                check_tokens(counts, served.info.max_length, field)  # a model without layouts: refuse by its counts
+            laid, by_counts, job, counts = await asyncio.to_thread(prepare)
+            if by_counts:
+                check_tokens(counts, served.info.max_length, field)
             tokens = int(sum(counts))
             submitted = served.batcher.submit(job, cost=tokens, size=len(laid.pairs), place=place)
             answer = await watched(self.request, submitted)
@@ -242,8 +285,11 @@ class Inference:
         truncate: bool | None,
         field: str,
         dim_field: str = "dimensions",
+        truncate_prompt_tokens: int | None = None,
     ) -> Embedded:
-        """L2-normalised float32 vectors, one row per text."""
+        """L2-normalised float32 vectors, one row per text. ``truncate_prompt_tokens`` (vLLM's) cuts each input,
+        its instruction and special tokens included, to that many tokens (-1: the window); it cuts even under
+        ``truncate: false``, as an explicit cap (max_tokens_per_doc too) always does."""
         served = self.state.pool.get(model_name, "embedder")
         lim = self.limits
         check_count(len(texts), field, lim.max_inputs)
@@ -251,11 +297,18 @@ class Inference:
         dim = check_dim(info, dim, dim_field, served.name)
         if instruction is not None:
             check_query_chars(instruction, "instruction", lim.max_document_chars)
-        truncate = self._truncate(truncate)
+        cap = prompt_tokens(truncate_prompt_tokens, info.max_length)
+        if cap is not None and not isinstance(served.model, TextEncoder):
+            raise InvalidInput("truncate_prompt_tokens", f"{type(served.model).__name__} does not tokenize here, so "
+                               "its inputs cannot be cut to a number of tokens")
+        truncate = cap is not None or self._truncate(truncate)
         texts = fit_chars(texts, field, lim.max_document_chars, truncate)
+        # with truncation off the texts are encoded one token past the window, so that an input filling it exactly
+        # is served and a longer one refused (see check_tokens)
+        limit = cap if cap is not None else None if truncate else info.max_length + 1
         with served.batcher.place() as place:  # 429 before the tokenizer, as in score_pairs
             job, counts = await asyncio.to_thread(
-                embed_job, served.model, texts, is_query=is_query, instruction=instruction, dim=dim
+                embed_job, served.model, texts, is_query=is_query, instruction=instruction, dim=dim, max_length=limit
             )
             if not truncate:
                 check_tokens(counts, info.max_length, field)

@@ -55,15 +55,25 @@ class EmbedJob:
         return len(self.texts)
 
 
+def _cut_at(max_length: int | None) -> dict:
+    # passed on only when the door asks, so that a model whose encoder takes no max_length still serves the rest
+    return {} if max_length is None else {"max_length": max_length}
+
+
 def score_job(model, pairs: list[tuple[str, str]], instruction: str | None,
-              known: Sequence[Encoded | None] | None = None, *, raw: bool = False) -> tuple[ScoreJob, list[int]]:
+              known: Sequence[Encoded | None] | None = None, *, raw: bool = False,
+              max_length: int | None = None) -> tuple[ScoreJob, list[int]]:
     """The job for one request and its exact token counts; the pairs are tokenized here, once
     (``known[i]``, when given, is pair i's encoding already made at the door, e.g. by laying documents out).
-    ``raw``: the worker answers ``(scores, raw scores)`` when the model is calibrated."""
+    ``raw``: the worker answers ``(scores, raw scores)`` when the model is calibrated. ``max_length`` is where
+    the encoding cuts instead of the model's window: the door asks for one token more when it refuses over-long
+    pairs, since a count cut at the window cannot tell a pair that fills it from one that was cut (a pair it
+    accepts, at most the window, encodes the same either way)."""
     if isinstance(model, PairEncoder):
         known = list(known) if known is not None else [None] * len(pairs)
         todo = [i for i, e in enumerate(known) if e is None]
-        fresh = iter(model.encode_pairs([pairs[i] for i in todo], instruction=instruction) if todo else [])
+        fresh = iter(model.encode_pairs([pairs[i] for i in todo], instruction=instruction, **_cut_at(max_length))
+                     if todo else [])
         encoded = [e if e is not None else next(fresh) for e in known]
         return ScoreJob(pairs, instruction, encoded, raw), [len(e) for e in encoded]
     counts = [int(n) for n in model.count_tokens(pairs, instruction=instruction)]
@@ -71,10 +81,11 @@ def score_job(model, pairs: list[tuple[str, str]], instruction: str | None,
 
 
 def embed_job(model, texts: list[str], *, is_query: bool, instruction: str | None,
-              dim: int | None) -> tuple[EmbedJob, list[int]]:
-    """The job for one request and its exact token counts; the texts are tokenized here, once."""
+              dim: int | None, max_length: int | None = None) -> tuple[EmbedJob, list[int]]:
+    """The job for one request and its exact token counts; the texts are tokenized here, once, cut at
+    ``max_length`` tokens when given (else at the model's window; see :func:`score_job`)."""
     if isinstance(model, TextEncoder):
-        encoded = model.encode_texts(texts, is_query=is_query, instruction=instruction)
+        encoded = model.encode_texts(texts, is_query=is_query, instruction=instruction, **_cut_at(max_length))
         return EmbedJob(texts, is_query, instruction, dim, encoded), [len(e) for e in encoded]
     counts = model.count_tokens(texts, is_query=is_query, instruction=instruction)
     return EmbedJob(texts, is_query, instruction, dim), [int(n) for n in counts]

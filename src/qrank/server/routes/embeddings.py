@@ -39,6 +39,7 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
         dim=body.dimensions,
         truncate=body.truncate,
         field="input",
+        truncate_prompt_tokens=body.truncate_prompt_tokens,
     )
     if body.encoding_format == "base64":
         data = [EmbeddingItem(index=i, embedding=encode_base64(v)) for i, v in enumerate(out.vectors)]

@@ -6,9 +6,19 @@ Strict means ``"top_n": "3"`` or ``true`` is a type error naming ``top_n``, not 
 from __future__ import annotations
 
 import functools
+import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 # hard ceilings of the schema; the configurable limits (settings.server) are checked by the door
@@ -98,10 +108,38 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def _document_text(value: Any) -> Any:
+def ranked_text(document: dict, rank_fields: list[str]) -> str:
+    """The text an object document is ranked by under Cohere v1's ``rank_fields``: one field's value as it is (so
+    ``["text"]`` is the default), several as ``key: value`` lines in the given order (the YAML-style layout Cohere
+    recommends for structured documents). A value that is not a string is written as JSON.
+
+    >>> ranked_text({"title": "Cats", "year": 2020, "text": "..."}, ["title", "year"])
+    'title: Cats\\nyear: 2020'
+    >>> ranked_text({"body": "Cats purr."}, ["body"])
+    'Cats purr.'
+    """
+    for key in rank_fields:
+        if key not in document:
+            raise PydanticCustomError("rank_field", "has no '{key}' field, which rank_fields names", {"key": key})
+
+    def value(key: str) -> str:
+        v = document[key]
+        return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+    if len(rank_fields) == 1:
+        return value(rank_fields[0])
+    return "\n".join(f"{key}: {value(key)}" for key in rank_fields)
+
+
+def _document_text(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, dict):
+        # Cohere v1 ranks object documents by the keys rank_fields names (a field validated before documents)
+        rank_fields = (info.data or {}).get("rank_fields")
+        if rank_fields:
+            return ranked_text(value, rank_fields)
         if "text" not in value:
-            raise PydanticCustomError("document", "an object document needs a 'text' field")
+            raise PydanticCustomError("document", "an object document needs a 'text' field (or name the fields to "
+                                      "rank by in rank_fields)")
         value = value["text"]
     if not isinstance(value, str):
         raise PydanticCustomError(
@@ -134,12 +172,15 @@ DocumentText = Annotated[
         {
             "anyOf": [
                 {"type": "string"},
-                {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+                # 'text' is required unless the request's rank_fields names the keys to rank by (JSON Schema
+                # cannot say that across fields)
+                {"type": "object", "properties": {"text": {"type": "string"}}},
             ]
         }
     ),
 ]
-"""A document: a string, or a Jina/vLLM object ``{"text": ...}`` (other keys are ignored)."""
+"""A document: a string, or a Jina/vLLM/Cohere object ``{"text": ...}`` (other keys are ignored), or, when the
+request names ``rank_fields``, an object ranked by those keys (:func:`ranked_text`)."""
 
 TextList = Annotated[
     list[Text],
@@ -165,6 +206,7 @@ QueryList = Annotated[
 """One non-blank string or a non-empty list of them."""
 
 ModelName = Annotated[str, Field(max_length=1024), AfterValidator(_utf8)]
+FieldName = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_utf8)]
 Instruction = Annotated[str, Field(max_length=100_000), AfterValidator(_utf8)]
 # the before-validator hides the bounds from pydantic's schema (it would print them as "ge"/"le", which JSON
 # Schema does not know): spell them as JSON Schema
@@ -173,6 +215,14 @@ PositiveInt = Annotated[
     BeforeValidator(_whole_number),
     Field(ge=1, le=MAX_INT),
     WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_INT}),
+]
+# vLLM's truncate_prompt_tokens: -1 (the model's window) or a positive count; 0 and more than the window are refused
+# by the door, which knows the model (qrank.server.inference.prompt_tokens)
+PromptTokens = Annotated[
+    int,
+    BeforeValidator(_whole_number),
+    Field(ge=-1, le=MAX_INT),
+    WithJsonSchema({"type": "integer", "minimum": -1, "maximum": MAX_INT}),
 ]
 
 

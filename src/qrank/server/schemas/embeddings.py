@@ -20,7 +20,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import Instruction, ModelName, PositiveInt, QueryList, ResponseModel, StrictModel, Usage
+from .common import (
+    Instruction,
+    ModelName,
+    PositiveInt,
+    PromptTokens,
+    QueryList,
+    ResponseModel,
+    StrictModel,
+    Usage,
+)
 
 # a blank input has nothing to embed: refused (422 naming input[i] / inputs[i]) like a blank query
 InputList = QueryList
@@ -43,6 +52,10 @@ class EmbeddingRequest(StrictModel):
         "prefix of a sentence-transformers model (default: models.query_task / models.query_prompt, else the model's)"
     )
     truncate: bool | None = Field(None, description="truncate over-long inputs (default: the server's setting)")
+    truncate_prompt_tokens: PromptTokens | None = Field(
+        None, description="vLLM: cut each input (with its instruction and special tokens) to N tokens, keeping its "
+        "start; -1 is the model's max_length, more is a 422; it cuts even with truncate=false"
+    )
     user: str | None = Field(None, description="accepted for OpenAI compatibility; ignored")
 
 

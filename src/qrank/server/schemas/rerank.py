@@ -6,7 +6,8 @@ vLLM / Jina / Cohere::
     → {"id", "model", "results": [{"index", "relevance_score", "document": {"text"}}], "usage": {"total_tokens"}}
 
 qrank adds ``min_score`` (leave out results scoring below it) and ``return_raw_scores`` (each result's
-``raw_score``: the model's raw output) to every body style.
+``raw_score``: the model's raw output) to every body style. Cohere v1's ``rank_fields`` (object documents ranked by
+the named keys) and vLLM's ``truncate_prompt_tokens`` (each pair cut to N tokens) are honoured, never ignored.
 
 TEI (``/rerank`` with ``texts``)::
 
@@ -22,9 +23,11 @@ from pydantic import ConfigDict, Field
 
 from .common import (
     DocumentText,
+    FieldName,
     Instruction,
     ModelName,
     PositiveInt,
+    PromptTokens,
     QueryText,
     ResponseModel,
     StrictModel,
@@ -62,6 +65,11 @@ class LongDocumentFields(StrictModel):
     max_tokens_per_query: PositiveInt | None = Field(
         None, description="refuse (422) a query longer than N tokens instead of scoring it"
     )
+    truncate_prompt_tokens: PromptTokens | None = Field(
+        None, description="vLLM: cut each pair (template, query and document) to N tokens by cutting the end of the "
+        "document part (the query is never cut; a query that leaves no room is a 422); -1 is the model's max_length, "
+        "more is a 422. Results say 'truncated'; it cuts even with truncate=false, as max_tokens_per_doc does"
+    )
 
     def long_document_options(self) -> dict:
         return {k: getattr(self, k) for k in LongDocumentFields.model_fields}
@@ -88,13 +96,18 @@ class _RerankFields(LongDocumentFields):
         False, description="qrank: add each result's 'raw_score', the model's raw output from the same pass: a "
         "calibrated model's uncalibrated score, otherwise the logit behind a sigmoid score (TEI's raw_scores)"
     )
+    # declared before 'documents' (in the subclasses), so that the documents' validator sees it
+    rank_fields: Annotated[list[FieldName], Field(min_length=1)] | None = Field(
+        None, description="Cohere v1: rank object documents by these keys, in this order: one key's value as it is, "
+        "several as 'key: value' lines; a document without one of them is a 422 naming it (default: 'text')"
+    )
 
 
 class RerankRequest(_RerankFields):
     """vLLM / Jina / Cohere rerank body."""
 
     documents: Annotated[list[DocumentText], Field(min_length=1)] = Field(
-        description="strings, or objects with a 'text' field"
+        description="strings, or objects with a 'text' field (or with the keys rank_fields names)"
     )
 
 
@@ -113,7 +126,8 @@ class AnyRerankRequest(_RerankFields):
     model_config = ConfigDict(json_schema_extra=lambda schema, model: _one_list_required(schema))
 
     documents: Annotated[list[DocumentText], Field(min_length=1)] | None = Field(
-        None, description="vLLM/Jina/Cohere: strings or objects with a 'text' field"
+        None, description="vLLM/Jina/Cohere: strings, or objects with a 'text' field (or with the keys rank_fields "
+        "names)"
     )
     texts: Annotated[list[Text], Field(min_length=1)] | None = Field(None, description="TEI: the documents")
     raw_scores: bool = Field(False, description="TEI: return logits instead of probabilities")
