@@ -133,10 +133,19 @@ def _deterministic(info: ModelInfo) -> dict:
     return {"deterministic": True} if (info.extra or {}).get("deterministic") else {}
 
 
+def model_key_name(model_id: str, revision: str | None) -> str:
+    """How a model is named in cache keys (beside its ``revision``): a local folder's fingerprint is its content
+    (models.base._local_revision), so a copy of the folder elsewhere is the same model and shares its answers;
+    a hub model is its name at a commit. The evaluation's stage keys use the same rule.
+
+    >>> model_key_name("/srv/models/ce", "local-1a2b3c"), model_key_name("org/ce", "4f0e1d")
+    ('local', 'org/ce')
+    """
+    return "local" if (revision or "").startswith("local-") else model_id
+
+
 def _model(info: ModelInfo) -> str:
-    # a local folder's fingerprint is its content (models.base._local_revision): a copy of the folder elsewhere
-    # is the same model and shares its answers; a hub model is its name at a commit
-    return "local" if info.revision.startswith("local-") else info.id
+    return model_key_name(info.id, info.revision)
 
 
 def embedding_key(info: ModelInfo, dim: int | None, instruction: str | None, is_query: bool, text: str) -> bytes:

@@ -34,11 +34,11 @@ from .ingest import Indexer
 from .long_documents import LongDocuments
 from .reranker import check_min_score, check_query
 from .retrieval import Query, Retriever, SearchHit
-from .settings import Settings
+from .settings import IndexSettings, Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pipeline", "SearchHit", "delete_collection", "list_collections"]
+__all__ = ["Pipeline", "SearchHit", "delete_collection", "list_collections", "long_documents_info"]
 
 _MAX_K = 10_000  # k and candidates are for ranking, not export: a larger value is a mistake, said as a 4xx
 
@@ -119,6 +119,8 @@ class Pipeline:
         backend = backend or settings.index.backend
         if backend not in ("faiss", "milvus"):
             raise InvalidInput("backend", f"unknown vector store {backend!r} (expected 'faiss' or 'milvus')")
+        # the passages this embedder takes whole, measured now, before any document: info() and the log say them
+        chunker = Chunker(em, settings.index.chunk_tokens, settings.index.chunk_overlap)
         manifest = Manifest(
             name=name,
             backend=backend,
@@ -128,9 +130,13 @@ class Pipeline:
             chunk_tokens=settings.index.chunk_tokens,
             chunk_overlap=settings.index.chunk_overlap,
             reranker=_source_name(reranker) if reranker is not None else None,
+            passage_tokens=chunker.max_tokens,
+            passage_overlap=chunker.overlap,
         )
         col = Collection.create(settings, manifest)
-        return cls(col, embedder=em, reranker=reranker, settings=settings, cache=cache)
+        p = cls(col, embedder=em, reranker=reranker, settings=settings, cache=cache)
+        p._say_chunking(em.info.id)
+        return p
 
     @property
     def name(self) -> str:
@@ -219,7 +225,45 @@ class Pipeline:
             if self._chunker is None:
                 m = self.collection.manifest
                 self._chunker = Chunker(self.embedder, m.chunk_tokens, m.chunk_overlap)
+                self._record_passages(self._chunker)
             return self._chunker
+
+    def _record_passages(self, chunker: Chunker) -> None:
+        """Keep the manifest's passage size the one the embedder gives, so that info() says it without loading a
+        model: a collection made before 2026-12-08 records it at its next add, and an embedder whose window
+        changed (another ``max_length``) records its new size."""
+        m = self.collection.manifest
+        if (m.passage_tokens, m.passage_overlap) == (chunker.max_tokens, chunker.overlap):
+            return
+        m.passage_tokens, m.passage_overlap = chunker.max_tokens, chunker.overlap
+        try:
+            m.save(self.collection.path)
+        except OSError as exc:  # a read-only collection: the size is measured again at each open
+            log.info("collection %s: could not record its passage size (%s)", self.name, exc)
+
+    def _say_chunking(self, embedder_id: str) -> None:
+        """Say, when the collection is created and before any document is read, how long documents will be
+        handled: an ``index.chunk_tokens`` beyond the embedder's window is capped there (a warning unless it is
+        the default, which the docs promise to fit every embedder), and what the reranker does with a passage
+        longer than its own window."""
+        m, idx = self.collection.manifest, self.settings.index
+        if m.passage_tokens is not None and m.chunk_tokens > m.passage_tokens:
+            default = IndexSettings.model_fields["chunk_tokens"].default
+            log.log(logging.INFO if m.chunk_tokens == default else logging.WARNING,
+                    "collection %s: index.chunk_tokens=%d is more than the window of %s (%d tokens: its max length "
+                    "less its special tokens), so its passages hold at most %d tokens", self.name, m.chunk_tokens,
+                    embedder_id, m.passage_tokens, m.passage_tokens)
+        if m.passage_overlap is not None and idx.chunk_overlap > m.passage_overlap:
+            log.info("collection %s: index.chunk_overlap=%d is more than half a passage: neighbouring passages share "
+                     "%d tokens", self.name, idx.chunk_overlap, m.passage_overlap)
+        log.info("collection %s: %s", self.name, long_documents_info(m, self.long_documents_policy())["summary"])
+
+    def long_documents_policy(self) -> LongDocuments:
+        """What the reranker does with a passage longer than its window by default (``Pipeline.search``'s
+        ``long_documents`` overrides it per search): a given reranker's own policy, else the settings'."""
+        src = self._reranker if self._reranker is not None else self._reranker_src
+        policy = getattr(src, "long_documents", None)
+        return policy if isinstance(policy, LongDocuments) else LongDocuments.from_settings(self.settings.models)
 
     # --- writing --------------------------------------------------------------------------------
     def add(
@@ -357,8 +401,11 @@ class Pipeline:
     # --- describing -----------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """A JSON-ready description: name, backend, ``count`` (documents), passages, dim, embedder, reranker,
-        chunking, path, store details and cache statistics."""
+        chunking (``chunk_tokens`` / ``chunk_overlap`` as asked, ``passage_tokens`` / ``passage_overlap`` as the
+        embedder takes them), ``long_documents`` (:func:`long_documents_info`), path, store details and cache
+        statistics."""
         out = self.collection.info()
+        out["long_documents"] = long_documents_info(self.collection.manifest, self.long_documents_policy())
         out["cache"] = self.cache.stats() if self.cache is not None else None
         return out
 
@@ -389,6 +436,56 @@ def _load_embedder(src: Any, settings: Settings):
     if not hasattr(src, "embed") or not hasattr(src, "info"):
         raise InvalidInput("embedder", f"must be a model name or an Embedder, got {type(src).__name__}")
     return src
+
+
+def long_documents_info(manifest: Manifest, policy: LongDocuments) -> dict[str, Any]:
+    """How a collection treats long documents: indexing always splits a document longer than a passage into
+    passages the embedder takes whole (nothing is cut there), and the reranker applies ``policy``
+    (``models.long_documents``) to a passage longer than its own window. ``policy``, the chunking fields it uses
+    (None unless it chunks) and one ``summary`` sentence saying both, for ``info()`` and ``qrank index info``.
+
+    >>> m = Manifest("docs", "faiss", 384, {"name": "e"}, 512, 64, passage_tokens=254, passage_overlap=64)
+    >>> info = long_documents_info(m, LongDocuments(chunk_tokens=128))
+    >>> info["policy"], info["chunk_tokens"]
+    ('truncate', None)
+    >>> print(info["summary"])  # doctest: +NORMALIZE_WHITESPACE
+    documents longer than 254 tokens are split into passages of at most 254 tokens overlapping by 64, so indexing
+    cuts nothing; reranking does not chunk (models.long_documents='truncate'): a passage longer than the reranker's
+    window is cut at the window and its hit says truncated=true (models.chunk_tokens=128 applies only with
+    models.long_documents='chunk')
+    """
+    if manifest.passage_tokens is not None:
+        size, overlap = manifest.passage_tokens, manifest.passage_overlap
+        passages = (f"documents longer than {size} tokens are split into passages of at most {size} tokens "
+                    f"overlapping by {overlap}, so indexing cuts nothing")
+    else:  # written before 2026-12-08: the size is recorded at the next add
+        passages = (f"documents are split into passages of at most {manifest.chunk_tokens} tokens (fewer when the "
+                    f"embedder's window is smaller) overlapping by at most {manifest.chunk_overlap}, so indexing "
+                    "cuts nothing")
+    chunks = policy.policy == "chunk"
+    if policy.policy == "truncate":
+        rerank = ("reranking does not chunk (models.long_documents='truncate'): a passage longer than the reranker's "
+                  "window is cut at the window and its hit says truncated=true")
+        unused = [f"models.{name}={value}" for name, value in (("chunk_tokens", policy.chunk_tokens),
+                                                               ("chunk_overlap", policy.chunk_overlap))
+                  if value is not None]
+        if unused:  # set, yet unused: say so rather than ignore them silently
+            verb = "applies" if len(unused) == 1 else "apply"
+            rerank += f" ({' and '.join(unused)} {verb} only with models.long_documents='chunk')"
+    elif chunks:
+        size = f"{policy.chunk_tokens} tokens" if policy.chunk_tokens else "what fits beside the query"
+        rerank = (f"the reranker scores a passage longer than its window in chunks of {size} (models.long_documents="
+                  f"'chunk', aggregated by {policy.aggregate}); its hit says how many chunks and which scored")
+    else:
+        rerank = ("a search fails when it would rerank a passage longer than the reranker's window "
+                  "(models.long_documents='error')")
+    return {
+        "policy": policy.policy,
+        "chunk_tokens": policy.chunk_tokens if chunks else None,
+        "chunk_overlap": policy.chunk_overlap if chunks else None,
+        "chunk_aggregate": policy.aggregate if chunks else None,
+        "summary": f"{passages}; {rerank}",
+    }
 
 
 def list_collections(settings: Settings | None = None, *, include_broken: bool = False) -> list[CollectionSummary]:

@@ -62,6 +62,10 @@ def test_pipeline_search_long_passages(tmp_path, ce):
     plain = {h.id: h for h in p.search(QUERY, k=2)}
     chunked = {h.id: h for h in p.search(QUERY, k=2, long_documents="chunk")}
     assert plain["long"].truncated is True and plain["long"].chunks == 1
+    # info() said so beforehand: passages are not cut by indexing, the reranker's default policy cuts them
+    said = p.info()["long_documents"]
+    assert said["policy"] == "truncate" and "its hit says truncated=true" in said["summary"]
+    assert p.info()["passage_tokens"] == 5000
     want = ce.score_documents(QUERY, [LONG], long_documents="chunk")[0]
     hit = chunked["long"]
     assert hit.truncated is False and hit.chunks == want.chunks > 4 and hit.span == want.span

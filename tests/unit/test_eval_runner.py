@@ -283,3 +283,43 @@ def test_deterministic_mode_keys_its_own_stages(settings):
     strict = evaluation(ds, det, systems=["dense+rerank"], embed_model=BowModel(), scorer=OverlapScorer())
     for role in ("embedder", "reranker"):
         assert strict._model_identity(role) == {**plain._model_identity(role), "deterministic": True}
+
+
+def test_a_copied_model_folder_finds_its_stages_and_another_model_does_not(settings, tmp_path, minilm_dir, ce_dir,
+                                                                            random_ce_dir, ce):
+    """Stage keys name a local model by its content fingerprint, as qrank's live caches do (cache.model_key_name),
+    never by its path: a byte-identical copy of the folder elsewhere loads every stage and no model, while
+    another model computes its own stages."""
+    import shutil
+
+    ds = fake_dataset()
+
+    def evaluation_of(embedder, reranker, loaded=None):
+        config = EvalConfig(systems=["dense", "dense+rerank"], embedder=str(embedder), reranker=str(reranker),
+                            depth=4, k=4, sweep=[], latency_queries=2)
+        return Evaluation(ds, config, settings, progress=False, reranker=loaded)
+
+    first = evaluation_of(minilm_dir, ce_dir).run()
+    assert not any(s["cached"] for s in first["systems"].values())
+    copies = tmp_path / "elsewhere"
+    shutil.copytree(minilm_dir, copies / "embedder")
+    shutil.copytree(ce_dir, copies / "reranker")
+
+    ev = evaluation_of(copies / "embedder", copies / "reranker")
+    again = ev.run()
+    assert all(s["cached"] for s in again["systems"].values()), again["cache"]
+    assert ev._embedder is None and ev._reranker is None  # everything came from the store: no model loaded
+    for system, values in first["systems"].items():
+        assert again["systems"][system]["ndcg@4"] == values["ndcg@4"]
+        assert again["systems"][system]["latency_p50_ms"] == values["latency_p50_ms"]
+
+    ev = evaluation_of(copies / "embedder", random_ce_dir)
+    other = ev.run()
+    assert other["systems"]["dense"]["cached"] and not other["systems"]["dense+rerank"]["cached"]
+    assert ev._reranker is not None and ev._embedder is None  # only the new reranker's stages were computed
+
+    # a loaded model is keyed by the same rule: the copy and the original give one identity
+    copy_loaded = Reranker.from_pretrained(str(copies / "reranker"), device="cpu")
+    assert copy_loaded.info.id != ce.info.id
+    assert (evaluation_of(minilm_dir, copies / "reranker", copy_loaded)._model_identity("reranker")
+            == evaluation_of(minilm_dir, ce_dir, ce)._model_identity("reranker"))

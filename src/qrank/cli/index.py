@@ -6,7 +6,6 @@ import argparse
 import functools
 import json
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -131,12 +130,10 @@ def _store_errors(cmd):
 
     @functools.wraps(cmd)
     def run(args: argparse.Namespace) -> int:
-        from ..index.store import CorruptStore
+        from ..index.store import store_errors
 
-        try:
+        with store_errors(args.collection):
             return cmd(args)
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStore(args.collection, f"its store is unreadable ({exc})") from exc
 
     return run
 
@@ -269,23 +266,35 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ..index.collection import Collection
+    from ..long_documents import LongDocuments
+    from ..pipeline import long_documents_info
 
-    col = Collection.open(settings_from_args(args), args.collection)
+    settings = settings_from_args(args)
+    col = Collection.open(settings, args.collection)
     try:
         info = col.info()
+        # what a search of it does with long passages: the reranker's policy of these settings (no model loads)
+        info["long_documents"] = long_documents_info(col.manifest, LongDocuments.from_settings(settings.models))
     finally:
         col.close()
     if args.json:
         print_json(info)
         return 0
     emb = info["embedder"]
+    if info["passage_tokens"] is None:  # a collection made before 2026-12-08: measured at its next add
+        chunking = f"{info['chunk_tokens']} tokens (at most the embedder's window), overlap {info['chunk_overlap']}"
+    else:
+        capped = (f" (index.chunk_tokens {info['chunk_tokens']}, capped at the embedder's window)"
+                  if info["chunk_tokens"] > info["passage_tokens"] else "")
+        chunking = f"passages of at most {info['passage_tokens']} tokens, overlap {info['passage_overlap']}{capped}"
     lines = [
         f"collection  {info['name']}  ({info['path']})",
         f"documents   {info['count']}  (passages {info['passages']})",
         f"backend     {info['backend']}  index {info['store'].get('index')}",
         f"embedder    {emb.get('name')}  (dim {info['dim']}, revision {emb.get('revision')})",
         f"reranker    {info['reranker'] or '-'}",
-        f"chunking    {info['chunk_tokens']} tokens, overlap {info['chunk_overlap']}",
+        f"chunking    {chunking}",
+        f"long docs   {info['long_documents']['summary']}",
         f"created     {info['created']}",
     ]
     print("\n".join(lines))

@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..cache import cache_key, quantization_fields
+from ..cache import cache_key, model_key_name, quantization_fields
 from ..long_documents import LongDocuments
 from ..settings import Settings
 from . import stages
@@ -105,7 +105,9 @@ class Evaluation:
 
     # -------------------------------------------------------------------------------------- models
     def _model_identity(self, role: str) -> dict:
-        """What identifies a model's answers in cache keys, read without loading its weights."""
+        """What identifies a model's answers in cache keys, read without loading its weights. A local folder is
+        named by its content fingerprint, not its path (:func:`~qrank.cache.model_key_name`, the live caches'
+        rule), so a copy of the folder elsewhere finds the stages its original computed."""
         m = self.settings.models
         # the score cache's fields: stages and scores keyed alike (read from the settings, loaded or not)
         quant = quantization_fields({"method": m.quantization,
@@ -117,7 +119,7 @@ class Evaluation:
         if loaded is not None:
             info = loaded.info
             return {
-                "name": info.id,
+                "name": model_key_name(info.id, info.revision),
                 "revision": info.revision,
                 "max_length": info.max_length,
                 "dtype": info.dtype,
@@ -131,7 +133,7 @@ class Evaluation:
         name = self.config.embedder if role == "embedder" else self.config.reranker
         resolved = resolve_model(name, m)
         return {
-            "name": name,
+            "name": model_key_name(name, resolved.revision),
             "revision": resolved.revision,
             "max_length": m.max_length,
             "dtype": m.dtype,
@@ -376,7 +378,9 @@ class Evaluation:
         # the activation is known once a model is loaded (and the layers work puts it in ModelInfo); a fully
         # cached run loads none, and scores that all lie in [0, 1] are then read as sigmoid outputs
         activation = getattr(self._reranker.info, "score_activation", None) if self._reranker is not None else None
-        model = SimpleNamespace(id=ident["name"], revision=ident["revision"])
+        # the map is filed under the model's own name (the key's name is "local" for every local folder)
+        name = self._reranker.info.id if self._reranker is not None else self.config.reranker
+        model = SimpleNamespace(id=name, revision=ident["revision"])
         _, section = held_out_calibration(
             reranked,
             self.ds.qrels,

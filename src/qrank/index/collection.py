@@ -76,6 +76,11 @@ class Manifest:
     store: dict[str, Any] = field(default_factory=dict)  # where the store lives: Milvus {"uri", "db"} (no secrets)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     version: int = 1
+    # the passages the embedder really gets: chunk_tokens capped at its window, the overlap at half a passage (what
+    # the Chunker made, recorded so that info() says it without loading a model); None in a manifest written before
+    # 2026-12-08 until its next add
+    passage_tokens: int | None = None
+    passage_overlap: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -214,6 +219,8 @@ class Collection:
             "reranker": self.manifest.reranker,
             "chunk_tokens": self.manifest.chunk_tokens,
             "chunk_overlap": self.manifest.chunk_overlap,
+            "passage_tokens": self.manifest.passage_tokens,
+            "passage_overlap": self.manifest.passage_overlap,
             "created": self.manifest.created,
             "path": str(self.path),
             "store": stats,

@@ -12,7 +12,9 @@ into documents (max-passage).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,23 @@ class CorruptStore(QrankError):
                          f"with `qrank index drop {name}` and add its documents again", field="collection")
         self.name = name
         self.reason = reason
+
+
+@contextlib.contextmanager
+def store_errors(name: str) -> Iterator[None]:
+    """Turn SQLite's own error from a damaged store, met in the middle of a read or write (a header that opened
+    over damaged pages), into :class:`CorruptStore` naming collection ``name``: one clear error for every door
+    (the CLI's line, the server's JSON), never a traceback.
+
+    >>> with store_errors("docs"):  # doctest: +ELLIPSIS
+    ...     raise sqlite3.DatabaseError("database disk image is malformed")
+    Traceback (most recent call last):
+    qrank.index.store.CorruptStore: collection 'docs' is corrupt: its store is unreadable (database disk image ...
+    """
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise CorruptStore(name, f"its store is unreadable ({exc})") from exc
 
 
 @dataclass(frozen=True)

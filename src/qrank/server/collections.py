@@ -50,9 +50,20 @@ class ServerCollections:
         return self._cache
 
     def names(self) -> list[dict]:
+        """Every collection, as ``qrank index list --json`` shows it: each with ``status`` ("ok"), and one that
+        cannot be opened listed too, ``status`` "corrupt" or "unavailable" with the ``reason`` (never left out
+        silently; the server's data folder in a reason reads ``$QRANK_HOME``, as in error bodies)."""
         from ..pipeline import list_collections
+        from .errors import hide_paths, private_paths
 
-        return [c.to_dict() for c in list_collections(self.settings)]
+        hidden = private_paths(self.settings)
+        out = []
+        for c in list_collections(self.settings, include_broken=True):
+            entry = c.to_dict()
+            if entry.get("reason"):
+                entry["reason"] = hide_paths(entry["reason"], hidden)
+            out.append(entry)
+        return out
 
     def _embedder_for(self, manifest_embedder: dict, name: str) -> ServedModel:
         for m in self.pool.models:
@@ -129,6 +140,15 @@ class ServerCollections:
                 "embedder", f"collection {name!r} exists and was built with another embedder; leave 'embedder' out"
             )
         return p
+
+    def forget(self, name: str) -> None:
+        """Close and drop the pipelines of ``name`` (its store turned out damaged), so that the next request
+        opens it afresh: a collection dropped and rebuilt meanwhile is then served, a still damaged one refused."""
+        with self._lock:
+            for key in [k for k in self._pipelines if k[0] == name]:
+                p = self._pipelines.pop(key)
+                if key[1] is None:  # the base pipeline owns the collection the others share
+                    p.collection.close()
 
     def close(self) -> None:
         with self._lock:

@@ -50,6 +50,16 @@ class SearchResult:
     notes: dict[str, str] = field(default_factory=dict)  # per column, e.g. how many scores came from the cache
 
 
+@dataclass(frozen=True)
+class CollectionEntry:
+    """One collection as the search tab lists it: ``status`` "ok", or why it cannot be opened ("corrupt",
+    "unavailable", with the ``reason``), as ``qrank index list`` says."""
+
+    name: str
+    status: str = "ok"
+    reason: str | None = None
+
+
 class UIBackend(Protocol):
     """What the UI's handlers call."""
 
@@ -70,7 +80,13 @@ class UIBackend(Protocol):
         the policy for documents longer than the window (None: the model's)."""
         ...
 
-    def collection_names(self) -> list[str]: ...
+    def collection_names(self) -> list[str]:
+        """The collections that can be searched (those whose ``status`` is "ok")."""
+        ...
+
+    def collections(self) -> list[CollectionEntry]:
+        """Every collection, the ones that cannot be opened too (with their status and reason)."""
+        ...
 
     def refresh(self) -> None:
         """Drop whatever is cached about collections (the page's *Refresh* button)."""
@@ -187,9 +203,14 @@ class LocalBackend:
                                                     long_documents=long_documents)
 
     def collection_names(self) -> list[str]:
+        return [c.name for c in self.collections() if c.status == "ok"]
+
+    def collections(self) -> list[CollectionEntry]:
         from ..pipeline import list_collections
 
-        return [c if isinstance(c, str) else c.name for c in list_collections(self.settings)]
+        # the broken ones too, with why: the page names them rather than leaving them out silently
+        found = list_collections(self.settings, include_broken=True)
+        return [CollectionEntry(c.name, c.status, c.reason) for c in found]
 
     def search(self, collection, query, *, k, candidates=None, hybrid=False, reranker=None, embedder=None,
                progress=None) -> SearchResult:

@@ -115,15 +115,19 @@ class Bindings:
         )
 
     def collections(self):
-        """The collection picker's choices and a line under it when there are none (or they cannot be listed)."""
+        """The collection picker's choices and a line under it when there are none (or they cannot be listed);
+        collections that cannot be opened are not offered, and the line names them with why."""
         gr = _gradio()
         try:
             self.backend.refresh()
-            names = self.backend.collection_names()
+            entries = self.backend.collections()
         except Exception as exc:  # noqa: BLE001 — a missing index extra or an unreachable server is shown, not raised
             log.warning("cannot list collections: %s", exc)
             return gr.update(choices=[], value=None), render.error_box(f"cannot list collections: {exc}")
-        note = "" if names else "No collection yet: build one with `qrank index` (see docs/index.md), then press ↻."
+        names = [c.name for c in entries if c.status == "ok"]
+        note = render.unopened_collections([c for c in entries if c.status != "ok"])
+        if not entries:
+            note = "No collection yet: build one with `qrank index` (see docs/index.md), then press ↻."
         return gr.update(choices=names, value=names[0] if names else None), note
 
     def evaluation(self, selected=None):

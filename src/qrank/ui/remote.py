@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from ..errors import QrankError
 from ..types import RerankResult
-from .backend import SearchResult
+from .backend import CollectionEntry, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ class RemoteBackend:
         """Nothing is cached here: the server answers every time."""
 
     def collection_names(self) -> list[str]:
+        return [c.name for c in self.collections() if c.status == "ok"]
+
+    def collections(self) -> list[CollectionEntry]:
         from .search import remote_collections
 
         return remote_collections(self.transport)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from .backend import CollectionEntry
 from .views import RankedRow, SearchRow
 
 CSS = """
@@ -29,6 +30,7 @@ CSS = """
 .qrank-new { background: #fef9c3; color: #713f12; border-radius: 3px; padding: 0 4px; font-size: 0.8em; }
 .qrank-error { border: 1px solid #fca5a5; background: #fef2f2; color: #991b1b; border-radius: 6px; padding: 8px 12px; }
 .qrank-empty { color: var(--body-text-color-subdued); font-style: italic; }
+.qrank-note { border: 1px solid #fcd34d; background: #fffbeb; color: #78350f; border-radius: 6px; padding: 6px 12px; }
 .qrank-doc { word-break: break-word; }
 .qrank-search { table-layout: fixed; font-size: 0.85em; }
 .qrank-search .qrank-w-rank { width: 2.2em; }
@@ -135,6 +137,23 @@ def search_table(rows: Sequence[SearchRow], *, table_id: str, title: str, note: 
 def error_box(message: str) -> str:
     """A readable error for the page (escaped; never a traceback)."""
     return f'<div class="qrank-error" role="alert"><b>Error:</b> {html.escape(message)}</div>'
+
+
+def unopened_collections(entries: Sequence[CollectionEntry]) -> str:
+    """A line naming the collections that cannot be opened, each with its status and reason (escaped), or ""
+    when there are none: the picker leaves them out, and this says so rather than hiding them silently.
+
+    >>> note = unopened_collections([CollectionEntry("notes", "corrupt", "store.sqlite is <empty>")])
+    >>> "1 collection could not be opened" in note, "<b>notes</b> (corrupt: store.sqlite is &lt;empty&gt;)" in note
+    (True, True)
+    """
+    if not entries:
+        return ""
+    items = "; ".join(f"<b>{html.escape(c.name)}</b> ({html.escape(c.status)}: "
+                      f"{html.escape(c.reason or 'no reason given')})" for c in entries)
+    n = len(entries)
+    return (f'<div class="qrank-note" role="status">{n} collection{"" if n == 1 else "s"} could not be opened: '
+            f"{items}. See <code>qrank index check NAME</code>.</div>")
 
 
 def _bar(width: float) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, QrankError
-from .backend import Hit, SearchResult
+from .backend import CollectionEntry, Hit, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,16 @@ def _hit(h) -> Hit:
 # ------------------------------------------------------------------------------------------- remote
 
 
-def remote_collections(transport) -> list[str]:
-    """Collection names from the server's ``GET /v1/collections`` (none when it has no such route)."""
+def remote_collections(transport) -> list[CollectionEntry]:
+    """The collections of the server's ``GET /v1/collections`` (none when it has no such route), each with the
+    ``status`` and ``reason`` the server gives (an older server lists healthy ones only, without a status).
+
+    >>> class _Server:
+    ...     def request(self, method, path):
+    ...         return {"data": [{"name": "a", "status": "ok"}, {"name": "b", "status": "corrupt", "reason": "x"}]}
+    >>> [(c.name, c.status) for c in remote_collections(_Server())]
+    [('a', 'ok'), ('b', 'corrupt')]
+    """
     try:
         answer = transport.request("GET", "/v1/collections")
     except QrankError as exc:
@@ -134,7 +142,14 @@ def remote_collections(transport) -> list[str]:
             return []
         raise
     items = answer.get("data", answer.get("collections", [])) if isinstance(answer, dict) else answer
-    return [str(c["name"] if isinstance(c, dict) else c) for c in items or []]
+    out = []
+    for c in items or []:
+        if isinstance(c, dict):
+            reason = c.get("reason")
+            out.append(CollectionEntry(str(c["name"]), str(c.get("status") or "ok"), str(reason) if reason else None))
+        else:
+            out.append(CollectionEntry(str(c)))
+    return out
 
 
 def remote_search(

@@ -7,6 +7,7 @@ served models' queues (see :mod:`qrank.server.queued_models`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -46,6 +47,25 @@ async def search(request: Request, body: SearchRequest) -> Response:
 
 
 def _search(state, body: SearchRequest) -> list[SearchHitItem]:
+    with _damaged_store(state, body.collection):
+        return _search_open(state, body)
+
+
+@contextlib.contextmanager
+def _damaged_store(state, name: str):
+    """A store found damaged mid-request answers as CorruptStore naming the collection (a JSON error like any
+    other, not an internal error), and the server forgets its opened copy, so a rebuilt collection is served."""
+    from ...index.store import CorruptStore, store_errors
+
+    try:
+        with store_errors(name):
+            yield
+    except CorruptStore:
+        state.collections().forget(name)
+        raise
+
+
+def _search_open(state, body: SearchRequest) -> list[SearchHitItem]:
     pipeline = state.collections().pipeline(
         body.collection, reranker=body.reranker if body.rerank is not False else None
     )
@@ -107,8 +127,9 @@ async def add_documents(
             )
 
     def add() -> dict:
-        pipeline = state.collections().create_or_open(name, body.embedder)
-        return pipeline.add(body.documents, ids=body.ids, metadata=body.metadata, progress=False)
+        with _damaged_store(state, name):
+            pipeline = state.collections().create_or_open(name, body.embedder)
+            return pipeline.add(body.documents, ids=body.ids, metadata=body.metadata, progress=False)
 
     report = await asyncio.to_thread(add)
     return JSONResponse({"collection": name, **report})
