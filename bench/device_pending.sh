@@ -39,6 +39,8 @@
 #   bash bench/device_pending.sh fp8attn-profile  # either card: FP8 4B on 1 x 100, timed and profiled by kernel kind
 #                                          # for bf16, FP8, fast accumulation and each FP8-attention variant (why FP8
 #                                          # attention alone ran slower than FP8 there: device_2026-12-07l/m), < 450 s
+#   bash bench/device_pending.sh h200all   # on an H200, one call (~585 s): the FP8 GPU tests (after 5dc67a2), issue
+#                                          # 19's MiniLM and XLM-R-large bench, FP8 8B with the official recipe
 #   bash bench/device_pending.sh fp8verify # either card, one call (< 560 s): the FP8 GPU tests (suite-fp8), then
 #                                          # fp8attn-profile (after the FP8-attention scale vector moved to engine
 #                                          # build, 5dc67a2)
@@ -89,6 +91,9 @@ case ${1:-h200} in
       --profile-sizes none --workloads rerank-1x20-long,rerank-1x100" exec bash bench/device_run.sh "fp8" ;;
   fp8attn-profile) FP8_SIZES=4b FP8_EMBED= FP8_TIMEOUT=420 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
       --repeats 5 --profile-sizes 4b --workloads rerank-1x100" exec bash bench/device_run.sh "fp8" ;;
+  h200all) TESTS_K="fp8" TEST_TIMEOUT=250 ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} \
+      ENC_EXTRA=--variants ENC_TIMEOUT=140 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=180 \
+      FP8_EXTRA="--fast-accum --repeats 2 --profile-sizes none" exec bash bench/device_run.sh "tests encoders fp8" ;;
   fp8verify) TEST_TIMEOUT=300 TESTS_K="fp8" FP8_SIZES=4b FP8_EMBED= FP8_TIMEOUT=240 FP8_EXTRA="--fp8-attention \
       --fast-accum --no-official --repeats 5 --profile-sizes 4b --workloads rerank-1x100" \
       exec bash bench/device_run.sh "tests fp8" ;;
@@ -101,5 +106,5 @@ case ${1:-h200} in
       ENC_TIMEOUT=170 exec bash bench/device_run.sh "encoders attn8" ;;
   h200) LONGROW_VARIANTS=none LONGROW_TIMEOUT=200 FP8_SIZES=8b,4b FP8_EMBED= FP8_TIMEOUT=240 \
           exec bash bench/device_run.sh "longrow r100ab fp8" ;;
-  *) echo "usage: $0 fp8verify|suite+fp8|suite|suite-fp8|encoders+fp8|attn8|encoders+attn8|fp8attn|fp8attn-4b|encoders+fp8attn|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
+  *) echo "usage: $0 h200all|fp8verify|suite+fp8|suite|suite-fp8|encoders+fp8|attn8|encoders+attn8|fp8attn|fp8attn-4b|encoders+fp8attn|h200short|h100fp8|fp8tests|fp8kernels|encoders|autotune|h200" >&2; exit 2 ;;
 esac
