@@ -92,7 +92,7 @@ case ${1:-h200} in
   fp8attn-profile) FP8_SIZES=4b FP8_EMBED= FP8_TIMEOUT=420 FP8_EXTRA="--fp8-attention --fast-accum --no-official \
       --repeats 5 --profile-sizes 4b --workloads rerank-1x100" exec bash bench/device_run.sh "fp8" ;;
   h200all) TESTS_K="fp8" TEST_TIMEOUT=250 ENC_ONLY=${ENC_ONLY-scifact-minilm-ce,bge-reranker-v2-m3-shape} \
-      ENC_EXTRA=--variants ENC_TIMEOUT=140 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=180 \
+      ENC_EXTRA=--variants ENC_TIMEOUT=150 FP8_SIZES=8b FP8_EMBED= FP8_TIMEOUT=170 \
       FP8_EXTRA="--fast-accum --repeats 2 --profile-sizes none" exec bash bench/device_run.sh "tests encoders fp8" ;;
   fp8verify) TEST_TIMEOUT=300 TESTS_K="fp8" FP8_SIZES=4b FP8_EMBED= FP8_TIMEOUT=240 FP8_EXTRA="--fp8-attention \
       --fast-accum --no-official --repeats 5 --profile-sizes 4b --workloads rerank-1x100" \
