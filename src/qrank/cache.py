@@ -34,7 +34,7 @@ from .embedder import Embedder, query_keyword
 from .models.base import CountingEmbeddingModel, CountingScorer, Layer, check_finite, check_scores, check_vectors
 from .reranker import Reranker
 from .settings import Settings
-from .types import ModelInfo
+from .types import ModelInfo, model_key_name
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +131,6 @@ def _deterministic(info: ModelInfo) -> dict:
     # deterministic mode's answers are one rounding among those batched runs give: their own keys, so a cached
     # batched score never answers a deterministic request (no key added otherwise: old keys stay valid)
     return {"deterministic": True} if (info.extra or {}).get("deterministic") else {}
-
-
-def model_key_name(model_id: str, revision: str | None) -> str:
-    """How a model is named in cache keys (beside its ``revision``): a local folder's fingerprint is its content
-    (models.base._local_revision), so a copy of the folder elsewhere is the same model and shares its answers;
-    a hub model is its name at a commit. The evaluation's stage keys use the same rule.
-
-    >>> model_key_name("/srv/models/ce", "local-1a2b3c"), model_key_name("org/ce", "4f0e1d")
-    ('local', 'org/ce')
-    """
-    return "local" if (revision or "").startswith("local-") else model_id
 
 
 def _model(info: ModelInfo) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import InvalidInput, QrankError
 from .fileio import atomic_write_json
+from .types import model_key_name
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,9 @@ def _finite(v) -> bool:
 
 
 def calibration_path(settings, info) -> Path:
-    """Where a model's map lives: ``<home>/calibration/<name>-<hash of id and revision>.json``.
+    """Where a model's map lives: ``<home>/calibration/<name>-<hash of id and revision>.json``, where a local
+    folder's id is its content fingerprint (:func:`~qrank.types.model_key_name`), so that a copy of the folder
+    elsewhere finds the map (:func:`load_calibration` looks the hash up whatever the name).
 
     >>> from qrank.settings import Settings
     >>> from qrank.types import ModelInfo
@@ -163,8 +166,24 @@ def calibration_path(settings, info) -> Path:
     '/data/calibration/My-CE-875a59579690f0dd.json'
     """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(info.id).rstrip("/").rsplit("/", 1)[-1]) or "model"
-    digest = hashlib.sha256(f"{info.id}\x00{info.revision}".encode()).hexdigest()[:16]
-    return Path(settings.home) / "calibration" / f"{name}-{digest}.json"
+    return Path(settings.home) / "calibration" / f"{name}-{_digest(model_key_name(info.id, info.revision), info)}.json"
+
+
+def _digest(model_name: str, info) -> str:
+    return hashlib.sha256(f"{model_name}\x00{info.revision}".encode()).hexdigest()[:16]
+
+
+def _saved_map(settings, info) -> Path | None:
+    """The file holding ``info``'s map: at :func:`calibration_path`, else one of the same hash under another folder
+    name (a copy of a local model), else one written before 2026-12-08, hashed with the folder's path."""
+    path = calibration_path(settings, info)
+    if path.is_file():
+        return path
+    for digest in (_digest(model_key_name(info.id, info.revision), info), _digest(str(info.id), info)):
+        found = sorted(path.parent.glob(f"*-{digest}.json"))
+        if found:
+            return found[0]
+    return None
 
 
 def load_calibration(settings, info) -> Calibration | None:
@@ -175,11 +194,13 @@ def load_calibration(settings, info) -> Calibration | None:
     >>> import tempfile
     >>> load_calibration(Settings(home=tempfile.mkdtemp()), ModelInfo("m", "k", "reranker", 8, "float32", "cpu"))
     """
-    path = calibration_path(settings, info)
-    if not path.is_file():
+    path = _saved_map(settings, info)
+    if path is None:
         return None
     cal = Calibration.load(path)
-    if (cal.model_id, cal.revision) != (info.id, info.revision):
+    same = (model_key_name(cal.model_id, cal.revision), cal.revision) == (model_key_name(info.id, info.revision),
+                                                                          info.revision)
+    if not same:
         raise InvalidInput(
             "calibration", f"{path} was fitted for {cal.model_id}@{cal.revision}, not {info.id}@{info.revision}"
         )

@@ -71,3 +71,15 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def model_key_name(model_id: str, revision: str | None) -> str:
+    """How a model is named in cache keys (beside its ``revision``): a local folder's fingerprint is its content
+    (models.base._local_revision), so a copy of the folder elsewhere is the same model and shares its answers;
+    a hub model is its name at a commit. The evaluation's stage keys and the calibration maps'
+    file names use the same rule.
+
+    >>> model_key_name("/srv/models/ce", "local-1a2b3c"), model_key_name("org/ce", "4f0e1d")
+    ('local', 'org/ce')
+    """
+    return "local" if (revision or "").startswith("local-") else model_id

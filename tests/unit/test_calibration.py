@@ -154,6 +154,21 @@ def test_held_out_split_is_seeded_by_query_and_covers_every_pair():
     assert a["split"]["fit_pairs"] + a["split"]["held_out_pairs"] == 300
 
 
+def test_a_copy_of_a_local_model_finds_its_map(tmp_path):
+    """A local folder is named by its content fingerprint (as the caches and eval's stages name it): a copy of the
+    folder at another path, same fingerprint, finds the map fitted with the original; other weights do not."""
+    settings = Settings(home=tmp_path)
+    original = ModelInfo("/srv/models/scifact-ce", "cross-encoder", "reranker", 512, "float32", "cpu",
+                         revision="local-1a2b3c4d")
+    cal = Calibration("platt", a=2.0, b=-1.0, model_id=original.id, revision=original.revision)
+    cal.save(calibration_path(settings, original))
+    copy = ModelInfo("/tmp/elsewhere/ce-copy", "cross-encoder", "reranker", 512, "float32", "cpu",
+                     revision=original.revision)
+    assert load_calibration(settings, copy) == cal
+    retrained = ModelInfo(original.id, "cross-encoder", "reranker", 512, "float32", "cpu", revision="local-99")
+    assert load_calibration(settings, retrained) is None
+
+
 def test_storage_per_model_and_revision(tmp_path):
     settings = Settings(home=tmp_path)
     info = ModelInfo("../models/my-ce", "cross-encoder", "reranker", 512, "float32", "cpu", revision="abc")

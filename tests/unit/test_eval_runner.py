@@ -287,7 +287,7 @@ def test_deterministic_mode_keys_its_own_stages(settings):
 
 def test_a_copied_model_folder_finds_its_stages_and_another_model_does_not(settings, tmp_path, minilm_dir, ce_dir,
                                                                             random_ce_dir, ce):
-    """Stage keys name a local model by its content fingerprint, as qrank's live caches do (cache.model_key_name),
+    """Stage keys name a local model by its content fingerprint, as qrank's live caches do (types.model_key_name),
     never by its path: a byte-identical copy of the folder elsewhere loads every stage and no model, while
     another model computes its own stages."""
     import shutil

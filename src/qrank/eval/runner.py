@@ -30,9 +30,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..cache import cache_key, model_key_name, quantization_fields
+from ..cache import cache_key, quantization_fields
 from ..long_documents import LongDocuments
 from ..settings import Settings
+from ..types import model_key_name
 from . import stages
 from .cost import Stopwatch, environment, latency_summary
 from .config import RERANK_SUFFIX, EvalConfig, first_stage
@@ -106,7 +107,7 @@ class Evaluation:
     # -------------------------------------------------------------------------------------- models
     def _model_identity(self, role: str) -> dict:
         """What identifies a model's answers in cache keys, read without loading its weights. A local folder is
-        named by its content fingerprint, not its path (:func:`~qrank.cache.model_key_name`, the live caches'
+        named by its content fingerprint, not its path (:func:`~qrank.types.model_key_name`, the live caches'
         rule), so a copy of the folder elsewhere finds the stages its original computed."""
         m = self.settings.models
         # the score cache's fields: stages and scores keyed alike (read from the settings, loaded or not)

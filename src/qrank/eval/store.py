@@ -2,7 +2,7 @@
 
 A key is :func:`qrank.cache.cache_key` (SHA-256 of the canonical JSON of everything that changes the result (data set
 fingerprint, model id and revision, depths, settings), as hex), so a re-run recomputes only stages whose
-inputs changed; a local model is named by its content fingerprint, not its path (:func:`qrank.cache.model_key_name`).
+inputs changed; a local model is named by its content fingerprint, not its path (:func:`qrank.types.model_key_name`).
 Embeddings and reranker scores themselves live in qrank's shared cache (:mod:`qrank.cache`). Files are
 written to a temporary name and renamed, so an interrupted run never leaves a half-written entry behind.
 

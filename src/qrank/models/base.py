@@ -121,10 +121,13 @@ class EmbeddingModel(Protocol):
 class PairEncoder(Protocol):
     """A scorer that tokenizes locally: ``score_pairs(p) == score_encoded(encode_pairs(p))``.
 
-    The server tokenizes once at its door with ``encode_pairs`` and its worker runs ``score_encoded``.
+    The server tokenizes once at its door with ``encode_pairs`` and its worker runs ``score_encoded``. With
+    truncation off the door asks for ``max_length=`` one token past the window (so a pair that fills the window is
+    told from one that was cut): an encoder takes that keyword, default its own window.
     """
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[Encoded]: ...
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None,
+                     max_length: int | None = None) -> list[Encoded]: ...
 
     def score_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray: ...
 
@@ -141,10 +144,12 @@ class DocumentSplitter(Protocol):
 
 @runtime_checkable
 class TextEncoder(Protocol):
-    """An embedder that tokenizes locally: ``embed_batch(t) == embed_encoded(encode_texts(t))``."""
+    """An embedder that tokenizes locally: ``embed_batch(t) == embed_encoded(encode_texts(t))``; ``max_length``
+    as in :class:`PairEncoder` (and vLLM's ``truncate_prompt_tokens``)."""
 
     def encode_texts(
-        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None
+        self, texts: Sequence[str], *, is_query: bool = False, instruction: str | None = None,
+        max_length: int | None = None,
     ) -> list[Encoded]: ...
 
     def embed_encoded(self, encoded: Sequence[Encoded], *, dim: int | None = None) -> np.ndarray: ...
