@@ -52,14 +52,16 @@ def ray_serve_patience() -> dict[str, str]:
     return dict(SERVE_PATIENCE)
 
 
-def _stop_own_cluster(temp: str) -> None:
+def _stop_own_cluster(*markers: str) -> None:
     """Stop the processes of this test's Ray cluster only. ``ray stop`` kills every Ray process on the
-    machine: a developer's own cluster, or another test run's, whose drivers then exit with it."""
+    machine: a developer's own cluster, or another test run's, whose drivers then exit with it. ``markers``: the
+    temp dir (gcs, raylets, agents are given it) and the head's address (the client server, ``ray.util.client
+    .server``, is given only that, and outlived the test before it was a marker)."""
     import psutil
 
     roots = []
     for p in psutil.process_iter(["cmdline"]):
-        if any(temp in part for part in (p.info["cmdline"] or [])):  # gcs, raylets, agents: given the temp dir
+        if any(m in part for part in (p.info["cmdline"] or []) for m in markers):
             roots.append(p)
     procs: dict[int, psutil.Process] = {}
     for root in roots:
@@ -119,7 +121,7 @@ def cluster():
                 serve.shutdown()
         finally:
             ray.shutdown()
-            _stop_own_cluster(temp)
+            _stop_own_cluster(temp, f"{head}:{port}")
             shutil.rmtree(temp, ignore_errors=True)
 
 
