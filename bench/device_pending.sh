@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Device calls as bench/device_run.sh runs under 600 s each. What is still pending after session 20 (2026-12-07; the
-# whole GPU suite passed at 92dd684 in two calls, 35 + 46 tests: device_2026-12-07n; the 4B FP8-attention puzzle
-# profiled there): an H200 for the issues' targets: encoders+fp8 with a full budget, h200short with less than 700 s
-# left. A cold start cost about 390 s of budget in session 20. The modes:
+# Device calls as bench/device_run.sh runs under 600 s each. Run them through bench/device_head.sh (a snapshot of
+# HEAD travels; `bash bench/device_head.sh prepare` first, carry .carry/head.tgz too). Pending after session 21
+# (2026-12-08; the whole GPU suite passed at 6296f8f on an H100, device_2026-12-08a, with the FP8-attention scale
+# vector built once): an H200 for the issues' targets: h200all (one call, ~585 s), or encoders+fp8 with a full
+# budget, h200short with less than 700 s left. A cold start costs about 390 s of budget; refused starts ~90 s. The modes:
 #   bash bench/device_pending.sh suite+fp8 # the whole GPU suite at HEAD (tests/gpu; it passed in full at b1cae18,
 #                                          # before 'auto' turned CUDA graphs on for FP8 stacks), then FP8 8B and 4B
 #                                          # as now served (graphs) vs graphs off, and graphs with fast accumulation
