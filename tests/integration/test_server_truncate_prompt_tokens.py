@@ -79,6 +79,12 @@ def test_score_cuts_each_pair_and_minus_one_is_the_window(http, ce, vllm_cut_log
     window = vllm_cut_logits([LONG], 512)[0][0]
     assert whole.json()["data"][0]["score"] == pytest.approx(1 / (1 + math.exp(-window)), abs=2e-5)
     assert whole.json()["data"] == default.json()["data"]
+    # a query of about 300 tokens: -1 is still the model's own cut (longest first, the query shortened too), not
+    # qrank's cap that keeps the query whole (they differed until 2026-12-08: 4.047 against the default's 4.129)
+    long_query = {"model": "ce", "text_1": " ".join([QUERY] * 40), "text_2": [LONG]}
+    whole = http.post("/v1/score", json={**long_query, "truncate_prompt_tokens": -1})
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["data"] == http.post("/v1/score", json=long_query).json()["data"]
 
 
 def test_an_explicit_cap_cuts_even_with_truncate_false(http, vllm_cut_logits):
@@ -128,6 +134,8 @@ BAD = [
     ("/v1/score", {"model": "ce", "text_1": QUERY, "text_2": [SHORT], "truncate_prompt_tokens": 1000}),
     ("/v1/embeddings", {"model": "minilm", "input": [SHORT], "truncate_prompt_tokens": 257}),  # window: 256
     ("/v1/embeddings", {"model": "minilm", "input": [SHORT], "truncate_prompt_tokens": 0}),
+    # fewer than [CLS] + [SEP]: the tokenizer cut nothing and the whole input was embedded (found 2026-12-08)
+    ("/v1/embeddings", {"model": "minilm", "input": [SHORT], "truncate_prompt_tokens": 1}),
 ]
 
 

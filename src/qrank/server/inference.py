@@ -205,6 +205,10 @@ class Inference:
         # vLLM's cap on the whole prompt (template, query and document): plan() cuts each document to what is left
         # of it beside the template and query, as it cuts for max_tokens_per_doc
         prompt_cap = prompt_tokens(options.pop("truncate_prompt_tokens", None), served.info.max_length)
+        if prompt_cap == served.info.max_length:
+            # -1 (or the window itself) is the model's own cut at its window, as vLLM's tokenizer makes it: a
+            # cross-encoder shortens the longer of query and document, where qrank's cap keeps the query whole
+            prompt_cap, truncate = None, True
         # 'truncate: false' keeps its 413; a long_documents='error' is a 422 like any invalid input
         policy, refuse_413 = self._policy(served, truncate, options)
         seen_queries: set[str] = set()
@@ -312,6 +316,10 @@ class Inference:
             )
             if not truncate:
                 check_tokens(counts, info.max_length, field)
+            if cap is not None and any(n > cap for n in counts):
+                # fewer tokens than the model's own special tokens: its tokenizer then cuts nothing at all
+                raise InvalidInput("truncate_prompt_tokens", f"{cap} tokens cannot hold this model's special tokens "
+                                   "and any text; send a larger value or -1")
             tokens = int(sum(counts))
             submitted = served.batcher.submit(job, cost=tokens, size=len(texts), place=place)
             vectors = await watched(self.request, submitted)

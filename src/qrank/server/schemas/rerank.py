@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from .common import (
     DocumentText,
@@ -37,6 +38,18 @@ from .common import (
 )
 
 NonNegativeInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+MAX_RANK_FIELDS = 64
+
+
+def _distinct(keys: list[str]) -> list[str]:
+    seen = set()
+    for key in keys:
+        if key in seen:
+            raise PydanticCustomError("rank_fields", "names '{key}' twice: each key once", {"key": key})
+        seen.add(key)
+    return keys
 
 
 class LongDocumentFields(StrictModel):
@@ -97,9 +110,13 @@ class _RerankFields(LongDocumentFields):
         "calibrated model's uncalibrated score, otherwise the logit behind a sigmoid score (TEI's raw_scores)"
     )
     # declared before 'documents' (in the subclasses), so that the documents' validator sees it
-    rank_fields: Annotated[list[FieldName], Field(min_length=1)] | None = Field(
+    # at most 64 distinct keys: the joined text is built while the body is validated, before any character limit,
+    # so a key named again and again would copy its value again and again (a 125 KB body grew to 1.4 GB)
+    rank_fields: Annotated[list[FieldName], Field(min_length=1, max_length=MAX_RANK_FIELDS),
+                           AfterValidator(_distinct)] | None = Field(
         None, description="Cohere v1: rank object documents by these keys, in this order: one key's value as it is, "
-        "several as 'key: value' lines; a document without one of them is a 422 naming it (default: 'text')"
+        "several as 'key: value' lines; a document without one of them is a 422 naming it (default: 'text'); at "
+        f"most {MAX_RANK_FIELDS} keys, each once"
     )
 
 
