@@ -192,32 +192,33 @@ class Pipeline:
                 )
 
     def _restamp_legacy(self, em) -> bool:
-        """A collection built before 2026-12-07 holds its local embedder's file-time fingerprint: when the folder
-        still gives that one (the same files, untouched), store its content fingerprint instead, once, rather than
-        warning at every open."""
+        """A collection built before 2026-12-08 holds an older fingerprint of its local embedder (file times until
+        2026-12-07, then contents without the settings files): when the folder still gives that one (the same
+        files), store the current fingerprint instead, once, rather than warning at every open."""
         built = self.collection.manifest.embedder
         folder = Path(_source_name(em))
         if not em.info.revision.startswith("local-") or not folder.is_dir():
             return False
-        from .models.base import legacy_local_revision
+        from .models.base import legacy_local_revisions
 
-        if legacy_local_revision(folder) != built.get("revision"):
+        # a suffix after the fingerprint (+fp8 ...) says how the model runs: only the same suffix is the same model
+        suffix = em.info.revision[len("local-") + 16:]
+        if built.get("revision") not in {old + suffix for old in legacy_local_revisions(folder)}:
             return False
-        self.collection.manifest.embedder = {**built, "revision": em.info.revision}
-        try:
-            self.collection.manifest.save(self.collection.path)
+        try:  # this field alone: the rest of the manifest may have changed on disk since it was opened
+            self.collection.update_manifest(embedder={**built, "revision": em.info.revision})
         except OSError as exc:  # a read-only collection: the files are the same, so it serves; it re-checks next time
+            self.collection.manifest.embedder = {**built, "revision": em.info.revision}
             log.info("collection %s: could not store its embedder's new fingerprint (%s)", self.name, exc)
             return True
-        log.info("collection %s: its embedder's fingerprint is now content-based (%s, was the file-time %s)",
-                 self.name, em.info.revision, built.get("revision"))
+        log.info("collection %s: stored its embedder's current fingerprint %s (was %s, an older scheme of the same "
+                 "files)", self.name, em.info.revision, built.get("revision"))
         return True
 
     def set_default_reranker(self, reranker: str | None) -> None:
         """Remember a reranker (a loadable name) for later searches of this collection."""
         with self._lock:
-            self.collection.manifest.reranker = _source_name(reranker) if reranker else None
-            self.collection.manifest.save(self.collection.path)
+            self.collection.update_manifest(reranker=_source_name(reranker) if reranker else None)
             self._reranker_src, self._reranker = reranker, None
 
     def chunker(self) -> Chunker:
@@ -235,10 +236,10 @@ class Pipeline:
         m = self.collection.manifest
         if (m.passage_tokens, m.passage_overlap) == (chunker.max_tokens, chunker.overlap):
             return
-        m.passage_tokens, m.passage_overlap = chunker.max_tokens, chunker.overlap
-        try:
-            m.save(self.collection.path)
+        try:  # these fields alone: the rest of the manifest may have changed on disk since it was opened
+            self.collection.update_manifest(passage_tokens=chunker.max_tokens, passage_overlap=chunker.overlap)
         except OSError as exc:  # a read-only collection: the size is measured again at each open
+            m.passage_tokens, m.passage_overlap = chunker.max_tokens, chunker.overlap
             log.info("collection %s: could not record its passage size (%s)", self.name, exc)
 
     def _say_chunking(self, embedder_id: str) -> None:

@@ -126,9 +126,10 @@ def test_a_copy_of_the_embedder_folder_opens_the_collection_and_reads_its_cache(
 
 def test_a_collection_stamped_with_the_old_file_time_fingerprint_is_restamped_once(sci, minilm_dir, tmp_path,
                                                                                      caplog):
-    """Collections built before 2026-12-07 hold the file-time fingerprint: opened with the same untouched folder
-    they logged "the files ... changed" at every open (the demo did, twice). Now the manifest takes the content
-    fingerprint once, silently; a folder whose files did change still warns."""
+    """Collections built before 2026-12-07 hold the file-time fingerprint, those of 2026-12-07 a content fingerprint
+    without the settings files: opened with the same folder they logged "the files ... changed" at every open (the
+    demo did, twice). Now the manifest takes the current fingerprint once, silently; a folder whose files did
+    change still warns (or, under another name, is refused)."""
     import os
     import shutil
     from dataclasses import replace
@@ -136,20 +137,23 @@ def test_a_collection_stamped_with_the_old_file_time_fingerprint_is_restamped_on
     from qrank import Embedder
     from qrank.errors import InvalidInput
     from qrank.index.collection import Manifest
-    from qrank.models.base import legacy_local_revision
+    from qrank.models.base import legacy_local_revisions
 
     p, _, _ = sci
     path = p.collection.path
     current = Manifest.load(path)
-    old = legacy_local_revision(Path(minilm_dir))
+    old, content_v1 = legacy_local_revisions(Path(minilm_dir))
     assert old != current.embedder["revision"]
+    assert content_v1 != current.embedder["revision"]  # 2026-12-08: the settings files (pooling, tokenizer) count
     try:
-        replace(current, embedder={**current.embedder, "revision": old}).save(path)
-        with caplog.at_level("INFO", logger="qrank.pipeline"):
-            q = Pipeline.open("scifact", settings=p.settings)
-            assert q.search("how do I rotate keys?", k=1, rerank=False)[0].id == "planted-keys"
-        assert "changed" not in caplog.text and "content-based" in caplog.text
-        assert Manifest.load(path).embedder["revision"] == current.embedder["revision"]
+        for stale in (old, content_v1):
+            replace(current, embedder={**current.embedder, "revision": stale}).save(path)
+            caplog.clear()
+            with caplog.at_level("INFO", logger="qrank.pipeline"):
+                q = Pipeline.open("scifact", settings=p.settings)
+                assert q.search("how do I rotate keys?", k=1, rerank=False)[0].id == "planted-keys"
+            assert "changed" not in caplog.text and "fingerprint" in caplog.text
+            assert Manifest.load(path).embedder["revision"] == current.embedder["revision"]
 
         # a copy whose weights were rewritten (new file times, same bytes) is not the folder that built it
         copy = Path(shutil.copytree(minilm_dir, tmp_path / "minilm-touched"))
@@ -158,7 +162,7 @@ def test_a_collection_stamped_with_the_old_file_time_fingerprint_is_restamped_on
         replace(current, embedder={**current.embedder, "revision": old}).save(path)
         caplog.clear()
         em = Embedder.from_pretrained(str(copy), device="cpu")
-        assert legacy_local_revision(copy) != old
+        assert legacy_local_revisions(copy)[0] != old
         with pytest.raises(InvalidInput) as e:
             Pipeline.open("scifact", embedder=em, settings=p.settings).embedder  # noqa: B018
         assert e.value.field == "embedder" and Manifest.load(path).embedder["revision"] == old

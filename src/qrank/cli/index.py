@@ -126,14 +126,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _store_errors(cmd):
-    """A damaged store found mid-command (SQLite's own error) becomes one clear error line, not a traceback."""
+    """A damaged store found mid-command (SQLite's own error) becomes one clear error line, not a traceback; so
+    does any other SQLite error (a full disk, a lock held too long), named as what it is, not as corruption."""
 
     @functools.wraps(cmd)
     def run(args: argparse.Namespace) -> int:
+        import sqlite3
+
+        from ..errors import QrankError
         from ..index.store import store_errors
 
-        with store_errors(args.collection):
-            return cmd(args)
+        try:
+            with store_errors(args.collection):
+                return cmd(args)
+        except sqlite3.Error as exc:  # not corruption (store_errors took that): say SQLite's own words
+            raise QrankError(f"collection {args.collection!r}: its store could not be used ({exc})",
+                             field="collection") from exc
 
     return run
 

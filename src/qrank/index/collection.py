@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would accept a trailing newline
 MANIFEST = "collection.json"
 WRITE_LOCK = "write.lock"
+# held only while one field of the manifest is reloaded, changed and saved (the write lock may be held by our own
+# add meanwhile: a second file lock on it in this process would wait for ourselves)
+MANIFEST_LOCK = "manifest.lock"
+MANIFEST_LOCK_WAIT_S = 60.0
 # how long an add waits for another writer of the same collection (a large first add takes minutes)
 WRITE_LOCK_WAIT_S = 3600.0
 
@@ -192,6 +196,37 @@ class Collection:
             yield
         finally:
             lock.release()
+
+    def update_manifest(self, **fields: Any) -> None:
+        """Change only ``fields`` of the manifest: reloaded from disk under its own short lock, changed and saved,
+        so that what another process changed since this collection was opened (a default reranker, say) is kept,
+        never overwritten by this copy's older values; this copy then holds the new values too. An OSError (a
+        read-only folder) goes to the caller, with this copy unchanged.
+
+        >>> import tempfile
+        >>> from qrank.settings import Settings
+        >>> settings = Settings(home=tempfile.mkdtemp())
+        >>> a = Collection.create(settings, Manifest("docs", "faiss", 4, {"name": "e"}, 256, 32))
+        >>> b = Collection.open(settings, "docs")
+        >>> b.update_manifest(reranker="rr")
+        >>> a.update_manifest(passage_tokens=128)
+        >>> m = Manifest.load(a.path)
+        >>> (m.reranker, m.passage_tokens, a.manifest.passage_tokens)
+        ('rr', 128, 128)
+        >>> a.close(); b.close()
+        """
+        from filelock import FileLock
+
+        unknown = set(fields) - set(Manifest.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"not manifest fields: {sorted(unknown)}")
+        with FileLock(str(self.path / MANIFEST_LOCK), timeout=MANIFEST_LOCK_WAIT_S):
+            current = Manifest.load(self.path)
+            for key, value in fields.items():
+                setattr(current, key, value)
+            current.save(self.path)
+        for key, value in fields.items():
+            setattr(self.manifest, key, value)
 
     def documents(self) -> Iterator[tuple[str, str]]:
         """``(id, indexed text)`` of every document, rebuilt from its passages."""

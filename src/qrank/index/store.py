@@ -52,15 +52,50 @@ def store_errors(name: str) -> Iterator[None]:
     over damaged pages), into :class:`CorruptStore` naming collection ``name``: one clear error for every door
     (the CLI's line, the server's JSON), never a traceback.
 
+    Only real damage (:func:`is_corruption`) is called corrupt: a closed connection, a full disk, an I/O error or
+    a lock held too long says nothing about the files, and goes on unchanged (calling it corrupt would tell the
+    user to drop a healthy collection, and make the server forget one that other requests are using).
+
     >>> with store_errors("docs"):  # doctest: +ELLIPSIS
     ...     raise sqlite3.DatabaseError("database disk image is malformed")
     Traceback (most recent call last):
     qrank.index.store.CorruptStore: collection 'docs' is corrupt: its store is unreadable (database disk image ...
+    >>> with store_errors("docs"):
+    ...     raise sqlite3.OperationalError("database is locked")
+    Traceback (most recent call last):
+    sqlite3.OperationalError: database is locked
     """
     try:
         yield
     except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise
         raise CorruptStore(name, f"its store is unreadable ({exc})") from exc
+
+
+_CORRUPT_CODES = frozenset(
+    code for code in (getattr(sqlite3, "SQLITE_CORRUPT", None), getattr(sqlite3, "SQLITE_NOTADB", None)) if code
+)
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """Does SQLite's ``exc`` say the database file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB)?
+
+    Python 3.11+ gives the error's code (its low byte is the primary code, e.g. SQLITE_CORRUPT_INDEX is
+    SQLITE_CORRUPT); without one (an error raised by hand, an older Python) its message says it.
+
+    >>> is_corruption(sqlite3.DatabaseError("file is not a database"))
+    True
+    >>> is_corruption(sqlite3.ProgrammingError("Cannot operate on a closed database."))
+    False
+    >>> is_corruption(sqlite3.OperationalError("database or disk is full"))
+    False
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _CORRUPT_CODES
+    message = str(exc).lower()
+    return "malformed" in message or "not a database" in message
 
 
 @dataclass(frozen=True)

@@ -342,13 +342,20 @@ def _read_json(path: Path) -> dict:
 _SAMPLE_BYTES = 1 << 20  # read at each end of a weight file, and spread over the middle
 
 
+_SETTINGS_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")  # tokenizer, pooling, prompts, templates
+_SETTINGS_MAX_BYTES = 64 << 20
+
+
 def _local_revision(path: Path) -> str:
-    """A fingerprint of a local model folder, from its contents alone: ``config.json`` plus, for each weight file,
-    its name, size and samples of its bytes (the first and last MiB and 32 blocks of 32 KiB spread between).
+    """A fingerprint of a local model folder, from its contents alone: ``config.json``; every settings file of the
+    folder and its direct subfolders (tokenizer, ``modules.json``, pooling, prompts, chat template: the ``.json``,
+    ``.txt``, ``.model``, ``.jinja`` files) by name and bytes; and, for each weight file, its name, size and
+    samples of its bytes (the first and last MiB and 32 blocks of 32 KiB spread between).
 
     A copy of the folder (another path, a rebuilt image, a re-extracted archive) has the same fingerprint, so its
     collections and cached answers stay valid (the file times used until 2026-12-07 changed with every copy);
-    re-trained weights of the same shape differ in every sample. About 3 MiB read per weight file.
+    re-trained weights of the same shape differ in every sample, and the same weights with another pooling or
+    tokenizer are another model (from 2026-12-08; before, only ``config.json`` and the weights counted).
 
     >>> import tempfile
     >>> a, b = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
@@ -356,14 +363,29 @@ def _local_revision(path: Path) -> str:
     ...     _ = (d / "model.safetensors").write_bytes(bytes(range(256)) * 20000)
     >>> _local_revision(a) == _local_revision(b)
     True
+    >>> (b / "1_Pooling").mkdir(); _ = (b / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    >>> _local_revision(a) == _local_revision(b)  # same weights, another pooling
+    False
     >>> _ = (b / "model.safetensors").write_bytes(bytes(range(255, -1, -1)) * 20000)  # same size, other weights
     >>> _local_revision(a) == _local_revision(b)
     False
     """
+    return _content_fingerprint(path, settings_files=True)
+
+
+def _content_fingerprint(path: Path, *, settings_files: bool) -> str:
     h = hashlib.sha256()
     cfg = path / "config.json"
     if cfg.is_file():
         h.update(cfg.read_bytes())
+    if settings_files:
+        found = [f for pattern in ("*", "*/*") for f in path.glob(pattern)
+                 if f.suffix in _SETTINGS_SUFFIXES and f.is_file() and f != cfg]
+        for f in sorted(found, key=lambda f: f.relative_to(path).as_posix()):
+            size = f.stat().st_size
+            h.update(f"{f.relative_to(path).as_posix()}:{size}".encode())
+            if size <= _SETTINGS_MAX_BYTES:
+                h.update(f.read_bytes())
     for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         size = f.stat().st_size
         h.update(f"{f.name}:{size}".encode())
@@ -380,16 +402,20 @@ def _local_revision(path: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
-def legacy_local_revision(path: Path) -> str:
-    """The fingerprint local folders had until 2026-12-07 (config text, weight file names, sizes and file times),
-    kept only to recognise collections built then: their manifests hold it, and the pipeline re-stamps them with
-    :func:`_local_revision` when this folder still gives the same one (the same files, untouched).
+def legacy_local_revisions(path: Path) -> tuple[str, str]:
+    """The fingerprints local folders had before: until 2026-12-07 (config text, weight file names, sizes and file
+    times) and on 2026-12-07 (config text and weights, without the settings files). Kept only to recognise
+    collections built then: their manifests hold one, and the pipeline re-stamps them with :func:`_local_revision`
+    when this folder still gives the same (the same files).
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
     >>> _ = (d / "model.safetensors").write_bytes(b"w" * 64)
-    >>> legacy_local_revision(d) == legacy_local_revision(d), legacy_local_revision(d) == _local_revision(d)
-    (True, False)
+    >>> _local_revision(d) == legacy_local_revisions(d)[1]  # no settings file: 2026-12-07's scheme gives the same
+    True
+    >>> _ = (d / "tokenizer.json").write_text("{}")
+    >>> _local_revision(d) in legacy_local_revisions(d), legacy_local_revisions(d) == legacy_local_revisions(d)
+    (False, True)
     """
     h = hashlib.sha256()
     cfg = path / "config.json"
@@ -398,7 +424,7 @@ def legacy_local_revision(path: Path) -> str:
     for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-    return "local-" + h.hexdigest()[:16]
+    return "local-" + h.hexdigest()[:16], _content_fingerprint(path, settings_files=False)
 
 
 def pick_device(device: str = "auto") -> str:

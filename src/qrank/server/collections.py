@@ -141,14 +141,22 @@ class ServerCollections:
             )
         return p
 
-    def forget(self, name: str) -> None:
-        """Close and drop the pipelines of ``name`` (its store turned out damaged), so that the next request
-        opens it afresh: a collection dropped and rebuilt meanwhile is then served, a still damaged one refused."""
+    def forget(self, name: str, pipeline: Any) -> None:
+        """Drop the cached pipelines of ``name`` that use the collection ``pipeline`` (the one whose store turned
+        out damaged), so that the next request opens it afresh: a collection dropped and rebuilt meanwhile is then
+        served, a still damaged one refused.
+
+        Only that very collection object is dropped: when another request has already forgotten it and opened the
+        collection again, the fresh copy stays. Nothing is closed here: other requests may still be searching or
+        writing through the dropped copy (closing its SQLite connection under them would fail them with "Cannot
+        operate on a closed database"); it is closed when the last of them lets go of it (garbage collection
+        closes its connection) or when the server stops."""
+        collection = getattr(pipeline, "collection", None)
+        if collection is None:
+            return
         with self._lock:
-            for key in [k for k in self._pipelines if k[0] == name]:
-                p = self._pipelines.pop(key)
-                if key[1] is None:  # the base pipeline owns the collection the others share
-                    p.collection.close()
+            for key in [k for k, p in self._pipelines.items() if k[0] == name and p.collection is collection]:
+                del self._pipelines[key]
 
     def close(self) -> None:
         with self._lock:

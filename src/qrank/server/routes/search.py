@@ -47,28 +47,35 @@ async def search(request: Request, body: SearchRequest) -> Response:
 
 
 def _search(state, body: SearchRequest) -> list[SearchHitItem]:
-    with _damaged_store(state, body.collection):
-        return _search_open(state, body)
+    with _damaged_store(state, body.collection) as used:
+        return _search_open(state, body, used)
 
 
 @contextlib.contextmanager
 def _damaged_store(state, name: str):
     """A store found damaged mid-request answers as CorruptStore naming the collection (a JSON error like any
-    other, not an internal error), and the server forgets its opened copy, so a rebuilt collection is served."""
+    other, not an internal error), and the server forgets its opened copy, so a rebuilt collection is served.
+
+    Yields a list the request appends the pipeline it got to: only that pipeline's collection is forgotten (a
+    copy another request opened since stays), and only for real damage: another SQLite error (a closed
+    connection, a full disk, a lock) goes on as it is and forgets nothing."""
     from ...index.store import CorruptStore, store_errors
 
+    used: list = []
     try:
         with store_errors(name):
-            yield
+            yield used
     except CorruptStore:
-        state.collections().forget(name)
+        for pipeline in used:
+            state.collections().forget(name, pipeline)
         raise
 
 
-def _search_open(state, body: SearchRequest) -> list[SearchHitItem]:
+def _search_open(state, body: SearchRequest, used: list) -> list[SearchHitItem]:
     pipeline = state.collections().pipeline(
         body.collection, reranker=body.reranker if body.rerank is not False else None
     )
+    used.append(pipeline)
     if body.mode == "bm25":
         return _bm25(pipeline, body)
     hits = pipeline.search(
@@ -127,8 +134,9 @@ async def add_documents(
             )
 
     def add() -> dict:
-        with _damaged_store(state, name):
+        with _damaged_store(state, name) as used:
             pipeline = state.collections().create_or_open(name, body.embedder)
+            used.append(pipeline)
             return pipeline.add(body.documents, ids=body.ids, metadata=body.metadata, progress=False)
 
     report = await asyncio.to_thread(add)
