@@ -110,6 +110,17 @@ def corpus(n: int = 40, seed: int = 0) -> list[dict]:
     return docs
 
 
+NOT_A_DATABASE = b"\x00garbage, not a database\xff" * 64  # what a damaged store.sqlite is overwritten with
+
+
+def build_bow_collection(settings, name: str, n: int = 6) -> None:
+    """A small collection ``name`` under ``settings.home``, embedded by :class:`BowModel` (no model files)."""
+    from qrank.pipeline import Pipeline
+
+    with Pipeline.open(name, embedder=Embedder(BowModel()), settings=settings) as p:
+        p.add(corpus(n), progress=False)
+
+
 def milvus_lite_or_skip(tmp_path) -> None:
     """Skip the calling test, saying why, when Milvus Lite cannot start in this environment."""
     import pytest

@@ -7,20 +7,12 @@ from __future__ import annotations
 import httpx
 import pytest
 from _server_support import live_server, server_settings
-from index_fakes import BowModel, OverlapScorer, corpus
+from index_fakes import NOT_A_DATABASE, BowModel, OverlapScorer, build_bow_collection
 
 from qrank import Embedder, Reranker
 
 pytest.importorskip("faiss", reason="the index extra is not installed")
 
-GARBAGE = b"\x00garbage, not a database\xff" * 64
-
-
-def _build(settings, name: str) -> None:
-    from qrank.pipeline import Pipeline
-
-    with Pipeline.open(name, embedder=Embedder(BowModel()), settings=settings) as p:
-        p.add(corpus(6), progress=False)
 
 
 @pytest.fixture
@@ -28,8 +20,8 @@ def home():
     """A home with a healthy collection, one whose store is not a database and one whose manifest is not JSON."""
     settings = server_settings(cache={"enabled": False})
     for name in ("good", "garbled", "nomanifest"):
-        _build(settings, name)
-    (settings.home / "collections" / "garbled" / "store.sqlite").write_bytes(GARBAGE)
+        build_bow_collection(settings, name)
+    (settings.home / "collections" / "garbled" / "store.sqlite").write_bytes(NOT_A_DATABASE)
     (settings.home / "collections" / "nomanifest" / "collection.json").write_text("{ nope")
     return settings
 
@@ -64,7 +56,7 @@ def test_listing_marks_broken_collections_and_search_names_them(home):
 
         # damaged after the server opened it: SQLite's own error mid-search becomes the same named error
         assert http.post("/v1/search", json={"collection": "good", "query": "bread"}).status_code == 200
-        (home.home / "collections" / "good" / "store.sqlite").write_bytes(GARBAGE)
+        (home.home / "collections" / "good" / "store.sqlite").write_bytes(NOT_A_DATABASE)
         r = http.post("/v1/search", json={"collection": "good", "query": "bread", "rerank": False})
         err = r.json()["error"]
         assert r.status_code == 500 and err["type"] == "CorruptStore" and "'good' is corrupt" in err["message"], r.text
@@ -72,7 +64,7 @@ def test_listing_marks_broken_collections_and_search_names_them(home):
         assert r.status_code == 500 and r.json()["error"]["type"] == "CorruptStore", r.text
         # dropped and rebuilt beside the running server: the next search opens the new one
         delete_collection("good", home)
-        _build(home, "good")
+        build_bow_collection(home, "good")
         r = http.post("/v1/search", json={"collection": "good", "query": "bread", "rerank": False})
         assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
 

@@ -11,26 +11,18 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from _server_support import live_server, server_settings
-from index_fakes import BowModel, OverlapScorer, corpus
+from index_fakes import NOT_A_DATABASE, BowModel, OverlapScorer, build_bow_collection
 
 from qrank import Embedder, Reranker
 
 pytest.importorskip("faiss", reason="the index extra is not installed")
 
-GARBAGE = b"\x00garbage, not a database\xff" * 64
-
-
-def _build(settings, name: str) -> None:
-    from qrank.pipeline import Pipeline
-
-    with Pipeline.open(name, embedder=Embedder(BowModel()), settings=settings) as p:
-        p.add(corpus(6), progress=False)
 
 
 @pytest.fixture
 def home():
     settings = server_settings(cache={"enabled": False})
-    _build(settings, "good")
+    build_bow_collection(settings, "good")
     return settings
 
 
@@ -93,12 +85,12 @@ def test_real_damage_is_still_corrupt_and_a_rebuilt_collection_is_served(home):
 
     with _serve(home) as url, httpx.Client(base_url=url, timeout=60) as http:
         assert _search(http).status_code == 200
-        (home.home / "collections" / "good" / "store.sqlite").write_bytes(GARBAGE)
+        (home.home / "collections" / "good" / "store.sqlite").write_bytes(NOT_A_DATABASE)
         r = _search(http)
         err = r.json()["error"]
         assert r.status_code == 500 and err["type"] == "CorruptStore" and "'good' is corrupt" in err["message"], r.text
         delete_collection("good", home)
-        _build(home, "good")
+        build_bow_collection(home, "good")
         r = _search(http)
         assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
 
