@@ -94,6 +94,7 @@ class Reranker:
         self.instruction = instruction
         # what rerank/score/batch_rerank do with documents longer than the window (see qrank.long_documents)
         self.long_documents = as_policy(long_documents, LongDocuments())
+        _check_chunks_fit(self.long_documents, getattr(getattr(model, "info", None), "max_length", None))
 
     @classmethod
     def from_pretrained(
@@ -342,3 +343,19 @@ class QwenReranker(Reranker):
     ) -> None:
         loaded = Reranker.from_pretrained(model_name, instruction=instruction, **kwargs)
         super().__init__(loaded.model, instruction=instruction)
+
+
+def _check_chunks_fit(policy: LongDocuments, max_length: int | None) -> None:
+    """A ``chunk_tokens`` that fills the whole window can never fit beside a query: refused when the reranker is
+    made, not at the first long document (the exact room depends on each query, and is checked per document).
+
+    >>> _check_chunks_fit(LongDocuments(policy="chunk", chunk_tokens=600), 512)
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: chunk_tokens: 600 tokens per chunk cannot fit in this reranker's window ...
+    >>> _check_chunks_fit(LongDocuments(policy="chunk", chunk_tokens=256), 512)
+    """
+    if policy.policy == "chunk" and policy.chunk_tokens is not None and max_length and \
+            policy.chunk_tokens >= max_length:
+        raise InvalidInput("chunk_tokens", f"{policy.chunk_tokens} tokens per chunk cannot fit in this reranker's "
+                           f"window of {max_length} tokens beside a query and the template; use fewer, or leave it "
+                           "unset to fill what fits")

@@ -127,6 +127,19 @@ def test_bad_input_names_the_field(options, field, error, words):
     assert exc.value.field == field and words in str(exc.value)
 
 
+def test_chunks_that_fill_the_whole_window_are_refused_when_the_reranker_is_made():
+    """``chunk_tokens`` >= the window can never fit beside a query: refused at construction (a server at start-up),
+    not at the first long document; one that fits some queries is still checked per document."""
+    with pytest.raises(InvalidInput) as exc:
+        Reranker(WordScorer(), long_documents=LongDocuments(policy="chunk", chunk_tokens=12))
+    assert exc.value.field == "chunk_tokens" and "window of 12" in str(exc.value)
+    rr = Reranker(WordScorer(), long_documents=LongDocuments(policy="chunk", chunk_tokens=9))
+    assert rr.rerank("q", [LONG])[0].chunks > 1
+    with pytest.raises(InvalidInput) as exc:  # 9 does not fit beside a three-word query
+        rr.rerank("q r s", [LONG])
+    assert exc.value.field == "chunk_tokens"
+
+
 def test_a_query_that_fills_the_window_is_refused_by_name():
     with pytest.raises(InvalidInput) as exc:
         Reranker(WordScorer()).rerank(" ".join("q" * 10), ["a"])
