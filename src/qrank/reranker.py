@@ -94,7 +94,9 @@ class Reranker:
         self.instruction = instruction
         # what rerank/score/batch_rerank do with documents longer than the window (see qrank.long_documents)
         self.long_documents = as_policy(long_documents, LongDocuments())
-        _check_chunks_fit(self.long_documents, getattr(getattr(model, "info", None), "max_length", None))
+        if self.long_documents.policy == "chunk" and self.long_documents.chunk_tokens is not None:
+            # only here: a remote model's info is a request to its server, which a plain construction must not make
+            _check_chunks_fit(self.long_documents, getattr(getattr(model, "info", None), "max_length", None))
 
     @classmethod
     def from_pretrained(

@@ -138,6 +138,13 @@ def test_chunks_that_fill_the_whole_window_are_refused_when_the_reranker_is_made
     with pytest.raises(InvalidInput) as exc:  # 9 does not fit beside a three-word query
         rr.rerank("q r s", [LONG])
     assert exc.value.field == "chunk_tokens"
+    Reranker(_Unreachable())  # no chunk policy: the model's info is not asked for (a remote one would be fetched)
+
+
+class _Unreachable:
+    @property
+    def info(self):
+        raise AssertionError("info asked for")
 
 
 def test_a_query_that_fills_the_window_is_refused_by_name():
