@@ -179,7 +179,8 @@ def _saved_map(settings, info) -> Path | None:
     path = calibration_path(settings, info)
     if path.is_file():
         return path
-    for digest in (_digest(model_key_name(info.id, info.revision), info), _digest(str(info.id), info)):
+    # the name part is the folder's: the hash alone says whose map it is (today's, then the path-keyed one)
+    for digest in (path.stem.rsplit("-", 1)[1], _digest(str(info.id), info)):
         found = sorted(path.parent.glob(f"*-{digest}.json"))
         if found:
             return found[0]
