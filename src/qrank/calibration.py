@@ -188,7 +188,8 @@ def _saved_map(settings, info) -> Path | None:
 
 
 def load_calibration(settings, info) -> Calibration | None:
-    """The saved map of ``info``'s model and revision, or None when none was fitted.
+    """The saved map of ``info``'s model and revision, or None when none was fitted. A local model's map fitted
+    under an older fingerprint scheme of the same files is found too, and stored under today's.
 
     >>> from qrank.settings import Settings
     >>> from qrank.types import ModelInfo
@@ -197,7 +198,7 @@ def load_calibration(settings, info) -> Calibration | None:
     """
     path = _saved_map(settings, info)
     if path is None:
-        return None
+        return _rekeyed_legacy_map(settings, info)
     cal = Calibration.load(path)
     same = (model_key_name(cal.model_id, cal.revision), cal.revision) == (model_key_name(info.id, info.revision),
                                                                           info.revision)
@@ -206,6 +207,42 @@ def load_calibration(settings, info) -> Calibration | None:
             "calibration", f"{path} was fitted for {cal.model_id}@{cal.revision}, not {info.id}@{info.revision}"
         )
     return cal
+
+
+def _rekeyed_legacy_map(settings, info) -> Calibration | None:
+    """A local model's map fitted before 2026-12-08, under a fingerprint of an older scheme
+    (:func:`~qrank.models.base.legacy_local_revisions`): when the folder still gives that fingerprint (the same
+    files) and the map says so, it is copied to today's :func:`calibration_path` with today's fingerprint, once,
+    rather than asking for a refit. The old file stays (an older qrank may still read it)."""
+    revision = info.revision or ""
+    folder = Path(str(info.id))
+    if not revision.startswith("local-") or not folder.is_dir():
+        return None
+    from .models.base import legacy_local_revisions
+
+    # a suffix after the fingerprint (+fp8 ...) says how the model runs: only the same suffix is the same model
+    suffix = revision[len("local-") + 16:]
+    parent = calibration_path(settings, info).parent
+    file_times, contents = legacy_local_revisions(folder)
+    for old in (contents, file_times):
+        old_info = dataclasses.replace(info, revision=old + suffix)
+        # hashed with the folder's path, or (2026-12-08, contents only) with the 'local' key name; never 'local'
+        # with file times, which cannot tell two folders of same-sized weights written in the same second apart
+        digests = [_digest(str(info.id), old_info)] + ([_digest("local", old_info)] if old == contents else [])
+        for digest in digests:
+            for found in sorted(parent.glob(f"*-{digest}.json")):
+                cal = Calibration.load(found)
+                if cal.revision != old_info.revision:
+                    continue
+                cal = dataclasses.replace(cal, model_id=str(info.id), revision=info.revision)
+                try:
+                    cal.save(calibration_path(settings, info))
+                    log.info("calibration map %s re-keyed to %s's current fingerprint %s (an older scheme of the "
+                             "same files)", found, info.id, info.revision)
+                except OSError as exc:  # a read-only home: the files are the same, so it serves as it is
+                    log.info("calibration map %s: could not store it under the current fingerprint (%s)", found, exc)
+                return cal
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- layer

@@ -169,6 +169,50 @@ def test_a_copy_of_a_local_model_finds_its_map(tmp_path):
     assert load_calibration(settings, retrained) is None
 
 
+def _fake_local_model(folder, weights: bytes):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize("scheme, keyed_by", [(0, "path"), (1, "path"), (1, "local")])
+def test_a_map_fitted_under_an_older_fingerprint_is_rekeyed_once(tmp_path, caplog, scheme, keyed_by):
+    """Maps fitted before 2026-12-08 were named by an older fingerprint of the folder (file times, then contents
+    without the settings files), hashed with the folder's path or (that day) 'local': the same files find them,
+    and the map is stored under today's fingerprint; other weights, or another run mode (+fp8), do not."""
+    import logging
+
+    from qrank.calibration import _digest
+    from qrank.models.base import _local_revision, legacy_local_revisions
+
+    folder = _fake_local_model(tmp_path / "models" / "ce", b"w" * 64)
+    settings = Settings(home=tmp_path / "home")
+    today = ModelInfo(str(folder), "cross-encoder", "reranker", 512, "float32", "cpu",
+                      revision=_local_revision(folder))
+    old = ModelInfo(today.id, today.kind, today.role, 512, "float32", "cpu",
+                    revision=legacy_local_revisions(folder)[scheme])
+    assert old.revision != today.revision
+    fitted = Calibration("platt", a=2.0, b=-1.0, model_id=old.id, revision=old.revision)
+    old_path = calibration_path(settings, old).with_name(
+        f"ce-{_digest(str(old.id) if keyed_by == 'path' else 'local', old)}.json")
+    fitted.save(old_path)
+
+    fp8 = ModelInfo(today.id, today.kind, today.role, 512, "float32", "cpu", revision=today.revision + "+fp8")
+    assert load_calibration(settings, fp8) is None
+    with caplog.at_level(logging.INFO, logger="qrank.calibration"):
+        found = load_calibration(settings, today)
+    assert found is not None and (found.a, found.b) == (2.0, -1.0) and found.revision == today.revision
+    assert "re-keyed" in caplog.text
+    assert calibration_path(settings, today).is_file() and old_path.is_file()
+    assert load_calibration(settings, today) == found  # now found where today's code looks first
+
+    other = _fake_local_model(tmp_path / "models" / "other", b"x" * 64)
+    other_info = ModelInfo(str(other), today.kind, today.role, 512, "float32", "cpu", revision=_local_revision(other))
+    assert load_calibration(settings, other_info) is None
+
+
 def test_storage_per_model_and_revision(tmp_path):
     settings = Settings(home=tmp_path)
     info = ModelInfo("../models/my-ce", "cross-encoder", "reranker", 512, "float32", "cpu", revision="abc")
