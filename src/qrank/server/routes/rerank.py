@@ -1,4 +1,7 @@
-"""``POST /v1/rerank``, ``/v2/rerank`` (vLLM, Jina, Cohere) and ``/rerank`` (the same, or TEI's body)."""
+"""``POST /v1/rerank``, ``/v2/rerank`` (vLLM, Jina, Cohere) and ``/rerank`` (the same, or TEI's body).
+
+Documents are ranked by their text (:func:`~qrank.server.schemas.common.document_text`); with ``return_documents``
+each result returns its document as sent (:meth:`~qrank.server.schemas.rerank.RerankDocument.of`)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from fastapi.responses import Response
 from ...calibration import logit
 from ...errors import InvalidInput
 from ..inference import Inference, Ranked
-from ..schemas.common import Usage
+from ..schemas.common import Document, Usage, document_text
 from ..schemas.rerank import (
     AnyRerankRequest,
     LongDocumentReport,
@@ -27,7 +30,9 @@ router = APIRouter(tags=["rerank"])
 _RESPONSES = {200: {"model": RerankResponse}}
 
 
-def _standard(ranked: Ranked, return_documents: bool) -> RerankResponse:
+def _standard(ranked: Ranked, documents: list[Document] | None) -> RerankResponse:
+    """The vLLM/Jina/Cohere answer; ``documents`` (the request's, None unless return_documents) are returned as
+    sent."""
     return RerankResponse(
         id=f"rerank-{uuid.uuid4().hex}",
         model=ranked.model.name,
@@ -35,7 +40,7 @@ def _standard(ranked: Ranked, return_documents: bool) -> RerankResponse:
             RerankResultItem(
                 index=r.index,
                 relevance_score=r.score,
-                document=RerankDocument(text=r.document) if return_documents else None,
+                document=None if documents is None else RerankDocument.of(documents[r.index]),
                 raw_score=r.raw_score,
                 **LongDocumentReport.fields_of(r),
             )
@@ -46,6 +51,7 @@ def _standard(ranked: Ranked, return_documents: bool) -> RerankResponse:
 
 
 async def _rerank(request: Request, body, documents: list[str], field: str, raw_field: str | None = None) -> Ranked:
+    """``documents``: the texts to rank (a request's documents go through :func:`_texts`)."""
     if body.return_raw_scores:
         raw_field = "return_raw_scores"
     return await Inference(state_of(request), request).rerank(
@@ -62,18 +68,27 @@ async def _rerank(request: Request, body, documents: list[str], field: str, raw_
     )
 
 
+def _texts(documents: list[Document]) -> list[str]:
+    # the text each document is ranked by: a new list of the same strings, nothing copied
+    return [document_text(d) for d in documents]
+
+
+def _returned(body) -> list[Document] | None:
+    return body.documents if body.return_documents else None
+
+
 @router.post(
     "/v1/rerank", response_model=None, responses=_RESPONSES, summary="Rerank documents (vLLM / Jina / Cohere v1)"
 )
 async def rerank_v1(request: Request, body: RerankRequest) -> Response:
-    ranked = await _rerank(request, body, body.documents, "documents")
-    return json_response(_standard(ranked, body.return_documents))
+    ranked = await _rerank(request, body, _texts(body.documents), "documents")
+    return json_response(_standard(ranked, _returned(body)))
 
 
 @router.post("/v2/rerank", response_model=None, responses=_RESPONSES, summary="Rerank documents (Cohere v2)")
 async def rerank_v2(request: Request, body: RerankRequest) -> Response:
-    ranked = await _rerank(request, body, body.documents, "documents")
-    return json_response(_standard(ranked, body.return_documents))
+    ranked = await _rerank(request, body, _texts(body.documents), "documents")
+    return json_response(_standard(ranked, _returned(body)))
 
 
 @router.post(
@@ -88,8 +103,8 @@ async def rerank_any(request: Request, body: AnyRerankRequest) -> Response:
     if body.texts is None:
         if body.documents is None:
             raise InvalidInput("documents", "is required (or 'texts' for the TEI protocol)")
-        ranked = await _rerank(request, body, body.documents, "documents")
-        return json_response(_standard(ranked, body.return_documents))
+        ranked = await _rerank(request, body, _texts(body.documents), "documents")
+        return json_response(_standard(ranked, _returned(body)))
     ranked = await _rerank(request, body, body.texts, "texts", "raw_scores" if body.raw_scores else None)
     items = [
         TEIRerankItem(

@@ -1,4 +1,5 @@
-"""Field types every protocol shares: strict JSON types, texts that are real UTF-8, documents as text.
+"""Field types every protocol shares: strict JSON types, texts that are real UTF-8, documents and the text they are
+ranked by.
 
 Strict means ``"top_n": "3"`` or ``true`` is a type error naming ``top_n``, not a silent conversion.
 """
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import (
@@ -15,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
@@ -131,23 +136,112 @@ def ranked_text(document: dict, rank_fields: list[str]) -> str:
     return "\n".join(f"{key}: {value(key)}" for key in rank_fields)
 
 
-def _document_text(value: Any, info: ValidationInfo) -> Any:
+MAX_DOCUMENT_DEPTH = 64
+"""How deep an object document returned as sent may nest (the object itself is level 1)."""
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDocument:
+    """An object document: the text it is ranked by, and the object as it was sent (held, not copied, so that the
+    results can return it)."""
+
+    text: str
+    source: dict[str, Any]
+
+
+def document_text(document: str | ObjectDocument) -> str:
+    """The text a validated document is ranked by.
+
+    >>> document_text("Cats purr."), document_text(ObjectDocument("Cats", {"title": "Cats", "id": 7}))
+    ('Cats purr.', 'Cats')
+    """
+    return document if isinstance(document, str) else document.text
+
+
+def _object_text(value: dict, info: ValidationInfo) -> Any:
+    # Cohere v1 ranks object documents by the keys rank_fields names (a field validated before documents)
+    rank_fields = (info.data or {}).get("rank_fields")
+    if rank_fields:
+        return ranked_text(value, rank_fields)
+    if "text" not in value:
+        raise PydanticCustomError("document", "an object document needs a 'text' field (or name the fields to "
+                                  "rank by in rank_fields)")
+    return value["text"]
+
+
+def _returnable(document: dict) -> None:
+    """Refuse an object document that cannot be written back as it was sent: a lone surrogate in a key or a string
+    (JSON escapes can spell one, UTF-8 cannot), a number JSON cannot hold (NaN, or 1e999 read as infinity), nesting
+    deeper than :data:`MAX_DOCUMENT_DEPTH`. Walked without recursion and without copying a string.
+
+    >>> _returnable({"text": "a", "meta": {"tags": ["x", 1, 2.5, None, True]}})
+    >>> _returnable({"text": "a", "meta": {"score": float("nan")}})
+    Traceback (most recent call last):
+    pydantic_core._pydantic_core.PydanticCustomError: cannot be returned as sent: meta.score is nan, which JSON ...
+    """
+    # containers only go on the stack (a scalar is checked where it lies), each with its parent and key, so that
+    # the path to a fault is spelt only when there is one
+    stack: list[tuple[Any, int, tuple | None]] = [(document, 1, None)]
+    while stack:
+        entry = stack.pop()
+        container, depth, _ = entry
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise _unreturnable(entry, None, "nests deeper than {limit} levels", limit=MAX_DOCUMENT_DEPTH)
+        for key, item in container.items() if isinstance(container, dict) else enumerate(container):
+            if isinstance(key, str) and (bad := _SURROGATE.search(key)) is not None:
+                raise _unreturnable(entry, None, "has a key with a lone surrogate at character {pos}; not valid "
+                                    "Unicode", pos=bad.start())
+            if isinstance(item, str):
+                if (bad := _SURROGATE.search(item)) is not None:
+                    raise _unreturnable(entry, key, "contains a lone surrogate at character {pos}; not valid Unicode",
+                                        pos=bad.start())
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    raise _unreturnable(entry, key, "is {value}, which JSON cannot hold", value=str(item))
+            elif isinstance(item, (dict, list)):
+                stack.append((item, depth + 1, (entry, key)))
+
+
+def _unreturnable(entry: tuple, key: Any, message: str, **context: Any) -> PydanticCustomError:
+    # the path from the document down to the fault: meta.tags[0]
+    keys = [] if key is None else [key]
+    while entry[2] is not None:
+        entry, parent_key = entry[2]
+        keys.append(parent_key)
+    where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in reversed(keys)).lstrip(".")
+    return PydanticCustomError("document", "cannot be returned as sent: {where} " + message,
+                               {"where": where or "the document", **context})
+
+
+def _document(value: Any, info: ValidationInfo) -> str | ObjectDocument:
+    """A string document as it is; an object one as an :class:`ObjectDocument` (its text, the object itself)."""
     if isinstance(value, dict):
-        # Cohere v1 ranks object documents by the keys rank_fields names (a field validated before documents)
-        rank_fields = (info.data or {}).get("rank_fields")
-        if rank_fields:
-            return ranked_text(value, rank_fields)
-        if "text" not in value:
-            raise PydanticCustomError("document", "an object document needs a 'text' field (or name the fields to "
-                                      "rank by in rank_fields)")
-        value = value["text"]
+        text = _object_text(value, info)
+        if not isinstance(text, str):
+            raise PydanticCustomError(
+                "document",
+                "must be a string or an object with a string 'text' field, got {kind}",
+                {"kind": _json_kind(text)},
+            )
+        _utf8(text)
+        if (info.data or {}).get("return_documents", True):
+            returned = value.get("text")
+            if returned is not None and not isinstance(returned, str):
+                # ranked by rank_fields, but the 'text' it would be returned with is not one
+                raise PydanticCustomError("document", "cannot be returned as sent: its 'text' is {kind}, not a "
+                                          "string (leave 'text' out, or set return_documents to false)",
+                                          {"kind": _json_kind(returned)})
+            _returnable(value)
+        return ObjectDocument(text, value)
     if not isinstance(value, str):
         raise PydanticCustomError(
             "document",
             "must be a string or an object with a string 'text' field, got {kind}",
             {"kind": _json_kind(value)},
         )
-    return value
+    return _utf8(value)
 
 
 def _json_kind(value: Any) -> str:
@@ -164,10 +258,11 @@ Text = Annotated[str, AfterValidator(_utf8)]
 QueryText = Annotated[str, Field(min_length=1), AfterValidator(_utf8), AfterValidator(_not_blank)]
 """A non-blank string."""
 
-DocumentText = Annotated[
-    str,
-    BeforeValidator(_document_text),
-    AfterValidator(_utf8),
+# validated as str | ObjectDocument (the inner type is Any so that the OpenAPI document does not publish the
+# dataclass, which no client sends)
+Document = Annotated[
+    Any,
+    PlainValidator(_document),
     WithJsonSchema(
         {
             "anyOf": [
@@ -179,8 +274,11 @@ DocumentText = Annotated[
         }
     ),
 ]
-"""A document: a string, or a Jina/vLLM/Cohere object ``{"text": ...}`` (other keys are ignored), or, when the
-request names ``rank_fields``, an object ranked by those keys (:func:`ranked_text`)."""
+"""A document: a string, or a Jina/vLLM/Cohere object ``{"text": ...}`` (other keys are kept, to be returned), or,
+when the request names ``rank_fields``, an object ranked by those keys (:func:`ranked_text`). A string stays a
+``str``; an object becomes an :class:`ObjectDocument` (the text it is ranked by, and the object itself, not copied);
+:func:`document_text` gives either one's text. Unless the request's ``return_documents`` is false, an object must be
+one the results can return as sent (:func:`_returnable`)."""
 
 TextList = Annotated[
     list[Text],

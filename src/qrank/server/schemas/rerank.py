@@ -2,8 +2,12 @@
 
 vLLM / Jina / Cohere::
 
-    {"model": "m", "query": "q", "documents": ["a", {"text": "b"}], "top_n": 1, "return_documents": true}
-    → {"id", "model", "results": [{"index", "relevance_score", "document": {"text"}}], "usage": {"total_tokens"}}
+    {"model": "m", "query": "q", "documents": ["a", {"text": "b", "id": 7}], "top_n": 1, "return_documents": true}
+    → {"id", "model", "results": [{"index", "relevance_score", "document": {"text", ...}}], "usage": {"total_tokens"}}
+
+A result's ``document`` is the document as it was sent (Cohere's "the documents passed in"): ``{"text": s}`` for a
+string, the caller's object for an object document (every key, values unchanged), with ``text`` added, holding the
+text that was ranked, when the object has none (so that clients reading ``document.text`` keep working).
 
 qrank adds ``min_score`` (leave out results scoring below it) and ``return_raw_scores`` (each result's
 ``raw_score``: the model's raw output) to every body style. Cohere v1's ``rank_fields`` (object documents ranked by
@@ -19,14 +23,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, model_serializer
 from pydantic_core import PydanticCustomError
 
 from .common import (
-    DocumentText,
+    Document,
     FieldName,
     Instruction,
     ModelName,
+    ObjectDocument,
     PositiveInt,
     PromptTokens,
     QueryText,
@@ -92,7 +97,10 @@ class _RerankFields(LongDocumentFields):
     model: ModelName | None = Field(None, description="served model name; default: the first reranker")
     query: QueryText = Field(description="the query (not empty)")
     top_n: PositiveInt | None = Field(None, description="keep the best N results (default: all)")
-    return_documents: bool = Field(True, description="include each document's text in the results")
+    return_documents: bool = Field(
+        True, description="include each document in the results, as sent: a string as {'text': ...}, an object with "
+        "all its keys ('text', the text that was ranked, added when it has none)"
+    )
     instruction: Instruction | None = Field(
         None, description="the reranker's instruction: a Qwen3 reranker's task (default: models.reranker_instruction "
         "or the model's; ignored by cross-encoders)"
@@ -123,8 +131,9 @@ class _RerankFields(LongDocumentFields):
 class RerankRequest(_RerankFields):
     """vLLM / Jina / Cohere rerank body."""
 
-    documents: Annotated[list[DocumentText], Field(min_length=1)] = Field(
-        description="strings, or objects with a 'text' field (or with the keys rank_fields names)"
+    documents: Annotated[list[Document], Field(min_length=1)] = Field(
+        description="strings, or objects with a 'text' field (or with the keys rank_fields names); other keys are "
+        "returned with the document"
     )
 
 
@@ -142,9 +151,9 @@ class AnyRerankRequest(_RerankFields):
     # one of the two lists is required: published so that clients (and schemathesis) know it
     model_config = ConfigDict(json_schema_extra=lambda schema, model: _one_list_required(schema))
 
-    documents: Annotated[list[DocumentText], Field(min_length=1)] | None = Field(
+    documents: Annotated[list[Document], Field(min_length=1)] | None = Field(
         None, description="vLLM/Jina/Cohere: strings, or objects with a 'text' field (or with the keys rank_fields "
-        "names)"
+        "names); other keys are returned with the document"
     )
     texts: Annotated[list[Text], Field(min_length=1)] | None = Field(None, description="TEI: the documents")
     raw_scores: bool = Field(False, description="TEI: return logits instead of probabilities")
@@ -152,12 +161,45 @@ class AnyRerankRequest(_RerankFields):
 
 
 class RerankDocument(ResponseModel):
-    text: str
+    """A result's document as it was sent (Cohere: "the documents passed in"): ``{"text": s}`` for a string
+    document; for an object, the caller's object, every key and value as sent, with ``text`` (the text that was
+    ranked) added when it has none."""
+
+    text: str = Field(description="a string document; an object's own 'text', or, when it has none (or null), the "
+                      "text that was ranked (its rank_fields text)")
+
+    @classmethod
+    def of(cls, document: str | ObjectDocument) -> RerankDocument:
+        """The result's document for a validated request document (:data:`~.common.Document`).
+
+        >>> RerankDocument.of(ObjectDocument("title: T\\nyear: 2020", {"title": "T", "year": 2020, "id": None}))
+        RerankDocument(text='title: T\\nyear: 2020', title='T', year=2020, id=None)
+        >>> RerankDocument.of(ObjectDocument("Cats", {"text": "Cats", "id": 7})).model_dump()
+        {'text': 'Cats', 'id': 7}
+        """
+        if isinstance(document, str):
+            return cls(text=document)
+        source = document.source
+        # the object's own 'text' (a string: the door refused any other unless its 'null' stands for none), else the
+        # text it was ranked by; the other values are held by reference, not copied
+        text = source.get("text")
+        return cls(**{**source, "text": document.text if text is None else text})
+
+    @model_serializer(mode="wrap")
+    def _as_sent(self, handler):
+        # responses leave out None fields (exclude_none); a caller's own null stays: the object is returned as sent
+        data = handler(self)
+        extra = self.__pydantic_extra__
+        if extra and len(data) <= len(extra):
+            data = {"text": data["text"], **{key: data.get(key) for key in extra}}
+        return data
 
 
 class Span(ResponseModel):
-    start: int = Field(description="first character of the span in the document as sent")
-    end: int = Field(description="character after the span: document[start:end]")
+    start: int = Field(description="first character of the span in the text that was ranked: a string document "
+                       "as sent, an object document's 'text', or its rank_fields text when the request names them "
+                       "(which may differ from the 'text' an object is returned with)")
+    end: int = Field(description="character after the span: ranked_text[start:end]")
 
 
 class LongDocumentReport(ResponseModel):
@@ -180,7 +222,10 @@ class LongDocumentReport(ResponseModel):
 class RerankResultItem(LongDocumentReport):
     index: int
     relevance_score: float
-    document: RerankDocument | None = None
+    document: RerankDocument | None = Field(
+        None, description="with return_documents: the document as sent ({'text': ...} for a string; an object with all "
+        "its keys, 'text' added with the text that was ranked when it has none)"
+    )
     raw_score: float | None = Field(None, description="qrank, with return_raw_scores: the model's raw output")
 
 
