@@ -299,6 +299,11 @@ class IndexSettings(BaseModel):
         "filters on it search only the matching partitions (e.g. a tenant id)",
     )
     milvus_partitions: int = Field(64, ge=1, le=1024, description="partitions behind milvus_partition_key")
+    milvus_connect_timeout_s: float = Field(
+        5.0, gt=0, le=300,
+        description="longest wait for a Milvus server to accept a connection (also each reconnect after it went "
+        "away); past it the collection is reported unavailable",
+    )
     candidates: int = Field(100, ge=1, description="first-stage candidates passed to the reranker")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
     chunk_tokens: int = Field(512, ge=16, description="passage length in tokens (capped by the embedder's max length)")

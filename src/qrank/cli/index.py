@@ -266,9 +266,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     console = table_console()
     console.print(table)
     for c in found:
-        if c.status != "ok":  # the whole reason, unclipped, and what to do
-            console.print(f"{c.name}: {c.status}: {c.reason}; see `qrank index check {c.name}`", markup=False,
-                          highlight=False, soft_wrap=True)
+        if c.status != "ok":  # the whole reason, unclipped, and what to do (a store's server that is down: wait)
+            hint = f"; see `qrank index check {c.name}`" if c.status == "corrupt" else ""
+            console.print(f"{c.name}: {c.status}: {c.reason}{hint}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -30,7 +30,7 @@ from ..fileio import atomic_write_json
 from ..settings import IndexSettings, Settings
 from .bm25 import BM25Index
 from .documents import strip_title
-from .store import CorruptStore, VectorStore, by_document, join_passages, open_store
+from .store import CorruptStore, StoreUnavailable, VectorStore, by_document, join_passages, open_store
 
 log = logging.getLogger(__name__)
 
@@ -318,22 +318,36 @@ def list_collections(settings: Settings | None = None, *, include_broken: bool =
     """
     settings = settings or Settings()
     out = []
+    down: dict[str, StoreUnavailable] = {}  # Milvus servers found unreachable in this listing: not waited for twice
     for path in iter_collection_dirs(settings):
+        uri = _remote_store(path, settings)
         try:
+            if uri in down:
+                raise StoreUnavailable(path.name, down[uri].where, down[uri].why)
             col = Collection.open(settings, path.name)
+            try:
+                out.append(col.summary())
+            finally:
+                col.close()
         except Exception as exc:  # one broken collection must not hide the others; say which and why
+            if uri and isinstance(exc, StoreUnavailable):
+                down[uri] = exc
             if not include_broken:
                 log.warning("cannot open collection %s: %s", path.name, exc)
                 continue
             corrupt = isinstance(exc, (CorruptStore, CollectionNotFound))  # the latter: an unreadable manifest
-            reason = exc.reason if isinstance(exc, CorruptStore) else str(exc)
+            reason = exc.reason if isinstance(exc, (CorruptStore, StoreUnavailable)) else str(exc)
             out.append(_broken_summary(path, "corrupt" if corrupt else "unavailable", reason))
-            continue
-        try:
-            out.append(col.summary())
-        finally:
-            col.close()
     return out
+
+
+def _remote_store(path: Path, settings: Settings) -> str | None:
+    """The URI of the Milvus server a collection lives on (None: a local store, or an unreadable manifest)."""
+    try:
+        manifest = Manifest.load(path)
+    except CollectionNotFound:
+        return None
+    return store_settings(manifest, settings).milvus_uri if manifest.backend == "milvus" else None
 
 
 def _broken_summary(path: Path, status: str, reason: str) -> CollectionSummary:

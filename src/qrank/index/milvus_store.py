@@ -21,19 +21,28 @@ so later processes need not repeat the settings. With a partition key, every row
 (the document's value of that metadata key, as text) as Milvus's partition-key field: a filter on that
 key searches only the partitions that can hold matches.
 
+A server that cannot be reached (down, a wrong URI, a refused connection, no answer within
+``index.milvus_connect_timeout_s``), when the store opens or at any later call, raises
+:class:`~qrank.index.store.StoreUnavailable` naming the collection and the URI (its password hidden): every door
+says so in one line (the server answers 503 with ``Retry-After``), and the next call tries again (pymilvus
+reconnects by itself once the server is back). Tested in tests/integration/test_milvus_unreachable.py.
+
 Usage (Milvus Lite starts a local process; tested in tests/integration/test_index_milvus.py):
 ``MilvusStore(Path("/tmp/c"), "docs", 384, IndexSettings()).count()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import re
 import shutil
+import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +51,7 @@ import numpy as np
 from ..errors import InvalidInput, QrankError, require
 from ..fileio import atomic_write_json
 from ..settings import IndexSettings
-from .store import Hit, Passage, check_filter, check_vectors
+from .store import Hit, Passage, StoreUnavailable, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +108,120 @@ def filter_expr(norm: Mapping[str, list], partition_key: str | None = None) -> s
     return " and ".join(parts)
 
 
+def public_uri(uri: str) -> str:
+    """``uri`` as an error message may show it: a password in it and the values of its query parameters (where an
+    API key can travel) become ``***``; a user name alone before ``@`` could be a key too, and is hidden likewise.
+
+    >>> public_uri("https://root:Milvus@db.example.com:19530/?token=abc&db=x")
+    'https://root:***@db.example.com:19530/?token=***&db=***'
+    >>> public_uri("https://my-api-key@db.example.com"), public_uri("http://127.0.0.1:19530")
+    ('https://***@db.example.com', 'http://127.0.0.1:19530')
+    >>> public_uri("root:Milvus@db.example.com:19530")
+    '***@db.example.com:19530'
+    """
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "(an unreadable URI)"
+    netloc = parts.netloc
+    if not netloc and "@" in uri:  # no scheme: urlsplit finds no host, but a password may still be there
+        return "***@" + uri.rsplit("@", 1)[1]
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def unreachable_reason(exc: BaseException, timeout_s: float | None = None) -> str | None:
+    """Why pymilvus's ``exc`` says the server cannot be reached, in a few words ("connection refused", "no answer
+    within 5 s"), or None when it says something else (a bad request, a missing collection: not ours to retry).
+
+    pymilvus reports "cannot connect" as a MilvusException with code 2 (CONNECT_FAILED) or as gRPC's UNAVAILABLE
+    or DEADLINE_EXCEEDED, often one wrapped in the other: the whole chain of causes is read.
+
+    >>> from pymilvus import MilvusException
+    >>> unreachable_reason(MilvusException(code=2, message="Fail connecting to server on h:1"))
+    'cannot connect'
+    >>> unreachable_reason(MilvusException(code=100, message="collection not found")) is None
+    True
+    """
+    import grpc
+    from pymilvus import MilvusException
+
+    chain, todo = [], [exc]
+    while todo:  # both links of each error: pymilvus raises `e from e`, so a cause can be the error itself
+        e = todo.pop()
+        if e is not None and all(e is not c for c in chain):
+            chain.append(e)
+            todo += [e.__context__, e.__cause__]
+    timeout = refused = unavailable = connect = False
+    for e in chain:
+        if isinstance(e, grpc.RpcError) and callable(getattr(e, "code", None)):
+            code = e.code()
+            details = (e.details() or "") if callable(getattr(e, "details", None)) else ""
+        elif isinstance(e, MilvusException):
+            code, details = e.code, ""
+        else:
+            continue
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            timeout = True
+        elif code == grpc.StatusCode.UNAVAILABLE:
+            unavailable = True
+            refused = refused or "refused" in details.lower()
+        elif code == _CONNECT_FAILED:
+            connect = True
+    if timeout:
+        return f"no answer within {timeout_s:g} s" if timeout_s else "no answer in time"
+    if refused:
+        return "connection refused"
+    if unavailable:
+        return "server unavailable"
+    return "cannot connect" if connect else None
+
+
+_CONNECT_FAILED = 2  # pymilvus.client.types.Status.CONNECT_FAILED
+
+
+class _QuietUnreachable(logging.Filter):
+    """Drops pymilvus's own log records (ERROR, with a traceback) about a server that cannot be reached: qrank
+    raises :class:`StoreUnavailable` for them, which each door reports once, in one line. Kept at -vv (debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger("qrank").isEnabledFor(logging.DEBUG):
+            return True
+        # pymilvus logs inside its `except` blocks, often without exc_info: the error being handled is the one
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return exc is None or unreachable_reason(exc) is None
+
+
+_quiet_once = threading.Lock()
+_quieted = False
+
+
+def _quiet_pymilvus_logs() -> None:
+    global _quieted
+    with _quiet_once:
+        if not _quieted:
+            for name in ("pymilvus.decorators", "pymilvus.client.connection_manager"):
+                logging.getLogger(name).addFilter(_QuietUnreachable())
+            _quieted = True
+
+
+def _reaching(method: Callable) -> Callable:
+    """Run a store method with "cannot reach the server" turned into :class:`StoreUnavailable`."""
+
+    @functools.wraps(method)
+    def run(self: MilvusStore, *args: Any, **kwargs: Any) -> Any:
+        with self._reachable():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def _passage(row: Mapping[str, Any]) -> Passage:
     return Passage(doc_id=row["doc_id"], chunk=int(row["chunk"]), start=int(row["start"]), text=row["text"],
                    title=row["title"] or None, metadata=dict(row["metadata"] or {}), hash=row["hash"])
@@ -111,25 +234,63 @@ class MilvusStore:
 
     def __init__(self, path: Path, name: str, dim: int, settings: IndexSettings) -> None:
         pymilvus = require("pymilvus", "milvus")
+        _quiet_pymilvus_logs()
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
         self.settings = settings
+        self.collection = name
         self.name = milvus_name(name)
         self._lock = threading.RLock()
         self._state = self.dir / "milvus.state.json"
-        self._closed = False
+        self._closed = True  # until a client exists
         if settings.milvus_uri:
             uri = settings.milvus_uri
         else:
             require("milvus_lite", "milvus")
             uri = str(self.dir / "milvus.db")
+        self.where = public_uri(uri) if settings.milvus_uri else uri
+        with self._reachable():
+            try:
+                self.client = pymilvus.MilvusClient(
+                    uri=uri, token=settings.milvus_token or "", db_name=settings.milvus_db or "",
+                    timeout=settings.milvus_connect_timeout_s,
+                )
+            except Exception as exc:
+                if unreachable_reason(exc) is not None:
+                    raise  # said by _reachable
+                raise QrankError(f"cannot connect to Milvus at {self.where}: {self._scrub(str(exc))}",
+                                 field="milvus_uri") from exc
+        self._closed = False
         try:
-            self.client = pymilvus.MilvusClient(
-                uri=uri, token=settings.milvus_token or "", db_name=settings.milvus_db or ""
-            )
-        except Exception as exc:  # pymilvus raises several classes for "cannot connect"
-            raise QrankError(f"cannot reach Milvus at {uri}: {exc}", field="milvus_uri") from exc
+            with self._reachable():
+                self._open(pymilvus)
+        except BaseException:
+            self.close()
+            raise
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """pymilvus's "cannot reach the server", met anywhere inside, as :class:`StoreUnavailable` naming the
+        collection and the URI (no secrets); any other error goes on unchanged."""
+        try:
+            yield
+        except QrankError:
+            raise
+        except Exception as exc:
+            reason = unreachable_reason(exc, self.settings.milvus_connect_timeout_s)
+            if reason is None:
+                raise
+            raise StoreUnavailable(self.collection, self.where, reason) from exc
+
+    def _scrub(self, message: str) -> str:
+        """``message`` without the raw URI (which may hold a password) or the token."""
+        uri, token = self.settings.milvus_uri, self.settings.milvus_token
+        if uri:
+            message = message.replace(uri, self.where)
+        return message.replace(token, "***") if token else message
+
+    def _open(self, pymilvus: Any) -> None:
         if not self.client.has_collection(self.name):
             self._create(pymilvus.DataType)
         desc = self.client.describe_collection(self.name)
@@ -143,7 +304,7 @@ class MilvusStore:
         self.client.load_collection(self.name)
         # the index the collection was created with decides the search parameters, not today's settings
         self.index_type = str(
-            self.client.describe_index(self.name, "vector").get("index_type", settings.milvus_index)
+            self.client.describe_index(self.name, "vector").get("index_type", self.settings.milvus_index)
         ).upper()
 
     def _create(self, DataType) -> None:
@@ -187,6 +348,7 @@ class MilvusStore:
         atomic_write_json(self._state, {"generation": self.generation() + 1})
 
     # --- writes ---------------------------------------------------------------------------------
+    @_reaching
     def add(self, passages: Sequence[Passage], vectors: np.ndarray) -> None:
         vectors = check_vectors(vectors, len(passages), self.dim)
         if not passages:
@@ -225,6 +387,7 @@ class MilvusStore:
                 self.client.insert(self.name, new[i : i + _INSERT_ROWS])
             self._bump()
 
+    @_reaching
     def _heads(self, doc_ids: Sequence[str]) -> dict[str, dict]:
         """First-passage rows (doc_id, hash, n_chunks) of the known documents, by primary key."""
         doc_ids = list(dict.fromkeys(doc_ids))
@@ -239,6 +402,7 @@ class MilvusStore:
     def _all_pks(self, doc_ids: Sequence[str]) -> list[str]:
         return [_pk(d, c) for d, h in self._heads(doc_ids).items() for c in range(int(h["n_chunks"]))]
 
+    @_reaching
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._lock:
             heads = self._heads(doc_ids)
@@ -249,11 +413,13 @@ class MilvusStore:
                 self._bump()
         return len(heads)
 
+    @_reaching
     def persist(self, force: bool = False) -> None:
         with self._lock:
             self.client.flush(self.name)
 
     # --- reads ----------------------------------------------------------------------------------
+    @_reaching
     def search(self, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None) -> list[Hit]:
         query = check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), 1, self.dim)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -268,10 +434,12 @@ class MilvusStore:
                                      search_params=params)
         return [Hit(_passage(r["entity"]), float(r["distance"])) for r in res[0]]
 
+    @_reaching
     def _query(self, expr: str, fields: list[str]) -> list[dict]:
         with self._lock:
             return list(self.client.query(self.name, filter=expr, output_fields=fields, limit=_MAX_LIMIT))
 
+    @_reaching
     def _rows(self, doc_ids: Sequence[str], fields: list[str]) -> list[dict]:
         pks = self._all_pks(doc_ids)
         rows: list[dict] = []
@@ -296,17 +464,19 @@ class MilvusStore:
         return {d: h["hash"] for d, h in self._heads(doc_ids).items()}
 
     def _iterate(self, expr: str, fields: list[str]) -> Iterator[dict]:
-        with self._lock:
-            it = self.client.query_iterator(self.name, batch_size=1000, filter=expr, output_fields=fields)
-        try:
-            while True:
-                with self._lock:
-                    batch = it.next()
-                if not batch:
-                    return
-                yield from batch
-        finally:
-            it.close()
+        with self._reachable():  # a generator: its calls run as it is read, not when it is made
+            with self._lock:
+                it = self.client.query_iterator(self.name, batch_size=1000, filter=expr, output_fields=fields)
+            try:
+                while True:
+                    with self._lock:
+                        batch = it.next()
+                    if not batch:
+                        return
+                    yield from batch
+            finally:
+                with contextlib.suppress(Exception):  # closing an iterator of a server that went away
+                    it.close()
 
     def iter_passages(self) -> Iterator[Passage]:
         # Milvus returns rows in no useful order; group them here (BM25 rebuilds need whole documents)
@@ -339,13 +509,14 @@ class MilvusStore:
             "milvus_collection": self.name,
             "shards": self.shards,
             "partition_key": self.partition_key,
-            "uri": self.settings.milvus_uri or str(self.dir / "milvus.db"),
+            "uri": self.where,  # a password in the URI hidden
             "documents": self.count(),
             "passages": self.count_passages(),
             "generation": self.generation(),
             "dim": self.dim,
         }
 
+    @_reaching
     def drop(self) -> None:
         """Remove the Milvus collection (a cluster keeps it otherwise when the qrank folder is deleted),
         close the store and delete its local files (the generation counter, a Milvus Lite database)."""

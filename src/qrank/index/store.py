@@ -46,6 +46,27 @@ class CorruptStore(QrankError):
         self.reason = reason
 
 
+class StoreUnavailable(QrankError):
+    """A collection's vector store lives on a server that cannot be reached now (a Milvus server that is down,
+    a wrong URI, a refused connection, no answer in time). Nothing is wrong with the collection: try again when
+    the server is back. ``where`` is the store's address as it may be shown (a password in it hidden).
+
+    >>> str(StoreUnavailable("docs", "http://m:19530", "connection refused"))  # doctest: +ELLIPSIS
+    "collection 'docs': the vector store at http://m:19530 cannot be reached (connection refused); check ...
+    """
+
+    retry_after = 5.0  # seconds a client may wait before trying again (the server's Retry-After)
+
+    def __init__(self, name: str, where: str, why: str) -> None:
+        super().__init__(f"collection {name!r}: the vector store at {where} cannot be reached ({why}); check that "
+                         "the server is running and that index.milvus_uri names it, then try again",
+                         field="collection")
+        self.name = name
+        self.where = where
+        self.why = why
+        self.reason = f"the vector store at {where} cannot be reached ({why})"  # what a listing of collections says
+
+
 @contextlib.contextmanager
 def store_errors(name: str) -> Iterator[None]:
     """Turn SQLite's own error from a damaged store, met in the middle of a read or write (a header that opened

@@ -30,6 +30,7 @@ from ..errors import (
     TooLarge,
     UnsupportedModel,
 )
+from ..index.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (BodyTimeout, 408),
     (HostNotAllowed, 400),
     (ShuttingDown, 503),
+    (StoreUnavailable, 503),  # a collection's Milvus server cannot be reached: the server and the others are fine
     (Overloaded, 429),
     (HeadersTooLarge, 431),
     (TooLarge, 413),
@@ -143,7 +145,7 @@ def error_response(exc: QrankError, hidden: dict[str, str] | None = None) -> JSO
     ``hidden`` maps private paths to what the client sees instead."""
     status = status_for(exc)
     headers = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, (Overloaded, StoreUnavailable)):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
