@@ -317,12 +317,17 @@ def scored_part(r) -> str:
 
 
 def parse_policies(spec: str | Sequence[str], base: LongDocuments | None = None) -> dict[str, LongDocuments]:
-    """Named policies from ``truncate,chunk:max,chunk:mean_top_k,chunk:first`` (``qrank eval --long-documents``).
+    """Named policies from ``truncate,truncate@256,chunk:max,chunk:mean_top_k,chunk:first`` (``qrank eval
+    --long-documents``).
 
-    Each item is ``POLICY[:AGGREGATE]``; ``base`` gives every other setting (chunk_tokens, chunk_overlap, top_k).
+    Each item is ``POLICY[:AGGREGATE][@N]``; ``@N`` caps each document at its first N tokens first (Cohere's
+    ``max_tokens_per_doc``, so ``truncate@256`` measures what that option costs); ``base`` gives every other
+    setting (chunk_tokens, chunk_overlap, top_k).
 
-    >>> sorted(parse_policies("truncate, chunk:mean_top_k"))
-    ['chunk:mean_top_k', 'truncate']
+    >>> sorted(parse_policies("truncate, chunk:mean_top_k, truncate@128"))
+    ['chunk:mean_top_k', 'truncate', 'truncate@128']
+    >>> parse_policies("truncate@128")["truncate@128"].max_tokens_per_doc
+    128
     >>> parse_policies("chunk:mean")
     Traceback (most recent call last):
     qrank.errors.InvalidInput: long_documents: 'chunk:mean': chunk_aggregate must be one of max, mean_top_k, first
@@ -333,15 +338,23 @@ def parse_policies(spec: str | Sequence[str], base: LongDocuments | None = None)
         raise InvalidInput("long_documents", "name at least one policy, e.g. truncate,chunk:max")
     out: dict[str, LongDocuments] = {}
     for item in items:
-        name, _, how = item.partition(":")
+        head, at, cap_text = item.partition("@")
+        name, _, how = head.partition(":")
         if name not in POLICIES:
             raise InvalidInput("long_documents", f"{item!r}: policy must be one of {', '.join(POLICIES)}")
         if how and name != "chunk":
             raise InvalidInput("long_documents", f"{item!r}: only chunk takes an aggregate (chunk:max)")
         if how and how not in AGGREGATES:
             raise InvalidInput("long_documents", f"{item!r}: chunk_aggregate must be one of {', '.join(AGGREGATES)}")
-        label = f"chunk:{how or base.aggregate}" if name == "chunk" else name
-        out[label] = replace(base, policy=name, aggregate=how or base.aggregate).check()
+        cap = base.max_tokens_per_doc
+        if at:
+            if not cap_text.isdigit() or int(cap_text) < 1:
+                raise InvalidInput("long_documents", f"{item!r}: @N caps documents at N tokens: a positive integer")
+            cap = int(cap_text)
+        label = (f"chunk:{how or base.aggregate}" if name == "chunk" else name) + (f"@{cap}" if at else "")
+        if label in out:
+            raise InvalidInput("long_documents", f"{item!r}: named twice")
+        out[label] = replace(base, policy=name, aggregate=how or base.aggregate, max_tokens_per_doc=cap).check()
     return out
 
 

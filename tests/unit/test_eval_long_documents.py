@@ -116,3 +116,38 @@ def test_stage_keys_hold_the_policy_and_each_parameter(reranker, tmp_path):
                           reranker=Reranker(reranker.model, long_documents="chunk"))
     assert "long_documents" not in plain._rerank_ident(system)
     assert chunking._rerank_ident(system) != plain._rerank_ident(system)
+
+
+def test_a_token_cap_is_a_policy_scored_as_the_model_scores_cut_documents(reranker, ce_dir, tmp_path):
+    """``truncate@N`` (Cohere's max_tokens_per_doc) is measured like any policy: each document's first N tokens
+    are scored, as the model itself scores ``[CLS] query [SEP] first N document tokens [SEP]`` (the reference is
+    built here with the tokenizer and the transformers model, not through qrank), and coverage counts N tokens
+    per longer document."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    ds, n = long_dataset(), 8
+    config = EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4, sweep=[4],
+                        long_documents=f"truncate,truncate@{n}")
+    ev = Evaluation(ds, config, Settings(home=tmp_path), progress=False, reranker=reranker)
+    result = ev.run()
+    assert list(result["systems"]) == ["bm25+rerank[truncate]", f"bm25+rerank[truncate@{n}]"]
+
+    tok = reranker.model.tokenizer
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds.doc_texts]
+    capped = result["systems"][f"bm25+rerank[truncate@{n}]"]["long_documents"]
+    assert capped["pairs"] == 8 and capped["tokens"] == sum(lengths)
+    assert capped["coverage"] == pytest.approx(sum(min(m, n) for m in lengths) / sum(lengths))
+
+    scores = ev.rerank_system("bm25+rerank", ev.policies[f"truncate@{n}"])["scores"]
+    hf = AutoModelForSequenceClassification.from_pretrained(str(ce_dir)).eval()
+    text_of = dict(zip(ds.doc_ids, ds.doc_texts))
+    for q, per_doc in scores.items():
+        for d, got in per_doc.items():
+            ids = tok(text_of[d], add_special_tokens=False)["input_ids"][:n]
+            query = tok(ds.queries[q], add_special_tokens=False)["input_ids"]
+            pair = [tok.cls_token_id, *query, tok.sep_token_id, *ids, tok.sep_token_id]  # BERT's pair layout
+            types = [0] * (len(query) + 2) + [1] * (len(ids) + 1)
+            with torch.no_grad():
+                logit = hf(input_ids=torch.tensor([pair]), token_type_ids=torch.tensor([types])).logits[0, 0]
+            assert got == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)

@@ -97,10 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--long-documents",
         metavar="POLICIES",
         default=None,
-        help="compare long-document policies on every +rerank system, comma-separated POLICY[:AGGREGATE]: "
-        "truncate, error, chunk:max, chunk:mean_top_k, chunk:first (e.g. truncate,chunk:max); each is a system "
-        "dense+rerank[chunk:max] with its pairs scored and coverage (share of document tokens the model saw). "
-        "Chunk sizes: --chunk-tokens, --chunk-overlap, --chunk-top-k",
+        help="compare long-document policies on every +rerank system, comma-separated POLICY[:AGGREGATE][@N]: "
+        "truncate, error, chunk:max, chunk:mean_top_k, chunk:first (e.g. truncate,chunk:max); @N first cuts each "
+        "document to N tokens (Cohere's max_tokens_per_doc: truncate,truncate@128 measures what it costs); each is a "
+        "system dense+rerank[chunk:max] with its pairs scored and coverage (share of document tokens the model "
+        "saw). Chunk sizes: --chunk-tokens, --chunk-overlap, --chunk-top-k",
     )
     p.add_argument(
         "--test",
