@@ -48,10 +48,10 @@ class LogProgress(tqdm):
     _first: tuple[float, float] | None = None  # (n, time) at the first update that finished something
 
     def update(self, n: float | None = 1) -> bool | None:
-        out = super().update(n)
-        if self._first is None and self.n > 0:
-            self._first = (self.n, self._time())
-        return out
+        # noted before tqdm displays this update, so that the line it prints knows it is the first
+        if self._first is None and self.n + (n or 0) > 0:
+            self._first = (self.n + (n or 0), self._time())
+        return super().update(n)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         d = self.format_dict
@@ -59,6 +59,10 @@ class LogProgress(tqdm):
             n0, t0 = self._first
             if self.n > n0 and self._time() > t0:
                 d = {**d, "steady_rate": (self.n - n0) / (self._time() - t0)}
+            elif self.total and self.n < self.total:
+                # only the first unit is done, and it carries the warm-up: a rate from it alone said "ETA 7h03m"
+                # for a run of 2.5 minutes; the next line has a steady rate
+                d = {**d, "rate_pending": True}
         line = progress_line(d)
         # close() displays once more: a finished bar whose last update was just logged says "done" once
         if not (self.total and self.n >= self.total and getattr(self, "_logged_n", None) == self.n):
@@ -80,7 +84,8 @@ def progress_line(d: dict[str, Any]) -> str:
     unit = (d.get("unit") or "it") + "s"
     # the average since the start: lines are far apart and work comes in bursts (a window committed at a
     # time), so tqdm's smoothed recent rate swings the ETA by 2x between lines
-    rate = d.get("steady_rate") or (n / elapsed if elapsed > 0 and n else d.get("rate"))
+    rate = None if d.get("rate_pending") else (
+        d.get("steady_rate") or (n / elapsed if elapsed > 0 and n else d.get("rate")))
     parts = [f"{n}/{total} {unit} ({100 * n / total:.0f}%)" if total else f"{n} {unit}"]
     if rate:
         parts.append(f"{rate:.1f} {unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{unit[:-1]}")
@@ -88,6 +93,8 @@ def progress_line(d: dict[str, Any]) -> str:
         parts.append(f"elapsed {_duration(elapsed)}")
     if rate and total and n < total:
         parts.append(f"ETA {_duration((total - n) / rate)}")
+    elif d.get("rate_pending"):
+        parts.append("ETA at the next line")
     elif total and n >= total and elapsed > 0:
         parts.append("done")
     desc = d.get("prefix") or d.get("desc") or ""  # tqdm names it "prefix"

@@ -115,3 +115,23 @@ def test_eta_counts_from_the_first_finished_unit_not_the_warm_up(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "qrank.progress"]
     last = [line for line in lines if line.startswith("w: 110/200 docs")][0]
     assert "10.0 docs/s" in last and "ETA 9s" in last and "elapsed 1m10s" in last
+
+
+def test_no_eta_from_the_first_unit_alone(caplog):
+    """The first line of a piped index add came when 1 of 800 documents was committed after 32 s of warm-up: its
+    rate said "ETA 7h03m" for a 2.5-minute run. With only the first unit done no rate or ETA is shown; the next
+    line has the steady one."""
+    clock = [0.0]
+    with caplog.at_level(logging.INFO, logger="qrank.progress"):
+        bar = progress(total=800, desc="i", unit="doc", stream=io.StringIO(), log_interval=0)
+        bar._time = lambda: clock[0]
+        bar.start_t = bar.last_print_t = 0.0
+        clock[0] = 32.0
+        bar.update(1)
+        clock[0] = 62.0
+        bar.update(299)
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "qrank.progress" and not r.getMessage().startswith(
+        "i: 0/")]
+    assert lines[0] == "i: 1/800 docs (0%), elapsed 32s, ETA at the next line"
+    assert "10.0 docs/s" in lines[1] and "ETA 50s" in lines[1]
