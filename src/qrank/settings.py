@@ -304,6 +304,13 @@ class IndexSettings(BaseModel):
         description="longest wait for a Milvus server to accept a connection (also each reconnect after it went "
         "away); past it the collection is reported unavailable",
     )
+    milvus_request_timeout_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="longest wait for a Milvus server to answer one request after connecting (a search, a query, "
+        "one insert batch, a delete; loading a collection or a flush as a whole); past it the collection is "
+        "reported unavailable instead of the call hanging on a hung server. 60 s leaves a wide margin: one insert "
+        "batch is at most 2000 rows (about 10 MB), which a healthy server takes well under a few seconds to accept",
+    )
     candidates: int = Field(100, ge=1, description="first-stage candidates passed to the reranker")
     rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
     chunk_tokens: int = Field(512, ge=16, description="passage length in tokens (capped by the embedder's max length)")

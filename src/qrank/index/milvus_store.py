@@ -12,9 +12,12 @@ The same code talks to both; the only difference is the URI (and a token for a s
 One qrank collection is one Milvus collection named ``qrank_<name>`` with one row per passage, searched
 by inner product. The primary key is ``<sha256(doc_id)[:32]>:<chunk>`` and every row carries its document's
 passage count, so every per-document operation is a primary-key lookup (filter scans are slow in Milvus
-Lite). Replacing a document deletes its surplus old passages and upserts the new ones: Milvus has no
-multi-row transactions, so unlike the FAISS store a crash in between can leave a mix of old and new
-passages of that one document (the embedded default is the crash-safe one).
+Lite). Milvus has no multi-row transactions, so unlike the FAISS store (the crash-safe default) a write that
+stops half-way (a crash, a server that stops answering) can leave a document with a mix of old and new
+passages. The document's first row (chunk 0, which carries its hash and passage count) is therefore its
+commit mark, written last and deleted last: until it is written, the document still reads as its old version
+(or as ``pending``, see :meth:`MilvusStore.add`), so the next add of the same documents does not skip it as
+unchanged and completes it, and re-running an add or a delete is harmless.
 
 Sharding and partitions are fixed when the Milvus collection is created and recorded in its properties,
 so later processes need not repeat the settings. With a partition key, every row also carries ``part``
@@ -25,7 +28,10 @@ A server that cannot be reached (down, a wrong URI, a refused connection, no ans
 ``index.milvus_connect_timeout_s``), when the store opens or at any later call, raises
 :class:`~qrank.index.store.StoreUnavailable` naming the collection and the URI (its password hidden): every door
 says so in one line (the server answers 503 with ``Retry-After``), and the next call tries again (pymilvus
-reconnects by itself once the server is back). Tested in tests/integration/test_milvus_unreachable.py.
+reconnects by itself once the server is back). So does a server that took the connection but does not answer a
+request (hung, overloaded, a stopped process): every call gets ``index.milvus_request_timeout_s`` as its gRPC
+deadline, and a write cut short says that it may be incomplete and that running it again completes it.
+Tested in tests/integration/test_milvus_unreachable.py.
 
 Usage (Milvus Lite starts a local process; tested in tests/integration/test_index_milvus.py):
 ``MilvusStore(Path("/tmp/c"), "docs", 384, IndexSettings()).count()``.
@@ -40,9 +46,8 @@ import json
 import logging
 import re
 import shutil
-import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,7 @@ import numpy as np
 from ..errors import InvalidInput, QrankError, require
 from ..fileio import atomic_write_json
 from ..settings import IndexSettings
+from .milvus_errors import gave_up_waiting, public_uri, quiet_pymilvus_logs, unreachable_reason
 from .store import Hit, Passage, StoreUnavailable, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ _IN_CHUNK = 1000  # primary keys per get/query call: keeps each request and its 
 _INSERT_ROWS = 2000  # rows per insert/upsert: ~10 MB with 512-token passages + vectors, under the gRPC limit
 _MAX_PART = 512  # bytes of a partition-key value (the `part` VARCHAR); ids and metadata values are short
 _KEY_PROPERTY = "qrank.partition_key"  # collection property naming the metadata key behind `part`
+_PENDING = "pending"  # the hash of a first row written ahead of the document's other rows (never a real hash)
 
 
 def _pk(doc_id: str, chunk: int) -> str:
@@ -108,109 +115,6 @@ def filter_expr(norm: Mapping[str, list], partition_key: str | None = None) -> s
     return " and ".join(parts)
 
 
-def public_uri(uri: str) -> str:
-    """``uri`` as an error message may show it: a password in it and the values of its query parameters (where an
-    API key can travel) become ``***``; a user name alone before ``@`` could be a key too, and is hidden likewise.
-
-    >>> public_uri("https://root:Milvus@db.example.com:19530/?token=abc&db=x")
-    'https://root:***@db.example.com:19530/?token=***&db=***'
-    >>> public_uri("https://my-api-key@db.example.com"), public_uri("http://127.0.0.1:19530")
-    ('https://***@db.example.com', 'http://127.0.0.1:19530')
-    >>> public_uri("root:Milvus@db.example.com:19530")
-    '***@db.example.com:19530'
-    """
-    from urllib.parse import parse_qsl, urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "(an unreadable URI)"
-    netloc = parts.netloc
-    if not netloc and "@" in uri:  # no scheme: urlsplit finds no host, but a password may still be there
-        return "***@" + uri.rsplit("@", 1)[1]
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def unreachable_reason(exc: BaseException, timeout_s: float | None = None) -> str | None:
-    """Why pymilvus's ``exc`` says the server cannot be reached, in a few words ("connection refused", "no answer
-    within 5 s"), or None when it says something else (a bad request, a missing collection: not ours to retry).
-
-    pymilvus reports "cannot connect" as a MilvusException with code 2 (CONNECT_FAILED) or as gRPC's UNAVAILABLE
-    or DEADLINE_EXCEEDED, often one wrapped in the other: the whole chain of causes is read.
-
-    >>> from pymilvus import MilvusException
-    >>> unreachable_reason(MilvusException(code=2, message="Fail connecting to server on h:1"))
-    'cannot connect'
-    >>> unreachable_reason(MilvusException(code=100, message="collection not found")) is None
-    True
-    """
-    import grpc
-    from pymilvus import MilvusException
-
-    chain, todo = [], [exc]
-    while todo:  # both links of each error: pymilvus raises `e from e`, so a cause can be the error itself
-        e = todo.pop()
-        if e is not None and all(e is not c for c in chain):
-            chain.append(e)
-            todo += [e.__context__, e.__cause__]
-    timeout = refused = unavailable = connect = False
-    for e in chain:
-        if isinstance(e, grpc.RpcError) and callable(getattr(e, "code", None)):
-            code = e.code()
-            details = (e.details() or "") if callable(getattr(e, "details", None)) else ""
-        elif isinstance(e, MilvusException):
-            code, details = e.code, ""
-        else:
-            continue
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            timeout = True
-        elif code == grpc.StatusCode.UNAVAILABLE:
-            unavailable = True
-            refused = refused or "refused" in details.lower()
-        elif code == _CONNECT_FAILED:
-            connect = True
-    if timeout:
-        return f"no answer within {timeout_s:g} s" if timeout_s else "no answer in time"
-    if refused:
-        return "connection refused"
-    if unavailable:
-        return "server unavailable"
-    return "cannot connect" if connect else None
-
-
-_CONNECT_FAILED = 2  # pymilvus.client.types.Status.CONNECT_FAILED
-
-
-class _QuietUnreachable(logging.Filter):
-    """Drops pymilvus's own log records (ERROR, with a traceback) about a server that cannot be reached: qrank
-    raises :class:`StoreUnavailable` for them, which each door reports once, in one line. Kept at -vv (debug)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if logging.getLogger("qrank").isEnabledFor(logging.DEBUG):
-            return True
-        # pymilvus logs inside its `except` blocks, often without exc_info: the error being handled is the one
-        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
-        return exc is None or unreachable_reason(exc) is None
-
-
-_quiet_once = threading.Lock()
-_quieted = False
-
-
-def _quiet_pymilvus_logs() -> None:
-    global _quieted
-    with _quiet_once:
-        if not _quieted:
-            for name in ("pymilvus.decorators", "pymilvus.client.connection_manager"):
-                logging.getLogger(name).addFilter(_QuietUnreachable())
-            _quieted = True
-
-
 def _reaching(method: Callable) -> Callable:
     """Run a store method with "cannot reach the server" turned into :class:`StoreUnavailable`."""
 
@@ -234,7 +138,7 @@ class MilvusStore:
 
     def __init__(self, path: Path, name: str, dim: int, settings: IndexSettings) -> None:
         pymilvus = require("pymilvus", "milvus")
-        _quiet_pymilvus_logs()
+        quiet_pymilvus_logs()
         self.dir = Path(path)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
@@ -244,6 +148,9 @@ class MilvusStore:
         self._lock = threading.RLock()
         self._state = self.dir / "milvus.state.json"
         self._closed = True  # until a client exists
+        # every call after connecting gets this gRPC deadline: a server that took the connection but stopped
+        # answering (hung, overloaded, a stopped process) is then StoreUnavailable, never a call that waits forever
+        self.timeout = settings.milvus_request_timeout_s
         if settings.milvus_uri:
             uri = settings.milvus_uri
         else:
@@ -270,18 +177,31 @@ class MilvusStore:
             raise
 
     @contextlib.contextmanager
-    def _reachable(self) -> Iterator[None]:
+    def _reachable(self, unfinished: str | None = None) -> Iterator[None]:
         """pymilvus's "cannot reach the server", met anywhere inside, as :class:`StoreUnavailable` naming the
-        collection and the URI (no secrets); any other error goes on unchanged."""
+        collection and the URI (no secrets) and which deadline passed; any other error goes on unchanged.
+        ``unfinished`` (a write) is added to the reason: what was cut short, and how to complete it."""
         try:
             yield
         except QrankError:
             raise
         except Exception as exc:
-            reason = unreachable_reason(exc, self.settings.milvus_connect_timeout_s)
+            reason = unreachable_reason(exc, self.settings.milvus_connect_timeout_s, self.timeout)
             if reason is None:
                 raise
-            raise StoreUnavailable(self.collection, self.where, reason) from exc
+            raise StoreUnavailable(self.collection, self.where,
+                                   f"{reason}; {unfinished}" if unfinished else reason) from exc
+
+    @contextlib.contextmanager
+    def _writing(self, again: str) -> Iterator[None]:
+        """Around a write's calls to the server: a write cut short may be partly applied (the server may even apply
+        the last request after its deadline), so the error says so and how to complete it, and the generation moves
+        on whatever happened (derived indexes such as BM25 must not keep trusting what they read before)."""
+        try:
+            with self._reachable(f"the write may be incomplete: {again} completes it"):
+                yield
+        finally:
+            self._bump()
 
     def _scrub(self, message: str) -> str:
         """``message`` without the raw URI (which may hold a password) or the token."""
@@ -291,9 +211,10 @@ class MilvusStore:
         return message.replace(token, "***") if token else message
 
     def _open(self, pymilvus: Any) -> None:
-        if not self.client.has_collection(self.name):
+        t = self.timeout
+        if not self.client.has_collection(self.name, timeout=t):
             self._create(pymilvus.DataType)
-        desc = self.client.describe_collection(self.name)
+        desc = self.client.describe_collection(self.name, timeout=t)
         stored = next(int(f["params"]["dim"]) for f in desc["fields"] if f["name"] == "vector")
         if stored != self.dim:
             raise InvalidInput(
@@ -301,10 +222,18 @@ class MilvusStore:
             )
         self.partition_key: str | None = (desc.get("properties") or {}).get(_KEY_PROPERTY) or None
         self.shards = int(desc.get("num_shards") or 1)
-        self.client.load_collection(self.name)
+        try:
+            self.client.load_collection(self.name, timeout=t)
+        except Exception as exc:
+            # a large collection a cluster has not loaded yet (after a release): the server answers, and goes on
+            # loading after pymilvus stops waiting, so a later open finds it loaded
+            if not gave_up_waiting(exc, "loading collection"):
+                raise
+            raise StoreUnavailable(self.collection, self.where, f"the collection is still loading after {t:g} s") \
+                from exc
         # the index the collection was created with decides the search parameters, not today's settings
         self.index_type = str(
-            self.client.describe_index(self.name, "vector").get("index_type", self.settings.milvus_index)
+            self.client.describe_index(self.name, "vector", timeout=t).get("index_type", self.settings.milvus_index)
         ).upper()
 
     def _create(self, DataType) -> None:
@@ -333,7 +262,7 @@ class MilvusStore:
         if kind == "IVF_FLAT":
             build = {"nlist": 1024}  # the usual ~sqrt(N) clusters, for about a million passages
         params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=build)
-        self.client.create_collection(self.name, schema=schema, index_params=params, **extra)
+        self.client.create_collection(self.name, schema=schema, index_params=params, timeout=self.timeout, **extra)
         log.info("created Milvus collection %s (%s, %d shards%s)", self.name, kind, self.settings.milvus_shards,
                  f", partition key metadata[{key!r}] over {self.settings.milvus_partitions} partitions" if key else "")
 
@@ -374,18 +303,35 @@ class MilvusStore:
             for r in rows:
                 r["part"] = part_value(r["metadata"].get(self.partition_key))
         with self._lock:
-            heads = self._heads(list(n_chunks))
-            surplus = [_pk(d, c) for d, h in heads.items() for c in range(n_chunks[d], int(h["n_chunks"]))]
-            if surplus:
-                self.client.delete(self.name, ids=surplus)
-            # inserting an existing primary key would duplicate it: known documents are upserted
-            old = [r for r in rows if r["doc_id"] in heads]
-            new = [r for r in rows if r["doc_id"] not in heads]
-            for i in range(0, len(old), _INSERT_ROWS):
-                self.client.upsert(self.name, old[i : i + _INSERT_ROWS])
-            for i in range(0, len(new), _INSERT_ROWS):
-                self.client.insert(self.name, new[i : i + _INSERT_ROWS])
-            self._bump()
+            # the passage count each known document's first row holds: every row it has lies below it
+            reach = {d: int(h["n_chunks"]) for d, h in self._heads(list(n_chunks)).items()}
+            first = {r["doc_id"]: r for r in rows if r["chunk"] == 0}
+            # The first row (the hash `hashes` reports, the count every lookup uses) is written last: a write cut
+            # short leaves each unfinished document reading as its old version, which the next add of the same
+            # documents does not skip as unchanged. A document about to get rows its first row does not cover
+            # (a new one of several passages, or a longer new version) first gets that row with the new count and
+            # the hash "pending", so rows written before a cut are never out of its reach (a later add deletes
+            # them as surplus) and the next add redoes it.
+            pending = [{**first[d], "hash": _PENDING} for d, n in n_chunks.items()
+                       if d in first and n > reach.get(d, 1)]
+            surplus = [_pk(d, c) for d, h in reach.items() for c in range(n_chunks[d], h)]
+            with self._writing("adding the same documents again"):
+                self._put(pending, reach)
+                if surplus:
+                    self.client.delete(self.name, ids=surplus, timeout=self.timeout)
+                self._put([r for r in rows if r["chunk"] != 0], reach)
+                self._put(list(first.values()), reach.keys() | {r["doc_id"] for r in pending})
+
+    def _put(self, rows: list[dict], known: Collection[str]) -> None:
+        """Write ``rows`` in bounded batches: upserted for the ``known`` documents, whose rows may exist (inserting
+        an existing primary key would duplicate it), inserted for the others, which have no rows yet (Milvus
+        inserts faster: an upsert also deletes). A new document's rows are written only after its first row
+        (``pending``) unless that first row is its only one, so a new document never has rows its first row
+        does not show."""
+        for write, part in ((self.client.upsert, [r for r in rows if r["doc_id"] in known]),
+                            (self.client.insert, [r for r in rows if r["doc_id"] not in known])):
+            for i in range(0, len(part), _INSERT_ROWS):
+                write(self.name, part[i : i + _INSERT_ROWS], timeout=self.timeout)
 
     @_reaching
     def _heads(self, doc_ids: Sequence[str]) -> dict[str, dict]:
@@ -395,7 +341,8 @@ class MilvusStore:
         with self._lock:
             for i in range(0, len(doc_ids), _IN_CHUNK):
                 ids = [_pk(d, 0) for d in doc_ids[i : i + _IN_CHUNK]]
-                for row in self.client.get(self.name, ids=ids, output_fields=["doc_id", "hash", "n_chunks"]):
+                for row in self.client.get(self.name, ids=ids, output_fields=["doc_id", "hash", "n_chunks"],
+                                           timeout=self.timeout):
                     out[row["doc_id"]] = row
         return out
 
@@ -407,16 +354,27 @@ class MilvusStore:
         with self._lock:
             heads = self._heads(doc_ids)
             if heads:
-                self.client.delete(
-                    self.name, ids=[_pk(d, c) for d, h in heads.items() for c in range(int(h["n_chunks"]))]
-                )
-                self._bump()
+                # first rows last (see add): a delete cut short leaves them, so deleting the same ids again finds
+                # and finishes those documents
+                rest = [_pk(d, c) for d, h in heads.items() for c in range(1, int(h["n_chunks"]))]
+                with self._writing("deleting the same documents again"):
+                    if rest:
+                        self.client.delete(self.name, ids=rest, timeout=self.timeout)
+                    self.client.delete(self.name, ids=[_pk(d, 0) for d in heads], timeout=self.timeout)
         return len(heads)
 
     @_reaching
     def persist(self, force: bool = False) -> None:
         with self._lock:
-            self.client.flush(self.name)
+            try:
+                self.client.flush(self.name, timeout=self.timeout)
+            except Exception as exc:
+                # the rows are written and durable already (Milvus logs each write): a flush that is slow to
+                # finish (sealing segments on a busy cluster) finishes on its own, so this is no error
+                if not gave_up_waiting(exc, "flush"):
+                    raise
+                log.warning("Milvus has not finished flushing %s after %g s; it goes on by itself", self.name,
+                            self.timeout)
 
     # --- reads ----------------------------------------------------------------------------------
     @_reaching
@@ -431,13 +389,14 @@ class MilvusStore:
         with self._lock:
             res = self.client.search(self.name, query.tolist(), limit=min(k, _MAX_LIMIT),
                                      filter=filter_expr(norm, self.partition_key) if norm else "", output_fields=_OUT,
-                                     search_params=params)
+                                     search_params=params, timeout=self.timeout)
         return [Hit(_passage(r["entity"]), float(r["distance"])) for r in res[0]]
 
     @_reaching
     def _query(self, expr: str, fields: list[str]) -> list[dict]:
         with self._lock:
-            return list(self.client.query(self.name, filter=expr, output_fields=fields, limit=_MAX_LIMIT))
+            return list(self.client.query(self.name, filter=expr, output_fields=fields, limit=_MAX_LIMIT,
+                                          timeout=self.timeout))
 
     @_reaching
     def _rows(self, doc_ids: Sequence[str], fields: list[str]) -> list[dict]:
@@ -445,7 +404,8 @@ class MilvusStore:
         rows: list[dict] = []
         with self._lock:
             for i in range(0, len(pks), _IN_CHUNK):
-                rows += self.client.get(self.name, ids=pks[i : i + _IN_CHUNK], output_fields=fields)
+                rows += self.client.get(self.name, ids=pks[i : i + _IN_CHUNK], output_fields=fields,
+                                        timeout=self.timeout)
         return sorted(rows, key=lambda r: (r["doc_id"], r["chunk"]))
 
     def get(self, doc_ids: Sequence[str]) -> dict[str, list[Passage]]:
@@ -466,7 +426,11 @@ class MilvusStore:
     def _iterate(self, expr: str, fields: list[str]) -> Iterator[dict]:
         with self._reachable():  # a generator: its calls run as it is read, not when it is made
             with self._lock:
-                it = self.client.query_iterator(self.name, batch_size=1000, filter=expr, output_fields=fields)
+                # pymilvus (3.0) makes the iterator ask for the collection's description without a deadline: asking
+                # with one first fails fast on a server that stopped answering (the iterator's pages have one)
+                self.client.describe_collection(self.name, timeout=self.timeout)
+                it = self.client.query_iterator(self.name, batch_size=1000, filter=expr, output_fields=fields,
+                                                timeout=self.timeout)
             try:
                 while True:
                     with self._lock:
@@ -521,7 +485,7 @@ class MilvusStore:
         """Remove the Milvus collection (a cluster keeps it otherwise when the qrank folder is deleted),
         close the store and delete its local files (the generation counter, a Milvus Lite database)."""
         with self._lock:
-            self.client.drop_collection(self.name)
+            self.client.drop_collection(self.name, timeout=self.timeout)
             self.close()
             self._state.unlink(missing_ok=True)
             lite = self.dir / "milvus.db"
