@@ -13,14 +13,25 @@ and the collection's write lock is taken by the pipeline, which passes its embed
 >>> col = Collection.create(settings, Manifest("docs", "faiss", em.dim, {"name": "e"}, 256, 32))
 >>> indexer = Indexer(col, em, Chunker(em, 256, 32), settings)
 >>> docs = to_documents(["Rotate keys every 90 days.", "Bananas are yellow."], ids=["k", "b"])
->>> indexer.add(docs, progress=False)
-{'documents': 2, 'added': 2, 'replaced': 0, 'unchanged': 0, 'passages': 2, 'embedded': 2, 'count': 2}
+>>> indexer.add(docs, progress=False)  # doctest: +NORMALIZE_WHITESPACE
+{'documents': 2, 'added': 2, 'replaced': 0, 'unchanged': 0, 'passages': 2, 'embedded': 2,
+ 'same_text': 0, 'count': 2}
 >>> indexer.add(docs, progress=False)["unchanged"]
 2
+>>> indexer.add(to_documents(["Bananas are yellow."], ids=["b2"]), progress=False)["same_text"]  # b's text again
+1
 >>> col.close()
+
+An add says when a document it brings has the same content (text, title, metadata: its version hash) as a
+document stored, or added with it, under another id: usually one file added twice through different paths
+(a file's id is its path relative to the folder given). It is one warning per add with a few example pairs and
+the count ``same_text``; the document is still added (ids are the caller's). The check is a lookup of the
+hashes in the store's index (``ids_with_hashes``), no model work; a store without that lookup skips it.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -33,6 +44,9 @@ from .index.store import Passage
 from .settings import Settings
 
 __all__ = ["Indexer"]
+
+log = logging.getLogger(__name__)
+_EXAMPLES = 3  # example id pairs named in the same-text warning
 
 
 class Indexer:
@@ -55,17 +69,20 @@ class Indexer:
         chunker = self.chunker
         chunking = (chunker.max_tokens, chunker.overlap)
         store = self.collection.store
-        report = {"documents": len(docs), "added": 0, "replaced": 0, "unchanged": 0, "passages": 0, "embedded": 0}
+        report = {"documents": len(docs), "added": 0, "replaced": 0, "unchanged": 0, "passages": 0, "embedded": 0,
+                  "same_text": 0}
         embedded_before = em.embedded
         window = self.settings.index.ingest_window
+        twins = _Twins(store)
         with progress_bar(total=len(docs), desc=f"indexing {self.collection.name}", unit="doc",
                           enabled=progress) as bar:
             for start in range(0, len(docs), window):
                 part = docs[start : start + window]
                 known = store.hashes([d.id for d in part])
+                hashes = [doc_hash(d, chunking) for d in part]
+                twins.check(part, hashes)
                 todo = []
-                for d in part:
-                    h = doc_hash(d, chunking)
+                for d, h in zip(part, hashes):
                     if known.get(d.id) == h:
                         report["unchanged"] += 1
                     else:
@@ -76,7 +93,9 @@ class Indexer:
                     report["passages"] += self._ingest(todo, bar)
         store.persist()
         report["embedded"] = em.embedded - embedded_before
+        report["same_text"] = twins.count
         report["count"] = store.count()
+        twins.warn()
         return report
 
     def _ingest(self, todo: list[tuple[Document, str]], bar) -> int:
@@ -109,3 +128,37 @@ class Indexer:
                 self.collection.store.add([passages[j] for j in rows], vectors[rows])
                 bar.update(len(done))
         return len(passages)
+
+
+class _Twins:
+    """Documents of one add whose version hash is stored, or came earlier in the add, under another id."""
+
+    def __init__(self, store) -> None:
+        self.lookup = getattr(store, "ids_with_hashes", None)
+        self.seen: dict[str, str] = {}  # hash -> the first id of this add that has it
+        self.count = 0
+        self.pairs: list[tuple[str, str]] = []
+
+    def check(self, part: list[Document], hashes: list[str]) -> None:
+        if self.lookup is None:
+            return
+        stored = self.lookup(hashes)
+        for d, h in zip(part, hashes):
+            other = next((i for i in stored.get(h, ()) if i != d.id), None)
+            if other is None and self.seen.get(h, d.id) != d.id:
+                other = self.seen[h]
+            self.seen.setdefault(h, d.id)
+            if other is not None:
+                self.count += 1
+                if len(self.pairs) < _EXAMPLES and (other, d.id) not in self.pairs:
+                    self.pairs.append((d.id, other))
+
+    def warn(self) -> None:
+        if not self.count:
+            return
+        one = self.count == 1
+        examples = ", ".join(f"{a} = {b}" for a, b in self.pairs)
+        log.warning("%d %s the same text as %s, e.g. %s; same file added through another path? (a file's id "
+                    "is its path relative to the folder given)", self.count,
+                    "document has" if one else "documents have",
+                    "a stored one under another id" if one else "stored ones under other ids", examples)

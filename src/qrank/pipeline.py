@@ -276,7 +276,8 @@ class Pipeline:
         progress: bool | None = None,
     ) -> dict[str, int]:
         """Add or replace documents; returns counts (``added``, ``replaced``, ``unchanged``, ``passages``,
-        ``embedded``, ``count``).
+        ``embedded``, ``same_text``: documents whose content is stored under another id too, warned about, and
+        ``count``).
 
         Documents are strings (with ``ids`` or content-hash ids), ``{"id", "text", "title"?, "metadata"?}``
         mappings or :class:`~qrank.index.documents.Document`. A document whose id exists replaces it; an
@@ -288,8 +289,10 @@ class Pipeline:
         >>> from qrank.settings import Settings
         >>> settings = Settings(home=tempfile.mkdtemp())
         >>> p = Pipeline.open("docs", embedder="../shared/models/all-MiniLM-L6-v2", settings=settings)
-        >>> p.add([{"id": "a", "text": "Rotate keys every 90 days.", "metadata": {"lang": "en"}}], progress=False)
-        {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1, 'count': 1}
+        >>> doc = {"id": "a", "text": "Rotate keys every 90 days.", "metadata": {"lang": "en"}}
+        >>> p.add([doc], progress=False)  # doctest: +NORMALIZE_WHITESPACE
+        {'documents': 1, 'added': 1, 'replaced': 0, 'unchanged': 0, 'passages': 1, 'embedded': 1,
+         'same_text': 0, 'count': 1}
         >>> p.close()
         """
         with self.collection.writing():  # a concurrent add of the same collection waits, then finds our work done

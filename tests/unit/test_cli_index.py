@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from index_fakes import BowModel, corpus
@@ -39,7 +40,9 @@ def test_list_info_delete_drop(home, capsys):
     rc, out, _ = run(capsys, "index", "info", "notes", "--home", str(home))
     assert rc == 0 and "documents   6" in out
     rc, out, _ = run(capsys, "index", "delete", "notes", "--ids", "doc1", "doc2", "nope", "--json", "--home", str(home))
-    assert rc == 0 and json.loads(out) == {"collection": "notes", "deleted": 2, "count": 4}
+    assert rc == 0 and json.loads(out) == {"collection": "notes", "deleted": 2, "missing": ["nope"], "count": 4}
+    rc, out, _ = run(capsys, "index", "delete", "notes", "--ids", "doc3", "gone", "doc1", "--home", str(home))
+    assert rc == 0 and out.strip() == "notes: deleted 1 of 3 ids; not found: gone, doc1; 3 documents left"
     rc, out, _ = run(capsys, "index", "drop", "notes", "--home", str(home))
     assert rc == 0
     rc, out, _ = run(capsys, "index", "list", "--json", "--home", str(home))
@@ -130,3 +133,69 @@ def test_add_refuses_a_reranker_that_is_not_one(home, capsys, tmp_path, monkeypa
                      "--home", str(home))
     assert rc == 2 and err.startswith("error: --reranker: ") and says in err and "Traceback" not in err
     assert not (home / "collections" / "new").exists()  # nothing stored that every later search would trip on
+
+
+def test_add_warns_when_a_file_comes_again_through_another_path(home, capsys, tmp_path, monkeypatch, caplog):
+    _fake_embedder_by_name(monkeypatch)
+    notes = tmp_path / "data" / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "sub" / "x.txt").write_text("Rotate the keys every ninety days.")
+    (notes / "y.txt").write_text("Bananas are yellow.")
+    rc, out, _ = run(capsys, "index", "add", "-c", "mine", "-e", "fake", str(notes), "--home", str(home))
+    assert rc == 0 and "2 added" in out and "same text" not in out
+    with caplog.at_level(logging.WARNING, logger="qrank.ingest"):
+        rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes / "sub" / "x.txt"), "--json",
+                         "--home", str(home))
+    report = json.loads(out)
+    assert rc == 0 and report["added"] == 1 and report["same_text"] == 1 and report["count"] == 3  # ids kept as given
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "qrank.ingest"]
+    assert warning.startswith("1 document has the same text as a stored one under another id, e.g. x.txt = sub/x.txt;")
+    assert "same file added through another path?" in warning
+    rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes / "y.txt"), "--home", str(home))
+    assert rc == 0 and "1 unchanged" in out and "same text" not in out  # y.txt is y.txt through either path
+    rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes / "sub" / "x.txt"), "--home", str(home))
+    assert rc == 0 and "1 unchanged" in out and "1 with the same text as a document under another id" in out
+    rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes), "--json", "--home", str(home))
+    assert json.loads(out)["same_text"] == 1 and json.loads(out)["unchanged"] == 2  # sub/x.txt = x.txt still
+    rc, out, _ = run(capsys, "index", "add", "-c", "once", "-e", "fake", str(notes), str(notes / "sub" / "x.txt"),
+                     "--json", "--home", str(home))  # both paths in one add
+    assert rc == 0 and json.loads(out)["added"] == 3 and json.loads(out)["same_text"] == 1
+
+
+def test_add_skips_empty_documents_and_counts_duplicate_ids(home, capsys, tmp_path, monkeypatch, caplog):
+    _fake_embedder_by_name(monkeypatch)
+    (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "first"}\n{"id": "e", "text": "  "}\n'
+                                      '{"id": "a", "text": "second"}\n')
+    (tmp_path / "b.csv").write_text("id,text\nb,third\na,fourth\nf,\n")
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        rc, out, _ = run(capsys, "index", "add", "-c", "mixed", "-e", "fake", str(tmp_path / "a.jsonl"),
+                         str(tmp_path / "b.csv"), "--json", "--home", str(home))
+    report = json.loads(out)
+    assert rc == 0 and (report["added"], report["empty_skipped"], report["duplicate_ids"]) == (2, 2, 2)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and "a.jsonl:2" in warnings[0] and "b.csv:4" in warnings[0]
+    assert "'a' at " in warnings[1]
+    rc, out, _ = run(capsys, "index", "add", "-c", "mixed", str(tmp_path / "a.jsonl"), str(tmp_path / "b.csv"),
+                     "--home", str(home))
+    assert rc == 0 and out.strip().endswith("; 2 empty skipped; 2 duplicate ids: the last one kept")
+    (tmp_path / "blank.jsonl").write_text('{"id": "x", "text": ""}\n')
+    rc, _, err = run(capsys, "index", "add", "-c", "mixed", str(tmp_path / "blank.jsonl"), "--home", str(home))
+    assert rc == 2 and "no documents to add: every one found was empty" in err and "blank.jsonl:1" in err
+
+
+def test_a_filter_of_the_other_type_gets_a_hint(home, capsys, tmp_path, monkeypatch):
+    _fake_embedder_by_name(monkeypatch)
+    (tmp_path / "papers.csv").write_text("id,text,year\np1,rotate keys,2020\np2,bananas,2021\n")
+    rc, _, _ = run(capsys, "index", "add", "-c", "papers", "-e", "fake", str(tmp_path / "papers.csv"),
+                   "--home", str(home))
+    assert rc == 0
+    rc, out, err = run(capsys, "search", "-c", "papers", "keys", "--filter", "year=2020", "--no-rerank",
+                       "--home", str(home))
+    assert rc == 0 and "no results" in out
+    assert "hint: metadata 'year' is stored as text here" in err and "--filter 'year=\"2020\"'" in err
+    rc, out, err = run(capsys, "search", "-c", "papers", "keys", "--filter", 'year="2020"', "--no-rerank", "--json",
+                       "--home", str(home))
+    assert rc == 0 and [h["id"] for h in json.loads(out)] == ["p1"] and "hint" not in err
+    rc, out, err = run(capsys, "search", "-c", "notes", "x", "--filter", 'topic="1"', "--no-rerank", "--json",
+                       "--home", str(home))  # JSON numbers (the fixture's corpus), filtered as text
+    assert rc == 0 and json.loads(out) == [] and "stored as a number here" in err and "--filter topic=1" in err

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from qrank.errors import InvalidInput, Overloaded
 from qrank.index.chunking import chunk_spans
-from qrank.index.documents import read_paths, to_documents
+from qrank.index.documents import read_documents, read_paths, to_documents
 from qrank.index.faiss_store import FaissStore
 from qrank.index.fusion import rrf
 from qrank.index.store import Passage, check_filter, join_passages
@@ -151,6 +151,21 @@ def test_store_rejects_wrong_dimension(tmp_path):
     assert e.value.field == "embedder"
 
 
+def test_hash_lookup_is_indexed_and_built_once_for_an_older_store(tmp_path):
+    store = FaissStore(tmp_path, 4, IndexSettings())
+    store.add([Passage("a", 0, 0, "t", hash="h1"), Passage("a", 1, 1, "u", hash="h1"),
+               Passage("b", 0, 0, "t", hash="h1"), Passage("c", 0, 0, "v", hash="h2")], unit(4, 4))
+    assert store.ids_with_hashes(["h1", "h3"]) == {"h1": ["a", "b"]}  # first passages only: one id per document
+    store._db.execute("DROP INDEX doc_hashes")  # a store written before the index existed
+    store.close()
+    older = FaissStore(tmp_path, 4, IndexSettings(), existing=True)
+    assert older.ids_with_hashes(["h2"]) == {"h2": ["c"]}
+    plan = older._db.execute("EXPLAIN QUERY PLAN SELECT doc_id FROM passages WHERE chunk = 0 AND hash IN (?)",
+                             ["h2"]).fetchall()
+    assert "doc_hashes" in str(plan)
+    older.close()
+
+
 @pytest.mark.parametrize("bad", [{"bad key": 1}, {"k": []}, {"k": {"nested": 1}}, {"k": 'say "hi"'}, ["k"]])
 def test_bad_filters_name_the_field(bad):
     with pytest.raises(InvalidInput) as e:
@@ -214,6 +229,90 @@ def test_readers_accept_beir_ids_csv_and_text_files(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "a", "text": "ok"}\n{"text": "no id"}\n')
     with pytest.raises(InvalidInput, match=r"bad.jsonl:2"):
         read_paths([tmp_path / "bad.jsonl"])
+
+
+def test_text_file_ids_are_relative_to_the_folder_given(tmp_path):
+    (tmp_path / "notes" / "sub").mkdir(parents=True)
+    (tmp_path / "notes" / "sub" / "x.txt").write_text("same file")
+    # the rule docs/index.md states: relative to the folder given, or the file's name when the file is given
+    assert [d.id for d in read_paths([tmp_path / "notes"])] == ["sub/x.txt"]
+    assert [d.id for d in read_paths([tmp_path / "notes" / "sub"])] == ["x.txt"]
+    assert [d.id for d in read_paths([tmp_path / "notes" / "sub" / "x.txt"])] == ["x.txt"]
+
+
+def test_empty_documents_are_skipped_in_every_format_and_counted(tmp_path, caplog):
+    (tmp_path / "a.jsonl").write_text('{"id": "a1", "text": "kept"}\n{"id": "a2", "text": ""}\n'
+                                      '{"id": "a3", "text": " \\n\\t"}\n')
+    (tmp_path / "b.csv").write_text("id,text\nb1,kept\nb2,   \nb3\n")  # b3: a short row, its text cell missing
+    (tmp_path / "c.tsv").write_text("id\ttext\nc1\t\n")
+    (tmp_path / "d.txt").write_text("  \n")
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        got = read_documents([tmp_path])
+    assert [d.id for d in got.documents] == ["a1", "b1"]
+    assert got.summary() == {"empty_skipped": 6, "duplicate_ids": 0}
+    assert [w.rsplit("/", 1)[-1] for w in got.empty] == ["a.jsonl:2", "a.jsonl:3", "b.csv:3", "b.csv:4", "c.tsv:2",
+                                                        "d.txt"]
+    [warning] = [r.getMessage() for r in caplog.records]  # one warning for all of them, naming the first few
+    assert warning.startswith("6 empty documents skipped") and "a.jsonl:2" in warning and "and 1 more" in warning
+    # other invalid input stays an error, one line naming file:line and the field
+    for line, says in [('{"id": "x", "text": 5}', "a.jsonl:1: 'text' must be a string, got int"),
+                       ('{"id": "x", "text": null}', "a.jsonl:1: 'text' must be a string, got null"),
+                       ('{"text": "t", "body": "b"}', "a.jsonl:1: missing 'id' (found keys: body, text; use 'id'"),
+                       ('{"id": "", "text": "t"}', "a.jsonl:1: 'id' must not be empty"),
+                       ('{"id": "x", "text": "t", "title": 3}', "a.jsonl:1: 'title' must be a string, got int")]:
+        (tmp_path / "a.jsonl").write_text(line + "\n")
+        with pytest.raises(InvalidInput) as e:
+            read_paths([tmp_path / "a.jsonl"])
+        assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_missing_text_key_names_the_keys_found(tmp_path):
+    f = tmp_path / "docs.jsonl"
+    f.write_text('{"id": "a", "text": "ok"}\n{"id": "b", "content": "the text under another key"}\n')
+    with pytest.raises(InvalidInput) as e:
+        read_paths([f])
+    assert str(e.value) == (f"documents: {f}:2: missing 'text' (found keys: content, id; use 'text', or "
+                            "'title' + 'text')")
+    (tmp_path / "docs.csv").write_text("id,body\na,text\n")
+    with pytest.raises(InvalidInput, match=r"docs.csv:1: the CSV header has no 'text' column \(found: body, id;"):
+        read_paths([tmp_path / "docs.csv"])
+    (tmp_path / "docs.csv").write_text("key,text\na,text\n")
+    with pytest.raises(InvalidInput, match=r"docs.csv:1: the CSV header has no 'id' or '_id' column \(found: key"):
+        read_paths([tmp_path / "docs.csv"])
+
+
+def test_utf8_byte_order_marks_are_read_as_no_text(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "excel.csv").write_bytes(bom + "id,text,year\r\nc1,caf\u00e9,2020\r\n".encode())  # Excel's CSV UTF-8
+    (tmp_path / "note.txt").write_bytes(bom + b"hello")
+    (tmp_path / "d.jsonl").write_bytes(bom + b'{"id": "j1", "text": "json"}\n')
+    (tmp_path / "beir.csv").write_bytes(bom + b"_id,text\nb1,beir spelling\n")
+    docs = {d.id: d for d in read_paths([tmp_path])}
+    assert set(docs) == {"c1", "note.txt", "j1", "b1"}
+    assert docs["c1"].text == "caf\u00e9" and docs["c1"].metadata == {"year": "2020"}
+    assert docs["note.txt"].text == "hello" and docs["j1"].text == "json"
+
+
+def test_tsv_files_are_read_like_csv_with_tabs(tmp_path):
+    (tmp_path / "d.tsv").write_text("id\ttitle\ttext\tyear\n00123\tT\tcommas, stay; in text\t2020\n")
+    [doc] = read_paths([tmp_path / "d.tsv"])
+    assert (doc.id, doc.title, doc.text, doc.metadata) == ("00123", "T", "commas, stay; in text", {"year": "2020"})
+    (tmp_path / "bad.tsv").write_text("id,text\na,b\n")  # commas in a .tsv: one column named "id,text"
+    with pytest.raises(InvalidInput, match=r"bad.tsv:1: the TSV header has no 'text' column"):
+        read_paths([tmp_path / "bad.tsv"])
+
+
+def test_duplicate_ids_keep_the_last_and_are_counted_once(tmp_path, caplog):
+    (tmp_path / "a.jsonl").write_text('{"id": "x", "text": "one"}\n{"id": "y", "text": "two"}\n'
+                                      '{"id": "x", "text": "three"}\n')
+    (tmp_path / "b.csv").write_text("id,text\ny,four\nz,five\n")
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        got = read_documents([tmp_path / "a.jsonl", tmp_path / "b.csv"])
+    assert {d.id: d.text for d in got.documents} == {"x": "three", "y": "four", "z": "five"}
+    assert got.summary() == {"empty_skipped": 0, "duplicate_ids": 2}
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("2 duplicate ids: the last one kept")
+    assert "'x' at " in warning and "a.jsonl:1" in warning and "a.jsonl:3" in warning and "b.csv:2" in warning
 
 
 def test_to_documents_validates_and_dedupes():

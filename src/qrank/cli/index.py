@@ -21,11 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = idx.add_subparsers(dest="index_command", metavar="VERB")
 
     a = verbs.add_parser("add", help="add files to a collection (creates it)", description="Index .txt/.md files "
-                         "(one document each), .jsonl ({'id' or '_id', 'text', 'title'?, 'metadata'?} per line) and "
-                         ".csv (header with 'text', 'id'; other columns become metadata). Folders are searched "
-                         "recursively. A document whose id exists replaces it; unchanged documents cost nothing; "
-                         "Ctrl-C keeps finished batches and a re-run continues.")
-    a.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+                         "(one document each; its id is its path relative to the folder given, or its file name when "
+                         "the file itself is given: the same file added through another path gets another id, and "
+                         "the add warns that its text is stored twice), .jsonl ({'id' or '_id', 'text', 'title'?, "
+                         "'metadata'?} per line) and .csv/.tsv (a header with 'text' and 'id' or '_id', 'title'?; "
+                         "other columns become metadata, stored as text). Files are UTF-8, with or without a "
+                         "byte-order mark. Folders are searched recursively. A document whose id exists replaces it; "
+                         "unchanged documents cost nothing; empty documents are skipped and a repeated id keeps its "
+                         "last record (both counted and warned about); Ctrl-C keeps finished batches and a re-run "
+                         "continues.")
+    a.add_argument("paths", nargs="+", metavar="PATH",
+                   help="files or folders (a .txt/.md file's id is its path relative to the folder given)")
     a.add_argument("--collection", "-c", required=True, help="collection name")
     a.add_argument("--embedder", "-e", help="embedding model (folder or hub id); required to create a collection, "
                    "must match the collection's otherwise")
@@ -110,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keep documents whose metadata KEY equals VALUE (JSON or text); repeat to AND, repeat a key to OR",
+        help="keep documents whose metadata KEY equals VALUE (JSON or text: year=2020 is a number, "
+        "'year=\"2020\"' text, as CSV/TSV columns are stored); repeat to AND, repeat a key to OR",
     )
     s.add_argument("--reranker-instruction", help="the Qwen3 reranker's task (default: the model's)")
     s.add_argument("--query-task", help="the Qwen3-Embedding query task (default: the model's)")
@@ -176,7 +183,7 @@ def parse_filter(items: list[str]) -> dict | None:
 
 def cmd_add(args: argparse.Namespace) -> int:
     from ..index.collection import Collection
-    from ..index.documents import SUFFIXES, read_paths
+    from ..index.documents import SUFFIXES, few, read_documents
     from ..pipeline import Pipeline
 
     settings = settings_from_args(args)
@@ -184,7 +191,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise InvalidInput("limit", "must be a positive integer")
     if args.reranker:
         check_reranker(args.reranker, settings)
-    docs = read_paths(args.paths, limit=args.limit)
+    read = read_documents(args.paths, limit=args.limit)
+    docs = read.documents
+    if not docs and read.empty:
+        raise InvalidInput("paths", f"no documents to add: every one found was empty ({few(read.empty)})")
     if not docs:
         raise InvalidInput("paths", f"no documents found (supported files: {', '.join(SUFFIXES)})")
     if not Collection.exists(settings, args.collection) and not args.embedder:
@@ -200,17 +210,35 @@ def cmd_add(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _say_interrupted(p, before)
             return 130
+        report.update(read.summary())
         report["collection"] = p.name
     if args.json:
         print_json(report)
     else:
-        print(
-            f"{report['collection']}: {report['added']} added, {report['replaced']} replaced, "
-            f"{report['unchanged']} unchanged "
-            f"({report['passages']} passages, {report['embedded']} embedded); {report['count']} documents in "
-            "the collection"
-        )
+        print(add_summary(report))
     return 0
+
+
+def add_summary(report: dict) -> str:
+    """The one line ``qrank index add`` prints: the counts, then what was skipped or looks wrong, if anything.
+
+    >>> add_summary({"collection": "mine", "added": 2, "replaced": 0, "unchanged": 1, "passages": 3, "embedded": 2,
+    ...              "count": 3, "same_text": 1, "empty_skipped": 1, "duplicate_ids": 2})  # doctest: +ELLIPSIS
+    'mine: 2 added, 0 replaced, 1 unchanged (3 passages, 2 embedded); 3 documents in the collection; 1 empty ...'
+    """
+    line = (f"{report['collection']}: {report['added']} added, {report['replaced']} replaced, "
+            f"{report['unchanged']} unchanged ({report['passages']} passages, {report['embedded']} embedded); "
+            f"{report['count']} documents in the collection")
+    extra = []
+    if report.get("empty_skipped"):
+        extra.append(f"{report['empty_skipped']} empty skipped")
+    if report.get("duplicate_ids"):
+        n = report["duplicate_ids"]
+        extra.append(f"{n} duplicate id{'' if n == 1 else 's'}: the last one kept")
+    if report.get("same_text"):
+        n = report["same_text"]
+        extra.append(f"{n} with the same text as {'a document' if n == 1 else 'documents'} under another id")
+    return "; ".join([line, *extra])
 
 
 def _say_interrupted(p, before: int) -> None:
@@ -312,13 +340,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
 
+    from ..index.documents import few
+
+    wanted = list(dict.fromkeys(args.ids))
     with Pipeline.open(args.collection, settings=settings_from_args(args), create=False) as p:
+        known = p.collection.store.hashes([i for i in wanted if i])  # p.delete names a blank id
         deleted = p.delete(args.ids)
         count = p.collection.store.count()
+    missing = [i for i in wanted if i not in known]
     if args.json:
-        print_json({"collection": args.collection, "deleted": deleted, "count": count})
+        print_json({"collection": args.collection, "deleted": deleted, "missing": missing, "count": count})
     else:
-        print(f"{args.collection}: deleted {deleted} of {len(set(args.ids))} ids; {count} documents left")
+        not_found = f"; not found: {few(missing)}" if missing else ""
+        print(f"{args.collection}: deleted {deleted} of {len(wanted)} ids{not_found}; {count} documents left")
     return 0
 
 
@@ -377,6 +411,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                         reranker_instruction=args.reranker_instruction, query_task=args.query_task,
                         query_prompt=args.query_prompt, instruction=args.instruction, min_score=args.min_score)
         reranked = bool(hits) and hits[0].rerank_score is not None
+        hint = filter_type_hint(p.collection.store, parse_filter(args.filter)) if not hits and args.filter else None
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
     if args.json:
         print_json([h.to_dict() for h in hits])
         return 0
@@ -389,3 +426,67 @@ def cmd_search(args: argparse.Namespace) -> int:
     stage = ("hybrid" if args.hybrid else "dense") + (" → reranked" if reranked else "")
     table_console().print(hits_table(hits, title=f"{args.collection}: {args.query}  ({stage})"))
     return 0
+
+
+_HINT_SAMPLE = 200  # passages read from the start of the store for the filter hint (never the whole store)
+
+
+def filter_type_hint(store, flt: dict | None, sample: int = _HINT_SAMPLE) -> str | None:
+    """Why a filtered search may have found nothing: the first documents of the store hold a filtered key as
+    text where the filter gives a number or a boolean (CSV/TSV columns are stored as text), or the other way.
+    Only the first ``sample`` passages are read, so this is a hint, never a scan of the store.
+
+    >>> from qrank.index.store import Passage
+    >>> class Store:
+    ...     def iter_passages(self):
+    ...         return iter([Passage("a", 0, 0, "t", metadata={"year": "2019", "n": 3})])
+    >>> print(filter_type_hint(Store(), {"year": [2020]}))
+    metadata 'year' is stored as text here (e.g. "2019"; CSV/TSV columns are): write --filter 'year="2020"'
+    >>> print(filter_type_hint(Store(), {"n": ["4"]}))
+    metadata 'n' is stored as a number here (e.g. 3), not as the text "4": write --filter n=4
+    >>> filter_type_hint(Store(), {"year": ["2020"], "n": [4, "x"]}) is None
+    True
+    """
+    if not flt:
+        return None
+    stored: dict[str, object] = {}
+    passages = store.iter_passages()
+    try:
+        for n, passage in enumerate(passages):
+            if n >= sample or len(stored) == len(flt):
+                break
+            for key in flt:
+                if key not in stored and passage.metadata.get(key) is not None:
+                    stored[key] = passage.metadata[key]
+    finally:
+        close = getattr(passages, "close", None)  # a generator left early (Milvus pages through a query)
+        if close is not None:
+            close()
+    for key, values in flt.items():
+        if key not in stored:
+            continue
+        have = stored[key]
+        shown = json.dumps(have, ensure_ascii=False)
+        if isinstance(have, str):
+            v = next((v for v in values if not isinstance(v, str)), None)
+            if v is not None:
+                return (f"metadata '{key}' is stored as text here (e.g. {shown}; CSV/TSV columns are): "
+                        f"write --filter '{key}=\"{json.dumps(v)}\"'")
+            continue
+        kind = "a boolean" if isinstance(have, bool) else "a number" if isinstance(have, (int, float)) else None
+        for v in values:
+            if kind and isinstance(v, str) and _as_json(v, type(have)) is not None:
+                return (f"metadata '{key}' is stored as {kind} here (e.g. {shown}), not as the text "
+                        f"{json.dumps(v, ensure_ascii=False)}: write --filter {key}={v}")
+    return None
+
+
+def _as_json(text: str, kind: type):
+    """``text`` read as JSON when that gives a value like ``kind`` (a number for int/float), else None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -1,9 +1,15 @@
-"""Documents going into a collection: validation, version hashes, and readers for txt/md/jsonl/csv files.
+"""Documents going into a collection: validation, version hashes, and readers for txt/md/jsonl/csv/tsv files.
 
 JSONL lines are ``{"id", "text", "title"?, "metadata"?}``; BEIR's ``corpus.jsonl`` spells the id ``_id``
-and both are accepted. CSV files need a header with ``text`` (and ``id``/``_id``, optional ``title``); other
-columns become metadata. A ``.txt``/``.md`` file is one document whose id is its path relative to the
-folder given (or its name when the file itself was given).
+and both are accepted. CSV (and TSV: tab-separated) files need a header with ``text`` and ``id``/``_id``
+(optional ``title``); other columns become metadata, as text (no type is guessed: ``00123`` stays
+``"00123"``). A ``.txt``/``.md`` file is one document whose id is its path relative to the folder given, or
+its name when the file itself was given: the same file reached through two paths gets two ids. Every file
+is read as UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one).
+
+One rule for empty documents in every format: a file, line or row whose text is empty or blank is skipped,
+counted and warned about (:class:`FileDocuments`); anything else that is not a document (no id, a text that
+is not a string, broken JSON) is an error naming ``file:line``.
 
 >>> docs = to_documents(["first", {"id": "b", "text": "second", "title": "B"}], ids=None)
 >>> [(d.id, d.title) for d in docs][1]
@@ -28,7 +34,9 @@ from ..errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".tsv")
+RECORD_KEYS = ("id", "_id", "text", "title", "metadata")  # what a JSONL object may hold
+_FEW = 5  # places or ids named in one warning
 MAX_ID_CHARS = 512  # ids are keys, not content; also the Milvus doc_id VARCHAR's length (there in bytes)
 
 
@@ -183,7 +191,8 @@ def to_documents(
 
 # --- files -----------------------------------------------------------------------------------------
 def iter_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
-    """``(file, root)`` for every supported file under the given files and folders, sorted."""
+    """``(file, root)`` for every supported file under the given files and folders, sorted. ``root`` is what
+    a text file's id is relative to: the folder given, or the file's own folder when the file was given."""
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
@@ -197,12 +206,13 @@ def iter_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
             raise InvalidInput("paths", f"{path}: no such file or folder")
 
 
-def read_file(path: Path, root: Path) -> Iterator[Document]:
-    """The documents of one file (see the module docstring for the formats)."""
+def read_file(path: Path, root: Path) -> Iterator[tuple[str, Document | None]]:
+    """``(where, document)`` for each document of one file (see the module docstring for the formats);
+    ``where`` is ``file:line`` (the file alone for txt/md), and ``document`` is None for an empty one."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
+            with path.open(encoding="utf-8-sig") as fh:
                 for n, line in enumerate(fh, 1):
                     if not line.strip():
                         continue
@@ -212,55 +222,155 @@ def read_file(path: Path, root: Path) -> Iterator[Document]:
                         raise InvalidInput("documents", f"{path}:{n}: not valid JSON ({exc.msg})") from exc
                     if not isinstance(obj, dict):
                         raise InvalidInput("documents", f"{path}:{n}: expected an object")
-                    yield _from_record(obj, f"{path}:{n}")
-        elif suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as fh:
-                reader = csv.DictReader(fh)
-                if not reader.fieldnames or "text" not in reader.fieldnames:
-                    raise InvalidInput("documents", f"{path}: a CSV needs a header row with a 'text' column")
-                for n, rec in enumerate(reader, 2):
-                    meta = {k: v for k, v in rec.items() if k not in ("id", "_id", "text", "title") and k is not None}
-                    yield _from_record(
-                        {**{k: rec.get(k) for k in ("id", "_id", "text", "title")}, "metadata": meta}, f"{path}:{n}"
-                    )
+                    yield f"{path}:{n}", _from_record(obj, f"{path}:{n}")
+        elif suffix in (".csv", ".tsv"):
+            yield from _read_table(path, "excel-tab" if suffix == ".tsv" else "excel")
         else:
-            text = path.read_text(encoding="utf-8")
-            if text.strip():
-                yield Document(path.relative_to(root).as_posix(), text.strip(), None, {"source": str(path)})
-            else:
-                log.warning("%s is empty; skipped", path)
+            where = str(path)
+            text = path.read_text(encoding="utf-8-sig")
+            yield where, (Document(path.relative_to(root).as_posix(), text.strip(), None, {"source": str(path)})
+                          if text.strip() else None)
     except UnicodeDecodeError as exc:
         raise InvalidInput("documents", f"{path}: not UTF-8 text") from exc
     except OSError as exc:
         raise InvalidInput("documents", f"{path}: cannot read ({exc.strerror})") from exc
 
 
-def _from_record(obj: Mapping, where: str) -> Document:
-    raw_id = obj.get("id", obj.get("_id"))
+def _read_table(path: Path, dialect: str) -> Iterator[tuple[str, Document | None]]:
+    """The rows of a CSV (``excel``) or TSV (``excel-tab``) file with a header; columns other than id, text
+    and title become metadata, kept as the text they are."""
+    kind = "TSV" if dialect == "excel-tab" else "CSV"
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, dialect=dialect)
+        try:
+            columns = reader.fieldnames or []
+            found = ", ".join(sorted(c for c in columns if c)) or "none"
+            if "text" not in columns:
+                raise InvalidInput("documents", f"{path}:1: the {kind} header has no 'text' column (found: {found}; "
+                                   "use 'text', or 'title' + 'text')")
+            if "id" not in columns and "_id" not in columns:
+                raise InvalidInput("documents", f"{path}:1: the {kind} header has no 'id' or '_id' column (found: "
+                                   f"{found})")
+            for rec in reader:
+                where = f"{path}:{reader.line_num}"
+                meta = {k: v for k, v in rec.items() if k not in ("id", "_id", "text", "title") and k is not None}
+                fields = {k: rec.get(k) for k in ("id", "_id", "text", "title")}
+                if fields["text"] is None:  # a short row: its text cell is missing, which is an empty text
+                    fields["text"] = ""
+                yield where, _from_record({**fields, "metadata": meta}, where)
+        except csv.Error as exc:  # e.g. a cell over the csv module's size limit, a NUL byte
+            raise InvalidInput("documents", f"{path}:{reader.line_num}: not a readable {kind} row ({exc})") from exc
+
+
+def _from_record(obj: Mapping, where: str) -> Document | None:
+    """The document of one JSONL object or CSV row, None when its text is empty or blank."""
+    raw_id = obj.get("id")
+    if raw_id is None:  # BEIR's spelling (a CSV with an '_id' column has no 'id' cell)
+        raw_id = obj.get("_id")
+    if raw_id is None and "id" not in obj and "_id" not in obj:
+        raise InvalidInput("documents", f"{where}: missing 'id' (found keys: {_keys(obj)}; use 'id' or '_id')")
     if raw_id is None or raw_id == "":
-        raise InvalidInput("documents", f"{where}: no 'id' or '_id'")
-    text = obj.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("documents", f"{where}: 'text' must be a non-empty string")
+        raise InvalidInput("documents", f"{where}: 'id' must not be empty")
+    if "text" not in obj:
+        raise InvalidInput("documents", f"{where}: missing 'text' (found keys: {_keys(obj)}; use 'text', or "
+                           "'title' + 'text')")
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise InvalidInput("documents", f"{where}: 'text' must be a string, got {_type_name(text)}")
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
-        raise InvalidInput("documents", f"{where}: 'title' must be a string")
-    return Document(check_ids([raw_id], f"{where}: id")[0], text, title or None,
-                    check_metadata(obj.get("metadata"), f"{where}: metadata"))
+        raise InvalidInput("documents", f"{where}: 'title' must be a string, got {_type_name(title)}")
+    doc_id = check_ids([raw_id], f"{where}: id")[0]
+    metadata = check_metadata(obj.get("metadata"), f"{where}: metadata")
+    if not text.strip():
+        return None
+    return Document(doc_id, text, title or None, metadata)
+
+
+def _keys(obj: Mapping) -> str:
+    return ", ".join(sorted(str(k) for k in obj)) or "none"
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def few(items: Sequence[str]) -> str:
+    """The first few of ``items``, joined, and how many more there are.
+
+    >>> few(["a", "b"]), few([str(i) for i in range(7)])
+    ('a, b', '0, 1, 2, 3, 4 and 2 more')
+    """
+    head = ", ".join(items[:_FEW])
+    return head if len(items) <= _FEW else f"{head} and {len(items) - _FEW} more"
+
+
+@dataclass
+class FileDocuments:
+    """What :func:`read_documents` read: the documents (one per id, the last one read), where each empty
+    document that was skipped was (``file:line``), and each record that a later one with the same id replaced
+    (``(id, where it was, where the one kept is)``)."""
+
+    documents: list[Document]
+    empty: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        """The counts an add reports beside its own: ``empty_skipped`` and ``duplicate_ids`` (records dropped
+        for a later one with the same id)."""
+        return {"empty_skipped": len(self.empty), "duplicate_ids": len(self.duplicates)}
+
+
+def read_documents(paths: Sequence[str | Path], limit: int | None = None) -> FileDocuments:
+    """Every document under ``paths``, at most ``limit`` distinct ids. Empty documents are skipped and a
+    repeated id keeps its last record; each is said in one warning naming the first few.
+
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
+    >>> _ = f.write_text('{"id": "a", "text": "x"}\\n{"id": "b", "text": " "}\\n{"id": "a", "text": "y"}\\n')
+    >>> got = read_documents([f])
+    >>> [(d.id, d.text) for d in got.documents], got.summary()
+    ([('a', 'y')], {'empty_skipped': 1, 'duplicate_ids': 1})
+    """
+    out: dict[str, Document] = {}
+    seen_at: dict[str, str] = {}
+    got = FileDocuments([])
+    for path, root in iter_files(paths):
+        for where, doc in read_file(path, root):
+            if doc is None:
+                got.empty.append(where)
+                continue
+            if doc.id in out:
+                got.duplicates.append((doc.id, seen_at[doc.id], where))
+                del out[doc.id]
+            out[doc.id] = doc
+            seen_at[doc.id] = where
+            if limit is not None and len(out) >= limit:
+                break
+        else:
+            continue
+        break
+    got.documents = list(out.values())
+    if got.empty:
+        n = len(got.empty)
+        log.warning("%d empty document%s skipped (no text): %s", n, "" if n == 1 else "s", few(got.empty))
+    if got.duplicates:
+        n = len(got.duplicates)
+        places: dict[str, list[str]] = {}  # each repeated id: where it was, in order (the last one is kept)
+        for doc_id, before, after in got.duplicates:
+            places.setdefault(doc_id, [before]).append(after)
+        named = [f"{d!r} at {', '.join(w)}" for d, w in list(places.items())[:_FEW]]
+        more = f"; and {len(places) - _FEW} more ids" if len(places) > _FEW else ""
+        log.warning("%d duplicate id%s: the last one kept (%s%s)", n, "" if n == 1 else "s", "; ".join(named), more)
+    return got
 
 
 def read_paths(paths: Sequence[str | Path], limit: int | None = None) -> list[Document]:
-    """Every document under ``paths`` (later duplicates of an id replace earlier ones).
+    """Every document under ``paths`` (later duplicates of an id replace earlier ones; empty ones are
+    skipped): :func:`read_documents`' documents.
 
     >>> read_paths(["/nonexistent"])  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     qrank.errors.InvalidInput: paths: /nonexistent: no such file or folder
     """
-    out: dict[str, Document] = {}
-    for path, root in iter_files(paths):
-        for doc in read_file(path, root):
-            out.pop(doc.id, None)
-            out[doc.id] = doc
-            if limit is not None and len(out) >= limit:
-                return list(out.values())
-    return list(out.values())
+    return read_documents(paths, limit).documents

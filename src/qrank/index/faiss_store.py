@@ -36,9 +36,9 @@ from ..errors import InvalidInput, QrankError
 from ..fileio import atomic_write
 from ..settings import IndexSettings
 from .faiss_index import build_index, faiss_ids, flat_search, index_kind, load_faiss, search_params
-from .sqlite_passages import (WriteTxn, delete_docs, docs_where, exact_top_k, filter_sql, filtered_pids, hashes_of,
-                              insert_passages, open_db, passages_by_pid, passages_of, read_meta, row_passage,
-                              rows_after, vector_blobs, vectors_by_pid)
+from .sqlite_passages import (HASH_INDEX, WriteTxn, delete_docs, docs_where, exact_top_k, filter_sql, filtered_pids,
+                              has_hash_index, hashes_of, ids_by_hash, insert_passages, open_db, passages_by_pid,
+                              passages_of, read_meta, row_passage, rows_after, vector_blobs, vectors_by_pid)
 from .store import Hit, Passage, check_filter, check_vectors
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class FaissStore:
         self._dead: set[int] = set()
         self._dead_sel = None
         self._dirty = False
+        self._hash_index = False  # known to exist (ids_with_hashes looks once)
 
     # --- SQLite helpers -------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -357,6 +358,17 @@ class FaissStore:
     def hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         with self._lock:
             return hashes_of(self._db, doc_ids)
+
+    def ids_with_hashes(self, hashes: Sequence[str]) -> dict[str, list[str]]:
+        """The ids of the stored documents whose version hash is one of ``hashes``, by hash (an indexed
+        lookup; a store made before the index was added builds it once, on its first lookup)."""
+        with self._lock:
+            if not self._hash_index:
+                if not has_hash_index(self._db):
+                    with self._write():
+                        self._db.execute(HASH_INDEX)
+                self._hash_index = True
+            return ids_by_hash(self._db, hashes)
 
     def iter_passages(self) -> Iterator[Passage]:
         last = ("", -1)

@@ -45,7 +45,10 @@ CREATE TABLE IF NOT EXISTS passages (
 );
 CREATE TABLE IF NOT EXISTS changes (gen INTEGER NOT NULL, added INTEGER NOT NULL, pid INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS changes_gen ON changes (gen);
+CREATE INDEX IF NOT EXISTS doc_hashes ON passages (hash) WHERE chunk = 0;
 """
+# a store made before the document-hash index gets it on its first hash lookup (ensure_hash_index)
+HASH_INDEX = "CREATE INDEX IF NOT EXISTS doc_hashes ON passages (hash) WHERE chunk = 0"
 _FIELDS = "doc_id, chunk, start, text, title, metadata, hash"
 _IN_CHUNK = 900  # stay far below SQLite's bound-parameter limit
 
@@ -256,6 +259,28 @@ def hashes_of(db: sqlite3.Connection, doc_ids: Sequence[str]) -> dict[str, str]:
     for part in _chunks(list(doc_ids)):
         q = f"SELECT doc_id, hash FROM passages WHERE chunk = 0 AND doc_id IN ({_marks(part)})"
         out.update(dict(db.execute(q, part).fetchall()))
+    return out
+
+
+def has_hash_index(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'doc_hashes'").fetchone() is not None
+
+
+def ids_by_hash(db: sqlite3.Connection, hashes: Sequence[str]) -> dict[str, list[str]]:
+    """The ids of the stored documents whose version hash is one of ``hashes``, by hash (the ``doc_hashes``
+    index answers it: no scan of the table).
+
+    >>> db = sqlite3.connect(":memory:")
+    >>> _ = db.executescript(SCHEMA)
+    >>> _ = insert_passages(db, [Passage(d, 0, 0, "t", hash="h1") for d in ("a", "b")], np.ones((2, 2), np.float32))
+    >>> ids_by_hash(db, ["h1", "h2"])
+    {'h1': ['a', 'b']}
+    """
+    out: dict[str, list[str]] = {}
+    for part in _chunks(list(dict.fromkeys(hashes))):
+        q = f"SELECT hash, doc_id FROM passages WHERE chunk = 0 AND hash IN ({_marks(part)}) ORDER BY doc_id"
+        for h, doc_id in db.execute(q, part):
+            out.setdefault(h, []).append(doc_id)
     return out
 
 

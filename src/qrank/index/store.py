@@ -150,7 +150,12 @@ class Hit:
 
 @runtime_checkable
 class VectorStore(Protocol):
-    """What :class:`~qrank.pipeline.Pipeline` needs from a backend (FAISS+SQLite, Milvus)."""
+    """What :class:`~qrank.pipeline.Pipeline` needs from a backend (FAISS+SQLite, Milvus).
+
+    Optional: ``ids_with_hashes(hashes) -> {hash: [doc ids]}``, the stored documents whose version hash is one
+    of ``hashes`` (an indexed lookup, not a scan). An add uses it to say that documents it brings are stored
+    already under other ids (:class:`~qrank.ingest.Indexer`); a store without it (Milvus, for now) skips that.
+    """
 
     dim: int
 
