@@ -103,8 +103,12 @@ def test_own_csv_layout(tmp_path):
         ),
         ({"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q"}\n'}, "no 'relevant'"),
         (
-            {"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q", "relevant": []}\n'},
+            {"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q", "relevant": {"a": 0}}\n'},
             "names no relevant",
+        ),
+        (  # every query skipped for an empty judgement list: nothing left to evaluate
+            {"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "q", "relevant": []}\n'},
+            "no query has a relevance judgement (1 skipped for an empty judgement list)",
         ),
         (
             {"corpus.jsonl": '{"_id": "a", "text": "x"}\n', "queries.jsonl": '{"query": "", "relevant": ["a"]}\n'},
@@ -123,6 +127,101 @@ def test_bad_data_sets_name_the_problem(tmp_path, files, needle):
         load_dataset(root)
     assert err.value.field == "dataset"
     assert needle in str(err.value)
+
+
+def test_trec_qrels_are_read_like_beir_ones(tmp_path):
+    # the 4-column TREC form (trec_eval, ranx, pytrec_eval, ir_datasets): spaces or tabs, no header
+    expected = {"q1": {"d1": 1}, "q2": {"d3": 2, "d2": 0}}
+    for text in ("q1 0 d1 1\nq2 0 d3 2\nq2 0 d2 0\n", "q1\t0\td1\t1\nq2\t0\td3\t2\r\nq2  0   d2 0\n\n"):
+        root = beir(tmp_path / str(len(text)))
+        (root / "qrels" / "test.tsv").write_text(text)
+        ds = load_dataset(root)
+        assert ds.qrels == expected and ds.queries == {"q2": "second", "q1": "first"}
+    # BEIR's TSV with or without its header, a trailing tab tolerated
+    for text in ("q1\td1\t1\nq2\td3\t2\nq2\td2\t0\n",
+                 "query-id\tcorpus-id\tscore\nq1\td1\t1\t\nq2\td3\t2\nq2\td2\t0\n"):
+        root = beir(tmp_path / f"beir{len(text)}")
+        (root / "qrels" / "test.tsv").write_text(text)
+        assert load_dataset(root).qrels == expected
+    # BEIR ids may hold spaces: three tab-separated fields are BEIR whatever the spaces say
+    root = beir(tmp_path / "spaces")
+    write_jsonl(root / "corpus.jsonl", [{"_id": "doc 1", "text": "x"}, {"_id": "12 b", "text": "y"}])
+    (root / "qrels" / "test.tsv").write_text("q1\tdoc 1\t1\nq1\t12 b\t1\n")
+    assert load_dataset(root).qrels == {"q1": {"doc 1": 1, "12 b": 1}}
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("q1 0 d1 1\nq1 0 d2\n", "test.tsv:2: expected query-id iteration doc-id relevance"),
+        ("q1 0 d1 1\nq2\td3\t1\n", "test.tsv:2: expected query-id iteration doc-id relevance"),  # forms mixed
+        ("q1\td1\t1\nq2 0 d3 1\n", "test.tsv:2: expected query-id<TAB>corpus-id<TAB>score"),  # forms mixed
+        ("query-id\tcorpus-id\tscore\nq1 d1 1\n", "test.tsv:2: expected BEIR qrels"),  # neither form
+        ("q1 Q0 d1 1\n", "test.tsv:1: expected BEIR qrels"),  # the iteration must be a number
+        ("q1 0 d1 high\n", "test.tsv:1: score 'high' is not a number"),
+        ("q1\td1\t\n", "test.tsv:1: expected BEIR qrels"),
+    ],
+)
+def test_bad_qrels_lines_name_file_and_line(tmp_path, text, needle):
+    root = beir(tmp_path)
+    (root / "qrels" / "test.tsv").write_text(text)
+    with pytest.raises(InvalidInput) as err:
+        load_dataset(root)
+    assert err.value.field == "dataset" and needle in str(err.value), str(err.value)
+
+
+def test_judgements_of_documents_not_in_the_corpus_are_counted_and_warned_once(tmp_path, caplog):
+    root = beir(tmp_path)
+    (root / "qrels" / "test.tsv").write_text("q1\td1\t1\nq1\tdl\t1\nq2\td3\t2\nq2\tgone\t0\nq2\td99\t1\n")
+    with caplog.at_level("WARNING", logger="qrank.eval.data"):
+        ds = load_dataset(root)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "3 judgements (2 of them relevant) in 2 queries name 3 documents" in warnings[0]
+    assert "q1: dl" in warnings[0] and "q2: gone, d99" in warnings[0]
+    # kept (BEIR sets have such qrels), counted where the report reads them
+    assert ds.qrels["q1"] == {"d1": 1, "dl": 1}
+    note = ds.summary()["notes"]["unknown_judged_docs"]
+    assert note == {"judgements": 3, "relevant": 2, "documents": 3, "queries": 2,
+                    "examples": {"q2": ["gone", "d99"], "q1": ["dl"]}}
+    # a subset counts its own queries
+    assert subset(ds, max_queries=1).notes()["unknown_judged_docs"]["judgements"] == 2
+    assert "notes" not in load_dataset(beir(tmp_path / "clean")).summary()
+
+
+def test_queries_with_an_empty_judgement_list_are_skipped_once(tmp_path, caplog):
+    root = tmp_path / "mine"
+    root.mkdir()
+    write_jsonl(root / "corpus.jsonl", [{"id": "a", "text": "alpha"}, {"id": "b", "text": "beta"}])
+    write_jsonl(
+        root / "queries.jsonl",
+        [
+            {"id": "x", "query": "alpha?", "relevant": ["a"]},
+            {"id": "e1", "query": "unjudged", "relevant": []},
+            {"id": "e2", "query": "unjudged too", "relevant": {}},
+            {"id": "y", "query": "beta?", "relevant": {"b": 1}},
+        ],
+    )
+    with caplog.at_level("WARNING", logger="qrank.eval.data"):
+        ds = load_dataset(root)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["2 queries have an empty judgement list and are skipped (e.g. e1, e2)"]
+    assert ds.queries == {"x": "alpha?", "y": "beta?"} and set(ds.qrels) == {"x", "y"}
+    assert ds.summary()["notes"] == {"skipped_queries": {"count": 2, "reason": "empty judgement list",
+                                                         "examples": ["e1", "e2"]}}
+    assert subset(ds, max_queries=1).skipped == ["e1", "e2"]
+    # the CSV layout: an empty "relevant" cell
+    csv_root = tmp_path / "csv"
+    csv_root.mkdir()
+    (csv_root / "corpus.csv").write_text("id,text\na,alpha\n")
+    (csv_root / "queries.csv").write_text('id,query,relevant\nx,alpha?,a\nz,nothing judged,\n')
+    ds = load_dataset(csv_root)
+    assert list(ds.queries) == ["x"] and ds.skipped == ["z"]
+    # a duplicate id is still one, skipped or not
+    write_jsonl(root / "queries.jsonl", [{"id": "e", "query": "q", "relevant": []},
+                                         {"id": "e", "query": "q", "relevant": ["a"]}])
+    with pytest.raises(InvalidInput, match="duplicate query id"):
+        load_dataset(root)
 
 
 def test_missing_folder_and_beir_query_gap(tmp_path):

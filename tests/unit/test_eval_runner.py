@@ -248,6 +248,28 @@ def test_report_files_agree_with_the_result(settings, tmp_path):
     }
 
 
+def test_report_says_what_the_data_lacked(settings, tmp_path):
+    """Judgements naming documents the corpus lacks, and queries skipped for an empty judgement list, are in the
+    report beside the figures (metrics.json, report.md, run_config.json), not only in a log line."""
+    ds = fake_dataset()
+    ds.qrels["t0"]["typo-id"] = 1
+    ds.skipped = ["empty-1"]
+    result = evaluation(ds, settings, systems=["bm25"], depth=8, k=5, sweep=[]).run()
+    write_report(result, tmp_path / "out")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics) == {"bm25"} and metrics["bm25"]["unknown_judged_docs"] == 1
+    notes = json.loads((tmp_path / "out" / "run_config.json").read_text())["dataset"]["notes"]
+    assert notes["unknown_judged_docs"]["examples"] == {"t0": ["typo-id"]}
+    assert notes["skipped_queries"]["count"] == 1
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "1 judgement (1 relevant) in 1 query name 1 document that is not in the corpus (t0: typo-id)" in report
+    assert "1 query skipped, not evaluated: empty judgement list (empty-1)" in report
+    # the typo is a relevant document never found: the figures are what ranx gives with it
+    clean = evaluation(fake_dataset(), Settings(home=tmp_path / "h2"), systems=["bm25"], depth=8, k=5, sweep=[]).run()
+    assert "unknown_judged_docs" not in clean["systems"]["bm25"] and "notes" not in clean["dataset"]
+    assert metrics["bm25"]["recall@8"] < clean["systems"]["bm25"]["recall@8"]
+
+
 def test_default_sweep_stops_at_depth_unless_asked():
     """Issue 16.11: ``--depth 10`` must not rerank to 200 behind the user's back."""
     assert EvalConfig(systems=["bm25"], depth=10).sweep == [10]

@@ -6,7 +6,8 @@ A data set is a folder. Two layouts are read:
 
       corpus.jsonl       {"_id": "d1", "title": "...", "text": "..."}
       queries.jsonl      {"_id": "q1", "text": "..."}
-      qrels/test.tsv     query-id <TAB> corpus-id <TAB> score   (one header line)
+      qrels/test.tsv     query-id <TAB> corpus-id <TAB> score   (header line optional)
+                         — or TREC qrels: query-id iteration doc-id relevance (whitespace, no header)
 
 * **your own** (no ``qrels/`` folder): the judgements sit beside each query::
 
@@ -16,7 +17,10 @@ A data set is a folder. Two layouts are read:
                          — or queries.csv with columns query,relevant[,id]; ids in "relevant" split on ";" or space
 
 A document's text for embedding and BM25 is ``title + " " + text`` (stripped), the BEIR/MTEB convention,
-so figures are comparable with published ones. Only queries with at least one judgement are evaluated.
+so figures are comparable with published ones. Only queries with at least one judgement are evaluated: a query
+with an empty judgement list is skipped (:attr:`Dataset.skipped`, one warning). A judgement naming a document the
+corpus lacks counts as a relevant document never found; :meth:`Dataset.notes` says how many there are (one warning,
+and the report's notes), so a typo in an id does not lower the figures unseen.
 
 >>> ds = load_dataset("../shared/datasets/scifact")
 >>> len(ds.doc_ids), len(ds.queries)
@@ -40,6 +44,9 @@ from ..errors import InvalidInput
 log = logging.getLogger(__name__)
 
 FIELD = "dataset"
+NOTE_EXAMPLES = 5  # examples (queries, and ids per query) a note or warning names
+TREC_QRELS = "query-id iteration doc-id relevance"
+BEIR_QRELS = "query-id<TAB>corpus-id<TAB>score"
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Dataset:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     source: str = ""
+    skipped: list[str] = field(default_factory=list, compare=False)  # queries skipped: empty judgement list
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def fingerprint(self) -> str:
@@ -83,13 +91,59 @@ class Dataset:
 
     def summary(self) -> dict:
         n_rel = sum(1 for rels in self.qrels.values() for g in rels.values() if g > 0)
-        return {
+        out = {
             "name": self.name,
             "documents": len(self.doc_ids),
             "queries": len(self.queries),
             "judgements": n_rel,
             "source": self.source,
         }
+        notes = self.notes()
+        return out | {"notes": notes} if notes else out
+
+    def unknown_judged(self) -> dict[str, list[str]]:
+        """``{query id: [judged document ids the corpus lacks]}``, in judgement order (queries that have any).
+
+        >>> Dataset("x", ["d1"], ["t"], {"q": "a"}, {"q": {"d1": 1, "d9": 1}}).unknown_judged()
+        {'q': ['d9']}
+        """
+        known = set(self.doc_ids)
+        out = {}
+        for qid, rels in self.qrels.items():
+            missing = [d for d in rels if d not in known]
+            if missing:
+                out[qid] = missing
+        return out
+
+    def notes(self) -> dict:
+        """What a reader of the figures must know about the data: ``unknown_judged_docs`` (judgements naming a
+        document the corpus lacks: they count as relevant documents never found, so a typo in an id lowers recall
+        and nDCG) and ``skipped_queries`` (queries left out for an empty judgement list), each with a count and
+        the first few examples; empty when there is nothing to say.
+
+        >>> ds = Dataset("x", ["d1"], ["t"], {"q": "a"}, {"q": {"d1": 1, "d9": 1, "d8": 0}}, skipped=["q2"])
+        >>> ds.notes()["unknown_judged_docs"]
+        {'judgements': 2, 'relevant': 1, 'documents': 2, 'queries': 1, 'examples': {'q': ['d9', 'd8']}}
+        >>> ds.notes()["skipped_queries"]
+        {'count': 1, 'reason': 'empty judgement list', 'examples': ['q2']}
+        """
+        out: dict = {}
+        unknown = self.unknown_judged()
+        if unknown:
+            out["unknown_judged_docs"] = {
+                "judgements": sum(len(ids) for ids in unknown.values()),
+                "relevant": sum(1 for q, ids in unknown.items() for d in ids if self.qrels[q][d] > 0),
+                "documents": len({d for ids in unknown.values() for d in ids}),
+                "queries": len(unknown),
+                "examples": {q: ids[:NOTE_EXAMPLES] for q, ids in list(unknown.items())[:NOTE_EXAMPLES]},
+            }
+        if self.skipped:
+            out["skipped_queries"] = {
+                "count": len(self.skipped),
+                "reason": "empty judgement list",
+                "examples": self.skipped[:NOTE_EXAMPLES],
+            }
+        return out
 
 
 def doc_text(title: str | None, text: str | None) -> str:
@@ -115,21 +169,31 @@ def load_dataset(path: str | Path, *, split: str = "test") -> Dataset:
         raise InvalidInput(FIELD, f"{path} is not a folder")
     doc_ids, doc_texts = _read_corpus(root)
     qrels_dir = root / "qrels"
+    skipped: list[str] = []
     if qrels_dir.is_dir():
         queries, qrels = _read_beir_queries(root, qrels_dir, split)
     else:
-        queries, qrels = _read_own_queries(root)
-    known = set(doc_ids)
-    missing = {d for rels in qrels.values() for d in rels if d not in known}
-    if missing:
+        queries, qrels, skipped = _read_own_queries(root)
+    if skipped:
         log.warning(
-            "%d judged document ids are not in the corpus (e.g. %s); they count as unfound",
-            len(missing),
-            sorted(missing)[:3],
+            "%d queries have an empty judgement list and are skipped (e.g. %s)",
+            len(skipped),
+            ", ".join(skipped[:NOTE_EXAMPLES]),
         )
     if not queries:
-        raise InvalidInput(FIELD, f"{root}: no query has a relevance judgement")
-    return Dataset(name=root.name, doc_ids=doc_ids, doc_texts=doc_texts, queries=queries, qrels=qrels, source=str(root))
+        why = f" ({len(skipped)} skipped for an empty judgement list)" if skipped else ""
+        raise InvalidInput(FIELD, f"{root}: no query has a relevance judgement{why}")
+    ds = Dataset(name=root.name, doc_ids=doc_ids, doc_texts=doc_texts, queries=queries, qrels=qrels,
+                 source=str(root), skipped=skipped)
+    unknown = ds.notes().get("unknown_judged_docs")
+    if unknown:
+        examples = "; ".join(f"{q}: {', '.join(ids)}" for q, ids in unknown["examples"].items())
+        log.warning(
+            "%d judgements (%d of them relevant) in %d queries name %d documents that are not in the corpus "
+            "(e.g. %s); the relevant ones count as documents never found, which lowers recall and nDCG",
+            unknown["judgements"], unknown["relevant"], unknown["queries"], unknown["documents"], examples,
+        )
+    return ds
 
 
 def subset(ds: Dataset, *, max_queries: int | None = None, max_docs: int | None = None, seed: int = 0) -> Dataset:
@@ -168,6 +232,7 @@ def subset(ds: Dataset, *, max_queries: int | None = None, max_docs: int | None 
         queries=queries,
         qrels=qrels,
         source=ds.source,
+        skipped=list(ds.skipped),
     )
 
 
@@ -216,21 +281,7 @@ def _read_beir_queries(root: Path, qrels_dir: Path, split: str) -> tuple[dict[st
     if not tsv.is_file():
         have = sorted(p.stem for p in qrels_dir.glob("*.tsv"))
         raise InvalidInput("split", f"{qrels_dir} has no {split}.tsv (splits here: {', '.join(have) or 'none'})")
-    qrels: dict[str, dict[str, int]] = {}
-    with tsv.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if n == 1 and parts[0] in ("query-id", "qid", "query_id"):
-                continue
-            if not line.strip():
-                continue
-            if len(parts) < 3:
-                raise InvalidInput(FIELD, f"{tsv}:{n}: expected query-id<TAB>corpus-id<TAB>score")
-            try:
-                grade = int(float(parts[-1]))
-            except ValueError as exc:
-                raise InvalidInput(FIELD, f"{tsv}:{n}: score {parts[-1]!r} is not a number") from exc
-            qrels.setdefault(parts[0], {})[parts[-2]] = grade
+    qrels = read_qrels(tsv)
     texts: dict[str, str] = {}
     for where, obj in _jsonl(qpath):
         qid, text = obj.get("_id", obj.get("id")), obj.get("text")
@@ -246,7 +297,81 @@ def _read_beir_queries(root: Path, qrels_dir: Path, split: str) -> tuple[dict[st
     return {q: texts[q] for q in order}, {q: qrels[q] for q in order}
 
 
-def _read_own_queries(root: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Relevance judgements ``{query id: {document id: grade}}`` from a BEIR TSV or a TREC qrels file.
+
+    The form is decided once per file, by its first judgement line, and every line must then have it:
+
+    * BEIR: ``query-id<TAB>corpus-id<TAB>score``, three tab-separated fields (ids may hold spaces), after an
+      optional header line (``query-id``, ``qid`` or ``query_id`` first);
+    * TREC (what trec_eval, ranx, pytrec_eval and ir_datasets read): ``query-id iteration doc-id relevance``, four
+      whitespace-separated fields whose second, the iteration, is a whole number (usually 0); no header.
+
+    A line of three tab-separated fields can only be BEIR, and one of four fields with a number second can only be
+    TREC, so the two never mix up. A line of neither form is an error naming the file and line.
+
+    >>> import tempfile
+    >>> trec = Path(tempfile.mkdtemp()) / "test.tsv"
+    >>> _ = trec.write_text("q1 0 d1 1\\nq1 0 d2 0\\n")
+    >>> read_qrels(trec)
+    {'q1': {'d1': 1, 'd2': 0}}
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    form = None  # "beir" or "trec": the first judgement line's
+    with path.open(encoding="utf-8") as f:
+        try:
+            for n, line in enumerate(f, 1):
+                text = line.strip()  # surrounding blanks (a trailing tab, CRLF) are no field
+                if not text:
+                    continue
+                tabbed, fields = text.split("\t"), text.split()
+                if form is None:
+                    if n == 1 and tabbed[0].strip() in ("query-id", "qid", "query_id"):
+                        continue  # BEIR's header line
+                    form = _qrels_form(tabbed, fields)
+                    if form is None:
+                        raise InvalidInput(
+                            FIELD, f"{path}:{n}: expected BEIR qrels ({BEIR_QRELS}, 3 tab-separated fields) or TREC "
+                            f"qrels ({TREC_QRELS}, 4 fields, the iteration a whole number); got {len(fields)} "
+                            f"fields, {len(tabbed)} tab-separated"
+                        )
+                if form == "trec":
+                    if _qrels_form(tabbed, fields) != "trec":
+                        raise InvalidInput(
+                            FIELD, f"{path}:{n}: expected {TREC_QRELS} (4 fields separated by whitespace, the "
+                            "iteration a whole number), the TREC qrels form of this file's first line"
+                        )
+                    qid, doc, score = fields[0], fields[2], fields[3]
+                else:
+                    if len(tabbed) != 3:
+                        raise InvalidInput(
+                            FIELD, f"{path}:{n}: expected {BEIR_QRELS} (3 tab-separated fields), the BEIR form of "
+                            f"this file's first line; got {len(tabbed)}"
+                        )
+                    qid, doc, score = (t.strip() for t in tabbed)
+                    if not qid or not doc:
+                        raise InvalidInput(FIELD, f"{path}:{n}: empty {'query-id' if not qid else 'corpus-id'}")
+                try:
+                    grade = int(float(score))
+                except ValueError as exc:
+                    raise InvalidInput(FIELD, f"{path}:{n}: score {score!r} is not a number") from exc
+                qrels.setdefault(qid, {})[doc] = grade
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(FIELD, f"{path} is not UTF-8 text") from exc
+    return qrels
+
+
+def _qrels_form(tabbed: list[str], fields: list[str]) -> str | None:
+    """The qrels form a line has: "beir" (3 tab-separated fields), "trec" (4 fields, the second a whole number:
+    the iteration) or None."""
+    if len(tabbed) == 3:
+        return "beir"
+    if len(fields) == 4 and fields[1].isascii() and fields[1].isdigit():
+        return "trec"
+    return None
+
+
+def _read_own_queries(root: Path) -> tuple[dict[str, str], dict[str, dict[str, int]], list[str]]:
     jsonl, csv_path = root / "queries.jsonl", root / "queries.csv"
     if jsonl.is_file():
         rows: Iterator[tuple[str, dict]] = _jsonl(jsonl)
@@ -256,6 +381,8 @@ def _read_own_queries(root: Path) -> tuple[dict[str, str], dict[str, dict[str, i
         raise InvalidInput(FIELD, f"{root}: no qrels/ folder (BEIR layout) and no queries.jsonl or queries.csv")
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
+    skipped: list[str] = []  # an empty judgement list: nothing to evaluate the query on
+    seen: set[str] = set()
     for n, (where, obj) in enumerate(rows, 1):
         text = obj.get("query", obj.get("text"))
         if not isinstance(text, str) or not text.strip():
@@ -267,14 +394,21 @@ def _read_own_queries(root: Path) -> tuple[dict[str, str], dict[str, dict[str, i
                 "a BEIR data set needs a qrels/ folder instead",
             )
         qid = str(obj.get("id", obj.get("_id", f"q{n}")))
-        if qid in queries:
+        if qid in seen:
             raise InvalidInput(FIELD, f"{where}: duplicate query id {qid!r}")
+        seen.add(qid)
+        relevant = _relevant(obj["relevant"], where)
+        if not relevant:
+            skipped.append(qid)
+            continue
         queries[qid] = text
-        qrels[qid] = _relevant(obj["relevant"], where)
-    return queries, qrels
+        qrels[qid] = relevant
+    return queries, qrels, skipped
 
 
 def _relevant(value, where: str) -> dict[str, int]:
+    """A query's judgements ``{doc id: grade}``; empty for an empty list (or object, or CSV cell): the query is
+    then skipped. Judgements that name no relevant document (every grade 0) are refused."""
     if isinstance(value, str):  # CSV cell
         value = [v for v in re.split(r"[;\s]+", value) if v]
     if isinstance(value, dict):
@@ -289,7 +423,7 @@ def _relevant(value, where: str) -> dict[str, int]:
             raise InvalidInput(FIELD, f"{where}: 'relevant' must list document ids (strings or numbers)")
     else:
         raise InvalidInput(FIELD, f"{where}: 'relevant' must be a list of document ids or an {{id: grade}} object")
-    if not any(g > 0 for g in out.values()):
+    if out and not any(g > 0 for g in out.values()):
         raise InvalidInput(FIELD, f"{where}: 'relevant' names no relevant document")
     return out
 

@@ -139,6 +139,7 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         f"qrank {env.get('qrank', '?')}",
         f"- numerics: dtype {env.get('dtype', '?')}, quantization {env.get('quantization', '?')}, "
         f"deterministic {env.get('deterministic', '?')}",
+        *data_notes(ds.get("notes") or {}),
         "",
         "## Quality and cost",
         "",
@@ -230,6 +231,43 @@ def render_markdown(result: dict, plot_name: str = PLOT_NAME) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def data_notes(notes: dict) -> list[str]:
+    """The report's lines for :meth:`qrank.eval.data.Dataset.notes`: what the figures must be read with.
+
+    >>> unknown, skipped = data_notes({
+    ...     "unknown_judged_docs": {"judgements": 3, "relevant": 2, "documents": 3, "queries": 2,
+    ...                             "examples": {"q1": ["d9", "d10"], "q7": ["x"]}},
+    ...     "skipped_queries": {"count": 1, "reason": "empty judgement list", "examples": ["q3"]}})
+    >>> print(unknown[:108])
+    - **note:** 3 judgements (2 relevant) in 2 queries name 3 documents that are not in the corpus (q1: d9, d10;
+    >>> print(skipped)
+    - **note:** 1 query skipped, not evaluated: empty judgement list (q3)
+    """
+    out = []
+    unknown = notes.get("unknown_judged_docs")
+    if unknown:
+        examples = "; ".join(f"{q}: {', '.join(ids)}" for q, ids in unknown["examples"].items())
+        more = ", …" if unknown["queries"] > len(unknown["examples"]) else ""
+        out.append(
+            f"- **note:** {_n(unknown['judgements'], 'judgement')} ({unknown['relevant']} relevant) in "
+            f"{_n(unknown['queries'], 'query', 'queries')} name {_n(unknown['documents'], 'document')} that "
+            f"{'is' if unknown['documents'] == 1 else 'are'} not in the corpus ({examples}{more}); the relevant "
+            "ones count as documents never found, which lowers recall and nDCG: check the ids"
+        )
+    skipped = notes.get("skipped_queries")
+    if skipped:
+        more = ", …" if skipped["count"] > len(skipped["examples"]) else ""
+        out.append(
+            f"- **note:** {_n(skipped['count'], 'query', 'queries')} skipped, not evaluated: {skipped['reason']} "
+            f"({', '.join(skipped['examples'])}{more})"
+        )
+    return out
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _long_documents_table(result: dict) -> list[str]:

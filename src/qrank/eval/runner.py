@@ -313,6 +313,9 @@ class Evaluation:
         c, ds = self.config, self.ds
         names = metric_names(c.k, c.depth)
         systems, per_query, rankings, sweep = {}, {}, {}, {}
+        # judgements naming documents the corpus lacks lower every system's recall and nDCG: said beside the figures
+        unknown = ds.notes().get("unknown_judged_docs")
+        noted = {"unknown_judged_docs": unknown["judgements"]} if unknown else {}
         reranked: dict[str, dict[str, float]] = {q: {} for q in ds.queries}  # {qid: {doc: raw score}}, to calibrate
         for name, system, policy in self.variants():
             first = self.stage(first_stage(system))
@@ -344,6 +347,7 @@ class Evaluation:
                 "queries": len(ds.queries),
                 "latency_queries": len(latency),
                 "cached": cached,
+                **noted,
                 **extra,
             }
             per_query[name] = ev["per_query"]

@@ -1,4 +1,5 @@
-"""``POST /v1/search``, ``GET /v1/collections``, ``POST /v1/collections/{name}/documents``.
+"""``POST /v1/search``, ``GET /v1/collections``, ``POST /v1/collections/{name}/documents`` and
+``POST /v1/collections/{name}/documents/delete``.
 
 The pipeline is synchronous, so each call runs in a worker thread; its model work still goes through the
 served models' queues (see :mod:`qrank.server.queued_models`).
@@ -15,7 +16,15 @@ from fastapi.responses import JSONResponse, Response
 
 from ...errors import InvalidInput
 from ..inference import check_count, check_query_chars, watched
-from ..schemas.search import COLLECTION_PATTERN, AddDocumentsRequest, SearchHitItem, SearchRequest, SearchResponse
+from ..schemas.search import (
+    COLLECTION_PATTERN,
+    AddDocumentsRequest,
+    DeleteDocumentsRequest,
+    DeleteDocumentsResponse,
+    SearchHitItem,
+    SearchRequest,
+    SearchResponse,
+)
 from . import json_response, state_of
 
 router = APIRouter(tags=["search"])
@@ -76,8 +85,9 @@ def _search_open(state, body: SearchRequest, used: list) -> list[SearchHitItem]:
         body.collection, reranker=body.reranker if body.rerank is not False else None
     )
     used.append(pipeline)
-    if body.mode == "bm25":
-        return _bm25(pipeline, body)
+    if body.mode == "bm25":  # BM25 alone, no model runs: Pipeline.lexical_search (the door refused rerank=true)
+        hits = pipeline.lexical_search(body.query, k=body.k, filter=body.filter)
+        return [SearchHitItem(**h.to_dict()) for h in hits]
     hits = pipeline.search(
         body.query,
         k=body.k,
@@ -92,31 +102,6 @@ def _search_open(state, body: SearchRequest, used: list) -> list[SearchHitItem]:
         min_score=body.min_score,
     )
     return [SearchHitItem(**h.to_dict()) for h in hits]
-
-
-def _bm25(pipeline, body: SearchRequest) -> list[SearchHitItem]:
-    from ...index.store import check_filter
-
-    norm = check_filter(body.filter)
-    collection = pipeline.collection
-    allowed = collection.store.matching(norm) if norm else None
-    ranked = collection.bm25_search(body.query, body.k, allowed)
-    docs = collection.store.get([d for d, _ in ranked])
-    out = []
-    for rank, (doc_id, score) in enumerate([(d, s) for d, s in ranked if d in docs], 1):
-        text, title = collection.document_text(docs[doc_id])
-        out.append(
-            SearchHitItem(
-                id=doc_id,
-                score=float(score),
-                text=text,
-                title=title,
-                metadata=dict(docs[doc_id][0].metadata),
-                rank=rank,
-                bm25_score=float(score),
-            )
-        )
-    return out
 
 
 @router.post("/v1/collections/{name}/documents", summary="Add or replace documents (creates the collection)")
@@ -141,3 +126,33 @@ async def add_documents(
 
     report = await asyncio.to_thread(add)
     return JSONResponse({"collection": name, **report})
+
+
+@router.post(
+    "/v1/collections/{name}/documents/delete",
+    response_model=None,
+    responses={200: {"model": DeleteDocumentsResponse}},
+    summary="Delete documents by id",
+)
+async def delete_documents(
+    request: Request, name: Annotated[str, Path(pattern=COLLECTION_PATTERN)], body: DeleteDocumentsRequest
+) -> Response:
+    """Remove the named documents (their passages, vectors, BM25 entries and cached scores) from an existing
+    collection, under its write lock, as adding does. Ids the collection does not hold are reported, not refused."""
+    state = state_of(request)
+    check_count(len(body.ids), "ids", state.settings.server.max_inputs)
+    ids = list(dict.fromkeys(body.ids))  # each id once, in request order
+
+    def delete() -> dict:
+        with _damaged_store(state, name) as used:
+            pipeline = state.collections().pipeline(name)  # CollectionNotFound (404) names an unknown collection
+            used.append(pipeline)
+            store = pipeline.collection.store
+            with pipeline.collection.writing():  # an add of the same collection finishes first, or waits for us
+                stored = store.hashes(ids)
+                deleted = pipeline.delete(ids)
+                count = store.count()
+        return {"deleted": deleted, "not_found": [i for i in ids if i not in stored], "count": count}
+
+    report = await asyncio.to_thread(delete)
+    return json_response(DeleteDocumentsResponse(collection=name, **report))
