@@ -10,7 +10,7 @@ the other scores are left out when they do not apply:
 '{"id":"a","score":1.5,"text":"t","metadata":{},"rank":1,"rerank_score":null}'
 
 POST /v1/collections/{name}/documents {"documents": ["text", {"id", "text", "title", "metadata"}]}
-→ {"collection", "added", "replaced", "unchanged", "passages", "embedded", "count"}
+→ {"collection", "added", "replaced", "unchanged", "passages", "embedded", "same_text", "count"}
 
 POST /v1/collections/{name}/documents/delete {"ids": ["a", "b"]}
 → {"collection", "deleted", "not_found", "count"}
