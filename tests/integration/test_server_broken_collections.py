@@ -23,6 +23,11 @@ def home():
         build_bow_collection(settings, name)
     (settings.home / "collections" / "garbled" / "store.sqlite").write_bytes(NOT_A_DATABASE)
     (settings.home / "collections" / "nomanifest" / "collection.json").write_text("{ nope")
+    # JSON of the wrong shape (a Milvus store given as a list): once an AttributeError that hid every collection
+    odd = settings.home / "collections" / "oddshape"
+    odd.mkdir()
+    (odd / "collection.json").write_text('{"name": "oddshape", "backend": "milvus", "dim": 4, "embedder": {}, '
+                                         '"chunk_tokens": 512, "chunk_overlap": 64, "store": ["http://x:1"]}')
     return settings
 
 
@@ -37,7 +42,9 @@ def test_listing_marks_broken_collections_and_search_names_them(home):
     with _serve(home) as url, httpx.Client(base_url=url, timeout=60) as http:
         listed = http.get("/v1/collections").json()["data"]
         by_name = {c["name"]: c for c in listed}
-        assert sorted(by_name) == ["garbled", "good", "nomanifest"]
+        assert sorted(by_name) == ["garbled", "good", "nomanifest", "oddshape"]
+        assert by_name["oddshape"]["status"] == "corrupt"
+        assert "'store' must be an object, got list" in by_name["oddshape"]["reason"]
         good = by_name["good"]
         # the fields clients read before stay as they were; status and reason are added
         assert (good["count"], good["backend"], good["dim"], good["embedder"]) == (6, "faiss", 64, "fake-bow")
@@ -82,10 +89,10 @@ def test_ui_offers_healthy_collections_and_names_the_others(home):
             for backend in backends:
                 assert backend.collection_names() == ["good"]
                 assert {(c.name, c.status) for c in backend.collections()} == {
-                    ("good", "ok"), ("garbled", "corrupt"), ("nomanifest", "corrupt")}
+                    ("good", "ok"), ("garbled", "corrupt"), ("nomanifest", "corrupt"), ("oddshape", "corrupt")}
                 picker, note = Bindings(backend).collections()
                 assert (picker["choices"], picker["value"]) == (["good"], "good")
-                assert "2 collections could not be opened" in note
+                assert "3 collections could not be opened" in note
                 assert "<b>garbled</b> (corrupt: store.sqlite is unreadable" in note and "<b>nomanifest</b>" in note
         finally:
             remote.close()

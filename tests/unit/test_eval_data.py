@@ -80,6 +80,22 @@ def test_own_jsonl_layout(tmp_path):
     assert ds.qrels == {"q1": {"a": 1}, "graded": {"7": 2, "a": 0}}
 
 
+def test_files_saved_with_a_utf8_byte_order_mark_read_as_without(tmp_path):
+    """Excel's "CSV UTF-8" and Windows editors start files with a BOM: the BEIR files and the own CSV layout read
+    the same with it (before, the qrels' header read as a score, "score 'score' is not a number")."""
+    root = beir(tmp_path)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        path = root / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    ds = load_dataset(root)
+    assert ds.doc_ids == ["d1", "d2", "d3"] and ds.qrels == {"q1": {"d1": 1}, "q2": {"d3": 2, "d2": 0}}
+    own = tmp_path / "csv-bom"
+    own.mkdir()
+    (own / "corpus.csv").write_bytes("\ufeffid,text\na,alpha\n".encode())
+    (own / "queries.csv").write_bytes("\ufeffid,query,relevant\nx,alpha?,a\n".encode())
+    assert load_dataset(own).qrels == {"x": {"a": 1}}
+
+
 def test_own_csv_layout(tmp_path):
     root = tmp_path / "csv"
     root.mkdir()

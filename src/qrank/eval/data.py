@@ -318,7 +318,7 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """
     qrels: dict[str, dict[str, int]] = {}
     form = None  # "beir" or "trec": the first judgement line's
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         try:
             for n, line in enumerate(f, 1):
                 text = line.strip()  # surrounding blanks (a trailing tab, CRLF) are no field
@@ -433,7 +433,7 @@ def _relevant(value, where: str) -> dict[str, int]:
 
 def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     try:
-        f = path.open(encoding="utf-8")
+        f = path.open(encoding="utf-8-sig")
     except OSError as exc:
         raise InvalidInput(FIELD, f"cannot read {path}: {exc.strerror}") from exc
     with f:
@@ -454,7 +454,7 @@ def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
 
 def _csv(path: Path, *, required: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
     try:
-        f = path.open(encoding="utf-8", newline="")
+        f = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InvalidInput(FIELD, f"cannot read {path}: {exc.strerror}") from exc
     with f:

@@ -66,6 +66,15 @@ def collection_dir(settings: Settings, name: str) -> Path:
     return collections_root(settings) / check_name(name)
 
 
+_MANIFEST_TYPES: dict[str, type | tuple] = {
+    "name": str, "backend": str, "dim": int, "embedder": dict, "chunk_tokens": int, "chunk_overlap": int,
+    "reranker": (str, type(None)), "store": dict, "created": str, "version": int,
+    "passage_tokens": (int, type(None)), "passage_overlap": (int, type(None)),
+}
+_KIND_NAMES = {str: "a string", int: "an integer", dict: "an object", (str, type(None)): "a string or null",
+               (int, type(None)): "an integer or null"}
+
+
 @dataclass
 class Manifest:
     """What a collection remembers about itself."""
@@ -90,6 +99,12 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         try:
             data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object expected, got {type(data).__name__}")
+            for key, kinds in _MANIFEST_TYPES.items():
+                # a hand-edited or foreign file of the wrong shape is named here, not met as an AttributeError later
+                if key in data and not isinstance(data[key], kinds) or isinstance(data.get(key), bool):
+                    raise TypeError(f"{key!r} must be {_KIND_NAMES[kinds]}, got {type(data[key]).__name__}")
             return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         except (OSError, ValueError, TypeError) as exc:
             raise CollectionNotFound(path.name, f"collection {path.name!r} has an unreadable manifest ({exc})") from exc
@@ -320,8 +335,9 @@ def list_collections(settings: Settings | None = None, *, include_broken: bool =
     out = []
     down: dict[str, StoreUnavailable] = {}  # Milvus servers found unreachable in this listing: not waited for twice
     for path in iter_collection_dirs(settings):
-        uri = _remote_store(path, settings)
+        uri = None
         try:
+            uri = _remote_store(path, settings)  # inside: a manifest of the wrong shape is this collection's fault
             if uri in down:
                 raise StoreUnavailable(path.name, down[uri].where, down[uri].why)
             col = Collection.open(settings, path.name)
