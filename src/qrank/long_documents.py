@@ -361,11 +361,26 @@ def parse_policies(spec: str | Sequence[str], base: LongDocuments | None = None)
 def coverage(model, pairs: list[tuple[str, str]], policy: LongDocuments, *,
              instruction: str | None = None) -> tuple[int, int, int]:
     """``(pairs scored, document tokens the model saw, document tokens)`` for ``pairs`` under ``policy``:
-    the share of each document's tokens inside some scored window (chunks cover all; a cut covers its budget)."""
-    laid = plan(model, pairs, instruction=instruction, policy=policy)
-    layouts = model.document_layouts(pairs, instruction=instruction)
+    the share of each document's tokens inside some scored window (chunks cover all; a cut covers its budget).
+
+    Counted a window of pairs at a time: a whole evaluation's pairs are no request, so they must not meet
+    ``max_chunks_per_request`` (300 SciFact queries at depth 20 are 6,000 pairs, past its 4,096), and each window
+    stays small in memory."""
+    scored = seen = total = 0
+    # each pair makes at most max_chunks_per_document chunks, so a window of this many never meets the request cap
+    window = max(1, (policy.max_chunks_per_request or 1) // max(1, policy.max_chunks_per_document or 1))
+    for i in range(0, len(pairs), window):
+        part = pairs[i : i + window]
+        laid = plan(model, part, instruction=instruction, policy=policy)
+        layouts = model.document_layouts(part, instruction=instruction)
+        n_seen, n_total = _covered(layouts, laid.layouts, policy)
+        scored, seen, total = scored + len(laid.pairs), seen + n_seen, total + n_total
+    return scored, seen, total
+
+
+def _covered(layouts, folded_layouts, policy: LongDocuments) -> tuple[int, int]:
     seen = total = 0
-    for lay, folded in zip(layouts, laid.layouts):
+    for lay, folded in zip(layouts, folded_layouts):
         n = len(lay.offsets)
         total += n
         if folded is None:
@@ -375,4 +390,4 @@ def coverage(model, pairs: list[tuple[str, str]], policy: LongDocuments, *,
         cap = min(n, policy.max_tokens_per_doc or n)
         # windows are contiguous and start at token 0, so they cover up to the last one's end
         seen += min(cap, lay.budget) if len(spans) == 1 else cap
-    return len(laid.pairs), seen, total
+    return seen, total

@@ -151,3 +151,17 @@ def test_a_token_cap_is_a_policy_scored_as_the_model_scores_cut_documents(rerank
             with torch.no_grad():
                 logit = hf(input_ids=torch.tensor([pair]), token_type_ids=torch.tensor([types])).logits[0, 0]
             assert got == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)
+
+
+def test_coverage_of_more_pairs_than_one_request_may_chunk(reranker):
+    """A whole evaluation's pairs are no request: 300 SciFact queries at depth 20 (6,000 pairs) met
+    max_chunks_per_request (4,096) and stopped `qrank eval --long-documents` after its scoring. Counted in windows,
+    the totals equal the sum over single pairs."""
+    from qrank.long_documents import LongDocuments, coverage
+
+    ds = long_dataset()
+    pairs = [(q, t) for q in ds.queries.values() for t in ds.doc_texts]  # 16 pairs, two long documents per query
+    for policy in (LongDocuments(policy="truncate", max_chunks_per_request=3),
+                   LongDocuments(policy="chunk", max_chunks_per_request=8, max_chunks_per_document=4)):
+        one_by_one = [coverage(reranker.model, [p], replace(policy, max_chunks_per_request=4096)) for p in pairs]
+        assert coverage(reranker.model, pairs, policy) == tuple(map(sum, zip(*one_by_one)))
