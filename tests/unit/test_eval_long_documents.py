@@ -3,6 +3,7 @@ against the tokenizer directly, and chunk:max finding an answer that truncation 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -165,3 +166,21 @@ def test_coverage_of_more_pairs_than_one_request_may_chunk(reranker):
                    LongDocuments(policy="chunk", max_chunks_per_request=8, max_chunks_per_document=4)):
         one_by_one = [coverage(reranker.model, [p], replace(policy, max_chunks_per_request=4096)) for p in pairs]
         assert coverage(reranker.model, pairs, policy) == tuple(map(sum, zip(*one_by_one)))
+
+
+def test_the_cli_table_names_each_policy(ce_dir, tmp_path, capsys):
+    """Rich read the policy of "bm25+rerank[truncate@8]" as a style tag: every policy's row printed as
+    "bm25+rerank". Names are plain text now, in the table and in the report paths."""
+    ds = long_dataset()
+    data = tmp_path / "own [data]"
+    data.mkdir()
+    (data / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d, "text": t}) + "\n" for d, t in zip(ds.doc_ids, ds.doc_texts)))
+    (data / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": text, "relevant": list(ds.qrels[q])}) + "\n" for q, text in ds.queries.items()))
+    code = main(["eval", "-d", str(data), "-s", "bm25+rerank", "-r", str(ce_dir), "--depth", "4", "--k", "4",
+                 "--sweep", "none", "--long-documents", "truncate,truncate@8", "--home", str(tmp_path / "h"),
+                 "--out", str(tmp_path / "report [1]"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "bm25+rerank[truncate]" in out and "bm25+rerank[truncate@8]" in out and "report [1]" in out

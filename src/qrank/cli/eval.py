@@ -216,10 +216,14 @@ def _print_plan(plan: dict) -> None:
 
 def _print_table(result: dict, paths: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     names = result["metric_names"]
     ds = result["dataset"]
-    table = Table(title=f"{ds['name']}: {ds['queries']} queries, {ds['documents']} documents", title_justify="left")
+    # names as plain text, never markup: rich read the policy in "dense+rerank[truncate@64]" as a style tag and
+    # printed every policy's row as "dense+rerank"
+    table = Table(title=Text(f"{ds['name']}: {ds['queries']} queries, {ds['documents']} documents"),
+                  title_justify="left")
     table.add_column("system")
     for m in names:
         table.add_column(m, justify="right")
@@ -234,7 +238,7 @@ def _print_table(result: dict, paths: dict) -> None:
         ld = v.get("long_documents")
         cells = ([f"{ld['pairs']:,}", f"{ld['coverage']:.0%}"] if ld else ["–", "–"]) if long else []
         table.add_row(
-            system,
+            Text(system),
             *(f"{v[m]:.4f}" for m in names),
             *(
                 f"{v[c]:.1f}" if v.get(c) is not None else "–"
@@ -245,11 +249,11 @@ def _print_table(result: dict, paths: dict) -> None:
         )
     console = table_console()
     console.print(table)
-    console.print(f"report: {paths['report']}  metrics: {paths['metrics']}  plot: {paths['plot']}")
+    console.print(f"report: {paths['report']}  metrics: {paths['metrics']}  plot: {paths['plot']}", markup=False)
     if result.get("calibration"):
         cal, held = result["calibration"], result["calibration"]["held_out"]
         raw = f"{held['raw']['ece']:.4f}" if held["raw"] else "–"
         console.print(
             f"calibration ({cal['method']}): held-out ECE {raw} raw → {held['calibrated']['ece']:.4f} calibrated; "
-            f"map saved to {cal['path']}  reliability plot: {paths['reliability_plot']}"
+            f"map saved to {cal['path']}  reliability plot: {paths['reliability_plot']}", markup=False
         )
