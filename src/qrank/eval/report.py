@@ -327,8 +327,12 @@ def plot_quality_latency(result: dict, path: Path) -> None:
                 )
         x, y = vals.get("latency_p50_ms"), vals.get(metric)
         if x is not None and y is not None:
-            ax.scatter([x], [y], s=40, color=color, zorder=2)
-            ax.annotate(system, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
+            # named in the legend, not beside the point: systems of near-equal quality and latency (the policies of
+            # one reranker) wrote their names over each other
+            ax.scatter([x], [y], s=40, color=color, zorder=2, label=system)
+    if ax.get_legend_handles_labels()[0]:
+        # the lower right holds slow and poor systems, rarely any
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     ax.set_xscale("log")
     ax.set_xlabel("latency per query, p50 (ms, log scale)")
     ax.set_ylabel(metric)
