@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -358,6 +359,65 @@ def _exactly(store, version: dict[str, list[Passage]]) -> None:
     assert store.count_passages() == sum(map(len, version.values()))  # no passage left out of its document's reach
 
 
+def _readd(store, version: dict[str, list[Passage]]) -> list[str]:
+    """Add ``version`` as ``qrank index add`` does: a document whose stored hash is its hash is skipped as
+    unchanged. Returns the documents skipped."""
+    known = store.hashes(list(version))
+    unchanged = [d for d, ps in version.items() if known.get(d) == ps[0].hash]
+    todo = {d: ps for d, ps in version.items() if d not in unchanged}
+    if todo:
+        _add(store, todo)
+    return unchanged
+
+
+def _spied_store(path, settings: IndexSettings, frozen_pid: int, version: dict[str, list[Passage]], k: int | None):
+    """A store holding ``version``, whose ``k``-th write request (from now on) meets a frozen server: the server's
+    process is stopped (SIGSTOP, thawed by the test) just before that request goes to it. ``store.sent`` counts the
+    write requests (insert, upsert, delete)."""
+    from qrank.index import milvus_store
+
+    store = milvus_store.MilvusStore(path, path.name, 8, settings)
+    _add(store, version)
+    store.sent = 0
+
+    def spy(write):
+        def call(*args, **kwargs):
+            store.sent += 1
+            if store.sent == k:
+                os.kill(frozen_pid, signal.SIGSTOP)
+            return write(*args, **kwargs)
+        return call
+
+    for name in ("insert", "upsert", "delete"):
+        setattr(store.client, name, spy(getattr(store.client, name)))
+    return store
+
+
+def _cut_short(store, milvus_process, write, again: str) -> None:
+    """Run ``write``, which the spy cuts short: it fails saying so, and the generation moves on."""
+    generation = store.generation()
+    try:
+        with pytest.raises(StoreUnavailable) as e:
+            write()
+    finally:
+        os.kill(milvus_process.proc.pid, signal.SIGCONT)
+    assert f"cannot be reached (no answer within 1 s; the write may be incomplete: {again} completes it)" \
+        in str(e.value)
+    assert store.generation() > generation  # derived indexes (BM25) do not trust what they read before
+    time.sleep(0.2)  # the frozen request may still be carried out once thawed: either way is fine
+
+
+def _never_done_silently(store, version: dict[str, list[Passage]], ids) -> dict[str, list[tuple]]:
+    """After a write cut short: no passage lies beyond its document's reach, and a document of ``version`` whose
+    hash reads as that version's holds all of it (else the next add would skip it as unchanged and leave it so)."""
+    seen, hashes = _seen(store, ids), store.hashes(ids)
+    assert store.count_passages() == sum(map(len, seen.values())), seen
+    for d, ps in version.items():
+        if hashes.get(d) == ps[0].hash:  # reads as done: then it is done
+            assert seen[d] == [(p.chunk, p.text, p.hash) for p in ps], (d, seen)
+    return seen
+
+
 def test_a_write_cut_short_is_never_half_done_silently_and_running_it_again_completes_it(
     tmp_path, milvus_process, monkeypatch
 ):
@@ -375,49 +435,19 @@ def test_a_write_cut_short_is_never_half_done_silently_and_running_it_again_comp
     cut = _version("b", {"grows": 3, "shrinks": 1, "fresh": 3, "single": 1})
     other = _version("c", {"grows": 2, "shrinks": 2, "fresh": 1, "single": 2})
     everything = ["grows", "shrinks", "kept", "fresh", "single"]
+    pid = milvus_process.proc.pid
 
-    def store_with_spy(k: int | None):
-        """A store holding ``before``, whose ``k``-th write request (from now on) meets a frozen server."""
-        store = milvus_store.MilvusStore(tmp_path / f"c{k}", f"cut{k}", 8, settings)
-        _add(store, before)
-        store.sent = 0
-
-        def spy(write):
-            def call(*args, **kwargs):
-                store.sent += 1
-                if store.sent == k:
-                    os.kill(milvus_process.proc.pid, signal.SIGSTOP)  # thawed by the test
-                return write(*args, **kwargs)
-            return call
-
-        for name in ("insert", "upsert", "delete"):
-            setattr(store.client, name, spy(getattr(store.client, name)))
-        return store
-
-    store = store_with_spy(None)
+    store = _spied_store(tmp_path / "cutnone", settings, pid, before, None)
     _add(store, cut)
     _exactly(store, {**cut, "kept": before["kept"]})
     requests = store.sent
     store.close()
     assert requests == 8, requests  # pending first rows (2), the surplus (1), the others (2), the first rows (3)
     for k in range(1, requests + 1):
-        store = store_with_spy(k)
+        store = _spied_store(tmp_path / f"cut{k}", settings, pid, before, k)
         try:
-            generation = store.generation()
-            try:
-                with pytest.raises(StoreUnavailable) as e:
-                    _add(store, cut)
-            finally:
-                os.kill(milvus_process.proc.pid, signal.SIGCONT)
-            assert ("cannot be reached (no answer within 1 s; the write may be incomplete: adding the same documents "
-                    "again completes it)") in str(e.value)
-            assert store.generation() > generation  # derived indexes (BM25) do not trust what they read before
-            time.sleep(0.2)  # the frozen request may still be carried out once thawed: either way is fine
-            seen, hashes = _seen(store, everything), store.hashes(everything)
-            assert store.count_passages() == sum(map(len, seen.values())), (k, seen)
-            for d, ps in cut.items():
-                if hashes.get(d) == ps[0].hash:  # reads as done: then it is done
-                    assert seen[d] == [(p.chunk, p.text, p.hash) for p in ps], (k, d, seen)
+            _cut_short(store, milvus_process, lambda: _add(store, cut), "adding the same documents again")
+            seen = _never_done_silently(store, cut, everything)
             assert seen["kept"] == [(p.chunk, p.text, p.hash) for p in before["kept"]]
             if k % 2:  # another version, shorter where the cut one was longer: nothing of the cut one stays
                 _add(store, other)
@@ -427,3 +457,122 @@ def test_a_write_cut_short_is_never_half_done_silently_and_running_it_again_comp
                 _exactly(store, {**cut, "kept": before["kept"]})
         finally:
             store.close()
+
+
+def test_a_delete_cut_short_leaves_no_document_that_an_add_would_skip(tmp_path, milvus_process, monkeypatch):
+    """A delete cut short at each of its requests in turn (as above): a document it did not finish still has its first
+    row, which reads "pending" unless the document is whole, so adding the same documents again, as ``qrank index
+    add`` does (skipping those whose hash is unchanged), leaves every one of them complete; deleting them again
+    finishes the delete."""
+    from qrank.index import milvus_store
+
+    monkeypatch.setattr(milvus_store, "_INSERT_ROWS", 2)
+    settings = IndexSettings(milvus_uri=milvus_process.uri, milvus_request_timeout_s=1.0)
+    before = _version("a", {"one": 1, "two": 2, "three": 3, "four": 4, "kept": 2})
+    gone = ["one", "two", "three", "four"]
+    pid = milvus_process.proc.pid
+
+    store = _spied_store(tmp_path / "delnone", settings, pid, before, None)
+    assert store.delete(gone) == 4
+    _exactly(store, {"kept": before["kept"]})
+    requests = store.sent
+    store.close()
+    assert requests == 4, requests  # pending first rows (2), the other rows (1), the first rows (1)
+    for k in range(1, requests + 1):
+        store = _spied_store(tmp_path / f"del{k}", settings, pid, before, k)
+        try:
+            _cut_short(store, milvus_process, lambda: store.delete(gone), "deleting the same documents again")
+            seen = _never_done_silently(store, before, list(before))
+            assert seen["kept"] == [(p.chunk, p.text, p.hash) for p in before["kept"]]
+            if k % 2:  # the same delete again finishes it
+                store.delete(gone)
+                _exactly(store, {"kept": before["kept"]})
+            _readd(store, before)  # skips only documents left whole (see _never_done_silently)
+            _exactly(store, before)
+        finally:
+            store.close()
+
+
+def test_a_shrinking_add_cut_short_then_the_old_version_added_again_is_complete(tmp_path, milvus_process,
+                                                                                 monkeypatch):
+    """An add that replaces known documents with shorter (or other) versions, cut short at each of its requests in
+    turn (as above), then the OLD version added again as ``qrank index add`` does (skipping documents whose hash is
+    unchanged): every document ends as the old version, whole. A document whose first row still showed the old hash
+    while its surplus passages were gone would be skipped, and stay short of passages for good."""
+    from qrank.index import milvus_store
+
+    monkeypatch.setattr(milvus_store, "_INSERT_ROWS", 2)
+    settings = IndexSettings(milvus_uri=milvus_process.uri, milvus_request_timeout_s=1.0)
+    old = _version("a", {"shrinks": 3, "long": 4, "other": 3, "single": 1})
+    old["kept"] = _version("a", {"kept": 2})["kept"]
+    # shorter versions, one as long but another text, a single passage rewritten, one document unchanged
+    new = {**_version("b", {"shrinks": 1, "long": 2, "other": 3, "single": 1}), "kept": old["kept"]}
+    pid = milvus_process.proc.pid
+
+    store = _spied_store(tmp_path / "shrinknone", settings, pid, old, None)
+    _add(store, new)
+    _exactly(store, new)
+    requests = store.sent
+    store.close()
+    assert requests == 8, requests  # pending first rows (2), the surplus (1), the others (2), the first rows (3)
+    for k in range(1, requests + 1):
+        store = _spied_store(tmp_path / f"shrink{k}", settings, pid, old, k)
+        try:
+            _cut_short(store, milvus_process, lambda: _add(store, new), "adding the same documents again")
+            _never_done_silently(store, old, list(old))
+            _never_done_silently(store, new, list(new))
+            _readd(store, old)
+            _exactly(store, old)
+            assert _readd(store, new) == ["kept"]  # and on to the new version: only the unchanged one is skipped
+            _exactly(store, new)
+        finally:
+            store.close()
+
+
+class _Late(grpc.RpcError):
+    """What gRPC raises when a request's deadline passes without an answer."""
+
+    def code(self):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_delete_whose_last_request_fails_then_an_add_of_the_same_documents_restores_them_whole(tmp_path,
+                                                                                                  monkeypatch):
+    """The reviewer's case, through the pipeline on Milvus Lite: the delete's second request (its documents' other
+    passages are gone by then) fails with DEADLINE_EXCEEDED. Adding the same documents again must not report them
+    unchanged: each is back with all its passages, which together give its whole text."""
+    text = {f"d{i}": " ".join(f"word{i}x{j}" for j in range(40)) for i in range(3)}
+    docs = [{"id": d, "text": t} for d, t in text.items()]
+    settings = Settings(home=tmp_path / "home", cache={"enabled": False},
+                        index={"chunk_tokens": 16, "chunk_overlap": 3})
+    with Pipeline.open("docs", embedder=Embedder(BowModel()), settings=settings, backend="milvus") as p:
+        assert p.add(docs, progress=False)["added"] == 3
+        store = p.collection.store
+        whole = _seen(store, list(text))
+        assert all(len(ps) > 2 for ps in whole.values()), whole  # several passages each
+
+        def whole_text(d: str) -> str:
+            out = ""
+            for ps in store.get([d])[d]:
+                out = out[: ps.start] + ps.text
+            return out
+
+        assert all(whole_text(d) == t for d, t in text.items())
+        delete, calls = store.client.delete, []
+
+        def failing_delete(*args, **kwargs):
+            calls.append(kwargs.get("ids"))
+            if len(calls) == 2:
+                raise _Late()
+            return delete(*args, **kwargs)
+
+        monkeypatch.setattr(store.client, "delete", failing_delete)
+        with pytest.raises(StoreUnavailable, match="deleting the same documents again completes it"):
+            p.delete(list(text))
+        monkeypatch.setattr(store.client, "delete", delete)
+        assert len(calls) == 2 and len(store.get(list(text))) == 3  # each document is left with its first passage
+        report = p.add(docs, progress=False)
+        assert (report["unchanged"], report["replaced"], report["count"]) == (0, 3, 3), report
+        assert _seen(store, list(text)) == whole
+        assert all(whole_text(d) == t for d, t in text.items())
+        assert store.count_passages() == sum(map(len, whole.values()))

@@ -15,9 +15,12 @@ passage count, so every per-document operation is a primary-key lookup (filter s
 Lite). Milvus has no multi-row transactions, so unlike the FAISS store (the crash-safe default) a write that
 stops half-way (a crash, a server that stops answering) can leave a document with a mix of old and new
 passages. The document's first row (chunk 0, which carries its hash and passage count) is therefore its
-commit mark, written last and deleted last: until it is written, the document still reads as its old version
-(or as ``pending``, see :meth:`MilvusStore.add`), so the next add of the same documents does not skip it as
-unchanged and completes it, and re-running an add or a delete is harmless.
+commit mark: before any other row of a document is written or deleted, that row reads ``pending`` (with a passage
+count that covers every row the document has or gets), and it gets its real hash last (an add) or goes last (a
+delete). So at every point of a write cut short, every row of a document lies within its first row's count, and the
+first row shows a real hash only when all the rows are that version: the next add of the same documents (of either
+version) does not skip an unfinished one as unchanged and completes it, the next delete finds it, and re-running
+an add or a delete is harmless.
 
 Sharding and partitions are fixed when the Milvus collection is created and recorded in its properties,
 so later processes need not repeat the settings. With a partition key, every row also carries ``part``
@@ -303,20 +306,24 @@ class MilvusStore:
             for r in rows:
                 r["part"] = part_value(r["metadata"].get(self.partition_key))
         with self._lock:
+            heads = self._heads(list(n_chunks))
             # the passage count each known document's first row holds: every row it has lies below it
-            reach = {d: int(h["n_chunks"]) for d, h in self._heads(list(n_chunks)).items()}
+            reach = {d: int(h["n_chunks"]) for d, h in heads.items()}
             first = {r["doc_id"]: r for r in rows if r["chunk"] == 0}
-            # The first row (the hash `hashes` reports, the count every lookup uses) is written last: a write cut
-            # short leaves each unfinished document reading as its old version, which the next add of the same
-            # documents does not skip as unchanged. A document about to get rows its first row does not cover
-            # (a new one of several passages, or a longer new version) first gets that row with the new count and
-            # the hash "pending", so rows written before a cut are never out of its reach (a later add deletes
-            # them as surplus) and the next add redoes it.
-            pending = [{**first[d], "hash": _PENDING} for d, n in n_chunks.items()
-                       if d in first and n > reach.get(d, 1)]
+            # The first row (the hash `hashes` reports, the count every lookup uses) gets its real hash last. Before
+            # any other row of a document is written or deleted (a new document of several passages, a known one of
+            # several passages before or after), that row is written first with the hash "pending" and a count
+            # covering both versions' rows: a write cut short then leaves each unfinished document reading as
+            # "pending", which no add skips as unchanged (not even one of its old version), with every row it has
+            # within reach (a later add deletes what it does not need as surplus). A document whose first row holds
+            # this very version already (the same hash and count) keeps it: rewriting its rows changes nothing.
+            same = {d for d, h in heads.items() if d in first and h["hash"] and h["hash"] == first[d]["hash"]
+                    and reach[d] == n_chunks[d]}
+            pending = [{**first[d], "n_chunks": max(n, reach.get(d, 0)), "hash": _PENDING}
+                       for d, n in n_chunks.items() if d in first and d not in same and max(n, reach.get(d, 0)) > 1]
             surplus = [_pk(d, c) for d, h in reach.items() for c in range(n_chunks[d], h)]
             with self._writing("adding the same documents again"):
-                self._put(pending, reach)
+                self._put(pending, n_chunks)  # upserted, new documents too: one request per batch of first rows
                 if surplus:
                     self.client.delete(self.name, ids=surplus, timeout=self.timeout)
                 self._put([r for r in rows if r["chunk"] != 0], reach)
@@ -325,24 +332,30 @@ class MilvusStore:
     def _put(self, rows: list[dict], known: Collection[str]) -> None:
         """Write ``rows`` in bounded batches: upserted for the ``known`` documents, whose rows may exist (inserting
         an existing primary key would duplicate it), inserted for the others, which have no rows yet (Milvus
-        inserts faster: an upsert also deletes). A new document's rows are written only after its first row
-        (``pending``) unless that first row is its only one, so a new document never has rows its first row
-        does not show."""
+        inserts faster: an upsert also deletes). Callers write a document's other rows only after its first row
+        reads ``pending`` (unless that first row is its only one), so no document has rows its first row does not
+        show."""
         for write, part in ((self.client.upsert, [r for r in rows if r["doc_id"] in known]),
                             (self.client.insert, [r for r in rows if r["doc_id"] not in known])):
             for i in range(0, len(part), _INSERT_ROWS):
                 write(self.name, part[i : i + _INSERT_ROWS], timeout=self.timeout)
 
     @_reaching
-    def _heads(self, doc_ids: Sequence[str]) -> dict[str, dict]:
-        """First-passage rows (doc_id, hash, n_chunks) of the known documents, by primary key."""
+    def _heads(self, doc_ids: Sequence[str], whole: bool = False) -> dict[str, dict]:
+        """First-passage rows (doc_id, hash, n_chunks; ``whole``: every field, to write the row back) of the known
+        documents, by primary key."""
         doc_ids = list(dict.fromkeys(doc_ids))
+        fields = ["doc_id", "hash", "n_chunks"]
+        if whole:
+            fields = ["pk", *_OUT, "n_chunks", "vector", *(["part"] if self.partition_key else [])]
         out: dict[str, dict] = {}
         with self._lock:
             for i in range(0, len(doc_ids), _IN_CHUNK):
                 ids = [_pk(d, 0) for d in doc_ids[i : i + _IN_CHUNK]]
-                for row in self.client.get(self.name, ids=ids, output_fields=["doc_id", "hash", "n_chunks"],
-                                           timeout=self.timeout):
+                for row in self.client.get(self.name, ids=ids, output_fields=fields, timeout=self.timeout):
+                    row = {f: row[f] for f in fields}
+                    if whole:
+                        row["vector"] = np.asarray(row["vector"], dtype=np.float32).tolist()
                     out[row["doc_id"]] = row
         return out
 
@@ -352,12 +365,17 @@ class MilvusStore:
     @_reaching
     def delete(self, doc_ids: Sequence[str]) -> int:
         with self._lock:
-            heads = self._heads(doc_ids)
+            heads = self._heads(doc_ids, whole=True)
             if heads:
-                # first rows last (see add): a delete cut short leaves them, so deleting the same ids again finds
-                # and finishes those documents
+                # as in add: a document of several rows first reads "pending" (its first row written back so), then
+                # loses its other rows, then its first row. A delete cut short leaves each unfinished document with
+                # its first row, which deleting the same ids again finds and which no add skips as unchanged (adding
+                # the document again then completes it instead of leaving it short of passages)
+                pending = [{**h, "hash": _PENDING} for h in heads.values()
+                           if int(h["n_chunks"]) > 1 and h["hash"] != _PENDING]
                 rest = [_pk(d, c) for d, h in heads.items() for c in range(1, int(h["n_chunks"]))]
                 with self._writing("deleting the same documents again"):
+                    self._put(pending, heads)
                     if rest:
                         self.client.delete(self.name, ids=rest, timeout=self.timeout)
                     self.client.delete(self.name, ids=[_pk(d, 0) for d in heads], timeout=self.timeout)
