@@ -20,13 +20,22 @@ and the collection's write lock is taken by the pipeline, which passes its embed
 2
 >>> indexer.add(to_documents(["Bananas are yellow."], ids=["b2"]), progress=False)["same_text"]  # b's text again
 1
->>> col.close()
 
-An add says when a document it brings has the same content (text, title, metadata: its version hash) as a
-document stored, or added with it, under another id: usually one file added twice through different paths
-(a file's id is its path relative to the folder given). It is one warning per add with a few example pairs and
-the count ``same_text``; the document is still added (ids are the caller's). The check is a lookup of the
-hashes in the store's index (``ids_with_hashes``), no model work; a store without that lookup skips it.
+An add says when a document it brings will have the same content (text, title, metadata: its version hash) as
+another document once the add is done: one stored under an id the add does not bring, or one earlier in the add
+(a stored document that the add gives other content is no twin of its old content). From files, that is usually
+one file added twice through different paths (``qrank index add`` says so). It is one warning per add with a
+few example pairs and the count ``same_text``; the document is still added (ids are the caller's).
+
+The check is one lookup of the add's distinct hashes in the store's index, before anything is written
+(``ids_with_hashes(hashes, limit={hash: n})``), asking per hash for one more id than the add's own ids stored
+with it, so its cost is what the add brings, never how many copies of a text are stored; no model work. A store
+without that lookup skips it.
+
+>>> indexer.add(to_documents(["Bananas are green.", "Bananas are yellow."], ids=["b", "b3"]),
+...             progress=False)["same_text"]  # b changes; b3 brings b's old text, still b2's: b3 = b2
+1
+>>> col.close()
 """
 
 from __future__ import annotations
@@ -73,16 +82,15 @@ class Indexer:
                   "same_text": 0}
         embedded_before = em.embedded
         window = self.settings.index.ingest_window
-        twins = _Twins(store)
         with progress_bar(total=len(docs), desc=f"indexing {self.collection.name}", unit="doc",
                           enabled=progress) as bar:
+            hashes = [doc_hash(d, chunking) for d in docs]
+            known = store.hashes([d.id for d in docs])  # the stored versions, before anything is written
+            twins = _Twins.find(store, docs, hashes, known)
             for start in range(0, len(docs), window):
                 part = docs[start : start + window]
-                known = store.hashes([d.id for d in part])
-                hashes = [doc_hash(d, chunking) for d in part]
-                twins.check(part, hashes)
                 todo = []
-                for d, h in zip(part, hashes):
+                for d, h in zip(part, hashes[start : start + window]):
                     if known.get(d.id) == h:
                         report["unchanged"] += 1
                     else:
@@ -131,34 +139,45 @@ class Indexer:
 
 
 class _Twins:
-    """Documents of one add whose version hash is stored, or came earlier in the add, under another id."""
+    """The documents of one add that will share their version hash with another document once the add is done:
+    one stored under an id the add does not bring, or one that came earlier in the add. Ids the add brings are
+    no stored twins (each either keeps its content, and is in the add with it, or gets other content)."""
 
-    def __init__(self, store) -> None:
-        self.lookup = getattr(store, "ids_with_hashes", None)
-        self.seen: dict[str, str] = {}  # hash -> the first id of this add that has it
+    def __init__(self) -> None:
         self.count = 0
-        self.pairs: list[tuple[str, str]] = []
+        self.pairs: list[tuple[str, str]] = []  # (a document of the add, its twin): the warning's examples
 
-    def check(self, part: list[Document], hashes: list[str]) -> None:
-        if self.lookup is None:
-            return
-        stored = self.lookup(hashes)
-        for d, h in zip(part, hashes):
-            other = next((i for i in stored.get(h, ()) if i != d.id), None)
-            if other is None and self.seen.get(h, d.id) != d.id:
-                other = self.seen[h]
-            self.seen.setdefault(h, d.id)
+    @classmethod
+    def find(cls, store, docs: list[Document], hashes: list[str], known: dict[str, str]) -> _Twins:
+        """``known``: the stored hash of each id of ``docs`` that is stored. One lookup of the distinct hashes,
+        asking for one id more than the add's own ids stored with each: enough to find an id outside the add."""
+        twins = cls()
+        lookup = getattr(store, "ids_with_hashes", None)
+        if lookup is None or not docs:
+            return twins
+        own = set(known)  # the add's ids that are stored
+        limit = dict.fromkeys(hashes, 1)
+        for doc_id in own:
+            if known[doc_id] in limit:
+                limit[known[doc_id]] += 1
+        stored = lookup(list(limit), limit=limit)
+        outside = {h: next((i for i in ids if i not in own), None) for h, ids in stored.items()}
+        first: dict[str, str] = {}  # hash -> the first id of this add that has it
+        for d, h in zip(docs, hashes):
+            other = outside.get(h)
+            if other is None and first.get(h, d.id) != d.id:
+                other = first[h]
+            first.setdefault(h, d.id)
             if other is not None:
-                self.count += 1
-                if len(self.pairs) < _EXAMPLES and (other, d.id) not in self.pairs:
-                    self.pairs.append((d.id, other))
+                twins.count += 1
+                if len(twins.pairs) < _EXAMPLES and (other, d.id) not in twins.pairs:
+                    twins.pairs.append((d.id, other))
+        return twins
 
     def warn(self) -> None:
         if not self.count:
             return
         one = self.count == 1
         examples = ", ".join(f"{a} = {b}" for a, b in self.pairs)
-        log.warning("%d %s the same text as %s, e.g. %s; same file added through another path? (a file's id "
-                    "is its path relative to the folder given)", self.count,
-                    "document has" if one else "documents have",
-                    "a stored one under another id" if one else "stored ones under other ids", examples)
+        log.warning("%d %s the same text as %s, e.g. %s", self.count, "document has" if one else "documents have",
+                    "another document under another id" if one else "other documents under other ids", examples)

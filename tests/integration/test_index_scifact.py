@@ -201,7 +201,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys, scifact_dir, minilm_dir, 
     rc, out, _ = run("index", "list", "--json")
     assert [c["name"] for c in json.loads(out)] == ["docs"]
     rc, out, _ = run("index", "delete", "docs", "--ids", "keys.md", "--json")
-    assert rc == 0 and json.loads(out) == {"collection": "docs", "deleted": 1, "count": 31}
+    assert rc == 0 and json.loads(out) == {"collection": "docs", "deleted": 1, "not_found": [], "count": 31}
     rc, out, _ = run("search", "--collection", "docs", "how do I rotate keys?", "--json", "--no-rerank")
     assert "keys.md" not in [h["id"] for h in json.loads(out)]
     # a second add of the same files embeds nothing

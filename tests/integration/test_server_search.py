@@ -248,3 +248,22 @@ def test_delete_documents_reports_deleted_and_not_found(http):
     http.post("/v1/collections/trash/documents", json={"documents": [TRASH[1]]})
     assert _ids(http, "trash") == ["t0", "t1", "t2"]
     assert "/v1/collections/{name}/documents/delete" in http.get("/openapi.json").json()["paths"]
+
+
+def test_id_errors_say_characters_and_an_add_counts_same_text(http):
+    r = http.post("/v1/collections/trash/documents/delete", json={"ids": ["x" * 600]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "ids[0]", r.text
+    assert r.json()["error"]["message"] == "ids[0]: must be at most 512 characters, got 600", r.text
+    spec = http.get("/openapi.json").json()["components"]["schemas"]["DeleteDocumentsRequest"]
+    assert spec["properties"]["ids"]["items"]["maxLength"] == 512  # the published bound is unchanged
+    # the add route names the id and says characters too, for ids= and for an object's id
+    for body, field in [({"documents": ["t"], "ids": ["x" * 600]}, "ids[0]"),
+                        ({"documents": [{"id": "x" * 600, "text": "t"}]}, "documents[0].id")]:
+        r = http.post("/v1/collections/twins/documents", json=body)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+        assert r.json()["error"]["message"] == f"{field}: must be at most 512 characters, got 600", r.text
+    r = http.post("/v1/collections/twins/documents", json={"documents": ["Same words.", "Same words."],
+                                                           "ids": ["s1", "s2"]})
+    assert r.status_code == 200 and r.json()["same_text"] == 1 and r.json()["count"] == 2, r.text
+    r = http.post("/v1/collections/twins/documents", json={"documents": ["Same words."], "ids": ["s3"]})
+    assert r.json()["same_text"] == 1 and r.json()["added"] == 1, r.text

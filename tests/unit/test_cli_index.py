@@ -40,7 +40,7 @@ def test_list_info_delete_drop(home, capsys):
     rc, out, _ = run(capsys, "index", "info", "notes", "--home", str(home))
     assert rc == 0 and "documents   6" in out
     rc, out, _ = run(capsys, "index", "delete", "notes", "--ids", "doc1", "doc2", "nope", "--json", "--home", str(home))
-    assert rc == 0 and json.loads(out) == {"collection": "notes", "deleted": 2, "missing": ["nope"], "count": 4}
+    assert rc == 0 and json.loads(out) == {"collection": "notes", "deleted": 2, "not_found": ["nope"], "count": 4}
     rc, out, _ = run(capsys, "index", "delete", "notes", "--ids", "doc3", "gone", "doc1", "--home", str(home))
     assert rc == 0 and out.strip() == "notes: deleted 1 of 3 ids; not found: gone, doc1; 3 documents left"
     rc, out, _ = run(capsys, "index", "drop", "notes", "--home", str(home))
@@ -144,13 +144,14 @@ def test_add_warns_when_a_file_comes_again_through_another_path(home, capsys, tm
     rc, out, _ = run(capsys, "index", "add", "-c", "mine", "-e", "fake", str(notes), "--home", str(home))
     assert rc == 0 and "2 added" in out and "same text" not in out
     with caplog.at_level(logging.WARNING, logger="qrank.ingest"):
-        rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes / "sub" / "x.txt"), "--json",
-                         "--home", str(home))
+        rc, out, err = run(capsys, "index", "add", "-c", "mine", str(notes / "sub" / "x.txt"), "--json",
+                           "--home", str(home))
     report = json.loads(out)
     assert rc == 0 and report["added"] == 1 and report["same_text"] == 1 and report["count"] == 3  # ids kept as given
     [warning] = [r.getMessage() for r in caplog.records if r.name == "qrank.ingest"]
-    assert warning.startswith("1 document has the same text as a stored one under another id, e.g. x.txt = sub/x.txt;")
-    assert "same file added through another path?" in warning
+    assert warning == "1 document has the same text as another document under another id, e.g. x.txt = sub/x.txt"
+    # the path hint is the CLI's, for documents read from .txt/.md files (the server's clients give their ids)
+    assert "hint: the same file added through another path? (a .txt/.md file's id is its path relative" in err
     rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes / "y.txt"), "--home", str(home))
     assert rc == 0 and "1 unchanged" in out and "same text" not in out  # y.txt is y.txt through either path
     rc, out, _ = run(capsys, "index", "add", "-c", "mine", str(notes / "sub" / "x.txt"), "--home", str(home))
@@ -160,6 +161,11 @@ def test_add_warns_when_a_file_comes_again_through_another_path(home, capsys, tm
     rc, out, _ = run(capsys, "index", "add", "-c", "once", "-e", "fake", str(notes), str(notes / "sub" / "x.txt"),
                      "--json", "--home", str(home))  # both paths in one add
     assert rc == 0 and json.loads(out)["added"] == 3 and json.loads(out)["same_text"] == 1
+    (tmp_path / "twins.jsonl").write_text('{"id": "j1", "text": "Bananas are yellow."}\n'
+                                          '{"id": "j2", "text": "Bananas are yellow."}\n')
+    rc, out, err = run(capsys, "index", "add", "-c", "mine", str(tmp_path / "twins.jsonl"), "--json",
+                       "--home", str(home))  # JSONL ids are the file's own: no path hint
+    assert rc == 0 and json.loads(out)["same_text"] == 1 and "hint" not in err
 
 
 def test_add_skips_empty_documents_and_counts_duplicate_ids(home, capsys, tmp_path, monkeypatch, caplog):
@@ -199,3 +205,37 @@ def test_a_filter_of_the_other_type_gets_a_hint(home, capsys, tmp_path, monkeypa
     rc, out, err = run(capsys, "search", "-c", "notes", "x", "--filter", 'topic="1"', "--no-rerank", "--json",
                        "--home", str(home))  # JSON numbers (the fixture's corpus), filtered as text
     assert rc == 0 and json.loads(out) == [] and "stored as a number here" in err and "--filter topic=1" in err
+
+
+def test_add_of_a_beir_folder_skips_its_qrels_and_a_named_one_is_an_error(home, capsys, tmp_path, monkeypatch, caplog):
+    _fake_embedder_by_name(monkeypatch)
+    beir = tmp_path / "scifact"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "Statins lower LDL."}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n")
+    (beir / "qrels" / "dev.csv").write_text("query-id,corpus-id,score\n1,d1,1\n")  # a CSV is treated alike
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        rc, out, err = run(capsys, "index", "add", "-c", "beir", "-e", "fake", str(beir), "--json", "--home", str(home))
+    assert rc == 0 and json.loads(out)["added"] == 1, err
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("2 files found in a folder skipped: no 'text' column in their header")
+    assert "qrels/dev.csv" in warning and "qrels/test.tsv" in warning
+    for named in ("test.tsv", "dev.csv"):  # named on the command line, a table without 'text' stays an error
+        rc, _, err = run(capsys, "index", "add", "-c", "beir", str(beir / "qrels" / named), "--home", str(home))
+        assert rc == 2 and f"{named}:1: the " in err and "header has no 'text' column" in err
+    rc, _, err = run(capsys, "index", "add", "-c", "beir", str(beir / "qrels"), "--home", str(home))
+    assert rc == 2 and "no documents found" in err and "skipped, no 'text' column: " in err and "test.tsv" in err
+
+
+def test_add_skips_rows_of_empty_cells_and_counts_them(home, capsys, tmp_path, monkeypatch, caplog):
+    _fake_embedder_by_name(monkeypatch)
+    (tmp_path / "trailing.csv").write_text("id,text,lang\na,kept,en\n,,\n , ,\n,,\n")  # Excel's trailing rows
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        rc, out, err = run(capsys, "index", "add", "-c", "xl", "-e", "fake", str(tmp_path / "trailing.csv"),
+                           "--json", "--home", str(home))
+    report = json.loads(out)
+    assert rc == 0 and (report["added"], report["empty_skipped"]) == (1, 3), err
+    assert not caplog.records  # counted, not warned about
+    (tmp_path / "only.csv").write_text("id,text\n,\n")
+    rc, _, err = run(capsys, "index", "add", "-c", "xl", str(tmp_path / "only.csv"), "--home", str(home))
+    assert rc == 2 and "no documents to add: every one found was empty (" in err and "only.csv:2" in err

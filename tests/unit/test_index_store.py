@@ -302,6 +302,85 @@ def test_tsv_files_are_read_like_csv_with_tabs(tmp_path):
         read_paths([tmp_path / "bad.tsv"])
 
 
+def test_tsv_is_unquoted_each_line_a_row(tmp_path):
+    # BEIR and MS MARCO write TSV without quoting: a cell starting with '"' must not swallow the rows after it
+    (tmp_path / "d.tsv").write_text('id\ttext\n1\tfirst\n2\t"unbalanced start\n3\tthird\n4\t"quoted" word\n'
+                                    '5\tends with a quote"\n')
+    docs = {d.id: d.text for d in read_paths([tmp_path / "d.tsv"])}
+    assert docs == {"1": "first", "2": '"unbalanced start', "3": "third", "4": '"quoted" word',
+                    "5": 'ends with a quote"'}
+    # CSV keeps its quoting: a quoted cell may hold commas and line breaks; a row is named by the line it starts on
+    (tmp_path / "d.csv").write_text('id,text\na,"two\nlines, one cell"\nb,\n')
+    got = read_documents([tmp_path / "d.csv"])
+    assert [(d.id, d.text) for d in got.documents] == [("a", "two\nlines, one cell")]
+    assert [w.rsplit("/", 1)[-1] for w in got.empty] == ["d.csv:4"]
+
+
+def test_csv_cells_may_be_as_long_as_a_jsonl_text_and_errors_name_the_row_line(tmp_path, monkeypatch):
+    import csv
+
+    from qrank.index import documents
+
+    long = "word " * 40_000  # 200,000 characters: over csv's default bound of 131,072
+    (tmp_path / "big.csv").write_text(f"id,text\na,{long}\n")
+    (tmp_path / "big.tsv").write_text(f"id\ttext\nt\t{long}\n")
+    bound = csv.field_size_limit()
+    rows = documents.read_file(tmp_path / "big.csv", tmp_path)
+    assert next(rows)[1].text == long
+    assert csv.field_size_limit() == bound  # lifted only while a row is parsed, even with the reader still open
+    rows.close()
+    assert [d.text for d in read_paths([tmp_path / "big.tsv"])] == [long]
+    assert csv.field_size_limit() == bound
+    # an error names the line its row starts on, past a row of several lines
+    monkeypatch.setattr(documents, "_CELL_LIMIT", 20)
+    (tmp_path / "bad.csv").write_text('id,text\na,"two\nlines"\nb,short\nc,' + "x" * 30 + "\n")
+    with pytest.raises(InvalidInput, match=r"bad.csv:5: not a readable CSV row \(field larger than field limit"):
+        read_paths([tmp_path / "bad.csv"])
+    assert csv.field_size_limit() == bound
+
+
+def test_rows_of_empty_cells_and_empty_texts_with_empty_ids_are_skipped(tmp_path, caplog):
+    (tmp_path / "a.csv").write_text("id,text,lang\na,kept,en\n,,en\n,,\n\t, ,\n,,\n")  # Excel's ,, rows
+    (tmp_path / "b.tsv").write_text("id\ttext\nb\tkept\n\t\n")
+    (tmp_path / "c.jsonl").write_text('{"id": "c", "text": "kept"}\n{"id": "", "text": ""}\n{"text": " "}\n')
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        got = read_documents([tmp_path])
+    assert [d.id for d in got.documents] == ["a", "b", "c"]
+    # the row ",,en" holds something, so it is an empty document (named); the others are rows of empty cells
+    assert [w.rsplit("/", 1)[-1] for w in got.empty] == ["a.csv:3", "c.jsonl:2", "c.jsonl:3"]
+    assert [w.rsplit("/", 1)[-1] for w in got.blank_rows] == ["a.csv:4", "a.csv:5", "a.csv:6", "b.tsv:3"]
+    assert got.summary() == {"empty_skipped": 7, "duplicate_ids": 0}
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("3 empty documents skipped (no text): ")
+    assert warning.endswith("; and 4 rows of empty cells")
+    caplog.clear()
+    (tmp_path / "c.jsonl").unlink()
+    (tmp_path / "a.csv").write_text("id,text\na,kept\n,,\n")
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        got = read_documents([tmp_path / "a.csv"])
+    assert got.summary()["empty_skipped"] == 1 and not caplog.records  # rows of empty cells alone: counted, unsaid
+
+
+def test_tables_without_a_text_column_found_in_a_folder_are_skipped(tmp_path, caplog):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "doc"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "qrels" / "old.csv").write_text("query-id,corpus-id,score\nq1,d1,1\n")
+    with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
+        got = read_documents([tmp_path])
+    assert [d.id for d in got.documents] == ["d1"]
+    assert [f.rsplit("/", 2)[-2:] for f in got.skipped_files] == [["qrels", "old.csv"], ["qrels", "test.tsv"]]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("2 files found in a folder skipped: no 'text' column") and "test.tsv" in warning
+    for named in (tmp_path / "qrels" / "test.tsv", tmp_path / "qrels" / "old.csv"):
+        with pytest.raises(InvalidInput, match="header has no 'text' column"):
+            read_documents([named])
+    # a table with 'text' but no id column found in a folder is a document table with a mistake: still an error
+    (tmp_path / "qrels" / "noid.csv").write_text("key,text\nk,t\n")
+    with pytest.raises(InvalidInput, match=r"noid.csv:1: the CSV header has no 'id' or '_id' column"):
+        read_documents([tmp_path])
+
+
 def test_duplicate_ids_keep_the_last_and_are_counted_once(tmp_path, caplog):
     (tmp_path / "a.jsonl").write_text('{"id": "x", "text": "one"}\n{"id": "y", "text": "two"}\n'
                                       '{"id": "x", "text": "three"}\n')
@@ -327,3 +406,72 @@ def test_to_documents_validates_and_dedupes():
     with pytest.raises(InvalidInput) as e:
         to_documents([{"id": "a", "text": "t", "metadata": {"x": object()}}])
     assert e.value.field == "documents[0].metadata"
+
+
+def _pipeline(tmp_path, window: int = 256):
+    from index_fakes import BowModel
+
+    from qrank import Embedder, Settings
+    from qrank.pipeline import Pipeline
+
+    return Pipeline.open("c", embedder=Embedder(BowModel()),
+                         settings=Settings(home=tmp_path, index={"ingest_window": window}))
+
+
+@pytest.mark.parametrize("copies", [3, 300])
+def test_the_same_text_lookup_costs_the_same_however_many_copies_are_stored(tmp_path, copies):
+    store = FaissStore(tmp_path, 4, IndexSettings())
+    store.add([Passage(f"a{i:04}", 0, 0, "t", hash="H") for i in range(copies)], unit(copies, 4))
+    store.ids_with_hashes(["H"], limit=2)  # builds nothing here, but do the first lookup's work outside the count
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert store.ids_with_hashes(["H", "none"], limit=2) == {"H": ["a0000", "a0001"]}
+    assert store.ids_with_hashes(["H"], limit={"H": 3}) == {"H": ["a0000", "a0001", "a0002"]}
+    assert len(statements) == 2  # one statement per lookup, answered from the index with LIMIT per hash
+    steps = store._db.execute("EXPLAIN QUERY PLAN SELECT 1 FROM passages WHERE chunk = 0 AND hash = 'H' LIMIT 2")
+    assert "doc_hashes" in str(steps.fetchall())
+    store._db.set_trace_callback(None)
+    store.close()
+    # an add of more copies: one lookup of its one distinct hash, every window of the add included
+    p = _pipeline(tmp_path / "home", window=16)
+    p.add([{"id": f"a{i}", "text": "Not available."} for i in range(copies)], progress=False)
+    store = p.collection.store
+    calls: list[tuple[list, object, int]] = []
+    lookup = store.ids_with_hashes
+
+    def counted(hashes, limit=None):
+        found = lookup(hashes, limit=limit)
+        calls.append((list(hashes), limit, sum(map(len, found.values()))))
+        return found
+
+    store.ids_with_hashes = counted
+    report = p.add([{"id": f"b{i}", "text": "Not available."} for i in range(copies)], progress=False)
+    assert report["same_text"] == copies and report["added"] == copies
+    [(hashes, limit, rows)] = calls
+    assert len(hashes) == 1 and rows == 1  # b's are not stored: one id of the a's is enough for the example
+    calls.clear()
+    report = p.add([{"id": f"a{i}", "text": "Not available."} for i in range(copies)], progress=False)
+    [(hashes, limit, rows)] = calls  # the add's own ids are stored with the hash: one more than they is asked for
+    assert report["unchanged"] == copies and report["same_text"] == copies and rows == copies + 1
+    p.close()
+
+
+def test_a_stored_text_the_add_replaces_is_no_twin(tmp_path, caplog):
+    p = _pipeline(tmp_path, window=1)  # every document in a window of its own: the check spans the windows
+    p.add([{"id": "a", "text": "The old text."}, {"id": "z", "text": "Unrelated."}], progress=False)
+    for order in (["a", "b"], ["b", "a"]):  # a changes its text, b brings a's old one: no twin after the add
+        texts = {"a": f"A new text {order[0]}.", "b": "The old text."}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="qrank.ingest"):
+            report = p.add([{"id": i, "text": texts[i]} for i in order], progress=False)
+        assert report["same_text"] == 0 and not caplog.records, order
+        p.add([{"id": "a", "text": "The old text."}], progress=False)  # back as it was
+        p.delete(["b"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qrank.ingest"):
+        report = p.add([{"id": "b", "text": "The old text."}], progress=False)  # a keeps it: a twin
+    assert report["same_text"] == 1
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning == "1 document has the same text as another document under another id, e.g. b = a"
+    assert "path" not in warning  # the file-path hint is the CLI's (a Pipeline or HTTP add has no files)
+    p.close()

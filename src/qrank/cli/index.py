@@ -25,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "the file itself is given: the same file added through another path gets another id, and "
                          "the add warns that its text is stored twice), .jsonl ({'id' or '_id', 'text', 'title'?, "
                          "'metadata'?} per line) and .csv/.tsv (a header with 'text' and 'id' or '_id', 'title'?; "
-                         "other columns become metadata, stored as text). Files are UTF-8, with or without a "
-                         "byte-order mark. Folders are searched recursively. A document whose id exists replaces it; "
+                         "other columns become metadata, stored as text; TSV is unquoted, one line a row). Files are "
+                         "UTF-8, with or without a byte-order mark. Folders are searched recursively; a CSV/TSV "
+                         "found there without a 'text' column (BEIR's qrels) is skipped with a warning. A document "
+                         "whose id exists replaces it; "
                          "unchanged documents cost nothing; empty documents are skipped and a repeated id keeps its "
                          "last record (both counted and warned about); Ctrl-C keeps finished batches and a re-run "
                          "continues.")
@@ -193,10 +195,12 @@ def cmd_add(args: argparse.Namespace) -> int:
         check_reranker(args.reranker, settings)
     read = read_documents(args.paths, limit=args.limit)
     docs = read.documents
-    if not docs and read.empty:
-        raise InvalidInput("paths", f"no documents to add: every one found was empty ({few(read.empty)})")
+    if not docs and (read.empty or read.blank_rows):
+        empty = few(read.empty or read.blank_rows)
+        raise InvalidInput("paths", f"no documents to add: every one found was empty ({empty})")
     if not docs:
-        raise InvalidInput("paths", f"no documents found (supported files: {', '.join(SUFFIXES)})")
+        skipped = f"; skipped, no 'text' column: {few(read.skipped_files)}" if read.skipped_files else ""
+        raise InvalidInput("paths", f"no documents found (supported files: {', '.join(SUFFIXES)}{skipped})")
     if not Collection.exists(settings, args.collection) and not args.embedder:
         raise InvalidInput(
             "embedder", f"collection {args.collection!r} does not exist yet: give --embedder MODEL to create it"
@@ -212,6 +216,9 @@ def cmd_add(args: argparse.Namespace) -> int:
             return 130
         report.update(read.summary())
         report["collection"] = p.name
+    if report.get("same_text") and read.text_files:  # the warning names the pairs; from files, the usual why
+        print("hint: the same file added through another path? (a .txt/.md file's id is its path relative to the "
+              "folder given)", file=sys.stderr)
     if args.json:
         print_json(report)
     else:
@@ -347,12 +354,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
         known = p.collection.store.hashes([i for i in wanted if i])  # p.delete names a blank id
         deleted = p.delete(args.ids)
         count = p.collection.store.count()
-    missing = [i for i in wanted if i not in known]
+    not_found = [i for i in wanted if i not in known]  # the key HTTP's delete reports them under
     if args.json:
-        print_json({"collection": args.collection, "deleted": deleted, "missing": missing, "count": count})
+        print_json({"collection": args.collection, "deleted": deleted, "not_found": not_found, "count": count})
     else:
-        not_found = f"; not found: {few(missing)}" if missing else ""
-        print(f"{args.collection}: deleted {deleted} of {len(wanted)} ids{not_found}; {count} documents left")
+        named = f"; not found: {few(not_found)}" if not_found else ""
+        print(f"{args.collection}: deleted {deleted} of {len(wanted)} ids{named}; {count} documents left")
     return 0
 
 

@@ -3,13 +3,19 @@
 JSONL lines are ``{"id", "text", "title"?, "metadata"?}``; BEIR's ``corpus.jsonl`` spells the id ``_id``
 and both are accepted. CSV (and TSV: tab-separated) files need a header with ``text`` and ``id``/``_id``
 (optional ``title``); other columns become metadata, as text (no type is guessed: ``00123`` stays
-``"00123"``). A ``.txt``/``.md`` file is one document whose id is its path relative to the folder given, or
-its name when the file itself was given: the same file reached through two paths gets two ids. Every file
-is read as UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one).
+``"00123"``). TSV is read as BEIR and MS MARCO write it, without quoting: each line is a row and a ``"`` is
+just a character, so a TSV text holds no tab and no line break. A cell may be as long as a JSONL text (the
+csv module's own bound, 131,072 characters, is lifted while our rows are read). A ``.txt``/``.md`` file is
+one document whose id is its path relative to the folder given, or its name when the file itself was given:
+the same file reached through two paths gets two ids. Every file is read as UTF-8, with or without a
+byte-order mark (Excel's "CSV UTF-8" writes one).
 
 One rule for empty documents in every format: a file, line or row whose text is empty or blank is skipped,
-counted and warned about (:class:`FileDocuments`); anything else that is not a document (no id, a text that
-is not a string, broken JSON) is an error naming ``file:line``.
+counted and warned about (:class:`FileDocuments`), whatever else it holds (an empty id too); a CSV/TSV row
+whose cells are all empty (Excel's ``,,``) is skipped and counted without a warning. Anything else that is not
+a document (no id, a text that is not a string, broken JSON) is an error naming ``file:line``. A CSV/TSV file
+found in a folder whose header has no ``text`` column (BEIR's ``qrels/test.tsv``) is not a document table: it
+is skipped with a warning; named on its own, it is an error.
 
 >>> docs = to_documents(["first", {"id": "b", "text": "second", "title": "B"}], ids=None)
 >>> [(d.id, d.title) for d in docs][1]
@@ -20,11 +26,14 @@ is not a string, broken JSON) is an error naming ``file:line``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import logging
 import math
+import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +47,11 @@ SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".tsv")
 RECORD_KEYS = ("id", "_id", "text", "title", "metadata")  # what a JSONL object may hold
 _FEW = 5  # places or ids named in one warning
 MAX_ID_CHARS = 512  # ids are keys, not content; also the Milvus doc_id VARCHAR's length (there in bytes)
+TEXT_SUFFIXES = (".txt", ".md")  # one document per file, its id made from its path
+# a CSV/TSV cell may be as long as a JSONL text: csv's process-wide bound (131,072) is lifted while one of our
+# rows is parsed, then put back (_long_cells), so other csv readers of the process keep theirs
+_CELL_LIMIT = min(sys.maxsize, 2**31 - 1)
+_cell_limit_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -106,15 +120,26 @@ def doc_hash(doc: Document, chunking: Sequence[int]) -> str:
 def check_ids(ids: Any, field_name: str = "ids") -> list[str]:
     if isinstance(ids, str) or not isinstance(ids, Sequence):
         raise InvalidInput(field_name, f"must be a list of strings, got {type(ids).__name__}")
-    out = []
-    for i, x in enumerate(ids):
-        if isinstance(x, bool) or not isinstance(x, (str, int)):
-            raise InvalidInput(f"{field_name}[{i}]", f"must be a string, got {type(x).__name__}")
-        x = str(x)
-        if not x.strip() or len(x) > MAX_ID_CHARS:
-            raise InvalidInput(f"{field_name}[{i}]", f"must be 1-{MAX_ID_CHARS} characters and not blank")
-        out.append(x)
-    return out
+    return [check_id(x, f"{field_name}[{i}]") for i, x in enumerate(ids)]
+
+
+def check_id(x: Any, field_name: str) -> str:
+    """One document id as stored: a non-blank string (a number is turned into one) of at most MAX_ID_CHARS.
+
+    >>> check_id(7, "id")
+    '7'
+    >>> check_id("x" * 600, "documents[0].id")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    qrank.errors.InvalidInput: documents[0].id: must be at most 512 characters, got 600
+    """
+    if isinstance(x, bool) or not isinstance(x, (str, int)):
+        raise InvalidInput(field_name, f"must be a string, got {type(x).__name__}")
+    x = str(x)
+    if not x.strip():
+        raise InvalidInput(field_name, "must not be empty or blank")
+    if len(x) > MAX_ID_CHARS:
+        raise InvalidInput(field_name, f"must be at most {MAX_ID_CHARS} characters, got {len(x)}")
+    return x
 
 
 def check_metadata(value: Any, field_name: str) -> dict:
@@ -172,7 +197,7 @@ def to_documents(
             title = item.get("title")
             if title is not None and not isinstance(title, str):
                 raise InvalidInput(f"{where}.title", "must be a string")
-            doc = Document(check_ids([raw_id], f"{where}.id")[0], item.get("text"), title or None,
+            doc = Document(check_id(raw_id, f"{where}.id"), item.get("text"), title or None,
                            check_metadata(item.get("metadata"), f"{where}.metadata"))
         else:
             raise InvalidInput(where, f"must be a string or an object, got {type(item).__name__}")
@@ -190,25 +215,46 @@ def to_documents(
 
 
 # --- files -----------------------------------------------------------------------------------------
-def iter_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
-    """``(file, root)`` for every supported file under the given files and folders, sorted. ``root`` is what
-    a text file's id is relative to: the folder given, or the file's own folder when the file was given."""
+class NotADocumentTable(InvalidInput):
+    """A CSV/TSV file whose header has no ``text`` column: an error for a file named on its own; a file found
+    in a folder is skipped (:func:`read_documents`), as a BEIR folder's ``qrels/test.tsv`` is."""
+
+
+class _BlankRow:
+    def __repr__(self) -> str:
+        return "BLANK_ROW"
+
+
+BLANK_ROW = _BlankRow()
+"""What :func:`read_file` gives for a CSV/TSV row whose cells are all empty (Excel's ``,,``)."""
+
+
+def _found_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path, bool]]:
+    """``(file, root, found)``: :func:`iter_files`, and whether the file was found in a folder (not named)."""
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
             for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
-                yield f, path
+                yield f, path, True
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
                 raise InvalidInput("paths", f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
-            yield path, path.parent
+            yield path, path.parent, False
         else:
             raise InvalidInput("paths", f"{path}: no such file or folder")
 
 
-def read_file(path: Path, root: Path) -> Iterator[tuple[str, Document | None]]:
+def iter_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
+    """``(file, root)`` for every supported file under the given files and folders, sorted. ``root`` is what
+    a text file's id is relative to: the folder given, or the file's own folder when the file was given."""
+    for f, root, _ in _found_files(paths):
+        yield f, root
+
+
+def read_file(path: Path, root: Path) -> Iterator[tuple[str, Document | None | _BlankRow]]:
     """``(where, document)`` for each document of one file (see the module docstring for the formats);
-    ``where`` is ``file:line`` (the file alone for txt/md), and ``document`` is None for an empty one."""
+    ``where`` is ``file:line`` (the file alone for txt/md, a row's first line for CSV), and ``document`` is
+    None for an empty one, :data:`BLANK_ROW` for a CSV/TSV row of empty cells."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
@@ -224,7 +270,7 @@ def read_file(path: Path, root: Path) -> Iterator[tuple[str, Document | None]]:
                         raise InvalidInput("documents", f"{path}:{n}: expected an object")
                     yield f"{path}:{n}", _from_record(obj, f"{path}:{n}")
         elif suffix in (".csv", ".tsv"):
-            yield from _read_table(path, "excel-tab" if suffix == ".tsv" else "excel")
+            yield from _read_table(path, "TSV" if suffix == ".tsv" else "CSV")
         else:
             where = str(path)
             text = path.read_text(encoding="utf-8-sig")
@@ -236,34 +282,67 @@ def read_file(path: Path, root: Path) -> Iterator[tuple[str, Document | None]]:
         raise InvalidInput("documents", f"{path}: cannot read ({exc.strerror})") from exc
 
 
-def _read_table(path: Path, dialect: str) -> Iterator[tuple[str, Document | None]]:
-    """The rows of a CSV (``excel``) or TSV (``excel-tab``) file with a header; columns other than id, text
-    and title become metadata, kept as the text they are."""
-    kind = "TSV" if dialect == "excel-tab" else "CSV"
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, dialect=dialect)
+@contextlib.contextmanager
+def _long_cells():
+    """csv's cell bound lifted for as long as one row is parsed (see ``_CELL_LIMIT``)."""
+    with _cell_limit_lock:
+        before = csv.field_size_limit(_CELL_LIMIT)
         try:
-            columns = reader.fieldnames or []
-            found = ", ".join(sorted(c for c in columns if c)) or "none"
-            if "text" not in columns:
-                raise InvalidInput("documents", f"{path}:1: the {kind} header has no 'text' column (found: {found}; "
-                                   "use 'text', or 'title' + 'text')")
-            if "id" not in columns and "_id" not in columns:
-                raise InvalidInput("documents", f"{path}:1: the {kind} header has no 'id' or '_id' column (found: "
-                                   f"{found})")
-            for rec in reader:
-                where = f"{path}:{reader.line_num}"
-                meta = {k: v for k, v in rec.items() if k not in ("id", "_id", "text", "title") and k is not None}
-                fields = {k: rec.get(k) for k in ("id", "_id", "text", "title")}
-                if fields["text"] is None:  # a short row: its text cell is missing, which is an empty text
-                    fields["text"] = ""
-                yield where, _from_record({**fields, "metadata": meta}, where)
-        except csv.Error as exc:  # e.g. a cell over the csv module's size limit, a NUL byte
-            raise InvalidInput("documents", f"{path}:{reader.line_num}: not a readable {kind} row ({exc})") from exc
+            yield
+        finally:
+            csv.field_size_limit(before)
+
+
+def _read_table(path: Path, kind: str) -> Iterator[tuple[str, Document | None | _BlankRow]]:
+    """The rows of a CSV (Excel's dialect) or TSV (tabs, no quoting: each line a row) file with a header;
+    columns other than id, text and title become metadata, kept as the text they are. ``where`` is the line a
+    row starts on (a quoted CSV cell may hold line breaks)."""
+    fmt: dict[str, Any] = {"dialect": "excel-tab", "quoting": csv.QUOTE_NONE} if kind == "TSV" else {"dialect": "excel"}
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, **fmt)
+
+        def rows() -> Iterator[tuple[int, list[str]]]:
+            while True:
+                line = reader.line_num + 1  # where the next row starts (csv counts the lines it has read)
+                try:
+                    with _long_cells():
+                        row = next(reader, None)
+                except csv.Error as exc:  # e.g. a quote left open at the end of the file
+                    raise InvalidInput("documents", f"{path}:{line}: not a readable {kind} row ({exc})") from exc
+                if row is None:
+                    return
+                if row:  # a blank line is no row
+                    yield line, row
+
+        table = rows()
+        line, columns = next(table, (1, []))
+        found = ", ".join(sorted(c for c in columns if c)) or "none"
+        if "text" not in columns:
+            raise NotADocumentTable("documents", f"{path}:{line}: the {kind} header has no 'text' column (found: "
+                                    f"{found}; use 'text', or 'title' + 'text')")
+        if "id" not in columns and "_id" not in columns:
+            raise InvalidInput("documents", f"{path}:{line}: the {kind} header has no 'id' or '_id' column (found: "
+                               f"{found})")
+        named = ("id", "_id", "text", "title")
+        for line, row in table:
+            where = f"{path}:{line}"
+            if not any(cell.strip() for cell in row):
+                yield where, BLANK_ROW
+                continue
+            # as csv.DictReader: a cell past the header's columns is dropped, a missing one is None
+            rec = {name: row[i] if i < len(row) else None for i, name in enumerate(columns)}
+            meta = {k: v for k, v in rec.items() if k not in named}
+            fields = {k: rec.get(k) for k in named}
+            if fields["text"] is None:  # a short row: its text cell is missing, which is an empty text
+                fields["text"] = ""
+            yield where, _from_record({**fields, "metadata": meta}, where)
 
 
 def _from_record(obj: Mapping, where: str) -> Document | None:
-    """The document of one JSONL object or CSV row, None when its text is empty or blank."""
+    """The document of one JSONL object or CSV row, None when its text is empty or blank (whatever its id)."""
+    text = obj.get("text")
+    if isinstance(text, str) and not text.strip():
+        return None
     raw_id = obj.get("id")
     if raw_id is None:  # BEIR's spelling (a CSV with an '_id' column has no 'id' cell)
         raw_id = obj.get("_id")
@@ -274,16 +353,13 @@ def _from_record(obj: Mapping, where: str) -> Document | None:
     if "text" not in obj:
         raise InvalidInput("documents", f"{where}: missing 'text' (found keys: {_keys(obj)}; use 'text', or "
                            "'title' + 'text')")
-    text = obj["text"]
     if not isinstance(text, str):
         raise InvalidInput("documents", f"{where}: 'text' must be a string, got {_type_name(text)}")
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
         raise InvalidInput("documents", f"{where}: 'title' must be a string, got {_type_name(title)}")
-    doc_id = check_ids([raw_id], f"{where}: id")[0]
+    doc_id = check_id(raw_id, f"{where}: id")
     metadata = check_metadata(obj.get("metadata"), f"{where}: metadata")
-    if not text.strip():
-        return None
     return Document(doc_id, text, title or None, metadata)
 
 
@@ -308,22 +384,29 @@ def few(items: Sequence[str]) -> str:
 @dataclass
 class FileDocuments:
     """What :func:`read_documents` read: the documents (one per id, the last one read), where each empty
-    document that was skipped was (``file:line``), and each record that a later one with the same id replaced
-    (``(id, where it was, where the one kept is)``)."""
+    document that was skipped was (``file:line``), where each CSV/TSV row of empty cells was, each record that a
+    later one with the same id replaced (``(id, where it was, where the one kept is)``), the files found in a
+    folder that were skipped as no document table, and how many documents came from .txt/.md files (whose ids
+    are made from their paths)."""
 
     documents: list[Document]
     empty: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str, str]] = field(default_factory=list)
+    blank_rows: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    text_files: int = 0
 
     def summary(self) -> dict[str, int]:
-        """The counts an add reports beside its own: ``empty_skipped`` and ``duplicate_ids`` (records dropped
-        for a later one with the same id)."""
-        return {"empty_skipped": len(self.empty), "duplicate_ids": len(self.duplicates)}
+        """The counts an add reports beside its own: ``empty_skipped`` (empty documents and rows of empty
+        cells) and ``duplicate_ids`` (records dropped for a later one with the same id)."""
+        return {"empty_skipped": len(self.empty) + len(self.blank_rows), "duplicate_ids": len(self.duplicates)}
 
 
 def read_documents(paths: Sequence[str | Path], limit: int | None = None) -> FileDocuments:
     """Every document under ``paths``, at most ``limit`` distinct ids. Empty documents are skipped and a
-    repeated id keeps its last record; each is said in one warning naming the first few.
+    repeated id keeps its last record; each is said in one warning naming the first few. Rows of empty cells
+    are skipped and counted, unsaid; CSV/TSV files found in a folder without a ``text`` column are skipped
+    with one warning naming them.
 
     >>> import pathlib, tempfile
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
@@ -335,25 +418,24 @@ def read_documents(paths: Sequence[str | Path], limit: int | None = None) -> Fil
     out: dict[str, Document] = {}
     seen_at: dict[str, str] = {}
     got = FileDocuments([])
-    for path, root in iter_files(paths):
-        for where, doc in read_file(path, root):
-            if doc is None:
-                got.empty.append(where)
-                continue
-            if doc.id in out:
-                got.duplicates.append((doc.id, seen_at[doc.id], where))
-                del out[doc.id]
-            out[doc.id] = doc
-            seen_at[doc.id] = where
-            if limit is not None and len(out) >= limit:
+    for path, root, found in _found_files(paths):
+        try:
+            if not _read_into(got, out, seen_at, path, root, limit):
                 break
-        else:
-            continue
-        break
+        except NotADocumentTable:
+            if not found:
+                raise
+            got.skipped_files.append(str(path))
     got.documents = list(out.values())
+    if got.skipped_files:
+        n = len(got.skipped_files)
+        log.warning("%d file%s found in a folder skipped: no 'text' column in %s header, so no documents (%s)", n,
+                    "" if n == 1 else "s", "its" if n == 1 else "their", few(got.skipped_files))
     if got.empty:
         n = len(got.empty)
-        log.warning("%d empty document%s skipped (no text): %s", n, "" if n == 1 else "s", few(got.empty))
+        rows = len(got.blank_rows)
+        also = f"; and {rows} row{'' if rows == 1 else 's'} of empty cells" if rows else ""
+        log.warning("%d empty document%s skipped (no text): %s%s", n, "" if n == 1 else "s", few(got.empty), also)
     if got.duplicates:
         n = len(got.duplicates)
         places: dict[str, list[str]] = {}  # each repeated id: where it was, in order (the last one is kept)
@@ -363,6 +445,29 @@ def read_documents(paths: Sequence[str | Path], limit: int | None = None) -> Fil
         more = f"; and {len(places) - _FEW} more ids" if len(places) > _FEW else ""
         log.warning("%d duplicate id%s: the last one kept (%s%s)", n, "" if n == 1 else "s", "; ".join(named), more)
     return got
+
+
+def _read_into(got: FileDocuments, out: dict[str, Document], seen_at: dict[str, str], path: Path, root: Path,
+               limit: int | None) -> bool:
+    """One file's documents into ``out`` (and what was skipped into ``got``); False once ``limit`` is reached."""
+    for where, doc in read_file(path, root):
+        if doc is BLANK_ROW:
+            got.blank_rows.append(where)
+            continue
+        if doc is None:
+            got.empty.append(where)
+            continue
+        assert isinstance(doc, Document)
+        if path.suffix.lower() in TEXT_SUFFIXES:
+            got.text_files += 1
+        if doc.id in out:
+            got.duplicates.append((doc.id, seen_at[doc.id], where))
+            del out[doc.id]
+        out[doc.id] = doc
+        seen_at[doc.id] = where
+        if limit is not None and len(out) >= limit:
+            return False
+    return True
 
 
 def read_paths(paths: Sequence[str | Path], limit: int | None = None) -> list[Document]:

@@ -359,16 +359,18 @@ class FaissStore:
         with self._lock:
             return hashes_of(self._db, doc_ids)
 
-    def ids_with_hashes(self, hashes: Sequence[str]) -> dict[str, list[str]]:
-        """The ids of the stored documents whose version hash is one of ``hashes``, by hash (an indexed
-        lookup; a store made before the index was added builds it once, on its first lookup)."""
+    def ids_with_hashes(self, hashes: Sequence[str],
+                        limit: int | Mapping[str, int] | None = None) -> dict[str, list[str]]:
+        """The ids of the stored documents whose version hash is one of ``hashes``, by hash, at most ``limit``
+        per hash when given (a number, or ``{hash: number}``; see :func:`ids_by_hash`): an indexed lookup whose
+        cost is the ids returned. A store made before the index was added builds it once, on its first lookup."""
         with self._lock:
             if not self._hash_index:
                 if not has_hash_index(self._db):
                     with self._write():
                         self._db.execute(HASH_INDEX)
                 self._hash_index = True
-            return ids_by_hash(self._db, hashes)
+            return ids_by_hash(self._db, hashes, limit)
 
     def iter_passages(self) -> Iterator[Passage]:
         last = ("", -1)

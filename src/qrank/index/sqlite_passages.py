@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS changes (gen INTEGER NOT NULL, added INTEGER NOT NULL
 CREATE INDEX IF NOT EXISTS changes_gen ON changes (gen);
 CREATE INDEX IF NOT EXISTS doc_hashes ON passages (hash) WHERE chunk = 0;
 """
-# a store made before the document-hash index gets it on its first hash lookup (ensure_hash_index)
+# a store made before the document-hash index gets it on its first hash lookup (FaissStore.ids_with_hashes)
 HASH_INDEX = "CREATE INDEX IF NOT EXISTS doc_hashes ON passages (hash) WHERE chunk = 0"
 _FIELDS = "doc_id, chunk, start, text, title, metadata, hash"
 _IN_CHUNK = 900  # stay far below SQLite's bound-parameter limit
@@ -266,22 +266,32 @@ def has_hash_index(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'doc_hashes'").fetchone() is not None
 
 
-def ids_by_hash(db: sqlite3.Connection, hashes: Sequence[str]) -> dict[str, list[str]]:
-    """The ids of the stored documents whose version hash is one of ``hashes``, by hash (the ``doc_hashes``
-    index answers it: no scan of the table).
+def ids_by_hash(db: sqlite3.Connection, hashes: Sequence[str],
+                limit: int | Mapping[str, int] | None = None) -> dict[str, list[str]]:
+    """The ids of the stored documents whose version hash is one of ``hashes``, by hash, in the order they were
+    stored. ``limit`` (a number, or ``{hash: number}`` with 1 for a hash it leaves out) keeps at most that many
+    ids per hash: each hash is one search of the ``doc_hashes`` index that stops there, so the cost is the ids
+    returned, not the copies stored (60,000 documents with one text answer a limit of 2 with 2 rows).
 
     >>> db = sqlite3.connect(":memory:")
     >>> _ = db.executescript(SCHEMA)
-    >>> _ = insert_passages(db, [Passage(d, 0, 0, "t", hash="h1") for d in ("a", "b")], np.ones((2, 2), np.float32))
-    >>> ids_by_hash(db, ["h1", "h2"])
-    {'h1': ['a', 'b']}
+    >>> _ = insert_passages(db, [Passage(d, 0, 0, "t", hash="h1") for d in "abc"], np.ones((3, 2), np.float32))
+    >>> ids_by_hash(db, ["h1", "h2"]), ids_by_hash(db, ["h1"], limit=2), ids_by_hash(db, ["h1"], limit={"h1": 1})
+    ({'h1': ['a', 'b', 'c']}, {'h1': ['a', 'b']}, {'h1': ['a']})
     """
-    out: dict[str, list[str]] = {}
-    for part in _chunks(list(dict.fromkeys(hashes))):
-        q = f"SELECT hash, doc_id FROM passages WHERE chunk = 0 AND hash IN ({_marks(part)}) ORDER BY doc_id"
-        for h, doc_id in db.execute(q, part):
-            out.setdefault(h, []).append(doc_id)
-    return out
+    groups: dict[int, list[str]] = {}  # the limit -> the hashes looked up with it (-1: no limit, in SQLite)
+    for h in dict.fromkeys(hashes):
+        n = -1 if limit is None else limit if isinstance(limit, int) else limit.get(h, 1)
+        if n != 0:
+            groups.setdefault(max(n, -1), []).append(h)
+    found: dict[str, list[str]] = {}
+    q = ("SELECT k.value, p.doc_id FROM json_each(?) AS k JOIN passages AS p ON p.pid IN "
+         "(SELECT q.pid FROM passages AS q WHERE q.chunk = 0 AND q.hash = k.value LIMIT ?) ORDER BY k.key, p.pid")
+    for n, group in groups.items():
+        for part in _chunks(group, 5000):
+            for h, doc_id in db.execute(q, (json.dumps(list(part)), n)):
+                found.setdefault(h, []).append(doc_id)
+    return {h: found[h] for h in dict.fromkeys(hashes) if h in found}
 
 
 def rows_after(db: sqlite3.Connection, last: tuple[str, int]) -> list[tuple]:

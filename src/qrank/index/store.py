@@ -152,9 +152,10 @@ class Hit:
 class VectorStore(Protocol):
     """What :class:`~qrank.pipeline.Pipeline` needs from a backend (FAISS+SQLite, Milvus).
 
-    Optional: ``ids_with_hashes(hashes) -> {hash: [doc ids]}``, the stored documents whose version hash is one
-    of ``hashes`` (an indexed lookup, not a scan). An add uses it to say that documents it brings are stored
-    already under other ids (:class:`~qrank.ingest.Indexer`); a store without it (Milvus, for now) skips that.
+    Optional: ``ids_with_hashes(hashes, limit=None) -> {hash: [doc ids]}``, the stored documents whose version
+    hash is one of ``hashes``, at most ``limit`` per hash (a number, or a ``{hash: n}``), by an indexed lookup, not
+    a scan. An add uses it to say that documents it brings are stored already under other ids
+    (:class:`~qrank.ingest.Indexer`); a store without it (Milvus, for now) skips that.
     """
 
     dim: int

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, model_serializer
+from pydantic import AfterValidator, Field, WithJsonSchema, model_serializer
+from pydantic_core import PydanticCustomError
 
 from ...index.documents import MAX_ID_CHARS
 from .common import Instruction, ModelName, PositiveInt, QueryText, ResponseModel, StrictModel, Text
@@ -114,9 +115,17 @@ class AddDocumentsRequest(StrictModel):
     embedder: ModelName | None = Field(None, description="served embedder for a NEW collection (default: the first)")
 
 
+def _id_chars(value: str) -> str:
+    # pydantic's own max_length, put after QueryText's validators, would say "at most 512 items"
+    if len(value) > MAX_ID_CHARS:
+        raise PydanticCustomError("string_too_long", "must be at most {max} characters, got {n}",
+                                  {"max": MAX_ID_CHARS, "n": len(value)})
+    return value
+
+
 # a stored document's id, as qrank.index.documents.check_ids accepts it (there a number is turned into a string; here
 # the body is strict: a number is a type error naming ids[i])
-DocumentId = Annotated[QueryText, Field(max_length=MAX_ID_CHARS), WithJsonSchema(
+DocumentId = Annotated[QueryText, AfterValidator(_id_chars), WithJsonSchema(
     {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": r"\S"})]
 
 
