@@ -391,6 +391,10 @@ class CachedReranker(Reranker):
     """
 
     def __init__(self, reranker: Reranker, cache: Cache | None) -> None:
+        if not isinstance(reranker, Reranker) and callable(getattr(reranker, "rerank", None)):
+            # something that ranks but is no Reranker (a proxy) would be taken for a bare model: its long-document
+            # policy would then run under the cache, which keys by the whole document's text
+            raise TypeError(f"CachedReranker wraps a Reranker or a bare scoring model, not {type(reranker).__name__}")
         self.reranker, self._counting, layer = _stack(reranker, Reranker, CountingScorer, CachedScorer, cache)
         self.cache = cache
         super().__init__(layer, instruction=self.reranker.instruction, long_documents=self.reranker.long_documents)

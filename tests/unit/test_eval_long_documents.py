@@ -128,11 +128,15 @@ def test_a_token_cap_is_a_policy_scored_as_the_model_scores_cut_documents(rerank
     from transformers import AutoModelForSequenceClassification
 
     ds, n = long_dataset(), 8
-    config = EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4, sweep=[4],
-                        long_documents=f"truncate,truncate@{n}")
+    # one query timed, the other scored untimed through qrank's score cache; the capped policy first, the plain one
+    # after it: a capped score once went under the cache as the whole document's (a lazy stand-in for the reranker
+    # was wrapped as a bare model, its policy below the cache), and a later stage read it back as plain, or the
+    # capped stage read an earlier plain one
+    config = EvalConfig(systems=["bm25+rerank"], reranker="ce", depth=4, k=4, sweep=[4], latency_queries=1,
+                        long_documents=f"truncate@{n},truncate")
     ev = Evaluation(ds, config, Settings(home=tmp_path), progress=False, reranker=reranker)
     result = ev.run()
-    assert list(result["systems"]) == ["bm25+rerank[truncate]", f"bm25+rerank[truncate@{n}]"]
+    assert list(result["systems"]) == [f"bm25+rerank[truncate@{n}]", "bm25+rerank[truncate]"]
 
     tok = reranker.model.tokenizer
     lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in ds.doc_texts]
@@ -140,18 +144,21 @@ def test_a_token_cap_is_a_policy_scored_as_the_model_scores_cut_documents(rerank
     assert capped["pairs"] == 8 and capped["tokens"] == sum(lengths)
     assert capped["coverage"] == pytest.approx(sum(min(m, n) for m in lengths) / sum(lengths))
 
-    scores = ev.rerank_system("bm25+rerank", ev.policies[f"truncate@{n}"])["scores"]
     hf = AutoModelForSequenceClassification.from_pretrained(str(ce_dir)).eval()
     text_of = dict(zip(ds.doc_ids, ds.doc_texts))
-    for q, per_doc in scores.items():
-        for d, got in per_doc.items():
-            ids = tok(text_of[d], add_special_tokens=False)["input_ids"][:n]
-            query = tok(ds.queries[q], add_special_tokens=False)["input_ids"]
-            pair = [tok.cls_token_id, *query, tok.sep_token_id, *ids, tok.sep_token_id]  # BERT's pair layout
-            types = [0] * (len(query) + 2) + [1] * (len(ids) + 1)
-            with torch.no_grad():
-                logit = hf(input_ids=torch.tensor([pair]), token_type_ids=torch.tensor([types])).logits[0, 0]
-            assert got == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)
+    for label, cap in ((f"truncate@{n}", n), ("truncate", None)):
+        scores = ev.rerank_system("bm25+rerank", ev.policies[label])["scores"]
+        assert len(scores) == 2 and all(len(per_doc) == 4 for per_doc in scores.values())
+        for q, per_doc in scores.items():
+            for d, got in per_doc.items():
+                query = tok(ds.queries[q], add_special_tokens=False)["input_ids"]
+                # the cap, else the model's own cut at its 512-token window
+                ids = tok(text_of[d], add_special_tokens=False)["input_ids"][: cap or 512 - len(query) - 3]
+                pair = [tok.cls_token_id, *query, tok.sep_token_id, *ids, tok.sep_token_id]  # BERT's pair layout
+                types = [0] * (len(query) + 2) + [1] * (len(ids) + 1)
+                with torch.no_grad():
+                    logit = hf(input_ids=torch.tensor([pair]), token_type_ids=torch.tensor([types])).logits[0, 0]
+                assert got == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5), (label, q, d)
 
 
 def test_coverage_of_more_pairs_than_one_request_may_chunk(reranker):

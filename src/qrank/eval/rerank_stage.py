@@ -198,7 +198,11 @@ class _Lazy:
     def __init__(self, build) -> None:
         self._build, self._value = build, None
 
-    def __getattr__(self, name):
+    def resolve(self):
+        """The value, built on first use (what a layer that must wrap the real object is given)."""
         if self._value is None:
             self._value = self._build()
-        return getattr(self._value, name)
+        return self._value
+
+    def __getattr__(self, name):
+        return getattr(self.resolve(), name)
