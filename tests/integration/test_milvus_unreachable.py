@@ -370,6 +370,19 @@ def _readd(store, version: dict[str, list[Passage]]) -> list[str]:
     return unchanged
 
 
+def _requests_of_a_whole_add(path, settings: IndexSettings, pid: int, before: dict, version: dict,
+                             kept: dict) -> int:
+    """The write requests ``version``'s add makes over ``before`` when nothing cuts it short (and that it ends
+    exactly as ``version`` plus the ``kept`` documents)."""
+    store = _spied_store(path, settings, pid, before, None)
+    try:
+        _add(store, version)
+        _exactly(store, {**version, **kept})
+        return store.sent
+    finally:
+        store.close()
+
+
 def _spied_store(path, settings: IndexSettings, frozen_pid: int, version: dict[str, list[Passage]], k: int | None):
     """A store holding ``version``, whose ``k``-th write request (from now on) meets a frozen server: the server's
     process is stopped (SIGSTOP, thawed by the test) just before that request goes to it. ``store.sent`` counts the
@@ -437,11 +450,7 @@ def test_a_write_cut_short_is_never_half_done_silently_and_running_it_again_comp
     everything = ["grows", "shrinks", "kept", "fresh", "single"]
     pid = milvus_process.proc.pid
 
-    store = _spied_store(tmp_path / "cutnone", settings, pid, before, None)
-    _add(store, cut)
-    _exactly(store, {**cut, "kept": before["kept"]})
-    requests = store.sent
-    store.close()
+    requests = _requests_of_a_whole_add(tmp_path / "cutnone", settings, pid, before, cut, {"kept": before["kept"]})
     assert requests == 8, requests  # pending first rows (2), the surplus (1), the others (2), the first rows (3)
     for k in range(1, requests + 1):
         store = _spied_store(tmp_path / f"cut{k}", settings, pid, before, k)
@@ -509,11 +518,7 @@ def test_a_shrinking_add_cut_short_then_the_old_version_added_again_is_complete(
     new = {**_version("b", {"shrinks": 1, "long": 2, "other": 3, "single": 1}), "kept": old["kept"]}
     pid = milvus_process.proc.pid
 
-    store = _spied_store(tmp_path / "shrinknone", settings, pid, old, None)
-    _add(store, new)
-    _exactly(store, new)
-    requests = store.sent
-    store.close()
+    requests = _requests_of_a_whole_add(tmp_path / "shrinknone", settings, pid, old, new, {})
     assert requests == 8, requests  # pending first rows (2), the surplus (1), the others (2), the first rows (3)
     for k in range(1, requests + 1):
         store = _spied_store(tmp_path / f"shrink{k}", settings, pid, old, k)

@@ -97,15 +97,21 @@ def test_a_finished_bar_says_done_once(caplog):
     assert [line for line in lines if line.endswith("done")] == [lines[-1]] and lines[-1].startswith("x: 3/3 docs")
 
 
+def _clocked_bar(total: int, desc: str):
+    """A log-line bar (no terminal) on a fake clock that starts at 0 s: ``clock[0]`` is now."""
+    clock = [0.0]
+    bar = progress(total=total, desc=desc, unit="doc", stream=io.StringIO(), log_interval=0)
+    bar._time = lambda: clock[0]
+    bar.start_t = bar.last_print_t = 0.0
+    return bar, clock
+
+
 def test_eta_counts_from_the_first_finished_unit_not_the_warm_up(caplog):
     """A first window that takes 60 s (model load, compile), then 10 units a second: at 110 of 200 the ETA is 9 s
     for the 90 left, not the 57 s the average since the start (110 in 70 s) gave; early lines were worse still
     (at 20 of 200: 9 minutes for 18 s of work)."""
-    clock = [0.0]
     with caplog.at_level(logging.INFO, logger="qrank.progress"):
-        bar = progress(total=200, desc="w", unit="doc", stream=io.StringIO(), log_interval=0)
-        bar._time = lambda: clock[0]
-        bar.start_t = bar.last_print_t = 0.0
+        bar, clock = _clocked_bar(200, "w")
         clock[0] = 60.0
         bar.update(10)  # the warm-up window
         for _ in range(10):
@@ -121,11 +127,8 @@ def test_no_eta_from_the_first_unit_alone(caplog):
     """The first line of a piped index add came when 1 of 800 documents was committed after 32 s of warm-up: its
     rate said "ETA 7h03m" for a 2.5-minute run. With only the first unit done no rate or ETA is shown; the next
     line has the steady one."""
-    clock = [0.0]
     with caplog.at_level(logging.INFO, logger="qrank.progress"):
-        bar = progress(total=800, desc="i", unit="doc", stream=io.StringIO(), log_interval=0)
-        bar._time = lambda: clock[0]
-        bar.start_t = bar.last_print_t = 0.0
+        bar, clock = _clocked_bar(800, "i")
         clock[0] = 32.0
         bar.update(1)
         clock[0] = 62.0
