@@ -264,6 +264,8 @@ class Evaluation:
         if policy != LongDocuments():  # left out for the default, so stages cached before policies stay valid
             # every setting of the policy changes scores (chunk size, overlap, aggregate, top_k, caps)
             ident["long_documents"] = asdict(policy)
+            # stages of a policy scored before 2026-12-08 read plain scores for their untimed queries (318e9cd)
+            ident["policy_scores"] = 2
         return ident
 
     def plan(self) -> dict:
