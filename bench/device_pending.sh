@@ -49,12 +49,13 @@
 #                                          # 8B bench (< 600 s)
 #   bash bench/device_pending.sh h200      # on an H200 (the issues' targets are H200 figures): long rows (issue 17),
 #                                          # FP8 8B/4B (issue 18), R100 A/B (issue 15)
-# Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all with the tracked ~4.5 MiB):
+# Prepare here (git-ignored paths; name them in the device call's carry, 64 MiB in all with the tracked ~5.9 MiB):
 #   .whl: pydantic 2.14.4, pydantic-core 2.50.5, pydantic-settings 2.16.3, annotated-types 0.8.0, typing-inspection
 #     0.4.5, typing-extensions 4.16.0, python-dotenv 1.2.4, tenacity 9.1.4 as cp312 wheels (the device README's pip
 #     download line; 2.9 MiB)
 #   .carry/shared (53 MiB): configs; tokenizers/qwen3 without vocab.json and merges.txt (tokenizer.json alone gives
-#     the same ids); datasets/scifact/{queries.jsonl, corpus.jsonl cut to its first 2,000 lines}; models/
+#     the same ids); datasets/scifact/{queries.jsonl, corpus.jsonl cut to its first 1,500 lines: 2,000 until the tracked files grew
+#     past the limit on 2026-12-08}; models/
 #     scifact-minilm-ce (45 MiB); models/all-MiniLM-L6-v2 without model.safetensors and its onnx/openvino folders
 #     (the tests take its tokenizer only)
 #   .carry/shared_extra.tgz (1.9 MiB; device_run.sh unpacks it into .carry/shared): for the suite's FP8 embedder test
