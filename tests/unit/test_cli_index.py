@@ -214,12 +214,17 @@ def test_add_of_a_beir_folder_skips_its_qrels_and_a_named_one_is_an_error(home, 
     (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "Statins lower LDL."}\n')
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n")
     (beir / "qrels" / "dev.csv").write_text("query-id,corpus-id,score\n1,d1,1\n")  # a CSV is treated alike
+    # its queries are no documents either: added, query "d1" replaced the abstract of the same id
+    (beir / "queries.jsonl").write_text('{"_id": "d1", "text": "do statins lower LDL?"}\n')
     with caplog.at_level(logging.WARNING, logger="qrank.index.documents"):
         rc, out, err = run(capsys, "index", "add", "-c", "beir", "-e", "fake", str(beir), "--json", "--home", str(home))
     assert rc == 0 and json.loads(out)["added"] == 1, err
-    [warning] = [r.getMessage() for r in caplog.records]
+    queries_warning, warning = [r.getMessage() for r in caplog.records]
+    assert "queries.jsonl: the queries of a BEIR data set" in queries_warning and "skipped" in queries_warning
     assert warning.startswith("2 files found in a folder skipped: no 'text' column in their header")
     assert "qrels/dev.csv" in warning and "qrels/test.tsv" in warning
+    rc, out, _ = run(capsys, "search", "-c", "beir", "statins", "--no-rerank", "--json", "--home", str(home))
+    assert rc == 0 and "Statins lower LDL." in out and "do statins lower" not in out
     for named in ("test.tsv", "dev.csv"):  # named on the command line, a table without 'text' stays an error
         rc, _, err = run(capsys, "index", "add", "-c", "beir", str(beir / "qrels" / named), "--home", str(home))
         assert rc == 2 and f"{named}:1: the " in err and "header has no 'text' column" in err

@@ -234,14 +234,26 @@ def _found_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path, bool
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
-                yield f, path, True
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            queries = [f for f in found if _beir_queries(f)]
+            if queries:
+                log.warning("%s: the queries of a BEIR data set (corpus.jsonl, queries.jsonl, qrels/), not documents: "
+                            "skipped (name the file to add it)", ", ".join(str(f) for f in queries))
+            for f in found:
+                if f not in queries:
+                    yield f, path, True
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
                 raise InvalidInput("paths", f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
             yield path, path.parent, False
         else:
             raise InvalidInput("paths", f"{path}: no such file or folder")
+
+
+def _beir_queries(f: Path) -> bool:
+    """Is ``f`` the ``queries.jsonl`` of a BEIR data set (beside its ``corpus.jsonl`` and ``qrels/``)? Added with
+    the folder, its queries became documents, and one whose id matched a corpus id replaced that document."""
+    return f.name == "queries.jsonl" and (f.parent / "corpus.jsonl").is_file() and (f.parent / "qrels").is_dir()
 
 
 def iter_files(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
