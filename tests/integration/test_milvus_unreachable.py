@@ -136,54 +136,51 @@ def test_milvus_going_away_under_an_open_collection_and_coming_back(tmp_path):
     where = f"http://127.0.0.1:{port}"
     settings = settings_for(tmp_path / "home", milvus_uri=where)  # new collections stay FAISS unless told
     build_bow_collection(settings, "good")
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logging.getLogger("pymilvus").addHandler(handler)
-    try:
-        milvus_collection(settings, "remote")
-        with serve(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
-            r = search(http, "remote")
-            assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
-            server.stop(grace=0).wait()  # the server goes away: its port now refuses connections
-            db.close()
-            r, took = timed(search, http, "remote")
-            assert_unavailable(r, "remote", where, "connection refused")
-            assert took < 5
-            r = http.post("/v1/collections/remote/documents", json={"documents": ["more bread"]})
-            assert_unavailable(r, "remote", where, "connection refused")
-            r = search(http, "good")
-            assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
-            listed = {c["name"]: c for c in http.get("/v1/collections").json()["data"]}
-            assert listed["remote"]["status"] == "unavailable" and "connection refused" in listed["remote"]["reason"]
-            # said once, by qrank: pymilvus's own ERROR lines with tracebacks are not repeated in the log
-            assert not records, [r.getMessage()[:200] for r in records]
+    with _pymilvus_records() as records:
+        try:
+            milvus_collection(settings, "remote")
+            with serve(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
+                r = search(http, "remote")
+                assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
+                server.stop(grace=0).wait()  # the server goes away: its port now refuses connections
+                db.close()
+                r, took = timed(search, http, "remote")
+                assert_unavailable(r, "remote", where, "connection refused")
+                assert took < 5
+                r = http.post("/v1/collections/remote/documents", json={"documents": ["more bread"]})
+                assert_unavailable(r, "remote", where, "connection refused")
+                r = search(http, "good")
+                assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
+                listed = {c["name"]: c for c in http.get("/v1/collections").json()["data"]}
+                remote = listed["remote"]
+                assert remote["status"] == "unavailable" and "connection refused" in remote["reason"]
+                # said once, by qrank: pymilvus's own ERROR lines with tracebacks are not repeated in the log
+                assert not records, [r.getMessage()[:200] for r in records]
 
-            server, db, again = start_server_in_thread(data, port=port)  # back, with its data
-            assert again == port
-            # a cluster keeps its collections loaded across a restart; Milvus Lite's test server forgets that, so a
-            # client of the test's own loads it again (once gRPC dials the address again: about a second)
-            from pymilvus import MilvusClient
+                server, db, again = start_server_in_thread(data, port=port)  # back, with its data
+                assert again == port
+                # a cluster keeps its collections loaded across a restart; Milvus Lite's test server forgets that, so a
+                # client of the test's own loads it again (once gRPC dials the address again: about a second)
+                from pymilvus import MilvusClient
 
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    loader = MilvusClient(uri=where, dedicated=True, timeout=1.0)
-                    loader.load_collection("qrank_remote")
-                    loader.close()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            while (r := search(http, "remote")).status_code == 503 and time.monotonic() < deadline:
-                time.sleep(0.2)  # the server's own connection comes back by itself
-            assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
-    finally:
-        logging.getLogger("pymilvus").removeHandler(handler)
-        server.stop(grace=0)
-        with contextlib.suppress(Exception):  # closed already when the test failed after stopping it
-            db.close()
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        loader = MilvusClient(uri=where, dedicated=True, timeout=1.0)
+                        loader.load_collection("qrank_remote")
+                        loader.close()
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)
+                while (r := search(http, "remote")).status_code == 503 and time.monotonic() < deadline:
+                    time.sleep(0.2)  # the server's own connection comes back by itself
+                assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
+        finally:
+            server.stop(grace=0)
+            with contextlib.suppress(Exception):  # closed already when the test failed after stopping it
+                db.close()
 
 
 def test_a_server_that_never_answers_costs_one_connect_timeout(tmp_path):
@@ -304,11 +301,7 @@ def test_a_server_that_stops_answering_is_a_503_within_the_request_timeout_and_r
     settings = settings_for(tmp_path / "home", milvus_uri=where, milvus_request_timeout_s=1.0,
                             milvus_connect_timeout_s=3.0)
     milvus_collection(settings, "remote")
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logging.getLogger("pymilvus").addHandler(handler)
-    try:
+    with _pymilvus_records() as records:
         with Pipeline.open("remote", embedder=Embedder(BowModel()), settings=settings) as p:
             assert len(p.search("sourdough bread", rerank=False)) == 6
             with milvus_process.frozen():
@@ -333,6 +326,17 @@ def test_a_server_that_stops_answering_is_a_503_within_the_request_timeout_and_r
             r = search(http, "remote")
             assert r.status_code == 200 and len(r.json()["results"]) == 6, r.text
         assert not records, [r.getMessage()[:200] for r in records]  # said once, by qrank
+
+
+@contextlib.contextmanager
+def _pymilvus_records():
+    """pymilvus's own WARNING-and-above records while the block runs (qrank says an unreachable server once)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("pymilvus").addHandler(handler)
+    try:
+        yield records
     finally:
         logging.getLogger("pymilvus").removeHandler(handler)
 

@@ -190,7 +190,7 @@ class RerankDocument(ResponseModel):
         # responses leave out None fields (exclude_none); a caller's own null stays: the object is returned as sent
         data = handler(self)
         extra = self.__pydantic_extra__
-        if extra and len(data) <= len(extra):
+        if extra and any(key not in data for key in extra):
             data = {"text": data["text"], **{key: data.get(key) for key in extra}}
         return data
 
